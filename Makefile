@@ -1,0 +1,71 @@
+# Two commands on a fresh machine: `make run` and `make test`. Each target does its own set-up.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+SLITHER_VENV := .venv-slither
+STAMP_PY := $(VENV)/.installed
+STAMP_NPM := node_modules/.installed
+HYPOTHESIS_PROFILE ?= ci
+
+.PHONY: help setup run test test-long check lint typecheck slither contracts bench-gas clean
+
+help:
+	@echo "make run        set up and start the embedded system"
+	@echo "make test       set up and run the test suite"
+	@echo "make check      ruff, mypy --strict, Slither"
+	@echo "make bench-gas  gas table -> bench/results/gas.json"
+	@echo "make contracts  recompile and re-export contracts/build"
+
+setup: $(STAMP_PY) $(STAMP_NPM)
+
+$(STAMP_PY): pyproject.toml requirements.lock
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -r requirements.lock
+	$(PIP) install -q --no-deps -e .
+	touch $@
+
+$(STAMP_NPM): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+contracts: $(STAMP_NPM)
+	npx hardhat export-build
+
+run: setup
+	$(VENV)/bin/cardless run
+
+test: setup
+	HYPOTHESIS_PROFILE=$(HYPOTHESIS_PROFILE) $(VENV)/bin/pytest
+
+test-long: setup
+	HYPOTHESIS_PROFILE=long $(VENV)/bin/pytest tests/contracts/test_invariants.py
+
+lint: $(STAMP_PY)
+	$(VENV)/bin/ruff check gateway oracles adapters tests bench
+	$(VENV)/bin/ruff format --check gateway oracles adapters tests bench
+
+typecheck: $(STAMP_PY)
+	$(VENV)/bin/mypy
+
+$(SLITHER_VENV)/.installed: requirements-slither.lock
+	$(PYTHON) -m venv $(SLITHER_VENV)
+	$(SLITHER_VENV)/bin/pip install -q --upgrade pip
+	$(SLITHER_VENV)/bin/pip install -q -r requirements-slither.lock
+	touch $@
+
+slither: $(SLITHER_VENV)/.installed $(STAMP_NPM)
+	npx hardhat compile --quiet
+	$(SLITHER_VENV)/bin/slither . --compile-force-framework hardhat --hardhat-ignore-compile \
+		--config-file slither.config.json
+
+check: lint typecheck slither
+
+bench-gas: setup
+	$(PY) -m bench.gas
+
+clean:
+	rm -rf $(VENV) $(SLITHER_VENV) node_modules .hardhat

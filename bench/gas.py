@@ -1,0 +1,191 @@
+"""Gas table for every escrow operation (``make bench-gas``).
+
+Measures receipt ``gasUsed`` on the in-process py-evm chain in the steady state the targets assume:
+the buyer's and the escrow's token balances and the merchant's and fee balances are already non-zero;
+batches are orders of one merchant. Writes ``bench/results/gas.json`` (a flat object of integers) and
+prints a Markdown table with the targets and the anchor (Coinbase Commerce AuthCaptureEscrow's public
+gas snapshot, which excludes the 21,000 intrinsic gas; the table adds it back for comparison).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from eth_account.messages import encode_typed_data
+
+from oracles.protocol import sign
+from tests.contracts.harness import TOKEN_UNIT, EscrowEnv, build_env
+
+RESULTS = Path(__file__).resolve().parent / "results" / "gas.json"
+INTRINSIC = 21_000
+
+TARGETS = {
+    "pay_erc20": 95_000,
+    "settle_single": 60_000,
+    "settle_batch_100_per_order": 12_000,
+    "refund": 60_000,
+    "reclaim": 60_000,
+}
+# Coinbase Commerce AuthCaptureEscrow gas snapshot (execution only) mapped to our operations.
+ANCHORS = {
+    "pay_erc20": ("authorize", 155_657),
+    "pay_permit": ("authorize", 155_657),
+    "pay_eth": ("authorize", 155_657),
+    "settle_single": ("capture", 69_915),
+    "refund": ("void", 55_079),
+    "reclaim": ("reclaim", 55_217),
+}
+KEYS = [
+    "pay_erc20",
+    "pay_permit",
+    "pay_eth",
+    "settle_single",
+    "settle_batch_10_per_order",
+    "settle_batch_100_per_order",
+    "refund",
+    "reclaim",
+    "withdraw",
+]
+
+
+def _permit_signature(env: EscrowEnv, owner_index: int, value: int, deadline: int) -> tuple[int, bytes, bytes]:
+    buyer = env.buyers[owner_index]
+    nonce = env.usdc.functions.nonces(buyer.address).call()
+    typed = encode_typed_data(
+        full_message={
+            "types": {
+                "EIP712Domain": [
+                    {"name": "name", "type": "string"},
+                    {"name": "version", "type": "string"},
+                    {"name": "chainId", "type": "uint256"},
+                    {"name": "verifyingContract", "type": "address"},
+                ],
+                "Permit": [
+                    {"name": "owner", "type": "address"},
+                    {"name": "spender", "type": "address"},
+                    {"name": "value", "type": "uint256"},
+                    {"name": "nonce", "type": "uint256"},
+                    {"name": "deadline", "type": "uint256"},
+                ],
+            },
+            "primaryType": "Permit",
+            "domain": {
+                "name": env.usdc.functions.name().call(),
+                "version": "1",
+                "chainId": env.w3.eth.chain_id,
+                "verifyingContract": env.usdc.address,
+            },
+            "message": {
+                "owner": buyer.address,
+                "spender": env.escrow.address,
+                "value": value,
+                "nonce": nonce,
+                "deadline": deadline,
+            },
+        }
+    )
+    sig = sign(buyer.key, typed)
+    return sig[64], sig[:32], sig[32:64]
+
+
+def measure() -> dict[str, int]:
+    env = build_env()
+    usdc = env.usdc
+    buyer = env.buyers[0].address
+    merchant = env.merchants[0].address
+    results: dict[str, int] = {}
+
+    # Steady state: buyer keeps a token balance, the escrow holds an open order, the merchant and fee
+    # balances are non-zero (one order settled), the merchant already holds tokens.
+    env.send(usdc.functions.mint(buyer, 1_000_000 * TOKEN_UNIT), env.owner)
+    env.send(usdc.functions.mint(merchant, TOKEN_UNIT), env.owner)
+    env.send(usdc.functions.approve(env.escrow.address, 2**256 - 1), buyer)
+    warm = env.make_order()
+    env.pay(warm, fund=False)
+    env.settle(warm)
+    env.pay(env.make_order(), fund=False)  # stays open: escrow balance non-zero
+    env.send(env.escrow.functions.pay(*_native_args(env)), buyer, value=10**15)
+
+    # pay (ERC-20 after approve). A finite allowance is the common wallet flow and costs an extra write.
+    order = env.make_order()
+    env.send(usdc.functions.approve(env.escrow.address, order.amount + 10**12), buyer)
+    results["pay_erc20"] = env.pay(order, fund=False)["gasUsed"]
+    results["settle_single"] = env.settle(order)["gasUsed"]
+
+    # pay with EIP-2612 permit
+    order = env.make_order()
+    env.send(usdc.functions.approve(env.escrow.address, 0), buyer)
+    deadline = env.chain.now() + 3_600
+    v, r, s = _permit_signature(env, 0, order.amount, deadline)
+    call = env.escrow.functions.payWithPermit(
+        order.as_tuple(), env.quote_key.address, env.quote(order), deadline, v, r, s
+    )
+    results["pay_permit"] = env.send(call, buyer)["gasUsed"]
+    env.send(usdc.functions.approve(env.escrow.address, 2**256 - 1), buyer)
+
+    # pay with native ETH
+    order = env.make_order(token=None, amount=10**16)
+    results["pay_eth"] = env.pay(order)["gasUsed"]
+
+    for size in (10, 100):
+        orders = [env.make_order() for _ in range(size)]
+        for o in orders:
+            env.pay(o, fund=False)
+        results[f"settle_batch_{size}_per_order"] = env.settle_batch(orders)["gasUsed"] // size
+
+    order = env.make_order()
+    env.pay(order, fund=False)
+    results["refund"] = env.refund(order)["gasUsed"]
+
+    order = env.make_order(quote_ttl=60, deadline_ttl=120)
+    env.pay(order, fund=False)
+    env.chain.warp(order.fulfilment_deadline + 1)
+    results["reclaim"] = env.reclaim(order)["gasUsed"]
+
+    results["withdraw"] = env.withdraw(merchant, usdc.address)["gasUsed"]
+    return {k: int(results[k]) for k in KEYS}
+
+
+def _native_args(env: EscrowEnv) -> tuple[object, ...]:
+    order = env.make_order(token=None, amount=10**15)
+    return (order.as_tuple(), env.quote_key.address, env.quote(order))
+
+
+def table(results: dict[str, int]) -> str:
+    lines = [
+        "| operation | gasUsed | target | vs target | anchor (AuthCaptureEscrow, +21,000) | vs anchor |",
+        "|---|---:|---:|---:|---|---:|",
+    ]
+    for key in KEYS:
+        gas = results[key]
+        target = TARGETS.get(key)
+        anchor = ANCHORS.get(key)
+        target_cells = (f"{target:,}", f"{gas / target:.2f}x") if target else ("-", "-")
+        anchor_cells = (
+            (f"{anchor[0]} {anchor[1] + INTRINSIC:,}", f"{gas / (anchor[1] + INTRINSIC):.2f}x")
+            if anchor
+            else ("-", "-")
+        )
+        lines.append(f"| {key} | {gas:,} | {target_cells[0]} | {target_cells[1]} | {anchor_cells[0]} | {anchor_cells[1]} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    results = measure()
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results))
+    missed = {k: (results[k], t) for k, t in TARGETS.items() if results[k] > t}
+    print()
+    if missed:
+        print("targets missed: " + ", ".join(f"{k} {g:,} > {t:,}" for k, (g, t) in missed.items()))
+        return 1
+    print(f"all {len(TARGETS)} targets met; wrote {RESULTS.relative_to(Path.cwd()) if RESULTS.is_relative_to(Path.cwd()) else RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -1,0 +1,493 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.37;
+
+import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
+import {Ownable2Step} from "@openzeppelin/contracts/access/Ownable2Step.sol";
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {IERC20Permit} from "@openzeppelin/contracts/token/ERC20/extensions/IERC20Permit.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {Address} from "@openzeppelin/contracts/utils/Address.sol";
+import {Pausable} from "@openzeppelin/contracts/utils/Pausable.sol";
+import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
+import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+import {SignatureChecker} from "@openzeppelin/contracts/utils/cryptography/SignatureChecker.sol";
+
+import {ICardlessEscrow} from "./interfaces/ICardlessEscrow.sol";
+
+/// @title CardlessEscrow
+/// @notice Holds buyers' payments for direct top-up orders until an oracle proves fulfilment.
+/// @dev Accounting invariant, per token: this contract's balance == sum of `Paid` order amounts
+///      + sum of account balances + fee balance. Every transition below keeps it.
+contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, ReentrancyGuardTransient {
+    using SafeERC20 for IERC20;
+
+    /// @dev Storage for one order: a 31-byte prefix of its EIP-712 struct hash and its status, one slot.
+    ///      248 bits of the hash keep second-preimage resistance far beyond any practical attack.
+    struct OrderRecord {
+        bytes31 digest;
+        OrderStatus status;
+    }
+
+    // ------------------------------------------------------------------ constants
+
+    /// @notice Basis-point denominator.
+    uint16 public constant MAX_BPS = 10_000;
+
+    /// @dev Gas forwarded when pushing a native refund to a buyer. Enough for smart-contract wallets that
+    ///      emit an event on receipt; a receiver that needs more (or reverts) gets the refund credited to its
+    ///      balance instead, withdrawable with full gas. The cap stops a buyer contract from burning the
+    ///      oracle's gas on refund.
+    uint256 internal constant _NATIVE_REFUND_GAS = 50_000;
+
+    bytes32 internal constant _ORDER_TYPEHASH = keccak256(
+        "Order(bytes32 orderId,address buyer,address merchant,address token,uint256 amount,uint16 feeBps,"
+        "uint48 quoteExpiry,uint48 fulfilmentDeadline,bytes32 skuHash,bytes32 accountCommitment)"
+    );
+    bytes32 internal constant _FULFILMENT_TYPEHASH =
+        keccak256("Fulfilment(bytes32 orderId,bytes32 receiptHash,uint48 fulfilledAt)");
+    bytes32 internal constant _FULFILMENT_BATCH_TYPEHASH = keccak256(
+        "FulfilmentBatch(Fulfilment[] fulfilments)Fulfilment(bytes32 orderId,bytes32 receiptHash,uint48 fulfilledAt)"
+    );
+    bytes32 internal constant _REFUND_TYPEHASH = keccak256("Refund(bytes32 orderId,uint16 reasonCode)");
+
+    // ------------------------------------------------------------------ storage
+
+    /// @notice Highest fee a new order may carry, in basis points.
+    uint16 public feeCapBps;
+    /// @notice Where platform fees are paid.
+    address public feeRecipient;
+
+    mapping(bytes32 orderId => OrderRecord record) internal _orders;
+    mapping(address account => mapping(address token => uint256 amount)) internal _balances;
+    mapping(address account => address payout) internal _payouts;
+
+    /// @notice Platform fees accrued per token and not yet withdrawn.
+    mapping(address token => uint256 amount) public feeBalance;
+    /// @notice Keys whose fulfilment proofs and refund authorisations are accepted.
+    mapping(address signer => bool authorised) public isOracleSigner;
+    /// @notice Keys whose quotes are accepted.
+    mapping(address signer => bool authorised) public isQuoteSigner;
+    /// @notice Tokens accepted for new payments; address(0) is native ETH.
+    mapping(address token => bool allowed) public isTokenAllowed;
+
+    // ------------------------------------------------------------------ constructor
+
+    /// @param initialOwner Owner (a multisig in production).
+    /// @param initialFeeRecipient Where platform fees are paid.
+    /// @param initialFeeCapBps Highest fee an order may carry.
+    constructor(address initialOwner, address initialFeeRecipient, uint16 initialFeeCapBps)
+        EIP712("CardlessEscrow", "1")
+        Ownable(initialOwner)
+    {
+        _setFeeRecipient(initialFeeRecipient);
+        _setFeeCap(initialFeeCapBps);
+    }
+
+    // ------------------------------------------------------------------ buyer
+
+    /// @inheritdoc ICardlessEscrow
+    function pay(Order calldata order, address quoteSigner, bytes calldata quoteSignature)
+        external
+        payable
+        nonReentrant
+        whenNotPaused
+    {
+        _acceptOrder(order, quoteSigner, quoteSignature);
+        if (order.token == address(0)) {
+            if (msg.value != order.amount) revert IncorrectNativeAmount(order.orderId, order.amount, msg.value);
+        } else {
+            if (msg.value != 0) revert IncorrectNativeAmount(order.orderId, 0, msg.value);
+            _pullExact(IERC20(order.token), order.buyer, order.amount);
+        }
+    }
+
+    /// @inheritdoc ICardlessEscrow
+    function payWithPermit(
+        Order calldata order,
+        address quoteSigner,
+        bytes calldata quoteSignature,
+        uint256 permitDeadline,
+        uint8 v,
+        bytes32 r,
+        bytes32 s
+    ) external nonReentrant whenNotPaused {
+        if (order.token == address(0)) revert PermitRequiresToken(order.orderId);
+        _acceptOrder(order, quoteSigner, quoteSignature);
+        // A permit can be front-run (anyone may submit it first); then the allowance already exists and the
+        // pull below succeeds, so a failed permit is only fatal when the allowance is missing.
+        try IERC20Permit(order.token).permit(order.buyer, address(this), order.amount, permitDeadline, v, r, s) {}
+            catch {}
+        _pullExact(IERC20(order.token), order.buyer, order.amount);
+    }
+
+    /// @inheritdoc ICardlessEscrow
+    function reclaim(Order calldata order) external nonReentrant {
+        // checks
+        _requirePaid(order);
+        if (block.timestamp <= order.fulfilmentDeadline) {
+            revert DeadlineNotPassed(order.orderId, order.fulfilmentDeadline, block.timestamp);
+        }
+        // effects
+        _orders[order.orderId].status = OrderStatus.Reclaimed;
+        emit OrderReclaimed(order.orderId, msg.sender);
+        // interactions
+        _repayBuyer(order);
+    }
+
+    // ------------------------------------------------------------------ oracle
+
+    /// @inheritdoc ICardlessEscrow
+    function settle(
+        Order calldata order,
+        Fulfilment calldata fulfilment,
+        address oracleSigner,
+        bytes calldata signature
+    ) external nonReentrant {
+        // checks
+        _requirePaid(order);
+        if (fulfilment.fulfilledAt > order.fulfilmentDeadline) {
+            revert FulfilledAfterDeadline(order.orderId, fulfilment.fulfilledAt, order.fulfilmentDeadline);
+        }
+        bytes32 digest = _hashTypedDataV4(_hashFulfilment(order.orderId, fulfilment));
+        _requireOracleSignature(oracleSigner, digest, signature);
+        // effects (no interactions: settlement only credits balances)
+        _orders[order.orderId].status = OrderStatus.Settled;
+        uint256 fee = _fee(order.amount, order.feeBps);
+        _balances[order.merchant][order.token] += order.amount - fee;
+        feeBalance[order.token] += fee;
+        emit FulfilmentsAttested(digest, oracleSigner, 1);
+        emit OrderSettled(order.orderId, fulfilment.receiptHash, fulfilment.fulfilledAt);
+    }
+
+    /// @inheritdoc ICardlessEscrow
+    function settleBatch(
+        Order[] calldata orders,
+        Fulfilment[] calldata fulfilments,
+        address oracleSigner,
+        bytes calldata signature
+    ) external nonReentrant {
+        uint256 n = orders.length;
+        if (n == 0 || n != fulfilments.length) revert BatchLengthMismatch(n, fulfilments.length);
+
+        // checks: one signature over EIP-712 `FulfilmentBatch(Fulfilment[] fulfilments)`
+        bytes32[] memory leaves = new bytes32[](n);
+        for (uint256 i; i < n; ++i) {
+            leaves[i] = _hashFulfilment(orders[i].orderId, fulfilments[i]);
+        }
+        bytes32 digest =
+            _hashTypedDataV4(keccak256(abi.encode(_FULFILMENT_BATCH_TYPEHASH, keccak256(abi.encodePacked(leaves)))));
+        _requireOracleSignature(oracleSigner, digest, signature);
+        emit FulfilmentsAttested(digest, oracleSigner, n);
+
+        // effects: credits are summed while consecutive orders share merchant and token, so a batch of one
+        // merchant's orders writes its balance once instead of once per order.
+        address merchant = orders[0].merchant;
+        address token = orders[0].token;
+        uint256 merchantSum;
+        uint256 feeSum;
+        for (uint256 i; i < n; ++i) {
+            Order calldata order = orders[i];
+            OrderRecord storage record = _orders[order.orderId];
+            if (record.digest != bytes31(_hashOrder(order))) revert OrderMismatch(order.orderId);
+            // Skip, not revert: a reclaim or refund that landed first must not block the rest of the batch.
+            if (record.status != OrderStatus.Paid) continue;
+            Fulfilment calldata fulfilment = fulfilments[i];
+            if (fulfilment.fulfilledAt > order.fulfilmentDeadline) {
+                revert FulfilledAfterDeadline(order.orderId, fulfilment.fulfilledAt, order.fulfilmentDeadline);
+            }
+            record.status = OrderStatus.Settled;
+            emit OrderSettled(order.orderId, fulfilment.receiptHash, fulfilment.fulfilledAt);
+
+            if (order.merchant != merchant || order.token != token) {
+                _credit(merchant, token, merchantSum, feeSum);
+                (merchant, token, merchantSum, feeSum) = (order.merchant, order.token, 0, 0);
+            }
+            uint256 fee = _fee(order.amount, order.feeBps);
+            merchantSum += order.amount - fee;
+            feeSum += fee;
+        }
+        _credit(merchant, token, merchantSum, feeSum);
+    }
+
+    /// @inheritdoc ICardlessEscrow
+    function refund(Order calldata order, uint16 reasonCode, address oracleSigner, bytes calldata signature)
+        external
+        nonReentrant
+    {
+        // checks
+        _requirePaid(order);
+        _requireOracleSignature(
+            oracleSigner,
+            _hashTypedDataV4(keccak256(abi.encode(_REFUND_TYPEHASH, order.orderId, reasonCode))),
+            signature
+        );
+        // effects
+        _orders[order.orderId].status = OrderStatus.Refunded;
+        emit OrderRefunded(order.orderId, reasonCode, oracleSigner);
+        // interactions
+        _repayBuyer(order);
+    }
+
+    // ------------------------------------------------------------------ payouts
+
+    /// @inheritdoc ICardlessEscrow
+    function withdraw(address account, address token) external nonReentrant {
+        // checks
+        uint256 amount = _balances[account][token];
+        if (amount == 0) revert NothingToWithdraw(account, token);
+        address to = payoutAddressOf(account);
+        // effects
+        _balances[account][token] = 0;
+        emit Withdrawn(account, token, to, amount);
+        // interactions: a payout address that reverts fails only its own withdrawal.
+        _send(token, to, amount);
+    }
+
+    /// @inheritdoc ICardlessEscrow
+    function withdrawFees(address token) external nonReentrant {
+        uint256 amount = feeBalance[token];
+        if (amount == 0) revert NothingToWithdraw(address(this), token);
+        address to = feeRecipient;
+        feeBalance[token] = 0;
+        emit FeesWithdrawn(token, to, amount);
+        _send(token, to, amount);
+    }
+
+    /// @inheritdoc ICardlessEscrow
+    function setPayoutAddress(address payout) external {
+        _payouts[msg.sender] = payout;
+        emit PayoutAddressSet(msg.sender, payout == address(0) ? msg.sender : payout);
+    }
+
+    // ------------------------------------------------------------------ owner
+
+    /// @inheritdoc ICardlessEscrow
+    function setOracleSigner(address signer, bool authorised) external onlyOwner {
+        if (signer == address(0)) revert ZeroAddress();
+        isOracleSigner[signer] = authorised;
+        emit OracleSignerSet(signer, authorised);
+    }
+
+    /// @inheritdoc ICardlessEscrow
+    function setQuoteSigner(address signer, bool authorised) external onlyOwner {
+        if (signer == address(0)) revert ZeroAddress();
+        isQuoteSigner[signer] = authorised;
+        emit QuoteSignerSet(signer, authorised);
+    }
+
+    /// @inheritdoc ICardlessEscrow
+    function setTokenAllowed(address token, bool allowed) external onlyOwner {
+        isTokenAllowed[token] = allowed;
+        emit TokenAllowedSet(token, allowed);
+    }
+
+    /// @inheritdoc ICardlessEscrow
+    function setFeeCap(uint16 newFeeCapBps) external onlyOwner {
+        _setFeeCap(newFeeCapBps);
+    }
+
+    /// @inheritdoc ICardlessEscrow
+    function setFeeRecipient(address newFeeRecipient) external onlyOwner {
+        _setFeeRecipient(newFeeRecipient);
+    }
+
+    /// @inheritdoc ICardlessEscrow
+    function pause() external onlyOwner {
+        _pause();
+    }
+
+    /// @inheritdoc ICardlessEscrow
+    function unpause() external onlyOwner {
+        _unpause();
+    }
+
+    // ------------------------------------------------------------------ views
+
+    /// @inheritdoc ICardlessEscrow
+    function orderStatus(bytes32 orderId) external view returns (OrderStatus) {
+        return _orders[orderId].status;
+    }
+
+    /// @inheritdoc ICardlessEscrow
+    function hashOrder(Order calldata order) external pure returns (bytes32) {
+        return _hashOrder(order);
+    }
+
+    /// @inheritdoc ICardlessEscrow
+    function quoteDigest(Order calldata order) external view returns (bytes32) {
+        return _hashTypedDataV4(_hashOrder(order));
+    }
+
+    /// @inheritdoc ICardlessEscrow
+    function fulfilmentDigest(bytes32 orderId, Fulfilment calldata fulfilment) external view returns (bytes32) {
+        return _hashTypedDataV4(_hashFulfilment(orderId, fulfilment));
+    }
+
+    /// @inheritdoc ICardlessEscrow
+    function refundDigest(bytes32 orderId, uint16 reasonCode) external view returns (bytes32) {
+        return _hashTypedDataV4(keccak256(abi.encode(_REFUND_TYPEHASH, orderId, reasonCode)));
+    }
+
+    /// @inheritdoc ICardlessEscrow
+    function balanceOf(address account, address token) external view returns (uint256) {
+        return _balances[account][token];
+    }
+
+    /// @inheritdoc ICardlessEscrow
+    function payoutAddressOf(address account) public view returns (address) {
+        address payout = _payouts[account];
+        return payout == address(0) ? account : payout;
+    }
+
+    // ------------------------------------------------------------------ internal
+
+    /// @dev All checks and effects of a payment; the caller moves the funds afterwards.
+    function _acceptOrder(Order calldata order, address quoteSigner, bytes calldata quoteSignature) internal {
+        bytes32 orderId = order.orderId;
+        // checks
+        if (msg.sender != order.buyer) revert BuyerMismatch(orderId, order.buyer, msg.sender);
+        if (!isTokenAllowed[order.token]) revert TokenNotAllowed(order.token);
+        if (order.amount == 0) revert ZeroAmount(orderId);
+        if (order.feeBps > feeCapBps) revert FeeAboveCap(orderId, order.feeBps, feeCapBps);
+        if (block.timestamp > order.quoteExpiry) revert QuoteExpired(orderId, order.quoteExpiry, block.timestamp);
+        if (block.timestamp >= order.fulfilmentDeadline) {
+            revert DeadlineInPast(orderId, order.fulfilmentDeadline, block.timestamp);
+        }
+        OrderRecord storage record = _orders[orderId];
+        if (record.status != OrderStatus.None) revert OrderAlreadyExists(orderId);
+        if (!isQuoteSigner[quoteSigner]) revert UnauthorisedQuoteSigner(quoteSigner);
+        bytes32 structHash = _hashOrder(order);
+        _requireSignature(quoteSigner, _hashTypedDataV4(structHash), quoteSignature);
+        // effects
+        (record.digest, record.status) = (bytes31(structHash), OrderStatus.Paid);
+        emit OrderPaid(
+            orderId,
+            order.buyer,
+            order.merchant,
+            order.token,
+            order.amount,
+            order.feeBps,
+            order.quoteExpiry,
+            order.fulfilmentDeadline,
+            order.skuHash,
+            order.accountCommitment,
+            quoteSigner
+        );
+    }
+
+    /// @dev Pulls `amount` from `from` and insists the balance grew by exactly that much, which refuses
+    ///      fee-on-transfer and other tokens that would leave the escrow short.
+    function _pullExact(IERC20 token, address from, uint256 amount) internal {
+        uint256 before = token.balanceOf(address(this));
+        token.safeTransferFrom(from, address(this), amount);
+        uint256 received = token.balanceOf(address(this)) - before;
+        if (received != amount) revert TokenTransferShortfall(address(token), amount, received);
+    }
+
+    /// @dev Reverts unless `order` matches its stored digest and is `Paid`.
+    function _requirePaid(Order calldata order) internal view {
+        OrderRecord storage record = _orders[order.orderId];
+        OrderStatus status = record.status;
+        if (status == OrderStatus.None) revert OrderNotPaid(order.orderId, status);
+        if (record.digest != bytes31(_hashOrder(order))) revert OrderMismatch(order.orderId);
+        if (status != OrderStatus.Paid) revert OrderNotPaid(order.orderId, status);
+    }
+
+    function _requireOracleSignature(address signer, bytes32 digest, bytes calldata signature) internal view {
+        if (!isOracleSigner[signer]) revert UnauthorisedOracleSigner(signer);
+        _requireSignature(signer, digest, signature);
+    }
+
+    /// @dev ECDSA first, EIP-1271 only if that fails. SignatureChecker.isValidSignatureNow would check the
+    ///      signer's code size first, costing a cold account access on every call for the common EOA case.
+    function _requireSignature(address signer, bytes32 digest, bytes calldata signature) internal view {
+        (address recovered, ECDSA.RecoverError err,) = ECDSA.tryRecoverCalldata(digest, signature);
+        if (err == ECDSA.RecoverError.NoError && recovered == signer) return;
+        if (!SignatureChecker.isValidERC1271SignatureNowCalldata(signer, digest, signature)) {
+            revert InvalidSignature(signer, digest);
+        }
+    }
+
+    /// @dev Refund and reclaim pay the buyer. A buyer that cannot receive (reverting contract, blacklisted
+    ///      address, paused token) gets the amount credited to its balance instead, so the order still ends
+    ///      and nobody else is blocked.
+    function _repayBuyer(Order calldata order) internal {
+        bool paid;
+        if (order.token == address(0)) {
+            address buyer = order.buyer;
+            uint256 amount = order.amount;
+            uint256 gasLimit = _NATIVE_REFUND_GAS;
+            // Plain call with capped gas and no return data copied: a hostile receiver can neither burn the
+            // caller's gas nor return-bomb it.
+            assembly ("memory-safe") {
+                paid := call(gasLimit, buyer, amount, 0, 0, 0, 0)
+            }
+        } else {
+            paid = IERC20(order.token).trySafeTransfer(order.buyer, order.amount);
+        }
+        if (!paid) {
+            _balances[order.buyer][order.token] += order.amount;
+            emit RefundDeferred(order.orderId, order.buyer, order.token, order.amount);
+        }
+    }
+
+    function _send(address token, address to, uint256 amount) internal {
+        if (token == address(0)) Address.sendValue(payable(to), amount);
+        else IERC20(token).safeTransfer(to, amount);
+    }
+
+    function _credit(address merchant, address token, uint256 merchantAmount, uint256 feeAmount) internal {
+        if (merchantAmount != 0) _balances[merchant][token] += merchantAmount;
+        if (feeAmount != 0) feeBalance[token] += feeAmount;
+    }
+
+    function _setFeeCap(uint16 newFeeCapBps) internal {
+        if (newFeeCapBps > MAX_BPS) revert FeeCapTooHigh(newFeeCapBps, MAX_BPS);
+        feeCapBps = newFeeCapBps;
+        emit FeeCapSet(newFeeCapBps);
+    }
+
+    function _setFeeRecipient(address newFeeRecipient) internal {
+        if (newFeeRecipient == address(0)) revert ZeroAddress();
+        feeRecipient = newFeeRecipient;
+        emit FeeRecipientSet(newFeeRecipient);
+    }
+
+    /// @dev Fee rounds down, so the merchant gets the remainder and no wei is lost. feeBps <= MAX_BPS was
+    ///      enforced at payment time, so fee <= amount and `amount - fee` cannot underflow.
+    function _fee(uint256 amount, uint16 feeBps) internal pure returns (uint256) {
+        return amount * feeBps / MAX_BPS;
+    }
+
+    /// @dev EIP-712 `hashStruct(order)`. A static struct's encodeData is its ten words in order, so they are
+    ///      hashed straight from calldata in unallocated scratch memory (settleBatch calls this per order and
+    ///      must not grow memory each time). Fields are not ABI-cleaned here; that is safe because a dirty
+    ///      word only changes the hash: it cannot match a quote signature over clean values in `pay`, nor the
+    ///      stored digest afterwards, and `pay` reads every field (so Solidity validates it) before storing.
+    function _hashOrder(Order calldata order) internal pure returns (bytes32 structHash) {
+        bytes32 typehash = _ORDER_TYPEHASH;
+        assembly ("memory-safe") {
+            let ptr := mload(0x40)
+            mstore(ptr, typehash)
+            calldatacopy(add(ptr, 0x20), order, 0x140)
+            structHash := keccak256(ptr, 0x160)
+        }
+    }
+
+    /// @dev EIP-712 `hashStruct(Fulfilment(orderId, receiptHash, fulfilledAt))`, hashed in unallocated memory
+    ///      like `_hashOrder`. The fields are read through Solidity first, so they are ABI-validated.
+    function _hashFulfilment(bytes32 orderId, Fulfilment calldata fulfilment) internal pure returns (bytes32 h) {
+        bytes32 typehash = _FULFILMENT_TYPEHASH;
+        bytes32 receipt = fulfilment.receiptHash;
+        uint48 fulfilledAt = fulfilment.fulfilledAt;
+        assembly ("memory-safe") {
+            let ptr := mload(0x40)
+            mstore(ptr, typehash)
+            mstore(add(ptr, 0x20), orderId)
+            mstore(add(ptr, 0x40), receipt)
+            mstore(add(ptr, 0x60), fulfilledAt)
+            h := keccak256(ptr, 0x80)
+        }
+    }
+}

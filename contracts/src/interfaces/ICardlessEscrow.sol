@@ -1,0 +1,265 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.37;
+
+/// @title ICardlessEscrow
+/// @notice Escrow for direct top-up orders: a buyer pays against a quote signed by the gateway, an oracle
+///         proves the top-up happened (EIP-712 fulfilment proof) and the payment is released to the merchant.
+///         Failed orders are refunded by the oracle; orders left unfulfilled past their deadline can be
+///         reclaimed by anyone, always to the buyer.
+/// @dev The full order never sits in storage: only a 31-byte digest of it and its status. Every call that
+///      acts on an order takes the order in calldata and checks it against the stored digest.
+interface ICardlessEscrow {
+    /// @notice One order, exactly as the gateway quoted and signed it.
+    /// @param orderId Unique id chosen by the gateway (also the provider's idempotency key).
+    /// @param buyer Wallet that pays and receives any refund.
+    /// @param merchant Account credited on settlement; withdrawals go to its payout address.
+    /// @param token ERC-20 paid with, or address(0) for native ETH.
+    /// @param amount Price in the token's base units, fee included.
+    /// @param feeBps Platform fee in basis points of `amount`, at most the fee cap at payment time.
+    /// @param quoteExpiry Last timestamp at which the quote may be paid.
+    /// @param fulfilmentDeadline Last timestamp at which a top-up may have happened; after it, anyone may reclaim.
+    /// @param skuHash keccak256 of the SKU identifier.
+    /// @param accountCommitment keccak256(game account, salt); the account itself never goes on chain.
+    struct Order {
+        bytes32 orderId;
+        address buyer;
+        address merchant;
+        address token;
+        uint256 amount;
+        uint16 feeBps;
+        uint48 quoteExpiry;
+        uint48 fulfilmentDeadline;
+        bytes32 skuHash;
+        bytes32 accountCommitment;
+    }
+
+    /// @notice The oracle's statement about one order's top-up.
+    /// @param receiptHash keccak256 of the RFC 8785 canonical JSON of the provider receipt.
+    /// @param fulfilledAt When the provider credited the account (unix seconds).
+    struct Fulfilment {
+        bytes32 receiptHash;
+        uint48 fulfilledAt;
+    }
+
+    /// @notice Life cycle of an order. `None` means the id was never paid.
+    enum OrderStatus {
+        None,
+        Paid,
+        Settled,
+        Refunded,
+        Reclaimed
+    }
+
+    // ------------------------------------------------------------------ events
+
+    /// @notice A buyer paid an order into escrow. Carries the whole order so watchers need no other source.
+    event OrderPaid(
+        bytes32 indexed orderId,
+        address indexed buyer,
+        address indexed merchant,
+        address token,
+        uint256 amount,
+        uint16 feeBps,
+        uint48 quoteExpiry,
+        uint48 fulfilmentDeadline,
+        bytes32 skuHash,
+        bytes32 accountCommitment,
+        address quoteSigner
+    );
+
+    /// @notice An order was settled on a fulfilment proof; the merchant and fee balances were credited.
+    /// @dev Amounts are derivable from the `OrderPaid` event; the signer is in `FulfilmentsAttested`.
+    event OrderSettled(bytes32 indexed orderId, bytes32 receiptHash, uint48 fulfilledAt);
+
+    /// @notice An oracle signer attested one or more fulfilments with one signature.
+    event FulfilmentsAttested(bytes32 indexed digest, address indexed signer, uint256 orders);
+
+    /// @notice The oracle refunded a failed order to the buyer.
+    event OrderRefunded(bytes32 indexed orderId, uint16 reasonCode, address signer);
+
+    /// @notice Someone reclaimed an order that was not fulfilled by its deadline; the buyer was repaid.
+    event OrderReclaimed(bytes32 indexed orderId, address caller);
+
+    /// @notice A refund could not be pushed to the buyer and was credited to their balance instead.
+    event RefundDeferred(bytes32 indexed orderId, address indexed buyer, address token, uint256 amount);
+
+    /// @notice An account's balance was paid out.
+    event Withdrawn(address indexed account, address indexed token, address to, uint256 amount);
+
+    /// @notice Accrued platform fees were paid out.
+    event FeesWithdrawn(address indexed token, address to, uint256 amount);
+
+    /// @notice A merchant chose where its withdrawals are paid.
+    event PayoutAddressSet(address indexed account, address payout);
+
+    /// @notice The owner granted or revoked an oracle (fulfilment proof) signer.
+    event OracleSignerSet(address indexed signer, bool authorised);
+
+    /// @notice The owner granted or revoked a quote signer.
+    event QuoteSignerSet(address indexed signer, bool authorised);
+
+    /// @notice The owner allowed or disallowed a payment token (address(0) is native ETH).
+    event TokenAllowedSet(address indexed token, bool allowed);
+
+    /// @notice The owner changed the maximum fee an order may carry.
+    event FeeCapSet(uint16 feeCapBps);
+
+    /// @notice The owner changed where platform fees are paid.
+    event FeeRecipientSet(address feeRecipient);
+
+    // ------------------------------------------------------------------ errors
+
+    /// @notice `orderId` was already used.
+    error OrderAlreadyExists(bytes32 orderId);
+    /// @notice The quote may no longer be paid.
+    error QuoteExpired(bytes32 orderId, uint48 quoteExpiry, uint256 timestamp);
+    /// @notice The fulfilment deadline is not in the future.
+    error DeadlineInPast(bytes32 orderId, uint48 fulfilmentDeadline, uint256 timestamp);
+    /// @notice The order carries a higher fee than the cap allows.
+    error FeeAboveCap(bytes32 orderId, uint16 feeBps, uint16 feeCapBps);
+    /// @notice Orders must be for a positive amount.
+    error ZeroAmount(bytes32 orderId);
+    /// @notice Only the order's buyer may pay it.
+    error BuyerMismatch(bytes32 orderId, address buyer, address caller);
+    /// @notice The token is not on the allow-list.
+    error TokenNotAllowed(address token);
+    /// @notice Native payment with the wrong `msg.value`, or ETH sent with an ERC-20 payment.
+    error IncorrectNativeAmount(bytes32 orderId, uint256 expected, uint256 received);
+    /// @notice The escrow's token balance grew by less than the amount (fee-on-transfer or rebasing token).
+    error TokenTransferShortfall(address token, uint256 expected, uint256 received);
+    /// @notice `signer` is not an authorised quote signer.
+    error UnauthorisedQuoteSigner(address signer);
+    /// @notice `signer` is not an authorised oracle signer.
+    error UnauthorisedOracleSigner(address signer);
+    /// @notice The signature does not verify for `signer` over `digest`.
+    error InvalidSignature(address signer, bytes32 digest);
+    /// @notice The order in calldata does not match the stored digest (or was never paid).
+    error OrderMismatch(bytes32 orderId);
+    /// @notice The order is not in the `Paid` state.
+    error OrderNotPaid(bytes32 orderId, OrderStatus status);
+    /// @notice The proof says the top-up happened after the fulfilment deadline.
+    error FulfilledAfterDeadline(bytes32 orderId, uint48 fulfilledAt, uint48 fulfilmentDeadline);
+    /// @notice The fulfilment deadline has not passed yet.
+    error DeadlineNotPassed(bytes32 orderId, uint48 fulfilmentDeadline, uint256 timestamp);
+    /// @notice A batch must contain at least one order and one fulfilment per order.
+    error BatchLengthMismatch(uint256 orders, uint256 fulfilments);
+    /// @notice Nothing to pay out.
+    error NothingToWithdraw(address account, address token);
+    /// @notice A fee cap above 100% was requested.
+    error FeeCapTooHigh(uint16 feeCapBps, uint16 maxBps);
+    /// @notice A permit payment was attempted for a native-ETH order.
+    error PermitRequiresToken(bytes32 orderId);
+    /// @notice The zero address was given where an account is required.
+    error ZeroAddress();
+
+    // ------------------------------------------------------------------ buyer
+
+    /// @notice Pay `order` into escrow. For ERC-20 the buyer must have approved `order.amount`; for native
+    ///         ETH `msg.value` must equal `order.amount` exactly.
+    /// @param order The order as quoted.
+    /// @param quoteSigner The gateway key (EOA or EIP-1271 contract) that signed the quote.
+    /// @param quoteSignature EIP-712 signature of `order` by `quoteSigner`.
+    function pay(Order calldata order, address quoteSigner, bytes calldata quoteSignature) external payable;
+
+    /// @notice Pay an ERC-20 order in one transaction using an EIP-2612 permit signed by the buyer.
+    /// @dev If the permit was already used (for example front-run), the payment proceeds when the allowance
+    ///      is sufficient anyway.
+    function payWithPermit(
+        Order calldata order,
+        address quoteSigner,
+        bytes calldata quoteSignature,
+        uint256 permitDeadline,
+        uint8 v,
+        bytes32 r,
+        bytes32 s
+    ) external;
+
+    /// @notice Reclaim an order that nobody fulfilled by its deadline. Anyone may call; the buyer is paid.
+    function reclaim(Order calldata order) external;
+
+    // ------------------------------------------------------------------ oracle
+
+    /// @notice Settle one order on a fulfilment proof. Anyone holding a valid proof may call.
+    /// @param order The order as paid.
+    /// @param fulfilment The oracle's receipt hash and fulfilment time.
+    /// @param oracleSigner The oracle key (EOA or EIP-1271 contract) that signed the proof.
+    /// @param signature EIP-712 signature of `Fulfilment(orderId, receiptHash, fulfilledAt)`.
+    function settle(
+        Order calldata order,
+        Fulfilment calldata fulfilment,
+        address oracleSigner,
+        bytes calldata signature
+    ) external;
+
+    /// @notice Settle many orders on one signature over `FulfilmentBatch(Fulfilment[] fulfilments)`.
+    /// @dev Orders that are no longer `Paid` (already settled, refunded or reclaimed) are skipped rather
+    ///      than reverting the batch, so a racing reclaim cannot block the other orders. An order whose
+    ///      calldata does not match its stored digest reverts the batch.
+    function settleBatch(
+        Order[] calldata orders,
+        Fulfilment[] calldata fulfilments,
+        address oracleSigner,
+        bytes calldata signature
+    ) external;
+
+    /// @notice Refund a failed order to its buyer on an oracle signature over `Refund(orderId, reasonCode)`.
+    function refund(Order calldata order, uint16 reasonCode, address oracleSigner, bytes calldata signature)
+        external;
+
+    // ------------------------------------------------------------------ payouts
+
+    /// @notice Pay `account`'s whole balance of `token` to its payout address. Anyone may call.
+    function withdraw(address account, address token) external;
+
+    /// @notice Pay the accrued platform fees in `token` to the fee recipient. Anyone may call.
+    function withdrawFees(address token) external;
+
+    /// @notice Choose where the caller's withdrawals are paid (address(0) resets to the caller itself).
+    function setPayoutAddress(address payout) external;
+
+    // ------------------------------------------------------------------ owner
+
+    /// @notice Grant or revoke an oracle signer.
+    function setOracleSigner(address signer, bool authorised) external;
+
+    /// @notice Grant or revoke a quote signer.
+    function setQuoteSigner(address signer, bool authorised) external;
+
+    /// @notice Allow or disallow a payment token for new payments (address(0) is native ETH).
+    function setTokenAllowed(address token, bool allowed) external;
+
+    /// @notice Set the highest fee (basis points) a new order may carry.
+    function setFeeCap(uint16 feeCapBps) external;
+
+    /// @notice Set where platform fees are paid.
+    function setFeeRecipient(address feeRecipient) external;
+
+    /// @notice Stop new payments. Settlement, refunds, reclaims and withdrawals keep working.
+    function pause() external;
+
+    /// @notice Resume new payments.
+    function unpause() external;
+
+    // ------------------------------------------------------------------ views
+
+    /// @notice Status of an order.
+    function orderStatus(bytes32 orderId) external view returns (OrderStatus);
+
+    /// @notice EIP-712 struct hash of an order (what the quote signer signs, wrapped in the domain).
+    function hashOrder(Order calldata order) external pure returns (bytes32);
+
+    /// @notice EIP-712 digest a quote signer signs for `order`.
+    function quoteDigest(Order calldata order) external view returns (bytes32);
+
+    /// @notice EIP-712 digest an oracle signer signs for one fulfilment.
+    function fulfilmentDigest(bytes32 orderId, Fulfilment calldata fulfilment) external view returns (bytes32);
+
+    /// @notice EIP-712 digest an oracle signer signs for a refund.
+    function refundDigest(bytes32 orderId, uint16 reasonCode) external view returns (bytes32);
+
+    /// @notice Balance of `token` held for `account` (merchant settlements and deferred refunds).
+    function balanceOf(address account, address token) external view returns (uint256);
+
+    /// @notice Where `account`'s withdrawals are paid.
+    function payoutAddressOf(address account) external view returns (address);
+}

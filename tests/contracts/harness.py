@@ -1,0 +1,309 @@
+"""A deployed escrow on the in-process chain, with helpers to drive every operation.
+
+Used by the contract tests, the Hypothesis state machine and ``bench/gas.py``. Keys:
+accounts[0] owner, [1] fee recipient, [2..4] buyers, [5..7] merchants, [8] bystander; the quote and
+oracle signers are off-chain keys that never hold ETH.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_typing import ChecksumAddress
+from eth_utils import keccak
+from web3.contract import Contract
+from web3.logs import DISCARD
+from web3.types import TxReceipt
+
+from oracles._exceptions import ContractRevert
+from oracles.artifacts import load_artifact
+from oracles.devchain import DevChain, deploy_contract, deploy_escrow, start_devchain
+from oracles.protocol import (
+    NATIVE_TOKEN,
+    EscrowDomain,
+    Fulfilment,
+    Order,
+    account_commitment,
+    batch_typed_data,
+    fulfilment_typed_data,
+    quote_typed_data,
+    refund_typed_data,
+    sign,
+)
+from oracles.reverts import RevertDecoder
+
+FEE_CAP_BPS = 1_000
+DEFAULT_FEE_BPS = 250
+TOKEN_UNIT = 10**6  # the mock stablecoins have 6 decimals
+HELPER_NAMES = [
+    "MockERC20",
+    "NoReturnToken",
+    "FeeOnTransferToken",
+    "BlacklistToken",
+    "ReentrantToken",
+    "RevertingReceiver",
+    "ERC1271Signer",
+]
+
+
+class RevertExpectationFailed(AssertionError):
+    pass
+
+
+@dataclasses.dataclass
+class EscrowEnv:
+    chain: DevChain
+    escrow: Contract
+    domain: EscrowDomain
+    usdc: Contract  # MockERC20 with permit, 6 decimals
+    usdt: Contract  # second MockERC20 (the state machine's second ERC-20)
+    quote_key: LocalAccount
+    oracle_key: LocalAccount
+    decoder: RevertDecoder
+    _order_counter: int = 0
+
+    # ------------------------------------------------------------------ accounts
+
+    @property
+    def w3(self) -> Any:
+        return self.chain.w3
+
+    @property
+    def owner(self) -> ChecksumAddress:
+        return self.chain.accounts[0].address
+
+    @property
+    def fee_recipient(self) -> ChecksumAddress:
+        return self.chain.accounts[1].address
+
+    @property
+    def buyers(self) -> list[LocalAccount]:
+        return self.chain.accounts[2:5]
+
+    @property
+    def merchants(self) -> list[LocalAccount]:
+        return self.chain.accounts[5:8]
+
+    @property
+    def bystander(self) -> ChecksumAddress:
+        return self.chain.accounts[8].address
+
+    # ------------------------------------------------------------------ transactions
+
+    def send(self, call: Any, sender: str, value: int = 0) -> TxReceipt:
+        """Send ``call`` from ``sender``; raises ContractRevert with the decoded error on revert."""
+        try:
+            tx_hash = call.transact({"from": sender, "value": value})
+        except Exception as exc:
+            decoded = self.decoder.from_exception(exc)
+            if decoded is None:
+                raise
+            raise decoded from exc
+        receipt: TxReceipt = self.w3.eth.get_transaction_receipt(tx_hash)
+        assert receipt["status"] == 1, receipt
+        return receipt
+
+    @contextlib.contextmanager
+    def reverts(self, name: str, *args: Any) -> Iterator[None]:
+        """Assert the block reverts with custom error ``name`` and exactly ``args`` (if given)."""
+        try:
+            yield
+        except ContractRevert as exc:
+            if exc.name != name:
+                raise RevertExpectationFailed(f"expected {name}{args}, got {exc.name}{exc.args_}") from exc
+            if args and tuple(exc.args_) != tuple(args):
+                raise RevertExpectationFailed(f"expected {name}{args}, got {exc.name}{exc.args_}") from exc
+        else:
+            raise RevertExpectationFailed(f"expected revert {name}{args}, call succeeded")
+
+    # ------------------------------------------------------------------ orders
+
+    def token_address(self, token: Contract | str | None) -> ChecksumAddress:
+        if token is None:
+            return NATIVE_TOKEN
+        if isinstance(token, str):
+            return self.w3.to_checksum_address(token)
+        return token.address
+
+    def make_order(
+        self,
+        *,
+        buyer: str | None = None,
+        merchant: str | None = None,
+        token: Contract | str | None = "usdc",
+        amount: int = 10 * TOKEN_UNIT,
+        fee_bps: int = DEFAULT_FEE_BPS,
+        quote_ttl: int = 600,
+        deadline_ttl: int = 3_600,
+        order_id: bytes | None = None,
+    ) -> Order:
+        if token == "usdc":
+            token = self.usdc
+        self._order_counter += 1
+        now = self.chain.now()
+        return Order(
+            order_id=order_id or keccak(b"order-%d-%d" % (self._order_counter, now)),
+            buyer=buyer or self.buyers[0].address,
+            merchant=merchant or self.merchants[0].address,
+            token=self.token_address(token),
+            amount=amount,
+            fee_bps=fee_bps,
+            quote_expiry=now + quote_ttl,
+            fulfilment_deadline=now + deadline_ttl,
+            sku_hash=keccak(b"sku:genshin-60"),
+            account_commitment=account_commitment("player#%d" % self._order_counter, os.urandom(32)),
+        )
+
+    def quote(self, order: Order, key: LocalAccount | None = None) -> bytes:
+        return sign((key or self.quote_key).key, quote_typed_data(self.domain, order))
+
+    def fund(self, order: Order) -> None:
+        """Mint the order's amount to its buyer and approve the escrow (ERC-20 orders only)."""
+        if order.is_native:
+            return
+        token = self.w3.eth.contract(address=order.token, abi=load_artifact("test-helpers/MockERC20").abi)
+        self.send(token.functions.mint(order.buyer, order.amount), self.owner)
+        self.send(token.functions.approve(self.escrow.address, order.amount), order.buyer)
+
+    def pay(
+        self,
+        order: Order,
+        *,
+        sender: str | None = None,
+        value: int | None = None,
+        signer: str | None = None,
+        signature: bytes | None = None,
+        fund: bool = True,
+    ) -> TxReceipt:
+        if fund:
+            self.fund(order)
+        if value is None:
+            value = order.amount if order.is_native else 0
+        call = self.escrow.functions.pay(
+            order.as_tuple(), signer or self.quote_key.address, signature or self.quote(order)
+        )
+        return self.send(call, sender or order.buyer, value)
+
+    def fulfilment(self, order: Order, fulfilled_at: int | None = None) -> Fulfilment:
+        return Fulfilment(
+            order_id=order.order_id,
+            receipt_hash=keccak(b"receipt:" + order.order_id),
+            fulfilled_at=self.chain.now() if fulfilled_at is None else fulfilled_at,
+        )
+
+    def settle(
+        self,
+        order: Order,
+        *,
+        fulfilment: Fulfilment | None = None,
+        signer: str | None = None,
+        key: LocalAccount | None = None,
+        sender: str | None = None,
+    ) -> TxReceipt:
+        fulfilment = fulfilment or self.fulfilment(order)
+        signature = sign((key or self.oracle_key).key, fulfilment_typed_data(self.domain, fulfilment))
+        call = self.escrow.functions.settle(
+            order.as_tuple(), fulfilment.as_tuple(), signer or self.oracle_key.address, signature
+        )
+        return self.send(call, sender or self.bystander)
+
+    def settle_batch(
+        self,
+        orders: Sequence[Order],
+        *,
+        fulfilments: Sequence[Fulfilment] | None = None,
+        key: LocalAccount | None = None,
+        sender: str | None = None,
+    ) -> TxReceipt:
+        fulfilments = list(fulfilments or [self.fulfilment(o) for o in orders])
+        signature = sign((key or self.oracle_key).key, batch_typed_data(self.domain, fulfilments))
+        call = self.escrow.functions.settleBatch(
+            [o.as_tuple() for o in orders], [f.as_tuple() for f in fulfilments], self.oracle_key.address, signature
+        )
+        return self.send(call, sender or self.bystander)
+
+    def refund(
+        self,
+        order: Order,
+        reason: int = 1,
+        *,
+        key: LocalAccount | None = None,
+        signer: str | None = None,
+        sender: str | None = None,
+    ) -> TxReceipt:
+        signature = sign((key or self.oracle_key).key, refund_typed_data(self.domain, order.order_id, reason))
+        call = self.escrow.functions.refund(
+            order.as_tuple(), reason, signer or self.oracle_key.address, signature
+        )
+        return self.send(call, sender or self.bystander)
+
+    def reclaim(self, order: Order, *, sender: str | None = None) -> TxReceipt:
+        return self.send(self.escrow.functions.reclaim(order.as_tuple()), sender or self.bystander)
+
+    def withdraw(self, account: str, token: str, *, sender: str | None = None) -> TxReceipt:
+        return self.send(self.escrow.functions.withdraw(account, token), sender or self.bystander)
+
+    # ------------------------------------------------------------------ reads
+
+    def status(self, order: Order) -> int:
+        return int(self.escrow.functions.orderStatus(order.order_id).call())
+
+    def token_balance(self, token: str, account: str) -> int:
+        if token == NATIVE_TOKEN:
+            return int(self.w3.eth.get_balance(account))
+        erc20 = self.w3.eth.contract(address=token, abi=load_artifact("test-helpers/MockERC20").abi)
+        return int(erc20.functions.balanceOf(account).call())
+
+    def escrow_balance(self, account: str, token: str) -> int:
+        return int(self.escrow.functions.balanceOf(account, token).call())
+
+    def fee_balance(self, token: str) -> int:
+        return int(self.escrow.functions.feeBalance(token).call())
+
+    def events(self, receipt: TxReceipt, name: str) -> list[Any]:
+        return list(getattr(self.escrow.events, name)().process_receipt(receipt, errors=DISCARD))
+
+    def deploy_helper(self, name: str, *args: Any) -> Contract:
+        return deploy_contract(self.w3, f"test-helpers/{name}", *args, sender=self.owner)
+
+    def allow_token(self, token: Contract) -> None:
+        self.send(self.escrow.functions.setTokenAllowed(token.address, True), self.owner)
+
+    def gas_price_cost(self, receipt: TxReceipt) -> int:
+        return int(receipt["gasUsed"]) * int(receipt["effectiveGasPrice"])
+
+
+def build_env() -> EscrowEnv:
+    chain = start_devchain()
+    owner = chain.accounts[0].address
+    quote_key = Account.from_key(keccak(b"cardless-test-quote-signer"))
+    oracle_key = Account.from_key(keccak(b"cardless-test-oracle-signer"))
+    usdc = deploy_contract(chain.w3, "test-helpers/MockERC20", "Test USD Coin", "tUSDC", 6, sender=owner)
+    usdt = deploy_contract(chain.w3, "test-helpers/MockERC20", "Test Tether", "tUSDT", 6, sender=owner)
+    escrow, domain = deploy_escrow(
+        chain.w3,
+        owner=owner,
+        fee_recipient=chain.accounts[1].address,
+        fee_cap_bps=FEE_CAP_BPS,
+        quote_signers=[quote_key.address],
+        oracle_signers=[oracle_key.address],
+        tokens=[usdc.address, usdt.address],
+    )
+    abis = [load_artifact("CardlessEscrow").abi] + [load_artifact(f"test-helpers/{n}").abi for n in HELPER_NAMES]
+    return EscrowEnv(
+        chain=chain,
+        escrow=escrow,
+        domain=domain,
+        usdc=usdc,
+        usdt=usdt,
+        quote_key=quote_key,
+        oracle_key=oracle_key,
+        decoder=RevertDecoder(abis),
+    )
+
