@@ -13,9 +13,6 @@ import json
 import sys
 from pathlib import Path
 
-from eth_account.messages import encode_typed_data
-
-from oracles.protocol import sign
 from tests.contracts.harness import TOKEN_UNIT, EscrowEnv, build_env
 
 RESULTS = Path(__file__).resolve().parent / "results" / "gas.json"
@@ -50,46 +47,6 @@ KEYS = [
 ]
 
 
-def _permit_signature(env: EscrowEnv, owner_index: int, value: int, deadline: int) -> tuple[int, bytes, bytes]:
-    buyer = env.buyers[owner_index]
-    nonce = env.usdc.functions.nonces(buyer.address).call()
-    typed = encode_typed_data(
-        full_message={
-            "types": {
-                "EIP712Domain": [
-                    {"name": "name", "type": "string"},
-                    {"name": "version", "type": "string"},
-                    {"name": "chainId", "type": "uint256"},
-                    {"name": "verifyingContract", "type": "address"},
-                ],
-                "Permit": [
-                    {"name": "owner", "type": "address"},
-                    {"name": "spender", "type": "address"},
-                    {"name": "value", "type": "uint256"},
-                    {"name": "nonce", "type": "uint256"},
-                    {"name": "deadline", "type": "uint256"},
-                ],
-            },
-            "primaryType": "Permit",
-            "domain": {
-                "name": env.usdc.functions.name().call(),
-                "version": "1",
-                "chainId": env.w3.eth.chain_id,
-                "verifyingContract": env.usdc.address,
-            },
-            "message": {
-                "owner": buyer.address,
-                "spender": env.escrow.address,
-                "value": value,
-                "nonce": nonce,
-                "deadline": deadline,
-            },
-        }
-    )
-    sig = sign(buyer.key, typed)
-    return sig[64], sig[:32], sig[32:64]
-
-
 def measure() -> dict[str, int]:
     env = build_env()
     usdc = env.usdc
@@ -118,7 +75,7 @@ def measure() -> dict[str, int]:
     order = env.make_order()
     env.send(usdc.functions.approve(env.escrow.address, 0), buyer)
     deadline = env.chain.now() + 3_600
-    v, r, s = _permit_signature(env, 0, order.amount, deadline)
+    v, r, s = env.permit_signature(env.buyers[0], order.amount, deadline)
     call = env.escrow.functions.payWithPermit(
         order.as_tuple(), env.quote_key.address, env.quote(order), deadline, v, r, s
     )

@@ -24,6 +24,7 @@ from enum import IntEnum
 from typing import Any, Final, NewType
 
 import rfc8785
+from eth_abi import encode as abi_encode
 from eth_account import Account
 from eth_account.messages import SignableMessage, encode_typed_data
 from eth_typing import ChecksumAddress
@@ -88,6 +89,7 @@ _FULFILMENT_FIELDS: Final = [
     {"name": "receiptHash", "type": "bytes32"},
     {"name": "fulfilledAt", "type": "uint48"},
 ]
+_REF_TYPES: Final = ["bytes32", "address", "address", "uint256", "uint16", "uint48", "bytes32"]
 _REFUND_FIELDS: Final = [
     {"name": "orderId", "type": "bytes32"},
     {"name": "reasonCode", "type": "uint16"},
@@ -215,6 +217,33 @@ class Order:
             self.sku_hash,
             self.account_commitment,
         )
+
+    @property
+    def details_hash(self) -> bytes:
+        """keccak256(abi.encode(buyer, quoteExpiry, skuHash, accountCommitment)): the part settlement omits."""
+        return keccak(
+            abi_encode(
+                ["address", "uint48", "bytes32", "bytes32"],
+                [self.buyer, self.quote_expiry, self.sku_hash, self.account_commitment],
+            )
+        )
+
+    def as_ref_tuple(self) -> tuple[Any, ...]:
+        """The order as the contract's ``OrderRef`` struct argument (what ``settle``/``settleBatch`` take)."""
+        return (
+            self.order_id,
+            self.merchant,
+            self.token,
+            self.amount,
+            self.fee_bps,
+            self.fulfilment_deadline,
+            self.details_hash,
+        )
+
+    @property
+    def digest(self) -> bytes:
+        """The 31 bytes the escrow stores for this order: keccak256(abi.encode(OrderRef))[:31]."""
+        return keccak(abi_encode(_REF_TYPES, list(self.as_ref_tuple())))[:31]
 
     def as_message(self) -> dict[str, Any]:
         """The order as an EIP-712 message (camelCase field names)."""

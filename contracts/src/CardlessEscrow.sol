@@ -124,7 +124,7 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
     /// @inheritdoc ICardlessEscrow
     function reclaim(Order calldata order) external nonReentrant {
         // checks
-        _requirePaid(order);
+        _requirePaid(order.orderId, _orderDigest(order));
         if (block.timestamp <= order.fulfilmentDeadline) {
             revert DeadlineNotPassed(order.orderId, order.fulfilmentDeadline, block.timestamp);
         }
@@ -139,13 +139,13 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
 
     /// @inheritdoc ICardlessEscrow
     function settle(
-        Order calldata order,
+        OrderRef calldata order,
         Fulfilment calldata fulfilment,
         address oracleSigner,
         bytes calldata signature
     ) external nonReentrant {
         // checks
-        _requirePaid(order);
+        _requirePaid(order.orderId, _refDigest(order));
         if (fulfilment.fulfilledAt > order.fulfilmentDeadline) {
             revert FulfilledAfterDeadline(order.orderId, fulfilment.fulfilledAt, order.fulfilmentDeadline);
         }
@@ -162,7 +162,7 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
 
     /// @inheritdoc ICardlessEscrow
     function settleBatch(
-        Order[] calldata orders,
+        OrderRef[] calldata orders,
         Fulfilment[] calldata fulfilments,
         address oracleSigner,
         bytes calldata signature
@@ -175,8 +175,13 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
         for (uint256 i; i < n; ++i) {
             leaves[i] = _hashFulfilment(orders[i].orderId, fulfilments[i]);
         }
-        bytes32 digest =
-            _hashTypedDataV4(keccak256(abi.encode(_FULFILMENT_BATCH_TYPEHASH, keccak256(abi.encodePacked(leaves)))));
+        bytes32 leavesHash;
+        // EIP-712 encodes an array of structs as keccak256 of the concatenated struct hashes: hash the array's
+        // body in place instead of copying it with abi.encodePacked.
+        assembly ("memory-safe") {
+            leavesHash := keccak256(add(leaves, 0x20), mul(n, 0x20))
+        }
+        bytes32 digest = _hashTypedDataV4(keccak256(abi.encode(_FULFILMENT_BATCH_TYPEHASH, leavesHash)));
         _requireOracleSignature(oracleSigner, digest, signature);
         emit FulfilmentsAttested(digest, oracleSigner, n);
 
@@ -187,25 +192,32 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
         uint256 merchantSum;
         uint256 feeSum;
         for (uint256 i; i < n; ++i) {
-            Order calldata order = orders[i];
+            OrderRef calldata order = orders[i];
             OrderRecord storage record = _orders[order.orderId];
-            if (record.digest != bytes31(_hashOrder(order))) revert OrderMismatch(order.orderId);
+            if (record.digest != _refDigest(order)) revert OrderMismatch(order.orderId);
             // Skip, not revert: a reclaim or refund that landed first must not block the rest of the batch.
             if (record.status != OrderStatus.Paid) continue;
             Fulfilment calldata fulfilment = fulfilments[i];
-            if (fulfilment.fulfilledAt > order.fulfilmentDeadline) {
-                revert FulfilledAfterDeadline(order.orderId, fulfilment.fulfilledAt, order.fulfilmentDeadline);
+            uint48 deadline = order.fulfilmentDeadline;
+            if (fulfilment.fulfilledAt > deadline) {
+                revert FulfilledAfterDeadline(order.orderId, fulfilment.fulfilledAt, deadline);
             }
             record.status = OrderStatus.Settled;
             emit OrderSettled(order.orderId, fulfilment.receiptHash, fulfilment.fulfilledAt);
 
-            if (order.merchant != merchant || order.token != token) {
+            address orderMerchant = order.merchant;
+            address orderToken = order.token;
+            if (orderMerchant != merchant || orderToken != token) {
                 _credit(merchant, token, merchantSum, feeSum);
-                (merchant, token, merchantSum, feeSum) = (order.merchant, order.token, 0, 0);
+                (merchant, token, merchantSum, feeSum) = (orderMerchant, orderToken, 0, 0);
             }
-            uint256 fee = _fee(order.amount, order.feeBps);
-            merchantSum += order.amount - fee;
-            feeSum += fee;
+            uint256 amount = order.amount;
+            uint256 fee = _fee(amount, order.feeBps);
+            unchecked {
+                // fee <= amount (feeBps <= MAX_BPS). Sums are bounded by this contract's token balance.
+                merchantSum += amount - fee;
+                feeSum += fee;
+            }
         }
         _credit(merchant, token, merchantSum, feeSum);
     }
@@ -216,7 +228,7 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
         nonReentrant
     {
         // checks
-        _requirePaid(order);
+        _requirePaid(order.orderId, _orderDigest(order));
         _requireOracleSignature(
             oracleSigner,
             _hashTypedDataV4(keccak256(abi.encode(_REFUND_TYPEHASH, order.orderId, reasonCode))),
@@ -315,6 +327,11 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
     }
 
     /// @inheritdoc ICardlessEscrow
+    function orderDigest(Order calldata order) external pure returns (bytes31) {
+        return _orderDigest(order);
+    }
+
+    /// @inheritdoc ICardlessEscrow
     function quoteDigest(Order calldata order) external view returns (bytes32) {
         return _hashTypedDataV4(_hashOrder(order));
     }
@@ -360,7 +377,7 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
         bytes32 structHash = _hashOrder(order);
         _requireSignature(quoteSigner, _hashTypedDataV4(structHash), quoteSignature);
         // effects
-        (record.digest, record.status) = (bytes31(structHash), OrderStatus.Paid);
+        (record.digest, record.status) = (_orderDigest(order), OrderStatus.Paid);
         emit OrderPaid(
             orderId,
             order.buyer,
@@ -385,13 +402,13 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
         if (received != amount) revert TokenTransferShortfall(address(token), amount, received);
     }
 
-    /// @dev Reverts unless `order` matches its stored digest and is `Paid`.
-    function _requirePaid(Order calldata order) internal view {
-        OrderRecord storage record = _orders[order.orderId];
+    /// @dev Reverts unless the order's stored digest equals `digest` and the order is `Paid`.
+    function _requirePaid(bytes32 orderId, bytes31 digest) internal view {
+        OrderRecord storage record = _orders[orderId];
         OrderStatus status = record.status;
-        if (status == OrderStatus.None) revert OrderNotPaid(order.orderId, status);
-        if (record.digest != bytes31(_hashOrder(order))) revert OrderMismatch(order.orderId);
-        if (status != OrderStatus.Paid) revert OrderNotPaid(order.orderId, status);
+        if (status == OrderStatus.None) revert OrderNotPaid(orderId, status);
+        if (record.digest != digest) revert OrderMismatch(orderId);
+        if (status != OrderStatus.Paid) revert OrderNotPaid(orderId, status);
     }
 
     function _requireOracleSignature(address signer, bytes32 digest, bytes calldata signature) internal view {
@@ -477,6 +494,28 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
 
     /// @dev EIP-712 `hashStruct(Fulfilment(orderId, receiptHash, fulfilledAt))`, hashed in unallocated memory
     ///      like `_hashOrder`. The fields are read through Solidity first, so they are ABI-validated.
+    /// @dev The stored digest of a full order: the digest of its `OrderRef`.
+    function _orderDigest(Order calldata order) internal pure returns (bytes31) {
+        bytes32 details = keccak256(abi.encode(order.buyer, order.quoteExpiry, order.skuHash, order.accountCommitment));
+        return bytes31(
+            keccak256(
+                abi.encode(
+                    order.orderId, order.merchant, order.token, order.amount, order.feeBps, order.fulfilmentDeadline, details
+                )
+            )
+        );
+    }
+
+    /// @dev keccak256 of the seven words of an `OrderRef`, hashed from calldata in unallocated memory (settleBatch
+    ///      calls this per order). A dirty word only changes the hash, so it cannot match a stored digest.
+    function _refDigest(OrderRef calldata ref) internal pure returns (bytes31 digest) {
+        assembly ("memory-safe") {
+            let ptr := mload(0x40)
+            calldatacopy(ptr, ref, 0xe0)
+            digest := and(keccak256(ptr, 0xe0), not(0xff))
+        }
+    }
+
     function _hashFulfilment(bytes32 orderId, Fulfilment calldata fulfilment) internal pure returns (bytes32 h) {
         bytes32 typehash = _FULFILMENT_TYPEHASH;
         bytes32 receipt = fulfilment.receiptHash;

@@ -10,10 +10,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from eth_account import Account
+from eth_account.messages import SignableMessage, encode_typed_data
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
 from eth_utils import keccak
@@ -52,7 +53,7 @@ HELPER_NAMES = [
 ]
 
 
-class RevertExpectationFailed(AssertionError):
+class RevertExpectationFailed(AssertionError):  # noqa: N818 - an assertion, reported as a test failure
     pass
 
 
@@ -157,7 +158,7 @@ class EscrowEnv:
             quote_expiry=now + quote_ttl,
             fulfilment_deadline=now + deadline_ttl,
             sku_hash=keccak(b"sku:genshin-60"),
-            account_commitment=account_commitment("player#%d" % self._order_counter, os.urandom(32)),
+            account_commitment=account_commitment(f"player#{self._order_counter}", os.urandom(32)),
         )
 
     def quote(self, order: Order, key: LocalAccount | None = None) -> bytes:
@@ -167,7 +168,7 @@ class EscrowEnv:
         """Mint the order's amount to its buyer and approve the escrow (ERC-20 orders only)."""
         if order.is_native:
             return
-        token = self.w3.eth.contract(address=order.token, abi=load_artifact("test-helpers/MockERC20").abi)
+        token = self.erc20(order.token)
         self.send(token.functions.mint(order.buyer, order.amount), self.owner)
         self.send(token.functions.approve(self.escrow.address, order.amount), order.buyer)
 
@@ -205,11 +206,12 @@ class EscrowEnv:
         signer: str | None = None,
         key: LocalAccount | None = None,
         sender: str | None = None,
+        domain: EscrowDomain | None = None,
     ) -> TxReceipt:
         fulfilment = fulfilment or self.fulfilment(order)
-        signature = sign((key or self.oracle_key).key, fulfilment_typed_data(self.domain, fulfilment))
+        signature = self.oracle_sign(fulfilment_typed_data(domain or self.domain, fulfilment), key)
         call = self.escrow.functions.settle(
-            order.as_tuple(), fulfilment.as_tuple(), signer or self.oracle_key.address, signature
+            order.as_ref_tuple(), fulfilment.as_tuple(), signer or self.oracle_key.address, signature
         )
         return self.send(call, sender or self.bystander)
 
@@ -219,12 +221,19 @@ class EscrowEnv:
         *,
         fulfilments: Sequence[Fulfilment] | None = None,
         key: LocalAccount | None = None,
+        signer: str | None = None,
         sender: str | None = None,
+        signature: bytes | None = None,
     ) -> TxReceipt:
+        """Settle ``orders`` on one batch proof; ``signature`` replaces the one over ``fulfilments``."""
         fulfilments = list(fulfilments or [self.fulfilment(o) for o in orders])
-        signature = sign((key or self.oracle_key).key, batch_typed_data(self.domain, fulfilments))
+        if signature is None:
+            signature = self.oracle_sign(batch_typed_data(self.domain, fulfilments), key)
         call = self.escrow.functions.settleBatch(
-            [o.as_tuple() for o in orders], [f.as_tuple() for f in fulfilments], self.oracle_key.address, signature
+            [o.as_ref_tuple() for o in orders],
+            [f.as_tuple() for f in fulfilments],
+            signer or self.oracle_key.address,
+            signature,
         )
         return self.send(call, sender or self.bystander)
 
@@ -236,12 +245,16 @@ class EscrowEnv:
         key: LocalAccount | None = None,
         signer: str | None = None,
         sender: str | None = None,
+        domain: EscrowDomain | None = None,
     ) -> TxReceipt:
-        signature = sign((key or self.oracle_key).key, refund_typed_data(self.domain, order.order_id, reason))
+        signature = self.oracle_sign(refund_typed_data(domain or self.domain, order.order_id, reason), key)
         call = self.escrow.functions.refund(
             order.as_tuple(), reason, signer or self.oracle_key.address, signature
         )
         return self.send(call, sender or self.bystander)
+
+    def oracle_sign(self, message: SignableMessage, key: LocalAccount | None = None) -> bytes:
+        return sign((key or self.oracle_key).key, message)
 
     def reclaim(self, order: Order, *, sender: str | None = None) -> TxReceipt:
         return self.send(self.escrow.functions.reclaim(order.as_tuple()), sender or self.bystander)
@@ -249,16 +262,102 @@ class EscrowEnv:
     def withdraw(self, account: str, token: str, *, sender: str | None = None) -> TxReceipt:
         return self.send(self.escrow.functions.withdraw(account, token), sender or self.bystander)
 
+    def withdraw_fees(self, token: str, *, sender: str | None = None) -> TxReceipt:
+        return self.send(self.escrow.functions.withdrawFees(token), sender or self.bystander)
+
+    def set_payout(self, account: str, payout: str) -> TxReceipt:
+        return self.send(self.escrow.functions.setPayoutAddress(payout), account)
+
+    # ------------------------------------------------------------------ permits
+
+    def permit_signature(
+        self, owner: LocalAccount, value: int, deadline: int, *, token: Contract | None = None
+    ) -> tuple[int, bytes, bytes]:
+        """EIP-2612 ``(v, r, s)`` by ``owner`` letting the escrow spend ``value`` of ``token`` (usdc)."""
+        token = token or self.usdc
+        typed = encode_typed_data(
+            full_message={
+                "types": {
+                    "EIP712Domain": [
+                        {"name": "name", "type": "string"},
+                        {"name": "version", "type": "string"},
+                        {"name": "chainId", "type": "uint256"},
+                        {"name": "verifyingContract", "type": "address"},
+                    ],
+                    "Permit": [
+                        {"name": "owner", "type": "address"},
+                        {"name": "spender", "type": "address"},
+                        {"name": "value", "type": "uint256"},
+                        {"name": "nonce", "type": "uint256"},
+                        {"name": "deadline", "type": "uint256"},
+                    ],
+                },
+                "primaryType": "Permit",
+                "domain": {
+                    "name": token.functions.name().call(),
+                    "version": "1",
+                    "chainId": self.w3.eth.chain_id,
+                    "verifyingContract": token.address,
+                },
+                "message": {
+                    "owner": owner.address,
+                    "spender": self.escrow.address,
+                    "value": value,
+                    "nonce": token.functions.nonces(owner.address).call(),
+                    "deadline": deadline,
+                },
+            }
+        )
+        sig = sign(owner.key, typed)
+        return sig[64], sig[:32], sig[32:64]
+
+    def pay_with_permit(
+        self, order: Order, permit: tuple[int, bytes, bytes], deadline: int, *, sender: str | None = None
+    ) -> TxReceipt:
+        call = self.escrow.functions.payWithPermit(
+            order.as_tuple(), self.quote_key.address, self.quote(order), deadline, *permit
+        )
+        return self.send(call, sender or order.buyer)
+
+    # ------------------------------------------------------------------ contract accounts
+
+    def execute(
+        self,
+        proxy: Contract,
+        target: Contract,
+        fn_name: str,
+        *args: Any,
+        value: int = 0,
+        sender: str | None = None,
+    ) -> TxReceipt:
+        """Call ``target.fn_name(*args)`` from ``proxy`` (a RevertingReceiver), paid for by ``sender``."""
+        data = target.encode_abi(fn_name, args=list(args))
+        return self.send(proxy.functions.execute(target.address, data), sender or self.bystander, value)
+
+    def pay_from_contract(self, proxy: Contract, order: Order) -> TxReceipt:
+        """Pay ``order`` whose buyer is the RevertingReceiver ``proxy`` (funds and approves it first)."""
+        assert order.buyer == proxy.address, "the order's buyer must be the proxy"
+        value = order.amount if order.is_native else 0
+        if not order.is_native:
+            token = self.erc20(order.token)
+            self.send(token.functions.mint(proxy.address, order.amount), self.owner)
+            self.execute(proxy, token, "approve", self.escrow.address, order.amount)
+        args = (order.as_tuple(), self.quote_key.address, self.quote(order))
+        return self.execute(proxy, self.escrow, "pay", *args, value=value)
+
     # ------------------------------------------------------------------ reads
 
     def status(self, order: Order) -> int:
         return int(self.escrow.functions.orderStatus(order.order_id).call())
 
+    def erc20(self, token: str) -> Contract:
+        """``token`` bound to the MockERC20 ABI (mint, approve, balanceOf, allowance)."""
+        return self.w3.eth.contract(address=token, abi=load_artifact("test-helpers/MockERC20").abi)
+
     def token_balance(self, token: str, account: str) -> int:
         if token == NATIVE_TOKEN:
             return int(self.w3.eth.get_balance(account))
-        erc20 = self.w3.eth.contract(address=token, abi=load_artifact("test-helpers/MockERC20").abi)
-        return int(erc20.functions.balanceOf(account).call())
+        return int(self.erc20(token).functions.balanceOf(account).call())
 
     def escrow_balance(self, account: str, token: str) -> int:
         return int(self.escrow.functions.balanceOf(account, token).call())
@@ -295,7 +394,9 @@ def build_env() -> EscrowEnv:
         oracle_signers=[oracle_key.address],
         tokens=[usdc.address, usdt.address],
     )
-    abis = [load_artifact("CardlessEscrow").abi] + [load_artifact(f"test-helpers/{n}").abi for n in HELPER_NAMES]
+    abis = [load_artifact("CardlessEscrow").abi] + [
+        load_artifact(f"test-helpers/{n}").abi for n in HELPER_NAMES
+    ]
     return EscrowEnv(
         chain=chain,
         escrow=escrow,
@@ -306,4 +407,3 @@ def build_env() -> EscrowEnv:
         oracle_key=oracle_key,
         decoder=RevertDecoder(abis),
     )
-

@@ -129,3 +129,8 @@ def test_paused_rejects_new_payments(env: EscrowEnv) -> None:
     order = env.make_order()
     with env.reverts("EnforcedPause"):  # OpenZeppelin's error has no arguments
         env.pay(order)
+
+
+def test_stored_digest_is_that_of_the_order_ref(env: EscrowEnv) -> None:
+    order = env.make_order()
+    assert bytes(env.escrow.functions.orderDigest(order.as_tuple()).call()) == order.digest

@@ -33,6 +33,20 @@ interface ICardlessEscrow {
         bytes32 accountCommitment;
     }
 
+    /// @notice What settlement needs of an order: the fields that decide who is paid what, and a hash of the
+    ///         rest. The escrow stores the first 31 bytes of keccak256(abi.encode(ref)) per order, so settling
+    ///         costs 7 calldata words per order instead of 10.
+    /// @param detailsHash keccak256(abi.encode(buyer, quoteExpiry, skuHash, accountCommitment)).
+    struct OrderRef {
+        bytes32 orderId;
+        address merchant;
+        address token;
+        uint256 amount;
+        uint16 feeBps;
+        uint48 fulfilmentDeadline;
+        bytes32 detailsHash;
+    }
+
     /// @notice The oracle's statement about one order's top-up.
     /// @param receiptHash keccak256 of the RFC 8785 canonical JSON of the provider receipt.
     /// @param fulfilledAt When the provider credited the account (unix seconds).
@@ -180,12 +194,12 @@ interface ICardlessEscrow {
     // ------------------------------------------------------------------ oracle
 
     /// @notice Settle one order on a fulfilment proof. Anyone holding a valid proof may call.
-    /// @param order The order as paid.
+    /// @param order The settlement fields of the order as paid (see `OrderRef`).
     /// @param fulfilment The oracle's receipt hash and fulfilment time.
     /// @param oracleSigner The oracle key (EOA or EIP-1271 contract) that signed the proof.
     /// @param signature EIP-712 signature of `Fulfilment(orderId, receiptHash, fulfilledAt)`.
     function settle(
-        Order calldata order,
+        OrderRef calldata order,
         Fulfilment calldata fulfilment,
         address oracleSigner,
         bytes calldata signature
@@ -196,7 +210,7 @@ interface ICardlessEscrow {
     ///      than reverting the batch, so a racing reclaim cannot block the other orders. An order whose
     ///      calldata does not match its stored digest reverts the batch.
     function settleBatch(
-        Order[] calldata orders,
+        OrderRef[] calldata orders,
         Fulfilment[] calldata fulfilments,
         address oracleSigner,
         bytes calldata signature
@@ -247,6 +261,9 @@ interface ICardlessEscrow {
 
     /// @notice EIP-712 struct hash of an order (what the quote signer signs, wrapped in the domain).
     function hashOrder(Order calldata order) external pure returns (bytes32);
+
+    /// @notice The 31-byte digest the escrow stores for `order` (that of its `OrderRef`).
+    function orderDigest(Order calldata order) external pure returns (bytes31);
 
     /// @notice EIP-712 digest a quote signer signs for `order`.
     function quoteDigest(Order calldata order) external view returns (bytes32);
