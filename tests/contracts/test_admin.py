@@ -1,0 +1,194 @@
+"""Owner operations: signers, token allow-list, fee cap and recipient, pause, Ownable2Step transfer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from oracles.protocol import NATIVE_TOKEN, OrderStatus
+from tests.contracts.harness import EscrowEnv
+
+OWNER_CALLS: dict[str, Callable[[EscrowEnv], Any]] = {
+    "setOracleSigner": lambda env: env.escrow.functions.setOracleSigner(env.bystander, True),
+    "setQuoteSigner": lambda env: env.escrow.functions.setQuoteSigner(env.bystander, True),
+    "setTokenAllowed": lambda env: env.escrow.functions.setTokenAllowed(env.bystander, True),
+    "setFeeCap": lambda env: env.escrow.functions.setFeeCap(10_000),
+    "setFeeRecipient": lambda env: env.escrow.functions.setFeeRecipient(env.bystander),
+    "pause": lambda env: env.escrow.functions.pause(),
+    "unpause": lambda env: env.escrow.functions.unpause(),
+    "transferOwnership": lambda env: env.escrow.functions.transferOwnership(env.bystander),
+    "renounceOwnership": lambda env: env.escrow.functions.renounceOwnership(),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OWNER_CALLS))
+def test_owner_functions_reject_non_owner(env: EscrowEnv, name: str) -> None:
+    if name == "unpause":  # otherwise ExpectedPause would be indistinguishable from a missing check
+        env.send(env.escrow.functions.pause(), env.owner)
+
+    for caller in (env.bystander, env.fee_recipient, env.merchants[0].address):
+        with env.reverts("OwnableUnauthorizedAccount", caller):
+            env.send(OWNER_CALLS[name](env), caller)
+
+    assert env.escrow.functions.owner().call() == env.owner
+
+
+def test_ownership_transfer_takes_two_steps(env: EscrowEnv) -> None:
+    new_owner = env.chain.accounts[9].address
+
+    receipt = env.send(env.escrow.functions.transferOwnership(new_owner), env.owner)
+
+    (started,) = env.events(receipt, "OwnershipTransferStarted")
+    assert (started.args.previousOwner, started.args.newOwner) == (env.owner, new_owner)
+    assert env.escrow.functions.owner().call() == env.owner
+    assert env.escrow.functions.pendingOwner().call() == new_owner
+    with env.reverts("OwnableUnauthorizedAccount", new_owner):  # not the owner until it accepts
+        env.send(env.escrow.functions.pause(), new_owner)
+    with env.reverts("OwnableUnauthorizedAccount", env.bystander):  # only the pending owner may accept
+        env.send(env.escrow.functions.acceptOwnership(), env.bystander)
+
+    receipt = env.send(env.escrow.functions.acceptOwnership(), new_owner)
+
+    (transferred,) = env.events(receipt, "OwnershipTransferred")
+    assert (transferred.args.previousOwner, transferred.args.newOwner) == (env.owner, new_owner)
+    assert env.escrow.functions.owner().call() == new_owner
+    assert env.escrow.functions.pendingOwner().call() == NATIVE_TOKEN
+    with env.reverts("OwnableUnauthorizedAccount", env.owner):
+        env.send(env.escrow.functions.pause(), env.owner)
+    env.send(env.escrow.functions.pause(), new_owner)
+    assert env.escrow.functions.paused().call()
+
+
+def test_pending_transfer_can_be_replaced(env: EscrowEnv) -> None:
+    first, second = env.chain.accounts[9].address, env.bystander
+    env.send(env.escrow.functions.transferOwnership(first), env.owner)
+    env.send(env.escrow.functions.transferOwnership(second), env.owner)
+
+    with env.reverts("OwnableUnauthorizedAccount", first):
+        env.send(env.escrow.functions.acceptOwnership(), first)
+
+    env.send(env.escrow.functions.acceptOwnership(), second)
+    assert env.escrow.functions.owner().call() == second
+
+
+def test_fee_cap_above_max_bps_rejected(env: EscrowEnv) -> None:
+    with env.reverts("FeeCapTooHigh", 10_001, 10_000):
+        env.send(env.escrow.functions.setFeeCap(10_001), env.owner)
+    with env.reverts("FeeCapTooHigh", 2**16 - 1, 10_000):
+        env.send(env.escrow.functions.setFeeCap(2**16 - 1), env.owner)
+
+    assert env.escrow.functions.feeCapBps().call() == 1_000
+
+
+def test_fee_cap_change_applies_to_new_payments(env: EscrowEnv) -> None:
+    receipt = env.send(env.escrow.functions.setFeeCap(10_000), env.owner)
+
+    (event,) = env.events(receipt, "FeeCapSet")
+    assert event.args.feeCapBps == 10_000
+    assert env.escrow.functions.feeCapBps().call() == 10_000
+    order = env.make_order(fee_bps=10_000)
+    env.pay(order)
+    assert env.token_balance(order.token, env.escrow.address) == order.amount
+
+    env.send(env.escrow.functions.setFeeCap(0), env.owner)
+    cheap = env.make_order(fee_bps=1)
+    with env.reverts("FeeAboveCap", cheap.order_id, 1, 0):
+        env.pay(cheap)
+    assert env.token_balance(cheap.token, cheap.buyer) == cheap.amount
+
+
+@pytest.mark.parametrize("name", ["setOracleSigner", "setQuoteSigner"])
+def test_zero_signer_rejected(env: EscrowEnv, name: str) -> None:
+    with env.reverts("ZeroAddress"):
+        env.send(getattr(env.escrow.functions, name)(NATIVE_TOKEN, True), env.owner)
+
+
+def test_zero_fee_recipient_rejected(env: EscrowEnv) -> None:
+    with env.reverts("ZeroAddress"):
+        env.send(env.escrow.functions.setFeeRecipient(NATIVE_TOKEN), env.owner)
+
+    assert env.escrow.functions.feeRecipient().call() == env.fee_recipient
+
+
+def test_set_fee_recipient_emits_event(env: EscrowEnv) -> None:
+    new_recipient = env.chain.accounts[9].address
+
+    receipt = env.send(env.escrow.functions.setFeeRecipient(new_recipient), env.owner)
+
+    (event,) = env.events(receipt, "FeeRecipientSet")
+    assert event.args.feeRecipient == new_recipient
+    assert env.escrow.functions.feeRecipient().call() == new_recipient
+
+
+@pytest.mark.parametrize(
+    ("name", "event_name"), [("setOracleSigner", "OracleSignerSet"), ("setQuoteSigner", "QuoteSignerSet")]
+)
+def test_signer_grant_and_revoke_emit_events(env: EscrowEnv, name: str, event_name: str) -> None:
+    signer = env.chain.accounts[9].address
+    view = "isOracleSigner" if name == "setOracleSigner" else "isQuoteSigner"
+
+    for authorised in (True, False):
+        receipt = env.send(getattr(env.escrow.functions, name)(signer, authorised), env.owner)
+        (event,) = env.events(receipt, event_name)
+        assert (event.args.signer, event.args.authorised) == (signer, authorised)
+        assert getattr(env.escrow.functions, view)(signer).call() is authorised
+
+
+def test_revoked_quote_signer_stops_new_payments_only(env: EscrowEnv) -> None:
+    paid = env.make_order()
+    env.pay(paid)
+    env.send(env.escrow.functions.setQuoteSigner(env.quote_key.address, False), env.owner)
+
+    fresh = env.make_order()
+    with env.reverts("UnauthorisedQuoteSigner", env.quote_key.address):
+        env.pay(fresh)
+    env.settle(paid)
+
+    assert env.token_balance(fresh.token, fresh.buyer) == fresh.amount
+    assert env.escrow_balance(paid.merchant, paid.token) == paid.merchant_amount
+
+
+def test_disallowed_token_keeps_existing_orders_whole(env: EscrowEnv) -> None:
+    settled, refunded = env.make_order(), env.make_order()
+    env.pay(settled)
+    env.pay(refunded)
+
+    receipt = env.send(env.escrow.functions.setTokenAllowed(env.usdc.address, False), env.owner)
+
+    (event,) = env.events(receipt, "TokenAllowedSet")
+    assert (event.args.token, event.args.allowed) == (env.usdc.address, False)
+    assert env.escrow.functions.isTokenAllowed(env.usdc.address).call() is False
+    env.settle(settled)
+    env.refund(refunded)
+    env.withdraw(settled.merchant, env.usdc.address)
+    env.withdraw_fees(env.usdc.address)
+    assert env.token_balance(env.usdc.address, settled.merchant) == settled.merchant_amount
+    assert env.token_balance(env.usdc.address, env.fee_recipient) == settled.fee
+    assert env.token_balance(env.usdc.address, refunded.buyer) == refunded.amount
+    assert env.token_balance(env.usdc.address, env.escrow.address) == 0
+
+
+def test_pause_and_unpause(env: EscrowEnv) -> None:
+    receipt = env.send(env.escrow.functions.pause(), env.owner)
+
+    (paused,) = env.events(receipt, "Paused")
+    assert paused.args.account == env.owner
+    assert env.escrow.functions.paused().call() is True
+    with env.reverts("EnforcedPause"):
+        env.send(env.escrow.functions.pause(), env.owner)
+    order = env.make_order()
+    with env.reverts("EnforcedPause"):
+        env.pay(order)
+    assert env.status(order) == OrderStatus.NONE
+
+    receipt = env.send(env.escrow.functions.unpause(), env.owner)
+
+    (unpaused,) = env.events(receipt, "Unpaused")
+    assert unpaused.args.account == env.owner
+    with env.reverts("ExpectedPause"):
+        env.send(env.escrow.functions.unpause(), env.owner)
+    env.pay(order, fund=False)  # funded by the attempt above
+    assert env.token_balance(order.token, env.escrow.address) == order.amount
+    assert env.status(order) == OrderStatus.PAID

@@ -1,0 +1,170 @@
+"""reclaim(): after the fulfilment deadline anyone may end an unfulfilled order; the buyer is repaid."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from oracles.protocol import NATIVE_TOKEN, OrderStatus
+from tests.contracts.harness import EscrowEnv
+
+
+def test_reclaim_at_deadline_rejected_with_block_time(env: EscrowEnv) -> None:
+    order = env.make_order()
+    env.pay(order)
+    # The deadline itself still belongs to the oracle (settle accepts fulfilledAt == deadline).
+    env.chain.warp(order.fulfilment_deadline)
+
+    with env.reverts(
+        "DeadlineNotPassed", order.order_id, order.fulfilment_deadline, order.fulfilment_deadline
+    ):
+        env.reclaim(order)
+
+    assert env.status(order) == OrderStatus.PAID
+    assert env.token_balance(order.token, order.buyer) == 0
+    assert env.token_balance(order.token, env.escrow.address) == order.amount
+
+
+def test_reclaim_well_before_deadline_rejected(env: EscrowEnv) -> None:
+    order = env.make_order()
+    env.pay(order)
+    early = order.fulfilment_deadline - 1_000
+    env.chain.warp(early)
+
+    with env.reverts("DeadlineNotPassed", order.order_id, order.fulfilment_deadline, early):
+        env.reclaim(order)
+
+    assert env.token_balance(order.token, env.escrow.address) == order.amount
+
+
+@pytest.mark.parametrize("caller", ["bystander", "merchant", "owner"])
+def test_anyone_may_reclaim_and_the_buyer_is_paid(env: EscrowEnv, caller: str) -> None:
+    order = env.make_order(amount=7_654_321)
+    env.pay(order)
+    env.chain.warp(order.fulfilment_deadline + 1)
+    sender = {"bystander": env.bystander, "merchant": order.merchant, "owner": env.owner}[caller]
+
+    receipt = env.reclaim(order, sender=sender)
+
+    assert env.status(order) == OrderStatus.RECLAIMED
+    assert env.token_balance(order.token, order.buyer) == 7_654_321
+    assert env.token_balance(order.token, sender) == 0
+    assert env.token_balance(order.token, env.escrow.address) == 0
+    assert env.escrow_balance(order.merchant, order.token) == 0
+    assert env.fee_balance(order.token) == 0
+    (event,) = env.events(receipt, "OrderReclaimed")
+    assert bytes(event.args.orderId) == order.order_id
+    assert event.args.caller == sender
+
+
+def test_reclaim_native_by_bystander_pays_buyer_exactly(env: EscrowEnv) -> None:
+    order = env.make_order(token=None, amount=10**16 + 9)
+    env.pay(order)
+    env.chain.warp(order.fulfilment_deadline + 1)
+    buyer_before = env.token_balance(NATIVE_TOKEN, order.buyer)
+    escrow_before = env.token_balance(NATIVE_TOKEN, env.escrow.address)
+
+    env.reclaim(order)
+
+    assert env.token_balance(NATIVE_TOKEN, order.buyer) - buyer_before == order.amount
+    assert escrow_before - env.token_balance(NATIVE_TOKEN, env.escrow.address) == order.amount
+
+
+def test_reclaim_native_by_buyer_nets_amount_minus_gas(env: EscrowEnv) -> None:
+    order = env.make_order(token=None, amount=10**16)
+    env.pay(order)
+    env.chain.warp(order.fulfilment_deadline + 1)
+    buyer_before = env.token_balance(NATIVE_TOKEN, order.buyer)
+
+    receipt = env.reclaim(order, sender=order.buyer)
+
+    assert env.token_balance(NATIVE_TOKEN, order.buyer) == (
+        buyer_before + order.amount - env.gas_price_cost(receipt)
+    )
+
+
+def test_caller_cannot_redirect_the_repayment(env: EscrowEnv) -> None:
+    order = env.make_order()
+    env.pay(order)
+    env.chain.warp(order.fulfilment_deadline + 1)
+
+    with env.reverts("OrderMismatch", order.order_id):
+        env.reclaim(dataclasses.replace(order, buyer=env.bystander), sender=env.bystander)
+
+    assert env.token_balance(order.token, env.bystander) == 0
+    assert env.token_balance(order.token, env.escrow.address) == order.amount
+
+
+def test_settled_order_cannot_be_reclaimed(env: EscrowEnv) -> None:
+    order = env.make_order()
+    env.pay(order)
+    env.settle(order)
+    env.chain.warp(order.fulfilment_deadline + 1)
+
+    with env.reverts("OrderNotPaid", order.order_id, OrderStatus.SETTLED):
+        env.reclaim(order)
+
+    assert env.token_balance(order.token, order.buyer) == 0
+    assert env.escrow_balance(order.merchant, order.token) == order.merchant_amount
+
+
+def test_refunded_order_cannot_be_reclaimed(env: EscrowEnv) -> None:
+    order = env.make_order()
+    env.pay(order)
+    env.refund(order)
+    env.chain.warp(order.fulfilment_deadline + 1)
+
+    with env.reverts("OrderNotPaid", order.order_id, OrderStatus.REFUNDED):
+        env.reclaim(order)
+
+    assert env.token_balance(order.token, order.buyer) == order.amount  # once, from the refund
+
+
+def test_reclaim_replay_rejected(env: EscrowEnv) -> None:
+    order = env.make_order()
+    env.pay(order)
+    env.chain.warp(order.fulfilment_deadline + 1)
+    env.reclaim(order)
+
+    with env.reverts("OrderNotPaid", order.order_id, OrderStatus.RECLAIMED):
+        env.reclaim(order)
+
+    assert env.token_balance(order.token, order.buyer) == order.amount
+
+
+def test_unknown_order_rejected(env: EscrowEnv) -> None:
+    order = env.make_order()
+    env.chain.warp(order.fulfilment_deadline + 1)
+
+    with env.reverts("OrderNotPaid", order.order_id, OrderStatus.NONE):
+        env.reclaim(order)
+
+
+def test_reclaim_works_while_paused(env: EscrowEnv) -> None:
+    order = env.make_order()
+    env.pay(order)
+    env.send(env.escrow.functions.pause(), env.owner)
+    env.chain.warp(order.fulfilment_deadline + 1)
+
+    env.reclaim(order)
+
+    assert env.token_balance(order.token, order.buyer) == order.amount
+    assert env.token_balance(order.token, env.escrow.address) == 0
+
+
+def test_reclaim_to_reverting_buyer_is_credited(env: EscrowEnv) -> None:
+    wallet = env.deploy_helper("RevertingReceiver")
+    order = env.make_order(buyer=wallet.address, token=None, amount=10**16)
+    env.pay_from_contract(wallet, order)
+    env.chain.warp(order.fulfilment_deadline + 1)
+    escrow_before = env.token_balance(NATIVE_TOKEN, env.escrow.address)
+
+    receipt = env.reclaim(order)
+
+    (deferred,) = env.events(receipt, "RefundDeferred")
+    assert deferred.args.amount == order.amount
+    assert env.status(order) == OrderStatus.RECLAIMED
+    assert env.escrow_balance(wallet.address, NATIVE_TOKEN) == order.amount
+    assert env.token_balance(NATIVE_TOKEN, env.escrow.address) == escrow_before
+    assert env.token_balance(NATIVE_TOKEN, wallet.address) == 0

@@ -1,0 +1,206 @@
+"""withdraw() and withdrawFees(): permissionless payouts of credited balances; setPayoutAddress()."""
+
+from __future__ import annotations
+
+from oracles.protocol import NATIVE_TOKEN, Order
+from tests.contracts.harness import EscrowEnv
+
+ZERO = NATIVE_TOKEN  # address(0): also "reset the payout address"
+
+
+def _settled(env: EscrowEnv, **kwargs: object) -> Order:
+    order = env.make_order(**kwargs)  # type: ignore[arg-type]
+    env.pay(order)
+    env.settle(order)
+    return order
+
+
+def test_withdraw_pays_merchant_exactly(env: EscrowEnv) -> None:
+    order = _settled(env, amount=4_000_001, fee_bps=250)  # fee 100_000, merchant 3_900_001
+    escrow_before = env.token_balance(order.token, env.escrow.address)
+
+    receipt = env.withdraw(order.merchant, order.token)
+
+    assert env.token_balance(order.token, order.merchant) == 3_900_001
+    assert env.token_balance(order.token, env.escrow.address) == escrow_before - 3_900_001
+    assert env.escrow_balance(order.merchant, order.token) == 0
+    assert env.fee_balance(order.token) == 100_000  # fees are untouched
+    (event,) = env.events(receipt, "Withdrawn")
+    assert (event.args.account, event.args.token, event.args.to, event.args.amount) == (
+        order.merchant,
+        order.token,
+        order.merchant,
+        3_900_001,
+    )
+
+
+def test_anyone_may_trigger_a_withdrawal_but_only_the_payout_address_is_paid(env: EscrowEnv) -> None:
+    order = _settled(env)
+
+    env.withdraw(order.merchant, order.token, sender=order.buyer)
+
+    assert env.token_balance(order.token, order.merchant) == order.merchant_amount
+    assert env.token_balance(order.token, order.buyer) == 0
+    assert env.token_balance(order.token, env.bystander) == 0
+
+
+def test_withdraw_native_pays_merchant_exactly(env: EscrowEnv) -> None:
+    order = _settled(env, token=None, amount=10**16 + 3, fee_bps=250)
+    merchant_before = env.token_balance(NATIVE_TOKEN, order.merchant)
+    escrow_before = env.token_balance(NATIVE_TOKEN, env.escrow.address)
+
+    env.withdraw(order.merchant, NATIVE_TOKEN)
+
+    assert env.token_balance(NATIVE_TOKEN, order.merchant) - merchant_before == order.merchant_amount
+    assert escrow_before - env.token_balance(NATIVE_TOKEN, env.escrow.address) == order.merchant_amount
+
+
+def test_merchant_withdrawing_native_itself_nets_amount_minus_gas(env: EscrowEnv) -> None:
+    order = _settled(env, token=None, amount=10**16)
+    merchant_before = env.token_balance(NATIVE_TOKEN, order.merchant)
+
+    receipt = env.withdraw(order.merchant, NATIVE_TOKEN, sender=order.merchant)
+
+    assert env.token_balance(NATIVE_TOKEN, order.merchant) == (
+        merchant_before + order.merchant_amount - env.gas_price_cost(receipt)
+    )
+
+
+def test_withdraw_pays_the_payout_address(env: EscrowEnv) -> None:
+    order = _settled(env)
+    treasury = env.chain.accounts[9].address
+
+    receipt = env.set_payout(order.merchant, treasury)
+    (event,) = env.events(receipt, "PayoutAddressSet")
+    assert (event.args.account, event.args.payout) == (order.merchant, treasury)
+    assert env.escrow.functions.payoutAddressOf(order.merchant).call() == treasury
+
+    receipt = env.withdraw(order.merchant, order.token)
+
+    assert env.token_balance(order.token, treasury) == order.merchant_amount
+    assert env.token_balance(order.token, order.merchant) == 0
+    (withdrawn,) = env.events(receipt, "Withdrawn")
+    assert (withdrawn.args.account, withdrawn.args.to) == (order.merchant, treasury)
+
+
+def test_payout_address_reset_with_zero_address(env: EscrowEnv) -> None:
+    merchant = env.merchants[0].address
+    env.set_payout(merchant, env.chain.accounts[9].address)
+
+    receipt = env.set_payout(merchant, ZERO)
+
+    (event,) = env.events(receipt, "PayoutAddressSet")
+    assert (event.args.account, event.args.payout) == (merchant, merchant)
+    assert env.escrow.functions.payoutAddressOf(merchant).call() == merchant
+    order = _settled(env, merchant=merchant)
+    env.withdraw(merchant, order.token)
+    assert env.token_balance(order.token, merchant) == order.merchant_amount
+    assert env.token_balance(order.token, env.chain.accounts[9].address) == 0
+
+
+def test_nothing_to_withdraw(env: EscrowEnv) -> None:
+    merchant = env.merchants[1].address
+
+    with env.reverts("NothingToWithdraw", merchant, env.usdc.address):
+        env.withdraw(merchant, env.usdc.address)
+
+
+def test_second_withdrawal_has_nothing_left(env: EscrowEnv) -> None:
+    order = _settled(env)
+    env.withdraw(order.merchant, order.token)
+
+    with env.reverts("NothingToWithdraw", order.merchant, order.token):
+        env.withdraw(order.merchant, order.token)
+
+    assert env.token_balance(order.token, order.merchant) == order.merchant_amount
+
+
+def test_withdraw_is_per_token(env: EscrowEnv) -> None:
+    in_usdc = _settled(env)
+    in_usdt = _settled(env, token=env.usdt)
+
+    env.withdraw(in_usdc.merchant, env.usdc.address)
+
+    assert env.token_balance(env.usdc.address, in_usdc.merchant) == in_usdc.merchant_amount
+    assert env.token_balance(env.usdt.address, in_usdt.merchant) == 0
+    assert env.escrow_balance(in_usdt.merchant, env.usdt.address) == in_usdt.merchant_amount
+
+
+def test_reverting_payout_fails_only_its_own_withdrawal(env: EscrowEnv) -> None:
+    wallet = env.deploy_helper("RevertingReceiver")  # a contract merchant that refuses ETH
+    stuck = _settled(env, merchant=wallet.address, token=None, amount=10**16)
+    fine = _settled(env, merchant=env.merchants[1].address, token=None, amount=2 * 10**16)
+    escrow_before = env.token_balance(NATIVE_TOKEN, env.escrow.address)
+    fine_before = env.token_balance(NATIVE_TOKEN, fine.merchant)
+
+    with env.reverts("Refused"):
+        env.withdraw(wallet.address, NATIVE_TOKEN)
+    env.withdraw(fine.merchant, NATIVE_TOKEN)
+
+    assert env.escrow_balance(wallet.address, NATIVE_TOKEN) == stuck.merchant_amount
+    assert env.token_balance(NATIVE_TOKEN, wallet.address) == 0
+    assert env.token_balance(NATIVE_TOKEN, fine.merchant) - fine_before == fine.merchant_amount
+    assert escrow_before - env.token_balance(NATIVE_TOKEN, env.escrow.address) == fine.merchant_amount
+
+
+def test_refusing_merchant_recovers_by_setting_a_payout_address(env: EscrowEnv) -> None:
+    wallet = env.deploy_helper("RevertingReceiver")
+    order = _settled(env, merchant=wallet.address, token=None, amount=10**16)
+    treasury = env.chain.accounts[9].address
+    treasury_before = env.token_balance(NATIVE_TOKEN, treasury)
+
+    env.execute(wallet, env.escrow, "setPayoutAddress", treasury)
+    env.withdraw(wallet.address, NATIVE_TOKEN)
+
+    assert env.token_balance(NATIVE_TOKEN, treasury) - treasury_before == order.merchant_amount
+    assert env.escrow_balance(wallet.address, NATIVE_TOKEN) == 0
+
+
+def test_withdraw_fees_pays_fee_recipient(env: EscrowEnv) -> None:
+    order = _settled(env, amount=9_999, fee_bps=1_000)  # fee 999
+
+    receipt = env.withdraw_fees(order.token)
+
+    assert env.token_balance(order.token, env.fee_recipient) == 999
+    assert env.fee_balance(order.token) == 0
+    assert env.token_balance(order.token, env.escrow.address) == 9_000  # the merchant's credit stays
+    assert env.token_balance(order.token, env.bystander) == 0
+    (event,) = env.events(receipt, "FeesWithdrawn")
+    assert (event.args.token, event.args.to, event.args.amount) == (order.token, env.fee_recipient, 999)
+
+
+def test_withdraw_native_fees_pays_fee_recipient(env: EscrowEnv) -> None:
+    order = _settled(env, token=None, amount=10**16, fee_bps=250)
+    recipient_before = env.token_balance(NATIVE_TOKEN, env.fee_recipient)
+
+    env.withdraw_fees(NATIVE_TOKEN)
+
+    assert env.token_balance(NATIVE_TOKEN, env.fee_recipient) - recipient_before == order.fee == 25 * 10**13
+
+
+def test_fees_go_to_the_current_fee_recipient(env: EscrowEnv) -> None:
+    order = _settled(env)
+    new_recipient = env.chain.accounts[9].address
+    env.send(env.escrow.functions.setFeeRecipient(new_recipient), env.owner)
+
+    env.withdraw_fees(order.token)
+
+    assert env.token_balance(order.token, new_recipient) == order.fee
+    assert env.token_balance(order.token, env.fee_recipient) == 0
+
+
+def test_no_fees_to_withdraw(env: EscrowEnv) -> None:
+    with env.reverts("NothingToWithdraw", env.escrow.address, env.usdt.address):
+        env.withdraw_fees(env.usdt.address)
+
+
+def test_withdrawals_work_while_paused(env: EscrowEnv) -> None:
+    order = _settled(env)
+    env.send(env.escrow.functions.pause(), env.owner)
+
+    env.withdraw(order.merchant, order.token)
+    env.withdraw_fees(order.token)
+
+    assert env.token_balance(order.token, order.merchant) == order.merchant_amount
+    assert env.token_balance(order.token, env.fee_recipient) == order.fee
+    assert env.token_balance(order.token, env.escrow.address) == 0
