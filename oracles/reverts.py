@@ -47,7 +47,8 @@ def revert_data(exc: BaseException) -> bytes | None:
             try:
                 value = ast.literal_eval(literal)
             except (ValueError, SyntaxError):
-                return literal.encode()
+                # A plain `require(cond, "reason")`: eth-tester hands over the decoded reason string.
+                return _ERROR_STRING + _encode_string(literal)
             if isinstance(value, bytes):
                 return value
             if isinstance(value, str):  # a plain reason string already decoded by the backend
@@ -87,7 +88,9 @@ class RevertDecoder:
         name, types = known
         values = decode(types, body)
         # eth-abi returns lower-case addresses; checksum them so they compare equal to web3's.
-        values = tuple(to_checksum_address(v) if t == "address" else v for t, v in zip(types, values, strict=True))
+        values = tuple(
+            to_checksum_address(v) if t == "address" else v for t, v in zip(types, values, strict=True)
+        )
         return ContractRevert(name, values, data)
 
     def from_exception(self, exc: BaseException) -> ContractRevert | None:

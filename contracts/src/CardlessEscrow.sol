@@ -34,6 +34,10 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
     /// @notice Basis-point denominator.
     uint16 public constant MAX_BPS = 10_000;
 
+    /// @notice Largest amount an order may carry: `MAX_AMOUNT * MAX_BPS` fits in a uint256, so the fee
+    ///         arithmetic cannot overflow. It is ~1.2e73 base units, beyond any real token supply.
+    uint256 public constant MAX_AMOUNT = type(uint256).max / MAX_BPS;
+
     /// @dev Gas forwarded when pushing a native refund to a buyer. Enough for smart-contract wallets that
     ///      emit an event on receipt; a receiver that needs more (or reverts) gets the refund credited to its
     ///      balance instead, withdrawable with full gas. The cap stops a buyer contract from burning the
@@ -156,8 +160,8 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
         uint256 fee = _fee(order.amount, order.feeBps);
         _balances[order.merchant][order.token] += order.amount - fee;
         feeBalance[order.token] += fee;
-        emit FulfilmentsAttested(digest, oracleSigner, 1);
         emit OrderSettled(order.orderId, fulfilment.receiptHash, fulfilment.fulfilledAt);
+        emit FulfilmentsAttested(digest, oracleSigner, 1);
     }
 
     /// @inheritdoc ICardlessEscrow
@@ -183,7 +187,6 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
         }
         bytes32 digest = _hashTypedDataV4(keccak256(abi.encode(_FULFILMENT_BATCH_TYPEHASH, leavesHash)));
         _requireOracleSignature(oracleSigner, digest, signature);
-        emit FulfilmentsAttested(digest, oracleSigner, n);
 
         // effects: credits are summed while consecutive orders share merchant and token, so a batch of one
         // merchant's orders writes its balance once instead of once per order.
@@ -191,6 +194,7 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
         address token = orders[0].token;
         uint256 merchantSum;
         uint256 feeSum;
+        uint256 settled;
         for (uint256 i; i < n; ++i) {
             OrderRef calldata order = orders[i];
             OrderRecord storage record = _orders[order.orderId];
@@ -204,6 +208,9 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
             }
             record.status = OrderStatus.Settled;
             emit OrderSettled(order.orderId, fulfilment.receiptHash, fulfilment.fulfilledAt);
+            unchecked {
+                ++settled; // bounded by n
+            }
 
             address orderMerchant = order.merchant;
             address orderToken = order.token;
@@ -220,6 +227,7 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
             }
         }
         _credit(merchant, token, merchantSum, feeSum);
+        emit FulfilmentsAttested(digest, oracleSigner, settled);
     }
 
     /// @inheritdoc ICardlessEscrow
@@ -304,6 +312,12 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
         _setFeeRecipient(newFeeRecipient);
     }
 
+    /// @notice Disabled: an escrow without an owner could never be unpaused or get new signers.
+    /// @dev Ownership moves only by the two-step transfer to a new owner.
+    function renounceOwnership() public view override onlyOwner {
+        revert RenounceDisabled();
+    }
+
     /// @inheritdoc ICardlessEscrow
     function pause() external onlyOwner {
         _pause();
@@ -366,6 +380,8 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
         if (msg.sender != order.buyer) revert BuyerMismatch(orderId, order.buyer, msg.sender);
         if (!isTokenAllowed[order.token]) revert TokenNotAllowed(order.token);
         if (order.amount == 0) revert ZeroAmount(orderId);
+        // Bounds amount * feeBps in _fee, so settlement can never overflow for an order that was accepted.
+        if (order.amount > MAX_AMOUNT) revert AmountTooLarge(orderId, order.amount, MAX_AMOUNT);
         if (order.feeBps > feeCapBps) revert FeeAboveCap(orderId, order.feeBps, feeCapBps);
         if (block.timestamp > order.quoteExpiry) revert QuoteExpired(orderId, order.quoteExpiry, block.timestamp);
         if (block.timestamp >= order.fulfilmentDeadline) {
@@ -471,8 +487,8 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
         emit FeeRecipientSet(newFeeRecipient);
     }
 
-    /// @dev Fee rounds down, so the merchant gets the remainder and no wei is lost. feeBps <= MAX_BPS was
-    ///      enforced at payment time, so fee <= amount and `amount - fee` cannot underflow.
+    /// @dev Fee rounds down, so the merchant gets the remainder and no wei is lost. Payment enforced
+    ///      amount <= MAX_AMOUNT and feeBps <= MAX_BPS, so the product cannot overflow and fee <= amount.
     function _fee(uint256 amount, uint16 feeBps) internal pure returns (uint256) {
         return amount * feeBps / MAX_BPS;
     }

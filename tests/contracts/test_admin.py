@@ -192,3 +192,10 @@ def test_pause_and_unpause(env: EscrowEnv) -> None:
     env.pay(order, fund=False)  # funded by the attempt above
     assert env.token_balance(order.token, env.escrow.address) == order.amount
     assert env.status(order) == OrderStatus.PAID
+
+
+def test_owner_cannot_renounce_ownership(env: EscrowEnv) -> None:
+    # An ownerless escrow could never be unpaused or rotate signers, so renouncing is disabled.
+    with env.reverts("RenounceDisabled"):
+        env.send(env.escrow.functions.renounceOwnership(), env.owner)
+    assert env.escrow.functions.owner().call() == env.owner

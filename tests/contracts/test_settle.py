@@ -311,13 +311,17 @@ def test_eip1271_contract_signer_wrong_key_rejected(env: EscrowEnv) -> None:
     assert env.escrow_balance(order.merchant, order.token) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="contract bug: _fee computes amount * feeBps before dividing, so it overflows (Panic 0x11) "
-    "for amount > 2**256 / feeBps and such an order can never be settled",
-)
-def test_huge_amount_settles_without_overflow(env: EscrowEnv) -> None:
-    order = env.make_order(amount=2**256 // 250 + 1, fee_bps=250)
+def test_amount_above_fee_safe_bound_rejected_at_pay(env: EscrowEnv) -> None:
+    # amount * feeBps must fit in a uint256 at settlement, so pay refuses larger amounts up front.
+    max_amount = (2**256 - 1) // 10_000
+    assert env.escrow.functions.MAX_AMOUNT().call() == max_amount
+    order = env.make_order(amount=max_amount + 1, fee_bps=250)
+    with env.reverts("AmountTooLarge", order.order_id, max_amount + 1, max_amount):
+        env.pay(order)
+
+
+def test_largest_amount_settles_exactly(env: EscrowEnv) -> None:
+    order = env.make_order(amount=(2**256 - 1) // 10_000, fee_bps=1_000)
     env.pay(order)
 
     env.settle(order)

@@ -85,7 +85,8 @@ interface ICardlessEscrow {
     /// @dev Amounts are derivable from the `OrderPaid` event; the signer is in `FulfilmentsAttested`.
     event OrderSettled(bytes32 indexed orderId, bytes32 receiptHash, uint48 fulfilledAt);
 
-    /// @notice An oracle signer attested one or more fulfilments with one signature.
+    /// @notice An oracle signer's proof settled `orders` orders (a batch counts only the orders it settled,
+    ///         not those it skipped). Emitted after the batch's `OrderSettled` events.
     event FulfilmentsAttested(bytes32 indexed digest, address indexed signer, uint256 orders);
 
     /// @notice The oracle refunded a failed order to the buyer.
@@ -133,6 +134,10 @@ interface ICardlessEscrow {
     error FeeAboveCap(bytes32 orderId, uint16 feeBps, uint16 feeCapBps);
     /// @notice Orders must be for a positive amount.
     error ZeroAmount(bytes32 orderId);
+    /// @notice The amount exceeds `MAX_AMOUNT`, the bound that keeps fee arithmetic from overflowing.
+    error AmountTooLarge(bytes32 orderId, uint256 amount, uint256 maxAmount);
+    /// @notice Renouncing ownership is disabled.
+    error RenounceDisabled();
     /// @notice Only the order's buyer may pay it.
     error BuyerMismatch(bytes32 orderId, address buyer, address caller);
     /// @notice The token is not on the allow-list.
