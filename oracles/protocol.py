@@ -35,6 +35,7 @@ from oracles._exceptions import ProtocolError
 __all__ = [
     "DOMAIN_NAME",
     "DOMAIN_VERSION",
+    "MAX_AMOUNT",
     "MAX_BPS",
     "NATIVE_TOKEN",
     "ChainId",
@@ -66,6 +67,8 @@ ChainId = NewType("ChainId", int)
 DOMAIN_NAME: Final = "CardlessEscrow"
 DOMAIN_VERSION: Final = "1"
 MAX_BPS: Final = 10_000
+MAX_AMOUNT: Final = (2**256 - 1) // MAX_BPS
+"""``CardlessEscrow.MAX_AMOUNT``: larger orders are refused so fee arithmetic cannot overflow."""
 NATIVE_TOKEN: Final[ChecksumAddress] = to_checksum_address("0x" + "00" * 20)
 
 _UINT16_MAX: Final = 2**16 - 1
@@ -179,14 +182,15 @@ class Order:
         set_(self, "buyer", _address("buyer", self.buyer))
         set_(self, "merchant", _address("merchant", self.merchant))
         set_(self, "token", _address("token", self.token))
-        _uint("amount", self.amount, _UINT256_MAX)
+        _uint("amount", self.amount, MAX_AMOUNT)
         if self.amount == 0:
             raise ProtocolError("amount", "must be positive")
         _uint("fee_bps", self.fee_bps, MAX_BPS)
         _uint("quote_expiry", self.quote_expiry, _UINT48_MAX)
         _uint("fulfilment_deadline", self.fulfilment_deadline, _UINT48_MAX)
-        if self.fulfilment_deadline < self.quote_expiry:
-            raise ProtocolError("fulfilment_deadline", "must not be before quote_expiry")
+        if self.fulfilment_deadline <= self.quote_expiry:
+            # pay() requires block.timestamp <= quoteExpiry < fulfilmentDeadline
+            raise ProtocolError("fulfilment_deadline", "must be after quote_expiry")
         set_(self, "sku_hash", _bytes32("sku_hash", self.sku_hash))
         set_(self, "account_commitment", _bytes32("account_commitment", self.account_commitment))
 
@@ -220,7 +224,10 @@ class Order:
 
     @property
     def details_hash(self) -> bytes:
-        """keccak256(abi.encode(buyer, quoteExpiry, skuHash, accountCommitment)): the part settlement omits."""
+        """keccak256(abi.encode(buyer, quoteExpiry, skuHash, accountCommitment)).
+
+        The part of the order that settlement omits.
+        """
         return keccak(
             abi_encode(
                 ["address", "uint48", "bytes32", "bytes32"],
@@ -335,7 +342,10 @@ def batch_typed_data(domain: EscrowDomain, fulfilments: Sequence[Fulfilment]) ->
 
 def refund_typed_data(domain: EscrowDomain, order_id: bytes, reason_code: int) -> SignableMessage:
     """What an oracle signer signs to refund a failed order."""
-    message = {"orderId": _bytes32("order_id", order_id), "reasonCode": _uint("reason_code", reason_code, _UINT16_MAX)}
+    message = {
+        "orderId": _bytes32("order_id", order_id),
+        "reasonCode": _uint("reason_code", reason_code, _UINT16_MAX),
+    }
     return _typed(domain, "Refund", {"Refund": _REFUND_FIELDS}, message)
 
 
@@ -384,6 +394,9 @@ def receipt_hash(receipt: Mapping[str, Any]) -> bytes:
     def check(value: Any, path: str) -> None:
         if isinstance(value, float):
             raise ProtocolError(path, "floats are not allowed in receipts; use integers or strings")
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**53 - 1:
+            # RFC 8785 serialises numbers as IEEE doubles; larger integers must travel as strings.
+            raise ProtocolError(path, "integers beyond 2**53 - 1 must be encoded as decimal strings")
         if isinstance(value, Mapping):
             for key, item in value.items():
                 check(item, f"{path}.{key}")

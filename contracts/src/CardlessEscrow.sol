@@ -276,6 +276,8 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
 
     /// @inheritdoc ICardlessEscrow
     function setPayoutAddress(address payout) external {
+        // Paying out to the escrow itself would strand the funds: credited to nobody, held forever.
+        if (payout == address(this)) revert InvalidPayoutAddress(payout);
         _payouts[msg.sender] = payout;
         emit PayoutAddressSet(msg.sender, payout == address(0) ? msg.sender : payout);
     }
@@ -493,24 +495,13 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
         return amount * feeBps / MAX_BPS;
     }
 
-    /// @dev EIP-712 `hashStruct(order)`. A static struct's encodeData is its ten words in order, so they are
-    ///      hashed straight from calldata in unallocated scratch memory (settleBatch calls this per order and
-    ///      must not grow memory each time). Fields are not ABI-cleaned here; that is safe because a dirty
-    ///      word only changes the hash: it cannot match a quote signature over clean values in `pay`, nor the
-    ///      stored digest afterwards, and `pay` reads every field (so Solidity validates it) before storing.
-    function _hashOrder(Order calldata order) internal pure returns (bytes32 structHash) {
-        bytes32 typehash = _ORDER_TYPEHASH;
-        assembly ("memory-safe") {
-            let ptr := mload(0x40)
-            mstore(ptr, typehash)
-            calldatacopy(add(ptr, 0x20), order, 0x140)
-            structHash := keccak256(ptr, 0x160)
-        }
+    /// @dev EIP-712 `hashStruct(order)`. Order is a static struct, so abi.encode lays it out field by field:
+    ///      exactly EIP-712 encodeData.
+    function _hashOrder(Order calldata order) internal pure returns (bytes32) {
+        return keccak256(abi.encode(_ORDER_TYPEHASH, order));
     }
 
-    /// @dev EIP-712 `hashStruct(Fulfilment(orderId, receiptHash, fulfilledAt))`, hashed in unallocated memory
-    ///      like `_hashOrder`. The fields are read through Solidity first, so they are ABI-validated.
-    /// @dev The stored digest of a full order: the digest of its `OrderRef`.
+    /// @dev The stored digest of a full order: that of its `OrderRef` (see `_refDigest`).
     function _orderDigest(Order calldata order) internal pure returns (bytes31) {
         bytes32 details = keccak256(abi.encode(order.buyer, order.quoteExpiry, order.skuHash, order.accountCommitment));
         return bytes31(
@@ -532,6 +523,8 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
         }
     }
 
+    /// @dev EIP-712 `hashStruct(Fulfilment(orderId, receiptHash, fulfilledAt))` in unallocated memory (settleBatch
+    ///      calls this per order). The fields are read through Solidity first, so they are ABI-validated.
     function _hashFulfilment(bytes32 orderId, Fulfilment calldata fulfilment) internal pure returns (bytes32 h) {
         bytes32 typehash = _FULFILMENT_TYPEHASH;
         bytes32 receipt = fulfilment.receiptHash;

@@ -204,3 +204,10 @@ def test_withdrawals_work_while_paused(env: EscrowEnv) -> None:
     assert env.token_balance(order.token, order.merchant) == order.merchant_amount
     assert env.token_balance(order.token, env.fee_recipient) == order.fee
     assert env.token_balance(order.token, env.escrow.address) == 0
+
+
+def test_payout_to_the_escrow_itself_rejected(env: EscrowEnv) -> None:
+    merchant = env.merchants[0].address
+    with env.reverts("InvalidPayoutAddress", env.escrow.address):
+        env.send(env.escrow.functions.setPayoutAddress(env.escrow.address), merchant)
+    assert env.escrow.functions.payoutAddressOf(merchant).call() == merchant

@@ -31,6 +31,7 @@ from oracles._exceptions import ProtocolError
 from oracles.protocol import (
     DOMAIN_NAME,
     DOMAIN_VERSION,
+    MAX_AMOUNT,
     MAX_BPS,
     NATIVE_TOKEN,
     EscrowDomain,
@@ -74,13 +75,14 @@ uint48s = st.integers(min_value=0, max_value=UINT48_MAX) | st.sampled_from([0, 1
 
 @st.composite
 def orders(draw: st.DrawFn) -> Order:
-    quote_expiry, deadline = sorted((draw(uint48s), draw(uint48s)))
+    quote_expiry = draw(st.integers(min_value=0, max_value=UINT48_MAX - 1))
+    deadline = draw(st.integers(min_value=quote_expiry + 1, max_value=UINT48_MAX))
     return Order(
         order_id=draw(words),
         buyer=draw(addresses),
         merchant=draw(addresses),
         token=draw(addresses | st.just(NATIVE_TOKEN)),
-        amount=draw(st.integers(min_value=1, max_value=UINT256_MAX) | st.sampled_from([1, UINT256_MAX])),
+        amount=draw(st.integers(min_value=1, max_value=MAX_AMOUNT) | st.sampled_from([1, MAX_AMOUNT])),
         fee_bps=draw(st.integers(min_value=0, max_value=MAX_BPS)),
         quote_expiry=quote_expiry,
         fulfilment_deadline=deadline,
@@ -409,8 +411,9 @@ def test_receipt_hash_refuses_floats_naming_the_path(receipt: dict[str, Any], pa
 def test_receipt_integers_beyond_json_safe_range_are_refused() -> None:
     """docs/protocol.md: integers outside ±(2**53 - 1) must travel as decimal strings."""
     assert receipt_hash({"amount": 2**53 - 1})
-    with pytest.raises(ValueError, match="safe integer"):
+    with pytest.raises(ProtocolError, match="2\\*\\*53") as caught:
         receipt_hash({"amount": 2**53})
+    assert caught.value.field == "receipt.amount"
     assert receipt_hash({"amount": str(10**24)}) == keccak(b'{"amount":"1000000000000000000000000"}')
 
 

@@ -136,6 +136,8 @@ interface ICardlessEscrow {
     error ZeroAmount(bytes32 orderId);
     /// @notice The amount exceeds `MAX_AMOUNT`, the bound that keeps fee arithmetic from overflowing.
     error AmountTooLarge(bytes32 orderId, uint256 amount, uint256 maxAmount);
+    /// @notice The escrow itself cannot be a payout address.
+    error InvalidPayoutAddress(address payout);
     /// @notice Renouncing ownership is disabled.
     error RenounceDisabled();
     /// @notice Only the order's buyer may pay it.
