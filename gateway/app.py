@@ -1,0 +1,23 @@
+"""FastAPI application factory."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from gateway.api.deps import GatewayContext
+from gateway.api.errors import install_error_handlers
+from gateway.api.routes import router
+
+__all__ = ["create_app"]
+
+
+def create_app(context: GatewayContext) -> FastAPI:
+    app = FastAPI(
+        title="Cardless gateway",
+        version="0.1.0",
+        description="Quotes, order status and catalogue for direct top-up orders settled through an on-chain escrow.",
+    )
+    app.state.context = context
+    install_error_handlers(app)
+    app.include_router(router)
+    return app

@@ -1,0 +1,1 @@
+"""Gateway services: the logic behind the routes (quotes, catalogue, account encryption)."""

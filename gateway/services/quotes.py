@@ -1,0 +1,212 @@
+"""Quotes: validate the game account with a provider *before* the buyer pays, then sign the order.
+
+Nothing is written unless the quote is issued: a refused account, an unknown SKU or a provider
+outage leaves no row behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import unicodedata
+from collections.abc import Mapping
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+from eth_utils import is_address, keccak, to_checksum_address
+from sqlalchemy.orm import Session, sessionmaker
+from web3 import Web3
+
+from adapters import ProviderAdapter, Refusal
+from adapters._exceptions import AdapterError
+from gateway.catalogue import Catalogue
+from gateway.db.models import Order, OrderEvent, OrderState
+from gateway.services.crypto import AccountCipher
+from oracles import protocol
+from oracles.artifacts import load_artifact
+from oracles.deployment import Deployment
+
+__all__ = ["QuoteError", "QuoteService", "ServiceUnavailable"]
+
+
+class QuoteError(Exception):
+    """A bad request: ``field`` names the input at fault."""
+
+    def __init__(self, field: str, message: str, *, status: int = 422) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+        self.status = status
+
+
+class ServiceUnavailable(Exception):
+    """No provider can take the order right now; the quote is refused rather than taking money."""
+
+
+@dataclasses.dataclass
+class QuoteService:
+    w3: Web3
+    sessions: sessionmaker[Session]
+    catalogue: Catalogue
+    deployment: Deployment
+    adapters: Mapping[str, ProviderAdapter]
+    quote_key: LocalAccount
+    cipher: AccountCipher
+    quote_ttl: int
+    fulfilment_window: int
+
+    async def create(self, *, sku_id: str, account: str, token_symbol: str, buyer: str) -> dict[str, Any]:
+        sku = self.catalogue.sku(sku_id)
+        if sku is None:
+            raise QuoteError("sku", f"unknown SKU {sku_id!r}", status=404)
+        if token_symbol not in sku.prices:
+            raise QuoteError("token", f"{sku_id} is not sold in {token_symbol!r}; prices in {sorted(sku.prices)}")
+        try:
+            token = self.deployment.token(token_symbol)
+        except KeyError:
+            raise QuoteError("token", f"{token_symbol!r} is not accepted by this escrow") from None
+        if not is_address(buyer):
+            raise QuoteError("buyer", "must be a 20-byte hex address")
+        account = _clean_account(account)
+        provider_name = await self._validate_account(sku.providers, sku_id, account)
+
+        merchant = self.catalogue.merchant(sku.merchant)
+        now = int(self.w3.eth.get_block("latest")["timestamp"])
+        order_id = secrets.token_bytes(32)
+        salt = secrets.token_bytes(32)
+        order = protocol.Order(
+            order_id=order_id,
+            buyer=to_checksum_address(buyer),
+            merchant=merchant.address,
+            token=token.address,
+            amount=sku.prices[token_symbol],
+            fee_bps=merchant.fee_bps,
+            quote_expiry=now + self.quote_ttl,
+            fulfilment_deadline=now + self.fulfilment_window,
+            sku_hash=keccak(text=sku.id),
+            account_commitment=protocol.account_commitment(account, salt),
+        )
+        domain = self.deployment.domain
+        typed = protocol.quote_typed_data(domain, order)
+        signature = protocol.sign(self.quote_key.key, typed)
+        order_hex = Web3.to_hex(order_id)
+        providers = [provider_name] + [p for p in sku.providers if p != provider_name]
+        with self.sessions.begin() as session:
+            session.add(
+                Order(
+                    id=order_hex,
+                    state=OrderState.QUOTED.value,
+                    chain_id=domain.chain_id,
+                    escrow=domain.verifying_contract,
+                    sku=sku.id,
+                    providers=providers,
+                    provider_index=0,
+                    buyer=order.buyer,
+                    merchant=order.merchant,
+                    token=order.token,
+                    amount=order.amount,
+                    fee_bps=order.fee_bps,
+                    quote_expiry=order.quote_expiry,
+                    fulfilment_deadline=order.fulfilment_deadline,
+                    sku_hash=Web3.to_hex(order.sku_hash),
+                    account_commitment=Web3.to_hex(order.account_commitment),
+                    account_ciphertext=self.cipher.encrypt(account, order_hex),
+                    account_salt=Web3.to_hex(salt),
+                    quote_signer=self.quote_key.address,
+                    quote_signature=Web3.to_hex(signature),
+                )
+            )
+            session.add(
+                OrderEvent(
+                    order_id=order_hex,
+                    from_state=None,
+                    to_state=OrderState.QUOTED.value,
+                    reason=f"quote issued; account validated by {provider_name}",
+                )
+            )
+        return self._quote_body(order, signature, salt, token.symbol, token.decimals)
+
+    async def _validate_account(self, providers: tuple[str, ...], sku_id: str, account: str) -> str:
+        """Ask the SKU's providers in order; the first that answers decides. Returns its name."""
+        outages: list[str] = []
+        for name in providers:
+            adapter = self.adapters.get(name)
+            if adapter is None:
+                outages.append(f"{name}: not configured")
+                continue
+            try:
+                validation = await adapter.validate(sku_id, account)
+            except AdapterError as exc:
+                outages.append(str(exc))
+                continue
+            if validation.ok:
+                return name
+            if validation.refusal is Refusal.INVALID_ACCOUNT:
+                raise QuoteError("account", f"the provider does not accept this game account for {sku_id}")
+            if validation.refusal is Refusal.UNKNOWN_SKU:
+                outages.append(f"{name}: does not sell {sku_id}")
+                continue
+            outages.append(f"{name}: {validation.refusal.value if validation.refusal else 'refused'}")
+        raise ServiceUnavailable("no provider can deliver this order now: " + "; ".join(outages))
+
+    def _quote_body(
+        self, order: protocol.Order, signature: bytes, salt: bytes, symbol: str, decimals: int
+    ) -> dict[str, Any]:
+        domain = self.deployment.domain
+        escrow = self.w3.eth.contract(address=domain.verifying_contract, abi=load_artifact("CardlessEscrow").abi)
+        pay_data = escrow.encode_abi("pay", [order.as_tuple(), self.quote_key.address, signature])
+        transactions: list[dict[str, Any]] = []
+        if not order.is_native:
+            token = self.w3.eth.contract(address=order.token, abi=load_artifact("test-helpers/MockERC20").abi)
+            transactions.append(
+                {
+                    "step": "approve",
+                    "to": order.token,
+                    "value": "0",
+                    "data": token.encode_abi("approve", [domain.verifying_contract, order.amount]),
+                }
+            )
+        transactions.append(
+            {
+                "step": "pay",
+                "to": domain.verifying_contract,
+                "value": str(order.amount if order.is_native else 0),
+                "data": pay_data,
+            }
+        )
+        message = {k: (Web3.to_hex(v) if isinstance(v, bytes) else v) for k, v in order.as_message().items()}
+        message["amount"] = str(order.amount)
+        return {
+            "order_id": Web3.to_hex(order.order_id),
+            "order": message,
+            "token": {"symbol": symbol, "address": order.token, "decimals": decimals},
+            "quote_signer": self.quote_key.address,
+            "quote_signature": Web3.to_hex(signature),
+            "account_salt": Web3.to_hex(salt),
+            "eip712": {
+                "domain": domain.as_dict(),
+                "primaryType": "Order",
+                "message": message,
+            },
+            "transactions": transactions,
+            "permit": None
+            if order.is_native
+            else {
+                "function": "payWithPermit(Order,address,bytes,uint256,uint8,bytes32,bytes32)",
+                "note": "sign an EIP-2612 permit for spender=escrow, value=amount, then call payWithPermit "
+                "with the order, quote_signer, quote_signature, the permit deadline and v, r, s",
+                "spender": domain.verifying_contract,
+                "value": str(order.amount),
+            },
+        }
+
+
+def _clean_account(account: str) -> str:
+    account = unicodedata.normalize("NFC", account.strip())
+    if not account:
+        raise QuoteError("account", "must not be empty")
+    if len(account) > 64:
+        raise QuoteError("account", "must be at most 64 characters")
+    if any(unicodedata.category(c).startswith("C") for c in account):
+        raise QuoteError("account", "must not contain control characters")
+    return account

@@ -1,0 +1,66 @@
+"""Encrypted keystores (eth-account / Web3 Secret Storage) for the oracle's two keys.
+
+The proof-signing key (authorised as an oracle signer on the escrow) and the gas-paying key (sends
+transactions) are separate, so a leaked hot gas key cannot forge fulfilment proofs. Passwords come
+from the environment or a file, never from the repository.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+
+from oracles._exceptions import OracleError
+
+__all__ = ["KeystoreError", "load_keystore", "load_or_create_keystore", "read_password"]
+
+
+class KeystoreError(OracleError):
+    pass
+
+
+def read_password(env: str = "CARDLESS_KEYSTORE_PASSWORD", file_env: str = "CARDLESS_KEYSTORE_PASSWORD_FILE") -> str:
+    """The keystore password from ``$CARDLESS_KEYSTORE_PASSWORD`` or the file named by
+    ``$CARDLESS_KEYSTORE_PASSWORD_FILE``."""
+    if value := os.environ.get(env):
+        return value
+    if path := os.environ.get(file_env):
+        try:
+            return Path(path).read_text().strip()
+        except OSError as exc:
+            raise KeystoreError(f"{file_env}={path}: cannot read the password file ({exc.strerror})") from exc
+    raise KeystoreError(f"no keystore password: set {env} or {file_env}")
+
+
+def load_keystore(path: Path, password: str) -> LocalAccount:
+    try:
+        document = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise KeystoreError(f"keystore {path}: missing") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise KeystoreError(f"keystore {path}: not a readable JSON keystore ({exc})") from exc
+    try:
+        key = Account.decrypt(document, password)
+    except ValueError as exc:
+        raise KeystoreError(f"keystore {path}: wrong password or corrupted keystore ({exc})") from exc
+    account: LocalAccount = Account.from_key(key)
+    return account
+
+
+def load_or_create_keystore(path: Path, password: str, *, scrypt_n: int | None = None) -> LocalAccount:
+    """Load ``path``; create it with a fresh random key if it does not exist (dev set-up)."""
+    if path.exists():
+        return load_keystore(path, password)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    account: LocalAccount = Account.from_key(secrets.token_bytes(32))
+    document = Account.encrypt(account.key, password, kdf="scrypt", iterations=scrypt_n)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(document))
+    os.chmod(tmp, 0o600)
+    tmp.replace(path)
+    return account

@@ -1,0 +1,44 @@
+"""Risk checks run on every paid order before a provider is called.
+
+Deliberately simple and explicit: a per-order amount ceiling per token and a per-buyer velocity limit.
+A rejected order is refunded (reason RISK_REJECTED); nothing is sent to a provider.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from gateway.db.models import Order, OrderState, utcnow
+
+__all__ = ["RiskPolicy"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RiskPolicy:
+    max_amount: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Token address -> largest amount (base units) one order may carry; tokens not listed are unlimited."""
+    max_orders_per_buyer: int = 1_000
+    window: timedelta = timedelta(hours=1)
+
+    def check(self, session: Session, order: Order) -> str | None:
+        """None if the order may proceed, else the reason it may not."""
+        ceiling = self.max_amount.get(order.token)
+        if ceiling is not None and order.amount > ceiling:
+            return f"amount {order.amount} above the per-order ceiling {ceiling} for {order.token}"
+        since = utcnow() - self.window
+        recent = session.execute(
+            select(func.count())
+            .select_from(Order)
+            .where(
+                Order.buyer == order.buyer,
+                Order.paid_at >= since,
+                Order.state != OrderState.QUOTED.value,
+            )
+        ).scalar_one()
+        if recent > self.max_orders_per_buyer:
+            return f"buyer {order.buyer} paid {recent} orders within {self.window}, limit {self.max_orders_per_buyer}"
+        return None

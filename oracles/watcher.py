@@ -1,0 +1,153 @@
+"""Chain watcher: applies escrow events to the database, exactly once each.
+
+- ``eth_getLogs`` over block ranges up to ``head - confirmations``;
+- a persisted cursor (block number *and* hash); if the block at the cursor no longer has that hash,
+  a reorg happened: the cursor rolls back to the newest block whose hash still matches (checked
+  against the logs already applied) and the range is scanned again;
+- de-duplication by (tx hash, log index), so a re-scan or a crash between applying and advancing the
+  cursor applies nothing twice. A range's logs and the cursor move commit in one transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from eth_utils import event_abi_to_log_topic
+from hexbytes import HexBytes
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session, sessionmaker
+from web3 import Web3
+from web3.contract import Contract
+
+from gateway.db.models import ChainCursor, SeenLog
+from oracles.failpoints import failpoint
+
+__all__ = ["EventHandler", "Watcher"]
+
+log = logging.getLogger(__name__)
+
+EventHandler = Callable[[Session, str, dict[str, Any], dict[str, Any]], None]
+"""Called as handler(session, event_name, args, log_meta) inside the range's transaction."""
+
+
+class Watcher:
+    def __init__(
+        self,
+        w3: Web3,
+        escrow: Contract,
+        sessions: sessionmaker[Session],
+        handler: EventHandler,
+        *,
+        start_block: int,
+        confirmations: int = 0,
+        max_range: int = 2_000,
+        cursor_name: str = "escrow",
+    ) -> None:
+        self.w3 = w3
+        self.escrow = escrow
+        self.sessions = sessions
+        self.handler = handler
+        self.start_block = start_block
+        self.confirmations = confirmations
+        self.max_range = max_range
+        self.cursor_name = cursor_name
+        self._events = {
+            HexBytes(event_abi_to_log_topic(item)): getattr(escrow.events, item["name"])()
+            for item in escrow.abi
+            if item.get("type") == "event"
+        }
+
+    def poll(self) -> int:
+        """Process everything that is final enough; returns the number of logs applied."""
+        applied = 0
+        head = self.w3.eth.block_number
+        safe = head - self.confirmations
+        cursor = self._cursor()
+        if cursor is not None and not self._still_canonical(cursor):
+            self._roll_back(cursor)
+            cursor = self._cursor()
+        next_block = (cursor[0] + 1) if cursor else self.start_block
+        while next_block <= safe:
+            to_block = min(safe, next_block + self.max_range - 1)
+            applied += self._apply_range(next_block, to_block)
+            next_block = to_block + 1
+        return applied
+
+    def _cursor(self) -> tuple[int, str] | None:
+        with self.sessions() as session:
+            row = session.get(ChainCursor, self.cursor_name)
+            return None if row is None else (row.block_number, row.block_hash)
+
+    def _still_canonical(self, cursor: tuple[int, str]) -> bool:
+        block = self.w3.eth.get_block(cursor[0])
+        return Web3.to_hex(block["hash"]) == cursor[1]
+
+    def _roll_back(self, cursor: tuple[int, str]) -> None:
+        """Move the cursor back to the newest applied log whose block is still canonical."""
+        with self.sessions.begin() as session:
+            seen = session.execute(
+                select(SeenLog.block_number, SeenLog.block_hash)
+                .distinct()
+                .where(SeenLog.block_number <= cursor[0])
+                .order_by(SeenLog.block_number.desc())
+            ).all()
+            ancestor = self.start_block - 1
+            for number, block_hash in seen:
+                if Web3.to_hex(self.w3.eth.get_block(number)["hash"]) == block_hash:
+                    ancestor = number
+                    break
+            log.warning("reorg: cursor %d no longer canonical; rolling back to %d", cursor[0], ancestor)
+            session.execute(delete(SeenLog).where(SeenLog.block_number > ancestor))
+            row = session.get(ChainCursor, self.cursor_name)
+            assert row is not None
+            if ancestor < self.start_block:
+                session.delete(row)
+            else:
+                row.block_number = ancestor
+                row.block_hash = Web3.to_hex(self.w3.eth.get_block(ancestor)["hash"])
+
+    def _apply_range(self, from_block: int, to_block: int) -> int:
+        logs = self.w3.eth.get_logs({"address": self.escrow.address, "fromBlock": from_block, "toBlock": to_block})
+        logs = sorted(logs, key=lambda item: (item["blockNumber"], item["logIndex"]))
+        end_hash = Web3.to_hex(self.w3.eth.get_block(to_block)["hash"])
+        applied = 0
+        with self.sessions.begin() as session:
+            for entry in logs:
+                topic = HexBytes(entry["topics"][0]) if entry["topics"] else None
+                event = self._events.get(topic) if topic is not None else None
+                if event is None:
+                    continue
+                key = (Web3.to_hex(entry["transactionHash"]), int(entry["logIndex"]))
+                if session.get(SeenLog, key) is not None:
+                    continue
+                decoded = event.process_log(entry)
+                args = dict(decoded["args"])
+                order_id = args.get("orderId")
+                session.add(
+                    SeenLog(
+                        tx_hash=key[0],
+                        log_index=key[1],
+                        block_number=int(entry["blockNumber"]),
+                        block_hash=Web3.to_hex(entry["blockHash"]),
+                        event=decoded["event"],
+                        order_id=Web3.to_hex(order_id) if order_id is not None else "",
+                    )
+                )
+                meta = {
+                    "tx_hash": key[0],
+                    "log_index": key[1],
+                    "block_number": int(entry["blockNumber"]),
+                    "block_hash": Web3.to_hex(entry["blockHash"]),
+                }
+                self.handler(session, decoded["event"], args, meta)
+                applied += 1
+            failpoint("watcher.after_logs_before_commit")
+            row = session.get(ChainCursor, self.cursor_name)
+            if row is None:
+                session.add(ChainCursor(name=self.cursor_name, block_number=to_block, block_hash=end_hash))
+            else:
+                row.block_number = to_block
+                row.block_hash = end_hash
+        return applied
