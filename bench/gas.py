@@ -125,7 +125,8 @@ def table(results: dict[str, int]) -> str:
             if anchor
             else ("-", "-")
         )
-        lines.append(f"| {key} | {gas:,} | {target_cells[0]} | {target_cells[1]} | {anchor_cells[0]} | {anchor_cells[1]} |")
+        cells = (key, f"{gas:,}", *target_cells, *anchor_cells)
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -139,10 +140,10 @@ def main() -> int:
     if missed:
         print("targets missed: " + ", ".join(f"{k} {g:,} > {t:,}" for k, (g, t) in missed.items()))
         return 1
-    print(f"all {len(TARGETS)} targets met; wrote {RESULTS.relative_to(Path.cwd()) if RESULTS.is_relative_to(Path.cwd()) else RESULTS}")
+    written = RESULTS.relative_to(Path.cwd()) if RESULTS.is_relative_to(Path.cwd()) else RESULTS
+    print(f"all {len(TARGETS)} targets met; wrote {written}")
     return 0
 
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -32,8 +32,12 @@ class ArtifactError(OracleError):
     """The committed contract build output cannot be used."""
 
 
-class ContractRevert(OracleError):
-    """A call reverted. ``name`` is the custom error (or ``Error``/``Panic``/``unknown``), ``args`` its values."""
+# The name mirrors Solidity's `revert` and is public API (tests and callers catch it), hence no Error suffix.
+class ContractRevert(OracleError):  # noqa: N818
+    """A call reverted.
+
+    ``name`` is the custom error (or ``Error``/``Panic``/``unknown``), ``args`` its values.
+    """
 
     def __init__(self, name: str, args: tuple[Any, ...], data: bytes) -> None:
         super().__init__(f"{name}{args!r}")

@@ -13,7 +13,9 @@ from oracles._exceptions import ArtifactError
 
 __all__ = ["BUILD_DIR", "Artifact", "load_artifact"]
 
-BUILD_DIR = Path(os.environ.get("CARDLESS_CONTRACTS_BUILD", Path(__file__).resolve().parents[1] / "contracts" / "build"))
+BUILD_DIR = Path(
+    os.environ.get("CARDLESS_CONTRACTS_BUILD", Path(__file__).resolve().parents[1] / "contracts" / "build")
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -28,7 +30,10 @@ class Artifact:
 
 @cache
 def load_artifact(name: str) -> Artifact:
-    """Load ``contracts/build/<name>.json`` (``name`` may include a sub-folder, e.g. ``test-helpers/MockERC20``)."""
+    """Load ``contracts/build/<name>.json``.
+
+    ``name`` may include a sub-folder, e.g. ``test-helpers/MockERC20``.
+    """
     path = BUILD_DIR / f"{name}.json"
     try:
         doc = json.loads(path.read_text())
