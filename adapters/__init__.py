@@ -1,3 +1,74 @@
-"""Provider adapters: one protocol every top-up provider implements (see DESIGN.md, "Adapters")."""
+"""Provider adapters: one protocol every top-up provider implements (see DESIGN.md, "Adapters").
 
-__all__: list[str] = []
+``adapters.http`` is the generic HTTP adapter driven by a provider file (``adapters/providers/``),
+``adapters.registry`` finds adapter classes by name, ``adapters.health`` is the per-provider circuit
+breaker, and ``adapters.simulator`` is the simulated provider the embedded setup and tests use.
+"""
+
+from adapters._base import (
+    PROTOCOL_METHODS,
+    ProviderAdapter,
+    Receipt,
+    Refusal,
+    TopupRequest,
+    TopupResult,
+    TopupStatus,
+    Validation,
+)
+from adapters._exceptions import (
+    AccountRejected,
+    AdapterError,
+    AdapterNotFound,
+    AuthenticationFailed,
+    CallbackRejected,
+    ConfigError,
+    DuplicateAdapter,
+    ForgedCallback,
+    IdempotencyConflict,
+    IncompleteAdapter,
+    MissingSecret,
+    ProviderFileError,
+    ProviderRefused,
+    ProviderUnavailable,
+    ProviderUnreachable,
+    RefundError,
+    RegistryError,
+    RequestRejected,
+    RerouteError,
+    StaleCallback,
+    TopupReversed,
+    TransientError,
+)
+
+__all__ = [
+    "PROTOCOL_METHODS",
+    "AccountRejected",
+    "AdapterError",
+    "AdapterNotFound",
+    "AuthenticationFailed",
+    "CallbackRejected",
+    "ConfigError",
+    "DuplicateAdapter",
+    "ForgedCallback",
+    "IdempotencyConflict",
+    "IncompleteAdapter",
+    "MissingSecret",
+    "ProviderAdapter",
+    "ProviderFileError",
+    "ProviderRefused",
+    "ProviderUnavailable",
+    "ProviderUnreachable",
+    "Receipt",
+    "RefundError",
+    "Refusal",
+    "RegistryError",
+    "RequestRejected",
+    "RerouteError",
+    "StaleCallback",
+    "TopupRequest",
+    "TopupResult",
+    "TopupReversed",
+    "TopupStatus",
+    "TransientError",
+    "Validation",
+]
