@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     gateway_port: int = Field(8000, ge=0, le=65535)
     simulator_port: int = Field(8601, ge=0, le=65535)
 
+    public_url: str | None = None
+    """Where providers reach the gateway for callbacks (the embedded system uses its own address)."""
+    provider_base_url: str | None = None
+    """Overrides the provider files' base_url (e.g. a simulator on another port)."""
+
     keystore_dir: Path | None = None
     """Empty means var/keys. Holds oracle-signer.json, gas-payer.json and quote-signer.json."""
 

@@ -102,10 +102,14 @@ def simulator_secrets(config: SimulatorConfig) -> dict[str, str]:
 
 
 def build_adapters(
-    settings: Settings, client: httpx.AsyncClient, *, base_url: str | None, secret_values: Mapping[str, str]
+    settings: Settings, clients: list[httpx.AsyncClient], *, base_url: str | None, secret_values: Mapping[str, str]
 ) -> dict[str, ProviderAdapter]:
+    """One adapter per provider file, each with its own HTTP client (appended to ``clients`` for closing),
+    so a provider that hangs cannot exhaust a connection pool the others need."""
     adapters: dict[str, ProviderAdapter] = {}
     for path in settings.provider_files:
+        client = httpx.AsyncClient()
+        clients.append(client)
         adapter = HttpAdapter.from_file(path, client, secrets=secret_values, base_url=base_url)
         if adapter.name in adapters:
             raise ValueError(f"provider {adapter.name!r} is configured twice ({path})")
@@ -199,7 +203,9 @@ class System:
         return w3.eth.contract(address=self.deployment.escrow, abi=load_artifact("CardlessEscrow").abi)
 
     def _adapter_base_url(self) -> str | None:
-        return self.simulator.url if self.simulator is not None else None
+        if self.simulator is not None:
+            return self.simulator.url
+        return self.settings.provider_base_url
 
     def _secret_values(self) -> dict[str, str]:
         return simulator_secrets(self.simulator_config) if self.embedded else {}
@@ -207,9 +213,8 @@ class System:
     def _start_gateway(self) -> None:
         settings = self.settings
         assert self.w3 and self.sessions and self.catalogue and self.deployment and self.keys and self.cipher
-        client = httpx.AsyncClient()
         adapters = build_adapters(
-            settings, client, base_url=self._adapter_base_url(), secret_values=self._secret_values()
+            settings, [], base_url=self._adapter_base_url(), secret_values=self._secret_values()
         )
         self.catalogue.check_providers(set(adapters))
         quotes = QuoteService(
@@ -273,11 +278,11 @@ class System:
         if errors:
             raise RuntimeError(f"oracle failed to start: {errors[0]}") from errors[0]
 
-    def build_worker(self, client: httpx.AsyncClient) -> OracleWorker:
+    def build_worker(self, clients: list[httpx.AsyncClient]) -> OracleWorker:
         settings = self.settings
         assert self.w3 and self.sessions and self.deployment and self.keys and self.cipher
         adapters = build_adapters(
-            settings, client, base_url=self._adapter_base_url(), secret_values=self._secret_values()
+            settings, clients, base_url=self._adapter_base_url(), secret_values=self._secret_values()
         )
         escrow = self.escrow()
         decoder = RevertDecoder([load_artifact("CardlessEscrow").abi])
@@ -293,11 +298,13 @@ class System:
             cipher=self.cipher,
             start_block=self.deployment.deployed_block,
             config=WorkerConfig(max_batch=settings.max_batch, confirmations=settings.confirmations),
+            callback_base=self.gateway_url or settings.public_url,
         )
 
     async def _oracle_main(self, ready: threading.Event) -> None:
-        async with httpx.AsyncClient() as client:
-            worker = self.build_worker(client)
+        clients: list[httpx.AsyncClient] = []
+        try:
+            worker = self.build_worker(clients)
             self.worker = worker
             self._oracle_stop = asyncio.Event()
             scheduler = AsyncIOScheduler()
@@ -308,6 +315,9 @@ class System:
                 await worker.run(self._oracle_stop)
             finally:
                 scheduler.shutdown(wait=False)
+        finally:
+            for client in clients:
+                await client.aclose()
 
     def _sweep(self) -> None:
         """Pay merchants' escrow balances out to their payout addresses, so they receive funds without acting."""

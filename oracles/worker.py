@@ -30,7 +30,7 @@ from web3.contract import Contract
 
 from adapters import ProviderAdapter, TopupRequest, TopupResult, TopupStatus
 from adapters._base import Refusal
-from adapters._exceptions import AdapterError, ConfigError, ProviderUnavailable, RerouteError
+from adapters._exceptions import AdapterError, ConfigError, ProviderUnavailable, RefundError, RerouteError
 from gateway.db.models import Order, OrderState, utcnow
 from gateway.services.crypto import AccountCipher
 from oracles import protocol
@@ -102,7 +102,9 @@ class OracleWorker:
         start_block: int,
         risk: RiskPolicy | None = None,
         config: WorkerConfig | None = None,
+        callback_base: str | None = None,
     ) -> None:
+        self.callback_base = callback_base.rstrip("/") if callback_base else None
         self.w3 = w3
         self.escrow = escrow
         self.domain = domain
@@ -117,6 +119,8 @@ class OracleWorker:
             w3, escrow, sessions, self._on_event, start_block=start_block, confirmations=self.config.confirmations
         )
         self._in_flight: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._provider_slots = asyncio.Semaphore(self.config.submit_concurrency)
         self._recovered = False
 
     # ------------------------------------------------------------------ loop
@@ -140,18 +144,19 @@ class OracleWorker:
             work += self.watcher.poll()
         return work
 
-    async def run(self, stop: asyncio.Event, idle_sleep: float = 0.2) -> None:
+    async def run(self, stop: asyncio.Event, idle_sleep: float = 0.1) -> None:
         while not stop.is_set():
             try:
                 work = await self.tick()
             except Exception:
                 log.exception("oracle tick failed; retrying")
                 work = 0
-            if work == 0:
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=idle_sleep)
-                except TimeoutError:
-                    pass
+            # Yield to provider tasks every tick; sleep longer when there was nothing to do.
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=idle_sleep if work == 0 else 0.01)
+            except TimeoutError:
+                pass
+        await self.drain()
 
     # ------------------------------------------------------------------ chain events
 
@@ -260,6 +265,9 @@ class OracleWorker:
     # ---------------------------------------------------------------- provider
 
     async def _submit_and_query(self) -> int:
+        """Start a provider call for every order that is due. Calls run as tasks, so one slow provider
+        (a 10 s timeout) never holds up proofs, refunds or other orders; ``_in_flight`` stops the next
+        tick from starting a second call for the same order."""
         now = utcnow()
         with self.sessions() as session:
             rows = self._rows(session, S.RISK_CHECKED, S.SUBMITTING, S.UNKNOWN)
@@ -273,25 +281,29 @@ class OracleWorker:
                 # A row in `submitting` that this process is not calling was left by a crash: its outcome
                 # is unknown, so it is queried, never blindly resubmitted.
                 jobs.append((row.id, "submit" if row.state == S.RISK_CHECKED.value else "query"))
-        if not jobs:
-            return 0
-        semaphore = asyncio.Semaphore(self.config.submit_concurrency)
-
-        async def run(order_id: str, kind: str) -> None:
-            async with semaphore:
-                self._in_flight.add(order_id)
-                try:
-                    if kind == "submit":
-                        await self._submit(order_id)
-                    else:
-                        await self._query(order_id)
-                except Exception:
-                    log.exception("provider step for %s failed", order_id)
-                finally:
-                    self._in_flight.discard(order_id)
-
-        await asyncio.gather(*(run(order_id, kind) for order_id, kind in jobs))
+        for order_id, kind in jobs:
+            self._in_flight.add(order_id)
+            task = asyncio.create_task(self._provider_step(order_id, kind), name=f"{kind}:{order_id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return len(jobs)
+
+    async def _provider_step(self, order_id: str, kind: str) -> None:
+        async with self._provider_slots:
+            try:
+                if kind == "submit":
+                    await self._submit(order_id)
+                else:
+                    await self._query(order_id)
+            except Exception:
+                log.exception("provider step %s for %s failed", kind, order_id)
+            finally:
+                self._in_flight.discard(order_id)
+
+    async def drain(self) -> None:
+        """Wait for provider calls already started (used at shutdown and by tests)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def _submit(self, order_id: str) -> None:
         with self.sessions.begin() as session:
@@ -308,7 +320,8 @@ class OracleWorker:
                 attempts=row.attempts + 1,
                 next_attempt_at=None,
             )
-            request = TopupRequest(order_key=row.id, sku=row.sku, account=account)
+            callback = f"{self.callback_base}/v1/providers/{provider}/callback" if self.callback_base else None
+            request = TopupRequest(order_key=row.id, sku=row.sku, account=account, callback_url=callback)
         # Intent is committed: from here a crash leaves `submitting`, which is queried on restart.
         failpoint("provider.before_submit")
         adapter = self.adapters[provider]
@@ -317,8 +330,12 @@ class OracleWorker:
         except ProviderUnavailable as exc:
             self._record_unavailable(order_id, provider, exc)
             return
-        except RerouteError as exc:
-            self._record_refusal(order_id, provider, exc.result, str(exc))
+        except (RerouteError, RefundError) as exc:
+            # A refusal (not charged) or a reversal: the result says which; a reroute without one is a refusal.
+            if exc.result is not None:
+                self._record_result(order_id, provider, exc.result)
+            else:
+                self._record_refusal(order_id, provider, None, str(exc))
             return
         except (ConfigError, AdapterError) as exc:
             self._record_unknown(order_id, provider, f"submit error: {exc}")

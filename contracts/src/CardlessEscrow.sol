@@ -102,7 +102,7 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
             if (msg.value != order.amount) revert IncorrectNativeAmount(order.orderId, order.amount, msg.value);
         } else {
             if (msg.value != 0) revert IncorrectNativeAmount(order.orderId, 0, msg.value);
-            _pullExact(IERC20(order.token), order.buyer, order.amount);
+            _pullExact(IERC20(order.token), order.amount);
         }
     }
 
@@ -122,7 +122,7 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
         // pull below succeeds, so a failed permit is only fatal when the allowance is missing.
         try IERC20Permit(order.token).permit(order.buyer, address(this), order.amount, permitDeadline, v, r, s) {}
             catch {}
-        _pullExact(IERC20(order.token), order.buyer, order.amount);
+        _pullExact(IERC20(order.token), order.amount);
     }
 
     /// @inheritdoc ICardlessEscrow
@@ -411,11 +411,13 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
         );
     }
 
-    /// @dev Pulls `amount` from `from` and insists the balance grew by exactly that much, which refuses
-    ///      fee-on-transfer and other tokens that would leave the escrow short.
-    function _pullExact(IERC20 token, address from, uint256 amount) internal {
+    /// @dev Pulls `amount` from the caller (`_acceptOrder` checked it is the order's buyer) and insists the
+    ///      balance grew by exactly that much, which refuses fee-on-transfer and other tokens that would leave
+    ///      the escrow short. Pulling from msg.sender, never from an argument, means nobody can spend another
+    ///      account's allowance.
+    function _pullExact(IERC20 token, uint256 amount) internal {
         uint256 before = token.balanceOf(address(this));
-        token.safeTransferFrom(from, address(this), amount);
+        token.safeTransferFrom(msg.sender, address(this), amount);
         uint256 received = token.balanceOf(address(this)) - before;
         if (received != amount) revert TokenTransferShortfall(address(token), amount, received);
     }
@@ -437,6 +439,8 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
     /// @dev ECDSA first, EIP-1271 only if that fails. SignatureChecker.isValidSignatureNow would check the
     ///      signer's code size first, costing a cold account access on every call for the common EOA case.
     function _requireSignature(address signer, bytes32 digest, bytes calldata signature) internal view {
+        // The third value only details a failed recovery; any failure falls through to EIP-1271 below.
+        // slither-disable-next-line unused-return
         (address recovered, ECDSA.RecoverError err,) = ECDSA.tryRecoverCalldata(digest, signature);
         if (err == ECDSA.RecoverError.NoError && recovered == signer) return;
         if (!SignatureChecker.isValidERC1271SignatureNowCalldata(signer, digest, signature)) {

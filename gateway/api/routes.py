@@ -5,16 +5,21 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Path
+import logging
+import time
+
+from fastapi import APIRouter, HTTPException, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from gateway.api.deps import CatalogueDep, ContextDep, QuotesDep, SessionDep
-from gateway.db.models import ChainTx, Order
+from adapters._exceptions import CallbackRejected
+from gateway.db.models import ChainTx, Order, OrderState
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1")
+log = logging.getLogger(__name__)
 
 
 class QuoteCreate(BaseModel):
@@ -103,6 +108,31 @@ def order_status(
         ],
         "last_error": row.last_error,
     }
+
+
+@router.post("/providers/{provider}/callback")
+async def provider_callback(provider: str, request: Request, context: ContextDep) -> dict[str, Any]:
+    """A provider's signed status callback. It is only a hint: the oracle re-queries the provider by our
+    key, so a forged or replayed callback can at most cause one extra query. Forged ones are refused."""
+    adapter = context.adapters.get(provider)
+    if adapter is None:
+        raise HTTPException(404, f"unknown provider {provider!r}")
+    raw = await request.body()
+    try:
+        result = await adapter.verify_callback(raw, dict(request.headers), time.time())
+    except CallbackRejected as exc:
+        log.warning("rejected callback from %s: %s", provider, exc)
+        raise HTTPException(401, f"callback rejected: {exc}") from exc
+    if result.order_key is None:
+        raise HTTPException(422, "callback names no order")
+    with context.sessions.begin() as session:
+        row = session.get(Order, result.order_key.lower())
+        if row is None:
+            log.warning("callback from %s for unknown order %s", provider, result.order_key)
+            raise HTTPException(404, f"order {result.order_key} not found")
+        if row.state in (OrderState.SUBMITTING.value, OrderState.UNKNOWN.value):
+            row.next_attempt_at = None  # query now
+    return {"accepted": True}
 
 
 @router.get("/health")

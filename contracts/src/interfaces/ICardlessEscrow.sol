@@ -120,7 +120,7 @@ interface ICardlessEscrow {
     event FeeCapSet(uint16 feeCapBps);
 
     /// @notice The owner changed where platform fees are paid.
-    event FeeRecipientSet(address feeRecipient);
+    event FeeRecipientSet(address indexed feeRecipient);
 
     // ------------------------------------------------------------------ errors
 
