@@ -1,0 +1,59 @@
+"""`cardless demo` end to end, as a user runs it: a subprocess that starts its own embedded system
+(dev chain node, contracts, simulated provider, gateway, oracle) and prints JSON totals last."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _demo(tmp_path: Path, *args: str) -> dict[str, object]:
+    env = {
+        **os.environ,
+        "CARDLESS_VAR_DIR": str(tmp_path / "var"),
+        "CARDLESS_KEYSTORE_SCRYPT_N": "1024",
+        # a port nothing listens on, so the demo starts its own embedded system
+        "CARDLESS_GATEWAY_PORT": "1",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "demo", "--json", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.stdout.strip(), f"no output; stderr:\n{proc.stderr[-4000:]}"
+    totals = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert proc.returncode == 0, f"demo failed: {totals}\n{proc.stderr[-4000:]}"
+    return totals
+
+
+def test_demo_settles_every_order(tmp_path: Path) -> None:
+    totals = _demo(tmp_path, "--orders", "12")
+    assert totals["orders"] == 12
+    assert totals["settled"] == 12
+    assert totals["open"] == 0
+    assert totals["double_topups"] == 0
+    assert totals["balance_mismatch_wei"] == 0
+    assert isinstance(totals["p50_ms"], float) and isinstance(totals["p99_ms"], float)
+
+
+@pytest.mark.slow
+def test_demo_with_mixed_faults_ends_every_order_exactly_once(tmp_path: Path) -> None:
+    # 26 orders = two rounds of every fault in gateway.demo.FAULT_PLAN
+    totals = _demo(tmp_path, "--orders", "26", "--faults", "mixed")
+    assert totals["orders"] == 26
+    assert totals["open"] == 0
+    assert totals["settled"] + totals["refunded"] == 26
+    assert totals["refunded"] == 2  # the two forced invalid-account refusals
+    assert totals["double_topups"] == 0
+    assert totals["wrong_credits"] == 0
+    assert totals["balance_mismatch_wei"] == 0
