@@ -114,8 +114,8 @@ class _Books:
 
     def _wallet(self, token: str, account: str) -> int:
         if token == NATIVE_TOKEN:
-            return int(self.w3.eth.get_balance(account))  # type: ignore[arg-type]
-        contract = self.w3.eth.contract(address=token, abi=self.erc20_abi)  # type: ignore[arg-type]
+            return int(self.w3.eth.get_balance(Web3.to_checksum_address(account)))
+        contract = self.w3.eth.contract(address=Web3.to_checksum_address(token), abi=self.erc20_abi)
         return int(contract.functions.balanceOf(account).call())
 
     def snapshot(self) -> dict[str, dict[str, int]]:
@@ -137,7 +137,7 @@ class _Books:
 
 def _pay(w3: Web3, buyer: LocalAccount, quote: dict[str, Any], chain_id: int) -> tuple[str, int]:
     """Send the quote's transactions from ``buyer``; returns the pay tx hash and the ETH spent on gas."""
-    nonce = w3.eth.get_transaction_count(buyer.address, "pending")
+    nonce = int(w3.eth.get_transaction_count(buyer.address, "pending"))
     gas_spent = 0
     pay_hash = ""
     block = w3.eth.get_block("latest")
