@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     quote_ttl_seconds: int = Field(600, ge=30, le=86_400)
     fulfilment_window_seconds: int = Field(3_600, ge=600, le=7 * 86_400)
     max_batch: int = Field(50, ge=1, le=200)
+    not_found_grace_seconds: float = Field(10.0, gt=0, le=3_600)
+    """How long after a submit the oracle still treats a provider's "not found" as "maybe in flight"
+    before resubmitting under the same key."""
 
     @field_validator("database_url")
     @classmethod

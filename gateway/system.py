@@ -20,6 +20,7 @@ import shutil
 import threading
 import time
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -297,7 +298,11 @@ class System:
             tx=tx,
             cipher=self.cipher,
             start_block=self.deployment.deployed_block,
-            config=WorkerConfig(max_batch=settings.max_batch, confirmations=settings.confirmations),
+            config=WorkerConfig(
+                max_batch=settings.max_batch,
+                confirmations=settings.confirmations,
+                not_found_grace=timedelta(seconds=settings.not_found_grace_seconds),
+            ),
             callback_base=self.gateway_url or settings.public_url,
         )
 
