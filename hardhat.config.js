@@ -65,10 +65,13 @@ task("export-build", "Write contracts/build/*.json from a fresh compile")
     for (const [fqn, file] of Object.entries(EXPORTED)) {
       const artifact = await hre.artifacts.readArtifact(fqn);
       const buildInfo = await hre.artifacts.getBuildInfo(fqn);
-      const sources = buildInfo.input.sources;
+      // Hash exactly the sources this contract was built from (its metadata lists them with their
+      // keccak256), not the whole compilation job: Hardhat groups files differently in a clean and an
+      // incremental compile, and the hash must not depend on that.
+      const metadata = JSON.parse(buildInfo.output.contracts[artifact.sourceName][artifact.contractName].metadata);
       const sourceHash = crypto.createHash("sha256");
-      for (const name of Object.keys(sources).sort()) {
-        sourceHash.update(name).update("\0").update(sources[name].content).update("\0");
+      for (const name of Object.keys(metadata.sources).sort()) {
+        sourceHash.update(name).update("\0").update(metadata.sources[name].keccak256).update("\0");
       }
       const doc = {
         contractName: artifact.contractName,
