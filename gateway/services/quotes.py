@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
-from eth_utils import is_address, keccak, to_checksum_address
+from eth_utils import is_address, is_checksum_address, keccak, to_checksum_address
 from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 
@@ -91,6 +91,14 @@ class QuoteService:
             raise QuoteError("token", f"{token_symbol!r} is not accepted by this escrow") from None
         if not is_address(buyer):
             raise QuoteError("buyer", "must be a 20-byte hex address")
+        if (
+            buyer[2:] != buyer[2:].lower()
+            and buyer[2:] != buyer[2:].upper()
+            and not is_checksum_address(buyer)
+        ):
+            # Mixed case is an EIP-55 checksum; a wrong one means a mistyped address, and the order
+            # would bind a buyer who is not the payer (pay reverts BuyerMismatch).
+            raise QuoteError("buyer", "mixed-case address with a wrong EIP-55 checksum (a typo?)")
         account = _clean_account(account)
         provider_name = await self._validate_account(sku.providers, sku_id, account)
 
