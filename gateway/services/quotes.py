@@ -17,7 +17,7 @@ from eth_utils import is_address, is_checksum_address, keccak, to_checksum_addre
 from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 
-from adapters import ProviderAdapter, Refusal
+from adapters import ProviderAdapter, Refusal, Validation
 from adapters._exceptions import AdapterError
 from gateway.catalogue import Catalogue
 from gateway.db.models import Order, OrderEvent, OrderState
@@ -100,7 +100,7 @@ class QuoteService:
             # would bind a buyer who is not the payer (pay reverts BuyerMismatch).
             raise QuoteError("buyer", "mixed-case address with a wrong EIP-55 checksum (a typo?)")
         account = _clean_account(account)
-        provider_name = await self._validate_account(sku.providers, sku_id, account)
+        provider_name, validation = await self._validate_account(sku.providers, sku_id, account)
 
         merchant = self.catalogue.merchant(sku.merchant)
         now = int(self.w3.eth.get_block("latest")["timestamp"])
@@ -156,10 +156,16 @@ class QuoteService:
                     reason=f"quote issued; account validated by {provider_name}",
                 )
             )
-        return self._quote_body(order, signature, salt, token.symbol, token.decimals)
+        body = self._quote_body(order, signature, salt, token.symbol, token.decimals)
+        # A mistyped account of a valid shape passes validation; the nickname the provider returns
+        # for it is what lets the buyer notice before paying.
+        body["account_check"] = {"provider": provider_name, "nickname": validation.nickname}
+        return body
 
-    async def _validate_account(self, providers: tuple[str, ...], sku_id: str, account: str) -> str:
-        """Ask the SKU's providers in order; the first that answers decides. Returns its name."""
+    async def _validate_account(
+        self, providers: tuple[str, ...], sku_id: str, account: str
+    ) -> tuple[str, Validation]:
+        """Ask the SKU's providers in order; the first that answers decides. Returns it and its answer."""
         outages: list[str] = []
         for name in providers:
             adapter = self.adapters.get(name)
@@ -172,7 +178,7 @@ class QuoteService:
                 outages.append(str(exc))
                 continue
             if validation.ok:
-                return name
+                return name, validation
             if validation.refusal is Refusal.INVALID_ACCOUNT:
                 raise QuoteError("account", f"the provider does not accept this game account for {sku_id}")
             if validation.refusal is Refusal.UNKNOWN_SKU:
