@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from datetime import UTC, datetime
 from typing import Any
 
 import logging
@@ -104,10 +105,17 @@ def order_status(
         else {"signature": row.proof_signature, "fulfilled_at": row.fulfilled_at, "receipt_hash": row.receipt_hash},
         "refund_reason": row.refund_reason,
         "timeline": [
-            {"at": e.at.isoformat(), "from": e.from_state, "to": e.to_state, "reason": e.reason} for e in row.events
+            {"at": _utc(e.at).isoformat(), "from": e.from_state, "to": e.to_state, "reason": e.reason}
+            for e in row.events
         ],
         "last_error": row.last_error,
     }
+
+
+def _utc(at: datetime) -> datetime:
+    """Event times are written in UTC; SQLite hands them back without the zone, which a client would
+    read as its own local time."""
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 @router.post("/providers/{provider}/callback")
