@@ -51,7 +51,10 @@ def load_or_create_key(path: Path, env: str = "CARDLESS_ACCOUNT_KEY") -> bytes:
             raise CipherError(f"{env}: must decode to 32 bytes, got {len(key)}")
         return key
     if path.exists():
-        key = base64.b64decode(path.read_text().strip())
+        try:
+            key = base64.b64decode(path.read_text().strip(), validate=True)
+        except ValueError:  # binascii.Error: a bare "Incorrect padding" that names no file
+            key = b""
         if len(key) != 32:
             raise CipherError(f"{path}: must hold a base64 32-byte key")
         return key
