@@ -155,6 +155,8 @@ class System:
         else:
             self.w3 = Web3(HTTPProvider(settings.chain_rpc_url, request_kwargs={"timeout": 30}))
             self.deployment = load_deployment(settings.effective_deployment_file, self.w3)
+            # The default SQLite file lives in the state directory, which only the embedded chain creates.
+            self._state_dir().mkdir(parents=True, exist_ok=True)
         self.engine = create_engine_for(self._database_url())
         migrate(self.engine)
         self.sessions = session_factory(self.engine)
