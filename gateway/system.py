@@ -45,7 +45,7 @@ from gateway.services.crypto import AccountCipher, load_or_create_key
 from gateway.services.quotes import QuoteService
 from gateway.settings import Settings
 from oracles.artifacts import load_artifact
-from oracles.deployment import Deployment, deploy_dev_system, load_deployment
+from oracles.deployment import Deployment, DeploymentError, deploy_dev_system, load_deployment
 from oracles.devnode import DevNode
 from oracles.keys import KeystoreError, load_or_create_keystore, read_password
 from oracles.reverts import RevertDecoder
@@ -155,6 +155,7 @@ class System:
         else:
             self.w3 = Web3(HTTPProvider(settings.chain_rpc_url, request_kwargs={"timeout": 30}))
             self.deployment = load_deployment(settings.effective_deployment_file, self.w3)
+            self._check_signers()
             # The default SQLite file lives in the state directory, which only the embedded chain creates.
             self._state_dir().mkdir(parents=True, exist_ok=True)
         self.engine = create_engine_for(self._database_url())
@@ -168,6 +169,25 @@ class System:
         if self.run_oracle:
             self._start_oracle()
         return self
+
+    def _check_signers(self) -> None:
+        """The keys this process signs with must be authorised on the escrow: otherwise every quote would
+        revert UnauthorisedQuoteSigner and every proof UnauthorisedOracleSigner, after buyers had paid."""
+        assert self.keys is not None and self.deployment is not None
+        escrow = self.escrow()
+        directory = self.settings.effective_keystore_dir
+        roles = [
+            ("quote_signers", "isQuoteSigner", self.keys.quote, "quote-signer.json", self.run_gateway),
+            ("oracle_signers", "isOracleSigner", self.keys.oracle, "oracle-signer.json", self.run_oracle),
+        ]
+        for field, check, key, keystore, needed in roles:
+            if needed and not getattr(escrow.functions, check)(key.address).call():
+                raise DeploymentError(
+                    field,
+                    f"the key in {directory / keystore} ({key.address}) is not authorised on the escrow "
+                    f"({check} is false): wrong keystore directory, or the owner has not added it",
+                    path=self.settings.effective_deployment_file,
+                )
 
     def _database_url(self) -> str:
         if self.settings.database_url:
