@@ -6,16 +6,21 @@ import json
 import logging
 import signal
 import threading
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
 import typer
 from eth_account import Account
+from pydantic import ValidationError
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 from gateway.settings import Settings
+
+if TYPE_CHECKING:
+    from gateway.system import System
 
 app = typer.Typer(help="Cardless: direct top-up settlement through an on-chain escrow.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -29,6 +34,33 @@ def _logging(level: str = "INFO") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def _settings_problem(exc: ValidationError) -> str:
+    """Name the environment variable at fault, and leave its value out (it may hold a password)."""
+    problems = []
+    for error in exc.errors(include_url=False):
+        where = "CARDLESS_" + str(error["loc"][0]).upper() if error["loc"] else "settings"
+        problems.append(f"{where}: {str(error['msg']).removeprefix('Value error, ')}")
+    return "; ".join(problems)
+
+
+def _start(**options: Any) -> System:
+    """Read the settings and start a System; a bad variable, deployment file, keystore password or
+    catalogue ends the command with one line naming what is wrong (exit 1), not a traceback."""
+    from gateway.system import System
+
+    system: System | None = None
+    try:
+        system = System(Settings(), **options)
+        system.start()
+    except Exception as exc:
+        message = _settings_problem(exc) if isinstance(exc, ValidationError) else str(exc)
+        console.print(f"[red]start-up failed:[/red] {escape(message)}", soft_wrap=True)
+        if system is not None:
+            system.stop()
+        raise typer.Exit(1) from exc
+    return system
+
+
 def _wait_for_ctrl_c() -> None:
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -39,17 +71,8 @@ def _wait_for_ctrl_c() -> None:
 @app.command()
 def run() -> None:
     """Start the embedded system: chain, contracts, simulated provider, gateway and oracle."""
-    from gateway.system import System
-
     _logging()
-    settings = Settings()
-    system = System(settings)
-    try:
-        system.start()
-    except Exception as exc:
-        console.print(f"[red]start-up failed:[/red] {exc}")
-        system.stop()
-        raise typer.Exit(1) from exc
+    system = _start()
     info = system.describe()
     table = Table(title="Cardless embedded system", show_header=False)
     for key, value in info.items():
@@ -75,11 +98,8 @@ def run() -> None:
 @app.command()
 def oracle() -> None:
     """Run one oracle worker against CARDLESS_CHAIN_RPC_URL and the deployment file."""
-    from gateway.system import System
-
     _logging()
-    system = System(Settings(), embedded=False, gateway=False, oracle=True)
-    system.start()
+    system = _start(embedded=False, gateway=False, oracle=True)
     try:
         _wait_for_ctrl_c()
     finally:
