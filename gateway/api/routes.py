@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime
-from typing import Any
-
 import logging
 import time
+from datetime import UTC, datetime
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from gateway.api.deps import CatalogueDep, ContextDep, QuotesDep, SessionDep
 from adapters._exceptions import CallbackRejected
+from gateway.api.deps import CatalogueDep, ContextDep, QuotesDep, SessionDep
 from gateway.db.models import ChainTx, Order, OrderState
 
 __all__ = ["router"]
@@ -38,7 +37,10 @@ def catalogue(context: ContextDep, catalogue: CatalogueDep) -> dict[str, Any]:
     return {
         "chain_id": context.deployment.chain_id,
         "escrow": context.deployment.escrow,
-        "merchants": [{"id": m.id, "name": m.name, "address": m.address, "fee_bps": m.fee_bps} for m in catalogue.merchants],
+        "merchants": [
+            {"id": m.id, "name": m.name, "address": m.address, "fee_bps": m.fee_bps}
+            for m in catalogue.merchants
+        ],
         "skus": [
             {
                 "id": s.id,
@@ -62,13 +64,13 @@ def catalogue(context: ContextDep, catalogue: CatalogueDep) -> dict[str, Any]:
 
 @router.post("/quotes", status_code=201)
 async def create_quote(body: QuoteCreate, quotes: QuotesDep) -> dict[str, Any]:
-    return await quotes.create(sku_id=body.sku, account=body.account, token_symbol=body.token, buyer=body.buyer)
+    return await quotes.create(
+        sku_id=body.sku, account=body.account, token_symbol=body.token, buyer=body.buyer
+    )
 
 
 @router.get("/orders/{order_id}")
-def order_status(
-    session: SessionDep, order_id: str = Path(pattern=r"^0x[0-9a-fA-F]{64}$")
-) -> dict[str, Any]:
+def order_status(session: SessionDep, order_id: str = Path(pattern=r"^0x[0-9a-fA-F]{64}$")) -> dict[str, Any]:
     row = session.get(Order, order_id.lower())
     if row is None:
         raise HTTPException(404, f"order {order_id} not found")
@@ -102,7 +104,11 @@ def order_status(
         "receipt_hash": row.receipt_hash,
         "proof": None
         if row.proof_signature is None
-        else {"signature": row.proof_signature, "fulfilled_at": row.fulfilled_at, "receipt_hash": row.receipt_hash},
+        else {
+            "signature": row.proof_signature,
+            "fulfilled_at": row.fulfilled_at,
+            "receipt_hash": row.receipt_hash,
+        },
         "refund_reason": row.refund_reason,
         "timeline": [
             {"at": _utc(e.at).isoformat(), "from": e.from_state, "to": e.to_state, "reason": e.reason}
@@ -145,6 +151,7 @@ async def provider_callback(provider: str, request: Request, context: ContextDep
 
 @router.get("/health")
 def health(context: ContextDep) -> dict[str, Any]:
+    chain: dict[str, Any]
     try:
         block = context.w3.eth.block_number
         chain = {"ok": True, "block": block}

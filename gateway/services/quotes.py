@@ -63,7 +63,7 @@ class QuoteError(Exception):
         self.status = status
 
 
-class ServiceUnavailable(Exception):
+class ServiceUnavailable(Exception):  # noqa: N818 (public API: reads as the outcome, like adapters' errors)
     """No provider can take the order right now; the quote is refused rather than taking money."""
 
 
@@ -84,7 +84,9 @@ class QuoteService:
         if sku is None:
             raise QuoteError("sku", f"unknown SKU {sku_id!r}", status=404)
         if token_symbol not in sku.prices:
-            raise QuoteError("token", f"{sku_id} is not sold in {token_symbol!r}; prices in {sorted(sku.prices)}")
+            raise QuoteError(
+                "token", f"{sku_id} is not sold in {token_symbol!r}; prices in {sorted(sku.prices)}"
+            )
         try:
             token = self.deployment.token(token_symbol)
         except KeyError:
@@ -191,11 +193,15 @@ class QuoteService:
         self, order: protocol.Order, signature: bytes, salt: bytes, symbol: str, decimals: int
     ) -> dict[str, Any]:
         domain = self.deployment.domain
-        escrow = self.w3.eth.contract(address=domain.verifying_contract, abi=load_artifact("CardlessEscrow").abi)
+        escrow = self.w3.eth.contract(
+            address=to_checksum_address(domain.verifying_contract), abi=load_artifact("CardlessEscrow").abi
+        )
         pay_data = escrow.encode_abi("pay", [order.as_tuple(), self.quote_key.address, signature])
         transactions: list[dict[str, Any]] = []
         if not order.is_native:
-            token = self.w3.eth.contract(address=order.token, abi=load_artifact("test-helpers/MockERC20").abi)
+            token = self.w3.eth.contract(
+                address=to_checksum_address(order.token), abi=load_artifact("test-helpers/MockERC20").abi
+            )
             transactions.append(
                 {
                     "step": "approve",
