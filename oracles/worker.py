@@ -331,6 +331,8 @@ class OracleWorker:
             self._record_unavailable(order_id, provider, exc)
             return
         except (RerouteError, RefundError) as exc:
+            # The provider answered and recorded the order (refused or reversed): an external effect, too.
+            failpoint("provider.after_submit")
             # A refusal (not charged) or a reversal: the result says which; a reroute without one is a refusal.
             if exc.result is not None:
                 self._record_result(order_id, provider, exc.result)
