@@ -44,10 +44,10 @@ FAULT_PLAN: tuple[tuple[str | None, dict[str, Any]], ...] = (
     ("async", {}),
     ("out_of_stock", {}),  # first provider refuses (not charged): failover to the second
     ("invalid_account", {}),  # refused for the account: refund
-    ("not_found_in_flight", {}),
-    ("duplicate_callback", {}),
+    ("not_found_in_flight", {"with_async": True}),  # these three only fire for async top-ups
+    ("duplicate_callback", {"with_async": True}),
     ("insufficient_balance", {}),
-    ("forged_callback", {}),
+    ("forged_callback", {"with_async": True}),
     ("timeout", {}),
 )
 
@@ -223,10 +223,14 @@ def run_demo(
                     continue
                 body = quote.json()
                 order.order_id = body["order_id"]
-                fault = FAULT_PLAN[order.index % len(FAULT_PLAN)][1] if order.fault else {}
+                options = dict(FAULT_PLAN[order.index % len(FAULT_PLAN)][1]) if order.fault else {}
+                if options.pop("with_async", False):
+                    sim.post(
+                        "/_sim/faults", json={"mode": "async", "order_no": order.order_id, "count": 1}
+                    ).raise_for_status()
                 if order.fault:
                     sim.post(
-                        "/_sim/faults", json={"mode": order.fault, "order_no": order.order_id, "count": 1, **fault}
+                        "/_sim/faults", json={"mode": order.fault, "order_no": order.order_id, "count": 1, **options}
                     ).raise_for_status()
                 order.paid_tx, gas = _pay(w3, buyer, body, chain_id)
                 order.paid_at = time.monotonic()

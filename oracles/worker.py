@@ -317,6 +317,7 @@ class OracleWorker:
                 row,
                 S.SUBMITTING,
                 f"submitting to {provider}",
+                detail={"provider": provider},  # marks a real attempt: this provider may have charged from now on
                 attempts=row.attempts + 1,
                 next_attempt_at=None,
             )
@@ -351,7 +352,7 @@ class OracleWorker:
             if row is None or row.state not in (S.SUBMITTING.value, S.UNKNOWN.value):
                 return
             provider = row.providers[row.provider_index]
-            last_submit = _aware(row.updated_at) if row.state == S.SUBMITTING.value else self._last_submit_at(session, row)
+            last_submit = self._last_attempt_end(row)
         failpoint("provider.before_query")
         try:
             result = await self.adapters[provider].query(order_id)
@@ -377,11 +378,24 @@ class OracleWorker:
                 return
         self._record_result(order_id, provider, result)
 
-    def _last_submit_at(self, session: Session, row: Order) -> datetime | None:
-        for event in reversed(row.events):
-            if event.to_state == S.SUBMITTING.value:
-                return _aware(event.at)
-        return None
+    @staticmethod
+    def _attempts_at(row: Order, provider: str) -> list[int]:
+        """Indexes of the timeline events that were real submit attempts to ``provider``."""
+        return [
+            i
+            for i, event in enumerate(row.events)
+            if event.to_state == S.SUBMITTING.value and (event.detail or {}).get("provider") == provider
+        ]
+
+    def _last_attempt_end(self, row: Order) -> datetime | None:
+        """When our last submit attempt ended: the "unknown" that followed it (a timeout ends when the
+        client gave up, not when it started), or the attempt itself if a crash left no outcome."""
+        attempts = self._attempts_at(row, row.providers[row.provider_index])
+        if not attempts:
+            return None
+        last = attempts[-1]
+        ended = [e for e in row.events[last + 1 :] if e.to_state == S.UNKNOWN.value]
+        return _aware((ended[0] if ended else row.events[last]).at)
 
     def _record_result(self, order_id: str, provider: str, result: TopupResult) -> None:
         if result.status is TopupStatus.SUCCEEDED:
@@ -459,7 +473,10 @@ class OracleWorker:
             row = session.get(Order, order_id)
             if row is None or row.state != S.SUBMITTING.value:
                 return
-            if row.provider_index + 1 < len(row.providers):
+            # The breaker refused *this* attempt, but an earlier attempt at this provider (e.g. before a
+            # "not found" that only guessed nothing arrived) may have charged: then never fail over.
+            earlier_attempts = len(self._attempts_at(row, provider)) > 1
+            if row.provider_index + 1 < len(row.providers) and not earlier_attempts:
                 transition(
                     session,
                     row,
