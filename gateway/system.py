@@ -334,12 +334,17 @@ class System:
             worker = self.build_worker(clients)
             self.worker = worker
             self._oracle_stop = asyncio.Event()
+            # The pipeline runs in a tight loop (latency); the periodic jobs run on APScheduler, in this
+            # event loop, one instance at a time.
             scheduler = AsyncIOScheduler()
+            jobs = {"requery-unknown": (worker.requery_due, 1), "expire-and-refund": (worker.expire_and_refund, 5)}
+            for job_id, (job, seconds) in jobs.items():
+                scheduler.add_job(job, "interval", seconds=seconds, id=job_id, max_instances=1, coalesce=True)
             scheduler.add_job(self._sweep, "interval", seconds=60, id="sweep", max_instances=1, coalesce=True)
             scheduler.start()
             ready.set()
             try:
-                await worker.run(self._oracle_stop)
+                await worker.run(self._oracle_stop, housekeeping=False)
             finally:
                 scheduler.shutdown(wait=False)
         finally:

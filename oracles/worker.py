@@ -125,16 +125,23 @@ class OracleWorker:
 
     # ------------------------------------------------------------------ loop
 
-    async def tick(self) -> int:
-        """Run every stage once; returns how many things changed (0 means idle)."""
+    async def tick(self, *, housekeeping: bool = True) -> int:
+        """Run every pipeline stage once; returns how many things changed (0 means idle).
+
+        ``housekeeping`` also runs the periodic jobs (re-query unknown outcomes, expire quotes and refund
+        orders near their deadline). A running oracle leaves them to APScheduler (gateway.system) and
+        passes False; tests and one-shot callers get everything from one call.
+        """
         if not self._recovered:
             self.tx.recover()
             self._recovered = True
         work = self.watcher.poll()
-        work += self._expire_quotes()
+        if housekeeping:
+            work += await self.expire_and_refund()
         work += self._risk_check()
-        work += self._refund_near_deadline()
-        work += await self._submit_and_query()
+        work += self._start_provider_calls(S.RISK_CHECKED)
+        if housekeeping:
+            work += await self.requery_due()
         work += self._sign_proofs()
         work += self._sign_refunds()
         work += self._post_transactions()
@@ -144,10 +151,19 @@ class OracleWorker:
             work += self.watcher.poll()
         return work
 
-    async def run(self, stop: asyncio.Event, idle_sleep: float = 0.1) -> None:
+    async def requery_due(self) -> int:
+        """Periodic job: query every unknown outcome whose back-off has elapsed, by our key. Orders left in
+        ``submitting`` by a crash are unknown outcomes too: they are queried, never blindly resubmitted."""
+        return self._start_provider_calls(S.SUBMITTING, S.UNKNOWN)
+
+    async def expire_and_refund(self) -> int:
+        """Periodic job: expire unpaid quotes; refund orders whose deadline nears before a provider was called."""
+        return self._expire_quotes() + self._refund_near_deadline()
+
+    async def run(self, stop: asyncio.Event, idle_sleep: float = 0.1, *, housekeeping: bool = True) -> None:
         while not stop.is_set():
             try:
-                work = await self.tick()
+                work = await self.tick(housekeeping=housekeeping)
             except Exception:
                 log.exception("oracle tick failed; retrying")
                 work = 0
@@ -264,22 +280,19 @@ class OracleWorker:
 
     # ---------------------------------------------------------------- provider
 
-    async def _submit_and_query(self) -> int:
-        """Start a provider call for every order that is due. Calls run as tasks, so one slow provider
-        (a 10 s timeout) never holds up proofs, refunds or other orders; ``_in_flight`` stops the next
-        tick from starting a second call for the same order."""
+    def _start_provider_calls(self, *states: OrderState) -> int:
+        """Start a provider call for every due order in ``states``. Calls run as tasks, so one slow provider
+        (a 10 s timeout) never holds up proofs, refunds or other orders; ``_in_flight`` stops a later tick
+        or job from starting a second call for the same order."""
         now = utcnow()
         with self.sessions() as session:
-            rows = self._rows(session, S.RISK_CHECKED, S.SUBMITTING, S.UNKNOWN)
             jobs: list[tuple[str, str]] = []
-            for row in rows:
+            for row in self._rows(session, *states):
                 if row.id in self._in_flight:
                     continue
                 due = _aware(row.next_attempt_at)
                 if due is not None and due > now:
                     continue
-                # A row in `submitting` that this process is not calling was left by a crash: its outcome
-                # is unknown, so it is queried, never blindly resubmitted.
                 jobs.append((row.id, "submit" if row.state == S.RISK_CHECKED.value else "query"))
         for order_id, kind in jobs:
             self._in_flight.add(order_id)

@@ -1,0 +1,273 @@
+"""POST /v1/quotes against the embedded system: the signed quote, and every way a quote is refused.
+
+A refused quote is a clear problem+json naming the field at fault (or, for a provider outage, a 503
+with the reason and Retry-After) and leaves nothing behind: no order row, no timeline event.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from eth_account.messages import encode_typed_data
+from eth_utils import keccak
+from web3 import Web3
+
+from gateway.catalogue import load_catalogue
+from gateway.system import System
+from oracles import protocol
+from oracles.protocol import NATIVE_TOKEN
+from tests.gateway.conftest import Shop, assert_problem, dev_wallet
+
+BUYER = dev_wallet(3)
+# ---------------------------------------------------------------------------------------- issued
+
+
+def test_quote_is_signed_by_an_authorised_quote_signer_over_the_returned_eip712_payload(shop: Shop) -> None:
+    response = shop.quote(BUYER, sku="genshin-60", token="tUSDC")
+    assert response.status_code == 201, response.text
+    quote = response.json()
+
+    # The payload is complete EIP-712 typed data: a wallet or eth-account verifies it without Cardless code.
+    typed = quote["eip712"]
+    assert typed["primaryType"] == "Order"
+    assert set(typed["types"]) == {"EIP712Domain", "Order"}
+    assert typed["domain"] == {
+        "name": "CardlessEscrow",
+        "version": "1",
+        "chainId": shop.chain_id,
+        "verifyingContract": shop.escrow.address,
+    }
+    signature = bytes.fromhex(quote["quote_signature"][2:])
+    assert protocol.recover_signer(encode_typed_data(full_message=typed), signature) == quote["quote_signer"]
+    assert shop.escrow.functions.isQuoteSigner(quote["quote_signer"]).call()
+
+    # ... and it is the order the contract will hash: same digest on chain.
+    order = quote["order"]
+    assert typed["message"] == order
+    as_tuple = (
+        order["orderId"],
+        order["buyer"],
+        order["merchant"],
+        order["token"],
+        int(order["amount"]),
+        order["feeBps"],
+        order["quoteExpiry"],
+        order["fulfilmentDeadline"],
+        order["skuHash"],
+        order["accountCommitment"],
+    )
+    signable = encode_typed_data(full_message=typed)
+    digest = keccak(b"\x19" + signable.version + signable.header + signable.body)
+    assert shop.escrow.functions.quoteDigest(as_tuple).call() == digest
+
+
+def test_quote_binds_the_catalogue_price_merchant_sku_and_deadlines(shop: Shop, system: System) -> None:
+    before = shop.chain_now()
+    quote = shop.quote(BUYER, sku="genshin-300", token="tUSDC").json()
+    order = quote["order"]
+    catalogue = load_catalogue(system.settings.catalogue_file)
+    sku = catalogue.sku("genshin-300")
+    assert sku is not None
+    merchant = catalogue.merchant(sku.merchant)
+
+    assert order["orderId"] == quote["order_id"]
+    assert order["buyer"] == BUYER.address
+    assert order["merchant"] == merchant.address
+    assert order["feeBps"] == merchant.fee_bps
+    assert order["amount"] == str(sku.prices["tUSDC"]) == "4990000"  # an integer string, base units
+    tusdc = next(t for t in system.deployment.tokens if t.symbol == "tUSDC")  # type: ignore[union-attr]
+    assert order["token"] == tusdc.address
+    assert quote["token"] == {"symbol": "tUSDC", "address": tusdc.address, "decimals": 6}
+    assert order["skuHash"] == Web3.to_hex(keccak(text="genshin-300"))
+    ttl, window = system.settings.quote_ttl_seconds, system.settings.fulfilment_window_seconds
+    assert before + ttl <= order["quoteExpiry"] <= shop.chain_now() + ttl
+    assert order["fulfilmentDeadline"] - order["quoteExpiry"] == window - ttl
+
+
+def test_quote_commits_to_the_account_with_the_returned_salt_and_stores_it_encrypted(
+    shop: Shop, system: System
+) -> None:
+    # Surrounding whitespace is not part of the account: it is trimmed before the commitment.
+    quote = shop.quote(BUYER, account="  12345678 ").json()
+    salt = bytes.fromhex(quote["account_salt"][2:])
+    assert len(salt) == 32
+    commitment = Web3.to_hex(protocol.account_commitment("12345678", salt))
+    assert quote["order"]["accountCommitment"] == commitment
+
+    row = shop.row(quote["order_id"])
+    assert row is not None
+    assert row.state == "quoted"
+    assert row.account_commitment == commitment
+    assert row.account_salt == quote["account_salt"]
+    assert b"12345678" not in row.account_ciphertext
+    assert system.cipher is not None
+    assert system.cipher.decrypt(row.account_ciphertext, row.id) == "12345678"
+    assert row.quote_signature == quote["quote_signature"]
+    status = shop.order(quote["order_id"])
+    assert status["state"] == "quoted"
+    assert [(e["from"], e["to"]) for e in status["timeline"]] == [(None, "quoted")]
+    assert status["timeline"][0]["reason"] == "quote issued; account validated by simulator"
+
+
+def test_token_quote_carries_approve_then_pay_calldata(shop: Shop) -> None:
+    quote = shop.quote(BUYER, token="tUSDC").json()
+    approve, pay = quote["transactions"]
+    token = shop.w3.eth.contract(address=quote["token"]["address"], abi=shop.erc20_abi)
+    function, args = token.decode_function_input(approve["data"])
+    assert (approve["step"], approve["to"], approve["value"]) == ("approve", quote["token"]["address"], "0")
+    assert function.fn_name == "approve"
+    assert (args["spender"], args["value"]) == (shop.escrow.address, 990_000)
+
+    function, args = shop.escrow.decode_function_input(pay["data"])
+    assert (pay["step"], pay["to"], pay["value"]) == ("pay", shop.escrow.address, "0")
+    assert function.fn_name == "pay"
+    assert args["quoteSigner"] == quote["quote_signer"]
+    assert Web3.to_hex(args["quoteSignature"]) == quote["quote_signature"]
+    assert Web3.to_hex(args["order"]["orderId"]) == quote["order_id"]
+    assert args["order"]["amount"] == 990_000
+    assert quote["permit"]["spender"] == shop.escrow.address
+    assert quote["permit"]["value"] == "990000"
+
+
+def test_native_quote_pays_the_exact_amount_in_one_transaction(shop: Shop) -> None:
+    quote = shop.quote(BUYER, sku="pubg-60uc", token="ETH").json()
+    assert quote["order"]["token"] == NATIVE_TOKEN
+    assert quote["token"] == {"symbol": "ETH", "address": NATIVE_TOKEN, "decimals": 18}
+    (pay,) = quote["transactions"]
+    assert (pay["step"], pay["to"], pay["value"]) == ("pay", shop.escrow.address, "330000000000000")
+    assert quote["permit"] is None
+
+
+def test_each_quote_is_a_new_order(shop: Shop) -> None:
+    first, second = (shop.quote(BUYER).json() for _ in range(2))
+    assert first["order_id"] != second["order_id"]
+    assert first["account_salt"] != second["account_salt"]
+    assert first["order"]["accountCommitment"] != second["order"]["accountCommitment"]
+
+
+# ---------------------------------------------------------------------------------------- bad input
+
+
+GOOD = {"sku": "genshin-60", "account": "12345678", "token": "tUSDC", "buyer": BUYER.address}
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "field"),
+    [
+        pytest.param({"sku": "genshin-9999"}, 404, "sku", id="unknown-sku"),
+        pytest.param({"sku": ""}, 422, "sku", id="empty-sku"),
+        pytest.param({"sku": "genshin-980", "token": "ETH"}, 422, "token", id="token-not-sold-for-sku"),
+        pytest.param({"token": "DOGE"}, 422, "token", id="unknown-token"),
+        pytest.param({"buyer": "0x12"}, 422, "buyer", id="short-buyer"),
+        pytest.param({"buyer": "alice.eth"}, 422, "buyer", id="ens-name-buyer"),
+        # Mixed case with a wrong EIP-55 checksum is a typo, not an address.
+        pytest.param(
+            {"buyer": BUYER.address[:-1] + ("a" if BUYER.address[-1] != "a" else "b")},
+            422,
+            "buyer",
+            id="bad-checksum-buyer",
+        ),
+        pytest.param({"account": ""}, 422, "account", id="empty-account"),
+        pytest.param({"account": "   "}, 422, "account", id="blank-account"),
+        pytest.param({"account": "1" * 65}, 422, "account", id="too-long-account"),
+        pytest.param({"account": "1234\x005678"}, 422, "account", id="nul-in-account"),
+        pytest.param({"account": "1234\n5678"}, 422, "account", id="newline-in-account"),
+        pytest.param({"account": "1234\u200b5678"}, 422, "account", id="zero-width-space-in-account"),
+        pytest.param({"account": 12345678}, 422, "account", id="account-not-a-string"),
+        pytest.param({"colour": "red"}, 422, "colour", id="unknown-field"),
+    ],
+)
+def test_bad_input_is_a_problem_naming_the_field_and_writes_nothing(
+    shop: Shop, change: dict[str, Any], status: int, field: str
+) -> None:
+    before = shop.counts()
+    response = shop.api.post("/v1/quotes", json={**GOOD, **change})
+    assert_problem(response, status, field)
+    assert shop.counts() == before
+
+
+@pytest.mark.parametrize("missing", ["sku", "account", "token", "buyer"])
+def test_missing_field_is_named(shop: Shop, missing: str) -> None:
+    before = shop.counts()
+    body = {k: v for k, v in GOOD.items() if k != missing}
+    assert_problem(shop.api.post("/v1/quotes", json=body), 422, missing)
+    assert shop.counts() == before
+
+
+def test_a_body_that_is_not_json_is_a_problem_about_the_body(shop: Shop) -> None:
+    before = shop.counts()
+    response = shop.api.post("/v1/quotes", content=b"{not json", headers={"content-type": "application/json"})
+    assert_problem(response, 422, "body")
+    assert shop.counts() == before
+
+
+@pytest.mark.parametrize(
+    "account",
+    [
+        pytest.param("abc", id="letters"),
+        pytest.param("123", id="too-short"),
+        pytest.param("1234567890123", id="too-long-for-the-provider"),
+        pytest.param("12345-678", id="punctuation"),
+        pytest.param("99999999", id="banned"),
+    ],
+)
+def test_account_the_provider_rejects_is_422_on_account_and_writes_no_order(shop: Shop, account: str) -> None:
+    """The simulator accepts accounts matching ``^\\d{5,12}$`` that are not banned (99999999 is)."""
+    before = shop.counts()
+    body = assert_problem(shop.quote(BUYER, account=account), 422, "account")
+    assert "genshin-60" in body["detail"]
+    assert shop.counts() == before
+
+
+def test_mistyped_account_of_a_valid_shape_is_accepted_and_shows_the_providers_nickname(shop: Shop) -> None:
+    """A typo that still looks like an account (12345679 for 12345678) cannot be caught by format: the
+    simulator, like a real publisher, accepts any well-formed account that is not banned, and answers
+    with the player's nickname (``player_`` + the last four characters). The quote passes that nickname
+    on, so the buyer can see whose account will be credited before paying."""
+    quote = shop.quote(BUYER, account="12345679").json()
+    assert quote["account_check"] == {"provider": "simulator", "nickname": "player_5679"}
+    intended = shop.quote(BUYER, account="12345678").json()
+    assert intended["account_check"]["nickname"] == "player_5678"
+
+
+# ---------------------------------------------------------------------------------------- providers
+
+
+def test_provider_down_is_503_with_the_reason_and_retry_after_and_writes_nothing(faults: Shop) -> None:
+    """Of the simulator's faults, ``error_5xx_before_commit``, ``timeout`` and ``latency`` act on every
+    /api/v1 request, validate included (docs/design/simulator-api.md); the others act on top-ups only.
+    A 5xx is used here: ``timeout`` would hold each validate for the adapter's 10 s read timeout."""
+    # Both providers of genshin-60 are the simulator (two merchant accounts): a 5xx on every validate
+    # for the SKU makes both unreachable.
+    faults.arm("error_5xx_before_commit", sku="genshin-60")
+    before = faults.counts()
+    response = faults.quote(BUYER, sku="genshin-60")
+    body = assert_problem(response, 503)
+    assert int(response.headers["retry-after"]) > 0
+    assert "simulator: validate: HTTP 500" in body["detail"]
+    assert "simulator-md5: validate: HTTP 500" in body["detail"]
+    assert faults.counts() == before
+
+    faults.clear_faults()
+    assert faults.quote(BUYER, sku="genshin-60").status_code == 201
+
+
+def test_first_provider_down_the_second_validates_and_comes_first_in_the_order(faults: Shop) -> None:
+    faults.arm("error_5xx_before_commit", sku="genshin-60", count=1)  # only the first validate fails
+    response = faults.quote(BUYER, sku="genshin-60")
+    assert response.status_code == 201, response.text
+    quote = response.json()
+    assert quote["account_check"]["provider"] == "simulator-md5"
+    row = faults.row(quote["order_id"])
+    assert row is not None
+    assert row.providers == ["simulator-md5", "simulator"]
+
+
+def test_sold_out_sku_is_503_and_writes_nothing(shop: Shop) -> None:
+    before = shop.counts()
+    response = shop.quote(BUYER, sku="pubg-660uc", token="tUSDC")
+    body = assert_problem(response, 503)
+    assert "out_of_stock" in body["detail"]
+    assert "retry-after" in response.headers
+    assert shop.counts() == before
