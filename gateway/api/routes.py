@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
+from sqlalchemy import String, cast, select
 
 from adapters._exceptions import CallbackRejected
 from gateway.api.deps import CatalogueDep, ContextDep, QuotesDep, SessionDep
@@ -74,7 +74,11 @@ def order_status(session: SessionDep, order_id: str = Path(pattern=r"^0x[0-9a-fA
     row = session.get(Order, order_id.lower())
     if row is None:
         raise HTTPException(404, f"order {order_id} not found")
-    txs = session.execute(select(ChainTx).order_by(ChainTx.id)).scalars()
+    # order_ids is a JSON list; matching its text keeps this one indexed-table scan instead of loading every
+    # transaction (order ids are 0x-hex, so they contain no LIKE wildcards). Exact membership is re-checked.
+    txs = session.execute(
+        select(ChainTx).where(cast(ChainTx.order_ids, String).like(f"%{row.id}%")).order_by(ChainTx.id)
+    ).scalars()
     return {
         "order_id": row.id,
         "state": row.state,
