@@ -34,6 +34,7 @@ from oracles._exceptions import ProtocolError
 
 __all__ = [
     "DOMAIN_NAME",
+    "EIP712_DOMAIN_FIELDS",
     "DOMAIN_VERSION",
     "MAX_AMOUNT",
     "MAX_BPS",
@@ -51,8 +52,10 @@ __all__ = [
     "fulfilment_digest",
     "fulfilment_typed_data",
     "order_struct_hash",
+    "permit_typed_data",
     "quote_digest",
     "quote_typed_data",
+    "quote_types",
     "receipt_hash",
     "recover_signer",
     "refund_digest",
@@ -294,20 +297,49 @@ class Fulfilment:
         return {"orderId": self.order_id, "receiptHash": self.receipt_hash, "fulfilledAt": self.fulfilled_at}
 
 
+EIP712_DOMAIN_FIELDS: Final = [
+    {"name": "name", "type": "string"},
+    {"name": "version", "type": "string"},
+    {"name": "chainId", "type": "uint256"},
+    {"name": "verifyingContract", "type": "address"},
+]
+
+
+def quote_types() -> dict[str, list[dict[str, str]]]:
+    """The EIP-712 ``types`` of a quote, as wallets take them (``eth_signTypedData_v4``, viem, ethers)."""
+    return {"EIP712Domain": [dict(f) for f in EIP712_DOMAIN_FIELDS], "Order": [dict(f) for f in _ORDER_FIELDS]}
+
+
+def permit_typed_data(
+    *, token_name: str, token: str, chain_id: int, owner: str, spender: str, value: int, nonce: int, deadline: int
+) -> SignableMessage:
+    """An EIP-2612 ``Permit`` for a token whose EIP-712 domain is (name, version "1", chainId, token), as
+    OpenZeppelin's ERC20Permit has: what a buyer signs to pay with ``payWithPermit`` in one transaction."""
+    return encode_typed_data(
+        full_message={
+            "types": {
+                "EIP712Domain": EIP712_DOMAIN_FIELDS,
+                "Permit": [
+                    {"name": "owner", "type": "address"},
+                    {"name": "spender", "type": "address"},
+                    {"name": "value", "type": "uint256"},
+                    {"name": "nonce", "type": "uint256"},
+                    {"name": "deadline", "type": "uint256"},
+                ],
+            },
+            "primaryType": "Permit",
+            "domain": {"name": token_name, "version": "1", "chainId": chain_id, "verifyingContract": token},
+            "message": {"owner": owner, "spender": spender, "value": value, "nonce": nonce, "deadline": deadline},
+        }
+    )
+
+
 def _typed(
     domain: EscrowDomain, primary: str, types: dict[str, list[dict[str, str]]], message: dict[str, Any]
 ) -> SignableMessage:
     return encode_typed_data(
         full_message={
-            "types": {
-                "EIP712Domain": [
-                    {"name": "name", "type": "string"},
-                    {"name": "version", "type": "string"},
-                    {"name": "chainId", "type": "uint256"},
-                    {"name": "verifyingContract", "type": "address"},
-                ],
-                **types,
-            },
+            "types": {"EIP712Domain": EIP712_DOMAIN_FIELDS, **types},
             "primaryType": primary,
             "domain": domain.as_dict(),
             "message": message,

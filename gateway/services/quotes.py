@@ -28,31 +28,6 @@ from oracles.deployment import Deployment
 
 __all__ = ["QuoteError", "QuoteService", "ServiceUnavailable"]
 
-# The EIP-712 types of a quote, returned with it so a wallet (eth_signTypedData_v4, viem, ethers) can
-# verify the quote without Cardless code. They must equal oracles.protocol's Order type: the gateway
-# tests recover the quote signer from the returned payload with eth-account, so a drift fails there.
-_EIP712_TYPES: dict[str, list[dict[str, str]]] = {
-    "EIP712Domain": [
-        {"name": "name", "type": "string"},
-        {"name": "version", "type": "string"},
-        {"name": "chainId", "type": "uint256"},
-        {"name": "verifyingContract", "type": "address"},
-    ],
-    "Order": [
-        {"name": "orderId", "type": "bytes32"},
-        {"name": "buyer", "type": "address"},
-        {"name": "merchant", "type": "address"},
-        {"name": "token", "type": "address"},
-        {"name": "amount", "type": "uint256"},
-        {"name": "feeBps", "type": "uint16"},
-        {"name": "quoteExpiry", "type": "uint48"},
-        {"name": "fulfilmentDeadline", "type": "uint48"},
-        {"name": "skuHash", "type": "bytes32"},
-        {"name": "accountCommitment", "type": "bytes32"},
-    ],
-}
-
-
 class QuoteError(Exception):
     """A bad request: ``field`` names the input at fault."""
 
@@ -228,7 +203,9 @@ class QuoteService:
             "quote_signature": Web3.to_hex(signature),
             "account_salt": Web3.to_hex(salt),
             "eip712": {
-                "types": _EIP712_TYPES,
+                # The types come from oracles.protocol, the one owner of the encoding: a wallet can verify
+                # the quote with them and no Cardless code.
+                "types": protocol.quote_types(),
                 "domain": domain.as_dict(),
                 "primaryType": "Order",
                 "message": message,

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from eth_account import Account
-from eth_account.messages import SignableMessage, encode_typed_data
+from eth_account.messages import SignableMessage
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
 from eth_utils import keccak
@@ -33,6 +33,7 @@ from oracles.protocol import (
     account_commitment,
     batch_typed_data,
     fulfilment_typed_data,
+    permit_typed_data,
     quote_typed_data,
     refund_typed_data,
     sign,
@@ -275,38 +276,15 @@ class EscrowEnv:
     ) -> tuple[int, bytes, bytes]:
         """EIP-2612 ``(v, r, s)`` by ``owner`` letting the escrow spend ``value`` of ``token`` (usdc)."""
         token = token or self.usdc
-        typed = encode_typed_data(
-            full_message={
-                "types": {
-                    "EIP712Domain": [
-                        {"name": "name", "type": "string"},
-                        {"name": "version", "type": "string"},
-                        {"name": "chainId", "type": "uint256"},
-                        {"name": "verifyingContract", "type": "address"},
-                    ],
-                    "Permit": [
-                        {"name": "owner", "type": "address"},
-                        {"name": "spender", "type": "address"},
-                        {"name": "value", "type": "uint256"},
-                        {"name": "nonce", "type": "uint256"},
-                        {"name": "deadline", "type": "uint256"},
-                    ],
-                },
-                "primaryType": "Permit",
-                "domain": {
-                    "name": token.functions.name().call(),
-                    "version": "1",
-                    "chainId": self.w3.eth.chain_id,
-                    "verifyingContract": token.address,
-                },
-                "message": {
-                    "owner": owner.address,
-                    "spender": self.escrow.address,
-                    "value": value,
-                    "nonce": token.functions.nonces(owner.address).call(),
-                    "deadline": deadline,
-                },
-            }
+        typed = permit_typed_data(
+            token_name=token.functions.name().call(),
+            token=token.address,
+            chain_id=self.w3.eth.chain_id,
+            owner=owner.address,
+            spender=self.escrow.address,
+            value=value,
+            nonce=token.functions.nonces(owner.address).call(),
+            deadline=deadline,
         )
         sig = sign(owner.key, typed)
         return sig[64], sig[:32], sig[32:64]
