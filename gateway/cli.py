@@ -61,10 +61,14 @@ def _start(**options: Any) -> System:
     return system
 
 
-def _wait_for_ctrl_c() -> None:
+def _wait_for_ctrl_c(ready: str | None = None) -> None:
+    """Block until SIGINT or SIGTERM. ``ready`` is printed once both are handled, so whoever waits for
+    it can stop the process cleanly from then on."""
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if ready:
+        console.print(ready, soft_wrap=True, highlight=False)
     stop.wait()
 
 
@@ -100,8 +104,9 @@ def oracle() -> None:
     """Run one oracle worker against CARDLESS_CHAIN_RPC_URL and the deployment file."""
     _logging()
     system = _start(embedded=False, gateway=False, oracle=True)
+    escrow = system.deployment.escrow if system.deployment else "?"
     try:
-        _wait_for_ctrl_c()
+        _wait_for_ctrl_c(f"oracle running: chain {system.settings.chain_rpc_url}, escrow {escrow}")
     finally:
         system.stop()
 
