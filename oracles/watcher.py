@@ -3,7 +3,11 @@
 - ``eth_getLogs`` over block ranges up to ``head - confirmations``;
 - a persisted cursor (block number *and* hash); if the block at the cursor no longer has that hash,
   a reorg happened: the cursor rolls back to the newest block whose hash still matches (checked
-  against the logs already applied) and the range is scanned again;
+  against the logs already applied) and the range is scanned again. A cursor above the node's head
+  is a reorg only if an applied block the node does have changed; otherwise the node is behind (a
+  lagging node behind a load balancer) and the watcher waits rather than re-applying logs;
+- a range is used only if its last block has the same hash before and after ``eth_getLogs``, so logs
+  of a branch that was reorged away during the call never get a cursor hash of the new branch;
 - de-duplication by (tx hash, log index), so a re-scan or a crash between applying and advancing the
   cursor applies nothing twice. A range's logs and the cursor move commit in one transaction.
 """
@@ -12,14 +16,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
+from eth_typing import ABIEvent
 from eth_utils import event_abi_to_log_topic
 from hexbytes import HexBytes
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 from web3.contract import Contract
+from web3.exceptions import BlockNotFound
 
 from gateway.db.models import ChainCursor, SeenLog
 from oracles.failpoints import failpoint
@@ -53,10 +59,9 @@ class Watcher:
         self.confirmations = confirmations
         self.max_range = max_range
         self.cursor_name = cursor_name
+        events = [cast(ABIEvent, item) for item in escrow.abi if item.get("type") == "event"]
         self._events = {
-            HexBytes(event_abi_to_log_topic(item)): getattr(escrow.events, item["name"])()
-            for item in escrow.abi
-            if item.get("type") == "event"
+            HexBytes(event_abi_to_log_topic(item)): getattr(escrow.events, item["name"])() for item in events
         }
 
     def poll(self) -> int:
@@ -65,13 +70,19 @@ class Watcher:
         head = self.w3.eth.block_number
         safe = head - self.confirmations
         cursor = self._cursor()
-        if cursor is not None and not self._still_canonical(cursor):
-            self._roll_back(cursor)
-            cursor = self._cursor()
+        if cursor is not None:
+            current = self._hash_at(cursor[0])
+            if current != cursor[1]:
+                if not self._roll_back(cursor, cursor_block_exists=current is not None):
+                    return 0
+                cursor = self._cursor()
         next_block = (cursor[0] + 1) if cursor else self.start_block
         while next_block <= safe:
             to_block = min(safe, next_block + self.max_range - 1)
-            applied += self._apply_range(next_block, to_block)
+            count = self._apply_range(next_block, to_block)
+            if count is None:  # the chain moved under the range: the next poll checks the cursor again
+                break
+            applied += count
             next_block = to_block + 1
         return applied
 
@@ -80,12 +91,20 @@ class Watcher:
             row = session.get(ChainCursor, self.cursor_name)
             return None if row is None else (row.block_number, row.block_hash)
 
-    def _still_canonical(self, cursor: tuple[int, str]) -> bool:
-        block = self.w3.eth.get_block(cursor[0])
-        return Web3.to_hex(block["hash"]) == cursor[1]
+    def _hash_at(self, number: int) -> str | None:
+        """The hash of canonical block ``number``, or None if the node has no such block (yet)."""
+        try:
+            block = self.w3.eth.get_block(number)
+        except BlockNotFound:
+            return None
+        return Web3.to_hex(block["hash"])
 
-    def _roll_back(self, cursor: tuple[int, str]) -> None:
-        """Move the cursor back to the newest applied log whose block is still canonical."""
+    def _roll_back(self, cursor: tuple[int, str], *, cursor_block_exists: bool) -> bool:
+        """Move the cursor back to the newest applied log whose block is still canonical.
+
+        Returns False, changing nothing, when the cursor's block is above the node's head and no
+        applied block the node has changed: the node is behind, so there is nothing to undo (yet).
+        """
         with self.sessions.begin() as session:
             seen = session.execute(
                 select(SeenLog.block_number, SeenLog.block_hash)
@@ -94,10 +113,18 @@ class Watcher:
                 .order_by(SeenLog.block_number.desc())
             ).all()
             ancestor = self.start_block - 1
+            forked = cursor_block_exists
             for number, block_hash in seen:
-                if Web3.to_hex(self.w3.eth.get_block(number)["hash"]) == block_hash:
+                current = self._hash_at(number)
+                if current is None:  # above the node's head: neither proof of a fork nor of the branch
+                    continue
+                if current == block_hash:
                     ancestor = number
                     break
+                forked = True
+            if not forked:
+                log.warning("cursor %d is above the node's head; waiting for the node to catch up", cursor[0])
+                return False
             log.warning("reorg: cursor %d no longer canonical; rolling back to %d", cursor[0], ancestor)
             session.execute(delete(SeenLog).where(SeenLog.block_number > ancestor))
             row = session.get(ChainCursor, self.cursor_name)
@@ -107,11 +134,21 @@ class Watcher:
             else:
                 row.block_number = ancestor
                 row.block_hash = Web3.to_hex(self.w3.eth.get_block(ancestor)["hash"])
+        return True
 
-    def _apply_range(self, from_block: int, to_block: int) -> int:
-        logs = self.w3.eth.get_logs({"address": self.escrow.address, "fromBlock": from_block, "toBlock": to_block})
+    def _apply_range(self, from_block: int, to_block: int) -> int | None:
+        """Apply the logs of ``from_block..to_block`` and move the cursor to ``to_block``, in one
+        transaction. None (nothing applied) if the range's last block changed during ``eth_getLogs``."""
+        end_hash = self._hash_at(to_block)
+        logs = self.w3.eth.get_logs(
+            {"address": self.escrow.address, "fromBlock": from_block, "toBlock": to_block}
+        )
+        if end_hash is None or self._hash_at(to_block) != end_hash:
+            log.warning(
+                "blocks %d-%d changed while reading their logs; reading them again", from_block, to_block
+            )
+            return None
         logs = sorted(logs, key=lambda item: (item["blockNumber"], item["logIndex"]))
-        end_hash = Web3.to_hex(self.w3.eth.get_block(to_block)["hash"])
         applied = 0
         with self.sessions.begin() as session:
             for entry in logs:
