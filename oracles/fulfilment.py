@@ -77,8 +77,8 @@ def transition(
     now = at or utcnow()
     order.state = to.value
     order.updated_at = now
-    if to in (S.SETTLED, S.REFUNDED, S.RECLAIMED, S.EXPIRED):
-        order.closed_at = now
+    # closed_at marks when the order stopped needing work; a late payment re-opens an expired quote.
+    order.closed_at = now if to in (S.SETTLED, S.REFUNDED, S.RECLAIMED, S.EXPIRED) else None
     session.add(
         OrderEvent(order_id=order.id, at=now, from_state=current.value, to_state=to.value, reason=reason, detail=detail)
     )

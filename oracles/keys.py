@@ -31,9 +31,12 @@ def read_password(env: str = "CARDLESS_KEYSTORE_PASSWORD", file_env: str = "CARD
         return value
     if path := os.environ.get(file_env):
         try:
-            return Path(path).read_text().strip()
+            password = Path(path).read_text().strip()
         except OSError as exc:
             raise KeystoreError(f"{file_env}={path}: cannot read the password file ({exc.strerror})") from exc
+        if not password:
+            raise KeystoreError(f"{file_env}={path}: the password file is empty")
+        return password
     raise KeystoreError(f"no keystore password: set {env} or {file_env}")
 
 
@@ -44,9 +47,11 @@ def load_keystore(path: Path, password: str) -> LocalAccount:
         raise KeystoreError(f"keystore {path}: missing") from None
     except (OSError, json.JSONDecodeError) as exc:
         raise KeystoreError(f"keystore {path}: not a readable JSON keystore ({exc})") from exc
+    if not isinstance(document, dict) or not isinstance(document.get("crypto") or document.get("Crypto"), dict):
+        raise KeystoreError(f"keystore {path}: not a Web3 Secret Storage keystore (no 'crypto' section)")
     try:
         key = Account.decrypt(document, password)
-    except ValueError as exc:
+    except (ValueError, KeyError, TypeError) as exc:
         raise KeystoreError(f"keystore {path}: wrong password or corrupted keystore ({exc})") from exc
     account: LocalAccount = Account.from_key(key)
     return account

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import timedelta
 
+from eth_utils import to_checksum_address
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -24,9 +25,13 @@ class RiskPolicy:
     max_orders_per_buyer: int = 1_000
     window: timedelta = timedelta(hours=1)
 
+    def __post_init__(self) -> None:
+        # Orders carry checksummed addresses: normalise the keys, or a lower-case entry would silently never apply.
+        object.__setattr__(self, "max_amount", {to_checksum_address(k): v for k, v in self.max_amount.items()})
+
     def check(self, session: Session, order: Order) -> str | None:
         """None if the order may proceed, else the reason it may not."""
-        ceiling = self.max_amount.get(order.token)
+        ceiling = self.max_amount.get(to_checksum_address(order.token))
         if ceiling is not None and order.amount > ceiling:
             return f"amount {order.amount} above the per-order ceiling {ceiling} for {order.token}"
         since = utcnow() - self.window

@@ -53,7 +53,8 @@ class OrderState(enum.StrEnum):
     RECLAIMED = "reclaimed"  # terminal: OrderReclaimed on chain (deadline passed)
 
 
-TERMINAL_STATES = frozenset({OrderState.EXPIRED, OrderState.SETTLED, OrderState.REFUNDED, OrderState.RECLAIMED})
+# EXPIRED is not terminal: a payment mined in the block the quote expired still arrives afterwards.
+TERMINAL_STATES = frozenset({OrderState.SETTLED, OrderState.REFUNDED, OrderState.RECLAIMED})
 
 
 class Order(Base):

@@ -191,11 +191,6 @@ def test_an_unknown_field_is_refused(sessions: sessionmaker[Session]) -> None:
     assert timeline(sessions, order_id) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (oracles/fulfilment.py): expired -> paid re-opens an order but keeps the closed_at set "
-    "at expiry, and models.TERMINAL_STATES lists EXPIRED although ALLOWED[EXPIRED] = {PAID}",
-)
 def test_a_late_payment_reopens_an_expired_order(sessions: sessionmaker[Session]) -> None:
     order_id = new_order(sessions, S.QUOTED)
     for state in (S.EXPIRED, S.PAID):

@@ -83,11 +83,6 @@ def test_a_corrupted_keystore_is_a_keystore_error_naming_the_file(
     assert str(keystore) in str(caught.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (oracles/keys.py): valid JSON that is not a keystore ({}, [], a JSON object without "
-    "'crypto') escapes load_keystore as a bare KeyError/TypeError instead of a KeystoreError naming the file",
-)
 @pytest.mark.parametrize("document", ["{}", "[]", '{"crypto": {}}'])
 def test_json_that_is_not_a_keystore_is_a_keystore_error(keystore: Path, document: str) -> None:
     keystore.write_text(document)
@@ -140,11 +135,6 @@ def test_an_unreadable_password_file_names_the_file(tmp_path: Path, monkeypatch:
     assert str(missing) in str(caught.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (oracles/keys.py): an empty password file (e.g. `touch password`) yields the password '', "
-    "so keys get encrypted with an empty password instead of the start failing",
-)
 def test_an_empty_password_file_is_no_password(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     empty = tmp_path / "password"
     empty.write_text("\n")

@@ -90,11 +90,6 @@ def test_the_ceiling_is_per_token_and_unlisted_tokens_are_unlimited(session: Ses
     assert policy.check(session, add_order(session, amount=101)) is not None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (oracles/risk.py): max_amount is matched by exact string, so a ceiling configured with a "
-    "lower-case address silently does not apply to orders (which carry checksummed addresses): fail-open",
-)
 def test_the_ceiling_applies_whatever_the_address_case(session: Session) -> None:
     policy = RiskPolicy(max_amount={USDC.lower(): 100})
     assert policy.check(session, add_order(session, amount=101)) is not None
