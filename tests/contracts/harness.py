@@ -42,7 +42,8 @@ from oracles.reverts import RevertDecoder
 
 FEE_CAP_BPS = 1_000
 DEFAULT_FEE_BPS = 250
-TOKEN_UNIT = 10**6  # the mock stablecoins have 6 decimals
+TOKEN_UNIT = 10**6
+_GAS_LIMIT = 8_000_000  # ample for any escrow call, including a 100-order batch  # the mock stablecoins have 6 decimals
 HELPER_NAMES = [
     "MockERC20",
     "NoReturnToken",
@@ -101,7 +102,10 @@ class EscrowEnv:
     def send(self, call: Any, sender: str, value: int = 0) -> TxReceipt:
         """Send ``call`` from ``sender``; raises ContractRevert with the decoded error on revert."""
         try:
-            tx_hash = call.transact({"from": sender, "value": value})
+            # One eth_call surfaces a revert with its data; then the transaction goes out with a fixed gas
+            # limit, skipping eth_estimateGas's binary search (several executions per transaction).
+            call.call({"from": sender, "value": value}, block_identifier="pending")
+            tx_hash = call.transact({"from": sender, "value": value, "gas": _GAS_LIMIT})
         except Exception as exc:
             decoded = self.decoder.from_exception(exc)
             if decoded is None:
