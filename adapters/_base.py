@@ -126,12 +126,18 @@ class TopupResult:
     detail: str = ""
     raw: Mapping[str, Any] | None = dataclasses.field(default=None, compare=False, repr=False)
     """The provider's reply as parsed, kept for the audit trail."""
+    unseen: bool = False
+    """With ``UNKNOWN``: the provider said it has no record of this order (yet). Not proof that nothing
+    happened (the request may still be in flight), but after a grace period it is the signal to resubmit
+    under the same key."""
 
     def __post_init__(self) -> None:
         if (self.status is TopupStatus.SUCCEEDED) != (self.receipt is not None):
             raise ValueError("a receipt is required for SUCCEEDED and only for SUCCEEDED")
         if (self.status is TopupStatus.FAILED_NOT_CHARGED) != (self.refusal is not None):
             raise ValueError("a refusal is required for FAILED_NOT_CHARGED and only for it")
+        if self.unseen and self.status is not TopupStatus.UNKNOWN:
+            raise ValueError("unseen is only meaningful with UNKNOWN")
 
     @property
     def is_final(self) -> bool:

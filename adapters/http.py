@@ -396,6 +396,7 @@ class HttpAdapter:
         provider_ref: str | None = None,
         code: str | None = None,
         raw: Mapping[str, Any] | None = None,
+        unseen: bool = False,
     ) -> TopupResult:
         return TopupResult(
             TopupStatus.UNKNOWN,
@@ -405,6 +406,7 @@ class HttpAdapter:
             provider_code=code,
             detail=detail,
             raw=raw,
+            unseen=unseen,
         )
 
     def _interpret(
@@ -435,7 +437,14 @@ class HttpAdapter:
         if meaning == "not_found":
             # Not proof of anything: the request may still be in flight. Ask again, or resubmit
             # under the same key once the caller is sure the first attempt is dead.
-            return unknown("the provider does not know this order (yet)")
+            return self._unknown(
+                key,
+                "the provider does not know this order (yet)",
+                provider_ref=ref,
+                code=code,
+                raw=body,
+                unseen=True,
+            )
         if order_key and reply_key and reply_key != order_key:
             return unknown(f"the reply is about order {reply_key!r}, not {order_key!r}")
         if provider_ref and reply_ref and reply_ref != provider_ref:

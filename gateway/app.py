@@ -15,7 +15,9 @@ def create_app(context: GatewayContext) -> FastAPI:
     app = FastAPI(
         title="Cardless gateway",
         version="0.1.0",
-        description="Quotes, order status and catalogue for direct top-up orders settled through an on-chain escrow.",
+        description=(
+            "Quotes, order status and catalogue for direct top-up orders settled through an on-chain escrow."
+        ),
     )
     app.state.context = context
     install_error_handlers(app)

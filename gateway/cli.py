@@ -86,12 +86,19 @@ def run() -> None:
     accounts.add_column("key")
     accounts.add_column("address")
     accounts.add_column("role")
-    roles = {1: "owner / deployer", 2: "fee recipient", 6: "merchant paimon-shop", 7: "merchant chicken-dinner"}
+    roles = {
+        1: "owner / deployer",
+        2: "fee recipient",
+        6: "merchant paimon-shop",
+        7: "merchant chicken-dinner",
+    }
     for index in range(1, 11):
         key = "0x" + index.to_bytes(32, "big").hex()
         accounts.add_row(key, Account.from_key(key).address, roles.get(index, "buyer (1,000,000 tUSDC)"))
     console.print(accounts)
-    console.print(f"Try: [bold]cardless demo --orders 10[/bold]   API docs: {info['gateway']}/docs   Ctrl-C stops.")
+    console.print(
+        f"Try: [bold]cardless demo --orders 10[/bold]   API docs: {info['gateway']}/docs   Ctrl-C stops."
+    )
     try:
         _wait_for_ctrl_c()
     finally:
@@ -131,7 +138,9 @@ def demo(
     orders: Annotated[int, typer.Option(min=1, max=10_000, help="How many purchases")] = 10,
     faults: Annotated[str | None, typer.Option(help="'mixed' arms provider faults on some orders")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Last line: one JSON object of totals")] = False,
-    gateway_url: Annotated[str | None, typer.Option(help="A running gateway (default: from settings)")] = None,
+    gateway_url: Annotated[
+        str | None, typer.Option(help="A running gateway (default: from settings)")
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for orders to settle")] = 300.0,
 ) -> None:
     """Run N purchases from dev wallets against a running system, or an embedded one started here."""
@@ -161,7 +170,9 @@ def demo(
         nonlocal done
         done += 1
         if not as_json:
-            console.print(f"  {getattr(order, 'index', '?'):>4} {getattr(order, 'state', '')}", highlight=False)
+            console.print(
+                f"  {getattr(order, 'index', '?'):>4} {getattr(order, 'state', '')}", highlight=False
+            )
 
     try:
         report = run_demo(url, orders=orders, faults=faults, timeout=timeout, progress=progress)
@@ -169,7 +180,18 @@ def demo(
         if system is not None:
             system.stop()
     table = Table(title=f"cardless demo: {orders} orders" + (f", faults {faults}" if faults else ""))
-    for column in ("#", "order", "sku", "token", "fault", "paid tx", "provider ref", "proof/refund tx", "state", "ms"):
+    for column in (
+        "#",
+        "order",
+        "sku",
+        "token",
+        "fault",
+        "paid tx",
+        "provider ref",
+        "proof/refund tx",
+        "state",
+        "ms",
+    ):
         table.add_column(column)
     for o in report.orders:
         table.add_row(
@@ -192,9 +214,7 @@ def demo(
     else:
         Console(stderr=True, width=180).print(table)
         print(json.dumps(totals))
-    healthy = (
-        totals["open"] == 0 and totals["double_topups"] == 0 and totals["balance_mismatch_wei"] == 0
-    )
+    healthy = totals["open"] == 0 and totals["double_topups"] == 0 and totals["balance_mismatch_wei"] == 0
     raise typer.Exit(0 if healthy else 1)
 
 

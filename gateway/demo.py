@@ -27,7 +27,7 @@ from web3 import HTTPProvider, Web3
 from oracles.artifacts import load_artifact
 from oracles.protocol import NATIVE_TOKEN
 
-__all__ = ["DemoOrder", "DemoReport", "FAULT_PLAN", "run_demo"]
+__all__ = ["FAULT_PLAN", "DemoOrder", "DemoReport", "run_demo"]
 
 # Dev wallets that buy (keys 3, 4, 5, 8, 9, 10 of the embedded chain; 1 deploys, 2 collects fees,
 # 6 and 7 are the merchants).
@@ -83,7 +83,9 @@ class DemoReport:
 
     def totals(self) -> dict[str, Any]:
         states = Counter(o.state for o in self.orders)
-        latencies = sorted(o.latency_ms for o in self.orders if o.state == "settled" and o.latency_ms is not None)
+        latencies = sorted(
+            o.latency_ms for o in self.orders if o.state == "settled" and o.latency_ms is not None
+        )
         return {
             "orders": len(self.orders),
             "settled": states["settled"],
@@ -108,7 +110,9 @@ def _percentile(values: list[float], pct: float) -> float:
 class _Books:
     """Balances that the demo's orders may move, per token."""
 
-    def __init__(self, w3: Web3, escrow: Any, tokens: dict[str, str], merchants: list[str], buyers: list[str]):
+    def __init__(
+        self, w3: Web3, escrow: Any, tokens: dict[str, str], merchants: list[str], buyers: list[str]
+    ):
         self.w3, self.escrow, self.tokens, self.merchants, self.buyers = w3, escrow, tokens, merchants, buyers
         self.erc20_abi = load_artifact("test-helpers/MockERC20").abi
 
@@ -122,10 +126,12 @@ class _Books:
         books: dict[str, dict[str, int]] = {}
         for token in self.tokens.values():
             merchants = sum(
-                self._wallet(token, m) + int(self.escrow.functions.balanceOf(m, token).call()) for m in self.merchants
+                self._wallet(token, m) + int(self.escrow.functions.balanceOf(m, token).call())
+                for m in self.merchants
             )
             buyers = sum(
-                self._wallet(token, b) + int(self.escrow.functions.balanceOf(b, token).call()) for b in self.buyers
+                self._wallet(token, b) + int(self.escrow.functions.balanceOf(b, token).call())
+                for b in self.buyers
             )
             books[token] = {
                 "merchants": merchants,
@@ -203,9 +209,7 @@ def run_demo(
     for index in range(orders):
         sku, token, amount = choices[rng.randrange(len(choices))]
         fault = FAULT_PLAN[index % len(FAULT_PLAN)] if faults == "mixed" else (None, {})
-        plan.append(
-            DemoOrder(index, "", sku, token, amount, buyers[index % len(buyers)].address, fault[0])
-        )
+        plan.append(DemoOrder(index, "", sku, token, amount, buyers[index % len(buyers)].address, fault[0]))
 
     before = books.snapshot()
     gas_by_token: Counter[str] = Counter()
@@ -216,7 +220,8 @@ def run_demo(
             try:
                 account = str(rng.randrange(10_000_000, 99_999_999))
                 quote = http.post(
-                    "/v1/quotes", json={"sku": order.sku, "account": account, "token": order.token, "buyer": buyer.address}
+                    "/v1/quotes",
+                    json={"sku": order.sku, "account": account, "token": order.token, "buyer": buyer.address},
                 )
                 if quote.status_code != 201:
                     order.state, order.error = "not_quoted", quote.text[:200]
@@ -230,7 +235,8 @@ def run_demo(
                     ).raise_for_status()
                 if order.fault:
                     sim.post(
-                        "/_sim/faults", json={"mode": order.fault, "order_no": order.order_id, "count": 1, **options}
+                        "/_sim/faults",
+                        json={"mode": order.fault, "order_no": order.order_id, "count": 1, **options},
                     ).raise_for_status()
                 order.paid_tx, gas = _pay(w3, buyer, body, chain_id)
                 order.paid_at = time.monotonic()
@@ -271,7 +277,10 @@ def run_demo(
         1
         for o in plan
         if o.order_id
-        and ((o.state == "settled" and credits[o.order_id] != 1) or (o.state == "refunded" and credits[o.order_id] != 0))
+        and (
+            (o.state == "settled" and credits[o.order_id] != 1)
+            or (o.state == "refunded" and credits[o.order_id] != 0)
+        )
     )
 
     after = books.snapshot()

@@ -32,6 +32,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from web3 import HTTPProvider, Web3
 from web3.contract import Contract
+from web3.types import Wei
 
 from adapters import ProviderAdapter
 from adapters.http import HttpAdapter
@@ -103,7 +104,11 @@ def simulator_secrets(config: SimulatorConfig) -> dict[str, str]:
 
 
 def build_adapters(
-    settings: Settings, clients: list[httpx.AsyncClient], *, base_url: str | None, secret_values: Mapping[str, str]
+    settings: Settings,
+    clients: list[httpx.AsyncClient],
+    *,
+    base_url: str | None,
+    secret_values: Mapping[str, str],
 ) -> dict[str, ProviderAdapter]:
     """One adapter per provider file, each with its own HTTP client (appended to ``clients`` for closing),
     so a provider that hangs cannot exhaust a connection pool the others need."""
@@ -119,7 +124,9 @@ def build_adapters(
 
 
 class System:
-    def __init__(self, settings: Settings, *, embedded: bool = True, gateway: bool = True, oracle: bool = True) -> None:
+    def __init__(
+        self, settings: Settings, *, embedded: bool = True, gateway: bool = True, oracle: bool = True
+    ) -> None:
         self.settings = settings
         self.embedded = embedded
         self.run_gateway = gateway
@@ -207,10 +214,15 @@ class System:
         self.node = DevNode(port=self.settings.chain_port).start()
         self.w3 = Web3(HTTPProvider(self.node.url, request_kwargs={"timeout": 30}))
         funder = self.w3.eth.accounts[0]
-        tx = self.w3.eth.send_transaction({"from": funder, "to": self.keys.gas.address, "value": _GAS_FUNDING})
+        tx = self.w3.eth.send_transaction(
+            {"from": funder, "to": self.keys.gas.address, "value": Wei(_GAS_FUNDING)}
+        )
         self.w3.eth.wait_for_transaction_receipt(tx)
         self.deployment = deploy_dev_system(
-            self.w3, quote_signer=self.keys.quote.address, oracle_signer=self.keys.oracle.address, rpc_url=self.node.url
+            self.w3,
+            quote_signer=self.keys.quote.address,
+            oracle_signer=self.keys.oracle.address,
+            rpc_url=self.node.url,
         )
         self.deployment.save(self._deployment_file())
 
@@ -273,7 +285,9 @@ class System:
         deadline = time.monotonic() + 15
         while not server.started:
             if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"gateway did not start on {settings.gateway_host}:{settings.gateway_port}")
+                raise RuntimeError(
+                    f"gateway did not start on {settings.gateway_host}:{settings.gateway_port}"
+                )
             time.sleep(0.02)
         port = server.servers[0].sockets[0].getsockname()[1]
         self.gateway_url = f"http://{settings.gateway_host}:{port}"
@@ -337,7 +351,10 @@ class System:
             # The pipeline runs in a tight loop (latency); the periodic jobs run on APScheduler, in this
             # event loop, one instance at a time.
             scheduler = AsyncIOScheduler()
-            jobs = {"requery-unknown": (worker.requery_due, 1), "expire-and-refund": (worker.expire_and_refund, 5)}
+            jobs = {
+                "requery-unknown": (worker.requery_due, 1),
+                "expire-and-refund": (worker.expire_and_refund, 5),
+            }
             for job_id, (job, seconds) in jobs.items():
                 scheduler.add_job(job, "interval", seconds=seconds, id=job_id, max_instances=1, coalesce=True)
             scheduler.add_job(self._sweep, "interval", seconds=60, id="sweep", max_instances=1, coalesce=True)
@@ -352,7 +369,7 @@ class System:
                 await client.aclose()
 
     def _sweep(self) -> None:
-        """Pay merchants' escrow balances out to their payout addresses, so they receive funds without acting."""
+        """Pay merchants' escrow balances out to their payout addresses: merchants are paid without acting."""
         worker, catalogue, deployment = self.worker, self.catalogue, self.deployment
         if worker is None or catalogue is None or deployment is None:
             return
@@ -362,7 +379,9 @@ class System:
                 balance = escrow.functions.balanceOf(merchant.address, token.address).call()
                 if balance > 0:
                     try:
-                        worker.tx.send("withdraw", [], escrow.functions.withdraw(merchant.address, token.address))
+                        worker.tx.send(
+                            "withdraw", [], escrow.functions.withdraw(merchant.address, token.address)
+                        )
                     except Exception as exc:  # one merchant's failing payout must not stop the others
                         log.warning("sweep of %s %s failed: %s", merchant.id, token.symbol, exc)
 

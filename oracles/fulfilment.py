@@ -8,8 +8,8 @@ the commit and before the effect is recovered from the persisted state, never by
 ::
 
     quoted ──► paid ──► risk_checked ──► submitting ──► succeeded ──► proof_pending ──► settled
-      │         │            │              │   ▲  │                     
-      ▼         │            │              ▼   │  ▼                     
+      │         │            │              │   ▲  │
+      ▼         │            │              ▼   │  ▼
     expired     │            │           unknown ─┘ failed_final ──► refund_pending ──► refunded
                 └────────────┴──────────────────────────────────────────┘
     any open state after the deadline ──► reclaimed (someone called reclaim on chain)
@@ -36,7 +36,9 @@ ALLOWED: dict[OrderState, frozenset[OrderState]] = {
     S.RISK_CHECKED: frozenset({S.SUBMITTING, S.REFUND_PENDING, S.RECLAIMED, S.REFUNDED}),
     # submitting -> submitting: failover to the next provider (only when provably not charged)
     # submitting -> risk_checked: the circuit breaker refused the call, so the provider was never called
-    S.SUBMITTING: frozenset({S.SUCCEEDED, S.UNKNOWN, S.FAILED_FINAL, S.SUBMITTING, S.RISK_CHECKED, S.RECLAIMED}),
+    S.SUBMITTING: frozenset(
+        {S.SUCCEEDED, S.UNKNOWN, S.FAILED_FINAL, S.SUBMITTING, S.RISK_CHECKED, S.RECLAIMED}
+    ),
     S.UNKNOWN: frozenset({S.SUCCEEDED, S.FAILED_FINAL, S.SUBMITTING, S.RECLAIMED}),
     S.SUCCEEDED: frozenset({S.PROOF_PENDING, S.RECLAIMED, S.SETTLED}),
     S.PROOF_PENDING: frozenset({S.SETTLED, S.RECLAIMED}),
@@ -48,7 +50,7 @@ ALLOWED: dict[OrderState, frozenset[OrderState]] = {
 }
 
 
-class IllegalTransition(OracleError):
+class IllegalTransition(OracleError):  # noqa: N818 - names the event, like web3's ContractLogicError
     def __init__(self, order_id: str, from_state: str, to_state: str) -> None:
         super().__init__(f"order {order_id}: {from_state} -> {to_state} is not allowed")
         self.order_id = order_id
@@ -80,5 +82,12 @@ def transition(
     # closed_at marks when the order stopped needing work; a late payment re-opens an expired quote.
     order.closed_at = now if to in (S.SETTLED, S.REFUNDED, S.RECLAIMED, S.EXPIRED) else None
     session.add(
-        OrderEvent(order_id=order.id, at=now, from_state=current.value, to_state=to.value, reason=reason, detail=detail)
+        OrderEvent(
+            order_id=order.id,
+            at=now,
+            from_state=current.value,
+            to_state=to.value,
+            reason=reason,
+            detail=detail,
+        )
     )

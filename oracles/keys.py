@@ -24,7 +24,9 @@ class KeystoreError(OracleError):
     pass
 
 
-def read_password(env: str = "CARDLESS_KEYSTORE_PASSWORD", file_env: str = "CARDLESS_KEYSTORE_PASSWORD_FILE") -> str:
+def read_password(
+    env: str = "CARDLESS_KEYSTORE_PASSWORD", file_env: str = "CARDLESS_KEYSTORE_PASSWORD_FILE"
+) -> str:
     """The keystore password from ``$CARDLESS_KEYSTORE_PASSWORD`` or the file named by
     ``$CARDLESS_KEYSTORE_PASSWORD_FILE``."""
     if value := os.environ.get(env):
@@ -47,7 +49,9 @@ def load_keystore(path: Path, password: str) -> LocalAccount:
         raise KeystoreError(f"keystore {path}: missing") from None
     except (OSError, json.JSONDecodeError) as exc:
         raise KeystoreError(f"keystore {path}: not a readable JSON keystore ({exc})") from exc
-    if not isinstance(document, dict) or not isinstance(document.get("crypto") or document.get("Crypto"), dict):
+    if not isinstance(document, dict) or not isinstance(
+        document.get("crypto") or document.get("Crypto"), dict
+    ):
         raise KeystoreError(f"keystore {path}: not a Web3 Secret Storage keystore (no 'crypto' section)")
     try:
         key = Account.decrypt(document, password)

@@ -34,8 +34,8 @@ from oracles._exceptions import ProtocolError
 
 __all__ = [
     "DOMAIN_NAME",
-    "EIP712_DOMAIN_FIELDS",
     "DOMAIN_VERSION",
+    "EIP712_DOMAIN_FIELDS",
     "MAX_AMOUNT",
     "MAX_BPS",
     "NATIVE_TOKEN",
@@ -307,11 +307,22 @@ EIP712_DOMAIN_FIELDS: Final = [
 
 def quote_types() -> dict[str, list[dict[str, str]]]:
     """The EIP-712 ``types`` of a quote, as wallets take them (``eth_signTypedData_v4``, viem, ethers)."""
-    return {"EIP712Domain": [dict(f) for f in EIP712_DOMAIN_FIELDS], "Order": [dict(f) for f in _ORDER_FIELDS]}
+    return {
+        "EIP712Domain": [dict(f) for f in EIP712_DOMAIN_FIELDS],
+        "Order": [dict(f) for f in _ORDER_FIELDS],
+    }
 
 
 def permit_typed_data(
-    *, token_name: str, token: str, chain_id: int, owner: str, spender: str, value: int, nonce: int, deadline: int
+    *,
+    token_name: str,
+    token: str,
+    chain_id: int,
+    owner: str,
+    spender: str,
+    value: int,
+    nonce: int,
+    deadline: int,
 ) -> SignableMessage:
     """An EIP-2612 ``Permit`` for a token whose EIP-712 domain is (name, version "1", chainId, token), as
     OpenZeppelin's ERC20Permit has: what a buyer signs to pay with ``payWithPermit`` in one transaction."""
@@ -329,7 +340,13 @@ def permit_typed_data(
             },
             "primaryType": "Permit",
             "domain": {"name": token_name, "version": "1", "chainId": chain_id, "verifyingContract": token},
-            "message": {"owner": owner, "spender": spender, "value": value, "nonce": nonce, "deadline": deadline},
+            "message": {
+                "owner": owner,
+                "spender": spender,
+                "value": value,
+                "nonce": nonce,
+                "deadline": deadline,
+            },
         }
     )
 

@@ -26,8 +26,10 @@ class RiskPolicy:
     window: timedelta = timedelta(hours=1)
 
     def __post_init__(self) -> None:
-        # Orders carry checksummed addresses: normalise the keys, or a lower-case entry would silently never apply.
-        object.__setattr__(self, "max_amount", {to_checksum_address(k): v for k, v in self.max_amount.items()})
+        # Orders carry checksummed addresses: normalise the keys, or a lower-case entry would never apply.
+        object.__setattr__(
+            self, "max_amount", {to_checksum_address(k): v for k, v in self.max_amount.items()}
+        )
 
     def check(self, session: Session, order: Order) -> str | None:
         """None if the order may proceed, else the reason it may not."""
@@ -45,5 +47,6 @@ class RiskPolicy:
             )
         ).scalar_one()
         if recent > self.max_orders_per_buyer:
-            return f"buyer {order.buyer} paid {recent} orders within {self.window}, limit {self.max_orders_per_buyer}"
+            limit = self.max_orders_per_buyer
+            return f"buyer {order.buyer} paid {recent} orders within {self.window}, limit {limit}"
         return None

@@ -16,6 +16,7 @@ a worker that was killed anywhere resumes from what was committed:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Mapping
@@ -116,7 +117,12 @@ class OracleWorker:
         self.risk = risk or RiskPolicy()
         self.config = config or WorkerConfig()
         self.watcher = Watcher(
-            w3, escrow, sessions, self._on_event, start_block=start_block, confirmations=self.config.confirmations
+            w3,
+            escrow,
+            sessions,
+            self._on_event,
+            start_block=start_block,
+            confirmations=self.config.confirmations,
         )
         self._in_flight: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -157,7 +163,7 @@ class OracleWorker:
         return self._start_provider_calls(S.SUBMITTING, S.UNKNOWN)
 
     async def expire_and_refund(self) -> int:
-        """Periodic job: expire unpaid quotes; refund orders whose deadline nears before a provider was called."""
+        """Periodic job: expire unpaid quotes; refund near-deadline orders no provider was called for."""
         return self._expire_quotes() + self._refund_near_deadline()
 
     async def run(self, stop: asyncio.Event, idle_sleep: float = 0.1, *, housekeeping: bool = True) -> None:
@@ -168,10 +174,8 @@ class OracleWorker:
                 log.exception("oracle tick failed; retrying")
                 work = 0
             # Yield to provider tasks every tick; sleep longer when there was nothing to do.
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=idle_sleep if work == 0 else 0.01)
-            except TimeoutError:
-                pass
         await self.drain()
 
     # ------------------------------------------------------------------ chain events
@@ -187,7 +191,9 @@ class OracleWorker:
         if row is None:
             log.warning("%s for unknown order %s (tx %s)", name, order_id, meta["tx_hash"])
             return
-        closing = {"OrderSettled": S.SETTLED, "OrderRefunded": S.REFUNDED, "OrderReclaimed": S.RECLAIMED}.get(name)
+        closing = {"OrderSettled": S.SETTLED, "OrderRefunded": S.REFUNDED, "OrderReclaimed": S.RECLAIMED}.get(
+            name
+        )
         if closing is None or row.state == closing.value:
             return
         fields: dict[str, Any] = {}
@@ -201,7 +207,9 @@ class OracleWorker:
         self, session: Session, row: Order | None, order_id: str, args: dict[str, Any], meta: dict[str, Any]
     ) -> None:
         if row is None:
-            log.error("OrderPaid for an order this gateway has no record of: %s (tx %s)", order_id, meta["tx_hash"])
+            log.error(
+                "OrderPaid for an order this gateway has no record of: %s (tx %s)", order_id, meta["tx_hash"]
+            )
             return  # the buyer can reclaim after the deadline; an operator is alerted by the log
         if row.state not in (S.QUOTED.value, S.EXPIRED.value):
             return  # already applied (re-scan after a crash)
@@ -255,7 +263,11 @@ class OracleWorker:
                     transition(session, row, S.RISK_CHECKED, "risk checks passed")
                 else:
                     transition(
-                        session, row, S.FAILED_FINAL, f"risk: {verdict}", refund_reason=int(RefundReason.RISK_REJECTED)
+                        session,
+                        row,
+                        S.FAILED_FINAL,
+                        f"risk: {verdict}",
+                        refund_reason=int(RefundReason.RISK_REJECTED),
                     )
                 changed += 1
         if changed:
@@ -330,11 +342,15 @@ class OracleWorker:
                 row,
                 S.SUBMITTING,
                 f"submitting to {provider}",
-                detail={"provider": provider},  # marks a real attempt: this provider may have charged from now on
+                detail={
+                    "provider": provider
+                },  # marks a real attempt: this provider may have charged from now on
                 attempts=row.attempts + 1,
                 next_attempt_at=None,
             )
-            callback = f"{self.callback_base}/v1/providers/{provider}/callback" if self.callback_base else None
+            callback = (
+                f"{self.callback_base}/v1/providers/{provider}/callback" if self.callback_base else None
+            )
             request = TopupRequest(order_key=row.id, sku=row.sku, account=account, callback_url=callback)
         # Intent is committed: from here a crash leaves `submitting`, which is queried on restart.
         failpoint("provider.before_submit")
@@ -347,7 +363,7 @@ class OracleWorker:
         except (RerouteError, RefundError) as exc:
             # The provider answered and recorded the order (refused or reversed): an external effect, too.
             failpoint("provider.after_submit")
-            # A refusal (not charged) or a reversal: the result says which; a reroute without one is a refusal.
+            # A refusal (not charged) or a reversal: the result says which; a reroute without one is refused.
             if exc.result is not None:
                 self._record_result(order_id, provider, exc.result)
             else:
@@ -373,22 +389,21 @@ class OracleWorker:
             self._record_unknown(order_id, provider, f"query error: {exc}")
             return
         failpoint("provider.after_query")
-        if result.status is TopupStatus.UNKNOWN and result.provider_code == "NOT_FOUND":
-            # The provider has no record under our key. Only once the grace period has passed since our last
-            # submit can it not be in flight any more; then resubmitting under the SAME key is safe (the
-            # provider is idempotent by it), and it is the only way forward.
-            if last_submit is not None and utcnow() - last_submit > self.config.not_found_grace:
-                with self.sessions.begin() as session:
-                    row = session.get(Order, order_id)
-                    if row is not None and row.state in (S.SUBMITTING.value, S.UNKNOWN.value):
-                        transition(
-                            session,
-                            row,
-                            S.SUBMITTING,
-                            "provider has no record of our key after the grace period: resubmitting under it",
-                        )
-                        transition(session, row, S.RISK_CHECKED, "queued for resubmission under the same key")
-                return
+        # The provider has no record under our key. Only once the grace period has passed since our last
+        # attempt can it not be in flight any more; then resubmitting under the SAME key is safe (the
+        # provider is idempotent by it), and it is the only way forward.
+        if result.unseen and last_submit is not None and utcnow() - last_submit > self.config.not_found_grace:
+            with self.sessions.begin() as session:
+                row = session.get(Order, order_id)
+                if row is not None and row.state in (S.SUBMITTING.value, S.UNKNOWN.value):
+                    transition(
+                        session,
+                        row,
+                        S.SUBMITTING,
+                        "provider has no record of our key after the grace period: resubmitting under it",
+                    )
+                    transition(session, row, S.RISK_CHECKED, "queued for resubmission under the same key")
+            return
         self._record_result(order_id, provider, result)
 
     @staticmethod
@@ -454,7 +469,9 @@ class OracleWorker:
                         refund_reason=int(RefundReason.PROVIDER_REJECTED),
                     )
             return
-        self._record_unknown(order_id, provider, f"{result.status.value}: {result.detail or result.provider_code}")
+        self._record_unknown(
+            order_id, provider, f"{result.status.value}: {result.detail or result.provider_code}"
+        )
 
     def _record_refusal(self, order_id: str, provider: str, result: TopupResult | None, why: str) -> None:
         refusal = result.refusal if result is not None else None
@@ -473,12 +490,20 @@ class OracleWorker:
                 )
                 transition(session, row, S.RISK_CHECKED, f"queued for {next_provider}")
                 return
-            reason = {
-                Refusal.INVALID_ACCOUNT: RefundReason.INVALID_ACCOUNT,
-                Refusal.OUT_OF_STOCK: RefundReason.OUT_OF_STOCK,
-            }.get(refusal, RefundReason.PROVIDER_REJECTED) if refusal else RefundReason.PROVIDER_REJECTED
+            reason = (
+                {
+                    Refusal.INVALID_ACCOUNT: RefundReason.INVALID_ACCOUNT,
+                    Refusal.OUT_OF_STOCK: RefundReason.OUT_OF_STOCK,
+                }.get(refusal, RefundReason.PROVIDER_REJECTED)
+                if refusal
+                else RefundReason.PROVIDER_REJECTED
+            )
             transition(
-                session, row, S.FAILED_FINAL, f"{provider} refused, not charged: {why}", refund_reason=int(reason)
+                session,
+                row,
+                S.FAILED_FINAL,
+                f"{provider} refused, not charged: {why}",
+                refund_reason=int(reason),
             )
 
     def _record_unavailable(self, order_id: str, provider: str, exc: Exception) -> None:
@@ -519,7 +544,13 @@ class OracleWorker:
                 for name, value in fields.items():
                     setattr(row, name, value)  # still unknown: only the schedule changes
                 return
-            transition(session, row, S.UNKNOWN, f"{provider}: outcome unknown ({why}); will query by our key", **fields)
+            transition(
+                session,
+                row,
+                S.UNKNOWN,
+                f"{provider}: outcome unknown ({why}); will query by our key",
+                **fields,
+            )
 
     # ---------------------------------------------------------------- proofs and refunds
 
@@ -536,7 +567,9 @@ class OracleWorker:
                     receipt_hash=bytes.fromhex(row.receipt_hash[2:]),
                     fulfilled_at=fulfilled_at,
                 )
-                signature = protocol.sign(self.proof_key.key, protocol.fulfilment_typed_data(self.domain, fulfilment))
+                signature = protocol.sign(
+                    self.proof_key.key, protocol.fulfilment_typed_data(self.domain, fulfilment)
+                )
                 transition(
                     session,
                     row,
@@ -556,7 +589,8 @@ class OracleWorker:
             for row in self._rows(session, S.FAILED_FINAL):
                 reason = row.refund_reason or int(RefundReason.PROVIDER_REJECTED)
                 signature = protocol.sign(
-                    self.proof_key.key, protocol.refund_typed_data(self.domain, bytes.fromhex(row.id[2:]), reason)
+                    self.proof_key.key,
+                    protocol.refund_typed_data(self.domain, bytes.fromhex(row.id[2:]), reason),
                 )
                 transition(
                     session,

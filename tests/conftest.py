@@ -8,6 +8,8 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, settings
 
+from tests.contracts.harness import EscrowEnv, build_env
+
 # Property-test budgets: `ci` (default, also `make test`) and `long` (`make test-long`).
 # The escrow state machine uses these example counts; see tests/contracts/test_invariants.py.
 settings.register_profile(
@@ -17,8 +19,6 @@ settings.register_profile(
     "long", max_examples=2_000, stateful_step_count=30, deadline=None, suppress_health_check=list(HealthCheck)
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
-
-from tests.contracts.harness import EscrowEnv, build_env
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,7 @@ from oracles.deployment import Deployment
 
 __all__ = ["QuoteError", "QuoteService", "ServiceUnavailable"]
 
+
 class QuoteError(Exception):
     """A bad request: ``field`` names the input at fault."""
 

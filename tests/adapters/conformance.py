@@ -303,6 +303,8 @@ class AdapterConformance:
 
         queried = await adapter.query(request.order_key, None)
         assert queried.status in (TopupStatus.UNKNOWN, TopupStatus.SUCCEEDED)
+        if queried.status is TopupStatus.UNKNOWN:
+            assert queried.unseen, "a NOT_FOUND must be marked unseen so the oracle can tell it from a 5xx"
         resolved = await resolve(adapter, request)
         assert resolved.status is TopupStatus.SUCCEEDED
         assert await backend.credits(request.order_key) == 1

@@ -42,8 +42,8 @@ from oracles.reverts import RevertDecoder
 
 FEE_CAP_BPS = 1_000
 DEFAULT_FEE_BPS = 250
-TOKEN_UNIT = 10**6
-_GAS_LIMIT = 8_000_000  # ample for any escrow call, including a 100-order batch  # the mock stablecoins have 6 decimals
+TOKEN_UNIT = 10**6  # the mock stablecoins have 6 decimals
+_GAS_LIMIT = 8_000_000  # ample for any escrow call, including a 100-order batch
 HELPER_NAMES = [
     "MockERC20",
     "NoReturnToken",
