@@ -23,6 +23,7 @@ import httpx
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import HTTPProvider, Web3
+from web3.types import Nonce, TxParams, TxReceipt, Wei
 
 from oracles.artifacts import load_artifact
 from oracles.protocol import NATIVE_TOKEN
@@ -141,32 +142,52 @@ class _Books:
         return books
 
 
-def _pay(w3: Web3, buyer: LocalAccount, quote: dict[str, Any], chain_id: int) -> tuple[str, int]:
-    """Send the quote's transactions from ``buyer``; returns the pay tx hash and the ETH spent on gas."""
-    nonce = int(w3.eth.get_transaction_count(buyer.address, "pending"))
+def send_step(
+    w3: Web3,
+    wallet: LocalAccount,
+    step: dict[str, Any],
+    chain_id: int,
+    *,
+    nonce: int | None = None,
+    value: int | None = None,
+) -> TxReceipt:
+    """Sign one of a quote's ``transactions`` (approve or pay) with ``wallet``, send it and return its
+    receipt, reverted or not (callers decide). ``value`` overrides the quoted value (tests underpay)."""
+    base = int(w3.eth.get_block("latest").get("baseFeePerGas", 0) or 0)
+    if nonce is None:
+        nonce = int(w3.eth.get_transaction_count(wallet.address, "pending"))
+    tx: TxParams = {
+        "to": Web3.to_checksum_address(step["to"]),
+        "data": step["data"],
+        "value": Wei(int(step["value"]) if value is None else value),
+        "nonce": Nonce(
+            int(w3.eth.get_transaction_count(wallet.address, "pending")) if nonce is None else nonce
+        ),
+        "chainId": chain_id,
+        "gas": 400_000,
+        "maxFeePerGas": Wei(2 * base + 10**9),
+        "maxPriorityFeePerGas": Wei(10**9),
+    }
+    tx_hash = w3.eth.send_raw_transaction(wallet.sign_transaction(tx).raw_transaction)  # type: ignore[arg-type]
+    return w3.eth.wait_for_transaction_receipt(tx_hash, timeout=60, poll_latency=0.05)
+
+
+def pay_quote(w3: Web3, wallet: LocalAccount, quote: dict[str, Any], chain_id: int) -> tuple[str, int]:
+    """Send every transaction of a quote from ``wallet`` (approve then pay, or pay in ETH), as a wallet
+    would. Returns the pay transaction hash and the ETH spent on gas; raises if any step reverts."""
+    nonce = int(w3.eth.get_transaction_count(wallet.address, "pending"))
     gas_spent = 0
     pay_hash = ""
-    block = w3.eth.get_block("latest")
-    base = int(block.get("baseFeePerGas", 0) or 0)
     for step in quote["transactions"]:
-        tx = {
-            "to": Web3.to_checksum_address(step["to"]),
-            "data": step["data"],
-            "value": int(step["value"]),
-            "nonce": nonce,
-            "chainId": chain_id,
-            "gas": 400_000,
-            "maxFeePerGas": 2 * base + 10**9,
-            "maxPriorityFeePerGas": 10**9,
-        }
+        receipt = send_step(w3, wallet, step, chain_id, nonce=nonce)
         nonce += 1
-        tx_hash = w3.eth.send_raw_transaction(buyer.sign_transaction(tx).raw_transaction)
-        receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=60, poll_latency=0.05)
         gas_spent += int(receipt["gasUsed"]) * int(receipt["effectiveGasPrice"])
         if receipt["status"] != 1:
-            raise RuntimeError(f"{step['step']} transaction {Web3.to_hex(tx_hash)} reverted")
+            raise RuntimeError(
+                f"{step['step']} transaction {Web3.to_hex(receipt['transactionHash'])} reverted"
+            )
         if step["step"] == "pay":
-            pay_hash = Web3.to_hex(tx_hash)
+            pay_hash = Web3.to_hex(receipt["transactionHash"])
     return pay_hash, gas_spent
 
 
@@ -238,7 +259,7 @@ def run_demo(
                         "/_sim/faults",
                         json={"mode": order.fault, "order_no": order.order_id, "count": 1, **options},
                     ).raise_for_status()
-                order.paid_tx, gas = _pay(w3, buyer, body, chain_id)
+                order.paid_tx, gas = pay_quote(w3, buyer, body, chain_id)
                 order.paid_at = time.monotonic()
                 order.state = "paid"
                 with lock:

@@ -24,6 +24,7 @@ from web3.contract import Contract
 from web3.types import TxReceipt
 
 from gateway.db.models import Order, OrderEvent
+from gateway.demo import send_step
 from gateway.settings import Settings
 from gateway.system import System
 from oracles.artifacts import load_artifact
@@ -137,19 +138,7 @@ class Shop:
 
     def send(self, wallet: LocalAccount, step: dict[str, Any], *, value: int | None = None) -> TxReceipt:
         """Sign and send one of a quote's transactions from ``wallet``; the receipt, reverted or not."""
-        base = int(self.w3.eth.get_block("latest").get("baseFeePerGas", 0) or 0)
-        tx = {
-            "to": Web3.to_checksum_address(step["to"]),
-            "data": step["data"],
-            "value": int(step["value"]) if value is None else value,
-            "nonce": self.w3.eth.get_transaction_count(wallet.address, "pending"),
-            "chainId": self.chain_id,
-            "gas": 400_000,
-            "maxFeePerGas": 2 * base + 10**9,
-            "maxPriorityFeePerGas": 10**9,
-        }
-        tx_hash = self.w3.eth.send_raw_transaction(wallet.sign_transaction(tx).raw_transaction)
-        return self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30, poll_latency=0.05)
+        return send_step(self.w3, wallet, step, self.chain_id, value=value)
 
     def pay(self, wallet: LocalAccount, quote: dict[str, Any]) -> TxReceipt:
         """Send every transaction of the quote (approve, then pay) and return the pay receipt."""

@@ -48,6 +48,7 @@ from web3.contract import Contract
 from adapters.simulator.config import default_config
 from adapters.simulator.server import SimulatorServer
 from gateway.db import create_engine_for, migrate
+from gateway.demo import pay_quote
 from gateway.settings import Settings
 from gateway.system import System, simulator_secrets
 from oracles.artifacts import load_artifact
@@ -343,26 +344,9 @@ class Harness:
         return order
 
     def _pay(self, buyer: LocalAccount, quote: dict[str, Any], w3: Web3 | None = None) -> None:
-        w3 = w3 or self.w3
-        nonce = w3.eth.get_transaction_count(buyer.address, "pending")
-        base = int(w3.eth.get_block("latest").get("baseFeePerGas", 0) or 0)
-        for step in quote["transactions"]:
-            tx = {
-                "to": Web3.to_checksum_address(step["to"]),
-                "data": step["data"],
-                "value": int(step["value"]),
-                "nonce": nonce,
-                "chainId": self.chain_id,
-                "gas": 400_000,
-                "maxFeePerGas": 2 * base + 10**9,
-                "maxPriorityFeePerGas": 10**9,
-            }
-            nonce += 1
-            tx_hash = w3.eth.send_raw_transaction(buyer.sign_transaction(tx).raw_transaction)
-            receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=60, poll_latency=0.05)
-            with self._lock:
-                self.gas_spent[buyer.address] += int(receipt["gasUsed"]) * int(receipt["effectiveGasPrice"])
-            assert receipt["status"] == 1, f"{step['step']} {Web3.to_hex(tx_hash)} reverted"
+        _, gas = pay_quote(w3 or self.w3, buyer, quote, self.chain_id)
+        with self._lock:
+            self.gas_spent[buyer.address] += gas
 
     def states(self, orders: list[PlacedOrder]) -> dict[str, str]:
         return {

@@ -42,6 +42,7 @@ from adapters.health import BreakerState
 from adapters.signing import callback_message, hmac_sha256_hex
 from adapters.simulator.config import default_config
 from adapters.simulator.server import SimulatorServer
+from gateway.demo import pay_quote
 from gateway.settings import Settings
 from gateway.system import System
 from oracles.artifacts import load_artifact
@@ -148,23 +149,7 @@ class Harness:
         return armed
 
     def pay(self, quote: Quote) -> None:
-        nonce = self.w3.eth.get_transaction_count(self.buyer.address, "pending")
-        base = int(self.w3.eth.get_block("latest").get("baseFeePerGas", 0) or 0)
-        for step in quote.body["transactions"]:
-            tx = {
-                "to": Web3.to_checksum_address(step["to"]),
-                "data": step["data"],
-                "value": int(step["value"]),
-                "nonce": nonce,
-                "chainId": self.chain_id,
-                "gas": 400_000,
-                "maxFeePerGas": 2 * base + 10**9,
-                "maxPriorityFeePerGas": 10**9,
-            }
-            nonce += 1
-            tx_hash = self.w3.eth.send_raw_transaction(self.buyer.sign_transaction(tx).raw_transaction)
-            receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=60, poll_latency=0.02)
-            assert receipt["status"] == 1, f"{step['step']} reverted"
+        pay_quote(self.w3, self.buyer, quote.body, self.chain_id)
 
     # -- observing ----------------------------------------------------------------------------------
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from eth_account import Account
 from eth_utils import keccak
-from web3 import EthereumTesterProvider, HTTPProvider, Web3
+from web3 import EthereumTesterProvider, Web3
 
 from oracles._exceptions import OracleError
 from oracles.artifacts import load_artifact
@@ -22,24 +22,12 @@ from oracles.deployment import (
     load_deployment,
 )
 from oracles.devchain import deploy_contract
-from oracles.devnode import DevNode
 from oracles.protocol import NATIVE_TOKEN, EscrowDomain
 
 QUOTE_KEY = Account.from_key(keccak(b"cardless-deployment-test-quote-signer"))
 ORACLE_KEY = Account.from_key(keccak(b"cardless-deployment-test-oracle-signer"))
 
 Doc = dict[str, Any]
-
-
-@pytest.fixture(scope="module")
-def node() -> Iterator[DevNode]:
-    with DevNode(port=0) as node:
-        yield node
-
-
-@pytest.fixture(scope="module")
-def w3(node: DevNode) -> Web3:
-    return Web3(HTTPProvider(node.url))
 
 
 @pytest.fixture(scope="module")

@@ -38,17 +38,6 @@ ORACLE_KEY = Account.from_key(keccak(b"cardless-devnode-test-oracle-signer"))
 
 
 @pytest.fixture(scope="module")
-def node() -> Iterator[DevNode]:
-    with DevNode(port=0) as node:
-        yield node
-
-
-@pytest.fixture(scope="module")
-def w3(node: DevNode) -> Web3:
-    return Web3(HTTPProvider(node.url))
-
-
-@pytest.fixture(scope="module")
 def dev_keys(node: DevNode) -> list[LocalAccount]:
     return node.chain.accounts
 

@@ -23,7 +23,7 @@ from eth_utils import keccak
 from hexbytes import HexBytes
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
-from web3 import HTTPProvider, Web3
+from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import TransactionNotFound, Web3RPCError
 
@@ -44,17 +44,6 @@ SIGNED, SENT, CONFIRMED, REVERTED = (s.value for s in ChainTxState)
 
 
 # ---------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def node() -> Iterator[DevNode]:
-    with DevNode(port=0) as node:
-        yield node
-
-
-@pytest.fixture(scope="module")
-def w3(node: DevNode) -> Web3:
-    return Web3(HTTPProvider(node.url))
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from eth_utils import event_abi_to_log_topic, keccak
 from hexbytes import HexBytes
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
-from web3 import HTTPProvider, Web3
+from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import BlockNotFound
 from web3.types import TxReceipt
@@ -36,17 +36,6 @@ from oracles.watcher import Watcher
 from tests.contracts.harness import EscrowEnv
 
 # ---------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def node() -> Iterator[DevNode]:
-    with DevNode(port=0) as node:
-        yield node
-
-
-@pytest.fixture(scope="module")
-def w3(node: DevNode) -> Web3:
-    return Web3(HTTPProvider(node.url))
 
 
 @pytest.fixture(scope="module")
