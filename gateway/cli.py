@@ -23,7 +23,10 @@ if TYPE_CHECKING:
     from gateway.system import System
 
 app = typer.Typer(help="Cardless: direct top-up settlement through an on-chain escrow.", no_args_is_help=True)
+# Keys and addresses must print whole even when stderr is a pipe or a log file (Rich assumes 80 columns).
 console = Console(stderr=True)
+if not console.is_terminal:
+    console = Console(stderr=True, width=200)
 
 
 def _logging(level: str = "INFO") -> None:
