@@ -196,6 +196,13 @@ class OracleWorker:
         )
         if closing is None or row.state == closing.value:
             return
+        if row.state in (S.QUOTED.value, S.EXPIRED.value):
+            # The chain closed an order whose payment was never applied here (e.g. its OrderPaid did not
+            # match the quote on record and the buyer reclaimed it). The chain is the truth: record the
+            # payment first, so the closing move is a legal one and the watcher never stalls on it.
+            transition(
+                session, row, S.PAID, f"paid on chain (closed by {name} before the payment was applied)"
+            )
         fields: dict[str, Any] = {}
         if closing is S.SETTLED:
             fields["settle_tx"] = meta["tx_hash"]

@@ -203,3 +203,25 @@ def test_a_late_payment_reopens_an_expired_order(sessions: sessionmaker[Session]
         assert order is not None and order.state == S.PAID.value
         assert order.closed_at is None
     assert S.EXPIRED not in TERMINAL_STATES
+
+
+@pytest.mark.parametrize("event", ["OrderReclaimed", "OrderRefunded", "OrderSettled"])
+@pytest.mark.parametrize("start", [S.QUOTED, S.EXPIRED])
+def test_chain_closing_an_order_whose_payment_was_never_applied(
+    sessions: sessionmaker[Session], event: str, start: OrderState
+) -> None:
+    """A buyer may reclaim an order whose OrderPaid the oracle did not apply (e.g. it did not match the
+    quote on record). The watcher must record it, not stall on an illegal quoted -> reclaimed move."""
+    from oracles.worker import OracleWorker
+
+    order_id = new_order(sessions, start)
+    meta = {"tx_hash": "0x" + "ab" * 32, "log_index": 0, "block_number": 7, "block_hash": "0x" + "cd" * 32}
+    with sessions.begin() as session:
+        # _on_event's closing path reads nothing from the worker, so it runs unbound here.
+        OracleWorker._on_event(None, session, event, {"orderId": bytes.fromhex(order_id[2:])}, meta)  # type: ignore[arg-type]
+    expected = {"OrderReclaimed": S.RECLAIMED, "OrderRefunded": S.REFUNDED, "OrderSettled": S.SETTLED}[event]
+    with sessions() as session:
+        order = session.get(Order, order_id)
+        assert order is not None and order.state == expected.value
+        assert [e.to_state for e in order.events][-2:] == [S.PAID.value, expected.value]
+        assert order.closed_at is not None
