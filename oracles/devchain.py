@@ -37,6 +37,11 @@ class DevChain:
         """Timestamp of the latest block."""
         return int(self.w3.eth.get_block("latest")["timestamp"])
 
+    def next_timestamp(self) -> int:
+        """Timestamp the next mined block will get. After a snapshot revert the latest block can be minutes
+        old while new blocks follow the wall clock, so "now" for a new quote must be this, not ``now()``."""
+        return int(self.w3.eth.get_block("pending")["timestamp"])
+
     def warp(self, timestamp: int) -> None:
         """Mine an empty block at ``timestamp`` (must be later than the latest block)."""
         self.tester.time_travel(timestamp)

@@ -152,7 +152,7 @@ class EscrowEnv:
         if token == "usdc":
             token = self.usdc
         self._order_counter += 1
-        now = self.chain.now()
+        now = self.chain.next_timestamp()
         return Order(
             order_id=order_id or keccak(b"order-%d-%d" % (self._order_counter, now)),
             buyer=buyer or self.buyers[0].address,

@@ -75,6 +75,7 @@ MINT = 10**30  # per buyer and ERC-20: no sequence can run a buyer dry
 MAX_UINT = 2**256 - 1
 GAS = 3_000_000  # given explicitly so eth-tester does not estimate (a batch of five uses < 300k)
 QUOTE_TTL = 600
+CLOCK_AHEAD = 10 * 86_400
 TIME_MARGIN = 120  # seconds of chain time a step may take (each block adds >= 1 s)
 SKU = keccak(b"sku:genshin-60")
 
@@ -438,6 +439,11 @@ class EscrowMachine(RuleBasedStateMachine):
         self.chain = base.chain
         assert self.chain.head() == base.head, "the previous example was not rolled back"
         self.snapshot = self.env.chain.snapshot()
+        # Pin the clock. After a snapshot revert, new blocks follow the wall clock, so an example replayed
+        # minutes later (shrinking, or the 2,000-example profile) saw other times: quotes built from the
+        # stale head expired and time-based preconditions changed between runs of one example. Ten days
+        # ahead of the head, past any wall-clock time a run reaches, each new block adds exactly 1 s.
+        self.env.chain.warp(self.chain.now() + CLOCK_AHEAD)
         self.counter = 0
         # ghost state
         self.orders_by_id: dict[bytes, Order] = {}
