@@ -143,7 +143,6 @@ class System:
         self.cipher: AccountCipher | None = None
         self._gateway_server: uvicorn.Server | None = None
         self._threads: list[threading.Thread] = []
-        self._stop = threading.Event()
         self._oracle_loop: asyncio.AbstractEventLoop | None = None
         self._oracle_stop: asyncio.Event | None = None
         self.gateway_url = ""

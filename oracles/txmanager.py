@@ -33,7 +33,7 @@ from web3.exceptions import TransactionNotFound
 from web3.types import Nonce, Wei
 
 from gateway.db.models import ChainTx, ChainTxState, SignerNonce, utcnow
-from oracles._exceptions import ContractRevert, OracleError
+from oracles._exceptions import OracleError
 from oracles.failpoints import failpoint
 from oracles.reverts import RevertDecoder
 
@@ -281,9 +281,6 @@ class TxManager:
         replacement = self._sign_and_store(session, row.purpose, list(row.order_ids), fields)
         log.info("bumping %s -> %s (nonce %d)", row.tx_hash, replacement.tx_hash, row.nonce)
         return replacement
-
-    def revert_of(self, exc: BaseException) -> ContractRevert | None:
-        return self.decoder.from_exception(exc)
 
 
 def _aware(value: Any) -> Any:
