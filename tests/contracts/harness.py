@@ -360,8 +360,9 @@ class EscrowEnv:
         return int(receipt["gasUsed"]) * int(receipt["effectiveGasPrice"])
 
 
-def build_env() -> EscrowEnv:
-    chain = start_devchain()
+def build_env(chain: DevChain | None = None) -> EscrowEnv:
+    """Deploy the escrow and two mock stablecoins on ``chain`` (default: a new in-process chain)."""
+    chain = chain or start_devchain()
     owner = chain.accounts[0].address
     quote_key = Account.from_key(keccak(b"cardless-test-quote-signer"))
     oracle_key = Account.from_key(keccak(b"cardless-test-oracle-signer"))

@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from eth_account import Account
-from eth_utils import event_abi_to_log_topic, keccak
+from eth_utils import event_abi_to_log_topic
 from hexbytes import HexBytes
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -29,11 +28,9 @@ from web3.types import TxReceipt
 import oracles.watcher as watcher_module
 from gateway.db import ChainCursor, SeenLog, SignerNonce, create_engine_for, migrate, session_factory
 from oracles.artifacts import load_artifact
-from oracles.devchain import deploy_contract, deploy_escrow
 from oracles.devnode import DevNode
-from oracles.reverts import RevertDecoder
 from oracles.watcher import Watcher
-from tests.contracts.harness import EscrowEnv
+from tests.contracts.harness import EscrowEnv, build_env
 
 # ---------------------------------------------------------------------- fixtures
 
@@ -41,31 +38,7 @@ from tests.contracts.harness import EscrowEnv
 @pytest.fixture(scope="module")
 def env(node: DevNode) -> EscrowEnv:
     """The contract-test harness (make/pay/settle/refund/reclaim) on the DevNode's chain."""
-    chain = node.chain
-    owner = chain.accounts[0].address
-    quote_key = Account.from_key(keccak(b"cardless-watcher-test-quote-signer"))
-    oracle_key = Account.from_key(keccak(b"cardless-watcher-test-oracle-signer"))
-    usdc = deploy_contract(chain.w3, "test-helpers/MockERC20", "Test USD Coin", "tUSDC", 6, sender=owner)
-    usdt = deploy_contract(chain.w3, "test-helpers/MockERC20", "Test Tether", "tUSDT", 6, sender=owner)
-    escrow, domain = deploy_escrow(
-        chain.w3,
-        owner=owner,
-        fee_recipient=chain.accounts[1].address,
-        fee_cap_bps=1_000,
-        quote_signers=[quote_key.address],
-        oracle_signers=[oracle_key.address],
-        tokens=[usdc.address, usdt.address],
-    )
-    return EscrowEnv(
-        chain=chain,
-        escrow=escrow,
-        domain=domain,
-        usdc=usdc,
-        usdt=usdt,
-        quote_key=quote_key,
-        oracle_key=oracle_key,
-        decoder=RevertDecoder([escrow.abi]),
-    )
+    return build_env(node.chain)
 
 
 @pytest.fixture(autouse=True)
