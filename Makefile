@@ -45,8 +45,8 @@ test-long: setup
 	HYPOTHESIS_PROFILE=long $(VENV)/bin/pytest tests/contracts/test_invariants.py
 
 lint: $(STAMP_PY)
-	$(VENV)/bin/ruff check gateway oracles adapters tests bench
-	$(VENV)/bin/ruff format --check gateway oracles adapters tests bench
+	$(VENV)/bin/ruff check cardless gateway oracles adapters tests bench
+	$(VENV)/bin/ruff format --check cardless gateway oracles adapters tests bench
 
 typecheck: $(STAMP_PY)
 	$(VENV)/bin/mypy

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
-import json
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -54,6 +53,7 @@ from adapters._exceptions import (
 from adapters.health import CircuitBreaker, HealthSnapshot
 from adapters.provider_file import CodeMeaning, Operation, ProviderFile, ReplyFields, load_provider_file
 from adapters.signing import callback_message, hmac_sha256_hex, render_value, sign_params, verify_params
+from cardless.protocol.jsonlimits import loads_bounded
 
 __all__ = ["HttpAdapter"]
 
@@ -350,7 +350,7 @@ class HttpAdapter:
         if response.status_code >= 500:
             return _Reply(None, response.status_code, f"HTTP {response.status_code}")
         try:
-            body = response.json()
+            body = loads_bounded(response.content)
         except ValueError:
             return _Reply(None, response.status_code, f"HTTP {response.status_code} reply is not JSON")
         if not isinstance(body, dict):
@@ -536,7 +536,7 @@ class HttpAdapter:
 
     def _callback_body(self, raw_body: bytes) -> Mapping[str, Any]:
         try:
-            body = json.loads(raw_body)
+            body = loads_bounded(raw_body)
         except ValueError:
             raise ForgedCallback("callback body is not JSON", provider=self.name) from None
         if not isinstance(body, dict):

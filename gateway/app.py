@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from cardless.protocol.jsonlimits import BoundedJsonMiddleware
 from gateway.api.deps import GatewayContext
 from gateway.api.errors import install_error_handlers
 from gateway.api.routes import router
@@ -20,6 +21,9 @@ def create_app(context: GatewayContext) -> FastAPI:
         ),
     )
     app.state.context = context
+    # Before any route reads the body: a deeply nested body would otherwise crash the process
+    # (see cardless.protocol.jsonlimits).
+    app.add_middleware(BoundedJsonMiddleware)
     install_error_handlers(app)
     app.include_router(router)
     return app

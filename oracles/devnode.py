@@ -65,6 +65,7 @@ from web3.providers.eth_tester.middleware import (
 )
 from web3.types import RPCEndpoint, RPCResponse
 
+from cardless.protocol.jsonlimits import JsonLimitError, loads_bounded
 from oracles.devchain import DevChain
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "DevNode", "IndexedPyEVMBackend"]
@@ -460,9 +461,11 @@ class DevNode:
 
     def handle_bytes(self, body: bytes) -> bytes | None:
         try:
-            payload = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            response: Any = _error_response(None, _RpcError(_PARSE_ERROR, f"parse error: {exc}"))
+            payload = loads_bounded(body)
+        except JsonLimitError as exc:
+            response: Any = _error_response(None, _RpcError(_INVALID_REQUEST, str(exc)))
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            response = _error_response(None, _RpcError(_PARSE_ERROR, f"parse error: {exc}"))
         else:
             response = self.handle(payload)
         return None if response is None else json.dumps(response).encode()

@@ -25,6 +25,7 @@ from starlette.types import Receive, Scope, Send
 from adapters.simulator._state import FaultMode, MerchantKeys, OrderView, SimulatorState
 from adapters.simulator.config import SimulatorConfig, default_config
 from adapters.simulator.signing import callback_signature, sign_string, verify
+from cardless.protocol.jsonlimits import BoundedJsonMiddleware, loads_bounded
 
 __all__ = ["ConnectionDropper", "SimulatorRuntime", "create_app"]
 
@@ -203,8 +204,8 @@ RuntimeDep = Annotated[SimulatorRuntime, Depends(_runtime)]
 
 async def _signed_call(request: Request, runtime: RuntimeDep) -> SignedCall:
     try:
-        body = json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        body = loads_bounded(await request.body())
+    except ValueError as exc:
         raise _ApiError(400, "BAD_REQUEST", message=f"body is not JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise _ApiError(400, "BAD_REQUEST", message="body must be a JSON object")
@@ -412,6 +413,8 @@ def create_app(config: SimulatorConfig | None = None) -> FastAPI:
 
     app = FastAPI(title="Cardless simulated provider", version="1", lifespan=lifespan)
     app.state.runtime = runtime
+    # Before any route reads the body: see cardless.protocol.jsonlimits.
+    app.add_middleware(BoundedJsonMiddleware)
     app.include_router(api)
     app.include_router(sim)
     app.add_exception_handler(_ApiError, _api_error)
