@@ -9,12 +9,12 @@ STAMP_PY := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 HYPOTHESIS_PROFILE ?= ci
 
-.PHONY: help setup run test test-long check lint typecheck slither contracts bench-gas clean
+.PHONY: help setup run test test-long check lint imports typecheck slither contracts bench-gas clean
 
 help:
 	@echo "make run        set up and start the embedded system"
 	@echo "make test       set up and run the test suite"
-	@echo "make check      ruff, mypy --strict, Slither"
+	@echo "make check      ruff, import-linter, mypy --strict, Slither"
 	@echo "make bench-gas  gas table -> bench/results/gas.json"
 	@echo "make contracts  recompile and re-export contracts/build"
 
@@ -48,6 +48,10 @@ lint: $(STAMP_PY)
 	$(VENV)/bin/ruff check cardless gateway oracles adapters tests bench
 	$(VENV)/bin/ruff format --check cardless gateway oracles adapters tests bench
 
+# import-linter contracts in pyproject.toml: imports run one way (docs/architecture.md).
+imports: $(STAMP_PY)
+	$(VENV)/bin/lint-imports
+
 typecheck: $(STAMP_PY)
 	$(VENV)/bin/mypy
 
@@ -66,7 +70,7 @@ slither: $(SLITHER_VENV)/.installed $(STAMP_NPM)
 	$(SLITHER_VENV)/bin/slither . --config-file slither.config.json \
 		--exclude-informational --exclude-low --exclude-optimization --fail-medium $(SLITHER_ARGS)
 
-check: lint typecheck slither
+check: lint imports typecheck slither
 
 bench-gas: setup
 	$(PY) -m bench.gas

@@ -1,8 +1,9 @@
-"""Cardless oracle: chain watcher, fulfilment state machine, proof poster, transaction manager.
+"""Cardless oracle: chain watcher, fulfilment pipeline, proof poster, transaction manager.
 
-The wire protocol shared with the gateway and auditors lives in :mod:`oracles.protocol`.
+The wire protocol shared with the gateway and auditors lives in :mod:`cardless.protocol`; the
+database the oracle shares with the gateway lives in :mod:`cardless.ledger`.
 """
 
-from oracles._exceptions import ArtifactError, ContractRevert, OracleError, ProtocolError
+from oracles._exceptions import OracleError
 
-__all__ = ["ArtifactError", "ContractRevert", "OracleError", "ProtocolError"]
+__all__ = ["OracleError"]

@@ -2,45 +2,18 @@
 
 Hierarchy::
 
-    OracleError
-    ├── ProtocolError        a value does not fit the wire protocol (names the field)
-    ├── ArtifactError        contracts/build output missing, corrupt or for another contract
-    └── ContractRevert       a contract call reverted; carries the decoded custom error
+    CardlessError (cardless.protocol)
+    └── OracleError          root of this package
+        ├── KeystoreError    a keystore or its password cannot be used (oracles.keys)
+        └── TxSendError      a transaction could not be signed, sent or confirmed (oracles.txmanager)
 """
 
 from __future__ import annotations
 
-from typing import Any
+from cardless.protocol import CardlessError
 
-__all__ = ["ArtifactError", "ContractRevert", "OracleError", "ProtocolError"]
+__all__ = ["OracleError"]
 
 
-class OracleError(Exception):
+class OracleError(CardlessError):
     """Root of every error this package raises."""
-
-
-class ProtocolError(OracleError, ValueError):
-    """A value cannot be encoded: ``field`` says which, ``reason`` says why."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
-
-
-class ArtifactError(OracleError):
-    """The committed contract build output cannot be used."""
-
-
-# The name mirrors Solidity's `revert` and is public API (tests and callers catch it), hence no Error suffix.
-class ContractRevert(OracleError):  # noqa: N818
-    """A call reverted.
-
-    ``name`` is the custom error (or ``Error``/``Panic``/``unknown``), ``args`` its values.
-    """
-
-    def __init__(self, name: str, args: tuple[Any, ...], data: bytes) -> None:
-        super().__init__(f"{name}{args!r}")
-        self.name = name
-        self.args_ = args
-        self.data = data

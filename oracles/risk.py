@@ -13,7 +13,7 @@ from eth_utils import to_checksum_address
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from gateway.db.models import Order, OrderState, utcnow
+from cardless.ledger.models import Order, OrderState, utcnow
 
 __all__ = ["RiskPolicy"]
 

@@ -32,10 +32,10 @@ from web3.contract.contract import ContractFunction
 from web3.exceptions import TransactionNotFound
 from web3.types import Nonce, Wei
 
-from gateway.db.models import ChainTx, ChainTxState, SignerNonce, utcnow
+from cardless.ledger.models import ChainTx, ChainTxState, SignerNonce, utcnow
+from cardless.protocol.reverts import RevertDecoder
 from oracles._exceptions import OracleError
 from oracles.failpoints import failpoint
-from oracles.reverts import RevertDecoder
 
 __all__ = ["TxManager", "TxSendError"]
 

@@ -27,7 +27,7 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import BlockNotFound
 
-from gateway.db.models import ChainCursor, SeenLog
+from cardless.ledger.models import ChainCursor, SeenLog
 from oracles.failpoints import failpoint
 
 __all__ = ["EventHandler", "Watcher"]

@@ -32,13 +32,12 @@ from web3.contract import Contract
 from adapters import ProviderAdapter, TopupRequest, TopupResult, TopupStatus
 from adapters._base import Refusal
 from adapters._exceptions import AdapterError, ConfigError, ProviderUnavailable, RefundError, RerouteError
-from gateway.db.models import Order, OrderState, utcnow
-from gateway.services.crypto import AccountCipher
-from oracles import protocol
-from oracles._exceptions import ContractRevert
+from cardless import protocol
+from cardless.ledger.cipher import AccountCipher
+from cardless.ledger.models import Order, OrderState, utcnow
+from cardless.ledger.transitions import transition
+from cardless.protocol import ContractRevert, EscrowDomain, Fulfilment, RefundReason
 from oracles.failpoints import failpoint
-from oracles.fulfilment import transition
-from oracles.protocol import EscrowDomain, Fulfilment, RefundReason
 from oracles.risk import RiskPolicy
 from oracles.txmanager import TxManager
 from oracles.watcher import Watcher
@@ -135,7 +134,7 @@ class OracleWorker:
         """Run every pipeline stage once; returns how many things changed (0 means idle).
 
         ``housekeeping`` also runs the periodic jobs (re-query unknown outcomes, expire quotes and refund
-        orders near their deadline). A running oracle leaves them to APScheduler (gateway.system) and
+        orders near their deadline). A running oracle leaves them to APScheduler (cardless.cli.system) and
         passes False; tests and one-shot callers get everything from one call.
         """
         if not self._recovered:

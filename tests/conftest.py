@@ -10,6 +10,9 @@ from hypothesis import HealthCheck, settings
 
 from tests.contracts.harness import EscrowEnv, build_env
 
+# Shared fixtures: a dev node per module (support/node.py), one embedded system per session (support/shop.py).
+pytest_plugins = ["tests.support.node", "tests.support.shop"]
+
 # Property-test budgets: `ci` (default, also `make test`) and `long` (`make test-long`).
 # The escrow state machine uses these example counts; see tests/contracts/test_invariants.py.
 settings.register_profile(

@@ -48,7 +48,7 @@ report("simulator", [deep.status_code, deep.headers["content-type"]], normal.sta
 sim.stop()
 """,
     "dev chain": """
-from oracles.devnode import DevNode
+from cardless.devchain.node import DevNode
 node = DevNode(port=0).start()
 deep = httpx.post(node.url, content=DEEP, headers={"content-type": "application/json"})
 normal = httpx.post(node.url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []})

@@ -15,17 +15,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 
 from adapters import ProviderAdapter
+from cardless.protocol.deployment import Deployment
 from gateway.catalogue import Catalogue
 from gateway.services.quotes import QuoteService
-from gateway.settings import Settings
-from oracles.deployment import Deployment
 
 __all__ = ["CatalogueDep", "ContextDep", "GatewayContext", "QuotesDep", "SessionDep"]
 
 
 @dataclasses.dataclass
 class GatewayContext:
-    settings: Settings
     w3: Web3
     sessions: sessionmaker[Session]
     catalogue: Catalogue

@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import String, cast, select
 
 from adapters._exceptions import CallbackRejected
+from cardless.ledger.models import ChainTx, Order, OrderState
 from gateway.api.deps import CatalogueDep, ContextDep, QuotesDep, SessionDep
-from gateway.db.models import ChainTx, Order, OrderState
 
 __all__ = ["router"]
 

@@ -19,12 +19,13 @@ from web3 import Web3
 
 from adapters import ProviderAdapter, Refusal, Validation
 from adapters._exceptions import AdapterError
+from cardless import protocol
+from cardless.ledger.cipher import AccountCipher
+from cardless.ledger.models import Order, OrderEvent, OrderState
+from cardless.protocol.artifacts import load_artifact
+from cardless.protocol.deployment import Deployment
+from cardless.protocol.erc20 import ERC20_ABI
 from gateway.catalogue import Catalogue
-from gateway.db.models import Order, OrderEvent, OrderState
-from gateway.services.crypto import AccountCipher
-from oracles import protocol
-from oracles.artifacts import load_artifact
-from oracles.deployment import Deployment
 
 __all__ = ["QuoteError", "QuoteService", "ServiceUnavailable"]
 
@@ -175,9 +176,7 @@ class QuoteService:
         pay_data = escrow.encode_abi("pay", [order.as_tuple(), self.quote_key.address, signature])
         transactions: list[dict[str, Any]] = []
         if not order.is_native:
-            token = self.w3.eth.contract(
-                address=to_checksum_address(order.token), abi=load_artifact("test-helpers/MockERC20").abi
-            )
+            token = self.w3.eth.contract(address=to_checksum_address(order.token), abi=ERC20_ABI)
             transactions.append(
                 {
                     "step": "approve",
@@ -204,7 +203,7 @@ class QuoteService:
             "quote_signature": Web3.to_hex(signature),
             "account_salt": Web3.to_hex(salt),
             "eip712": {
-                # The types come from oracles.protocol, the one owner of the encoding: a wallet can verify
+                # The types come from cardless.protocol, the one owner of the encoding: a wallet can verify
                 # the quote with them and no Cardless code.
                 "types": protocol.quote_types(),
                 "domain": domain.as_dict(),

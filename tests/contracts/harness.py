@@ -22,11 +22,10 @@ from web3.contract import Contract
 from web3.logs import DISCARD
 from web3.types import TxReceipt
 
-from oracles._exceptions import ContractRevert
-from oracles.artifacts import load_artifact
-from oracles.devchain import DevChain, deploy_contract, deploy_escrow, start_devchain
-from oracles.protocol import (
+from cardless.devchain.chain import DevChain, deploy_contract, deploy_escrow, start_devchain
+from cardless.protocol import (
     NATIVE_TOKEN,
+    ContractRevert,
     EscrowDomain,
     Fulfilment,
     Order,
@@ -38,7 +37,8 @@ from oracles.protocol import (
     refund_typed_data,
     sign,
 )
-from oracles.reverts import RevertDecoder
+from cardless.protocol.artifacts import load_artifact
+from cardless.protocol.reverts import RevertDecoder
 
 FEE_CAP_BPS = 1_000
 DEFAULT_FEE_BPS = 250

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from oracles.protocol import NATIVE_TOKEN, OrderStatus
+from cardless.protocol import NATIVE_TOKEN, OrderStatus
 from tests.contracts.harness import EscrowEnv
 
 OWNER_CALLS: dict[str, Callable[[EscrowEnv], Any]] = {

@@ -57,9 +57,9 @@ from hypothesis.stateful import (
 )
 from web3.contract import Contract
 
-from oracles._exceptions import ContractRevert
-from oracles.protocol import (
+from cardless.protocol import (
     NATIVE_TOKEN,
+    ContractRevert,
     Fulfilment,
     Order,
     OrderStatus,

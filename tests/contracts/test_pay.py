@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from oracles.protocol import NATIVE_TOKEN, OrderStatus, order_struct_hash
+from cardless.protocol import NATIVE_TOKEN, OrderStatus, order_struct_hash
 from tests.contracts.harness import EscrowEnv
 
 
@@ -111,7 +111,7 @@ def test_only_buyer_may_pay(env: EscrowEnv) -> None:
 
 def test_deadline_in_past_rejected(env: EscrowEnv) -> None:
     order = env.make_order(quote_ttl=600, deadline_ttl=601)
-    # oracles.protocol refuses deadline <= quote expiry; bypass it to prove the contract does too.
+    # cardless.protocol refuses deadline <= quote expiry; bypass it to prove the contract does too.
     object.__setattr__(order, "fulfilment_deadline", order.quote_expiry)
     env.fund(order)
     env.chain.warp(order.fulfilment_deadline)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from oracles.protocol import OrderStatus
+from cardless.protocol import OrderStatus
 from tests.contracts.harness import EscrowEnv
 
 

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from oracles.protocol import NATIVE_TOKEN, OrderStatus
+from cardless.protocol import NATIVE_TOKEN, OrderStatus
 from tests.contracts.harness import EscrowEnv
 
 

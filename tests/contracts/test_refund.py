@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from oracles.protocol import (
+from cardless.protocol import (
     NATIVE_TOKEN,
     EscrowDomain,
     Order,

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from oracles.protocol import EscrowDomain, Fulfilment, Order, OrderStatus, fulfilment_typed_data
+from cardless.protocol import EscrowDomain, Fulfilment, Order, OrderStatus, fulfilment_typed_data
 from tests.contracts.harness import EscrowEnv
 
 
@@ -316,7 +316,7 @@ def test_amount_above_fee_safe_bound_rejected_at_pay(env: EscrowEnv) -> None:
     max_amount = (2**256 - 1) // 10_000
     assert env.escrow.functions.MAX_AMOUNT().call() == max_amount
     order = env.make_order(amount=max_amount, fee_bps=250)
-    # oracles.protocol refuses such an order itself; bypass it to prove the contract does too.
+    # cardless.protocol refuses such an order itself; bypass it to prove the contract does too.
     object.__setattr__(order, "amount", max_amount + 1)
     with env.reverts("AmountTooLarge", order.order_id, max_amount + 1, max_amount):
         env.pay(order)

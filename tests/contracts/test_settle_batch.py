@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 
-from oracles.protocol import Order, OrderStatus, batch_digest, batch_typed_data, fulfilment_typed_data
+from cardless.protocol import Order, OrderStatus, batch_digest, batch_typed_data, fulfilment_typed_data
 from tests.contracts.harness import EscrowEnv
 
 

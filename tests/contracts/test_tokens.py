@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from web3.contract import Contract
 
-from oracles.protocol import NATIVE_TOKEN, Order, OrderStatus
+from cardless.protocol import NATIVE_TOKEN, Order, OrderStatus
 from tests.contracts.harness import EscrowEnv
 
 

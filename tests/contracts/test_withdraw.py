@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from oracles.protocol import NATIVE_TOKEN, Order
+from cardless.protocol import NATIVE_TOKEN, Order
 from tests.contracts.harness import EscrowEnv
 
 ZERO = NATIVE_TOKEN  # address(0): also "reset the payout address"

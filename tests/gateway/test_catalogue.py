@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from cardless.cli.system import System
+from cardless.protocol import NATIVE_TOKEN
 from gateway.catalogue import Catalogue, CatalogueError, load_catalogue
-from gateway.system import System
-from oracles.protocol import NATIVE_TOKEN
-from tests.gateway.conftest import Shop
+from tests.support.shop import Shop
 
 SHIPPED = Path(__file__).resolve().parents[2] / "gateway" / "catalogue.toml"
 

@@ -19,11 +19,11 @@ from web3 import Web3
 from web3.logs import DISCARD
 
 from adapters.simulator.signing import callback_signature
+from cardless import protocol
+from cardless.cli.system import System
+from cardless.protocol import NATIVE_TOKEN, Fulfilment, OrderStatus
 from gateway.catalogue import load_catalogue
-from gateway.system import System
-from oracles import protocol
-from oracles.protocol import NATIVE_TOKEN, Fulfilment, OrderStatus
-from tests.gateway.conftest import PROBLEM, Shop, assert_problem, dev_wallet
+from tests.support.shop import PROBLEM, Shop, assert_problem, dev_wallet
 
 SETTLED_PATH = ["quoted", "paid", "risk_checked", "submitting", "succeeded", "proof_pending", "settled"]
 
@@ -177,7 +177,7 @@ def test_underpaid_native_order_reverts_and_nothing_is_recorded_until_paid_exact
 
 def wait_for_watcher(shop: Shop, block: int, timeout: float = 10.0) -> None:
     """Until the oracle's chain cursor has passed ``block``."""
-    from gateway.db.models import ChainCursor
+    from cardless.ledger.models import ChainCursor
 
     assert shop.system.sessions is not None
     deadline = time.monotonic() + timeout

@@ -13,11 +13,11 @@ from eth_account.messages import encode_typed_data
 from eth_utils import keccak
 from web3 import Web3
 
+from cardless import protocol
+from cardless.cli.system import System
+from cardless.protocol import NATIVE_TOKEN
 from gateway.catalogue import load_catalogue
-from gateway.system import System
-from oracles import protocol
-from oracles.protocol import NATIVE_TOKEN
-from tests.gateway.conftest import Shop, assert_problem, dev_wallet
+from tests.support.shop import Shop, assert_problem, dev_wallet
 
 BUYER = dev_wallet(3)
 # ---------------------------------------------------------------------------------------- issued

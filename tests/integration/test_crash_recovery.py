@@ -5,7 +5,7 @@ Real components, all on loopback:
 - the dev chain node (``DevNode``: py-evm served over HTTP JSON-RPC) with the escrow and tUSDC deployed;
 - the simulated provider (``SimulatorServer``: a real HTTP server with a ledger of every credit);
 - the gateway (``System(embedded=False, gateway=True, oracle=False)``) in this process, on SQLite;
-- the oracle as a subprocess, ``python -m gateway.cli oracle``, started with
+- the oracle as a subprocess, ``python -m cardless.cli.main oracle``, started with
   ``CARDLESS_FAILPOINTS=<name>`` so it SIGKILLs itself the first time it reaches that point
   (:mod:`oracles.failpoints`), then started again without failpoints.
 
@@ -47,16 +47,17 @@ from web3.contract import Contract
 
 from adapters.simulator.config import default_config
 from adapters.simulator.server import SimulatorServer
-from gateway.db import create_engine_for, migrate
-from gateway.demo import pay_quote
-from gateway.settings import Settings
-from gateway.system import System, simulator_secrets
-from oracles.artifacts import load_artifact
-from oracles.deployment import Deployment, deploy_dev_system
-from oracles.devnode import DevNode
+from cardless.cli.demo import pay_quote
+from cardless.cli.settings import Settings
+from cardless.cli.system import System, simulator_secrets
+from cardless.devchain.deploy import deploy_dev_system
+from cardless.devchain.node import DevNode
+from cardless.ledger import create_engine_for, migrate
+from cardless.protocol import NATIVE_TOKEN, OrderStatus
+from cardless.protocol.artifacts import load_artifact
+from cardless.protocol.deployment import Deployment
 from oracles.failpoints import FAILPOINTS
 from oracles.keys import load_or_create_keystore
-from oracles.protocol import NATIVE_TOKEN, OrderStatus
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -368,7 +369,7 @@ class Harness:
             env["CARDLESS_FAILPOINTS"] = failpoints
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "oracle"],
+                [sys.executable, "-m", "cardless.cli.main", "oracle"],
                 cwd=ROOT,
                 env=env,
                 stdin=subprocess.DEVNULL,

@@ -23,7 +23,7 @@ def _demo(tmp_path: Path, *args: str) -> dict[str, object]:
         "CARDLESS_GATEWAY_PORT": "1",
     }
     proc = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "demo", "--json", *args],
+        [sys.executable, "-m", "cardless.cli.main", "demo", "--json", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -48,7 +48,7 @@ def test_demo_settles_every_order(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_demo_with_mixed_faults_ends_every_order_exactly_once(tmp_path: Path) -> None:
-    # 26 orders = two rounds of every fault in gateway.demo.FAULT_PLAN
+    # 26 orders = two rounds of every fault in cardless.cli.demo.FAULT_PLAN
     totals = _demo(tmp_path, "--orders", "26", "--faults", "mixed")
     assert totals["orders"] == 26
     assert totals["open"] == 0

@@ -42,11 +42,11 @@ from adapters.health import BreakerState
 from adapters.signing import callback_message, hmac_sha256_hex
 from adapters.simulator.config import default_config
 from adapters.simulator.server import SimulatorServer
-from gateway.demo import pay_quote
-from gateway.settings import Settings
-from gateway.system import System
-from oracles.artifacts import load_artifact
-from oracles.protocol import OrderStatus, RefundReason
+from cardless.cli.demo import pay_quote
+from cardless.cli.settings import Settings
+from cardless.cli.system import System
+from cardless.protocol import OrderStatus, RefundReason
+from cardless.protocol.artifacts import load_artifact
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "tUSDC"

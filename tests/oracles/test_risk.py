@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from gateway.db import Order, OrderState, create_engine_for, migrate, session_factory
-from gateway.db.models import utcnow
+from cardless.ledger import Order, OrderState, create_engine_for, migrate, session_factory
+from cardless.ledger.models import utcnow
 from oracles.risk import RiskPolicy
 
 S = OrderState

@@ -28,12 +28,13 @@ from web3.contract import Contract
 from web3.exceptions import TransactionNotFound, Web3RPCError
 
 import oracles.txmanager as txmanager_module
-from gateway.db import ChainTx, ChainTxState, SignerNonce, create_engine_for, migrate, session_factory
-from oracles._exceptions import ContractRevert
-from oracles.artifacts import load_artifact
-from oracles.deployment import Deployment, deploy_dev_system
-from oracles.devnode import DevNode
-from oracles.reverts import RevertDecoder
+from cardless.devchain.deploy import deploy_dev_system
+from cardless.devchain.node import DevNode
+from cardless.ledger import ChainTx, ChainTxState, SignerNonce, create_engine_for, migrate, session_factory
+from cardless.protocol import ContractRevert
+from cardless.protocol.artifacts import load_artifact
+from cardless.protocol.deployment import Deployment
+from cardless.protocol.reverts import RevertDecoder
 from oracles.txmanager import TxManager
 
 GAS_KEY = Account.from_key(keccak(b"cardless-txmanager-test-gas-payer"))

@@ -26,9 +26,9 @@ from web3.exceptions import BlockNotFound
 from web3.types import TxReceipt
 
 import oracles.watcher as watcher_module
-from gateway.db import ChainCursor, SeenLog, SignerNonce, create_engine_for, migrate, session_factory
-from oracles.artifacts import load_artifact
-from oracles.devnode import DevNode
+from cardless.devchain.node import DevNode
+from cardless.ledger import ChainCursor, SeenLog, SignerNonce, create_engine_for, migrate, session_factory
+from cardless.protocol.artifacts import load_artifact
 from oracles.watcher import Watcher
 from tests.contracts.harness import EscrowEnv, build_env
 

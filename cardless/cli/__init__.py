@@ -1,0 +1,1 @@
+"""The composition root: one Settings, the wiring, and the ``cardless`` command (Typer)."""

@@ -1,0 +1,734 @@
+"""The embedded development chain served over HTTP JSON-RPC on loopback.
+
+:class:`DevNode` runs the in-process py-evm chain of :mod:`cardless.devchain.chain` behind a small threaded
+HTTP server, so wallets, ``web3.HTTPProvider`` clients and the oracle talk to it exactly as they talk
+to anvil or a Hardhat node. Requests (single or batch) go to eth-tester under one lock, because
+eth-tester is not thread-safe.
+
+What it adds to eth-tester (see ../shared/TOOLCHAIN.md):
+
+- A transaction-hash index (:class:`IndexedPyEVMBackend`): eth-tester finds a receipt by scanning
+  blocks backwards from the head, so lookups (and ``eth_getLogs``, which fetches a receipt per
+  transaction) slow down as the chain grows. The index maps each mined transaction to its block and
+  position, so a lookup costs the same at block 10 and at block 100,000.
+- Reverts as a node reports them: JSON-RPC error code 3, message ``execution reverted`` and the raw
+  revert bytes as hex in ``error.data``, so a remote web3 client raises ``ContractCustomError`` /
+  ``ContractLogicError`` with ``.data`` as it does against anvil.
+- Standard JSON-RPC output: quantities as hex, camelCase keys, ``net_version`` = chain id.
+- Dev methods with anvil's shapes: ``evm_snapshot``/``evm_revert``, ``evm_increaseTime``,
+  ``evm_setNextBlockTimestamp``, ``evm_mine`` (optionally at a timestamp), ``anvil_mine``/``hardhat_mine``.
+  Blocks land at exactly the requested time (eth-tester's ``time_travel`` mines one second early).
+
+Departures from a real node, by design of eth-tester: every transaction is mined at once in its own
+block; a log's ``logIndex`` counts within its transaction (equal to the block position when each block
+holds one transaction); after a jump in time, blocks follow one second apart rather than with the wall
+clock. The dev accounts' keys are public, so the server binds only to loopback.
+"""
+
+from __future__ import annotations
+
+import http.server
+import ipaddress
+import json
+import logging
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any, Final, Self
+
+from eth.constants import ZERO_ADDRESS
+from eth.exceptions import PyEVMError
+from eth.exceptions import Revert as EVMRevert
+from eth.vm.spoof import SpoofTransaction
+from eth_abi import decode as abi_decode
+from eth_account import Account
+from eth_tester import EthereumTester, PyEVMBackend
+from eth_tester.backends.pyevm.serializers import serialize_transaction, serialize_transaction_receipt
+from eth_tester.exceptions import (
+    AccountLocked,
+    BlockNotFound,
+    FilterNotFound,
+    SnapshotNotFound,
+    TransactionFailed,
+    TransactionNotFound,
+)
+from eth_tester.exceptions import ValidationError as TesterValidationError
+from eth_utils import ValidationError as EVMValidationError
+from eth_utils import encode_hex
+from web3 import EthereumTesterProvider, Web3
+from web3.providers.eth_tester.defaults import API_ENDPOINTS
+from web3.providers.eth_tester.middleware import (
+    request_formatters,
+    result_formatters,
+    transaction_result_formatter,
+    transaction_result_remapper,
+)
+from web3.types import RPCEndpoint, RPCResponse
+
+from cardless.devchain.chain import DevChain
+from cardless.protocol.jsonlimits import JsonLimitError, loads_bounded
+
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "DevNode", "IndexedPyEVMBackend"]
+
+DEFAULT_HOST: Final = "127.0.0.1"
+DEFAULT_PORT: Final = 8545
+DEV_ACCOUNT_COUNT: Final = 10  # eth-tester funds the keys 1..10 with 1,000,000 ETH each
+
+_log = logging.getLogger(__name__)
+
+_FEE_FIELDS: Final = ("gas_price", "max_fee_per_gas", "max_priority_fee_per_gas")
+_ERROR_STRING_SELECTOR: Final = bytes.fromhex("08c379a0")
+_MAX_BODY_BYTES: Final = 8 * 1024 * 1024
+_PRIORITY_FEE: Final = 10**9  # eth-tester's eth_maxPriorityFeePerGas
+
+# JSON-RPC 2.0 error codes, plus the geth/anvil code for a revert.
+_PARSE_ERROR: Final = -32700
+_INVALID_REQUEST: Final = -32600
+_METHOD_NOT_FOUND: Final = -32601
+_INVALID_PARAMS: Final = -32602
+_INTERNAL_ERROR: Final = -32603
+_SERVER_ERROR: Final = -32000
+_EXECUTION_REVERTED: Final = 3
+
+# Errors the chain reports about a request it cannot serve (as a node's -32000), not server faults.
+_TESTER_ERRORS: Final = (
+    TransactionFailed,
+    TransactionNotFound,
+    BlockNotFound,
+    FilterNotFound,
+    AccountLocked,
+    EVMValidationError,
+    PyEVMError,
+)
+
+
+class _RevertedCall(TransactionFailed):  # type: ignore[misc]  # eth-tester ships no type hints
+    """An ``eth_call`` that reverted; ``data`` holds the exact revert bytes."""
+
+    def __init__(self, message: str, data: bytes) -> None:
+        super().__init__(message)
+        self.data = data
+
+
+class IndexedPyEVMBackend(PyEVMBackend):  # type: ignore[misc]  # eth-tester ships no type hints
+    """eth-tester's py-evm backend with a transaction-hash index.
+
+    The index maps a transaction hash to ``(block number, position)`` and is filled on every mined
+    block (transactions, ``time_travel``, withdrawals). Entries of blocks dropped by a snapshot revert
+    are pruned; a lookup also re-checks the canonical block, so a stale entry is never served.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._tx_location: dict[bytes, tuple[int, int]] = {}
+        self._block_txs: dict[int, list[bytes]] = {}
+        super().__init__(*args, **kwargs)
+
+    # ------------------------------------------------------------------ keeping the index
+
+    def _index_block(self, block: Any) -> None:
+        hashes = [tx.hash for tx in block.transactions]
+        self._block_txs[block.number] = hashes
+        for position, tx_hash in enumerate(hashes):
+            self._tx_location[tx_hash] = (block.number, position)
+
+    def _prune_from(self, first_dropped: int) -> None:
+        for number in [n for n in self._block_txs if n >= first_dropped]:
+            for tx_hash in self._block_txs.pop(number):
+                if self._tx_location.get(tx_hash, (None, 0))[0] == number:
+                    del self._tx_location[tx_hash]
+
+    def reset_to_genesis(self, *args: Any, **kwargs: Any) -> None:
+        super().reset_to_genesis(*args, **kwargs)
+        self._tx_location.clear()
+        self._block_txs.clear()
+
+    def mine_blocks(self, num_blocks: int = 1, coinbase: bytes = ZERO_ADDRESS) -> tuple[bytes, ...]:
+        block_hashes: tuple[bytes, ...] = super().mine_blocks(num_blocks, coinbase)
+        for block_hash in block_hashes:
+            self._index_block(self.chain.get_block_by_hash(block_hash))
+        return block_hashes
+
+    def apply_withdrawals(self, withdrawals_list: list[dict[str, Any]]) -> None:
+        super().apply_withdrawals(withdrawals_list)
+        head = self.chain.get_block().number  # the pending block; the mined one is below it
+        self._index_block(self.chain.get_canonical_block_by_number(head - 1))
+
+    def revert_to_snapshot(self, snapshot: Any) -> None:
+        super().revert_to_snapshot(snapshot)
+        self._prune_from(self.chain.get_block().number)
+
+    # ------------------------------------------------------------------ time
+
+    def set_next_block_timestamp(self, timestamp: int) -> None:
+        """Give the next block ``timestamp``, which must be after the latest block's."""
+        head = self.chain.get_block()
+        latest = self.chain.get_canonical_block_header_by_number(head.number - 1).timestamp
+        if timestamp <= latest:
+            raise TesterValidationError(f"timestamp: {timestamp} is not after the latest block's {latest}")
+        self.chain.header = self.chain.header.copy(timestamp=timestamp)
+
+    def time_travel(self, to_timestamp: int) -> int:
+        """Mine an empty block at exactly ``to_timestamp``.
+
+        eth-tester sets the pending header to ``to_timestamp - 1`` expecting mining to add a second,
+        which py-evm no longer does, so its block lands one second early.
+        """
+        self.set_next_block_timestamp(to_timestamp)
+        self.mine_blocks()
+        return to_timestamp
+
+    # ------------------------------------------------------------------ lookups
+
+    def _find_transaction(self, transaction_hash: bytes) -> tuple[Any, Any, int]:
+        pending = self.chain.get_block()
+        for position, tx in enumerate(pending.transactions):
+            if tx.hash == transaction_hash:
+                return pending, tx, position
+        location = self._tx_location.get(transaction_hash)
+        if location is not None:
+            number, position = location
+            if number < pending.number:
+                block = self.chain.get_canonical_block_by_number(number)
+                if (
+                    position < len(block.transactions)
+                    and block.transactions[position].hash == transaction_hash
+                ):
+                    return block, block.transactions[position], position
+        raise TransactionNotFound(
+            f"No transaction found for transaction hash: {encode_hex(transaction_hash)}"
+        )
+
+    def get_transaction_by_hash(self, transaction_hash: bytes) -> Any:
+        block, transaction, position = self._find_transaction(transaction_hash)
+        is_pending = block.number == self.chain.get_block().number
+        return serialize_transaction(block, transaction, position, is_pending)
+
+    def get_transaction_receipt(self, transaction_hash: bytes) -> Any:
+        block, transaction, position = self._find_transaction(transaction_hash)
+        is_pending = block.number == self.chain.get_block().number
+        receipts = block.get_receipts(self.chain.chaindb)
+        return serialize_transaction_receipt(
+            block, receipts, transaction, position, is_pending, self.chain.get_vm()
+        )
+
+    # ------------------------------------------------------------------ calls
+
+    def call(self, transaction: dict[str, Any], block_number: Any = "latest") -> bytes:
+        """As eth-tester's ``call``, with two differences that match geth and anvil.
+
+        A revert keeps its exact bytes (:class:`_RevertedCall`): eth-tester decodes an
+        ``Error(string)`` to its text and turns other reverts into the ``repr`` of the bytes, so a
+        reason could not be told apart from a VM error message. And a call that names no fee runs at
+        gas price zero against a zero base fee, so the sender needs no ETH (eth-tester charges 1 gwei).
+        """
+        if "gas" not in transaction:
+            transaction = {**transaction, "gas": self._max_available_gas()}
+        unsigned = self._get_normalized_and_unsigned_evm_transaction(transaction, block_number)
+        header = self._header_for(block_number)
+        overrides: dict[str, Any] = {"from_": transaction["from"]}
+        if not any(key in transaction for key in _FEE_FIELDS):
+            overrides.update(gas_price=0, max_fee_per_gas=0, max_priority_fee_per_gas=0)
+            header = header.copy(base_fee_per_gas=0)
+        state = self.chain.get_vm(at_header=header).state
+        snapshot = state.snapshot()
+        try:
+            computation = state.apply_transaction(SpoofTransaction(unsigned, **overrides))
+        finally:
+            state.revert(snapshot)
+        if computation.is_error:
+            error = computation.error
+            if isinstance(error, EVMRevert):
+                data = bytes(error.args[0]) if error.args else b""
+                raise _RevertedCall(_revert_message(data), data)
+            raise TransactionFailed(str(error))
+        return bytes(computation.output)
+
+    def _header_for(self, block_number: Any) -> Any:
+        head = self.chain.get_block()
+        if block_number in ("latest", "safe", "finalized"):
+            return self.chain.get_canonical_block_header_by_number(max(0, head.number - 1))
+        if block_number == "earliest":
+            return self.chain.get_canonical_block_header_by_number(0)
+        if block_number == "pending":
+            return head.header
+        if isinstance(block_number, int) and 0 <= block_number < head.number:
+            return self.chain.get_canonical_block_header_by_number(block_number)
+        raise BlockNotFound(f"No block found for block number: {block_number}")
+
+
+def _revert_message(data: bytes) -> str:
+    """``execution reverted``, with the reason when ``data`` is an ``Error(string)`` (as geth says it)."""
+    if data[:4] == _ERROR_STRING_SELECTOR:
+        try:
+            return f"execution reverted: {abi_decode(['string'], data[4:])[0]}"
+        except Exception:  # malformed reason: report the bare revert, the data says the rest
+            pass
+    return "execution reverted"
+
+
+class _RpcError(Exception):
+    def __init__(self, code: int, message: str, data: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+
+    def as_error(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            error["data"] = self.data
+        return error
+
+
+def _to_int(value: Any, name: str) -> int:
+    if isinstance(value, bool):
+        raise _RpcError(_INVALID_PARAMS, f"{name}: expected a number, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value, 16) if value.startswith(("0x", "0X")) else int(value)
+        except ValueError:
+            pass
+    raise _RpcError(_INVALID_PARAMS, f"{name}: expected a number, got {value!r}")
+
+
+def _to_json(value: Any) -> Any:
+    """eth-tester's Python values as JSON-RPC values: integers as hex quantities, bytes as hex data."""
+    if isinstance(value, bool) or value is None or isinstance(value, str | float):
+        return value
+    if isinstance(value, int):
+        return hex(value)
+    if isinstance(value, bytes | bytearray):
+        return "0x" + value.hex()
+    if isinstance(value, dict):
+        return {key: _to_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_to_json(item) for item in value]
+    raise TypeError(f"cannot encode {type(value).__name__} as JSON-RPC")
+
+
+def _format_block(block: Any) -> Any:
+    if not isinstance(block, dict):
+        return block
+    block = dict(block)
+    # eth-tester's logs bloom is an int; nodes send the 256-byte bloom.
+    if isinstance(block.get("logsBloom"), int):
+        block["logsBloom"] = "0x" + block["logsBloom"].to_bytes(256, "big").hex()
+    transactions = block.get("transactions", [])
+    if transactions and isinstance(transactions[0], dict):
+        block["transactions"] = [
+            _format_transaction(transaction_result_remapper(transaction_result_formatter(t)))
+            for t in transactions
+        ]
+    return block
+
+
+def _format_transaction(transaction: Any) -> Any:
+    if isinstance(transaction, dict) and "y_parity" in transaction:  # web3's key map misses this one
+        transaction = {("yParity" if k == "y_parity" else k): v for k, v in transaction.items()}
+    return transaction
+
+
+def _format_receipt(receipt: Any) -> Any:
+    if isinstance(receipt, dict):  # eth-tester adds the pre-Byzantium state root; nodes send `status`
+        receipt = {k: v for k, v in receipt.items() if k != "state_root"}
+    return receipt
+
+
+def _format_log_entries(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return [{**entry, "removed": False} if isinstance(entry, dict) else entry for entry in value]
+    return value
+
+
+_EXTRA_RESULT_FORMATTERS: Final[dict[str, Callable[[Any], Any]]] = {
+    "eth_getBlockByNumber": _format_block,
+    "eth_getBlockByHash": _format_block,
+    "eth_getTransactionByHash": _format_transaction,
+    "eth_getTransactionReceipt": _format_receipt,
+    "eth_getLogs": _format_log_entries,
+}
+
+# Calls that need no sender on a node; eth-tester requires one, so the first dev account stands in (as
+# Hardhat and web3's in-process EthereumTesterProvider do).
+_DEFAULT_FROM_METHODS: Final = frozenset({"eth_call", "eth_estimateGas", "eth_createAccessList"})
+
+
+class _LockedEthereumTesterProvider(EthereumTesterProvider):
+    """The in-process provider, serialised with the HTTP server on the node's lock."""
+
+    def __init__(self, tester: EthereumTester, lock: threading.RLock) -> None:
+        super().__init__(tester)
+        self._lock = lock
+
+    def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
+        with self._lock:
+            return super().make_request(method, params)
+
+
+class DevNode:
+    """An in-process py-evm chain served over JSON-RPC at ``http://host:port`` (loopback only).
+
+    ``port=0`` picks a free port; read :attr:`url` after :meth:`start`. The node is also usable in
+    process: :attr:`chain` is a :class:`~cardless.devchain.chain.DevChain` whose ``w3`` shares the lock, and
+    :meth:`handle` answers a decoded JSON-RPC request without HTTP. Hold :attr:`lock` when driving
+    ``chain.tester`` directly while the server runs.
+    """
+
+    def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
+        if not _is_loopback(host):
+            raise ValueError(f"host: {host!r} is not a loopback address; the dev accounts' keys are public")
+        self.host = host
+        self.port = port
+        self.lock = threading.RLock()
+        backend = IndexedPyEVMBackend()
+        self.backend = backend
+        tester = EthereumTester(backend)
+        # Built here rather than by cardless.devchain.chain.start_devchain, which takes no backend.
+        accounts = [Account.from_key(i.to_bytes(32, "big")) for i in range(1, DEV_ACCOUNT_COUNT + 1)]
+        w3 = Web3(_LockedEthereumTesterProvider(tester, self.lock))
+        known = set(w3.eth.accounts)
+        missing = [a.address for a in accounts if a.address not in known]
+        if missing:
+            raise RuntimeError(f"eth-tester no longer funds the default keys: {missing}")
+        self.chain = DevChain(w3=w3, tester=tester, accounts=accounts)
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._handlers: dict[str, Callable[[list[Any]], Any]] = {
+            "eth_chainId": lambda _: hex(self.chain_id),
+            "net_version": lambda _: str(self.chain_id),
+            "eth_feeHistory": self._fee_history,
+            "eth_sendTransaction": self._send_transaction,
+            "evm_snapshot": lambda _: hex(self.chain.tester.take_snapshot()),
+            "evm_revert": self._revert,
+            "evm_increaseTime": self._increase_time,
+            "evm_setNextBlockTimestamp": self._set_next_timestamp,
+            "evm_mine": self._evm_mine,
+            "anvil_mine": self._mine_many,
+            "hardhat_mine": self._mine_many,
+        }
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def chain_id(self) -> int:
+        return int(self.backend.chain.chain_id)
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the node is not started")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self._server.server_address[1]}"
+
+    def start(self) -> Self:
+        if self._server is not None:
+            raise RuntimeError("the node is already started")
+        self._server = _Server((self.host, self.port), self)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="devnode", daemon=True
+        )
+        self._thread.start()
+        _log.info("dev chain %d serving JSON-RPC at %s", self.chain_id, self.url)
+        return self
+
+    def stop(self) -> None:
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if thread is not None:
+            thread.join()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ JSON-RPC
+
+    def handle(self, payload: Any) -> Any:
+        """Answer a decoded JSON-RPC request or batch; None when nothing is owed (only notifications)."""
+        if isinstance(payload, list):
+            if not payload:
+                return _error_response(None, _RpcError(_INVALID_REQUEST, "empty batch"))
+            responses = [r for r in (self._handle_one(item) for item in payload) if r is not None]
+            return responses or None
+        return self._handle_one(payload)
+
+    def handle_bytes(self, body: bytes) -> bytes | None:
+        try:
+            payload = loads_bounded(body)
+        except JsonLimitError as exc:
+            response: Any = _error_response(None, _RpcError(_INVALID_REQUEST, str(exc)))
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            response = _error_response(None, _RpcError(_PARSE_ERROR, f"parse error: {exc}"))
+        else:
+            response = self.handle(payload)
+        return None if response is None else json.dumps(response).encode()
+
+    def _handle_one(self, request: Any) -> dict[str, Any] | None:
+        if not isinstance(request, dict):
+            return _error_response(None, _RpcError(_INVALID_REQUEST, "a request must be a JSON object"))
+        request_id = request.get("id")
+        method = request.get("method")
+        params = request.get("params", [])
+        try:
+            if not isinstance(method, str):
+                raise _RpcError(_INVALID_REQUEST, "method: missing or not a string")
+            if params is None:
+                params = []
+            if not isinstance(params, list):
+                raise _RpcError(_INVALID_PARAMS, "params: only positional (array) params are supported")
+            with self.lock:
+                result = self._dispatch(method, params)
+        except _RpcError as exc:
+            error = exc
+        except Exception as exc:
+            error = _error_from_exception(method, exc)
+        else:
+            if "id" not in request:
+                return None
+            return {"jsonrpc": "2.0", "id": request_id, "result": result}
+        if "id" not in request:
+            return None
+        return _error_response(request_id, error)
+
+    def _dispatch(self, method: str, params: list[Any]) -> Any:
+        handler = self._handlers.get(method)
+        if handler is not None:
+            return handler(params)
+        return self._forward(method, params)
+
+    def _forward(self, method: str, params: list[Any]) -> Any:
+        """Run ``method`` through web3's eth-tester endpoints and its request/result formatters."""
+        namespace, _, endpoint = method.partition("_")
+        delegator = API_ENDPOINTS.get(namespace, {}).get(endpoint)
+        if delegator is None:
+            raise _RpcError(_METHOD_NOT_FOUND, f"the method {method} does not exist/is not available")
+        endpoint_name = RPCEndpoint(method)
+        if method in _DEFAULT_FROM_METHODS and params and isinstance(params[0], dict):
+            params = [{"from": self.chain.accounts[0].address, **params[0]}, *params[1:]]
+        if method == "eth_getLogs":
+            params = self._resolve_block_hash_filter(params)
+        request_formatter = request_formatters.get(endpoint_name)
+        if request_formatter is not None:
+            params = request_formatter(params)
+        try:
+            result = delegator(self.chain.tester, params)
+        except NotImplementedError:
+            raise _RpcError(
+                _METHOD_NOT_FOUND, f"the method {method} is not implemented by the dev node"
+            ) from None
+        result_formatter = result_formatters.get(endpoint_name) if result_formatters else None
+        if result_formatter is not None:
+            result = result_formatter(result)
+        extra = _EXTRA_RESULT_FORMATTERS.get(method)
+        if extra is not None:
+            result = extra(result)
+        return _to_json(result)
+
+    # ------------------------------------------------------------------ what eth-tester lacks or gets wrong
+
+    def _resolve_block_hash_filter(self, params: list[Any]) -> list[Any]:
+        if not params or not isinstance(params[0], dict) or "blockHash" not in params[0]:
+            return params
+        query = dict(params[0])
+        block_hash = query.pop("blockHash")
+        if "fromBlock" in query or "toBlock" in query:
+            raise _RpcError(_INVALID_PARAMS, "blockHash: cannot be combined with fromBlock/toBlock")
+        number = self.chain.tester.get_block_by_hash(block_hash)["number"]
+        return [{**query, "fromBlock": hex(number), "toBlock": hex(number)}, *params[1:]]
+
+    def _send_transaction(self, params: list[Any]) -> Any:
+        if not params or not isinstance(params[0], dict):
+            raise _RpcError(_INVALID_PARAMS, "params: expected [transaction]")
+        transaction = params[0]
+        if "from" not in transaction:
+            raise _RpcError(_INVALID_PARAMS, "from: required")
+        if "gas" not in transaction:  # as anvil and Hardhat do: estimate when the client did not
+            transaction = {**transaction, "gas": self._forward("eth_estimateGas", [transaction])}
+        return self._forward("eth_sendTransaction", [transaction])
+
+    def _fee_history(self, params: list[Any]) -> dict[str, Any]:
+        """EIP-1559 fee history (eth-tester's reports a fixed oldest block and skips the newest)."""
+        if len(params) < 2:
+            raise _RpcError(_INVALID_PARAMS, "params: expected [blockCount, newestBlock, rewardPercentiles?]")
+        tester = self.chain.tester
+        count = _to_int(params[0], "blockCount")
+        if not 1 <= count <= 1024:
+            raise _RpcError(_INVALID_PARAMS, "blockCount: must be between 1 and 1024")
+        newest_id = params[1]
+        newest_id = "latest" if newest_id == "pending" else newest_id
+        if newest_id not in ("latest", "safe", "finalized", "earliest"):
+            newest_id = _to_int(newest_id, "newestBlock")
+        newest = tester.get_block_by_number(newest_id)["number"]
+        oldest = max(0, newest - count + 1)
+        blocks = [tester.get_block_by_number(n) for n in range(oldest, newest + 1)]
+        next_block = tester.get_block_by_number("pending" if newest_id == "latest" else newest + 1)
+        percentiles = params[2] if len(params) > 2 and params[2] else []
+        history: dict[str, Any] = {
+            "oldestBlock": hex(oldest),
+            "baseFeePerGas": [hex(b["base_fee_per_gas"]) for b in [*blocks, next_block]],
+            "gasUsedRatio": [b["gas_used"] / b["gas_limit"] for b in blocks],
+        }
+        if percentiles:
+            history["reward"] = [[hex(_PRIORITY_FEE)] * len(percentiles) for _ in blocks]
+        return history
+
+    def _revert(self, params: list[Any]) -> bool:
+        if not params:
+            raise _RpcError(_INVALID_PARAMS, "params: expected [snapshotId]")
+        try:
+            self.chain.tester.revert_to_snapshot(_to_int(params[0], "snapshotId"))
+        except SnapshotNotFound:
+            return False
+        return True
+
+    def _pending_timestamp(self) -> int:
+        return int(self.chain.tester.get_block_by_number("pending")["timestamp"])
+
+    def _set_next_timestamp(self, params: list[Any]) -> None:
+        if not params:
+            raise _RpcError(_INVALID_PARAMS, "params: expected [timestamp]")
+        self.backend.set_next_block_timestamp(_to_int(params[0], "timestamp"))
+
+    def _increase_time(self, params: list[Any]) -> str:
+        """Move the next block's time ``seconds`` ahead; returns the seconds added (as anvil)."""
+        if not params:
+            raise _RpcError(_INVALID_PARAMS, "params: expected [seconds]")
+        seconds = _to_int(params[0], "seconds")
+        if seconds < 0:
+            raise _RpcError(_INVALID_PARAMS, "seconds: time only moves forward")
+        if seconds:
+            self.backend.set_next_block_timestamp(self._pending_timestamp() + seconds)
+        return hex(seconds)
+
+    def _mine_at(self, timestamp: int) -> None:
+        self.backend.set_next_block_timestamp(timestamp)
+        self.chain.tester.mine_blocks(1)
+
+    def _evm_mine(self, params: list[Any]) -> str:
+        """``evm_mine``, ``evm_mine [timestamp]`` or anvil's ``evm_mine [{timestamp, blocks}]``."""
+        options = params[0] if params else None
+        if options is None:
+            self.chain.tester.mine_blocks(1)
+        elif isinstance(options, dict):
+            blocks = _to_int(options.get("blocks", 1), "blocks")
+            if "timestamp" in options:
+                self._mine_at(_to_int(options["timestamp"], "timestamp"))
+                blocks -= 1
+            if blocks > 0:
+                self.chain.tester.mine_blocks(blocks)
+        else:
+            self._mine_at(_to_int(options, "timestamp"))
+        return "0x0"
+
+    def _mine_many(self, params: list[Any]) -> None:
+        """``anvil_mine [blocks, interval]``: ``blocks`` empty blocks, ``interval`` seconds apart."""
+        blocks = _to_int(params[0], "blocks") if params and params[0] is not None else 1
+        interval = _to_int(params[1], "interval") if len(params) > 1 and params[1] is not None else None
+        if blocks < 1:
+            raise _RpcError(_INVALID_PARAMS, "blocks: must be at least 1")
+        if interval is None:
+            self.chain.tester.mine_blocks(blocks)
+            return
+        if interval < 1:
+            raise _RpcError(_INVALID_PARAMS, "interval: must be at least 1 second")
+        for _ in range(blocks):
+            latest = int(self.chain.tester.get_block_by_number("latest")["timestamp"])
+            self._mine_at(latest + interval)
+
+
+def _error_response(request_id: Any, error: _RpcError) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": request_id, "error": error.as_error()}
+
+
+def _revert_bytes(exc: BaseException) -> bytes | None:
+    """The revert data carried by an eth-tester exception, or None if it is not a revert."""
+    if isinstance(exc, _RevertedCall):
+        return exc.data
+    if isinstance(exc, TransactionFailed):  # from estimate_gas: the cause is the EVM's Revert
+        cause = exc.args[0] if exc.args else None
+        if isinstance(cause, EVMRevert):
+            return bytes(cause.args[0]) if cause.args else b""
+    return None
+
+
+def _error_from_exception(method: Any, exc: Exception) -> _RpcError:
+    data = _revert_bytes(exc)
+    if data is not None:
+        return _RpcError(_EXECUTION_REVERTED, _revert_message(data), encode_hex(data))
+    if isinstance(exc, TesterValidationError):
+        return _RpcError(_INVALID_PARAMS, str(exc))
+    if isinstance(exc, _TESTER_ERRORS):
+        # py-evm reports a bad nonce, balance or signature as eth_utils' ValidationError.
+        return _RpcError(_SERVER_ERROR, str(exc) or type(exc).__name__)
+    _log.exception("dev node: %s failed", method)
+    return _RpcError(_INTERNAL_ERROR, f"internal error: {type(exc).__name__}: {exc}")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], node: DevNode) -> None:
+        self.node = node
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, _Handler)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"  # keep-alive: web3's requests session reuses the connection
+    timeout = 60  # an idle keep-alive connection frees its thread after this many seconds
+    disable_nagle_algorithm = True  # headers and body go out as two writes; Nagle would hold the body
+
+    def do_POST(self) -> None:
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            self._send(411, b"")
+            return
+        if length > _MAX_BODY_BYTES:
+            self._send(413, b"")
+            self.close_connection = True
+            return
+        body = self.rfile.read(length)
+        response = self.server.node.handle_bytes(body)
+        if response is None:
+            self._send(204, b"")
+        else:
+            self._send(200, response, "application/json")
+
+    def do_OPTIONS(self) -> None:  # CORS pre-flight from browser dapps
+        self._send(204, b"")
+
+    def do_GET(self) -> None:
+        self._send(405, b'{"error":"JSON-RPC takes POST"}', "application/json")
+
+    def _send(self, status: int, body: bytes, content_type: str | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Access-Control-Allow-Origin", "*")
+        self.send_header("Access-Control-Allow-Methods", "POST, OPTIONS")
+        self.send_header("Access-Control-Allow-Headers", "Content-Type")
+        if content_type is not None:
+            self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        _log.debug("%s " + format, self.address_string(), *args)

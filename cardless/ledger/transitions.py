@@ -1,0 +1,93 @@
+"""The fulfilment state machine: the only place an order's state changes.
+
+Every change goes through :func:`transition`, which checks the move is allowed, applies the fields
+that go with it and appends the timeline entry, all in the caller's database transaction. The caller
+commits *before* any external effect that depends on the new state (the outbox rule): a crash after
+the commit and before the effect is recovered from the persisted state, never by guessing.
+
+::
+
+    quoted ──► paid ──► risk_checked ──► submitting ──► succeeded ──► proof_pending ──► settled
+      │         │            │              │   ▲  │
+      ▼         │            │              ▼   │  ▼
+    expired     │            │           unknown ─┘ failed_final ──► refund_pending ──► refunded
+                └────────────┴──────────────────────────────────────────┘
+    any open state after the deadline ──► reclaimed (someone called reclaim on chain)
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from cardless.ledger._exceptions import LedgerError
+from cardless.ledger.models import Order, OrderEvent, OrderState, utcnow
+
+__all__ = ["ALLOWED", "IllegalTransition", "transition"]
+
+S = OrderState
+
+ALLOWED: dict[OrderState, frozenset[OrderState]] = {
+    S.QUOTED: frozenset({S.PAID, S.EXPIRED}),
+    S.EXPIRED: frozenset({S.PAID}),  # a payment can land in the same block the quote expires
+    S.PAID: frozenset({S.RISK_CHECKED, S.REFUND_PENDING, S.RECLAIMED, S.SETTLED, S.REFUNDED}),
+    S.RISK_CHECKED: frozenset({S.SUBMITTING, S.REFUND_PENDING, S.RECLAIMED, S.REFUNDED}),
+    # submitting -> submitting: failover to the next provider (only when provably not charged)
+    # submitting -> risk_checked: the circuit breaker refused the call, so the provider was never called
+    S.SUBMITTING: frozenset(
+        {S.SUCCEEDED, S.UNKNOWN, S.FAILED_FINAL, S.SUBMITTING, S.RISK_CHECKED, S.RECLAIMED}
+    ),
+    S.UNKNOWN: frozenset({S.SUCCEEDED, S.FAILED_FINAL, S.SUBMITTING, S.RECLAIMED}),
+    S.SUCCEEDED: frozenset({S.PROOF_PENDING, S.RECLAIMED, S.SETTLED}),
+    S.PROOF_PENDING: frozenset({S.SETTLED, S.RECLAIMED}),
+    S.FAILED_FINAL: frozenset({S.REFUND_PENDING, S.RECLAIMED, S.REFUNDED}),
+    S.REFUND_PENDING: frozenset({S.REFUNDED, S.RECLAIMED}),
+    S.SETTLED: frozenset(),
+    S.REFUNDED: frozenset(),
+    S.RECLAIMED: frozenset(),
+}
+
+
+class IllegalTransition(LedgerError):  # noqa: N818 - names the event, like web3's ContractLogicError
+    def __init__(self, order_id: str, from_state: str, to_state: str) -> None:
+        super().__init__(f"order {order_id}: {from_state} -> {to_state} is not allowed")
+        self.order_id = order_id
+        self.from_state = from_state
+        self.to_state = to_state
+
+
+def transition(
+    session: Session,
+    order: Order,
+    to: OrderState,
+    reason: str,
+    *,
+    detail: dict[str, Any] | None = None,
+    at: datetime | None = None,
+    **fields: Any,
+) -> None:
+    """Move ``order`` to ``to`` with ``reason``, setting ``fields`` on it. Does not commit."""
+    current = OrderState(order.state)
+    if to not in ALLOWED[current]:
+        raise IllegalTransition(order.id, current, to)
+    for name, value in fields.items():
+        if not hasattr(Order, name):
+            raise AttributeError(f"Order has no field {name!r}")
+        setattr(order, name, value)
+    now = at or utcnow()
+    order.state = to.value
+    order.updated_at = now
+    # closed_at marks when the order stopped needing work; a late payment re-opens an expired quote.
+    order.closed_at = now if to in (S.SETTLED, S.REFUNDED, S.RECLAIMED, S.EXPIRED) else None
+    session.add(
+        OrderEvent(
+            order_id=order.id,
+            at=now,
+            from_state=current.value,
+            to_state=to.value,
+            reason=reason,
+            detail=detail,
+        )
+    )

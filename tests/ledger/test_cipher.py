@@ -1,0 +1,132 @@
+"""Game accounts at rest: AES-256-GCM bound to the order id, and where the key comes from."""
+
+from __future__ import annotations
+
+import base64
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from cardless.ledger.cipher import AccountCipher, CipherError, load_or_create_key
+
+ORDER = "0x" + "11" * 32
+OTHER = "0x" + "22" * 32
+KEY = bytes(range(32))
+
+
+@pytest.fixture(autouse=True)
+def _no_key_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CARDLESS_ACCOUNT_KEY", raising=False)
+
+
+@pytest.mark.parametrize("account", ["12345678", "player#1234", "玩家一号", "a" * 64])
+def test_round_trip(account: str) -> None:
+    cipher = AccountCipher(KEY)
+    blob = cipher.encrypt(account, ORDER)
+    assert account.encode() not in blob
+    assert cipher.decrypt(blob, ORDER) == account
+
+
+def test_each_encryption_uses_a_fresh_nonce() -> None:
+    cipher = AccountCipher(KEY)
+    first, second = cipher.encrypt("12345678", ORDER), cipher.encrypt("12345678", ORDER)
+    assert first != second
+    assert first[:12] != second[:12]
+
+
+def test_ciphertext_is_bound_to_its_order_id() -> None:
+    """A ciphertext copied onto another order row does not decrypt there."""
+    cipher = AccountCipher(KEY)
+    blob = cipher.encrypt("12345678", ORDER)
+    with pytest.raises(CipherError, match=OTHER):
+        cipher.decrypt(blob, OTHER)
+
+
+def test_wrong_key_does_not_decrypt() -> None:
+    blob = AccountCipher(KEY).encrypt("12345678", ORDER)
+    with pytest.raises(CipherError, match="does not decrypt with this key"):
+        AccountCipher(bytes(32)).decrypt(blob, ORDER)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda b: b[:-1] + bytes([b[-1] ^ 1]), id="flipped-tag-bit"),
+        pytest.param(lambda b: b[:12] + bytes([b[12] ^ 1]) + b[13:], id="flipped-ciphertext-bit"),
+        pytest.param(lambda b: b[:20], id="truncated"),
+        pytest.param(lambda b: b"", id="empty"),
+    ],
+)
+def test_damaged_ciphertext_is_refused(damage: object) -> None:
+    cipher = AccountCipher(KEY)
+    blob = cipher.encrypt("12345678", ORDER)
+    with pytest.raises(CipherError):
+        cipher.decrypt(damage(blob), ORDER)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("size", [0, 16, 31, 33, 64])
+def test_key_must_be_32_bytes(size: int) -> None:
+    with pytest.raises(CipherError, match=f"must be 32 bytes, got {size}"):
+        AccountCipher(bytes(size))
+
+
+# ---------------------------------------------------------------------------------------- the key
+
+
+def test_key_file_is_created_once_with_mode_0600(tmp_path: Path) -> None:
+    path = tmp_path / "var" / "account-key"
+    key = load_or_create_key(path)
+    assert len(key) == 32
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert base64.b64decode(path.read_text()) == key
+    assert load_or_create_key(path) == key  # read back, not replaced
+    assert not list(path.parent.glob("*.tmp"))
+
+
+def test_corrupt_key_file_is_refused_with_its_path(tmp_path: Path) -> None:
+    path = tmp_path / "account-key"
+    path.write_text(base64.b64encode(bytes(16)).decode())
+    with pytest.raises(CipherError, match=f"{path}: must hold a base64 32-byte key"):
+        load_or_create_key(path)
+
+
+def test_corrupt_key_file_that_is_not_base64_is_refused_with_its_path(tmp_path: Path) -> None:
+    path = tmp_path / "account-key"
+    path.write_text("not base64 at all!\n")
+    with pytest.raises(CipherError, match=f"{path}: must hold a base64 32-byte key"):
+        load_or_create_key(path)
+
+
+def test_environment_key_wins_over_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "account-key"
+    monkeypatch.setenv("CARDLESS_ACCOUNT_KEY", base64.b64encode(KEY).decode())
+    assert load_or_create_key(path) == KEY
+    assert not path.exists()  # nothing written when the key comes from the environment
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        pytest.param("not base64!", "CARDLESS_ACCOUNT_KEY: not valid base64", id="not-base64"),
+        pytest.param(
+            base64.b64encode(bytes(16)).decode(),
+            "CARDLESS_ACCOUNT_KEY: must decode to 32 bytes, got 16",
+            id="too-short",
+        ),
+        pytest.param(
+            base64.b64encode(bytes(33)).decode(),
+            "CARDLESS_ACCOUNT_KEY: must decode to 32 bytes, got 33",
+            id="too-long",
+        ),
+    ],
+)
+def test_environment_key_is_validated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str, message: str
+) -> None:
+    monkeypatch.setenv("CARDLESS_ACCOUNT_KEY", value)
+    with pytest.raises(CipherError) as raised:
+        load_or_create_key(tmp_path / "account-key")
+    assert str(raised.value) == message
+    assert value not in str(raised.value)  # never echo key material

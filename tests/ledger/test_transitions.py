@@ -1,0 +1,227 @@
+"""The fulfilment state machine on a migrated SQLite file.
+
+Every allowed transition moves the order and appends its timeline entry (from, to, reason) in the
+caller's transaction; every other one raises IllegalTransition and stages nothing; terminal states
+set ``closed_at``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from cardless.ledger import Order, OrderEvent, OrderState, create_engine_for, migrate, session_factory
+from cardless.ledger.models import TERMINAL_STATES
+from cardless.ledger.transitions import ALLOWED, IllegalTransition, transition
+
+S = OrderState
+ALLOWED_PAIRS = sorted((a, b) for a, targets in ALLOWED.items() for b in targets)
+DISALLOWED_PAIRS = sorted(
+    (a, b) for a, b in itertools.product(OrderState, OrderState) if b not in ALLOWED.get(a, frozenset())
+)
+CLOSING = {S.SETTLED, S.REFUNDED, S.RECLAIMED, S.EXPIRED}
+
+
+@pytest.fixture(scope="module")
+def sessions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sessionmaker[Session]]:
+    """One database for the module; every test works on orders of its own."""
+    path: Path = tmp_path_factory.mktemp("fulfilment") / "cardless.db"
+    engine = create_engine_for(f"sqlite:///{path}")
+    migrate(engine)
+    yield session_factory(engine)
+    engine.dispose()
+
+
+def new_order(sessions: sessionmaker[Session], state: OrderState) -> str:
+    order_id = "0x" + os.urandom(32).hex()
+    with sessions.begin() as session:
+        session.add(
+            Order(
+                id=order_id,
+                state=state.value,
+                chain_id=31337,
+                escrow="0x" + "11" * 20,
+                sku="genshin-60",
+                providers=["sim"],
+                buyer="0x" + "22" * 20,
+                merchant="0x" + "33" * 20,
+                token="0x" + "00" * 20,
+                amount=10**15,
+                fee_bps=250,
+                quote_expiry=1_000,
+                fulfilment_deadline=5_000,
+                sku_hash="0x" + "44" * 32,
+                account_commitment="0x" + "55" * 32,
+                account_ciphertext=b"\x00" * 16,
+                account_salt="0x" + "66" * 32,
+                quote_signer="0x" + "77" * 20,
+                quote_signature="0x" + "88" * 65,
+            )
+        )
+    return order_id
+
+
+def timeline(sessions: sessionmaker[Session], order_id: str) -> list[tuple[str | None, str, str]]:
+    with sessions() as session:
+        events = session.execute(
+            select(OrderEvent).where(OrderEvent.order_id == order_id).order_by(OrderEvent.id)
+        ).scalars()
+        return [(e.from_state, e.to_state, e.reason) for e in events]
+
+
+def test_the_table_covers_every_state_and_terminal_states_lead_nowhere() -> None:
+    assert set(ALLOWED) == set(OrderState)
+    for state in (S.SETTLED, S.REFUNDED, S.RECLAIMED):
+        assert ALLOWED[state] == frozenset()
+    assert len(ALLOWED_PAIRS) + len(DISALLOWED_PAIRS) == len(OrderState) ** 2
+
+
+@pytest.mark.parametrize(("from_state", "to_state"), ALLOWED_PAIRS, ids=lambda s: str(s))
+def test_every_allowed_transition_moves_the_order_and_writes_its_timeline_entry(
+    sessions: sessionmaker[Session], from_state: OrderState, to_state: OrderState
+) -> None:
+    order_id = new_order(sessions, from_state)
+    at = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    with sessions.begin() as session:
+        order = session.get(Order, order_id)
+        assert order is not None
+        transition(session, order, to_state, f"because {to_state}", detail={"k": 1}, at=at, last_error="note")
+
+    with sessions() as session:
+        order = session.get(Order, order_id)
+        assert order is not None
+        assert order.state == to_state.value
+        assert order.last_error == "note"
+        assert order.updated_at.replace(tzinfo=UTC) == at
+        if to_state in CLOSING:
+            assert order.closed_at is not None and order.closed_at.replace(tzinfo=UTC) == at
+        elif from_state not in CLOSING:
+            assert order.closed_at is None
+        (event,) = session.execute(select(OrderEvent).where(OrderEvent.order_id == order_id)).scalars()
+        assert (event.from_state, event.to_state, event.reason, event.detail) == (
+            from_state.value,
+            to_state.value,
+            f"because {to_state}",
+            {"k": 1},
+        )
+        assert event.at.replace(tzinfo=UTC) == at
+
+
+@pytest.mark.parametrize(("from_state", "to_state"), DISALLOWED_PAIRS, ids=lambda s: str(s))
+def test_every_other_transition_raises_and_stages_nothing(
+    sessions: sessionmaker[Session], from_state: OrderState, to_state: OrderState
+) -> None:
+    order_id = new_order(sessions, from_state)
+    with sessions() as session:
+        order = session.get(Order, order_id)
+        assert order is not None
+        with pytest.raises(IllegalTransition) as caught:
+            transition(session, order, to_state, "not allowed", provider_ref="must-not-be-set")
+        assert (caught.value.order_id, caught.value.from_state, caught.value.to_state) == (
+            order_id,
+            from_state,
+            to_state,
+        )
+        assert f"{from_state} -> {to_state}" in str(caught.value)
+        assert order.state == from_state.value and order.provider_ref is None and order.closed_at is None
+        assert not session.new and not session.dirty and not session.deleted
+        session.commit()  # a caller that swallows the error commits nothing either
+
+    assert timeline(sessions, order_id) == []
+    with sessions() as session:
+        order = session.get(Order, order_id)
+        assert order is not None and order.state == from_state.value and order.provider_ref is None
+
+
+def test_state_and_timeline_entry_commit_or_roll_back_together(sessions: sessionmaker[Session]) -> None:
+    order_id = new_order(sessions, S.PAID)
+    with pytest.raises(RuntimeError), sessions.begin() as session:
+        order = session.get(Order, order_id)
+        assert order is not None
+        transition(session, order, S.RISK_CHECKED, "risk checks passed")
+        session.flush()  # both rows are written ...
+        raise RuntimeError("... and the caller's transaction fails before commit")
+    assert timeline(sessions, order_id) == []
+    with sessions() as session:
+        assert session.get(Order, order_id).state == S.PAID.value  # type: ignore[union-attr]
+
+    with sessions.begin() as session:
+        order = session.get(Order, order_id)
+        assert order is not None
+        transition(session, order, S.RISK_CHECKED, "risk checks passed")
+    assert timeline(sessions, order_id) == [("paid", "risk_checked", "risk checks passed")]
+
+
+def test_a_whole_life_leaves_an_ordered_timeline(sessions: sessionmaker[Session]) -> None:
+    order_id = new_order(sessions, S.QUOTED)
+    path = [S.PAID, S.RISK_CHECKED, S.SUBMITTING, S.UNKNOWN, S.SUCCEEDED, S.PROOF_PENDING, S.SETTLED]
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+    for step, state in enumerate(path):
+        with sessions.begin() as session:
+            order = session.get(Order, order_id)
+            assert order is not None
+            transition(session, order, state, f"step {step}", at=start + timedelta(minutes=step))
+    states = [S.QUOTED, *path]
+    assert timeline(sessions, order_id) == [
+        (a.value, b.value, f"step {i}") for i, (a, b) in enumerate(itertools.pairwise(states))
+    ]
+    with sessions() as session:
+        order = session.get(Order, order_id)
+        assert order is not None and order.closed_at is not None
+        assert order.closed_at.replace(tzinfo=UTC) == start + timedelta(minutes=len(path) - 1)
+        with pytest.raises(IllegalTransition):
+            transition(session, order, S.REFUND_PENDING, "too late")
+
+
+def test_an_unknown_field_is_refused(sessions: sessionmaker[Session]) -> None:
+    order_id = new_order(sessions, S.PAID)
+    with sessions() as session:
+        order = session.get(Order, order_id)
+        assert order is not None
+        with pytest.raises(AttributeError, match="no_such_field"):
+            transition(session, order, S.RISK_CHECKED, "typo", no_such_field=1)
+        assert order.state == S.PAID.value and not session.new
+    assert timeline(sessions, order_id) == []
+
+
+def test_a_late_payment_reopens_an_expired_order(sessions: sessionmaker[Session]) -> None:
+    order_id = new_order(sessions, S.QUOTED)
+    for state in (S.EXPIRED, S.PAID):
+        with sessions.begin() as session:
+            order = session.get(Order, order_id)
+            assert order is not None
+            transition(session, order, state, str(state))
+    with sessions() as session:
+        order = session.get(Order, order_id)
+        assert order is not None and order.state == S.PAID.value
+        assert order.closed_at is None
+    assert S.EXPIRED not in TERMINAL_STATES
+
+
+@pytest.mark.parametrize("event", ["OrderReclaimed", "OrderRefunded", "OrderSettled"])
+@pytest.mark.parametrize("start", [S.QUOTED, S.EXPIRED])
+def test_chain_closing_an_order_whose_payment_was_never_applied(
+    sessions: sessionmaker[Session], event: str, start: OrderState
+) -> None:
+    """A buyer may reclaim an order whose OrderPaid the oracle did not apply (e.g. it did not match the
+    quote on record). The watcher must record it, not stall on an illegal quoted -> reclaimed move."""
+    from oracles.worker import OracleWorker
+
+    order_id = new_order(sessions, start)
+    meta = {"tx_hash": "0x" + "ab" * 32, "log_index": 0, "block_number": 7, "block_hash": "0x" + "cd" * 32}
+    with sessions.begin() as session:
+        # _on_event's closing path reads nothing from the worker, so it runs unbound here.
+        OracleWorker._on_event(None, session, event, {"orderId": bytes.fromhex(order_id[2:])}, meta)  # type: ignore[arg-type]
+    expected = {"OrderReclaimed": S.RECLAIMED, "OrderRefunded": S.REFUNDED, "OrderSettled": S.SETTLED}[event]
+    with sessions() as session:
+        order = session.get(Order, order_id)
+        assert order is not None and order.state == expected.value
+        assert [e.to_state for e in order.events][-2:] == [S.PAID.value, expected.value]
+        assert order.closed_at is not None

@@ -1,0 +1,1 @@
+"""Fixtures and helpers shared by the test packages (registered as plugins in tests/conftest.py)."""
