@@ -32,7 +32,7 @@ from web3.contract.contract import ContractFunction
 from web3.exceptions import TransactionNotFound
 from web3.types import Nonce, Wei
 
-from cardless.ledger.models import ChainTx, ChainTxState, SignerNonce, utcnow
+from cardless.ledger.models import ChainTx, ChainTxOrder, ChainTxState, SignerNonce, utcnow
 from cardless.protocol.reverts import RevertDecoder
 from oracles._exceptions import OracleError
 from oracles.failpoints import failpoint
@@ -114,6 +114,7 @@ class TxManager:
             state=ChainTxState.SIGNED.value,
             max_fee_per_gas=tx["maxFeePerGas"],
             priority_fee_per_gas=tx["maxPriorityFeePerGas"],
+            orders=[ChainTxOrder(order_id=order_id) for order_id in dict.fromkeys(order_ids)],
         )
         session.add(record)
         session.flush()

@@ -35,6 +35,7 @@ from adapters._exceptions import AdapterError, ConfigError, ProviderUnavailable,
 from cardless import protocol
 from cardless.ledger.cipher import AccountCipher
 from cardless.ledger.models import Order, OrderState, utcnow
+from cardless.ledger.store import order_from_row
 from cardless.ledger.transitions import transition
 from cardless.protocol import ContractRevert, EscrowDomain, Fulfilment, RefundReason
 from oracles.failpoints import failpoint
@@ -70,21 +71,6 @@ def _aware(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def order_from_row(row: Order) -> protocol.Order:
-    return protocol.Order(
-        order_id=bytes.fromhex(row.id[2:]),
-        buyer=row.buyer,
-        merchant=row.merchant,
-        token=row.token,
-        amount=row.amount,
-        fee_bps=row.fee_bps,
-        quote_expiry=row.quote_expiry,
-        fulfilment_deadline=row.fulfilment_deadline,
-        sku_hash=bytes.fromhex(row.sku_hash[2:]),
-        account_commitment=bytes.fromhex(row.account_commitment[2:]),
-    )
 
 
 class OracleWorker:

@@ -17,6 +17,7 @@ __all__ = [
     "Base",
     "ChainCursor",
     "ChainTx",
+    "ChainTxOrder",
     "ChainTxState",
     "Order",
     "OrderEvent",
@@ -101,6 +102,11 @@ class Order(Base):
 
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None]
+    # Work lease: the worker that claimed this order's next external step, and until when. Written and
+    # committed before the provider call or transaction it guards; another worker may take the order
+    # over once ``lease_until`` has passed (no row lock outlives its database transaction).
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
 
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -190,4 +196,22 @@ class ChainTx(Base):
     gas_used: Mapped[int | None] = mapped_column(BigInteger)
     error: Mapped[str | None] = mapped_column(Text)
 
+    orders: Mapped[list[ChainTxOrder]] = relationship(
+        back_populates="chain_tx", cascade="all, delete-orphan", order_by="ChainTxOrder.order_id"
+    )
+
     __table_args__ = (Index("ix_chain_txs_sender_nonce", "sender", "nonce"),)
+
+
+class ChainTxOrder(Base):
+    """Which orders a transaction acts on: the indexed form of ``ChainTx.order_ids``, so an order's
+    transactions are found by key (a batch settlement names up to ``max_batch`` orders)."""
+
+    __tablename__ = "chain_tx_orders"
+
+    chain_tx_id: Mapped[int] = mapped_column(ForeignKey("chain_txs.id", ondelete="CASCADE"), primary_key=True)
+    order_id: Mapped[str] = mapped_column(String(66), primary_key=True)
+
+    chain_tx: Mapped[ChainTx] = relationship(back_populates="orders")
+
+    __table_args__ = (Index("ix_chain_tx_orders_order_id", "order_id"),)

@@ -10,10 +10,10 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import String, cast, select
+from sqlalchemy import select
 
 from adapters._exceptions import CallbackRejected
-from cardless.ledger.models import ChainTx, Order, OrderState
+from cardless.ledger.models import ChainTx, ChainTxOrder, Order, OrderState
 from gateway.api.deps import CatalogueDep, ContextDep, QuotesDep, SessionDep
 
 __all__ = ["router"]
@@ -74,10 +74,11 @@ def order_status(session: SessionDep, order_id: str = Path(pattern=r"^0x[0-9a-fA
     row = session.get(Order, order_id.lower())
     if row is None:
         raise HTTPException(404, f"order {order_id} not found")
-    # order_ids is a JSON list; matching its text keeps this one indexed-table scan instead of loading every
-    # transaction (order ids are 0x-hex, so they contain no LIKE wildcards). Exact membership is re-checked.
     txs = session.execute(
-        select(ChainTx).where(cast(ChainTx.order_ids, String).like(f"%{row.id}%")).order_by(ChainTx.id)
+        select(ChainTx)
+        .join(ChainTxOrder, ChainTxOrder.chain_tx_id == ChainTx.id)
+        .where(ChainTxOrder.order_id == row.id)
+        .order_by(ChainTx.id)
     ).scalars()
     return {
         "order_id": row.id,
@@ -98,9 +99,7 @@ def order_status(session: SessionDep, order_id: str = Path(pattern=r"^0x[0-9a-fA
             "settle_tx": row.settle_tx,
             "refund_tx": row.refund_tx,
             "transactions": [
-                {"purpose": t.purpose, "tx_hash": t.tx_hash, "state": t.state, "nonce": t.nonce}
-                for t in txs
-                if row.id in t.order_ids
+                {"purpose": t.purpose, "tx_hash": t.tx_hash, "state": t.state, "nonce": t.nonce} for t in txs
             ],
         },
         "provider_ref": row.provider_ref,

@@ -21,7 +21,7 @@ from adapters import ProviderAdapter, Refusal, Validation
 from adapters._exceptions import AdapterError
 from cardless import protocol
 from cardless.ledger.cipher import AccountCipher
-from cardless.ledger.models import Order, OrderEvent, OrderState
+from cardless.ledger.store import new_order_row
 from cardless.protocol.artifacts import load_artifact
 from cardless.protocol.deployment import Deployment
 from cardless.protocol.erc20 import ERC20_ABI
@@ -104,34 +104,15 @@ class QuoteService:
         providers = [provider_name] + [p for p in sku.providers if p != provider_name]
         with self.sessions.begin() as session:
             session.add(
-                Order(
-                    id=order_hex,
-                    state=OrderState.QUOTED.value,
-                    chain_id=domain.chain_id,
-                    escrow=domain.verifying_contract,
+                new_order_row(
+                    order,
+                    domain=domain,
                     sku=sku.id,
                     providers=providers,
-                    provider_index=0,
-                    buyer=order.buyer,
-                    merchant=order.merchant,
-                    token=order.token,
-                    amount=order.amount,
-                    fee_bps=order.fee_bps,
-                    quote_expiry=order.quote_expiry,
-                    fulfilment_deadline=order.fulfilment_deadline,
-                    sku_hash=Web3.to_hex(order.sku_hash),
-                    account_commitment=Web3.to_hex(order.account_commitment),
                     account_ciphertext=self.cipher.encrypt(account, order_hex),
-                    account_salt=Web3.to_hex(salt),
+                    account_salt=salt,
                     quote_signer=self.quote_key.address,
-                    quote_signature=Web3.to_hex(signature),
-                )
-            )
-            session.add(
-                OrderEvent(
-                    order_id=order_hex,
-                    from_state=None,
-                    to_state=OrderState.QUOTED.value,
+                    quote_signature=signature,
                     reason=f"quote issued; account validated by {provider_name}",
                 )
             )
