@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from eth_utils import to_bytes, to_hex
+from eth_utils import to_hex
 
 from cardless import protocol
 from cardless.ledger.models import Order, OrderEvent, OrderState
@@ -20,7 +20,7 @@ __all__ = ["new_order_row", "order_from_row"]
 def order_from_row(row: Order) -> protocol.Order:
     """The order exactly as the quote signed it (and as ``OrderPaid`` carries it)."""
     return protocol.Order(
-        order_id=to_bytes(hexstr=row.id),
+        order_id=protocol.order_id_from_hex(row.id),
         buyer=row.buyer,
         merchant=row.merchant,
         token=row.token,
@@ -28,8 +28,8 @@ def order_from_row(row: Order) -> protocol.Order:
         fee_bps=row.fee_bps,
         quote_expiry=row.quote_expiry,
         fulfilment_deadline=row.fulfilment_deadline,
-        sku_hash=to_bytes(hexstr=row.sku_hash),
-        account_commitment=to_bytes(hexstr=row.account_commitment),
+        sku_hash=protocol.hash32_from_hex("sku_hash", row.sku_hash),
+        account_commitment=protocol.hash32_from_hex("account_commitment", row.account_commitment),
     )
 
 

@@ -42,15 +42,20 @@ __all__ = [
     "ChainId",
     "EscrowDomain",
     "Fulfilment",
+    "Hash32",
     "Order",
+    "OrderId",
     "OrderStatus",
     "RefundReason",
     "Wei",
     "account_commitment",
     "batch_digest",
     "batch_typed_data",
+    "bytes32_from_hex",
     "fulfilment_digest",
     "fulfilment_typed_data",
+    "hash32_from_hex",
+    "order_id_from_hex",
     "order_struct_hash",
     "permit_typed_data",
     "quote_digest",
@@ -66,6 +71,10 @@ __all__ = [
 Wei = NewType("Wei", int)
 """An amount in a token's base units (wei for ETH)."""
 ChainId = NewType("ChainId", int)
+OrderId = NewType("OrderId", bytes)
+"""An order id: 32 bytes, chosen by the gateway, the escrow's key for the order."""
+Hash32 = NewType("Hash32", bytes)
+"""A 32-byte hash (receipt hash, SKU hash, account commitment, digest)."""
 
 DOMAIN_NAME: Final = "CardlessEscrow"
 DOMAIN_VERSION: Final = "1"
@@ -128,6 +137,25 @@ def _bytes32(field: str, value: bytes) -> bytes:
     if not isinstance(value, bytes | bytearray) or len(value) != 32:
         raise ProtocolError(field, f"must be 32 bytes, got {value!r}")
     return bytes(value)
+
+
+def bytes32_from_hex(field: str, value: str | None) -> bytes:
+    """``0x`` + 64 hex digits (as stored and served) to 32 bytes; a ProtocolError names ``field``."""
+    if not isinstance(value, str) or len(value) != 66 or not value.startswith(("0x", "0X")):
+        raise ProtocolError(field, f"must be 0x and 64 hex digits, got {value!r}")
+    try:
+        return bytes.fromhex(value[2:])
+    except ValueError:
+        raise ProtocolError(field, f"must be 0x and 64 hex digits, got {value!r}") from None
+
+
+def order_id_from_hex(value: str | None) -> OrderId:
+    """An order id as the ledger and the API write it (``0x`` + 64 hex digits)."""
+    return OrderId(bytes32_from_hex("order_id", value))
+
+
+def hash32_from_hex(field: str, value: str | None) -> Hash32:
+    return Hash32(bytes32_from_hex(field, value))
 
 
 def _address(field: str, value: str) -> ChecksumAddress:
