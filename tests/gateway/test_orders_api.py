@@ -218,7 +218,7 @@ def test_forged_and_replayed_callbacks_change_nothing(
     faults: Shop, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     shop = faults
-    caplog.set_level(logging.WARNING, logger="gateway.api.routes")
+    caplog.set_level(logging.WARNING, logger="gateway.services.callbacks")
     recorder = CallbackRecorder(shop)
     monkeypatch.setattr(recorder.runtime, "_post_callback", recorder)
 
@@ -299,7 +299,7 @@ def test_a_replayed_callback_older_than_the_tolerance_is_refused(shop: Shop, sys
 def test_an_authentic_callback_for_an_order_we_do_not_have_is_404(
     shop: Shop, system: System, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="gateway.api.routes")
+    caplog.set_level(logging.WARNING, logger="gateway.services.callbacks")
     secret = next(m for m in system.simulator_config.merchants if m.id == "cardless-hmac").callback_secret
     stamp = str(int(time.time()))
     unknown = "0x" + "cd" * 32
