@@ -19,7 +19,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gateway.schemas import FieldError, Problem
 from gateway.services import CallbackRejected, GatewayError, InvalidField, NotFound, ServiceUnavailable
 
-__all__ = ["PROBLEM", "STATUS", "install_error_handlers", "problem", "problem_openapi", "problem_responses"]
+__all__ = [
+    "PROBLEM",
+    "STATUS",
+    "install_error_handlers",
+    "problem",
+    "problem_openapi",
+    "problem_responses",
+    "status_of",
+]
 
 PROBLEM = "application/problem+json"
 
@@ -60,6 +68,7 @@ def problem(status: int, detail: str, *, errors: list[FieldError] | None = None)
 
 
 def status_of(exc: GatewayError) -> int:
+    """The status of ``exc``: its nearest mapped ancestor's, else 500."""
     return next((STATUS[c] for c in type(exc).__mro__ if c in STATUS), 500)
 
 
