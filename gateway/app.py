@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 
 from cardless.protocol.jsonlimits import BoundedJsonMiddleware
 from gateway.api.deps import GatewayContext
-from gateway.api.errors import install_error_handlers
+from gateway.api.errors import install_error_handlers, problem_openapi
 from gateway.api.routes import router
 
 __all__ = ["create_app"]
@@ -26,4 +29,16 @@ def create_app(context: GatewayContext) -> FastAPI:
     app.add_middleware(BoundedJsonMiddleware)
     install_error_handlers(app)
     app.include_router(router)
+
+    def openapi() -> dict[str, Any]:
+        # Error bodies are problem+json; FastAPI would list a `responses=` model as application/json.
+        if app.openapi_schema is None:
+            app.openapi_schema = problem_openapi(
+                get_openapi(
+                    title=app.title, version=app.version, description=app.description, routes=app.routes
+                )
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

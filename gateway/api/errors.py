@@ -1,4 +1,9 @@
-"""RFC 9457 problem details for every error the API returns."""
+"""The one place errors become HTTP: RFC 9457 problem details (``application/problem+json``).
+
+Services raise :class:`gateway.services.GatewayError` subclasses; :data:`STATUS` maps each to a status
+code, and every handler here renders a :class:`gateway.schemas.Problem`. Routes declare the statuses
+they can answer with :func:`problem_responses`, so the OpenAPI document describes every error body.
+"""
 
 from __future__ import annotations
 
@@ -11,44 +16,105 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.services.quotes import QuoteError, ServiceUnavailable
+from gateway.schemas import FieldError, Problem
+from gateway.services import CallbackRejected, GatewayError, InvalidField, NotFound, ServiceUnavailable
 
-__all__ = ["install_error_handlers", "problem"]
+__all__ = [
+    "PROBLEM",
+    "STATUS",
+    "install_error_handlers",
+    "problem",
+    "problem_openapi",
+    "problem_responses",
+    "status_of",
+]
 
 PROBLEM = "application/problem+json"
 
+STATUS: Mapping[type[GatewayError], int] = {
+    NotFound: 404,
+    InvalidField: 422,
+    CallbackRejected: 401,
+    ServiceUnavailable: 503,
+}
+"""Domain error -> HTTP status. A subclass takes its nearest ancestor's status; an unlisted one is 500."""
 
-def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
-    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+_WHY: Mapping[int, str] = {
+    400: "The body is not acceptable JSON (nested too deep)",
+    401: "The callback's signature or timestamp does not verify",
+    404: "The named resource does not exist",
+    413: "The body is too large",
+    422: "An input is invalid; `errors` names the field",
+    500: "An unexpected error; nothing about it is disclosed",
+    503: "No provider can take the order now; see Retry-After",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route that can answer with ``statuses``: each a :class:`Problem`."""
+    return {
+        status: {"model": Problem, "description": _WHY.get(status, HTTPStatus(status).phrase)}
+        for status in statuses
+    }
+
+
+def problem(status: int, detail: str, *, errors: list[FieldError] | None = None) -> JSONResponse:
+    """A problem+json response; ``type`` is ``about:blank`` so ``title`` is the status phrase (RFC 9457
+    section 4.2.1), as the body-size middleware of cardless.protocol.jsonlimits already answers."""
+    body = Problem(title=_phrase(status), status=status, detail=detail, errors=errors)
+    return JSONResponse(
+        body.model_dump(mode="json", exclude_none=True), status_code=status, media_type=PROBLEM
+    )
+
+
+def status_of(exc: GatewayError) -> int:
+    """The status of ``exc``: its nearest mapped ancestor's, else 500."""
+    return next((STATUS[c] for c in type(exc).__mro__ if c in STATUS), 500)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"field": _field(e), "message": e["msg"]} for e in exc.errors()]
-        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-        return problem(422, "Invalid request", detail, errors=errors)
+        errors = [FieldError(field=_field(e), message=e["msg"]) for e in exc.errors()]
+        return problem(422, "; ".join(f"{e.field}: {e.message}" for e in errors), errors=errors)
 
-    @app.exception_handler(QuoteError)
-    async def _quote(_: Request, exc: QuoteError) -> JSONResponse:
-        title = "Not found" if exc.status == 404 else "Invalid request"
-        return problem(exc.status, title, str(exc), errors=[{"field": exc.field, "message": exc.message}])
-
-    @app.exception_handler(ServiceUnavailable)
-    async def _unavailable(_: Request, exc: ServiceUnavailable) -> JSONResponse:
-        response = problem(503, "Provider unavailable", str(exc))
-        response.headers["Retry-After"] = "30"
+    @app.exception_handler(GatewayError)
+    async def _domain(_: Request, exc: GatewayError) -> JSONResponse:
+        status = status_of(exc)
+        errors = None if exc.field is None else [FieldError(field=exc.field, message=exc.message)]
+        response = problem(status, str(exc), errors=errors)
+        if isinstance(exc, ServiceUnavailable):
+            response.headers["Retry-After"] = str(exc.retry_after)
         return response
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        # RFC 9457: the title is the same for every occurrence of a problem type; the detail varies.
-        try:
-            title = HTTPStatus(exc.status_code).phrase
-        except ValueError:
-            title = "Error"
-        return problem(exc.status_code, title, str(exc.detail))
+        # Only the framework raises these now (no such route, method not allowed).
+        return problem(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # Starlette logs the exception after this answer; the client learns nothing about it.
+        return problem(500, "internal error")
+
+
+def problem_openapi(schema: dict[str, Any]) -> dict[str, Any]:
+    """Move every 4xx/5xx body in ``schema`` from ``application/json`` (where FastAPI puts a
+    ``responses=`` model) to ``application/problem+json``, the type the handlers answer with."""
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            for code, response in operation.get("responses", {}).items():
+                content = response.get("content", {})
+                if code[:1] in ("4", "5") and "application/json" in content:
+                    content[PROBLEM] = content.pop("application/json")
+    return schema
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
 
 
 def _field(error: Mapping[str, Any]) -> str:

@@ -1,173 +1,88 @@
-"""Routes of the minimal gateway: catalogue, quotes, order status, health."""
+"""Routes of the gateway: catalogue, quotes, order status, provider callbacks, health.
+
+Each route takes ``deps`` aliases, calls one service and returns its schema; errors are the services'
+:class:`gateway.services.GatewayError`, turned into problem+json by :mod:`gateway.api.errors`. Every
+route declares its response model and the problem statuses it can answer with, so ``/openapi.json``
+is the whole contract; operation ids are the handlers' names in camelCase (``createQuote``).
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import logging
 import time
-from datetime import UTC, datetime
-from typing import Any
 
-from fastapi import APIRouter, HTTPException, Path, Request
-from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
+from fastapi import APIRouter, Path, Request
+from fastapi.routing import APIRoute
 
-from adapters._exceptions import CallbackRejected
-from cardless.ledger.models import ChainTx, ChainTxOrder, Order, OrderState
+from gateway import services
 from gateway.api.deps import CatalogueDep, ContextDep, QuotesDep, SessionDep
+from gateway.api.errors import problem_responses
+from gateway.schemas import CallbackAck, CatalogueOut, HealthOut, OrderOut, QuoteCreate, QuoteOut
 
-__all__ = ["router"]
-
-router = APIRouter(prefix="/v1")
-log = logging.getLogger(__name__)
-
-
-class QuoteCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    sku: str = Field(min_length=1, max_length=64, examples=["genshin-60"])
-    account: str = Field(min_length=1, max_length=64, description="The game account to credit")
-    token: str = Field(min_length=1, max_length=32, examples=["tUSDC", "ETH"])
-    buyer: str = Field(pattern=r"^0x[0-9a-fA-F]{40}$", description="The wallet that will pay")
+__all__ = ["operation_id", "router"]
 
 
-@router.get("/catalogue")
-def catalogue(context: ContextDep, catalogue: CatalogueDep) -> dict[str, Any]:
-    tokens = {t.symbol: t for t in context.deployment.tokens}
-    return {
-        "chain_id": context.deployment.chain_id,
-        "escrow": context.deployment.escrow,
-        "merchants": [
-            {"id": m.id, "name": m.name, "address": m.address, "fee_bps": m.fee_bps}
-            for m in catalogue.merchants
-        ],
-        "skus": [
-            {
-                "id": s.id,
-                "title": s.title,
-                "merchant": s.merchant,
-                "prices": [
-                    {
-                        "token": symbol,
-                        "address": tokens[symbol].address,
-                        "decimals": tokens[symbol].decimals,
-                        "amount": str(amount),
-                    }
-                    for symbol, amount in s.prices.items()
-                    if symbol in tokens
-                ],
-            }
-            for s in catalogue.skus
-        ],
-    }
+def operation_id(route: APIRoute) -> str:
+    """``create_quote`` -> ``createQuote``: stable (the handler's name) and readable in generated clients."""
+    head, *rest = route.name.split("_")
+    return head + "".join(word.capitalize() for word in rest)
 
 
-@router.post("/quotes", status_code=201)
-async def create_quote(body: QuoteCreate, quotes: QuotesDep) -> dict[str, Any]:
+router = APIRouter(prefix="/v1", generate_unique_id_function=operation_id, responses=problem_responses(500))
+
+# The body-size middleware (cardless.protocol.jsonlimits) answers these for any request with a body.
+_BODY = (400, 413)
+
+
+@router.get("/catalogue", tags=["catalogue"])
+def get_catalogue(context: ContextDep, catalogue: CatalogueDep) -> CatalogueOut:
+    """Merchants and SKUs with their prices per token accepted by this escrow."""
+    return services.describe_catalogue(catalogue, context.deployment)
+
+
+@router.post("/quotes", status_code=201, tags=["quotes"], responses=problem_responses(*_BODY, 404, 422, 503))
+async def create_quote(body: QuoteCreate, quotes: QuotesDep) -> QuoteOut:
+    """Validate the game account with a provider, then sign an order the buyer can pay on chain.
+
+    404 names ``sku`` when it is unknown; 422 names the field at fault; 503 (with Retry-After) when no
+    provider can take the order. A refused quote writes nothing."""
     return await quotes.create(
         sku_id=body.sku, account=body.account, token_symbol=body.token, buyer=body.buyer
     )
 
 
-@router.get("/orders/{order_id}")
-def order_status(session: SessionDep, order_id: str = Path(pattern=r"^0x[0-9a-fA-F]{64}$")) -> dict[str, Any]:
-    row = session.get(Order, order_id.lower())
-    if row is None:
-        raise HTTPException(404, f"order {order_id} not found")
-    txs = session.execute(
-        select(ChainTx)
-        .join(ChainTxOrder, ChainTxOrder.chain_tx_id == ChainTx.id)
-        .where(ChainTxOrder.order_id == row.id)
-        .order_by(ChainTx.id)
-    ).scalars()
-    return {
-        "order_id": row.id,
-        "state": row.state,
-        "sku": row.sku,
-        "provider": row.providers[row.provider_index] if row.providers else None,
-        "buyer": row.buyer,
-        "merchant": row.merchant,
-        "token": row.token,
-        "amount": str(row.amount),
-        "fee_bps": row.fee_bps,
-        "quote_expiry": row.quote_expiry,
-        "fulfilment_deadline": row.fulfilment_deadline,
-        "account_commitment": row.account_commitment,
-        "chain": {
-            "paid_tx": row.paid_tx,
-            "paid_block": row.paid_block,
-            "settle_tx": row.settle_tx,
-            "refund_tx": row.refund_tx,
-            "transactions": [
-                {"purpose": t.purpose, "tx_hash": t.tx_hash, "state": t.state, "nonce": t.nonce} for t in txs
-            ],
-        },
-        "provider_ref": row.provider_ref,
-        "receipt": row.receipt,
-        "receipt_hash": row.receipt_hash,
-        "proof": None
-        if row.proof_signature is None
-        else {
-            "signature": row.proof_signature,
-            "fulfilled_at": row.fulfilled_at,
-            "receipt_hash": row.receipt_hash,
-        },
-        "refund_reason": row.refund_reason,
-        "timeline": [
-            {"at": _utc(e.at).isoformat(), "from": e.from_state, "to": e.to_state, "reason": e.reason}
-            for e in row.events
-        ],
-        "last_error": row.last_error,
-    }
+@router.get("/orders/{order_id}", tags=["orders"], responses=problem_responses(404, 422))
+def get_order(session: SessionDep, order_id: str = Path(pattern=r"^0x[0-9a-fA-F]{64}$")) -> OrderOut:
+    """One order: its state, chain references, receipt, proof and timeline."""
+    return services.order_status(session, order_id)
 
 
-def _utc(at: datetime) -> datetime:
-    """Event times are written in UTC; SQLite hands them back without the zone, which a client would
-    read as its own local time."""
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
-
-
-@router.post("/providers/{provider}/callback")
-async def provider_callback(provider: str, request: Request, context: ContextDep) -> dict[str, Any]:
-    """A provider's signed status callback. It is only a hint: the oracle re-queries the provider by our
-    key, so a forged or replayed callback can at most cause one extra query. Forged ones are refused."""
-    adapter = context.adapters.get(provider)
-    if adapter is None:
-        raise HTTPException(404, f"unknown provider {provider!r}")
+@router.post(
+    "/providers/{provider}/callback",
+    tags=["providers"],
+    responses=problem_responses(*_BODY, 401, 404, 422),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "The provider's own callback body, verified byte for byte against its "
+            "signature headers (see the provider file)",
+            "content": {"application/json": {"schema": {"type": "object", "additionalProperties": True}}},
+        }
+    },
+)
+async def receive_provider_callback(
+    provider: str, request: Request, context: ContextDep, session: SessionDep
+) -> CallbackAck:
+    """A provider's signed status callback. Only a hint: the oracle re-queries the provider by our key,
+    so a forged or replayed callback can at most cause one extra query. Forged ones are refused (401)."""
     raw = await request.body()
-    try:
-        result = await adapter.verify_callback(raw, dict(request.headers), time.time())
-    except CallbackRejected as exc:
-        log.warning("rejected callback from %s: %s", provider, exc)
-        raise HTTPException(401, f"callback rejected: {exc}") from exc
-    if result.order_key is None:
-        raise HTTPException(422, "callback names no order")
-    with context.sessions.begin() as session:
-        row = session.get(Order, result.order_key.lower())
-        if row is None:
-            log.warning("callback from %s for unknown order %s", provider, result.order_key)
-            raise HTTPException(404, f"order {result.order_key} not found")
-        if row.state in (OrderState.SUBMITTING.value, OrderState.UNKNOWN.value):
-            row.next_attempt_at = None  # query now
-    return {"accepted": True}
+    return await services.accept_callback(
+        session, context.adapters, provider, raw, dict(request.headers), time.time()
+    )
 
 
-@router.get("/health")
-def health(context: ContextDep) -> dict[str, Any]:
-    chain: dict[str, Any]
-    try:
-        block = context.w3.eth.block_number
-        chain = {"ok": True, "block": block}
-    except Exception as exc:  # the health endpoint reports, it does not fail
-        chain = {"ok": False, "error": str(exc)}
-    providers: dict[str, Any] = {}
-    for name, adapter in context.adapters.items():
-        snapshot = getattr(adapter, "health", None)
-        providers[name] = dataclasses.asdict(snapshot()) if callable(snapshot) else None
-    return {
-        "status": "ok" if chain["ok"] else "degraded",
-        "chain": chain,
-        "providers": providers,
-        "deployment": context.deployment.model_dump(mode="json"),
-        "simulator": context.simulator_url,
-    }
+@router.get("/health", tags=["health"])
+def get_health(context: ContextDep, session: SessionDep) -> HealthOut:
+    """Chain, database and provider health, and the deployment this gateway runs against."""
+    return services.check_health(
+        session, context.w3, context.adapters, context.deployment, context.simulator_url
+    )

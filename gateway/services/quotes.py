@@ -10,7 +10,6 @@ import dataclasses
 import secrets
 import unicodedata
 from collections.abc import Mapping
-from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from eth_utils import is_address, is_checksum_address, keccak, to_checksum_address
@@ -26,22 +25,18 @@ from cardless.protocol.artifacts import load_artifact
 from cardless.protocol.deployment import Deployment
 from cardless.protocol.erc20 import ERC20_ABI
 from gateway.catalogue import Catalogue
+from gateway.schemas import (
+    AccountCheck,
+    Eip712Payload,
+    OrderMessage,
+    PermitHint,
+    QuoteOut,
+    TokenOut,
+    TransactionStep,
+)
+from gateway.services._exceptions import InvalidField, NotFound, ServiceUnavailable
 
-__all__ = ["QuoteError", "QuoteService", "ServiceUnavailable"]
-
-
-class QuoteError(Exception):
-    """A bad request: ``field`` names the input at fault."""
-
-    def __init__(self, field: str, message: str, *, status: int = 422) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
-        self.status = status
-
-
-class ServiceUnavailable(Exception):  # noqa: N818 (public API: reads as the outcome, like adapters' errors)
-    """No provider can take the order right now; the quote is refused rather than taking money."""
+__all__ = ["QuoteService"]
 
 
 @dataclasses.dataclass
@@ -56,20 +51,20 @@ class QuoteService:
     quote_ttl: int
     fulfilment_window: int
 
-    async def create(self, *, sku_id: str, account: str, token_symbol: str, buyer: str) -> dict[str, Any]:
+    async def create(self, *, sku_id: str, account: str, token_symbol: str, buyer: str) -> QuoteOut:
         sku = self.catalogue.sku(sku_id)
         if sku is None:
-            raise QuoteError("sku", f"unknown SKU {sku_id!r}", status=404)
+            raise NotFound("sku", f"unknown SKU {sku_id!r}")
         if token_symbol not in sku.prices:
-            raise QuoteError(
+            raise InvalidField(
                 "token", f"{sku_id} is not sold in {token_symbol!r}; prices in {sorted(sku.prices)}"
             )
         try:
             token = self.deployment.token(token_symbol)
         except KeyError:
-            raise QuoteError("token", f"{token_symbol!r} is not accepted by this escrow") from None
+            raise InvalidField("token", f"{token_symbol!r} is not accepted by this escrow") from None
         if not is_address(buyer):
-            raise QuoteError("buyer", "must be a 20-byte hex address")
+            raise InvalidField("buyer", "must be a 20-byte hex address")
         if (
             buyer[2:] != buyer[2:].lower()
             and buyer[2:] != buyer[2:].upper()
@@ -77,7 +72,7 @@ class QuoteService:
         ):
             # Mixed case is an EIP-55 checksum; a wrong one means a mistyped address, and the order
             # would bind a buyer who is not the payer (pay reverts BuyerMismatch).
-            raise QuoteError("buyer", "mixed-case address with a wrong EIP-55 checksum (a typo?)")
+            raise InvalidField("buyer", "mixed-case address with a wrong EIP-55 checksum (a typo?)")
         account = _clean_account(account)
         provider_name, validation = await self._validate_account(sku.providers, sku_id, account)
 
@@ -116,11 +111,10 @@ class QuoteService:
                     reason=f"quote issued; account validated by {provider_name}",
                 )
             )
-        body = self._quote_body(order, signature, salt, token.symbol, token.decimals)
         # A mistyped account of a valid shape passes validation; the nickname the provider returns
         # for it is what lets the buyer notice before paying.
-        body["account_check"] = {"provider": provider_name, "nickname": validation.nickname}
-        return body
+        check = AccountCheck(provider=provider_name, nickname=validation.nickname)
+        return self._quote_out(order, signature, salt, TokenOut(**token.model_dump(mode="json")), check)
 
     async def _validate_account(
         self, providers: tuple[str, ...], sku_id: str, account: str
@@ -140,76 +134,79 @@ class QuoteService:
             if validation.ok:
                 return name, validation
             if validation.refusal is Refusal.INVALID_ACCOUNT:
-                raise QuoteError("account", f"the provider does not accept this game account for {sku_id}")
+                raise InvalidField("account", f"the provider does not accept this game account for {sku_id}")
             if validation.refusal is Refusal.UNKNOWN_SKU:
                 outages.append(f"{name}: does not sell {sku_id}")
                 continue
             outages.append(f"{name}: {validation.refusal.value if validation.refusal else 'refused'}")
         raise ServiceUnavailable("no provider can deliver this order now: " + "; ".join(outages))
 
-    def _quote_body(
-        self, order: protocol.Order, signature: bytes, salt: bytes, symbol: str, decimals: int
-    ) -> dict[str, Any]:
+    def _quote_out(
+        self, order: protocol.Order, signature: bytes, salt: bytes, token: TokenOut, check: AccountCheck
+    ) -> QuoteOut:
         domain = self.deployment.domain
         escrow = self.w3.eth.contract(
             address=to_checksum_address(domain.verifying_contract), abi=load_artifact("CardlessEscrow").abi
         )
         pay_data = escrow.encode_abi("pay", [order.as_tuple(), self.quote_key.address, signature])
-        transactions: list[dict[str, Any]] = []
+        transactions: list[TransactionStep] = []
         if not order.is_native:
-            token = self.w3.eth.contract(address=to_checksum_address(order.token), abi=ERC20_ABI)
+            erc20 = self.w3.eth.contract(address=to_checksum_address(order.token), abi=ERC20_ABI)
             transactions.append(
-                {
-                    "step": "approve",
-                    "to": order.token,
-                    "value": "0",
-                    "data": token.encode_abi("approve", [domain.verifying_contract, order.amount]),
-                }
+                TransactionStep(
+                    step="approve",
+                    to=order.token,
+                    value="0",
+                    data=erc20.encode_abi("approve", [domain.verifying_contract, order.amount]),
+                )
             )
         transactions.append(
-            {
-                "step": "pay",
-                "to": domain.verifying_contract,
-                "value": str(order.amount if order.is_native else 0),
-                "data": pay_data,
-            }
+            TransactionStep(
+                step="pay",
+                to=domain.verifying_contract,
+                value=str(order.amount if order.is_native else 0),
+                data=pay_data,
+            )
         )
-        message = {k: (Web3.to_hex(v) if isinstance(v, bytes) else v) for k, v in order.as_message().items()}
-        message["amount"] = str(order.amount)
-        return {
-            "order_id": Web3.to_hex(order.order_id),
-            "order": message,
-            "token": {"symbol": symbol, "address": order.token, "decimals": decimals},
-            "quote_signer": self.quote_key.address,
-            "quote_signature": Web3.to_hex(signature),
-            "account_salt": Web3.to_hex(salt),
-            "eip712": {
-                # The types come from cardless.protocol, the one owner of the encoding: a wallet can verify
-                # the quote with them and no Cardless code.
-                "types": protocol.quote_types(),
-                "domain": domain.as_dict(),
-                "primaryType": "Order",
-                "message": message,
-            },
-            "transactions": transactions,
-            "permit": None
+        fields = {k: (Web3.to_hex(v) if isinstance(v, bytes) else v) for k, v in order.as_message().items()}
+        message = OrderMessage.model_validate({**fields, "amount": str(order.amount)})
+        return QuoteOut(
+            order_id=Web3.to_hex(order.order_id),
+            order=message,
+            token=token,
+            quote_signer=self.quote_key.address,
+            quote_signature=Web3.to_hex(signature),
+            account_salt=Web3.to_hex(salt),
+            # The types come from cardless.protocol, the one owner of the encoding: a wallet can verify
+            # the quote with them and no Cardless code.
+            eip712=Eip712Payload.model_validate(
+                {
+                    "types": protocol.quote_types(),
+                    "domain": domain.as_dict(),
+                    "primaryType": "Order",
+                    "message": message,
+                }
+            ),
+            transactions=transactions,
+            permit=None
             if order.is_native
-            else {
-                "function": "payWithPermit(Order,address,bytes,uint256,uint8,bytes32,bytes32)",
-                "note": "sign an EIP-2612 permit for spender=escrow, value=amount, then call payWithPermit "
+            else PermitHint(
+                function="payWithPermit(Order,address,bytes,uint256,uint8,bytes32,bytes32)",
+                note="sign an EIP-2612 permit for spender=escrow, value=amount, then call payWithPermit "
                 "with the order, quote_signer, quote_signature, the permit deadline and v, r, s",
-                "spender": domain.verifying_contract,
-                "value": str(order.amount),
-            },
-        }
+                spender=domain.verifying_contract,
+                value=str(order.amount),
+            ),
+            account_check=check,
+        )
 
 
 def _clean_account(account: str) -> str:
     account = unicodedata.normalize("NFC", account.strip())
     if not account:
-        raise QuoteError("account", "must not be empty")
+        raise InvalidField("account", "must not be empty")
     if len(account) > 64:
-        raise QuoteError("account", "must be at most 64 characters")
+        raise InvalidField("account", "must be at most 64 characters")
     if any(unicodedata.category(c).startswith("C") for c in account):
-        raise QuoteError("account", "must not contain control characters")
+        raise InvalidField("account", "must not contain control characters")
     return account

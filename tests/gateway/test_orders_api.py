@@ -218,7 +218,7 @@ def test_forged_and_replayed_callbacks_change_nothing(
     faults: Shop, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     shop = faults
-    caplog.set_level(logging.WARNING, logger="gateway.api.routes")
+    caplog.set_level(logging.WARNING, logger="gateway.services.callbacks")
     recorder = CallbackRecorder(shop)
     monkeypatch.setattr(recorder.runtime, "_post_callback", recorder)
 
@@ -299,7 +299,7 @@ def test_a_replayed_callback_older_than_the_tolerance_is_refused(shop: Shop, sys
 def test_an_authentic_callback_for_an_order_we_do_not_have_is_404(
     shop: Shop, system: System, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="gateway.api.routes")
+    caplog.set_level(logging.WARNING, logger="gateway.services.callbacks")
     secret = next(m for m in system.simulator_config.merchants if m.id == "cardless-hmac").callback_secret
     stamp = str(int(time.time()))
     unknown = "0x" + "cd" * 32
@@ -326,7 +326,7 @@ def test_an_authentic_callback_for_an_order_we_do_not_have_is_404(
 
 def test_callback_for_an_unknown_provider_is_404(shop: Shop) -> None:
     response = shop.api.post("/v1/providers/acme/callback", content=b"{}")
-    body = assert_problem(response, 404)
+    body = assert_problem(response, 404, "provider")
     assert "acme" in body["detail"]
 
 
@@ -344,7 +344,7 @@ def test_order_id_that_is_not_32_bytes_of_hex_is_422_naming_it(shop: Shop, bad: 
 def test_unknown_order_is_404_problem(shop: Shop) -> None:
     unknown = "0x" + "ef" * 32
     response = shop.api.get(f"/v1/orders/{unknown}")
-    body = assert_problem(response, 404)
+    body = assert_problem(response, 404, "order_id")
     assert body["title"] == "Not Found"
     assert unknown in body["detail"]
 
@@ -355,6 +355,9 @@ def test_health_reports_chain_providers_and_deployment(shop: Shop, system: Syste
     assert health["chain"]["ok"] is True
     assert set(health["providers"]) == {"simulator", "simulator-md5"}
     assert health["deployment"]["escrow"] == shop.escrow.address
+    assert health["database"]["ok"] is True
+    assert system.deployment is not None
+    assert health["deployment"] == system.deployment.model_dump(mode="json")  # the file, every field
     assert system.simulator is not None
     assert health["simulator"] == system.simulator.url
 

@@ -453,7 +453,7 @@ def test_duplicate_callback_changes_nothing(harness: Harness) -> None:
 
 
 def test_forged_callback_is_refused_and_logged(harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="gateway.api.routes")
+    caplog.set_level(logging.WARNING, logger="gateway.services.callbacks")
     quote, before = _buy(harness, "genshin-60", ("async", {}), ("forged_callback", {}))
     status = harness.wait(quote.order_id)
     _assert_settled(harness, quote, status, before, provider="simulator")
@@ -645,7 +645,7 @@ def test_callback_endpoint_refuses_forgeries_and_replays_change_nothing(
 ) -> None:
     """Callbacks sent by hand to POST /v1/providers/{name}/callback, after an async order has settled."""
     h = harness
-    caplog.set_level(logging.WARNING, logger="gateway.api.routes")
+    caplog.set_level(logging.WARNING, logger="gateway.services.callbacks")
     quote, before = _buy(h, "genshin-60", ("async", {}))
     settled = h.wait(quote.order_id)
     _assert_settled(h, quote, settled, before, provider="simulator")
