@@ -162,8 +162,7 @@ def health(context: ContextDep) -> dict[str, Any]:
         chain = {"ok": False, "error": str(exc)}
     providers: dict[str, Any] = {}
     for name, adapter in context.adapters.items():
-        snapshot = getattr(adapter, "health", None)
-        providers[name] = dataclasses.asdict(snapshot()) if callable(snapshot) else None
+        providers[name] = dataclasses.asdict(adapter.health())
     return {
         "status": "ok" if chain["ok"] else "degraded",
         "chain": chain,
