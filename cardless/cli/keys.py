@@ -16,7 +16,6 @@ import dataclasses
 import os
 import secrets
 from collections.abc import Collection
-from pathlib import Path
 from typing import Final, Literal
 
 from eth_account.signers.local import LocalAccount
@@ -118,8 +117,3 @@ def account_cipher(settings: Settings) -> AccountCipher:
             create=settings.is_development,
         )
     )
-
-
-def read_key_file(path: Path, password: str) -> LocalAccount:
-    """One keystore (e.g. the owner's for ``cardless deploy``), never created."""
-    return load_keystore(path, password)
