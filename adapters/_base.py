@@ -21,9 +21,11 @@ from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 from adapters._exceptions import AccountRejected, AdapterError, ProviderRefused, TopupReversed
+from adapters.health import HealthSnapshot
 
 __all__ = [
     "PROTOCOL_METHODS",
+    "SYNC_METHODS",
     "ProviderAdapter",
     "Receipt",
     "Refusal",
@@ -172,8 +174,16 @@ class TopupResult:
 class ProviderAdapter(Protocol):
     """One top-up provider. Implementations take their HTTP client by injection.
 
-    Every method is a coroutine. ``adapters.registry`` refuses a class that lacks one.
+    Every method is a coroutine except ``health``, which reads local state (the adapter's circuit
+    breaker) and must answer without I/O. ``adapters.registry`` refuses a class that lacks one.
     """
+
+    def health(self) -> HealthSnapshot:
+        """This provider's circuit-breaker state, for the gateway's health endpoint and operators.
+
+        Synchronous and without I/O: it reports what the adapter already knows.
+        """
+        ...
 
     async def validate(self, sku: str, account: str) -> Validation:
         """Check the account can receive the SKU, before the buyer pays.
@@ -214,5 +224,8 @@ class ProviderAdapter(Protocol):
         ...
 
 
-PROTOCOL_METHODS: tuple[str, ...] = ("validate", "submit", "query", "verify_callback", "balance")
-"""The methods every adapter must define as coroutines."""
+PROTOCOL_METHODS: tuple[str, ...] = ("validate", "submit", "query", "verify_callback", "balance", "health")
+"""The methods every adapter must define: coroutines, except those in ``SYNC_METHODS``."""
+
+SYNC_METHODS: frozenset[str] = frozenset({"health"})
+"""Protocol methods that must be plain (not ``async``) methods: they answer from local state."""

@@ -222,6 +222,8 @@ class Breaker(_Section):
 
 
 class ProviderFile(_Section):
+    adapter: Literal["http"] = "http"
+    """The adapter kind (``adapters.registry``); files for other adapters are not parsed here."""
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
     base_url: Annotated[str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$")]
     body_encoding: Literal["json", "form"] = "json"

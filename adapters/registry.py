@@ -7,6 +7,12 @@ the adapter is first loaded. Third-party packages add adapters through the entry
     [project.entry-points."cardless.adapters"]
     acme = "acme_cardless.adapter:AcmeAdapter"
 
+A provider file names its adapter kind with a top-level ``adapter = "<name>"`` (default ``http``);
+``AdapterRegistry.from_file`` loads that class and builds it with its classmethod
+``from_file(path, client, *, secrets, base_url)``, the construction contract every adapter class
+keeps (``HttpAdapter.from_file`` is the model). So a third-party adapter is an installed package
+plus a provider file, with no code change in Cardless.
+
 Rules:
 
 - A name belongs to one import path. A second registration with another path raises
@@ -23,14 +29,36 @@ import importlib
 import importlib.metadata
 import inspect
 import re
-from typing import Any, Final, cast
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, cast
 
-from adapters._base import PROTOCOL_METHODS, ProviderAdapter
-from adapters._exceptions import AdapterNotFound, DuplicateAdapter, IncompleteAdapter, RegistryError
+from adapters._base import PROTOCOL_METHODS, SYNC_METHODS, ProviderAdapter
+from adapters._exceptions import (
+    AdapterNotFound,
+    DuplicateAdapter,
+    IncompleteAdapter,
+    ProviderFileError,
+    RegistryError,
+)
 
-__all__ = ["ENTRY_POINT_GROUP", "AdapterRegistry", "Registration", "protocol_gaps", "registry"]
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = [
+    "DEFAULT_KIND",
+    "ENTRY_POINT_GROUP",
+    "AdapterRegistry",
+    "Registration",
+    "adapter_kind",
+    "protocol_gaps",
+    "registry",
+]
 
 ENTRY_POINT_GROUP: Final = "cardless.adapters"
+DEFAULT_KIND: Final = "http"
+"""The adapter kind of a provider file that does not name one."""
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -45,20 +73,25 @@ class Registration:
     """Who registered it, for error messages: ``built-in``, ``entry point in acme-cardless 1.2``."""
 
 
-def protocol_gaps(cls: type) -> tuple[list[str], list[str]]:
-    """The protocol methods ``cls`` lacks, and those it defines without ``async``.
+def protocol_gaps(cls: type) -> tuple[list[str], list[str], list[str]]:
+    """The protocol methods ``cls`` lacks, those it defines without ``async``, and the synchronous
+    ones (``SYNC_METHODS``: ``health``) it defines as coroutines.
 
     A class that subclasses ``ProviderAdapter`` inherits its stub methods; those count as missing.
     """
     missing: list[str] = []
     not_async: list[str] = []
+    not_sync: list[str] = []
     for method in PROTOCOL_METHODS:
         attr = getattr(cls, method, None)
         if attr is None or not callable(attr) or attr is getattr(ProviderAdapter, method):
             missing.append(method)
+        elif method in SYNC_METHODS:
+            if inspect.iscoroutinefunction(attr):
+                not_sync.append(method)
         elif not inspect.iscoroutinefunction(attr):
             not_async.append(method)
-    return missing, not_async
+    return missing, not_async, not_sync
 
 
 class AdapterRegistry:
@@ -119,13 +152,15 @@ class AdapterRegistry:
             return self._loaded[name]
         registration = self.registration(name)
         cls = self._import(registration)
-        missing, not_async = protocol_gaps(cls)
-        if missing or not_async:
+        missing, not_async, not_sync = protocol_gaps(cls)
+        if missing or not_async or not_sync:
             problems = []
             if missing:
                 problems.append(f"missing {', '.join(missing)}")
             if not_async:
                 problems.append(f"not async: {', '.join(not_async)}")
+            if not_sync:
+                problems.append(f"must not be async: {', '.join(not_sync)}")
             raise IncompleteAdapter(
                 f"adapter {name!r} ({registration.target}, {registration.source}) does not implement "
                 f"ProviderAdapter: {'; '.join(problems)}"
@@ -133,6 +168,27 @@ class AdapterRegistry:
         adapter = cast("type[ProviderAdapter]", cls)
         self._loaded[name] = adapter
         return adapter
+
+    def from_file(
+        self,
+        path: str | Path,
+        client: httpx.AsyncClient,
+        *,
+        secrets: Mapping[str, str] | None = None,
+        base_url: str | None = None,
+    ) -> ProviderAdapter:
+        """Build the adapter a provider file asks for (its ``adapter`` key, default ``http``)."""
+        kind = adapter_kind(path)
+        cls: Any = self.load(kind)
+        build = getattr(cls, "from_file", None)
+        if not callable(build):
+            registration = self.registration(kind)
+            raise IncompleteAdapter(
+                f"adapter {kind!r} ({registration.target}, {registration.source}) has no "
+                f"from_file(path, client, *, secrets, base_url) classmethod; {path} cannot be loaded"
+            )
+        adapter = build(path, client, secrets=secrets, base_url=base_url)
+        return cast("ProviderAdapter", adapter)
 
     @staticmethod
     def _import(registration: Registration) -> type:
@@ -150,6 +206,24 @@ class AdapterRegistry:
         if not inspect.isclass(obj):
             raise IncompleteAdapter(f"{where}: is a {type(obj).__name__}, not a class")
         return obj
+
+
+def adapter_kind(path: str | Path) -> str:
+    """The adapter a provider file names (top-level ``adapter``), ``http`` when it names none."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ProviderFileError(f"cannot read: {exc.strerror}", path=str(path)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ProviderFileError(f"not valid TOML: {exc}", path=str(path)) from None
+    kind = data.get("adapter", DEFAULT_KIND)
+    if not isinstance(kind, str) or not _NAME.match(kind):
+        raise ProviderFileError(
+            "must name a registered adapter (lowercase letters, digits, '_', '.', '-')",
+            key="adapter",
+            path=str(path),
+        )
+    return kind
 
 
 registry = AdapterRegistry()

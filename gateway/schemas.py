@@ -322,8 +322,6 @@ class HealthOut(_Out):
     status: Literal["ok", "degraded"]
     chain: ChainHealth
     database: DatabaseHealth
-    providers: dict[str, ProviderHealth | None] = Field(
-        description="Per provider its circuit breaker; null for an adapter that reports none"
-    )
+    providers: dict[str, ProviderHealth] = Field(description="Per provider its circuit breaker")
     deployment: DeploymentOut
     simulator: str | None = Field(description="The embedded simulated provider's URL, when it runs")

@@ -1,8 +1,9 @@
 """Encrypted keystores (eth-account / Web3 Secret Storage) for the oracle's two keys.
 
 The proof-signing key (authorised as an oracle signer on the escrow) and the gas-paying key (sends
-transactions) are separate, so a leaked hot gas key cannot forge fulfilment proofs. Passwords come
-from the environment or a file, never from the repository.
+transactions) are separate, so a leaked hot gas key cannot forge fulfilment proofs. The password is
+the caller's to supply (the CLI reads it from its settings: a variable or a file, never the
+repository); nothing here reads the environment.
 """
 
 from __future__ import annotations
@@ -17,29 +18,11 @@ from eth_account.signers.local import LocalAccount
 
 from oracles._exceptions import OracleError
 
-__all__ = ["KeystoreError", "load_keystore", "load_or_create_keystore", "read_password"]
+__all__ = ["KeystoreError", "load_keystore", "load_or_create_keystore"]
 
 
 class KeystoreError(OracleError):
     pass
-
-
-def read_password(
-    env: str = "CARDLESS_KEYSTORE_PASSWORD", file_env: str = "CARDLESS_KEYSTORE_PASSWORD_FILE"
-) -> str:
-    """The keystore password from ``$CARDLESS_KEYSTORE_PASSWORD`` or the file named by
-    ``$CARDLESS_KEYSTORE_PASSWORD_FILE``."""
-    if value := os.environ.get(env):
-        return value
-    if path := os.environ.get(file_env):
-        try:
-            password = Path(path).read_text().strip()
-        except OSError as exc:
-            raise KeystoreError(f"{file_env}={path}: cannot read the password file ({exc.strerror})") from exc
-        if not password:
-            raise KeystoreError(f"{file_env}={path}: the password file is empty")
-        return password
-    raise KeystoreError(f"no keystore password: set {env} or {file_env}")
 
 
 def load_keystore(path: Path, password: str) -> LocalAccount:

@@ -1,4 +1,8 @@
-"""The ``cardless`` command."""
+"""The ``cardless`` command: run | gateway | oracle | deploy | simulator | demo.
+
+Commands import what they run and nothing more: ``oracle`` loads no web framework and no simulator,
+``deploy`` no dev chain (the wiring modules are imported inside the commands).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import json
 import logging
 import signal
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
@@ -46,21 +51,25 @@ def _settings_problem(exc: ValidationError) -> str:
     return "; ".join(problems)
 
 
-def _start(**options: Any) -> System:
+def _fail(exc: Exception, what: str = "start-up failed") -> typer.Exit:
+    message = _settings_problem(exc) if isinstance(exc, ValidationError) else str(exc)
+    console.print(f"[red]{what}:[/red] {escape(message)}", soft_wrap=True)
+    return typer.Exit(1)
+
+
+def start_system(*, embedded: bool = True, gateway: bool = True, oracle: bool = True) -> System:
     """Read the settings and start a System; a bad variable, deployment file, keystore password or
     catalogue ends the command with one line naming what is wrong (exit 1), not a traceback."""
     from cardless.cli.system import System
 
     system: System | None = None
     try:
-        system = System(Settings(), **options)
+        system = System(Settings(), embedded=embedded, gateway=gateway, oracle=oracle)
         system.start()
     except Exception as exc:
-        message = _settings_problem(exc) if isinstance(exc, ValidationError) else str(exc)
-        console.print(f"[red]start-up failed:[/red] {escape(message)}", soft_wrap=True)
         if system is not None:
             system.stop()
-        raise typer.Exit(1) from exc
+        raise _fail(exc) from exc
     return system
 
 
@@ -79,7 +88,7 @@ def _wait_for_ctrl_c(ready: str | None = None) -> None:
 def run() -> None:
     """Start the embedded system: chain, contracts, simulated provider, gateway and oracle."""
     _logging()
-    system = _start()
+    system = start_system()
     info = system.describe()
     table = Table(title="Cardless embedded system", show_header=False)
     for key, value in info.items():
@@ -110,15 +119,134 @@ def run() -> None:
 
 
 @app.command()
+def gateway() -> None:
+    """Serve the API alone against CARDLESS_CHAIN_RPC_URL, the deployment file and the database."""
+    _logging()
+    system = start_system(embedded=False, gateway=True, oracle=False)
+    escrow = system.deployment.escrow if system.deployment else "?"
+    try:
+        _wait_for_ctrl_c(
+            f"gateway running: {system.gateway_url} (chain {system.settings.chain_rpc_url}, escrow {escrow})"
+        )
+    finally:
+        system.stop()
+
+
+@app.command()
 def oracle() -> None:
     """Run one oracle worker against CARDLESS_CHAIN_RPC_URL and the deployment file."""
     _logging()
-    system = _start(embedded=False, gateway=False, oracle=True)
+    system = start_system(embedded=False, gateway=False, oracle=True)
     escrow = system.deployment.escrow if system.deployment else "?"
     try:
         _wait_for_ctrl_c(f"oracle running: chain {system.settings.chain_rpc_url}, escrow {escrow}")
     finally:
         system.stop()
+
+
+def _address(value: str, option: str) -> Any:
+    from web3 import Web3
+
+    try:
+        return Web3.to_checksum_address(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not an address", param_hint=option) from None
+
+
+def _keystore_address(path: Path, option: str) -> Any:
+    """The address a keystore file declares (no password needed), for a default signer."""
+    try:
+        return _address(str(json.loads(path.read_text())["address"]), option)
+    except (OSError, ValueError, KeyError, TypeError):
+        raise typer.BadParameter(
+            f"not given, and {path} holds no keystore address to default to", param_hint=option
+        ) from None
+
+
+@app.command()
+def deploy(
+    owner_keystore: Annotated[
+        Path, typer.Option(help="Encrypted keystore of the escrow owner (pays the gas, signs locally)")
+    ],
+    fee_recipient: Annotated[str, typer.Option(help="Address credited with platform fees")],
+    fee_cap_bps: Annotated[
+        int, typer.Option(min=0, max=10_000, help="Highest fee a quote may carry")
+    ] = 1_000,
+    quote_signer: Annotated[
+        list[str] | None, typer.Option(help="Quote signer (repeatable; default: this machine's keystore)")
+    ] = None,
+    oracle_signer: Annotated[
+        list[str] | None, typer.Option(help="Oracle signer (repeatable; default: this machine's keystore)")
+    ] = None,
+    token: Annotated[
+        list[str] | None,
+        typer.Option(help="ERC-20 token to allow (repeatable); symbol/decimals read from it"),
+    ] = None,
+    native: Annotated[bool, typer.Option("--native/--no-native", help="Allow payment in native ETH")] = True,
+    owner_password_file: Annotated[
+        Path | None,
+        typer.Option(help="Password of the owner keystore (default: the keystore password setting)"),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing deployment file")] = False,
+    receipt_timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for each receipt")] = 300.0,
+) -> None:
+    """Deploy and configure the escrow on CARDLESS_CHAIN_RPC_URL; write the deployment file."""
+    from web3 import HTTPProvider, Web3
+
+    from cardless.cli.deploy import DeployPlan, deploy_escrow
+    from cardless.cli.keys import KEYSTORE_FILES, keystore_password
+    from cardless.protocol.deployment import load_deployment
+    from oracles.keys import KeystoreError, load_keystore
+
+    _logging()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise _fail(exc, "deploy failed") from exc
+    target = settings.effective_deployment_file
+    if target.exists() and not force:
+        console.print(f"[red]deploy refused:[/red] {target} exists (CARDLESS_DEPLOYMENT_FILE); pass --force")
+        raise typer.Exit(1)
+    keys = settings.effective_keystore_dir
+    quote = [_address(a, "--quote-signer") for a in quote_signer or []] or [
+        _keystore_address(keys / KEYSTORE_FILES["quote"], "--quote-signer")
+    ]
+    oracles_ = [_address(a, "--oracle-signer") for a in oracle_signer or []] or [
+        _keystore_address(keys / KEYSTORE_FILES["oracle"], "--oracle-signer")
+    ]
+    try:
+        if owner_password_file is not None:
+            password = owner_password_file.read_text().strip()
+        elif settings.keystore_password is not None or settings.keystore_password_file is not None:
+            password = keystore_password(settings)
+        else:
+            raise KeystoreError(
+                "no password for the owner keystore: pass --owner-password-file or set "
+                "CARDLESS_KEYSTORE_PASSWORD_FILE"
+            )
+        owner = load_keystore(owner_keystore, password)
+        plan = DeployPlan(
+            fee_recipient=_address(fee_recipient, "--fee-recipient"),
+            fee_cap_bps=fee_cap_bps,
+            quote_signers=quote,
+            oracle_signers=oracles_,
+            tokens=[_address(a, "--token") for a in token or []],
+            allow_native=native,
+            rpc_url=settings.chain_rpc_url,
+        )
+        w3 = Web3(HTTPProvider(settings.chain_rpc_url, request_kwargs={"timeout": 30}))
+        deployment = deploy_escrow(
+            w3,
+            owner,
+            plan,
+            receipt_timeout=receipt_timeout,
+            progress=lambda m: console.print(m, highlight=False),
+        )
+        deployment.save(target)
+        load_deployment(target, w3)  # what `cardless gateway` and `cardless oracle` will check
+    except (OSError, ValueError, RuntimeError, KeystoreError) as exc:
+        raise _fail(exc, "deploy failed") from exc
+    console.print(f"deployment written to {target}: escrow {deployment.escrow}", highlight=False)
 
 
 @app.command()

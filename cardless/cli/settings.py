@@ -1,52 +1,85 @@
 """All configuration in one pydantic-settings class, read from ``CARDLESS_*`` environment variables.
 
-The defaults describe the embedded system (``make run``): everything on loopback, SQLite under
-``var/``, dev keystores generated on first run. ``get_settings()`` is cached; tests build their own
-``Settings(...)`` and pass it to the factories instead of touching globals.
+Nothing below the CLI reads the environment for configuration: the wiring modules take what they need
+from ``Settings`` and pass it down explicitly. The defaults describe a development machine: everything
+on loopback, state under ``var/``.
+
+Paths (one of each, whatever the command):
+
+- the database is ``effective_database_url`` (``CARDLESS_DATABASE_URL``, else SQLite ``var/cardless.db``);
+- the deployment file is ``effective_deployment_file`` (``CARDLESS_DEPLOYMENT_FILE``, else
+  ``var/deployment.json``), written by ``cardless deploy`` and read by ``cardless gateway``/``oracle``;
+- the embedded system (``cardless run``/``demo``) keeps its throw-away chain's state in ``var/embedded/``
+  (``for_embedded()``): its chain lives in memory, so its database and deployment start fresh with it,
+  and a ``cardless run`` can never overwrite a real deployment or database in ``var/``.
+
+Outside development (``CARDLESS_ENVIRONMENT`` ``test`` or ``production``) nothing secret is generated:
+a missing keystore, keystore password or account key is a start-up error naming the setting, and
+placeholder values (``changethis``...) are refused. ``get_settings()`` is cached; tests build their
+own ``Settings(...)`` and pass it to the factories instead of touching globals.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "get_settings"]
+__all__ = ["PLACEHOLDERS", "Settings", "get_settings"]
 
 ROOT = Path(__file__).resolve().parents[2]
+
+PLACEHOLDERS = frozenset(
+    {"changethis", "changeme", "change-me", "change_me", "password", "secret", "example", "xxx", "todo"}
+)
+"""Values copied from an example file and never replaced; refused outside development."""
+
+_URL = r"^https?://[^\s/:]+(:\d{1,5})?(/\S*)?$"
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CARDLESS_", extra="forbid")
 
-    environment: str = Field("development", pattern="^(development|test|production)$")
+    environment: Literal["development", "test", "production"] = "development"
+    """Only ``development`` creates keystores, their password and the account key on first use."""
     var_dir: Path = ROOT / "var"
 
     database_url: str = ""
     """SQLAlchemy URL; empty means SQLite at var/cardless.db."""
 
-    chain_rpc_url: str = "http://127.0.0.1:8545"
+    chain_rpc_url: str = Field("http://127.0.0.1:8545", pattern=_URL)
     chain_port: int = Field(8545, ge=0, le=65535)
+    """Port of the embedded chain's JSON-RPC server (0: any free port)."""
     confirmations: int = Field(0, ge=0, le=1_000)
     deployment_file: Path | None = None
-    """Empty means var/deployment.json."""
+    """Empty means var/deployment.json (var/embedded/deployment.json for the embedded system)."""
 
-    gateway_host: str = "127.0.0.1"
+    gateway_host: str = Field("127.0.0.1", min_length=1, pattern=r"^[A-Za-z0-9.:\-\[\]]+$")
     gateway_port: int = Field(8000, ge=0, le=65535)
     simulator_port: int = Field(8601, ge=0, le=65535)
 
-    public_url: str | None = None
+    public_url: str | None = Field(None, pattern=_URL)
     """Where providers reach the gateway for callbacks (the embedded system uses its own address)."""
-    provider_base_url: str | None = None
+    provider_base_url: str | None = Field(None, pattern=_URL)
     """Overrides the provider files' base_url (e.g. a simulator on another port)."""
 
     keystore_dir: Path | None = None
     """Empty means var/keys. Holds oracle-signer.json, gas-payer.json and quote-signer.json."""
-
+    keystore_password: SecretStr | None = None
+    """The keystores' password. Prefer ``keystore_password_file`` outside development."""
+    keystore_password_file: Path | None = None
+    """A file holding the keystores' password (e.g. a mounted secret)."""
     keystore_scrypt_n: int | None = Field(None, ge=2, le=2**20)
     """scrypt cost for keystores created on first run; None is eth-account's default (2**18)."""
+
+    account_key: SecretStr | None = None
+    """Base64 of the 32-byte key that encrypts buyers' game accounts at rest; empty means the file
+    var/account-key (created on first run in development only)."""
 
     catalogue_file: Path = ROOT / "gateway" / "catalogue.toml"
     provider_files: list[Path] = [
@@ -68,11 +101,47 @@ class Settings(BaseSettings):
             raise ValueError("must be a sqlite:// or postgresql:// URL")
         return value
 
+    @field_validator("account_key")
+    @classmethod
+    def _account_key_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        try:
+            key = base64.b64decode(value.get_secret_value(), validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("not valid base64") from None
+        if len(key) != 32:
+            raise ValueError(f"must decode to 32 bytes, got {len(key)}")
+        return value
+
+    @field_validator("provider_files")
+    @classmethod
+    def _some_providers(cls, value: list[Path]) -> list[Path]:
+        if not value:
+            raise ValueError("at least one provider file is needed")
+        return value
+
     @model_validator(mode="after")
     def _window_after_quote(self) -> Settings:
         if self.fulfilment_window_seconds <= self.quote_ttl_seconds:
             raise ValueError("fulfilment_window_seconds must be longer than quote_ttl_seconds")
         return self
+
+    @model_validator(mode="after")
+    def _no_placeholders(self) -> Settings:
+        if self.environment == "development":
+            return self
+        password = self.keystore_password.get_secret_value() if self.keystore_password else None
+        if password is not None and password.strip().lower() in PLACEHOLDERS | {""}:
+            raise ValueError(
+                "keystore_password: a placeholder value is not a password outside development "
+                "(set CARDLESS_KEYSTORE_PASSWORD_FILE to a file holding the real one)"
+            )
+        return self
+
+    @property
+    def is_development(self) -> bool:
+        return self.environment == "development"
 
     @property
     def effective_database_url(self) -> str:
@@ -85,6 +154,24 @@ class Settings(BaseSettings):
     @property
     def effective_keystore_dir(self) -> Path:
         return self.keystore_dir or self.var_dir / "keys"
+
+    @property
+    def account_key_file(self) -> Path:
+        return self.var_dir / "account-key"
+
+    @property
+    def embedded_dir(self) -> Path:
+        """The embedded system's chain-bound state (database, deployment file), wiped at each start."""
+        return self.var_dir / "embedded"
+
+    def for_embedded(self) -> Settings:
+        """These settings with the database and deployment file in ``var/embedded/`` unless set."""
+        return self.model_copy(
+            update={
+                "database_url": self.database_url or f"sqlite:///{self.embedded_dir / 'cardless.db'}",
+                "deployment_file": self.deployment_file or self.embedded_dir / "deployment.json",
+            }
+        )
 
 
 @lru_cache

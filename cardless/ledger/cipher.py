@@ -42,15 +42,22 @@ class AccountCipher:
             raise CipherError(f"order {order_id}: account ciphertext does not decrypt with this key") from exc
 
 
-def load_or_create_key(path: Path, env: str = "CARDLESS_ACCOUNT_KEY") -> bytes:
-    """The key from ``$CARDLESS_ACCOUNT_KEY`` (base64), else from ``path`` (created on first run)."""
-    if value := os.environ.get(env):
+def load_or_create_key(
+    path: Path, *, value: str | None = None, name: str = "CARDLESS_ACCOUNT_KEY", create: bool = True
+) -> bytes:
+    """The key from ``value`` (base64, named ``name`` in errors), else from ``path``; with ``create``,
+    a fresh key is written to ``path`` when it does not exist, otherwise a missing key is an error.
+
+    The caller (the CLI's settings) decides where the value comes from; nothing here reads the
+    environment.
+    """
+    if value:
         try:
             key = base64.b64decode(value, validate=True)
         except ValueError as exc:
-            raise CipherError(f"{env}: not valid base64") from exc
+            raise CipherError(f"{name}: not valid base64") from exc
         if len(key) != 32:
-            raise CipherError(f"{env}: must decode to 32 bytes, got {len(key)}")
+            raise CipherError(f"{name}: must decode to 32 bytes, got {len(key)}")
         return key
     if path.exists():
         try:
@@ -60,6 +67,11 @@ def load_or_create_key(path: Path, env: str = "CARDLESS_ACCOUNT_KEY") -> bytes:
         if len(key) != 32:
             raise CipherError(f"{path}: must hold a base64 32-byte key")
         return key
+    if not create:
+        raise CipherError(
+            f"no account encryption key: set {name} (base64 of 32 bytes) or provide {path}; "
+            "it is only generated in development"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     key = secrets.token_bytes(32)
     tmp = path.with_suffix(".tmp")

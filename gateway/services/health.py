@@ -33,12 +33,10 @@ def check_health(
         database = DatabaseHealth(ok=True)
     except Exception as exc:  # reported, not raised
         database = DatabaseHealth(ok=False, error=str(exc))
-    providers: dict[str, ProviderHealth | None] = {}
-    for name, adapter in adapters.items():
-        snapshot = getattr(adapter, "health", None)  # optional: not part of the adapter protocol
-        providers[name] = (
-            ProviderHealth.model_validate(dataclasses.asdict(snapshot())) if callable(snapshot) else None
-        )
+    providers = {
+        name: ProviderHealth.model_validate(dataclasses.asdict(adapter.health()))
+        for name, adapter in adapters.items()
+    }
     return HealthOut(
         status="ok" if chain.ok and database.ok else "degraded",
         chain=chain,

@@ -28,6 +28,7 @@ class Adapter:
     async def query(self, order_key, provider_ref=None): ...
     async def verify_callback(self, raw_body, headers, now): ...
     async def balance(self): ...
+    def health(self): ...
 """
 
 
@@ -86,7 +87,7 @@ def test_the_builtin_http_adapter_is_registered() -> None:
     assert "http" in registry
     assert registry.registration("http").source == "built-in"
     assert registry.load("http") is HttpAdapter
-    assert protocol_gaps(HttpAdapter) == ([], [])
+    assert protocol_gaps(HttpAdapter) == ([], [], [])
 
 
 def test_unknown_name_lists_what_is_registered() -> None:
@@ -201,7 +202,7 @@ def test_group_none_switches_discovery_off(tmp_path, monkeypatch) -> None:
                 async def submit(self, request): ...
                 async def verify_callback(self, raw_body, headers, now): ...
             """,
-            "missing query, balance",
+            "missing query, balance, health",
         ),
         (
             """
@@ -211,8 +212,9 @@ def test_group_none_switches_discovery_off(tmp_path, monkeypatch) -> None:
                 async def query(self, order_key, provider_ref=None): ...
                 def verify_callback(self, raw_body, headers, now): ...
                 async def balance(self): ...
+                async def health(self): ...
             """,
-            "not async: validate, verify_callback",
+            "not async: validate, verify_callback; must not be async: health",
         ),
         (
             """
@@ -222,6 +224,7 @@ def test_group_none_switches_discovery_off(tmp_path, monkeypatch) -> None:
                 async def query(self, order_key, provider_ref=None): ...
                 async def verify_callback(self, raw_body, headers, now): ...
                 def balance(self): ...
+                def health(self): ...
             """,
             "missing validate; not async: balance",
         ),
@@ -232,7 +235,7 @@ def test_group_none_switches_discovery_off(tmp_path, monkeypatch) -> None:
             class Adapter(ProviderAdapter):
                 async def validate(self, sku, account): ...
             """,
-            "missing submit, query, verify_callback, balance",
+            "missing submit, query, verify_callback, balance, health",
         ),
     ],
 )
@@ -254,3 +257,81 @@ def test_a_non_class_target_is_refused(make_module) -> None:
     adapters.register("func", f"{module}:Adapter")
     with pytest.raises(IncompleteAdapter, match="is a function, not a class"):
         adapters.load("func")
+
+
+# -- provider files name their adapter ---------------------------------------------------------------
+
+THIRD_PARTY = (
+    COMPLETE
+    + """
+    def __init__(self, path, client, secrets, base_url):
+        self.path, self.client, self.secrets, self.base_url = path, client, secrets, base_url
+
+    @classmethod
+    def from_file(cls, path, client, *, secrets=None, base_url=None):
+        return cls(path, client, secrets, base_url)
+"""
+)
+
+
+def test_a_third_party_adapter_installed_by_entry_point_is_built_from_its_provider_file(
+    tmp_path, make_module
+) -> None:
+    """The whole plug-in path with nothing registered in code: a distribution's metadata names the class,
+    a provider file names the kind, and the registry builds it with the caller's client and secrets."""
+    module = make_module(THIRD_PARTY)
+    install_distribution(tmp_path, "acme-cardless", "0.3", {"acme": f"{module}:Adapter"})
+    provider = tmp_path / "acme.toml"
+    provider.write_text('adapter = "acme"\nname = "acme-games"\n')
+    client = object()
+
+    adapter = AdapterRegistry().from_file(
+        provider, client, secrets={"ACME_SECRET": "s"}, base_url="http://127.0.0.1:9"
+    )
+
+    assert type(adapter) is sys.modules[module].Adapter
+    assert isinstance(adapter, ProviderAdapter)
+    assert (adapter.path, adapter.client, adapter.secrets, adapter.base_url) == (
+        provider,
+        client,
+        {"ACME_SECRET": "s"},
+        "http://127.0.0.1:9",
+    )
+
+
+def test_a_provider_file_without_a_kind_is_http() -> None:
+    from adapters.provider_file import bundled_provider_file
+    from adapters.registry import adapter_kind
+
+    path = bundled_provider_file("simulator")
+    assert adapter_kind(path) == "http"
+    text = path.read_text().replace('adapter = "http"', "")
+    assert "adapter =" not in text
+
+
+def test_a_provider_file_naming_an_unknown_kind_is_refused(tmp_path) -> None:
+    provider = tmp_path / "p.toml"
+    provider.write_text('adapter = "nowhere"\nname = "p"\n')
+    with pytest.raises(AdapterNotFound, match=r"no adapter named 'nowhere'"):
+        AdapterRegistry(group=None).from_file(provider, object())
+    provider.write_text("adapter = 3\n")
+    with pytest.raises(ConfigError, match=r"p\.toml: adapter: must name a registered adapter"):
+        AdapterRegistry(group=None).from_file(provider, object())
+
+
+def test_an_adapter_without_from_file_cannot_be_built_from_a_file(tmp_path, make_module) -> None:
+    module = make_module(COMPLETE)
+    adapters = AdapterRegistry(group=None)
+    adapters.register("bare", f"{module}:Adapter", source="a test")
+    provider = tmp_path / "bare.toml"
+    provider.write_text('adapter = "bare"\n')
+    with pytest.raises(IncompleteAdapter, match=r"has no from_file\(path, client, \*, secrets, base_url\)"):
+        adapters.from_file(provider, object())
+
+
+def test_the_distribution_declares_the_builtin_adapter_as_an_entry_point() -> None:
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    declared = pyproject["project"]["entry-points"][ENTRY_POINT_GROUP]
+    assert declared == {"http": registry.registration("http").target}

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from cardless.cli.settings import Settings
 from cardless.cli.system import System, load_keys
+from cardless.ledger.cipher import CipherError
 from cardless.protocol.deployment import DeploymentError
 from gateway.catalogue import CatalogueError
 from oracles.keys import KeystoreError
@@ -185,15 +186,14 @@ def test_keys_the_escrow_does_not_authorise_are_refused_at_start(
 # ---------------------------------------------------------------------------------------- keystores
 
 
-def test_wrong_keystore_password_is_a_keystore_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = gateway_settings(tmp_path / "var")
-    monkeypatch.setenv("CARDLESS_KEYSTORE_PASSWORD", "the right one")
+def test_wrong_keystore_password_is_a_keystore_error(tmp_path: Path) -> None:
+    settings = gateway_settings(tmp_path / "var", keystore_password="the right one")
     keys = load_keys(settings)
     assert load_keys(settings) == keys  # the same password reads them back
 
-    monkeypatch.setenv("CARDLESS_KEYSTORE_PASSWORD", "a wrong one")
+    wrong = gateway_settings(tmp_path / "var", keystore_password="a wrong one")
     with pytest.raises(KeystoreError) as raised:
-        System(settings, embedded=False).start()
+        System(wrong, embedded=False).start()
     message = str(raised.value)
     assert "wrong password or corrupted keystore" in message
     assert str(settings.effective_keystore_dir / "quote-signer.json") in message
@@ -201,9 +201,8 @@ def test_wrong_keystore_password_is_a_keystore_error(tmp_path: Path, monkeypatch
     assert not (settings.var_dir / "embedded").exists()  # refused before anything started
 
 
-def test_corrupted_keystore_file_is_a_keystore_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = gateway_settings(tmp_path / "var")
-    monkeypatch.setenv("CARDLESS_KEYSTORE_PASSWORD", "pw")
+def test_corrupted_keystore_file_is_a_keystore_error(tmp_path: Path) -> None:
+    settings = gateway_settings(tmp_path / "var", keystore_password="pw")
     load_keys(settings)
     path = settings.effective_keystore_dir / "oracle-signer.json"
     path.write_text(path.read_text()[:40])
@@ -211,10 +210,83 @@ def test_corrupted_keystore_file_is_a_keystore_error(tmp_path: Path, monkeypatch
         load_keys(settings)
 
 
-def test_production_needs_a_keystore_password(tmp_path: Path) -> None:
-    settings = gateway_settings(tmp_path / "var", environment="production")
-    with pytest.raises(KeystoreError, match="no keystore password: set CARDLESS_KEYSTORE_PASSWORD"):
+@pytest.mark.parametrize("environment", ["production", "test"])
+def test_outside_development_a_keystore_password_is_required(tmp_path: Path, environment: str) -> None:
+    settings = gateway_settings(tmp_path / "var", environment=environment)
+    with pytest.raises(
+        KeystoreError,
+        match=r"no keystore password: set CARDLESS_KEYSTORE_PASSWORD_FILE \(or CARDLESS_KEYSTORE_PASSWORD\)",
+    ):
         System(settings, embedded=False).start()
+    assert not settings.effective_keystore_dir.exists()  # no password file generated
+
+
+def test_outside_development_missing_keystores_are_not_created(tmp_path: Path) -> None:
+    settings = gateway_settings(tmp_path / "var", environment="production", keystore_password="s3cret-pw")
+    directory = settings.effective_keystore_dir
+    with pytest.raises(KeystoreError) as raised:
+        System(settings, embedded=False, gateway=True, oracle=False).start()
+    assert str(raised.value).startswith(f"keystore {directory / 'quote-signer.json'}: missing")
+    assert f"CARDLESS_KEYSTORE_DIR={directory}" in str(raised.value)
+    assert not directory.exists()
+
+
+def test_outside_development_the_account_key_is_required(tmp_path: Path) -> None:
+    dev = gateway_settings(tmp_path / "var", keystore_password="s3cret-pw")
+    load_keys(dev, ["quote"])  # the keystore exists; only the account key is missing
+    settings = gateway_settings(tmp_path / "var", environment="production", keystore_password="s3cret-pw")
+    with pytest.raises(CipherError, match="no account encryption key: set CARDLESS_ACCOUNT_KEY"):
+        System(settings, embedded=False, gateway=True, oracle=False).start()
+    assert not settings.account_key_file.exists()
+
+
+def test_a_process_loads_only_the_keys_of_its_roles(tmp_path: Path) -> None:
+    """A gateway host needs the quote signer only: the oracle's keystores need not exist there."""
+    dev = gateway_settings(tmp_path / "var", keystore_password="s3cret-pw")
+    quote_only = load_keys(dev, ["quote"])
+    assert quote_only.quote is not None and quote_only.oracle is None and quote_only.gas is None
+    assert sorted(p.name for p in dev.effective_keystore_dir.glob("*.json")) == ["quote-signer.json"]
+    with pytest.raises(KeystoreError, match="the gas key was not loaded"):
+        quote_only.require("gas")
+
+
+@pytest.mark.parametrize("placeholder", ["changethis", "changeme", "password"])
+def test_placeholder_passwords_are_refused_outside_development(tmp_path: Path, placeholder: str) -> None:
+    with pytest.raises(ValidationError, match="a placeholder value is not a password"):
+        gateway_settings(tmp_path / "var", environment="production", keystore_password=placeholder)
+    assert gateway_settings(tmp_path / "var", keystore_password=placeholder)  # development: fine
+    password_file = tmp_path / "password"
+    password_file.write_text(placeholder.upper() + "\n")
+    settings = gateway_settings(
+        tmp_path / "var", environment="production", keystore_password_file=password_file
+    )
+    with pytest.raises(
+        KeystoreError, match=f"CARDLESS_KEYSTORE_PASSWORD_FILE={password_file}: holds a placeholder"
+    ):
+        load_keys(settings)
+
+
+def test_the_embedded_system_refuses_production(tmp_path: Path) -> None:
+    settings = gateway_settings(tmp_path / "var", environment="production", keystore_password="s3cret-pw")
+    with pytest.raises(RuntimeError, match="CARDLESS_ENVIRONMENT=production: the embedded dev chain"):
+        System(settings).start()
+    assert not (settings.var_dir / "embedded").exists()
+
+
+def test_one_database_and_one_deployment_file_per_mode(tmp_path: Path) -> None:
+    """Every command reads var/cardless.db and var/deployment.json unless told otherwise; the embedded
+    system keeps its throw-away chain's in var/embedded/, so it can never overwrite a real one."""
+    var = tmp_path / "var"
+    settings = gateway_settings(var)
+    external_system = System(settings, embedded=False)
+    assert external_system.settings.effective_database_url == f"sqlite:///{var / 'cardless.db'}"
+    assert external_system.settings.effective_deployment_file == var / "deployment.json"
+    embedded = System(settings)
+    assert embedded.settings.effective_database_url == f"sqlite:///{var / 'embedded' / 'cardless.db'}"
+    assert embedded.settings.effective_deployment_file == var / "embedded" / "deployment.json"
+    explicit = gateway_settings(var, database_url="sqlite:////tmp/x.db", deployment_file=tmp_path / "d.json")
+    assert System(explicit).settings.effective_database_url == "sqlite:////tmp/x.db"
+    assert System(explicit).settings.effective_deployment_file == tmp_path / "d.json"
 
 
 def test_unreadable_password_file_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -262,7 +334,37 @@ def test_corrupted_catalogue_stops_start_up_naming_the_key(tmp_path: Path) -> No
             id="mysql",
         ),
         pytest.param(
-            {"CARDLESS_ENVIRONMENT": "prod"}, "environment", "should match pattern", id="environment"
+            {"CARDLESS_ENVIRONMENT": "prod"},
+            "environment",
+            "Input should be 'development', 'test' or 'production'",
+            id="environment",
+        ),
+        pytest.param(
+            {"CARDLESS_CHAIN_RPC_URL": "localhost:8545"},
+            "chain_rpc_url",
+            "should match pattern",
+            id="rpc-url",
+        ),
+        pytest.param(
+            {"CARDLESS_PUBLIC_URL": "ftp://gateway"}, "public_url", "should match pattern", id="public-url"
+        ),
+        pytest.param(
+            {"CARDLESS_GATEWAY_PORT": "70000"},
+            "gateway_port",
+            "less than or equal to 65535",
+            id="port-too-big",
+        ),
+        pytest.param(
+            {"CARDLESS_ACCOUNT_KEY": "c2hvcnQ="},
+            "account_key",
+            "must decode to 32 bytes, got 5",
+            id="account-key",
+        ),
+        pytest.param(
+            {"CARDLESS_ENVIRONMENT": "production", "CARDLESS_KEYSTORE_PASSWORD": "changethis"},
+            "keystore_password",
+            "a placeholder value is not a password",
+            id="placeholder-password",
         ),
         pytest.param(
             {"CARDLESS_QUOTE_TTL_SECONDS": "5"},
@@ -348,6 +450,18 @@ def test_cardless_oracle_with_invalid_settings_names_the_variable_not_its_value(
     assert "start-up failed: CARDLESS_DATABASE_URL: must be a sqlite:// or postgresql:// URL" in stderr
     assert "hunter2" not in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_cardless_oracle_in_production_without_a_password_names_the_setting(tmp_path: Path) -> None:
+    result = cardless(
+        ["oracle"], {"CARDLESS_VAR_DIR": str(tmp_path / "var"), "CARDLESS_ENVIRONMENT": "production"}
+    )
+    assert result.returncode == 1, result
+    assert "start-up failed: no keystore password: set CARDLESS_KEYSTORE_PASSWORD_FILE" in one_line(
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "var" / "keys").exists()
 
 
 def test_cardless_run_with_a_corrupt_catalogue_exits_with_the_message(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ processes per scenario); the oracles' logs stay in the pytest temporary director
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import os
 import random
@@ -62,6 +63,7 @@ from oracles.keys import load_or_create_keystore
 ROOT = Path(__file__).resolve().parents[2]
 
 PASSWORD = "crash-test-keystore-password"
+ACCOUNT_KEY = base64.b64encode(bytes(range(32))).decode()
 SCRYPT_N = 2**10
 GAS_FUNDING = 100 * 10**18
 # Dev accounts funded with ETH and tUSDC (1 deploys, 2 collects fees, 6 and 7 are the merchants).
@@ -268,6 +270,8 @@ class Harness:
             "CARDLESS_DATABASE_URL": database_url,
             "CARDLESS_PROVIDER_BASE_URL": self.simulator.url,
             "CARDLESS_KEYSTORE_PASSWORD": PASSWORD,
+            # Outside development nothing secret is generated: the gateway and every oracle share this.
+            "CARDLESS_ACCOUNT_KEY": ACCOUNT_KEY,
             # After a crash before the submit, the provider's NOT_FOUND is final sooner (default 10 s).
             "CARDLESS_NOT_FOUND_GRACE_SECONDS": "2",
             **simulator_secrets(sim_config),

@@ -234,7 +234,7 @@ def _provider_files(directory: Path) -> list[Path]:
 def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     var = tmp_path_factory.mktemp("fault-modes")
     settings = Settings(
-        environment="test",
+        environment="development",  # keystores and the account key generated in var on first use
         var_dir=var,
         chain_port=0,
         gateway_port=0,

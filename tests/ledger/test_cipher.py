@@ -99,11 +99,23 @@ def test_corrupt_key_file_that_is_not_base64_is_refused_with_its_path(tmp_path: 
         load_or_create_key(path)
 
 
-def test_environment_key_wins_over_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_configured_key_wins_over_the_file(tmp_path: Path) -> None:
     path = tmp_path / "account-key"
+    assert load_or_create_key(path, value=base64.b64encode(KEY).decode()) == KEY
+    assert not path.exists()  # nothing written when the key comes from the settings
+
+
+def test_the_environment_is_not_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Configuration comes from the CLI's Settings, passed down; the ledger reads no variables."""
     monkeypatch.setenv("CARDLESS_ACCOUNT_KEY", base64.b64encode(KEY).decode())
-    assert load_or_create_key(path) == KEY
-    assert not path.exists()  # nothing written when the key comes from the environment
+    assert load_or_create_key(tmp_path / "account-key") != KEY
+
+
+def test_without_create_a_missing_key_is_an_error_naming_the_setting(tmp_path: Path) -> None:
+    path = tmp_path / "account-key"
+    with pytest.raises(CipherError, match="no account encryption key: set CARDLESS_ACCOUNT_KEY"):
+        load_or_create_key(path, create=False)
+    assert not path.exists()
 
 
 @pytest.mark.parametrize(
@@ -122,11 +134,8 @@ def test_environment_key_wins_over_the_file(tmp_path: Path, monkeypatch: pytest.
         ),
     ],
 )
-def test_environment_key_is_validated(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str, message: str
-) -> None:
-    monkeypatch.setenv("CARDLESS_ACCOUNT_KEY", value)
+def test_a_configured_key_is_validated(tmp_path: Path, value: str, message: str) -> None:
     with pytest.raises(CipherError) as raised:
-        load_or_create_key(tmp_path / "account-key")
+        load_or_create_key(tmp_path / "account-key", value=value)
     assert str(raised.value) == message
     assert value not in str(raised.value)  # never echo key material

@@ -1,4 +1,4 @@
-"""Encrypted keystores for the oracle's keys, and where their password comes from.
+"""Encrypted keystores for the oracle's keys (where their password comes from: tests/cli/test_keys.py).
 
 Keystores here use scrypt n=2**4 so the tests stay fast; the default cost is the library's.
 """
@@ -13,16 +13,9 @@ from pathlib import Path
 import pytest
 from eth_account import Account
 
-from oracles.keys import KeystoreError, load_keystore, load_or_create_keystore, read_password
+from oracles.keys import KeystoreError, load_keystore, load_or_create_keystore
 
 FAST = 2**4
-ENV, FILE_ENV = "CARDLESS_KEYSTORE_PASSWORD", "CARDLESS_KEYSTORE_PASSWORD_FILE"
-
-
-@pytest.fixture(autouse=True)
-def _no_password_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(ENV, raising=False)
-    monkeypatch.delenv(FILE_ENV, raising=False)
 
 
 @pytest.fixture
@@ -95,49 +88,3 @@ def test_a_missing_keystore_is_a_keystore_error(tmp_path: Path) -> None:
     with pytest.raises(KeystoreError, match="missing") as caught:
         load_keystore(path, "pw")
     assert str(path) in str(caught.value)
-
-
-# ---------------------------------------------------------------------- passwords
-
-
-def test_the_password_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(ENV, "from-env")
-    assert read_password() == "from-env"
-
-
-def test_the_password_comes_from_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    secret = tmp_path / "password"
-    secret.write_text("from-file\n")  # as `echo secret > file` writes it
-    monkeypatch.setenv(FILE_ENV, str(secret))
-    assert read_password() == "from-file"
-    monkeypatch.setenv(ENV, "from-env")  # the variable wins over the file
-    assert read_password() == "from-env"
-    monkeypatch.setenv(ENV, "")  # an empty variable is no password: the file is used
-    assert read_password() == "from-file"
-
-
-def test_the_password_variables_can_be_renamed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PROOF_KEY_PASSWORD", "proof")
-    assert read_password("PROOF_KEY_PASSWORD", "PROOF_KEY_PASSWORD_FILE") == "proof"
-
-
-def test_no_password_is_a_clear_error() -> None:
-    with pytest.raises(KeystoreError) as caught:
-        read_password()
-    assert ENV in str(caught.value) and FILE_ENV in str(caught.value)
-
-
-def test_an_unreadable_password_file_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    missing = tmp_path / "no-such-password"
-    monkeypatch.setenv(FILE_ENV, str(missing))
-    with pytest.raises(KeystoreError, match="cannot read the password file") as caught:
-        read_password()
-    assert str(missing) in str(caught.value)
-
-
-def test_an_empty_password_file_is_no_password(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    empty = tmp_path / "password"
-    empty.write_text("\n")
-    monkeypatch.setenv(FILE_ENV, str(empty))
-    with pytest.raises(KeystoreError):
-        read_password()

@@ -41,9 +41,12 @@ def dev_wallet(index: int) -> LocalAccount:
 
 
 def gateway_settings(var_dir: Path, **overrides: Any) -> Settings:
-    """Settings for a throw-away system: free ports, cheap scrypt, everything under ``var_dir``."""
+    """Settings for a throw-away system: free ports, cheap scrypt, everything under ``var_dir``.
+
+    ``development``: keystores, their password and the account key are generated in ``var_dir`` on
+    first use (any other environment refuses to start without them)."""
     values: dict[str, Any] = {
-        "environment": "test",
+        "environment": "development",
         "var_dir": var_dir,
         "chain_port": 0,
         "gateway_port": 0,

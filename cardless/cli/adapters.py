@@ -1,0 +1,40 @@
+"""Provider adapters, built only through the registry (``adapters.registry``).
+
+Each provider file names its adapter kind (``adapter = "http"``, the default); the registry loads that
+class by name, built-in or from an installed package's ``cardless.adapters`` entry point, so a
+third-party adapter needs no change here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import httpx
+
+from adapters import ProviderAdapter
+from adapters.registry import AdapterRegistry, registry
+from cardless.cli.settings import Settings
+
+__all__ = ["build_adapters"]
+
+
+def build_adapters(
+    settings: Settings,
+    clients: list[httpx.AsyncClient],
+    *,
+    base_url: str | None,
+    secret_values: Mapping[str, str],
+    adapters_registry: AdapterRegistry = registry,
+) -> dict[str, ProviderAdapter]:
+    """One adapter per provider file, each with its own HTTP client (appended to ``clients`` for closing),
+    so a provider that hangs cannot exhaust a connection pool the others need."""
+    adapters: dict[str, ProviderAdapter] = {}
+    for path in settings.provider_files:
+        client = httpx.AsyncClient()
+        clients.append(client)
+        adapter = adapters_registry.from_file(path, client, secrets=secret_values, base_url=base_url)
+        name = str(getattr(adapter, "name", path.stem))
+        if name in adapters:
+            raise ValueError(f"provider {name!r} is configured twice ({path})")
+        adapters[name] = adapter
+    return adapters

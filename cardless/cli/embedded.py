@@ -1,0 +1,74 @@
+"""The embedded system's own infrastructure: a py-evm dev chain with the contracts deployed, and the
+simulated provider. Development and tests only; imported lazily, so ``cardless gateway``,
+``cardless oracle`` and ``cardless deploy`` never load the dev chain or the simulator.
+
+State: the chain lives in memory, so everything bound to it (database, deployment file) lives in
+``var/embedded/`` (``Settings.for_embedded``) and is wiped at every start.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+from eth_account.signers.local import LocalAccount
+from web3 import HTTPProvider, Web3
+from web3.types import Wei
+
+from adapters.simulator.config import SimulatorConfig
+from adapters.simulator.server import SimulatorServer
+from cardless.cli.settings import Settings
+from cardless.devchain.deploy import deploy_dev_system
+from cardless.devchain.node import DevNode
+from cardless.protocol.deployment import Deployment
+
+__all__ = ["EmbeddedChain", "simulator_secrets", "start_embedded_chain", "start_simulator"]
+
+# Dev ETH for the oracle's gas-paying key on the embedded chain.
+_GAS_FUNDING = 100 * 10**18
+
+
+class EmbeddedChain:
+    def __init__(self, node: DevNode, w3: Web3, deployment: Deployment) -> None:
+        self.node, self.w3, self.deployment = node, w3, deployment
+
+
+def start_embedded_chain(
+    settings: Settings, *, quote: LocalAccount, oracle: LocalAccount, gas: LocalAccount
+) -> EmbeddedChain:
+    """Start a fresh dev chain, fund the gas key, deploy the dev system and save the deployment file."""
+    state = settings.embedded_dir
+    if state.exists():
+        shutil.rmtree(state)
+    state.mkdir(parents=True)
+    node = DevNode(port=settings.chain_port).start()
+    try:
+        w3 = Web3(HTTPProvider(node.url, request_kwargs={"timeout": 30}))
+        funder = w3.eth.accounts[0]
+        tx = w3.eth.send_transaction({"from": funder, "to": gas.address, "value": Wei(_GAS_FUNDING)})
+        w3.eth.wait_for_transaction_receipt(tx)
+        deployment = deploy_dev_system(
+            w3, quote_signer=quote.address, oracle_signer=oracle.address, rpc_url=node.url
+        )
+        deployment.save(settings.effective_deployment_file)
+    except BaseException:
+        node.stop()
+        raise
+    return EmbeddedChain(node, w3, deployment)
+
+
+def start_simulator(settings: Settings, config: SimulatorConfig) -> SimulatorServer:
+    simulator = SimulatorServer(config, port=settings.simulator_port)
+    simulator.start()
+    return simulator
+
+
+def simulator_secrets(config: SimulatorConfig) -> dict[str, str]:
+    """The environment-variable names the bundled provider files use, mapped to the simulator's secrets."""
+    by_id = {m.id: m for m in config.merchants}
+    hmac, md5 = by_id["cardless-hmac"], by_id["cardless-md5"]
+    return {
+        "CARDLESS_SIM_SECRET": hmac.secret,
+        "CARDLESS_SIM_CALLBACK_SECRET": hmac.callback_secret,
+        "CARDLESS_SIM_MD5_SECRET": md5.secret,
+        "CARDLESS_SIM_MD5_CALLBACK_SECRET": md5.callback_secret,
+    }

@@ -1,0 +1,98 @@
+"""The gateway under uvicorn in a thread of its own (its own event loop and adapter instances).
+
+Imports FastAPI and uvicorn: only ``cardless run``, ``cardless gateway`` and the demo load it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import uvicorn
+from eth_account.signers.local import LocalAccount
+from sqlalchemy.orm import Session, sessionmaker
+from web3 import Web3
+
+from adapters import ProviderAdapter
+from cardless.cli.settings import Settings
+from cardless.ledger.cipher import AccountCipher
+from cardless.protocol.deployment import Deployment
+from gateway.api.deps import GatewayContext
+from gateway.app import create_app
+from gateway.catalogue import Catalogue
+from gateway.services.quotes import QuoteService
+
+__all__ = ["GatewayServer"]
+
+
+class GatewayServer:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        w3: Web3,
+        sessions: sessionmaker[Session],
+        catalogue: Catalogue,
+        deployment: Deployment,
+        adapters: dict[str, ProviderAdapter],
+        clients: list[httpx.AsyncClient],
+        quote_key: LocalAccount,
+        cipher: AccountCipher,
+        simulator_url: str | None,
+    ) -> None:
+        self.settings = settings
+        self.clients = clients
+        catalogue.check_providers(set(adapters))
+        quotes = QuoteService(
+            w3=w3,
+            sessions=sessions,
+            catalogue=catalogue,
+            deployment=deployment,
+            adapters=adapters,
+            quote_key=quote_key,
+            cipher=cipher,
+            quote_ttl=settings.quote_ttl_seconds,
+            fulfilment_window=settings.fulfilment_window_seconds,
+        )
+        context = GatewayContext(
+            w3=w3,
+            sessions=sessions,
+            catalogue=catalogue,
+            deployment=deployment,
+            adapters=adapters,
+            quotes=quotes,
+            simulator_url=simulator_url,
+        )
+        config = uvicorn.Config(
+            create_app(context),
+            host=settings.gateway_host,
+            port=settings.gateway_port,
+            log_level="warning",
+            lifespan="off",
+        )
+        self._server = uvicorn.Server(config)
+        self._thread: threading.Thread | None = None
+        self.url = ""
+
+    def start(self, timeout: float = 15) -> str:
+        """Serve from a thread; returns the URL once the socket listens."""
+        settings, server = self.settings, self._server
+        thread = threading.Thread(target=server.run, name="gateway", daemon=True)
+        thread.start()
+        self._thread = thread
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"gateway did not start on {settings.gateway_host}:{settings.gateway_port}"
+                )
+            time.sleep(0.02)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://{settings.gateway_host}:{port}"
+        return self.url
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)

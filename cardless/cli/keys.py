@@ -1,0 +1,119 @@
+"""The process's secrets: the three keystores, their password and the account-encryption key.
+
+Where they come from is ``Settings``: ``CARDLESS_KEYSTORE_DIR`` (default ``var/keys``),
+``CARDLESS_KEYSTORE_PASSWORD_FILE`` or ``CARDLESS_KEYSTORE_PASSWORD``, ``CARDLESS_ACCOUNT_KEY`` (else
+``var/account-key``). In development a missing one is created (a random password kept next to the
+keystores, fresh random keys); in any other environment it is a start-up error naming the setting,
+because a key generated on a server is one nobody authorised on the escrow or backed up.
+
+A process loads only the keys its roles sign with: the gateway the quote signer, the oracle the
+proof signer and the gas payer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+from collections.abc import Collection
+from typing import Final, Literal
+
+from eth_account.signers.local import LocalAccount
+
+from cardless.cli.settings import PLACEHOLDERS, Settings
+from cardless.ledger.cipher import AccountCipher, load_or_create_key
+from oracles.keys import KeystoreError, load_keystore, load_or_create_keystore
+
+__all__ = ["KEYSTORE_FILES", "Keys", "Role", "account_cipher", "keystore_password", "load_keys"]
+
+Role = Literal["quote", "oracle", "gas"]
+
+KEYSTORE_FILES: Final[dict[Role, str]] = {
+    "quote": "quote-signer.json",
+    "oracle": "oracle-signer.json",
+    "gas": "gas-payer.json",
+}
+ALL_ROLES: Final[tuple[Role, ...]] = ("quote", "oracle", "gas")
+
+
+@dataclasses.dataclass(frozen=True)
+class Keys:
+    """The keys this process holds; a role it does not play is None."""
+
+    quote: LocalAccount | None = None
+    oracle: LocalAccount | None = None
+    gas: LocalAccount | None = None
+
+    def require(self, role: Role) -> LocalAccount:
+        key: LocalAccount | None = getattr(self, role)
+        if key is None:
+            raise KeystoreError(f"the {role} key was not loaded for this process")
+        return key
+
+
+def keystore_password(settings: Settings) -> str:
+    """The keystores' password from the settings; in development only, a generated one."""
+    if settings.keystore_password is not None and settings.keystore_password.get_secret_value():
+        return settings.keystore_password.get_secret_value()
+    if (path := settings.keystore_password_file) is not None:
+        try:
+            password = path.read_text().strip()
+        except OSError as exc:
+            raise KeystoreError(
+                f"CARDLESS_KEYSTORE_PASSWORD_FILE={path}: cannot read the password file ({exc.strerror})"
+            ) from exc
+        if not password:
+            raise KeystoreError(f"CARDLESS_KEYSTORE_PASSWORD_FILE={path}: the password file is empty")
+        if not settings.is_development and password.lower() in PLACEHOLDERS:
+            raise KeystoreError(
+                f"CARDLESS_KEYSTORE_PASSWORD_FILE={path}: holds a placeholder, not a password"
+            )
+        return password
+    if not settings.is_development:
+        raise KeystoreError(
+            "no keystore password: set CARDLESS_KEYSTORE_PASSWORD_FILE (or CARDLESS_KEYSTORE_PASSWORD); "
+            f"keystores are only generated with CARDLESS_ENVIRONMENT=development (now {settings.environment})"
+        )
+    # Development: a random password kept next to the keystores (var/ is not in the repository).
+    password_file = settings.effective_keystore_dir / "password"
+    if not password_file.exists():
+        password_file.parent.mkdir(parents=True, exist_ok=True)
+        password_file.write_text(secrets.token_urlsafe(24) + "\n")
+        os.chmod(password_file, 0o600)
+    return password_file.read_text().strip()
+
+
+def load_keys(settings: Settings, roles: Collection[Role] = ALL_ROLES) -> Keys:
+    """Load the keystores of ``roles`` (creating them in development only)."""
+    if not roles:
+        return Keys()
+    directory = settings.effective_keystore_dir
+    password = keystore_password(settings)
+    loaded: dict[str, LocalAccount] = {}
+    for role in ALL_ROLES:
+        if role not in roles:
+            continue
+        path = directory / KEYSTORE_FILES[role]
+        if settings.is_development:
+            loaded[role] = load_or_create_keystore(path, password, scrypt_n=settings.keystore_scrypt_n)
+        elif not path.exists():
+            raise KeystoreError(
+                f"keystore {path}: missing (CARDLESS_KEYSTORE_DIR={directory}); keystores are only "
+                f"generated with CARDLESS_ENVIRONMENT=development"
+            )
+        else:
+            loaded[role] = load_keystore(path, password)
+    return Keys(**loaded)
+
+
+def account_cipher(settings: Settings) -> AccountCipher:
+    """The cipher for buyers' game accounts at rest (gateway encrypts, oracle decrypts: same key)."""
+    value = settings.account_key.get_secret_value() if settings.account_key is not None else None
+    return AccountCipher(
+        load_or_create_key(
+            settings.account_key_file,
+            value=value,
+            name="CARDLESS_ACCOUNT_KEY",
+            create=settings.is_development,
+        )
+    )

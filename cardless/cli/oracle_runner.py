@@ -1,0 +1,170 @@
+"""One oracle worker in a thread of its own, with its own event loop, adapter instances and scheduler.
+
+No web framework and no simulator here (import-linter and tests/cli/test_oracle_imports.py check it):
+``cardless oracle`` imports this module, ``oracles`` and the adapters it is configured with, nothing
+of the gateway's serving stack.
+
+``build_worker``, ``_oracle_main`` and ``_sweep`` moved here from ``System`` unchanged in logic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+
+import httpx
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy.orm import Session, sessionmaker
+from web3 import Web3
+from web3.contract import Contract
+
+from adapters import ProviderAdapter
+from cardless.cli.keys import Keys
+from cardless.cli.settings import Settings
+from cardless.ledger.cipher import AccountCipher
+from cardless.protocol.artifacts import load_artifact
+from cardless.protocol.deployment import Deployment
+from cardless.protocol.reverts import RevertDecoder
+from gateway.catalogue import Catalogue
+from oracles.txmanager import TxManager
+from oracles.worker import OracleWorker, WorkerConfig
+
+__all__ = ["AdapterFactory", "OracleRunner"]
+
+log = logging.getLogger("cardless")
+
+AdapterFactory = Callable[[list[httpx.AsyncClient]], Mapping[str, ProviderAdapter]]
+"""Builds the worker's adapters on the oracle's own loop, registering their clients for closing."""
+
+
+class OracleRunner:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        w3: Web3,
+        sessions: sessionmaker[Session],
+        deployment: Deployment,
+        keys: Keys,
+        cipher: AccountCipher,
+        catalogue: Catalogue,
+        adapters: AdapterFactory,
+        callback_base: str | None,
+    ) -> None:
+        self.settings = settings
+        self.w3 = w3
+        self.sessions = sessions
+        self.deployment = deployment
+        self.keys = keys
+        self.cipher = cipher
+        self.catalogue = catalogue
+        self._adapters = adapters
+        self.callback_base = callback_base
+        self.worker: OracleWorker | None = None
+        self._thread: threading.Thread | None = None
+        self._oracle_loop: asyncio.AbstractEventLoop | None = None
+        self._oracle_stop: asyncio.Event | None = None
+
+    def escrow(self) -> Contract:
+        return self.w3.eth.contract(address=self.deployment.escrow, abi=load_artifact("CardlessEscrow").abi)
+
+    def start(self, timeout: float = 30) -> None:
+        ready = threading.Event()
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._oracle_loop = loop
+            try:
+                loop.run_until_complete(self._oracle_main(ready))
+            except BaseException as exc:  # surfaced to start() or logged
+                errors.append(exc)
+                ready.set()
+                log.exception("oracle stopped")
+            finally:
+                loop.close()
+
+        thread = threading.Thread(target=run, name="oracle", daemon=True)
+        thread.start()
+        self._thread = thread
+        ready.wait(timeout)
+        if errors:
+            raise RuntimeError(f"oracle failed to start: {errors[0]}") from errors[0]
+
+    def stop(self) -> None:
+        if self._oracle_loop is not None and self._oracle_stop is not None:
+            self._oracle_loop.call_soon_threadsafe(self._oracle_stop.set)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    # -- moved from System as a block ------------------------------------------------------------
+
+    def build_worker(self, clients: list[httpx.AsyncClient]) -> OracleWorker:
+        settings = self.settings
+        adapters = dict(self._adapters(clients))
+        escrow = self.escrow()
+        decoder = RevertDecoder([load_artifact("CardlessEscrow").abi])
+        tx = TxManager(self.w3, self.sessions, self.keys.require("gas"), decoder)
+        return OracleWorker(
+            w3=self.w3,
+            escrow=escrow,
+            domain=self.deployment.domain,
+            sessions=self.sessions,
+            adapters=adapters,
+            proof_key=self.keys.require("oracle"),
+            tx=tx,
+            cipher=self.cipher,
+            start_block=self.deployment.deployed_block,
+            config=WorkerConfig(
+                max_batch=settings.max_batch,
+                confirmations=settings.confirmations,
+                not_found_grace=timedelta(seconds=settings.not_found_grace_seconds),
+            ),
+            callback_base=self.callback_base,
+        )
+
+    async def _oracle_main(self, ready: threading.Event) -> None:
+        clients: list[httpx.AsyncClient] = []
+        try:
+            worker = self.build_worker(clients)
+            self.worker = worker
+            self._oracle_stop = asyncio.Event()
+            # The pipeline runs in a tight loop (latency); the periodic jobs run on APScheduler, in this
+            # event loop, one instance at a time.
+            scheduler = AsyncIOScheduler()
+            jobs = {
+                "requery-unknown": (worker.requery_due, 1),
+                "expire-and-refund": (worker.expire_and_refund, 5),
+            }
+            for job_id, (job, seconds) in jobs.items():
+                scheduler.add_job(job, "interval", seconds=seconds, id=job_id, max_instances=1, coalesce=True)
+            scheduler.add_job(self._sweep, "interval", seconds=60, id="sweep", max_instances=1, coalesce=True)
+            scheduler.start()
+            ready.set()
+            try:
+                await worker.run(self._oracle_stop, housekeeping=False)
+            finally:
+                scheduler.shutdown(wait=False)
+        finally:
+            for client in clients:
+                await client.aclose()
+
+    def _sweep(self) -> None:
+        """Pay merchants' escrow balances out to their payout addresses: merchants are paid without acting."""
+        worker, catalogue, deployment = self.worker, self.catalogue, self.deployment
+        if worker is None or catalogue is None or deployment is None:
+            return
+        escrow = worker.escrow
+        for merchant in catalogue.merchants:
+            for token in deployment.tokens:
+                balance = escrow.functions.balanceOf(merchant.address, token.address).call()
+                if balance > 0:
+                    try:
+                        worker.tx.send(
+                            "withdraw", [], escrow.functions.withdraw(merchant.address, token.address)
+                        )
+                    except Exception as exc:  # one merchant's failing payout must not stop the others
+                        log.warning("sweep of %s %s failed: %s", merchant.id, token.symbol, exc)
