@@ -26,7 +26,6 @@ from typing import Any
 
 import httpx
 import uvicorn
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from eth_account.signers.local import LocalAccount
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -51,6 +50,8 @@ from gateway.app import create_app
 from gateway.catalogue import Catalogue, load_catalogue
 from gateway.services.quotes import QuoteService
 from oracles.keys import KeystoreError, load_or_create_keystore, read_password
+from oracles.service import OracleService
+from oracles.settlement import MerchantSweep
 from oracles.txmanager import TxManager
 from oracles.worker import OracleWorker, WorkerConfig
 
@@ -347,42 +348,17 @@ class System:
             worker = self.build_worker(clients)
             self.worker = worker
             self._oracle_stop = asyncio.Event()
-            # The pipeline runs in a tight loop (latency); the periodic jobs run on APScheduler, in this
-            # event loop, one instance at a time.
-            scheduler = AsyncIOScheduler()
-            jobs = {
-                "requery-unknown": (worker.requery_due, 1),
-                "expire-and-refund": (worker.expire_and_refund, 5),
-            }
-            for job_id, (job, seconds) in jobs.items():
-                scheduler.add_job(job, "interval", seconds=seconds, id=job_id, max_instances=1, coalesce=True)
-            scheduler.add_job(self._sweep, "interval", seconds=60, id="sweep", max_instances=1, coalesce=True)
-            scheduler.start()
-            ready.set()
-            try:
-                await worker.run(self._oracle_stop, housekeeping=False)
-            finally:
-                scheduler.shutdown(wait=False)
+            assert self.catalogue is not None and self.deployment is not None
+            sweep = MerchantSweep(
+                worker.escrow,
+                worker.tx,
+                merchants=[m.address for m in self.catalogue.merchants],
+                tokens=[t.address for t in self.deployment.tokens],
+            )
+            await OracleService(worker, sweep=sweep).run(self._oracle_stop, started=ready.set)
         finally:
             for client in clients:
                 await client.aclose()
-
-    def _sweep(self) -> None:
-        """Pay merchants' escrow balances out to their payout addresses: merchants are paid without acting."""
-        worker, catalogue, deployment = self.worker, self.catalogue, self.deployment
-        if worker is None or catalogue is None or deployment is None:
-            return
-        escrow = worker.escrow
-        for merchant in catalogue.merchants:
-            for token in deployment.tokens:
-                balance = escrow.functions.balanceOf(merchant.address, token.address).call()
-                if balance > 0:
-                    try:
-                        worker.tx.send(
-                            "withdraw", [], escrow.functions.withdraw(merchant.address, token.address)
-                        )
-                    except Exception as exc:  # one merchant's failing payout must not stop the others
-                        log.warning("sweep of %s %s failed: %s", merchant.id, token.symbol, exc)
 
     # ------------------------------------------------------------------ stop
 
