@@ -164,7 +164,7 @@ class OracleWorker:
         if housekeeping:
             work += await self.expire_and_refund()
         work += risk_check_paid(self.sessions, self.risk)
-        work += self._start_provider_calls(S.RISK_CHECKED)
+        work += self.start_provider_calls(S.RISK_CHECKED)
         if housekeeping:
             work += await self.requery_due()
         work += self.proofs.sign_fulfilments(self._chain_now())
@@ -180,7 +180,7 @@ class OracleWorker:
         """Periodic job: query every unknown outcome whose back-off has elapsed, by our key. Orders left in
         ``submitting`` by a worker that died (its lease lapsed) are unknown outcomes too: they are
         queried, never blindly resubmitted."""
-        return self._start_provider_calls(S.SUBMITTING, S.UNKNOWN)
+        return self.start_provider_calls(S.SUBMITTING, S.UNKNOWN)
 
     async def expire_and_refund(self) -> int:
         """Periodic job: expire unpaid quotes; refund near-deadline orders no provider was called for."""
@@ -208,7 +208,7 @@ class OracleWorker:
 
     # ------------------------------------------------------------------ provider calls
 
-    def _start_provider_calls(self, *states: OrderState) -> int:
+    def start_provider_calls(self, *states: OrderState) -> int:
         """Claim due orders in ``states``, as many as there are free provider slots, and start a provider
         call for each. Calls run as tasks, so one slow provider (a 10 s timeout) never holds up proofs,
         refunds or other orders; the lease keeps every other worker (and a later tick or job of this
