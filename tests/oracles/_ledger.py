@@ -9,9 +9,10 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy.orm import Session, sessionmaker
+from web3 import Web3
 
 from adapters import (
     ProviderAdapter,
@@ -26,12 +27,17 @@ from cardless.ledger import Order, OrderEvent, OrderState
 from cardless.ledger.cipher import AccountCipher
 from cardless.ledger.store import claim
 from cardless.ledger.transitions import transition
+from cardless.protocol import EscrowDomain
+from cardless.protocol.artifacts import load_artifact
+from oracles.txmanager import TxManager
+from oracles.worker import OracleWorker, WorkerConfig
 
 S = OrderState
 CIPHER = AccountCipher(b"k" * 32)
 ACCOUNT = "player-1"
 SKU = "genshin-60"
 T0 = 1_900_000_000  # chain time of the tests
+ESCROW = "0x" + "11" * 20
 
 
 def add_order(
@@ -198,3 +204,25 @@ class FakeAdapter:
 
 def adapters(*fakes: FakeAdapter) -> dict[str, ProviderAdapter]:
     return {f.name: f for f in fakes}
+
+
+def worker(
+    sessions: sessionmaker[Session], provider: FakeAdapter, worker_id: str, **config: Any
+) -> OracleWorker:
+    """A worker that never touches a chain: only its provider-call scheduling is exercised."""
+    w3 = Web3()
+    escrow = w3.eth.contract(
+        address=Web3.to_checksum_address(ESCROW), abi=load_artifact("CardlessEscrow").abi
+    )
+    return OracleWorker(
+        w3=w3,
+        escrow=escrow,
+        domain=EscrowDomain(chain_id=31337, verifying_contract=ESCROW),
+        sessions=sessions,
+        adapters=adapters(provider),
+        proof_key=cast(Any, None),
+        tx=cast(TxManager, None),
+        cipher=CIPHER,
+        start_block=0,
+        config=WorkerConfig(worker_id=worker_id, **config),
+    )

@@ -8,47 +8,20 @@ import asyncio
 import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
-from web3 import Web3
 
 from cardless.ledger import Order, OrderState
 from cardless.ledger.store import claim, release, renew
-from cardless.protocol import EscrowDomain
-from cardless.protocol.artifacts import load_artifact
-from oracles.txmanager import TxManager
-from oracles.worker import OracleWorker, WorkerConfig, default_worker_id
-from tests.oracles._ledger import CIPHER, FakeAdapter, adapters, add_order, get, lease, unknown
+from oracles.worker import WorkerConfig, default_worker_id
+from tests.oracles._ledger import FakeAdapter, add_order, get, lease, unknown, worker
 
 S = OrderState
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 TTL = timedelta(seconds=10)
-ESCROW = "0x" + "11" * 20
-
-
-def worker(
-    sessions: sessionmaker[Session], provider: FakeAdapter, worker_id: str, **config: Any
-) -> OracleWorker:
-    """A worker that never touches a chain: only its provider-call scheduling is exercised."""
-    w3 = Web3()
-    escrow = w3.eth.contract(
-        address=Web3.to_checksum_address(ESCROW), abi=load_artifact("CardlessEscrow").abi
-    )
-    return OracleWorker(
-        w3=w3,
-        escrow=escrow,
-        domain=EscrowDomain(chain_id=31337, verifying_contract=ESCROW),
-        sessions=sessions,
-        adapters=adapters(provider),
-        proof_key=cast(Any, None),
-        tx=cast(TxManager, None),
-        cipher=CIPHER,
-        start_block=0,
-        config=WorkerConfig(worker_id=worker_id, **config),
-    )
 
 
 # ---------------------------------------------------------------------- the store's claims
