@@ -26,6 +26,10 @@ __all__ = ["MerchantSweep", "Settlement"]
 
 log = logging.getLogger(__name__)
 S = OrderState
+# Posting is synchronous (estimate, sign, broadcast: ~0.1 s a transaction), so one call claims only what
+# it sends well within its lease; the rest waits for the next tick, unclaimed, for any worker.
+_BATCHES_PER_POST = 4
+_REFUNDS_PER_POST = 20
 
 
 class Settlement:
@@ -50,9 +54,12 @@ class Settlement:
 
     def post(self) -> int:
         """Stage: send a transaction for every signed proof and refund not already on its way; returns
-        how many transactions were sent."""
-        proofs, refunds = self._claim()
+        how many transactions were sent. Claims at most what one call posts well within the lease."""
+        proofs, refunds = self._claim(exclude=self.tx.pending_order_ids())
+        if not proofs and not refunds:
+            return 0
         try:
+            # Again after the claim: another worker may have posted these between our look and our claim.
             pending = self.tx.pending_order_ids()
             proofs = [r for r in proofs if r.id not in pending]
             refunds = [r for r in refunds if r.id not in pending]
@@ -66,15 +73,19 @@ class Settlement:
             with self.sessions.begin() as session:
                 release(session, [r.id for r in proofs + refunds], self.owner)
 
-    def _claim(self) -> tuple[list[Order], list[Order]]:
+    def _claim(self, exclude: set[str]) -> tuple[list[Order], list[Order]]:
         now = utcnow()
         proofs: list[Order] = []
         refunds: list[Order] = []
         with self.sessions.begin() as session:
             for row in candidates(session, [S.PROOF_PENDING, S.REFUND_PENDING], now=now):
                 state = OrderState(row.state)
+                wanted = proofs if state is S.PROOF_PENDING else refunds
+                limit = self.max_batch * _BATCHES_PER_POST if state is S.PROOF_PENDING else _REFUNDS_PER_POST
+                if row.id in exclude or len(wanted) >= limit:
+                    continue
                 if claim(session, row.id, self.owner, states=[state], ttl=self.lease_ttl, now=now):
-                    (proofs if state is S.PROOF_PENDING else refunds).append(row)
+                    wanted.append(row)
         return proofs, refunds
 
     def _settle(self, batch: Batch) -> int:

@@ -27,7 +27,7 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 
 from eth_account.signers.local import LocalAccount
@@ -38,7 +38,7 @@ from web3.contract import Contract
 from adapters import ProviderAdapter
 from cardless.ledger.cipher import AccountCipher
 from cardless.ledger.models import OrderState, utcnow
-from cardless.ledger.store import candidates, claim, release, renew
+from cardless.ledger.store import candidates, claim, lease_holders, release, release_holders, renew
 from cardless.protocol import EscrowDomain
 from oracles.deadlines import expire_quotes, refund_near_deadline
 from oracles.events import apply_event
@@ -55,9 +55,36 @@ log = logging.getLogger(__name__)
 S = OrderState
 
 
+def _host() -> str:
+    return socket.gethostname()[:40]
+
+
 def default_worker_id() -> str:
     """hostname-pid-random: unique per process, and says where a lease holder runs."""
-    return f"{socket.gethostname()[:40]}-{os.getpid()}-{secrets.token_hex(4)}"
+    return f"{_host()}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def dead_local_workers(owners: Iterable[str], *, me: str, host: str | None = None) -> list[str]:
+    """Of ``owners``, the default worker ids (hostname-pid-random) of this host whose process is gone:
+    their pid is not running, or it is this process's pid under another id (an earlier life in a
+    restarted container). A reused pid only means waiting for the lease to lapse."""
+    host = _host() if host is None else host
+    dead = []
+    for owner in owners:
+        parts = owner.rsplit("-", 2)
+        if owner == me or len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
+            continue
+        pid = int(parts[1])
+        if pid == os.getpid():
+            dead.append(owner)
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            dead.append(owner)
+        except PermissionError:  # alive, another user's
+            pass
+    return dead
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,8 +103,8 @@ class WorkerConfig:
     """Written into the leases this worker holds (at most 64 characters)."""
     lease_ttl: timedelta = timedelta(seconds=10)
     """How long a claim holds without renewal. Leases of running calls are renewed every third of it, so
-    it bounds how long the orders of a worker that died wait for another one, not how long a call may
-    take."""
+    it bounds how long the orders of a worker that died on another host wait for another worker, not how
+    long a call may take (a restart on the same host frees its dead life's leases at once)."""
 
     def __post_init__(self) -> None:
         if not 0 < len(self.worker_id) <= 64:
@@ -157,6 +184,7 @@ class OracleWorker:
         and passes False; tests and one-shot callers get everything from one call.
         """
         if not self._recovered:
+            self.release_leases_of_dead_local_workers()
             self.tx.recover()
             self._recovered = True
         self._renew_leases()
@@ -254,6 +282,17 @@ class OracleWorker:
             except Exception:  # the lease lapses on its own
                 log.exception("could not release the lease on %s", order_id)
             self._in_flight.discard(order_id)
+
+    def release_leases_of_dead_local_workers(self) -> int:
+        """At start-up: free the leases of workers on this host whose process has died (this process's
+        previous life, typically), so a restart resumes their orders at once instead of after
+        ``lease_ttl``. Workers elsewhere are only known dead when their leases lapse."""
+        with self.sessions.begin() as session:
+            dead = dead_local_workers(lease_holders(session, prefix=f"{_host()}-"), me=self.worker_id)
+            freed = release_holders(session, dead)
+        if freed:
+            log.info("freed %d leases of dead workers %s", freed, ", ".join(dead))
+        return freed
 
     def _renew_leases(self) -> None:
         """Keep the leases of calls still running; one statement for all of them."""

@@ -25,7 +25,17 @@ from sqlalchemy.orm import Session
 from cardless import protocol
 from cardless.ledger.models import Order, OrderEvent, OrderState
 
-__all__ = ["candidates", "claim", "lease_free", "new_order_row", "order_from_row", "release", "renew"]
+__all__ = [
+    "candidates",
+    "claim",
+    "lease_free",
+    "lease_holders",
+    "new_order_row",
+    "order_from_row",
+    "release",
+    "release_holders",
+    "renew",
+]
 
 
 def order_from_row(row: Order) -> protocol.Order:
@@ -155,3 +165,23 @@ def release(session: Session, order_ids: Collection[str], owner: str) -> None:
         .values(lease_owner=None, lease_until=None)
         .execution_options(synchronize_session=False)
     )
+
+
+def lease_holders(session: Session, *, prefix: str) -> list[str]:
+    """The distinct owners of current leases whose worker id starts with ``prefix``."""
+    query = select(Order.lease_owner).where(Order.lease_owner.startswith(prefix, autoescape=True)).distinct()
+    return [owner for owner in session.execute(query).scalars() if owner is not None]
+
+
+def release_holders(session: Session, owners: Collection[str]) -> int:
+    """Clear every lease held by ``owners`` (workers known to be dead); returns how many were cleared."""
+    if not owners:
+        return 0
+    result = session.execute(
+        update(Order)
+        .where(Order.lease_owner.in_(list(owners)))
+        .values(lease_owner=None, lease_until=None)
+        .execution_options(synchronize_session=False)
+    )
+    assert isinstance(result, CursorResult)
+    return result.rowcount

@@ -162,3 +162,41 @@ async def test_a_worker_claims_no_more_than_its_free_provider_slots(
     assert owners == Counter({"worker-a": 2, None: 3})
     gate.set()
     await a.drain()
+
+
+def test_a_restart_on_the_same_host_frees_the_leases_of_its_dead_life_at_once(
+    ledger: sessionmaker[Session],
+) -> None:
+    """Leases of a dead process on this host (its pid gone, or this pid under an earlier id) are freed at
+    start-up; a live process's, and any other host's, wait for their expiry."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from oracles.worker import dead_local_workers
+
+    host = socket.gethostname()[:40]
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True
+    )
+    dead_pid = int(gone.stdout)
+    me = f"{host}-{os.getpid()}-aaaaaaaa"
+    earlier_life = f"{host}-{os.getpid()}-bbbbbbbb"
+    dead = f"{host}-{dead_pid}-cccccccc"
+    alive = f"{host}-{os.getppid()}-dddddddd"
+    elsewhere = f"other-host-{dead_pid}-eeeeeeee"
+    custom = "worker-a"
+    owners = [me, earlier_life, dead, alive, elsewhere, custom]
+    assert dead_local_workers(owners, me=me) == [earlier_life, dead]
+
+    orders = {owner: add_order(ledger) for owner in owners}
+    for owner, order_id in orders.items():
+        lease(ledger, order_id, owner)
+    w = worker(ledger, FakeAdapter("alpha"), me)
+    assert w.release_leases_of_dead_local_workers() == 2
+    assert {o: get(ledger, i).lease_owner for o, i in orders.items()} == {
+        **{o: o for o in owners},
+        earlier_life: None,
+        dead: None,
+    }
