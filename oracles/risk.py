@@ -11,11 +11,15 @@ from datetime import timedelta
 
 from eth_utils import to_checksum_address
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from cardless.ledger.models import Order, OrderState, utcnow
+from cardless.ledger.store import candidates
+from cardless.ledger.transitions import transition
+from cardless.protocol import RefundReason
+from oracles.failpoints import failpoint
 
-__all__ = ["RiskPolicy"]
+__all__ = ["RiskPolicy", "risk_check_paid"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,3 +54,25 @@ class RiskPolicy:
             limit = self.max_orders_per_buyer
             return f"buyer {order.buyer} paid {recent} orders within {self.window}, limit {limit}"
         return None
+
+
+def risk_check_paid(sessions: sessionmaker[Session], policy: RiskPolicy) -> int:
+    """Stage: pass or reject every paid order (one transaction); returns how many were decided."""
+    changed = 0
+    with sessions.begin() as session:
+        for row in candidates(session, [OrderState.PAID], now=utcnow()):
+            verdict = policy.check(session, row)
+            if verdict is None:
+                transition(session, row, OrderState.RISK_CHECKED, "risk checks passed")
+            else:
+                transition(
+                    session,
+                    row,
+                    OrderState.FAILED_FINAL,
+                    f"risk: {verdict}",
+                    refund_reason=int(RefundReason.RISK_REJECTED),
+                )
+            changed += 1
+    if changed:
+        failpoint("fulfilment.after_risk_commit")
+    return changed

@@ -4,7 +4,8 @@ No web framework and no simulator here (import-linter and tests/cli/test_oracle_
 ``cardless oracle`` imports this module, ``oracles`` and the adapters it is configured with, nothing
 of the gateway's serving stack.
 
-``build_worker``, ``_oracle_main`` and ``_sweep`` moved here from ``System`` unchanged in logic.
+``build_worker`` and ``_oracle_main`` moved here from ``System``; the jobs and the merchant sweep live in
+:mod:`oracles.service` and :mod:`oracles.settlement`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 
 import httpx
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 from web3.contract import Contract
@@ -29,6 +29,8 @@ from cardless.protocol.artifacts import load_artifact
 from cardless.protocol.deployment import Deployment
 from cardless.protocol.reverts import RevertDecoder
 from gateway.catalogue import Catalogue
+from oracles.service import OracleService
+from oracles.settlement import MerchantSweep
 from oracles.txmanager import TxManager
 from oracles.worker import OracleWorker, WorkerConfig
 
@@ -132,39 +134,16 @@ class OracleRunner:
             worker = self.build_worker(clients)
             self.worker = worker
             self._oracle_stop = asyncio.Event()
-            # The pipeline runs in a tight loop (latency); the periodic jobs run on APScheduler, in this
-            # event loop, one instance at a time.
-            scheduler = AsyncIOScheduler()
-            jobs = {
-                "requery-unknown": (worker.requery_due, 1),
-                "expire-and-refund": (worker.expire_and_refund, 5),
-            }
-            for job_id, (job, seconds) in jobs.items():
-                scheduler.add_job(job, "interval", seconds=seconds, id=job_id, max_instances=1, coalesce=True)
-            scheduler.add_job(self._sweep, "interval", seconds=60, id="sweep", max_instances=1, coalesce=True)
-            scheduler.start()
-            ready.set()
-            try:
-                await worker.run(self._oracle_stop, housekeeping=False)
-            finally:
-                scheduler.shutdown(wait=False)
+            assert self.catalogue is not None and self.deployment is not None
+            sweep = MerchantSweep(
+                worker.escrow,
+                worker.tx,
+                merchants=[m.address for m in self.catalogue.merchants],
+                tokens=[t.address for t in self.deployment.tokens],
+            )
+            # The pipeline runs in a tight loop (latency); OracleService runs the periodic jobs
+            # (re-query, expiry and refunds, the merchant sweep) on APScheduler in this event loop.
+            await OracleService(worker, sweep=sweep).run(self._oracle_stop, started=ready.set)
         finally:
             for client in clients:
                 await client.aclose()
-
-    def _sweep(self) -> None:
-        """Pay merchants' escrow balances out to their payout addresses: merchants are paid without acting."""
-        worker, catalogue, deployment = self.worker, self.catalogue, self.deployment
-        if worker is None or catalogue is None or deployment is None:
-            return
-        escrow = worker.escrow
-        for merchant in catalogue.merchants:
-            for token in deployment.tokens:
-                balance = escrow.functions.balanceOf(merchant.address, token.address).call()
-                if balance > 0:
-                    try:
-                        worker.tx.send(
-                            "withdraw", [], escrow.functions.withdraw(merchant.address, token.address)
-                        )
-                    except Exception as exc:  # one merchant's failing payout must not stop the others
-                        log.warning("sweep of %s %s failed: %s", merchant.id, token.symbol, exc)

@@ -3,18 +3,39 @@
 The gateway writes a quoted order with :func:`new_order_row`; the oracle reads it back with
 :func:`order_from_row` to pay, settle or refund it. Both directions live here so a field added to the
 order is mapped once.
+
+The store also owns *work claims*. Before a worker makes an external call for an order (a provider
+call, a settle or refund transaction) it takes a lease with :func:`claim`: one conditional ``UPDATE``
+that succeeds only if the order is still in the expected state and nobody else holds an unexpired
+lease. The caller commits the claim *before* the external call, so the claim is visible to every other
+worker on SQLite and PostgreSQL alike; no correctness rests on a row lock outliving its transaction.
+A lease that is not renewed (:func:`renew`) expires and may then be claimed by another worker;
+:func:`release` clears it when the work is done.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from datetime import datetime, timedelta
 
 from eth_utils import to_hex
+from sqlalchemy import ColumnElement, CursorResult, or_, select, update
+from sqlalchemy.orm import Session
 
 from cardless import protocol
 from cardless.ledger.models import Order, OrderEvent, OrderState
 
-__all__ = ["new_order_row", "order_from_row"]
+__all__ = [
+    "candidates",
+    "claim",
+    "lease_free",
+    "lease_holders",
+    "new_order_row",
+    "order_from_row",
+    "release",
+    "release_holders",
+    "renew",
+]
 
 
 def order_from_row(row: Order) -> protocol.Order:
@@ -71,3 +92,96 @@ def new_order_row(
     )
     row.events.append(OrderEvent(from_state=None, to_state=OrderState.QUOTED.value, reason=reason))
     return row
+
+
+# ---------------------------------------------------------------------- work claims
+
+
+def lease_free(now: datetime) -> ColumnElement[bool]:
+    """The condition "nobody holds an unexpired lease on this order" (for candidate queries)."""
+    return or_(Order.lease_until.is_(None), Order.lease_until < now)
+
+
+def candidates(
+    session: Session, states: Collection[OrderState], *, now: datetime, limit: int = 500
+) -> list[Order]:
+    """Unleased orders in ``states``, oldest first. ``SKIP LOCKED`` only keeps concurrent workers from
+    queueing on each other's rows inside *this* transaction (PostgreSQL; SQLite ignores it): a caller
+    that changes the rows does so in the same transaction, and one that acts on them outside it claims
+    them first."""
+    query = (
+        select(Order)
+        .where(Order.state.in_([s.value for s in states]), lease_free(now))
+        .order_by(Order.created_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list(session.execute(query).scalars())
+
+
+def claim(
+    session: Session,
+    order_id: str,
+    owner: str,
+    *,
+    states: Collection[OrderState],
+    ttl: timedelta,
+    now: datetime,
+) -> bool:
+    """Lease ``order_id`` to ``owner`` until ``now + ttl`` if it is in one of ``states`` and unleased (or
+    its lease has expired). Returns whether this call took the lease. The caller must commit before
+    acting on it."""
+    result = session.execute(
+        update(Order)
+        .where(Order.id == order_id, Order.state.in_([s.value for s in states]), lease_free(now))
+        .values(lease_owner=owner, lease_until=now + ttl)
+        .execution_options(synchronize_session=False)
+    )
+    assert isinstance(result, CursorResult)
+    return result.rowcount == 1
+
+
+def renew(session: Session, order_ids: Collection[str], owner: str, *, ttl: timedelta, now: datetime) -> int:
+    """Extend ``owner``'s leases on ``order_ids`` to ``now + ttl``; returns how many it still held."""
+    if not order_ids:
+        return 0
+    result = session.execute(
+        update(Order)
+        .where(Order.id.in_(list(order_ids)), Order.lease_owner == owner)
+        .values(lease_until=now + ttl)
+        .execution_options(synchronize_session=False)
+    )
+    assert isinstance(result, CursorResult)
+    return result.rowcount
+
+
+def release(session: Session, order_ids: Collection[str], owner: str) -> None:
+    """Clear ``owner``'s leases on ``order_ids`` (a lease another worker has taken over is left alone)."""
+    if not order_ids:
+        return
+    session.execute(
+        update(Order)
+        .where(Order.id.in_(list(order_ids)), Order.lease_owner == owner)
+        .values(lease_owner=None, lease_until=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def lease_holders(session: Session, *, prefix: str) -> list[str]:
+    """The distinct owners of current leases whose worker id starts with ``prefix``."""
+    query = select(Order.lease_owner).where(Order.lease_owner.startswith(prefix, autoescape=True)).distinct()
+    return [owner for owner in session.execute(query).scalars() if owner is not None]
+
+
+def release_holders(session: Session, owners: Collection[str]) -> int:
+    """Clear every lease held by ``owners`` (workers known to be dead); returns how many were cleared."""
+    if not owners:
+        return 0
+    result = session.execute(
+        update(Order)
+        .where(Order.lease_owner.in_(list(owners)))
+        .values(lease_owner=None, lease_until=None)
+        .execution_options(synchronize_session=False)
+    )
+    assert isinstance(result, CursorResult)
+    return result.rowcount

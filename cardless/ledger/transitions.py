@@ -11,7 +11,7 @@ the commit and before the effect is recovered from the persisted state, never by
       │         │            │              │   ▲  │
       ▼         │            │              ▼   │  ▼
     expired     │            │           unknown ─┘ failed_final ──► refund_pending ──► refunded
-                └────────────┴──────────────────────────────────────────┘
+                └────────────┴───────────────────────────┘
     any open state after the deadline ──► reclaimed (someone called reclaim on chain)
 """
 
@@ -32,8 +32,10 @@ S = OrderState
 ALLOWED: dict[OrderState, frozenset[OrderState]] = {
     S.QUOTED: frozenset({S.PAID, S.EXPIRED}),
     S.EXPIRED: frozenset({S.PAID}),  # a payment can land in the same block the quote expires
-    S.PAID: frozenset({S.RISK_CHECKED, S.REFUND_PENDING, S.RECLAIMED, S.SETTLED, S.REFUNDED}),
-    S.RISK_CHECKED: frozenset({S.SUBMITTING, S.REFUND_PENDING, S.RECLAIMED, S.REFUNDED}),
+    # paid -> failed_final: rejected by the risk checks; risk_checked -> failed_final: the deadline
+    # approaches before a provider was called. Both are then refunded like any failed order.
+    S.PAID: frozenset({S.RISK_CHECKED, S.FAILED_FINAL, S.REFUND_PENDING, S.RECLAIMED, S.SETTLED, S.REFUNDED}),
+    S.RISK_CHECKED: frozenset({S.SUBMITTING, S.FAILED_FINAL, S.REFUND_PENDING, S.RECLAIMED, S.REFUNDED}),
     # submitting -> submitting: failover to the next provider (only when provably not charged)
     # submitting -> risk_checked: the circuit breaker refused the call, so the provider was never called
     S.SUBMITTING: frozenset(

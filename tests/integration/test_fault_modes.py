@@ -59,7 +59,7 @@ NOT_FOUND_GRACE_S = 3.0
 BREAKER_OPEN_S = 8.0
 ASYNC_DELAY_MS = 2_000
 
-RESUBMITTED = "resubmitting under it"  # oracles/worker.py, NOT_FOUND after the grace period
+RESUBMITTED = "resubmitting under it"  # oracles/outcomes.py, NOT_FOUND after the grace period
 
 
 # --------------------------------------------------------------------------------------------- harness

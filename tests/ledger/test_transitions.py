@@ -205,6 +205,10 @@ def test_a_late_payment_reopens_an_expired_order(sessions: sessionmaker[Session]
     assert S.EXPIRED not in TERMINAL_STATES
 
 
+def _no_block_time(number: int) -> int:
+    raise AssertionError(f"block {number}'s time was asked for")
+
+
 @pytest.mark.parametrize("event", ["OrderReclaimed", "OrderRefunded", "OrderSettled"])
 @pytest.mark.parametrize("start", [S.QUOTED, S.EXPIRED])
 def test_chain_closing_an_order_whose_payment_was_never_applied(
@@ -212,13 +216,13 @@ def test_chain_closing_an_order_whose_payment_was_never_applied(
 ) -> None:
     """A buyer may reclaim an order whose OrderPaid the oracle did not apply (e.g. it did not match the
     quote on record). The watcher must record it, not stall on an illegal quoted -> reclaimed move."""
-    from oracles.worker import OracleWorker
+    from oracles.events import apply_event
 
     order_id = new_order(sessions, start)
     meta = {"tx_hash": "0x" + "ab" * 32, "log_index": 0, "block_number": 7, "block_hash": "0x" + "cd" * 32}
     with sessions.begin() as session:
-        # _on_event's closing path reads nothing from the worker, so it runs unbound here.
-        OracleWorker._on_event(None, session, event, {"orderId": bytes.fromhex(order_id[2:])}, meta)  # type: ignore[arg-type]
+        # A closing event never asks for a block's time.
+        apply_event(session, event, {"orderId": bytes.fromhex(order_id[2:])}, meta, block_time=_no_block_time)
     expected = {"OrderReclaimed": S.RECLAIMED, "OrderRefunded": S.REFUNDED, "OrderSettled": S.SETTLED}[event]
     with sessions() as session:
         order = session.get(Order, order_id)

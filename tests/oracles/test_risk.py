@@ -135,3 +135,24 @@ def test_amount_is_checked_before_velocity(session: Session) -> None:
     assert verdict is not None and "ceiling" in verdict
     verdict = policy.check(session, add_order(session, amount=10))
     assert verdict is not None and "limit 0" in verdict
+
+
+def test_the_risk_stage_passes_or_rejects_every_paid_order(ledger: sessionmaker[Session]) -> None:
+    """A rejected order goes to ``failed_final`` with RISK_REJECTED (a move the state table once refused,
+    which stalled the stage on the first rejection)."""
+    from cardless.protocol import RefundReason
+    from oracles.risk import risk_check_paid
+    from tests.oracles._ledger import add_order, get
+
+    ok = add_order(ledger, state=S.PAID)
+    too_big = add_order(ledger, state=S.PAID)
+    with ledger.begin() as s:
+        row = s.get(Order, too_big)
+        assert row is not None
+        row.amount = 10**18
+    assert risk_check_paid(ledger, RiskPolicy(max_amount={ETH: 10**17})) == 2
+    assert get(ledger, ok).state == S.RISK_CHECKED.value
+    rejected = get(ledger, too_big)
+    assert rejected.state == S.FAILED_FINAL.value and rejected.refund_reason == int(
+        RefundReason.RISK_REJECTED
+    )

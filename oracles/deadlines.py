@@ -1,0 +1,60 @@
+"""Deadlines: expire quotes nobody paid, and refund paid orders whose fulfilment deadline approaches
+before any provider could have charged for them.
+
+An order is refunded here only when no submit attempt was made at its current provider: attempts at
+earlier providers ended in a *not charged* failover (``oracles.outcomes``), but an attempt at the
+current one may have charged (an unknown outcome, a "not found" queued for resubmission, a breaker
+that refused a retry). Those are never refunded on a guess; the provider is asked until it answers,
+and the buyer can still reclaim on chain after the deadline.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from cardless.ledger.models import Order, OrderState, utcnow
+from cardless.ledger.store import candidates
+from cardless.ledger.transitions import transition
+from cardless.protocol import RefundReason
+from oracles.outcomes import provider_attempts
+
+__all__ = ["expire_quotes", "refund_near_deadline", "refundable_before_deadline"]
+
+S = OrderState
+
+
+def refundable_before_deadline(row: Order, chain_now: int, margin: int) -> bool:
+    """True when ``row``'s deadline is within ``margin`` seconds of ``chain_now`` and no provider can
+    have charged for it (see the module docstring)."""
+    if row.state not in (S.PAID.value, S.RISK_CHECKED.value) or row.fulfilment_deadline > chain_now + margin:
+        return False
+    return not provider_attempts(row.events, row.providers[row.provider_index])
+
+
+def expire_quotes(sessions: sessionmaker[Session], chain_now: int, grace: int) -> int:
+    cutoff = chain_now - grace
+    changed = 0
+    with sessions.begin() as session:
+        for row in candidates(session, [S.QUOTED], now=utcnow()):
+            if row.quote_expiry < cutoff:
+                transition(session, row, S.EXPIRED, "quote expired unpaid")
+                changed += 1
+    return changed
+
+
+def refund_near_deadline(sessions: sessionmaker[Session], chain_now: int, margin: int) -> int:
+    """Stage: move every refundable order near its deadline to ``failed_final`` (reason
+    DEADLINE_APPROACHING). Orders another worker holds a lease on are being submitted: left alone."""
+    changed = 0
+    with sessions.begin() as session:
+        for row in candidates(session, [S.PAID, S.RISK_CHECKED], now=utcnow()):
+            if refundable_before_deadline(row, chain_now, margin):
+                transition(
+                    session,
+                    row,
+                    S.FAILED_FINAL,
+                    "deadline approaching before a provider was called",
+                    refund_reason=int(RefundReason.DEADLINE_APPROACHING),
+                )
+                changed += 1
+    return changed

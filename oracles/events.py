@@ -1,0 +1,93 @@
+"""Chain events -> ledger: ``OrderPaid`` opens an order's fulfilment, ``OrderSettled``,
+``OrderRefunded`` and ``OrderReclaimed`` close it.
+
+:func:`apply_event` is the watcher's handler; it runs inside the watcher's transaction for the block
+range, so an event and the cursor move commit together. The chain is the truth: a closing event is
+recorded whatever the ledger thought, and it clears any work lease (nothing is left to do).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+from web3 import Web3
+
+from cardless import protocol
+from cardless.ledger.models import Order, OrderState
+from cardless.ledger.store import order_from_row
+from cardless.ledger.transitions import transition
+
+__all__ = ["BlockTime", "apply_event"]
+
+log = logging.getLogger(__name__)
+S = OrderState
+
+BlockTime = Callable[[int], int]
+"""Block number -> its timestamp (unix seconds); only ``OrderPaid`` asks for it."""
+
+_CLOSING = {"OrderSettled": S.SETTLED, "OrderRefunded": S.REFUNDED, "OrderReclaimed": S.RECLAIMED}
+
+
+def apply_event(
+    session: Session, name: str, args: dict[str, Any], meta: dict[str, Any], *, block_time: BlockTime
+) -> None:
+    """Apply one escrow event to the order it names (see the module docstring)."""
+    if "orderId" not in args:
+        return
+    order_id = Web3.to_hex(args["orderId"])
+    row = session.get(Order, order_id)
+    if name == "OrderPaid":
+        _on_paid(session, row, order_id, args, meta, block_time)
+        return
+    if row is None:
+        log.warning("%s for unknown order %s (tx %s)", name, order_id, meta["tx_hash"])
+        return
+    closing = _CLOSING.get(name)
+    if closing is None or row.state == closing.value:
+        return
+    if row.state in (S.QUOTED.value, S.EXPIRED.value):
+        # The chain closed an order whose payment was never applied here (e.g. its OrderPaid did not
+        # match the quote on record and the buyer reclaimed it). The chain is the truth: record the
+        # payment first, so the closing move is a legal one and the watcher never stalls on it.
+        transition(session, row, S.PAID, f"paid on chain (closed by {name} before the payment was applied)")
+    fields: dict[str, Any] = {"lease_owner": None, "lease_until": None}
+    if closing is S.SETTLED:
+        fields["settle_tx"] = meta["tx_hash"]
+    elif closing is S.REFUNDED:
+        fields["refund_tx"] = meta["tx_hash"]
+    transition(session, row, closing, f"{name} in block {meta['block_number']}", detail=meta, **fields)
+
+
+def _on_paid(
+    session: Session,
+    row: Order | None,
+    order_id: str,
+    args: dict[str, Any],
+    meta: dict[str, Any],
+    block_time: BlockTime,
+) -> None:
+    if row is None:
+        log.error(
+            "OrderPaid for an order this gateway has no record of: %s (tx %s)", order_id, meta["tx_hash"]
+        )
+        return  # the buyer can reclaim after the deadline; an operator is alerted by the log
+    if row.state not in (S.QUOTED.value, S.EXPIRED.value):
+        return  # already applied (re-scan after a crash)
+    paid = protocol.Order.from_event(args)
+    if paid.digest != order_from_row(row).digest:
+        log.error("OrderPaid %s does not match the quote on record", order_id)
+        return
+    transition(
+        session,
+        row,
+        S.PAID,
+        f"OrderPaid in block {meta['block_number']}",
+        detail=meta,
+        paid_tx=meta["tx_hash"],
+        paid_block=meta["block_number"],
+        paid_at=datetime.fromtimestamp(block_time(meta["block_number"]), UTC),
+    )

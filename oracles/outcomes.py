@@ -1,0 +1,354 @@
+"""Provider outcomes: submit an order to its provider or query it by our key, and record the normalised
+result (DESIGN.md "Oracle", "Adapters").
+
+- ``succeeded``: the receipt is stored and hashed; the order goes on to its fulfilment proof.
+- ``processing`` / ``unknown`` (timeout, reset, 5xx, unparseable reply): the order is ``unknown`` and
+  is queried by our key with back-off; it is never resubmitted under a new key.
+- ``failed, not charged``: fail over to the next provider of the SKU, unless the account itself was
+  rejected or no provider is left; then refund.
+- ``reversed``: refund.
+- "not found" (``unseen``): the request may still be in flight; only once ``not_found_grace`` has passed
+  since our last attempt is the order resubmitted, under the *same* key.
+- the circuit breaker refused the call (the provider was never called): fail over, unless an earlier
+  attempt at this provider may have charged; then wait.
+
+The decisions are pure functions (:func:`failover_target`, :func:`refund_reason`, :func:`resubmit_due`,
+:func:`unknown_backoff`, :func:`provider_attempts`); :class:`Outcomes` applies them to the ledger. The
+caller holds the order's work lease (``cardless.ledger.store.claim``) for the whole call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+from web3 import Web3
+
+from adapters import ProviderAdapter, TopupRequest, TopupResult, TopupStatus
+from adapters._base import Refusal
+from adapters._exceptions import AdapterError, ConfigError, ProviderUnavailable, RefundError, RerouteError
+from cardless import protocol
+from cardless.ledger.cipher import AccountCipher
+from cardless.ledger.models import Order, OrderEvent, OrderState, utcnow
+from cardless.ledger.transitions import transition
+from cardless.protocol import RefundReason
+from oracles.failpoints import failpoint
+
+__all__ = [
+    "OutcomePolicy",
+    "Outcomes",
+    "failover_target",
+    "last_attempt_end",
+    "provider_attempts",
+    "refund_reason",
+    "resubmit_due",
+    "unknown_backoff",
+]
+
+log = logging.getLogger(__name__)
+S = OrderState
+_OPEN_CALL = (S.SUBMITTING.value, S.UNKNOWN.value)
+
+
+@dataclasses.dataclass(frozen=True)
+class OutcomePolicy:
+    query_backoff: timedelta = timedelta(seconds=1)
+    query_backoff_max: timedelta = timedelta(seconds=30)
+    not_found_grace: timedelta = timedelta(seconds=10)
+    """How long after our last submit a "not found" still means "maybe in flight"."""
+
+
+def aware(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; every one the ledger stores is UTC."""
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+# ---------------------------------------------------------------------- decisions (pure)
+
+
+def provider_attempts(events: Sequence[OrderEvent], provider: str) -> list[int]:
+    """Indexes of the timeline events that were real submit attempts to ``provider`` (the move to
+    ``submitting`` that names the provider; bookkeeping moves through ``submitting`` name none)."""
+    return [
+        i
+        for i, event in enumerate(events)
+        if event.to_state == S.SUBMITTING.value and (event.detail or {}).get("provider") == provider
+    ]
+
+
+def last_attempt_end(events: Sequence[OrderEvent], provider: str) -> datetime | None:
+    """When our last submit attempt at ``provider`` ended: the "unknown" that followed it (a timeout ends
+    when the client gave up, not when it started), or the attempt itself if a crash left no outcome."""
+    attempts = provider_attempts(events, provider)
+    if not attempts:
+        return None
+    last = attempts[-1]
+    ended = [e for e in events[last + 1 :] if e.to_state == S.UNKNOWN.value]
+    return aware((ended[0] if ended else events[last]).at)
+
+
+def failover_target(providers: Sequence[str], index: int, refusal: Refusal | None) -> int | None:
+    """The index of the provider to fail over to after a *not charged* refusal, or None to refund.
+
+    An invalid account is refused by every provider alike, so it is refunded at once."""
+    if refusal is Refusal.INVALID_ACCOUNT or index + 1 >= len(providers):
+        return None
+    return index + 1
+
+
+def refund_reason(refusal: Refusal | None) -> RefundReason:
+    return (
+        {
+            Refusal.INVALID_ACCOUNT: RefundReason.INVALID_ACCOUNT,
+            Refusal.OUT_OF_STOCK: RefundReason.OUT_OF_STOCK,
+        }.get(refusal, RefundReason.PROVIDER_REJECTED)
+        if refusal
+        else RefundReason.PROVIDER_REJECTED
+    )
+
+
+def resubmit_due(result: TopupResult, last_attempt: datetime | None, now: datetime, grace: timedelta) -> bool:
+    """True when a query's "not found" proves the request is no longer in flight: then resubmitting under
+    the same key (the provider is idempotent by it) is safe, and the only way forward."""
+    return result.unseen and last_attempt is not None and now - last_attempt > grace
+
+
+def unknown_backoff(unknowns_so_far: int, policy: OutcomePolicy) -> timedelta:
+    delay: timedelta = policy.query_backoff * (2 ** min(unknowns_so_far, 8))
+    return min(delay, policy.query_backoff_max)
+
+
+# ---------------------------------------------------------------------- applying them
+
+
+class Outcomes:
+    """Makes the provider call for one order and records what came of it."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        adapters: Mapping[str, ProviderAdapter],
+        cipher: AccountCipher,
+        *,
+        owner: str,
+        policy: OutcomePolicy | None = None,
+        callback_base: str | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.adapters = adapters
+        self.cipher = cipher
+        self.owner = owner
+        self.policy = policy or OutcomePolicy()
+        self.callback_base = callback_base.rstrip("/") if callback_base else None
+
+    def _locked(self, session: Session, order_id: str) -> Order | None:
+        """The row, locked for this transaction on PostgreSQL (SQLite serialises writers anyway)."""
+        query = (
+            select(Order)
+            .where(Order.id == order_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return session.execute(query).scalar_one_or_none()
+
+    async def submit(self, order_id: str) -> None:
+        with self.sessions.begin() as session:
+            row = self._locked(session, order_id)
+            if row is None or row.state != S.RISK_CHECKED.value or row.lease_owner != self.owner:
+                return  # moved on, or our lease lapsed and another worker took the order over
+            provider = row.providers[row.provider_index]
+            account = self.cipher.decrypt(row.account_ciphertext, row.id)
+            transition(
+                session,
+                row,
+                S.SUBMITTING,
+                f"submitting to {provider}",
+                # marks a real attempt: this provider may have charged from now on
+                detail={"provider": provider},
+                attempts=row.attempts + 1,
+                next_attempt_at=None,
+            )
+            callback = (
+                f"{self.callback_base}/v1/providers/{provider}/callback" if self.callback_base else None
+            )
+            request = TopupRequest(order_key=row.id, sku=row.sku, account=account, callback_url=callback)
+        # Intent is committed: from here a crash leaves `submitting`, which is queried once the lease lapses.
+        failpoint("provider.before_submit")
+        try:
+            result = await self.adapters[provider].submit(request)
+        except ProviderUnavailable as exc:
+            self.record_unavailable(order_id, provider, exc)
+            return
+        except (RerouteError, RefundError) as exc:
+            # The provider answered and recorded the order (refused or reversed): an external effect, too.
+            failpoint("provider.after_submit")
+            # A refusal (not charged) or a reversal: the result says which; a reroute without one is refused.
+            if exc.result is not None:
+                self.record(order_id, provider, exc.result)
+            else:
+                self.record_refusal(order_id, provider, None, str(exc))
+            return
+        except (ConfigError, AdapterError) as exc:
+            self.record_unknown(order_id, provider, f"submit error: {exc}")
+            return
+        failpoint("provider.after_submit")
+        self.record(order_id, provider, result)
+
+    async def query(self, order_id: str) -> None:
+        with self.sessions() as session:
+            row = session.get(Order, order_id)
+            if row is None or row.state not in _OPEN_CALL or row.lease_owner != self.owner:
+                return
+            provider = row.providers[row.provider_index]
+            last_submit = last_attempt_end(row.events, provider)
+        failpoint("provider.before_query")
+        try:
+            result = await self.adapters[provider].query(order_id)
+        except AdapterError as exc:
+            self.record_unknown(order_id, provider, f"query error: {exc}")
+            return
+        failpoint("provider.after_query")
+        if resubmit_due(result, last_submit, utcnow(), self.policy.not_found_grace):
+            with self.sessions.begin() as session:
+                row = self._locked(session, order_id)
+                if row is not None and row.state in _OPEN_CALL:
+                    transition(
+                        session,
+                        row,
+                        S.SUBMITTING,
+                        "provider has no record of our key after the grace period: resubmitting under it",
+                    )
+                    transition(session, row, S.RISK_CHECKED, "queued for resubmission under the same key")
+            return
+        self.record(order_id, provider, result)
+
+    def record(self, order_id: str, provider: str, result: TopupResult) -> None:
+        """Record a normalised result of a submit or query."""
+        if result.status is TopupStatus.SUCCEEDED:
+            self._record_success(order_id, provider, result)
+        elif result.status is TopupStatus.FAILED_NOT_CHARGED:
+            self.record_refusal(order_id, provider, result, result.detail or str(result.refusal))
+        elif result.status is TopupStatus.REVERSED:
+            with self.sessions.begin() as session:
+                row = self._locked(session, order_id)
+                if row is not None and row.state in _OPEN_CALL:
+                    transition(
+                        session,
+                        row,
+                        S.FAILED_FINAL,
+                        f"{provider} reversed the top-up",
+                        refund_reason=int(RefundReason.PROVIDER_REJECTED),
+                    )
+        else:
+            self.record_unknown(
+                order_id, provider, f"{result.status.value}: {result.detail or result.provider_code}"
+            )
+
+    def _record_success(self, order_id: str, provider: str, result: TopupResult) -> None:
+        assert result.receipt is not None
+        with self.sessions.begin() as session:
+            row = self._locked(session, order_id)
+            if row is None or row.state not in _OPEN_CALL:
+                return
+            receipt = {
+                "version": 1,
+                "order_id": row.id,
+                "provider": result.receipt.provider,
+                "provider_ref": result.receipt.provider_ref,
+                "sku": result.receipt.sku,
+                "credited": result.receipt.credited,
+                "account_commitment": row.account_commitment,
+                "completed_at": result.receipt.completed_at,
+            }
+            transition(
+                session,
+                row,
+                S.SUCCEEDED,
+                f"{provider} credited the account (ref {result.receipt.provider_ref})",
+                provider_ref=result.receipt.provider_ref,
+                receipt=receipt,
+                receipt_hash=Web3.to_hex(protocol.receipt_hash(receipt)),
+                fulfilled_at=result.receipt.completed_at,
+                last_error=None,
+            )
+
+    def record_refusal(self, order_id: str, provider: str, result: TopupResult | None, why: str) -> None:
+        refusal = result.refusal if result is not None else None
+        with self.sessions.begin() as session:
+            row = self._locked(session, order_id)
+            if row is None or row.state not in _OPEN_CALL:
+                return
+            target = failover_target(row.providers, row.provider_index, refusal)
+            if target is not None:
+                next_provider = row.providers[target]
+                transition(
+                    session,
+                    row,
+                    S.SUBMITTING,
+                    f"{provider} refused and did not charge ({why}); failing over to {next_provider}",
+                    provider_index=target,
+                )
+                transition(session, row, S.RISK_CHECKED, f"queued for {next_provider}")
+                return
+            transition(
+                session,
+                row,
+                S.FAILED_FINAL,
+                f"{provider} refused, not charged: {why}",
+                refund_reason=int(refund_reason(refusal)),
+            )
+
+    def record_unavailable(self, order_id: str, provider: str, exc: Exception) -> None:
+        with self.sessions.begin() as session:
+            row = self._locked(session, order_id)
+            if row is None or row.state != S.SUBMITTING.value:
+                return
+            # The breaker refused *this* attempt, but an earlier attempt at this provider (e.g. before a
+            # "not found" that only guessed nothing arrived) may have charged: then never fail over.
+            earlier_attempts = len(provider_attempts(row.events, provider)) > 1
+            if row.provider_index + 1 < len(row.providers) and not earlier_attempts:
+                transition(
+                    session,
+                    row,
+                    S.RISK_CHECKED,
+                    f"{provider} unavailable, not called ({exc}); failing over",
+                    provider_index=row.provider_index + 1,
+                )
+            else:
+                transition(
+                    session,
+                    row,
+                    S.RISK_CHECKED,
+                    f"{provider} unavailable, not called ({exc}); waiting",
+                    next_attempt_at=utcnow() + self.policy.query_backoff_max,
+                    last_error=str(exc),
+                )
+
+    def record_unknown(self, order_id: str, provider: str, why: str) -> None:
+        with self.sessions.begin() as session:
+            row = self._locked(session, order_id)
+            if row is None or row.state not in _OPEN_CALL:
+                return
+            unknowns = sum(1 for e in row.events if e.to_state == S.UNKNOWN.value)
+            fields: dict[str, Any] = {
+                "next_attempt_at": utcnow() + unknown_backoff(unknowns, self.policy),
+                "last_error": why[:2000],
+            }
+            if row.state == S.UNKNOWN.value:
+                for name, value in fields.items():
+                    setattr(row, name, value)  # still unknown: only the schedule changes
+                return
+            transition(
+                session,
+                row,
+                S.UNKNOWN,
+                f"{provider}: outcome unknown ({why}); will query by our key",
+                **fields,
+            )

@@ -1,0 +1,63 @@
+"""One entry point to run an oracle: the worker's pipeline in a tight loop (latency) and its periodic
+jobs on APScheduler, in the same event loop, each job one instance at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from oracles.worker import OracleWorker
+
+__all__ = ["JobIntervals", "OracleService"]
+
+
+@dataclasses.dataclass(frozen=True)
+class JobIntervals:
+    """Seconds between runs of each periodic job."""
+
+    requery_unknown: float = 1
+    expire_and_refund: float = 5
+    sweep: float = 60
+
+
+class OracleService:
+    def __init__(
+        self,
+        worker: OracleWorker,
+        *,
+        sweep: Callable[[], Any] | None = None,
+        intervals: JobIntervals | None = None,
+    ) -> None:
+        self.worker = worker
+        self.sweep = sweep
+        self.intervals = intervals or JobIntervals()
+
+    def scheduler(self) -> AsyncIOScheduler:
+        """The periodic jobs, not started: requery-unknown, expire-and-refund and (given one) sweep. A
+        plain function such as the sweep runs in APScheduler's thread pool, off the event loop."""
+        scheduler = AsyncIOScheduler()
+        jobs: dict[str, tuple[Callable[[], Any], float]] = {
+            "requery-unknown": (self.worker.requery_due, self.intervals.requery_unknown),
+            "expire-and-refund": (self.worker.expire_and_refund, self.intervals.expire_and_refund),
+        }
+        if self.sweep is not None:
+            jobs["sweep"] = (self.sweep, self.intervals.sweep)
+        for job_id, (job, seconds) in jobs.items():
+            scheduler.add_job(job, "interval", seconds=seconds, id=job_id, max_instances=1, coalesce=True)
+        return scheduler
+
+    async def run(self, stop: asyncio.Event, *, started: Callable[[], None] | None = None) -> None:
+        """Run until ``stop`` is set, then wait for provider calls in flight. ``started`` is called once
+        the jobs are scheduled."""
+        scheduler = self.scheduler()
+        scheduler.start()
+        if started is not None:
+            started()
+        try:
+            await self.worker.run(stop, housekeeping=False)
+        finally:
+            scheduler.shutdown(wait=False)

@@ -1,0 +1,170 @@
+"""Settlement: post signed proofs (``settle`` / ``settleBatch``) and refund authorisations (``refund``)
+through the transaction manager, and sweep merchants' escrow balances to them.
+
+Posting an order's transaction is claimed with a work lease (``cardless.ledger.store.claim``) committed
+before anything is sent, and the transaction manager's outbox is checked *after* the claim: a worker
+that claims an order another worker has just posted for sees that transaction and sends nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import timedelta
+
+from eth_utils import to_bytes
+from sqlalchemy.orm import Session, sessionmaker
+from web3.contract import Contract
+
+from cardless import protocol
+from cardless.ledger.models import Order, OrderState, utcnow
+from cardless.ledger.store import candidates, claim, order_from_row, release
+from cardless.protocol import ContractRevert, RefundReason
+from oracles.proofs import Batch, Proofs, assemble_batches, fulfilment_of
+from oracles.txmanager import TxManager
+
+__all__ = ["MerchantSweep", "Settlement"]
+
+log = logging.getLogger(__name__)
+S = OrderState
+# Posting is synchronous (estimate, sign, broadcast: ~0.1 s a transaction), so one call claims only what
+# it sends well within its lease; the rest waits for the next tick, unclaimed, for any worker.
+_BATCHES_PER_POST = 4
+_REFUNDS_PER_POST = 20
+
+
+class Settlement:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        escrow: Contract,
+        tx: TxManager,
+        proofs: Proofs,
+        *,
+        owner: str,
+        lease_ttl: timedelta,
+        max_batch: int,
+    ) -> None:
+        self.sessions = sessions
+        self.escrow = escrow
+        self.tx = tx
+        self.proofs = proofs
+        self.owner = owner
+        self.lease_ttl = lease_ttl
+        self.max_batch = max_batch
+
+    def post(self) -> int:
+        """Stage: send a transaction for every signed proof and refund not already on its way; returns
+        how many transactions were sent. Claims at most what one call posts well within the lease."""
+        proofs, refunds = self._claim(exclude=self.tx.pending_order_ids())
+        if not proofs and not refunds:
+            return 0
+        try:
+            # Again after the claim: another worker may have posted these between our look and our claim.
+            pending = self.tx.pending_order_ids()
+            proofs = [r for r in proofs if r.id not in pending]
+            refunds = [r for r in refunds if r.id not in pending]
+            sent = 0
+            for batch in assemble_batches(proofs, self.max_batch):
+                sent += self._settle(batch)
+            for row in refunds:
+                sent += self._refund(row)
+            return sent
+        finally:
+            with self.sessions.begin() as session:
+                release(session, [r.id for r in proofs + refunds], self.owner)
+
+    def _claim(self, exclude: set[str]) -> tuple[list[Order], list[Order]]:
+        now = utcnow()
+        proofs: list[Order] = []
+        refunds: list[Order] = []
+        with self.sessions.begin() as session:
+            for row in candidates(session, [S.PROOF_PENDING, S.REFUND_PENDING], now=now):
+                state = OrderState(row.state)
+                wanted = proofs if state is S.PROOF_PENDING else refunds
+                limit = self.max_batch * _BATCHES_PER_POST if state is S.PROOF_PENDING else _REFUNDS_PER_POST
+                if row.id in exclude or len(wanted) >= limit:
+                    continue
+                if claim(session, row.id, self.owner, states=[state], ttl=self.lease_ttl, now=now):
+                    wanted.append(row)
+        return proofs, refunds
+
+    def _settle(self, batch: Batch) -> int:
+        # Orders already closed on chain (e.g. the watcher has not caught up) are not sent again.
+        rows = [r for r in batch.rows if self._on_chain_paid(r)]
+        if not rows:
+            return 0
+        batch = Batch(tuple(rows))
+        orders = [order_from_row(r) for r in rows]
+        if len(rows) == 1:
+            call = self.escrow.functions.settle(
+                orders[0].as_ref_tuple(),
+                fulfilment_of(rows[0]).as_tuple(),
+                self.proofs.proof_key.address,
+                to_bytes(hexstr=rows[0].proof_signature or "0x"),
+            )
+            purpose = "settle"
+        else:
+            call = self.escrow.functions.settleBatch(
+                [o.as_ref_tuple() for o in orders],
+                [fulfilment_of(r).as_tuple() for r in rows],
+                self.proofs.proof_key.address,
+                self.proofs.batch_signature(batch),
+            )
+            purpose = "settle_batch"
+        try:
+            record = self.tx.send(purpose, batch.order_ids, call)
+        except ContractRevert as exc:
+            log.error("%s of %d orders would revert: %s", purpose, len(rows), exc)
+            return 0
+        log.info("%s %s for %d orders", purpose, record.tx_hash, len(rows))
+        return 1
+
+    def _refund(self, row: Order) -> int:
+        if not self._on_chain_paid(row):
+            return 0
+        call = self.escrow.functions.refund(
+            order_from_row(row).as_tuple(),
+            int(row.refund_reason or RefundReason.PROVIDER_REJECTED),
+            self.proofs.proof_key.address,
+            to_bytes(hexstr=row.refund_signature or "0x"),
+        )
+        try:
+            self.tx.send("refund", [row.id], call)
+        except ContractRevert as exc:
+            log.error("refund of %s would revert: %s", row.id, exc)
+            return 0
+        return 1
+
+    def _on_chain_paid(self, row: Order) -> bool:
+        status = protocol.OrderStatus(
+            self.escrow.functions.orderStatus(protocol.order_id_from_hex(row.id)).call()
+        )
+        return status is protocol.OrderStatus.PAID
+
+
+class MerchantSweep:
+    """Pays merchants' escrow balances out to their own addresses (``withdraw`` is permissionless and
+    always pays the merchant), so merchants are paid without acting. Call it on a schedule."""
+
+    def __init__(
+        self, escrow: Contract, tx: TxManager, merchants: Sequence[str], tokens: Sequence[str]
+    ) -> None:
+        self.escrow = escrow
+        self.tx = tx
+        self.merchants = list(merchants)
+        self.tokens = list(tokens)
+
+    def __call__(self) -> int:
+        """Sends one ``withdraw`` per (merchant, token) with a balance; returns how many were sent."""
+        sent = 0
+        for merchant in self.merchants:
+            for token in self.tokens:
+                if self.escrow.functions.balanceOf(merchant, token).call() <= 0:
+                    continue
+                try:
+                    self.tx.send("withdraw", [], self.escrow.functions.withdraw(merchant, token))
+                    sent += 1
+                except Exception as exc:  # one merchant's failing payout must not stop the others
+                    log.warning("sweep of merchant %s token %s failed: %s", merchant, token, exc)
+        return sent
