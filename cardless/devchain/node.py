@@ -5,23 +5,24 @@ HTTP server, so wallets, ``web3.HTTPProvider`` clients and the oracle talk to it
 to anvil or a Hardhat node. Requests (single or batch) go to eth-tester under one lock, because
 eth-tester is not thread-safe.
 
-What it adds to eth-tester (see ../shared/TOOLCHAIN.md):
+The Ethereum methods (``eth_``, ``net_``, ``web3_``) are answered by :class:`~cardless.devchain.rpc.EthRpc`
+in the shapes of the execution-apis specification, on chain id 31337. What the node adds around them
+(see ../shared/TOOLCHAIN.md):
 
 - A transaction-hash index (:class:`IndexedPyEVMBackend`): eth-tester finds a receipt by scanning
-  blocks backwards from the head, so lookups (and ``eth_getLogs``, which fetches a receipt per
-  transaction) slow down as the chain grows. The index maps each mined transaction to its block and
-  position, so a lookup costs the same at block 10 and at block 100,000.
-- Reverts as a node reports them: JSON-RPC error code 3, message ``execution reverted`` and the raw
-  revert bytes as hex in ``error.data``, so a remote web3 client raises ``ContractCustomError`` /
-  ``ContractLogicError`` with ``.data`` as it does against anvil.
-- Standard JSON-RPC output: quantities as hex, camelCase keys, ``net_version`` = chain id.
+  blocks backwards from the head, so lookups slow down as the chain grows. The index maps each mined
+  transaction to its block and position, so a lookup costs the same at block 10 and at block 100,000.
 - Dev methods with anvil's shapes: ``evm_snapshot``/``evm_revert``, ``evm_increaseTime``,
   ``evm_setNextBlockTimestamp``, ``evm_mine`` (optionally at a timestamp), ``anvil_mine``/``hardhat_mine``.
   Blocks land at exactly the requested time (eth-tester's ``time_travel`` mines one second early).
+- JSON-RPC 2.0 framing: batches, notifications, -32700/-32600/-32601; a body over 8 MiB is refused
+  with HTTP 413 and JSON nested deeper than ``loads_bounded`` allows with -32600. A fault of the node
+  itself is logged and answered -32603 ``internal error``, never with the exception's text.
 
 Departures from a real node, by design of eth-tester: every transaction is mined at once in its own
-block; a log's ``logIndex`` counts within its transaction (equal to the block position when each block
-holds one transaction); after a jump in time, blocks follow one second apart rather than with the wall
+block, so there is no mempool (a future nonce is refused with ``nonce too high`` rather than queued,
+and ``pending`` is the latest state at the next block's number and time); ``safe`` and ``finalized``
+are the latest block; after a jump in time, blocks follow one second apart rather than with the wall
 clock. The dev accounts' keys are public, so the server binds only to loopback.
 """
 
