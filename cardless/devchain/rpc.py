@@ -744,6 +744,10 @@ class EthRpc:
                     value=args.value,
                     data=args.data,
                 )
+            if gas < unsigned.intrinsic_gas:
+                raise RpcError(
+                    SERVER_ERROR, f"intrinsic gas too low: gas {gas}, minimum needed {unsigned.intrinsic_gas}"
+                )
             try:
                 computation = state.apply_transaction(SpoofTransaction(unsigned, from_=sender))
             except EVMValidationError as exc:

@@ -510,3 +510,10 @@ def test_internal_errors_answer_a_generic_message(
     monkeypatch.setitem(node.rpc.methods, "eth_blockNumber", broken)
     error = rpc.error("eth_blockNumber")
     assert error == {"code": -32603, "message": "internal error"}
+
+
+def test_call_with_less_than_intrinsic_gas_says_so(rpc: Rpc) -> None:
+    for method in ("eth_call", "eth_estimateGas"):
+        error = rpc.error(method, {"to": TARGET, "gas": hex(20_000)})
+        assert error["code"] == -32000, (method, error)
+        assert error["message"].startswith("intrinsic gas too low"), (method, error)
