@@ -209,9 +209,10 @@ class _TxArgs:
     def parse(cls, value: Any, name: str = "transaction") -> _TxArgs:
         obj = _object(value, name)
         # Unknown keys are ignored, as geth does, so newer clients' fields do not break older nodes.
-        get: Callable[[str, Callable[[Any, str], Any]], Any] = lambda key, parse: (  # noqa: E731
-            None if obj.get(key) is None else parse(obj[key], f"{name}.{key}")
-        )
+
+        def get(key: str, parse: Callable[[Any, str], Any]) -> Any:
+            return None if obj.get(key) is None else parse(obj[key], f"{name}.{key}")
+
         data, input_ = get("data", _data), get("input", _data)
         if data is not None and input_ is not None and data != input_:
             raise _invalid(f"{name}.input", 'both "data" and "input" are set and not equal')
@@ -317,7 +318,7 @@ def _transaction_json(block: Any, tx: Any, index: int, pending: bool) -> dict[st
     return _hex(out)  # type: ignore[no-any-return]
 
 
-def _block_json(block: Any, full: bool, pending: bool) -> dict[str, Any]:
+def _block_json(block: Any, full: bool, pending: bool = False) -> dict[str, Any]:
     fields = serialize_block(block, False, pending)
     out: dict[str, Any] = {}
     for key, value in fields.items():
@@ -572,7 +573,7 @@ class EthRpc:
         return (
             None
             if found is None
-            else _block_json(*found[:1], bool(_param(params, 1, "full", False)), found[1])
+            else _block_json(found[0], bool(_param(params, 1, "full", False)), pending=found[1])
         )
 
     def _get_block_by_hash(self, params: list[Any]) -> Any:
