@@ -7,7 +7,7 @@ through :func:`deploy_escrow`, so there is one way to stand the contracts up.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Final
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -15,14 +15,49 @@ from eth_tester import EthereumTester, PyEVMBackend
 from eth_typing import ChecksumAddress
 from web3 import EthereumTesterProvider, Web3
 from web3.contract import Contract
+from web3.providers.eth_tester.defaults import API_ENDPOINTS
 
 from cardless.protocol import NATIVE_TOKEN, EscrowDomain
 from cardless.protocol.artifacts import load_artifact
 
-__all__ = ["DevChain", "deploy_contract", "deploy_escrow", "start_devchain"]
+__all__ = [
+    "DEV_CHAIN_ID",
+    "DevChain",
+    "DevPyEVMBackend",
+    "deploy_contract",
+    "deploy_escrow",
+    "dev_api_endpoints",
+    "start_devchain",
+]
+
+# The chain id of local dev chains (anvil, Hardhat): wallets and Foundry know it as a dev chain.
+DEV_CHAIN_ID: Final = 31337
 
 # eth-tester funds accounts whose keys are 1, 2, 3, ... with 1,000,000 ETH each.
 _DEFAULT_KEY_COUNT = 10
+
+
+class DevPyEVMBackend(PyEVMBackend):  # type: ignore[misc]  # eth-tester ships no type hints
+    """eth-tester's py-evm backend on chain id :data:`DEV_CHAIN_ID` instead of 131277322940537.
+
+    eth-tester fixes the id as a class attribute of a chain class it builds inside
+    ``setup_tester_chain``; py-evm reads ``self.chain_id`` whenever it builds a VM (the EIP-155
+    signature check, the ``CHAINID`` opcode), so setting it on the chain instance changes the id
+    everywhere. The genesis state does not depend on it.
+    """
+
+    def reset_to_genesis(self, *args: Any, **kwargs: Any) -> None:
+        super().reset_to_genesis(*args, **kwargs)
+        self.chain.chain_id = DEV_CHAIN_ID
+
+
+def dev_api_endpoints() -> dict[str, dict[str, Any]]:
+    """web3's in-process eth-tester endpoints, reporting :data:`DEV_CHAIN_ID` (web3 hard-codes
+    eth-tester's default id in ``eth_chainId`` and answers ``1`` to ``net_version``)."""
+    endpoints = {namespace: dict(methods) for namespace, methods in API_ENDPOINTS.items()}
+    endpoints["eth"]["chainId"] = lambda *_: DEV_CHAIN_ID
+    endpoints["net"]["version"] = lambda *_: str(DEV_CHAIN_ID)
+    return endpoints
 
 
 @dataclasses.dataclass
@@ -54,8 +89,8 @@ class DevChain:
 
 
 def start_devchain() -> DevChain:
-    tester = EthereumTester(PyEVMBackend())
-    w3 = Web3(EthereumTesterProvider(tester))
+    tester = EthereumTester(DevPyEVMBackend())
+    w3 = Web3(EthereumTesterProvider(tester, api_endpoints=dev_api_endpoints()))
     accounts = [Account.from_key(i.to_bytes(32, "big")) for i in range(1, _DEFAULT_KEY_COUNT + 1)]
     known = set(w3.eth.accounts)
     missing = [a.address for a in accounts if a.address not in known]

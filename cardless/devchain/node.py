@@ -5,23 +5,24 @@ HTTP server, so wallets, ``web3.HTTPProvider`` clients and the oracle talk to it
 to anvil or a Hardhat node. Requests (single or batch) go to eth-tester under one lock, because
 eth-tester is not thread-safe.
 
-What it adds to eth-tester (see ../shared/TOOLCHAIN.md):
+The Ethereum methods (``eth_``, ``net_``, ``web3_``) are answered by :class:`~cardless.devchain.rpc.EthRpc`
+in the shapes of the execution-apis specification, on chain id 31337. What the node adds around them
+(see ../shared/TOOLCHAIN.md):
 
 - A transaction-hash index (:class:`IndexedPyEVMBackend`): eth-tester finds a receipt by scanning
-  blocks backwards from the head, so lookups (and ``eth_getLogs``, which fetches a receipt per
-  transaction) slow down as the chain grows. The index maps each mined transaction to its block and
-  position, so a lookup costs the same at block 10 and at block 100,000.
-- Reverts as a node reports them: JSON-RPC error code 3, message ``execution reverted`` and the raw
-  revert bytes as hex in ``error.data``, so a remote web3 client raises ``ContractCustomError`` /
-  ``ContractLogicError`` with ``.data`` as it does against anvil.
-- Standard JSON-RPC output: quantities as hex, camelCase keys, ``net_version`` = chain id.
+  blocks backwards from the head, so lookups slow down as the chain grows. The index maps each mined
+  transaction to its block and position, so a lookup costs the same at block 10 and at block 100,000.
 - Dev methods with anvil's shapes: ``evm_snapshot``/``evm_revert``, ``evm_increaseTime``,
   ``evm_setNextBlockTimestamp``, ``evm_mine`` (optionally at a timestamp), ``anvil_mine``/``hardhat_mine``.
   Blocks land at exactly the requested time (eth-tester's ``time_travel`` mines one second early).
+- JSON-RPC 2.0 framing: batches, notifications, -32700/-32600/-32601; a body over 8 MiB is refused
+  with HTTP 413 and JSON nested deeper than ``loads_bounded`` allows with -32600. A fault of the node
+  itself is logged and answered -32603 ``internal error``, never with the exception's text.
 
 Departures from a real node, by design of eth-tester: every transaction is mined at once in its own
-block; a log's ``logIndex`` counts within its transaction (equal to the block position when each block
-holds one transaction); after a jump in time, blocks follow one second apart rather than with the wall
+block, so there is no mempool (a future nonce is refused with ``nonce too high`` rather than queued,
+and ``pending`` is the latest state at the next block's number and time); ``safe`` and ``finalized``
+are the latest block; after a jump in time, blocks follow one second apart rather than with the wall
 clock. The dev accounts' keys are public, so the server binds only to loopback.
 """
 
@@ -37,35 +38,34 @@ from collections.abc import Callable
 from typing import Any, Final, Self
 
 from eth.constants import ZERO_ADDRESS
-from eth.exceptions import PyEVMError
 from eth.exceptions import Revert as EVMRevert
 from eth.vm.spoof import SpoofTransaction
-from eth_abi import decode as abi_decode
 from eth_account import Account
-from eth_tester import EthereumTester, PyEVMBackend
+from eth_tester import EthereumTester
 from eth_tester.backends.pyevm.serializers import serialize_transaction, serialize_transaction_receipt
 from eth_tester.exceptions import (
-    AccountLocked,
     BlockNotFound,
-    FilterNotFound,
     SnapshotNotFound,
     TransactionFailed,
     TransactionNotFound,
 )
 from eth_tester.exceptions import ValidationError as TesterValidationError
-from eth_utils import ValidationError as EVMValidationError
 from eth_utils import encode_hex
 from web3 import EthereumTesterProvider, Web3
-from web3.providers.eth_tester.defaults import API_ENDPOINTS
-from web3.providers.eth_tester.middleware import (
-    request_formatters,
-    result_formatters,
-    transaction_result_formatter,
-    transaction_result_remapper,
-)
 from web3.types import RPCEndpoint, RPCResponse
 
-from cardless.devchain.chain import DevChain
+from cardless.devchain.chain import DevChain, DevPyEVMBackend, dev_api_endpoints
+from cardless.devchain.rpc import (
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    PARSE_ERROR,
+    EthRpc,
+    RpcError,
+    quantity,
+    revert_message,
+)
 from cardless.protocol.jsonlimits import JsonLimitError, loads_bounded
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "DevNode", "IndexedPyEVMBackend"]
@@ -77,29 +77,7 @@ DEV_ACCOUNT_COUNT: Final = 10  # eth-tester funds the keys 1..10 with 1,000,000 
 _log = logging.getLogger(__name__)
 
 _FEE_FIELDS: Final = ("gas_price", "max_fee_per_gas", "max_priority_fee_per_gas")
-_ERROR_STRING_SELECTOR: Final = bytes.fromhex("08c379a0")
 _MAX_BODY_BYTES: Final = 8 * 1024 * 1024
-_PRIORITY_FEE: Final = 10**9  # eth-tester's eth_maxPriorityFeePerGas
-
-# JSON-RPC 2.0 error codes, plus the geth/anvil code for a revert.
-_PARSE_ERROR: Final = -32700
-_INVALID_REQUEST: Final = -32600
-_METHOD_NOT_FOUND: Final = -32601
-_INVALID_PARAMS: Final = -32602
-_INTERNAL_ERROR: Final = -32603
-_SERVER_ERROR: Final = -32000
-_EXECUTION_REVERTED: Final = 3
-
-# Errors the chain reports about a request it cannot serve (as a node's -32000), not server faults.
-_TESTER_ERRORS: Final = (
-    TransactionFailed,
-    TransactionNotFound,
-    BlockNotFound,
-    FilterNotFound,
-    AccountLocked,
-    EVMValidationError,
-    PyEVMError,
-)
 
 
 class _RevertedCall(TransactionFailed):  # type: ignore[misc]  # eth-tester ships no type hints
@@ -110,7 +88,7 @@ class _RevertedCall(TransactionFailed):  # type: ignore[misc]  # eth-tester ship
         self.data = data
 
 
-class IndexedPyEVMBackend(PyEVMBackend):  # type: ignore[misc]  # eth-tester ships no type hints
+class IndexedPyEVMBackend(DevPyEVMBackend):
     """eth-tester's py-evm backend with a transaction-hash index.
 
     The index maps a transaction hash to ``(block number, position)`` and is filled on every mined
@@ -239,7 +217,7 @@ class IndexedPyEVMBackend(PyEVMBackend):  # type: ignore[misc]  # eth-tester shi
             error = computation.error
             if isinstance(error, EVMRevert):
                 data = bytes(error.args[0]) if error.args else b""
-                raise _RevertedCall(_revert_message(data), data)
+                raise _RevertedCall(revert_message(data), data)
             raise TransactionFailed(str(error))
         return bytes(computation.output)
 
@@ -256,110 +234,11 @@ class IndexedPyEVMBackend(PyEVMBackend):  # type: ignore[misc]  # eth-tester shi
         raise BlockNotFound(f"No block found for block number: {block_number}")
 
 
-def _revert_message(data: bytes) -> str:
-    """``execution reverted``, with the reason when ``data`` is an ``Error(string)`` (as geth says it)."""
-    if data[:4] == _ERROR_STRING_SELECTOR:
-        try:
-            return f"execution reverted: {abi_decode(['string'], data[4:])[0]}"
-        except Exception:  # malformed reason: report the bare revert, the data says the rest
-            pass
-    return "execution reverted"
-
-
-class _RpcError(Exception):
-    def __init__(self, code: int, message: str, data: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.data = data
-
-    def as_error(self) -> dict[str, Any]:
-        error: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.data is not None:
-            error["data"] = self.data
-        return error
-
-
-def _to_int(value: Any, name: str) -> int:
-    if isinstance(value, bool):
-        raise _RpcError(_INVALID_PARAMS, f"{name}: expected a number, got {value!r}")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str):
-        try:
-            return int(value, 16) if value.startswith(("0x", "0X")) else int(value)
-        except ValueError:
-            pass
-    raise _RpcError(_INVALID_PARAMS, f"{name}: expected a number, got {value!r}")
-
-
-def _to_json(value: Any) -> Any:
-    """eth-tester's Python values as JSON-RPC values: integers as hex quantities, bytes as hex data."""
-    if isinstance(value, bool) or value is None or isinstance(value, str | float):
-        return value
-    if isinstance(value, int):
-        return hex(value)
-    if isinstance(value, bytes | bytearray):
-        return "0x" + value.hex()
-    if isinstance(value, dict):
-        return {key: _to_json(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_to_json(item) for item in value]
-    raise TypeError(f"cannot encode {type(value).__name__} as JSON-RPC")
-
-
-def _format_block(block: Any) -> Any:
-    if not isinstance(block, dict):
-        return block
-    block = dict(block)
-    # eth-tester's logs bloom is an int; nodes send the 256-byte bloom.
-    if isinstance(block.get("logsBloom"), int):
-        block["logsBloom"] = "0x" + block["logsBloom"].to_bytes(256, "big").hex()
-    transactions = block.get("transactions", [])
-    if transactions and isinstance(transactions[0], dict):
-        block["transactions"] = [
-            _format_transaction(transaction_result_remapper(transaction_result_formatter(t)))
-            for t in transactions
-        ]
-    return block
-
-
-def _format_transaction(transaction: Any) -> Any:
-    if isinstance(transaction, dict) and "y_parity" in transaction:  # web3's key map misses this one
-        transaction = {("yParity" if k == "y_parity" else k): v for k, v in transaction.items()}
-    return transaction
-
-
-def _format_receipt(receipt: Any) -> Any:
-    if isinstance(receipt, dict):  # eth-tester adds the pre-Byzantium state root; nodes send `status`
-        receipt = {k: v for k, v in receipt.items() if k != "state_root"}
-    return receipt
-
-
-def _format_log_entries(value: Any) -> Any:
-    if isinstance(value, list | tuple):
-        return [{**entry, "removed": False} if isinstance(entry, dict) else entry for entry in value]
-    return value
-
-
-_EXTRA_RESULT_FORMATTERS: Final[dict[str, Callable[[Any], Any]]] = {
-    "eth_getBlockByNumber": _format_block,
-    "eth_getBlockByHash": _format_block,
-    "eth_getTransactionByHash": _format_transaction,
-    "eth_getTransactionReceipt": _format_receipt,
-    "eth_getLogs": _format_log_entries,
-}
-
-# Calls that need no sender on a node; eth-tester requires one, so the first dev account stands in (as
-# Hardhat and web3's in-process EthereumTesterProvider do).
-_DEFAULT_FROM_METHODS: Final = frozenset({"eth_call", "eth_estimateGas", "eth_createAccessList"})
-
-
 class _LockedEthereumTesterProvider(EthereumTesterProvider):
     """The in-process provider, serialised with the HTTP server on the node's lock."""
 
     def __init__(self, tester: EthereumTester, lock: threading.RLock) -> None:
-        super().__init__(tester)
+        super().__init__(tester, api_endpoints=dev_api_endpoints())
         self._lock = lock
 
     def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
@@ -393,13 +272,10 @@ class DevNode:
         if missing:
             raise RuntimeError(f"eth-tester no longer funds the default keys: {missing}")
         self.chain = DevChain(w3=w3, tester=tester, accounts=accounts)
+        self.rpc = EthRpc(tester, backend.account_keys)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._handlers: dict[str, Callable[[list[Any]], Any]] = {
-            "eth_chainId": lambda _: hex(self.chain_id),
-            "net_version": lambda _: str(self.chain_id),
-            "eth_feeHistory": self._fee_history,
-            "eth_sendTransaction": self._send_transaction,
             "evm_snapshot": lambda _: hex(self.chain.tester.take_snapshot()),
             "evm_revert": self._revert,
             "evm_increaseTime": self._increase_time,
@@ -454,7 +330,7 @@ class DevNode:
         """Answer a decoded JSON-RPC request or batch; None when nothing is owed (only notifications)."""
         if isinstance(payload, list):
             if not payload:
-                return _error_response(None, _RpcError(_INVALID_REQUEST, "empty batch"))
+                return _error_response(None, RpcError(INVALID_REQUEST, "empty batch"))
             responses = [r for r in (self._handle_one(item) for item in payload) if r is not None]
             return responses or None
         return self._handle_one(payload)
@@ -463,29 +339,29 @@ class DevNode:
         try:
             payload = loads_bounded(body)
         except JsonLimitError as exc:
-            response: Any = _error_response(None, _RpcError(_INVALID_REQUEST, str(exc)))
+            response: Any = _error_response(None, RpcError(INVALID_REQUEST, str(exc)))
         except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            response = _error_response(None, _RpcError(_PARSE_ERROR, f"parse error: {exc}"))
+            response = _error_response(None, RpcError(PARSE_ERROR, f"parse error: {exc}"))
         else:
             response = self.handle(payload)
         return None if response is None else json.dumps(response).encode()
 
     def _handle_one(self, request: Any) -> dict[str, Any] | None:
         if not isinstance(request, dict):
-            return _error_response(None, _RpcError(_INVALID_REQUEST, "a request must be a JSON object"))
+            return _error_response(None, RpcError(INVALID_REQUEST, "a request must be a JSON object"))
         request_id = request.get("id")
         method = request.get("method")
         params = request.get("params", [])
         try:
             if not isinstance(method, str):
-                raise _RpcError(_INVALID_REQUEST, "method: missing or not a string")
+                raise RpcError(INVALID_REQUEST, "method: missing or not a string")
             if params is None:
                 params = []
             if not isinstance(params, list):
-                raise _RpcError(_INVALID_PARAMS, "params: only positional (array) params are supported")
+                raise RpcError(INVALID_PARAMS, "params: only positional (array) params are supported")
             with self.lock:
                 result = self._dispatch(method, params)
-        except _RpcError as exc:
+        except RpcError as exc:
             error = exc
         except Exception as exc:
             error = _error_from_exception(method, exc)
@@ -498,92 +374,18 @@ class DevNode:
         return _error_response(request_id, error)
 
     def _dispatch(self, method: str, params: list[Any]) -> Any:
-        handler = self._handlers.get(method)
-        if handler is not None:
-            return handler(params)
-        return self._forward(method, params)
+        handler = self._handlers.get(method) or self.rpc.methods.get(method)
+        if handler is None:
+            raise RpcError(METHOD_NOT_FOUND, f"the method {method} does not exist/is not available")
+        return handler(params)
 
-    def _forward(self, method: str, params: list[Any]) -> Any:
-        """Run ``method`` through web3's eth-tester endpoints and its request/result formatters."""
-        namespace, _, endpoint = method.partition("_")
-        delegator = API_ENDPOINTS.get(namespace, {}).get(endpoint)
-        if delegator is None:
-            raise _RpcError(_METHOD_NOT_FOUND, f"the method {method} does not exist/is not available")
-        endpoint_name = RPCEndpoint(method)
-        if method in _DEFAULT_FROM_METHODS and params and isinstance(params[0], dict):
-            params = [{"from": self.chain.accounts[0].address, **params[0]}, *params[1:]]
-        if method == "eth_getLogs":
-            params = self._resolve_block_hash_filter(params)
-        request_formatter = request_formatters.get(endpoint_name)
-        if request_formatter is not None:
-            params = request_formatter(params)
-        try:
-            result = delegator(self.chain.tester, params)
-        except NotImplementedError:
-            raise _RpcError(
-                _METHOD_NOT_FOUND, f"the method {method} is not implemented by the dev node"
-            ) from None
-        result_formatter = result_formatters.get(endpoint_name) if result_formatters else None
-        if result_formatter is not None:
-            result = result_formatter(result)
-        extra = _EXTRA_RESULT_FORMATTERS.get(method)
-        if extra is not None:
-            result = extra(result)
-        return _to_json(result)
-
-    # ------------------------------------------------------------------ what eth-tester lacks or gets wrong
-
-    def _resolve_block_hash_filter(self, params: list[Any]) -> list[Any]:
-        if not params or not isinstance(params[0], dict) or "blockHash" not in params[0]:
-            return params
-        query = dict(params[0])
-        block_hash = query.pop("blockHash")
-        if "fromBlock" in query or "toBlock" in query:
-            raise _RpcError(_INVALID_PARAMS, "blockHash: cannot be combined with fromBlock/toBlock")
-        number = self.chain.tester.get_block_by_hash(block_hash)["number"]
-        return [{**query, "fromBlock": hex(number), "toBlock": hex(number)}, *params[1:]]
-
-    def _send_transaction(self, params: list[Any]) -> Any:
-        if not params or not isinstance(params[0], dict):
-            raise _RpcError(_INVALID_PARAMS, "params: expected [transaction]")
-        transaction = params[0]
-        if "from" not in transaction:
-            raise _RpcError(_INVALID_PARAMS, "from: required")
-        if "gas" not in transaction:  # as anvil and Hardhat do: estimate when the client did not
-            transaction = {**transaction, "gas": self._forward("eth_estimateGas", [transaction])}
-        return self._forward("eth_sendTransaction", [transaction])
-
-    def _fee_history(self, params: list[Any]) -> dict[str, Any]:
-        """EIP-1559 fee history (eth-tester's reports a fixed oldest block and skips the newest)."""
-        if len(params) < 2:
-            raise _RpcError(_INVALID_PARAMS, "params: expected [blockCount, newestBlock, rewardPercentiles?]")
-        tester = self.chain.tester
-        count = _to_int(params[0], "blockCount")
-        if not 1 <= count <= 1024:
-            raise _RpcError(_INVALID_PARAMS, "blockCount: must be between 1 and 1024")
-        newest_id = params[1]
-        newest_id = "latest" if newest_id == "pending" else newest_id
-        if newest_id not in ("latest", "safe", "finalized", "earliest"):
-            newest_id = _to_int(newest_id, "newestBlock")
-        newest = tester.get_block_by_number(newest_id)["number"]
-        oldest = max(0, newest - count + 1)
-        blocks = [tester.get_block_by_number(n) for n in range(oldest, newest + 1)]
-        next_block = tester.get_block_by_number("pending" if newest_id == "latest" else newest + 1)
-        percentiles = params[2] if len(params) > 2 and params[2] else []
-        history: dict[str, Any] = {
-            "oldestBlock": hex(oldest),
-            "baseFeePerGas": [hex(b["base_fee_per_gas"]) for b in [*blocks, next_block]],
-            "gasUsedRatio": [b["gas_used"] / b["gas_limit"] for b in blocks],
-        }
-        if percentiles:
-            history["reward"] = [[hex(_PRIORITY_FEE)] * len(percentiles) for _ in blocks]
-        return history
+    # ------------------------------------------------------------------ dev methods (anvil's shapes)
 
     def _revert(self, params: list[Any]) -> bool:
         if not params:
-            raise _RpcError(_INVALID_PARAMS, "params: expected [snapshotId]")
+            raise RpcError(INVALID_PARAMS, "params: expected [snapshotId]")
         try:
-            self.chain.tester.revert_to_snapshot(_to_int(params[0], "snapshotId"))
+            self.chain.tester.revert_to_snapshot(quantity(params[0], "snapshotId"))
         except SnapshotNotFound:
             return False
         return True
@@ -593,16 +395,16 @@ class DevNode:
 
     def _set_next_timestamp(self, params: list[Any]) -> None:
         if not params:
-            raise _RpcError(_INVALID_PARAMS, "params: expected [timestamp]")
-        self.backend.set_next_block_timestamp(_to_int(params[0], "timestamp"))
+            raise RpcError(INVALID_PARAMS, "params: expected [timestamp]")
+        self.backend.set_next_block_timestamp(quantity(params[0], "timestamp"))
 
     def _increase_time(self, params: list[Any]) -> str:
         """Move the next block's time ``seconds`` ahead; returns the seconds added (as anvil)."""
         if not params:
-            raise _RpcError(_INVALID_PARAMS, "params: expected [seconds]")
-        seconds = _to_int(params[0], "seconds")
+            raise RpcError(INVALID_PARAMS, "params: expected [seconds]")
+        seconds = quantity(params[0], "seconds")
         if seconds < 0:
-            raise _RpcError(_INVALID_PARAMS, "seconds: time only moves forward")
+            raise RpcError(INVALID_PARAMS, "seconds: time only moves forward")
         if seconds:
             self.backend.set_next_block_timestamp(self._pending_timestamp() + seconds)
         return hex(seconds)
@@ -617,58 +419,41 @@ class DevNode:
         if options is None:
             self.chain.tester.mine_blocks(1)
         elif isinstance(options, dict):
-            blocks = _to_int(options.get("blocks", 1), "blocks")
+            blocks = quantity(options.get("blocks", 1), "blocks")
             if "timestamp" in options:
-                self._mine_at(_to_int(options["timestamp"], "timestamp"))
+                self._mine_at(quantity(options["timestamp"], "timestamp"))
                 blocks -= 1
             if blocks > 0:
                 self.chain.tester.mine_blocks(blocks)
         else:
-            self._mine_at(_to_int(options, "timestamp"))
+            self._mine_at(quantity(options, "timestamp"))
         return "0x0"
 
     def _mine_many(self, params: list[Any]) -> None:
         """``anvil_mine [blocks, interval]``: ``blocks`` empty blocks, ``interval`` seconds apart."""
-        blocks = _to_int(params[0], "blocks") if params and params[0] is not None else 1
-        interval = _to_int(params[1], "interval") if len(params) > 1 and params[1] is not None else None
+        blocks = quantity(params[0], "blocks") if params and params[0] is not None else 1
+        interval = quantity(params[1], "interval") if len(params) > 1 and params[1] is not None else None
         if blocks < 1:
-            raise _RpcError(_INVALID_PARAMS, "blocks: must be at least 1")
+            raise RpcError(INVALID_PARAMS, "blocks: must be at least 1")
         if interval is None:
             self.chain.tester.mine_blocks(blocks)
             return
         if interval < 1:
-            raise _RpcError(_INVALID_PARAMS, "interval: must be at least 1 second")
+            raise RpcError(INVALID_PARAMS, "interval: must be at least 1 second")
         for _ in range(blocks):
             latest = int(self.chain.tester.get_block_by_number("latest")["timestamp"])
             self._mine_at(latest + interval)
 
 
-def _error_response(request_id: Any, error: _RpcError) -> dict[str, Any]:
+def _error_response(request_id: Any, error: RpcError) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": request_id, "error": error.as_error()}
 
 
-def _revert_bytes(exc: BaseException) -> bytes | None:
-    """The revert data carried by an eth-tester exception, or None if it is not a revert."""
-    if isinstance(exc, _RevertedCall):
-        return exc.data
-    if isinstance(exc, TransactionFailed):  # from estimate_gas: the cause is the EVM's Revert
-        cause = exc.args[0] if exc.args else None
-        if isinstance(cause, EVMRevert):
-            return bytes(cause.args[0]) if cause.args else b""
-    return None
-
-
-def _error_from_exception(method: Any, exc: Exception) -> _RpcError:
-    data = _revert_bytes(exc)
-    if data is not None:
-        return _RpcError(_EXECUTION_REVERTED, _revert_message(data), encode_hex(data))
-    if isinstance(exc, TesterValidationError):
-        return _RpcError(_INVALID_PARAMS, str(exc))
-    if isinstance(exc, _TESTER_ERRORS):
-        # py-evm reports a bad nonce, balance or signature as eth_utils' ValidationError.
-        return _RpcError(_SERVER_ERROR, str(exc) or type(exc).__name__)
-    _log.exception("dev node: %s failed", method)
-    return _RpcError(_INTERNAL_ERROR, f"internal error: {type(exc).__name__}: {exc}")
+def _error_from_exception(method: Any, exc: Exception) -> RpcError:
+    if isinstance(exc, TesterValidationError):  # the dev methods' own checks (timestamps)
+        return RpcError(INVALID_PARAMS, str(exc))
+    _log.exception("dev node: %s failed", method)  # a fault of the node: the client learns nothing of it
+    return RpcError(INTERNAL_ERROR, "internal error")
 
 
 def _is_loopback(host: str) -> bool:

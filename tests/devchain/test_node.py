@@ -339,7 +339,7 @@ def test_index_follows_snapshot_reverts(node: DevNode, w3: Web3) -> None:
     tx_hash = send_signed(w3, key, tx)
     first_block = w3.eth.get_transaction_receipt(tx_hash)["blockNumber"]
     rpc(w3, "evm_revert", snapshot)
-    assert w3.provider.make_request("eth_getTransactionReceipt", [tx_hash.hex()])["result"] is None
+    assert w3.provider.make_request("eth_getTransactionReceipt", ["0x" + tx_hash.hex()])["result"] is None
 
     rpc(w3, "anvil_mine", 2)  # the same signed transaction lands two blocks later this time
     assert send_signed(w3, key, tx) == tx_hash
