@@ -15,12 +15,15 @@ fresh oracle finishes the orders, and then: no double top-up on the provider's l
 settled or refunded as its kind says, the escrow's ``orderStatus`` agrees, and every token unit is
 where it should be (merchants + fees gained exactly the settled amounts, buyers got refunds back).
 Scenarios share one chain, simulator and database, so each restarted oracle also runs over every
-earlier order, which it must leave alone; the checks cover all orders placed so far.
+earlier order, which it must leave alone; the checks cover all orders placed so far. Under pytest-xdist
+the scenarios are split into ``CRASH_MATRIX_GROUPS`` groups, each run whole on one worker (a worker
+starts its own harness), and "every earlier order" means every earlier order on that worker.
 
 The last test kills the oracle at random moments (no failpoint) while ten orders flow.
 
 The module prints a table of timings at the end (oracle start-up dominates: ~2 s per process, two
-processes per scenario); the oracles' logs stay in the pytest temporary directory it names.
+processes per scenario; under xdist a worker's table is not shown); the oracles' logs stay in the pytest
+temporary directory it names.
 """
 
 from __future__ import annotations
@@ -40,10 +43,8 @@ from typing import Any
 
 import httpx
 import pytest
-from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import HTTPProvider, Web3
-from web3.contract import Contract
 
 from adapters.simulator.config import default_config
 from adapters.simulator.server import SimulatorServer
@@ -52,12 +53,13 @@ from cardless.cli.settings import Settings
 from cardless.cli.system import System, simulator_secrets
 from cardless.devchain.deploy import deploy_dev_system
 from cardless.devchain.node import DevNode
-from cardless.ledger import create_engine_for, migrate
 from cardless.protocol import NATIVE_TOKEN, OrderStatus
 from cardless.protocol.artifacts import load_artifact
-from cardless.protocol.deployment import Deployment
 from oracles.failpoints import FAILPOINTS
 from oracles.keys import load_or_create_keystore
+from tests.support.books import Books, Totals
+from tests.support.db import migrated, sqlite_url
+from tests.support.shop import dev_wallet
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -137,6 +139,12 @@ SCENARIOS = [
     if (failpoint, kind) not in UNREACHABLE
 ]
 
+# Under pytest-xdist (`make test`), the scenarios run in this many groups, each on one worker with its own
+# harness (chain, simulator, database), alternating so every group has both kinds and most failpoints.
+# Within a group the scenarios still share one harness: each restarted oracle also passes over every
+# earlier order of its group. Every scenario still runs; only who runs it changes.
+CRASH_MATRIX_GROUPS = 2
+
 
 # ---------------------------------------------------------------------- the harness
 
@@ -183,34 +191,6 @@ class Timing:
     note: str = ""
 
 
-class Books:
-    """Balances the orders may move: merchants (wallet + escrow balance), fees, buyers (wallet + escrow)."""
-
-    def __init__(self, w3: Web3, escrow: Contract, deployment: Deployment, merchants: list[str]) -> None:
-        self.w3, self.escrow, self.merchants = w3, escrow, merchants
-        self.tokens = [t.address for t in deployment.tokens]
-        self._erc20_abi = load_artifact("test-helpers/MockERC20").abi
-
-    def _wallet(self, token: str, account: str) -> int:
-        if token == NATIVE_TOKEN:
-            return int(self.w3.eth.get_balance(account))  # type: ignore[arg-type]
-        contract = self.w3.eth.contract(address=token, abi=self._erc20_abi)  # type: ignore[arg-type]
-        return int(contract.functions.balanceOf(account).call())
-
-    def _held(self, token: str, account: str) -> int:
-        return self._wallet(token, account) + int(self.escrow.functions.balanceOf(account, token).call())
-
-    def snapshot(self, buyers: list[str]) -> dict[str, dict[str, int]]:
-        return {
-            token: {
-                "merchants": sum(self._held(token, m) for m in self.merchants),
-                "fees": int(self.escrow.functions.feeBalance(token).call()),
-                "buyers": sum(self._held(token, b) for b in buyers),
-            }
-            for token in self.tokens
-        }
-
-
 class Harness:
     def __init__(self, var: Path) -> None:
         self.var = var
@@ -254,10 +234,9 @@ class Harness:
         self.simulator.start()
         self._stack.append(self.simulator.stop)
 
-        database_url = f"sqlite:///{self.var / 'cardless.db'}"
-        engine = create_engine_for(database_url)
-        migrate(engine)
-        engine.dispose()
+        database_url = sqlite_url(self.var)
+        with migrated(database_url):
+            pass  # the gateway and every oracle process open it themselves
 
         # What the gateway (here) and every oracle subprocess read from the environment.
         self.env = {
@@ -296,10 +275,10 @@ class Harness:
         self.sim = httpx.Client(base_url=self.simulator.url, timeout=10)
         self._stack.append(self.sim.close)
         catalogue = self.http.get("/v1/catalogue").raise_for_status().json()
-        self.books = Books(
-            self.w3, self.escrow, self.deployment, [m["address"] for m in catalogue["merchants"]]
-        )
-        self.buyers = [Account.from_key(k.to_bytes(32, "big")) for k in BUYER_KEYS]
+        self.books = Books(self.w3, self.escrow)
+        self.tokens = [t.address for t in self.deployment.tokens]
+        self.merchants = [m["address"] for m in catalogue["merchants"]]
+        self.buyers = [dev_wallet(k) for k in BUYER_KEYS]
         self.gas_spent: Counter[str] = Counter()  # ETH each buyer spent on gas
         return self
 
@@ -447,6 +426,10 @@ class Harness:
 
     # ------------------------------------------------------------------ invariants
 
+    def snapshot(self, buyers: list[str]) -> dict[str, Totals]:
+        """Every token's books: the merchants', the fees, and ``buyers``'."""
+        return {t: self.books.totals(t, merchants=self.merchants, buyers=buyers) for t in self.tokens}
+
     def check_orders(self, orders: list[PlacedOrder]) -> None:
         """Each order ended as its kind says, on the gateway and on chain, and was credited as often."""
         ledger = self.sim.get("/_sim/ledger").raise_for_status().json()
@@ -491,27 +474,25 @@ class Harness:
     def check_books(
         self,
         orders: list[PlacedOrder],
-        before: dict[str, dict[str, int]],
+        before: dict[str, Totals],
         buyers: list[str],
         gas_before: Counter[str],
     ) -> None:
         """Merchants + fees gained exactly the settled amounts; buyers paid and got refunds back."""
-        after = self.books.snapshot(buyers)
+        after = self.snapshot(buyers)
         gas = sum(self.gas_spent[b] - gas_before[b] for b in buyers)
         problems: list[str] = []
-        for token in self.books.tokens:
+        for token in self.tokens:
             settled = sum(o.amount for o in orders if o.token == token and o.kind == "success")
             paid = sum(o.amount for o in orders if o.token == token)
             refunded = sum(o.amount for o in orders if o.token == token and o.kind == "refund")
             b, a = before[token], after[token]
-            gained = (a["merchants"] - b["merchants"]) + (a["fees"] - b["fees"])
+            gained = (a.merchants - b.merchants) + (a.fees - b.fees)
             if gained != settled:
                 problems.append(f"{token}: merchants + fees gained {gained}, settled orders were {settled}")
             buyers_expected = -paid + refunded - (gas if token == NATIVE_TOKEN else 0)
-            if a["buyers"] - b["buyers"] != buyers_expected:
-                problems.append(
-                    f"{token}: buyers moved {a['buyers'] - b['buyers']}, expected {buyers_expected}"
-                )
+            if a.buyers - b.buyers != buyers_expected:
+                problems.append(f"{token}: buyers moved {a.buyers - b.buyers}, expected {buyers_expected}")
         assert not problems, "\n".join(problems)
 
 
@@ -568,13 +549,19 @@ def test_every_failpoint_is_crash_tested() -> None:
     assert all(fp in FAILPOINTS and kind in EXPECTED_STATE for fp, kind in UNREACHABLE)
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS, ids=str)
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        pytest.param(s, id=str(s), marks=pytest.mark.xdist_group(f"crash-matrix-{i % CRASH_MATRIX_GROUPS}"))
+        for i, s in enumerate(SCENARIOS)
+    ],
+)
 def test_crash_at_failpoint_then_recover(harness: Harness, scenario: Scenario) -> None:
     index = SCENARIOS.index(scenario)
     buyers = [harness.buyers[(2 * index) % 6], harness.buyers[(2 * index + 1) % 6]]
     addresses = [b.address for b in buyers]
     everything_before = list(harness.orders)
-    before = harness.books.snapshot(addresses)
+    before = harness.snapshot(addresses)
     gas_before = Counter(harness.gas_spent)
     # Two orders, through both providers and both merchants: genshin goes to `simulator` first, pubg to
     # `simulator-md5`; two proofs in one tick go out as one settleBatch.
@@ -614,6 +601,7 @@ def test_crash_at_failpoint_then_recover(harness: Harness, scenario: Scenario) -
         ) from None
 
 
+@pytest.mark.xdist_group("crash-random")
 def test_random_sigkills_while_orders_flow(harness: Harness) -> None:
     """Ten orders (settling, refused, reply lost after commit, slow provider; tUSDC and ETH) are paid one
     per oracle life, at a random moment of it, while the oracle is SIGKILLed (at a random moment, or a
@@ -636,7 +624,7 @@ def test_random_sigkills_while_orders_flow(harness: Harness) -> None:
     buyers = harness.buyers
     addresses = [b.address for b in buyers]
     everything_before = list(harness.orders)
-    before = harness.books.snapshot(addresses)
+    before = harness.snapshot(addresses)
     gas_before = Counter(harness.gas_spent)
     orders: list[PlacedOrder] = []
     errors: list[BaseException] = []
@@ -679,6 +667,11 @@ def test_random_sigkills_while_orders_flow(harness: Harness) -> None:
         else:
             # Mid-work: once this oracle has moved an order, a little later (start-up takes ~2 s, and
             # an order takes well under a second, so a blind moment mostly finds it idle or starting).
+            # The 6 s for a move count from when it is up, not from the spawn: on a loaded machine the
+            # start-up alone can take longer, and a kill during start-up would not be the mid-work one.
+            until = time.monotonic() + STOP_TIMEOUT
+            while time.monotonic() < until and not oracle.poll_ready() and oracle.proc.poll() is None:
+                time.sleep(0.05)
             until = time.monotonic() + 6.0
             while time.monotonic() < until and not moved(at_start, harness.states(list(orders))):
                 time.sleep(0.05)
