@@ -89,6 +89,8 @@ READY_LINE = b"oracle running:"  # printed by `cardless oracle` once it is up an
 # adapters module is imported, and nothing reads CARDLESS_* settings, before the spare receives its
 # failpoints on stdin and runs the CLI module as __main__, exactly as `python -m` does.
 WARM_IMPORTS = ("web3", "eth_account", "eth_tester", "sqlalchemy", "httpx", "pydantic_settings", "typer")
+# fastapi and uvicorn only because cardless.cli.system imports them today (for the gateway): drop them
+# here when the oracle stops importing a web framework (DESIGN.md), or the spare would hide it.
 WARM_IMPORTS += ("rich", "apscheduler", "fastapi", "uvicorn")
 _SPARE_ORACLE = f"""
 import json, os, runpy, sys
