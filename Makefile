@@ -9,11 +9,13 @@ STAMP_PY := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 HYPOTHESIS_PROFILE ?= ci
 
-.PHONY: help setup run test test-long check lint imports typecheck slither contracts bench-gas clean
+.PHONY: help setup run test test-fast test-long check lint imports typecheck slither contracts bench-gas clean
 
 help:
 	@echo "make run        set up and start the embedded system"
 	@echo "make test       set up and run the test suite"
+	@echo "make test-fast  the unit tests only (no slow or integration tests), for the edit loop"
+	@echo "make test-long  the escrow state machine with 2,000 examples"
 	@echo "make check      ruff, import-linter, mypy --strict, Slither"
 	@echo "make bench-gas  gas table -> bench/results/gas.json"
 	@echo "make contracts  recompile and re-export contracts/build"
@@ -38,11 +40,23 @@ contracts: $(STAMP_NPM)
 run: setup
 	$(VENV)/bin/cardless run
 
+# Two workers (the CI machine has two cores); --dist loadgroup keeps an xdist_group (a crash-matrix
+# half, with its module-scoped system) on one worker, and --no-loadscope-reorder keeps the longest-first
+# order tests/conftest.py gives the collection. Each worker has its own session fixtures, free ports
+# and temporary directory (pytest-of-$USER/pytest-N/popen-gwK). PYTEST_WORKERS=0 runs in one process.
+PYTEST_WORKERS ?= 2
+PYTEST_XDIST := -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+
 test: setup
-	HYPOTHESIS_PROFILE=$(HYPOTHESIS_PROFILE) $(VENV)/bin/pytest
+	HYPOTHESIS_PROFILE=$(HYPOTHESIS_PROFILE) $(VENV)/bin/pytest $(PYTEST_XDIST) --durations=15
+
+# The edit loop: every package's unit tests, without the tests marked slow or integration, and the
+# property tests on the `dev` Hypothesis profile (20 examples): under 60 s.
+test-fast: setup
+	HYPOTHESIS_PROFILE=dev $(VENV)/bin/pytest $(PYTEST_XDIST) -m "not slow and not integration" --durations=5
 
 test-long: setup
-	HYPOTHESIS_PROFILE=long $(VENV)/bin/pytest tests/contracts/test_invariants.py
+	HYPOTHESIS_PROFILE=long $(VENV)/bin/pytest $(PYTEST_XDIST) --durations=15 tests/contracts/test_invariants.py
 
 lint: $(STAMP_PY)
 	$(VENV)/bin/ruff check cardless gateway oracles adapters tests bench

@@ -1,27 +1,82 @@
-"""Shared fixtures. The chain is deployed once per session and every test runs inside a snapshot."""
+"""Shared fixtures, property-test profiles, and the markers and order the test runs rely on.
+
+The chain for the contract tests is deployed once per session (per xdist worker) and every test runs
+inside a snapshot. Everything else shared lives in tests/support/ (registered below).
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 from tests.contracts.harness import EscrowEnv, build_env
 
-# Shared fixtures: a dev node per module (support/node.py), one embedded system per session (support/shop.py).
-pytest_plugins = ["tests.support.node", "tests.support.shop"]
+# Shared fixtures: a dev node per module (support/node.py), one embedded system per session
+# (support/shop.py), a migrated SQLite database (support/db.py).
+pytest_plugins = ["tests.support.node", "tests.support.shop", "tests.support.db"]
 
-# Property-test budgets: `ci` (default, also `make test`) and `long` (`make test-long`).
+# Property-test budgets: `ci` (default, `make test`), `long` (`make test-long`), `dev` (`make test-fast`).
 # The escrow state machine uses these example counts; see tests/contracts/test_invariants.py.
 settings.register_profile(
     "ci", max_examples=200, stateful_step_count=20, deadline=None, suppress_health_check=list(HealthCheck)
+)
+# `dev` is for the edit loop (`make test-fast`): every property still runs, on fewer examples.
+settings.register_profile(
+    "dev", max_examples=20, stateful_step_count=10, deadline=None, suppress_health_check=list(HealthCheck)
 )
 settings.register_profile(
     "long", max_examples=2_000, stateful_step_count=30, deadline=None, suppress_health_check=list(HealthCheck)
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+TESTS = Path(__file__).resolve().parent
+
+# Marked by directory: every test here starts the whole system (make test-fast leaves them out).
+INTEGRATION_DIRS = ("integration",)
+
+# Tests in directories whose owners have not marked them yet, marked slow here (by node id prefix):
+# each takes seconds. `make test-fast` leaves them out; `make test` runs them.
+SLOW_TESTS: tuple[str, ...] = (
+    # `cardless ...` run as a subprocess, as an operator runs it (the in-process tests cover the messages)
+    "tests/cli/test_startup_errors.py::test_cardless_",
+    # a performance property: fills a chain with 300 blocks and times receipt lookups
+    "tests/devchain/test_node.py::test_receipt_lookup_cost_does_not_grow_with_the_chain",
+)
+
+# Longest first, so that the two xdist workers finish together (with --dist loadgroup and
+# --no-loadscope-reorder, xdist hands out work in this order). A stable sort: files stay whole, and
+# everything not listed keeps its collection order after these.
+LONGEST_FIRST = (
+    "integration/test_crash_recovery.py",  # two crash-matrix halves + the random SIGKILLs (xdist groups)
+    "contracts/test_invariants.py",  # the escrow state machine in shards
+    "integration/",
+    "contracts/test_build.py",
+    "cli/",
+)
+
+
+def _relative(item: pytest.Item) -> str:
+    return Path(str(item.path)).resolve().relative_to(TESTS).as_posix()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        path = _relative(item)
+        if path.split("/", 1)[0] in INTEGRATION_DIRS:
+            item.add_marker(pytest.mark.integration)
+        if item.nodeid.startswith(SLOW_TESTS):
+            item.add_marker(pytest.mark.slow)
+
+    def rank(item: pytest.Item) -> int:
+        path = _relative(item)
+        ranks = (i for i, prefix in enumerate(LONGEST_FIRST) if path.startswith(prefix))
+        return next(ranks, len(LONGEST_FIRST))
+
+    items.sort(key=rank)
 
 
 @pytest.fixture(scope="session")

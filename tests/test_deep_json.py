@@ -58,6 +58,7 @@ node.stop()
 }
 
 
+@pytest.mark.slow  # a child Python process per server (imports web3, FastAPI, py_ecc): ~2 s each
 @pytest.mark.parametrize("server", list(_SERVERS))
 def test_deeply_nested_body_is_refused_and_the_server_lives(server: str) -> None:
     script = textwrap.dedent(_PRELUDE) + textwrap.dedent(_SERVERS[server])

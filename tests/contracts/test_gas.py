@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from bench.gas import KEYS, RESULTS, TARGETS, measure
 
 
+@pytest.mark.slow  # deploys and runs every escrow operation through eth-tester: ~10-25 s
 def test_gas_matches_snapshot_and_targets() -> None:
     committed = json.loads(RESULTS.read_text())
     assert sorted(committed) == sorted(KEYS)

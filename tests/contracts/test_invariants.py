@@ -21,7 +21,8 @@ settle after the deadline, reclaim before it, end an ended order, act on a tampe
 nothing, pause twice. Each must revert with the exact error (checked on a dry run), and the same
 transaction is then mined and must change nothing.
 
-Speed (``ci``: 200 examples of 20 steps in ~70 s on the 2-core CI machine): one escrow is deployed per
+Speed (``ci``: 200 examples of 20 steps in ~70 s on the 2-core CI machine, in four shards that
+pytest-xdist spreads over both cores; see ``SHARDS``): one escrow is deployed per
 session (``_shared_base``) with the buyers funded and max-approved once, and every example reverts to
 that block; transactions go straight to eth-tester with the gas given (estimating it re-runs the
 transaction several times: ~9 ms per pay instead of ~35); the every-step checks read the ~100 values
@@ -40,11 +41,12 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import pytest
 from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
 from eth_account import Account
 from eth_utils import keccak, to_canonical_address
-from hypothesis import event
+from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
@@ -70,6 +72,8 @@ from cardless.protocol import (
     sign,
 )
 from tests.contracts.harness import FEE_CAP_BPS, EscrowEnv, build_env
+
+pytestmark = pytest.mark.slow  # the escrow state machine: ~70 s of CPU at the ci profile
 
 MINT = 10**30  # per buyer and ERC-20: no sequence can run a buyer dry
 MAX_UINT = 2**256 - 1
@@ -1049,6 +1053,21 @@ class EscrowMachine(RuleBasedStateMachine):
 # What `EscrowMachine.TestCase` runs (through run_state_machine_as_test), exposed as the plain @given
 # test it builds, because pytest's Hypothesis plugin reports statistics (--hypothesis-show-statistics:
 # examples run, reverts hit) only for those. get_state_machine_test is undocumented (HypoFuzz uses it);
-# should it go, `TestEscrowInvariants = EscrowMachine.TestCase` runs the same, without statistics.
-# Settings come from the active profile.
-test_escrow_invariants = get_state_machine_test(EscrowMachine)
+# should it go, `run_state_machine_as_test(EscrowMachine, settings=...)` in a plain test runs the same,
+# without statistics.
+#
+# The active profile's budget (ci: 200 examples of 20 steps; long: 2,000 of 30) is split into SHARDS
+# tests of max_examples / SHARDS each, so pytest-xdist can run them on both workers: the same number
+# of random operation sequences of the same length, each checked after every step. Each shard is an
+# independent Hypothesis run (its own random seed; the profiles are not derandomised, so the shards
+# explore different sequences) and replays any failure saved in the example database. What splitting
+# costs: each shard starts its search afresh, so a few of the simplest sequences run once per shard.
+SHARDS = 4
+_PROFILE = settings()
+_SHARD = settings(_PROFILE, max_examples=-(-_PROFILE.max_examples // SHARDS))
+assert not _PROFILE.derandomize, "derandomised shards would all run the same sequences"
+
+test_escrow_invariants_shard_1 = get_state_machine_test(EscrowMachine, settings=_SHARD)
+test_escrow_invariants_shard_2 = get_state_machine_test(EscrowMachine, settings=_SHARD)
+test_escrow_invariants_shard_3 = get_state_machine_test(EscrowMachine, settings=_SHARD)
+test_escrow_invariants_shard_4 = get_state_machine_test(EscrowMachine, settings=_SHARD)

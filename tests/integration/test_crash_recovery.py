@@ -15,18 +15,23 @@ fresh oracle finishes the orders, and then: no double top-up on the provider's l
 settled or refunded as its kind says, the escrow's ``orderStatus`` agrees, and every token unit is
 where it should be (merchants + fees gained exactly the settled amounts, buyers got refunds back).
 Scenarios share one chain, simulator and database, so each restarted oracle also runs over every
-earlier order, which it must leave alone; the checks cover all orders placed so far.
+earlier order, which it must leave alone; the checks cover all orders placed so far. Under pytest-xdist
+the scenarios are split into ``CRASH_MATRIX_GROUPS`` groups, each run whole on one worker (a worker
+starts its own harness), and "every earlier order" means every earlier order on that worker.
 
 The last test kills the oracle at random moments (no failpoint) while ten orders flow.
 
-The module prints a table of timings at the end (oracle start-up dominates: ~2 s per process, two
-processes per scenario); the oracles' logs stay in the pytest temporary directory it names.
+The module prints a table of timings at the end (oracle start-up dominated, ~2 s per process and two
+per scenario, until each oracle's interpreter was spawned and warmed one life ahead: see
+``WARM_IMPORTS``; under xdist a worker's table is not shown); the oracles' logs stay in the pytest
+temporary directory it names.
 """
 
 from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 import os
 import random
 import signal
@@ -41,10 +46,8 @@ from typing import Any
 
 import httpx
 import pytest
-from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import HTTPProvider, Web3
-from web3.contract import Contract
 
 from adapters.simulator.config import default_config
 from adapters.simulator.server import SimulatorServer
@@ -53,12 +56,13 @@ from cardless.cli.settings import Settings
 from cardless.cli.system import System, simulator_secrets
 from cardless.devchain.deploy import deploy_dev_system
 from cardless.devchain.node import DevNode
-from cardless.ledger import create_engine_for, migrate
 from cardless.protocol import NATIVE_TOKEN, OrderStatus
 from cardless.protocol.artifacts import load_artifact
-from cardless.protocol.deployment import Deployment
 from oracles.failpoints import FAILPOINTS
 from oracles.keys import load_or_create_keystore
+from tests.support.books import Books, Totals
+from tests.support.db import migrated, sqlite_url
+from tests.support.shop import dev_wallet
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,6 +82,27 @@ RECOVERY_TIMEOUT = 60.0  # for the restarted oracle to close every order
 STOP_TIMEOUT = 20.0  # SIGTERM to exit
 MAX_RANDOM_KILLS = 20
 READY_LINE = b"oracle running:"  # printed by `cardless oracle` once it is up and handles SIGTERM
+
+# Every oracle life is a fresh interpreter running `python -m cardless.cli.main oracle`, but it is
+# spawned one life ahead (a "spare") and imports the oracle's third-party libraries while the current
+# oracle works: the ~2 s of imports (several seconds on a loaded machine) then no longer sit between
+# one oracle's death and the next one's start, twice per scenario. These are libraries
+# `cardless.cli.main oracle` imports anyway (through cardless.cli.system); no cardless, oracles or
+# adapters module is imported, and nothing reads CARDLESS_* settings, before the spare receives its
+# failpoints on stdin and runs the CLI module as __main__, exactly as `python -m` does.
+# Only what the oracle imports anyway: no web framework and no eth-tester (tests/cli/test_oracle_imports.py
+# checks the oracle starts without them, so warming them here would hide nothing but cost time).
+WARM_IMPORTS = ("web3", "eth_account", "sqlalchemy", "httpx", "pydantic_settings", "typer", "rich", "apscheduler")
+_SPARE_ORACLE = f"""
+import json, os, runpy, sys
+import {", ".join(WARM_IMPORTS)}
+line = sys.stdin.readline()
+if not line:
+    raise SystemExit(0)  # a spare the harness no longer needs
+os.environ.update(json.loads(line))
+sys.argv = ["cardless", "oracle"]
+runpy.run_module("cardless.cli.main", run_name="__main__", alter_sys=True)
+"""
 
 
 # ---------------------------------------------------------------------- scenarios
@@ -139,6 +164,12 @@ SCENARIOS = [
     if (failpoint, kind) not in UNREACHABLE
 ]
 
+# Under pytest-xdist (`make test`), the scenarios run in this many groups, each on one worker with its own
+# harness (chain, simulator, database), alternating so every group has both kinds and most failpoints.
+# Within a group the scenarios still share one harness: each restarted oracle also passes over every
+# earlier order of its group. Every scenario still runs; only who runs it changes.
+CRASH_MATRIX_GROUPS = 2
+
 
 # ---------------------------------------------------------------------- the harness
 
@@ -160,7 +191,7 @@ class OracleProcess:
     log_path: Path
     label: str
     started: float
-    ready_s: float | None = None  # spawn -> "oracle running" (start-up cost)
+    ready_s: float | None = None  # go -> "oracle running" (start-up cost after the warm imports)
 
     def poll_ready(self) -> bool:
         if self.ready_s is None and READY_LINE in self.log_path.read_bytes():
@@ -178,39 +209,11 @@ class OracleProcess:
 @dataclasses.dataclass
 class Timing:
     name: str
-    crash_s: float | None = None  # spawn -> SIGKILL at the failpoint (random test: the whole kill loop)
-    start_s: float | None = None  # spawn of the restarted oracle -> it says it is running
-    recover_s: float | None = None  # spawn of the restarted oracle -> every order terminal
+    crash_s: float | None = None  # go -> SIGKILL at the failpoint (random test: the whole kill loop)
+    start_s: float | None = None  # go of the restarted oracle -> it says it is running
+    recover_s: float | None = None  # go of the restarted oracle -> every order terminal
     stop_s: float | None = None  # SIGTERM -> exit
     note: str = ""
-
-
-class Books:
-    """Balances the orders may move: merchants (wallet + escrow balance), fees, buyers (wallet + escrow)."""
-
-    def __init__(self, w3: Web3, escrow: Contract, deployment: Deployment, merchants: list[str]) -> None:
-        self.w3, self.escrow, self.merchants = w3, escrow, merchants
-        self.tokens = [t.address for t in deployment.tokens]
-        self._erc20_abi = load_artifact("test-helpers/MockERC20").abi
-
-    def _wallet(self, token: str, account: str) -> int:
-        if token == NATIVE_TOKEN:
-            return int(self.w3.eth.get_balance(account))  # type: ignore[arg-type]
-        contract = self.w3.eth.contract(address=token, abi=self._erc20_abi)  # type: ignore[arg-type]
-        return int(contract.functions.balanceOf(account).call())
-
-    def _held(self, token: str, account: str) -> int:
-        return self._wallet(token, account) + int(self.escrow.functions.balanceOf(account, token).call())
-
-    def snapshot(self, buyers: list[str]) -> dict[str, dict[str, int]]:
-        return {
-            token: {
-                "merchants": sum(self._held(token, m) for m in self.merchants),
-                "fees": int(self.escrow.functions.feeBalance(token).call()),
-                "buyers": sum(self._held(token, b) for b in buyers),
-            }
-            for token in self.tokens
-        }
 
 
 class Harness:
@@ -225,6 +228,7 @@ class Harness:
         self._lock = threading.Lock()
         self._rng = random.Random(20240611)
         self._stack: list[Any] = []  # things to stop, in reverse order
+        self._spare: tuple[subprocess.Popen[bytes], Path] | None = None  # the next oracle, warming up
 
     # ------------------------------------------------------------------ start / stop
 
@@ -256,10 +260,9 @@ class Harness:
         self.simulator.start()
         self._stack.append(self.simulator.stop)
 
-        database_url = f"sqlite:///{self.var / 'cardless.db'}"
-        engine = create_engine_for(database_url)
-        migrate(engine)
-        engine.dispose()
+        database_url = sqlite_url(self.var)
+        with migrated(database_url):
+            pass  # the gateway and every oracle process open it themselves
 
         # What the gateway (here) and every oracle subprocess read from the environment.
         self.env = {
@@ -300,10 +303,10 @@ class Harness:
         self.sim = httpx.Client(base_url=self.simulator.url, timeout=10)
         self._stack.append(self.sim.close)
         catalogue = self.http.get("/v1/catalogue").raise_for_status().json()
-        self.books = Books(
-            self.w3, self.escrow, self.deployment, [m["address"] for m in catalogue["merchants"]]
-        )
-        self.buyers = [Account.from_key(k.to_bytes(32, "big")) for k in BUYER_KEYS]
+        self.books = Books(self.w3, self.escrow)
+        self.tokens = [t.address for t in self.deployment.tokens]
+        self.merchants = [m["address"] for m in catalogue["merchants"]]
+        self.buyers = [dev_wallet(k) for k in BUYER_KEYS]
         self.gas_spent: Counter[str] = Counter()  # ETH each buyer spent on gas
         return self
 
@@ -312,6 +315,10 @@ class Harness:
             if oracle.proc.poll() is None:
                 oracle.proc.kill()
                 oracle.proc.wait(10)
+        if self._spare is not None:
+            spare, _ = self._spare
+            spare.kill()
+            spare.wait(10)
         while self._stack:
             self._stack.pop()()
 
@@ -365,24 +372,37 @@ class Harness:
     # ------------------------------------------------------------------ the oracle subprocess
 
     def start_oracle(self, label: str, failpoints: str | None = None) -> OracleProcess:
+        """Start an oracle life (``CARDLESS_FAILPOINTS=failpoints`` if given) on the warm spare, and
+        spawn the next spare. ``started`` is when the spare is told to go."""
         self._runs += 1
         log_path = self.logs / f"{self._runs:03d}-{label}.log"
+        proc, spare_log = self._spare or self._spawn_spare()
+        spare_log.rename(log_path)  # the process keeps writing to it under its new name
+        if proc.poll() is not None:
+            pytest.fail(f"the spare oracle interpreter exited ({proc.returncode})\n{log_path.read_text()}")
+        assert proc.stdin is not None
+        env = {"CARDLESS_FAILPOINTS": failpoints} if failpoints else {}
+        proc.stdin.write(json.dumps(env).encode() + b"\n")
+        proc.stdin.close()
+        oracle = OracleProcess(proc, log_path, label, time.monotonic())
+        self.processes.append(oracle)
+        self._spare = self._spawn_spare()
+        return oracle
+
+    def _spawn_spare(self) -> tuple[subprocess.Popen[bytes], Path]:
+        log_path = self.logs / f"spare-{self._runs:03d}.log"
         env = {**os.environ, **self.env, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
         env.pop("CARDLESS_FAILPOINTS", None)
-        if failpoints:
-            env["CARDLESS_FAILPOINTS"] = failpoints
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "cardless.cli.main", "oracle"],
+                [sys.executable, "-c", _SPARE_ORACLE],
                 cwd=ROOT,
                 env=env,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        oracle = OracleProcess(proc, log_path, label, time.monotonic())
-        self.processes.append(oracle)
-        return oracle
+        return proc, log_path
 
     def stop_oracle(self, oracle: OracleProcess) -> float:
         """Once it is up, SIGTERM; the oracle must exit cleanly. Returns how long the exit took."""
@@ -451,6 +471,10 @@ class Harness:
 
     # ------------------------------------------------------------------ invariants
 
+    def snapshot(self, buyers: list[str]) -> dict[str, Totals]:
+        """Every token's books: the merchants', the fees, and ``buyers``'."""
+        return {t: self.books.totals(t, merchants=self.merchants, buyers=buyers) for t in self.tokens}
+
     def check_orders(self, orders: list[PlacedOrder]) -> None:
         """Each order ended as its kind says, on the gateway and on chain, and was credited as often."""
         ledger = self.sim.get("/_sim/ledger").raise_for_status().json()
@@ -495,27 +519,25 @@ class Harness:
     def check_books(
         self,
         orders: list[PlacedOrder],
-        before: dict[str, dict[str, int]],
+        before: dict[str, Totals],
         buyers: list[str],
         gas_before: Counter[str],
     ) -> None:
         """Merchants + fees gained exactly the settled amounts; buyers paid and got refunds back."""
-        after = self.books.snapshot(buyers)
+        after = self.snapshot(buyers)
         gas = sum(self.gas_spent[b] - gas_before[b] for b in buyers)
         problems: list[str] = []
-        for token in self.books.tokens:
+        for token in self.tokens:
             settled = sum(o.amount for o in orders if o.token == token and o.kind == "success")
             paid = sum(o.amount for o in orders if o.token == token)
             refunded = sum(o.amount for o in orders if o.token == token and o.kind == "refund")
             b, a = before[token], after[token]
-            gained = (a["merchants"] - b["merchants"]) + (a["fees"] - b["fees"])
+            gained = (a.merchants - b.merchants) + (a.fees - b.fees)
             if gained != settled:
                 problems.append(f"{token}: merchants + fees gained {gained}, settled orders were {settled}")
             buyers_expected = -paid + refunded - (gas if token == NATIVE_TOKEN else 0)
-            if a["buyers"] - b["buyers"] != buyers_expected:
-                problems.append(
-                    f"{token}: buyers moved {a['buyers'] - b['buyers']}, expected {buyers_expected}"
-                )
+            if a.buyers - b.buyers != buyers_expected:
+                problems.append(f"{token}: buyers moved {a.buyers - b.buyers}, expected {buyers_expected}")
         assert not problems, "\n".join(problems)
 
 
@@ -554,7 +576,7 @@ def _write_timings(reporter: Any, h: Harness) -> None:
     starts = [t.start_s for t in h.timings if t.start_s is not None]
     if starts:
         reporter.write_line(
-            f"oracle start-up (spawn -> running): mean {sum(starts) / len(starts):.2f} s, "
+            f"oracle start-up (go -> running): mean {sum(starts) / len(starts):.2f} s, "
             f"max {max(starts):.2f} s"
         )
     reporter.write_line(f"oracle logs: {h.logs}")
@@ -572,13 +594,19 @@ def test_every_failpoint_is_crash_tested() -> None:
     assert all(fp in FAILPOINTS and kind in EXPECTED_STATE for fp, kind in UNREACHABLE)
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS, ids=str)
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        pytest.param(s, id=str(s), marks=pytest.mark.xdist_group(f"crash-matrix-{i % CRASH_MATRIX_GROUPS}"))
+        for i, s in enumerate(SCENARIOS)
+    ],
+)
 def test_crash_at_failpoint_then_recover(harness: Harness, scenario: Scenario) -> None:
     index = SCENARIOS.index(scenario)
     buyers = [harness.buyers[(2 * index) % 6], harness.buyers[(2 * index + 1) % 6]]
     addresses = [b.address for b in buyers]
     everything_before = list(harness.orders)
-    before = harness.books.snapshot(addresses)
+    before = harness.snapshot(addresses)
     gas_before = Counter(harness.gas_spent)
     # Two orders, through both providers and both merchants: genshin goes to `simulator` first, pubg to
     # `simulator-md5`; two proofs in one tick go out as one settleBatch.
@@ -618,6 +646,7 @@ def test_crash_at_failpoint_then_recover(harness: Harness, scenario: Scenario) -
         ) from None
 
 
+@pytest.mark.xdist_group("crash-random")
 def test_random_sigkills_while_orders_flow(harness: Harness) -> None:
     """Ten orders (settling, refused, reply lost after commit, slow provider; tUSDC and ETH) are paid one
     per oracle life, at a random moment of it, while the oracle is SIGKILLed (at a random moment, or a
@@ -640,7 +669,7 @@ def test_random_sigkills_while_orders_flow(harness: Harness) -> None:
     buyers = harness.buyers
     addresses = [b.address for b in buyers]
     everything_before = list(harness.orders)
-    before = harness.books.snapshot(addresses)
+    before = harness.snapshot(addresses)
     gas_before = Counter(harness.gas_spent)
     orders: list[PlacedOrder] = []
     errors: list[BaseException] = []
@@ -683,6 +712,11 @@ def test_random_sigkills_while_orders_flow(harness: Harness) -> None:
         else:
             # Mid-work: once this oracle has moved an order, a little later (start-up takes ~2 s, and
             # an order takes well under a second, so a blind moment mostly finds it idle or starting).
+            # The 6 s for a move count from when it is up, not from the go: on a loaded machine the
+            # start-up alone can take longer, and a kill during start-up would not be the mid-work one.
+            until = time.monotonic() + STOP_TIMEOUT
+            while time.monotonic() < until and not oracle.poll_ready() and oracle.proc.poll() is None:
+                time.sleep(0.05)
             until = time.monotonic() + 6.0
             while time.monotonic() < until and not moved(at_start, harness.states(list(orders))):
                 time.sleep(0.05)

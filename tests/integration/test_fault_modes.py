@@ -33,7 +33,6 @@ from typing import Any
 
 import httpx
 import pytest
-from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import HTTPProvider, Web3
 from web3.contract import Contract
@@ -43,10 +42,11 @@ from adapters.signing import callback_message, hmac_sha256_hex
 from adapters.simulator.config import default_config
 from adapters.simulator.server import SimulatorServer
 from cardless.cli.demo import pay_quote
-from cardless.cli.settings import Settings
 from cardless.cli.system import System
 from cardless.protocol import OrderStatus, RefundReason
 from cardless.protocol.artifacts import load_artifact
+from tests.support.books import Books as ChainBooks
+from tests.support.shop import dev_wallet, gateway_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "tUSDC"
@@ -191,18 +191,13 @@ class Harness:
 
     def books(self, merchants: list[str]) -> Books:
         """Balances that survive the oracle's merchant sweep: a withdrawal moves escrow balance to the payout
-        wallet, so a merchant's money is the sum of both."""
-        token = self.token.address
-        held = {}
-        for merchant in merchants:
-            payout = self.escrow.functions.payoutAddressOf(merchant).call()
-            held[merchant] = int(self.escrow.functions.balanceOf(merchant, token).call()) + int(
-                self.token.functions.balanceOf(payout).call()
-            )
-        buyer = int(self.token.functions.balanceOf(self.buyer.address).call()) + int(
-            self.escrow.functions.balanceOf(self.buyer.address, token).call()
+        wallet, so a merchant's money is the sum of both (tests/support/books.py)."""
+        token, chain = self.token.address, ChainBooks(self.w3, self.escrow)
+        return Books(
+            {m: chain.merchant(token, m) for m in merchants},
+            chain.fees(token),
+            chain.buyer(token, self.buyer.address),
         )
-        return Books(held, int(self.escrow.functions.feeBalance(token).call()), buyer)
 
 
 def _timeline_text(status: dict[str, Any]) -> str:
@@ -233,15 +228,8 @@ def _provider_files(directory: Path) -> list[Path]:
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     var = tmp_path_factory.mktemp("fault-modes")
-    settings = Settings(
-        environment="development",  # keystores and the account key generated in var on first use
-        var_dir=var,
-        chain_port=0,
-        gateway_port=0,
-        simulator_port=0,
-        keystore_scrypt_n=1024,
-        not_found_grace_seconds=NOT_FOUND_GRACE_S,
-        provider_files=_provider_files(var),
+    settings = gateway_settings(
+        var, not_found_grace_seconds=NOT_FOUND_GRACE_S, provider_files=_provider_files(var)
     )
     system = System(settings)
     # The simulator is started here (System uses one it is given) so its config and callback client can be
@@ -278,7 +266,7 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
             w3=w3,
             escrow=system.escrow(w3),
             token=token,
-            buyer=Account.from_key(BUYER_KEY.to_bytes(32, "big")),
+            buyer=dev_wallet(BUYER_KEY),
             chain_id=system.deployment.chain_id,
             callbacks=callbacks,
         )

@@ -8,18 +8,18 @@ set ``closed_at``.
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from cardless.ledger import Order, OrderEvent, OrderState, create_engine_for, migrate, session_factory
+from cardless.ledger import Order, OrderEvent, OrderState
 from cardless.ledger.models import TERMINAL_STATES
 from cardless.ledger.transitions import ALLOWED, IllegalTransition, transition
+from tests.support.db import migrated, sqlite_url
+from tests.support.orders import add_order
 
 S = OrderState
 ALLOWED_PAIRS = sorted((a, b) for a, targets in ALLOWED.items() for b in targets)
@@ -32,40 +32,13 @@ CLOSING = {S.SETTLED, S.REFUNDED, S.RECLAIMED, S.EXPIRED}
 @pytest.fixture(scope="module")
 def sessions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sessionmaker[Session]]:
     """One database for the module; every test works on orders of its own."""
-    path: Path = tmp_path_factory.mktemp("fulfilment") / "cardless.db"
-    engine = create_engine_for(f"sqlite:///{path}")
-    migrate(engine)
-    yield session_factory(engine)
-    engine.dispose()
+    with migrated(sqlite_url(tmp_path_factory.mktemp("fulfilment"))) as sessions:
+        yield sessions
 
 
 def new_order(sessions: sessionmaker[Session], state: OrderState) -> str:
-    order_id = "0x" + os.urandom(32).hex()
     with sessions.begin() as session:
-        session.add(
-            Order(
-                id=order_id,
-                state=state.value,
-                chain_id=31337,
-                escrow="0x" + "11" * 20,
-                sku="genshin-60",
-                providers=["sim"],
-                buyer="0x" + "22" * 20,
-                merchant="0x" + "33" * 20,
-                token="0x" + "00" * 20,
-                amount=10**15,
-                fee_bps=250,
-                quote_expiry=1_000,
-                fulfilment_deadline=5_000,
-                sku_hash="0x" + "44" * 32,
-                account_commitment="0x" + "55" * 32,
-                account_ciphertext=b"\x00" * 16,
-                account_salt="0x" + "66" * 32,
-                quote_signer="0x" + "77" * 20,
-                quote_signature="0x" + "88" * 65,
-            )
-        )
-    return order_id
+        return add_order(session, state=state).id
 
 
 def timeline(sessions: sessionmaker[Session], order_id: str) -> list[tuple[str | None, str, str]]:
