@@ -92,7 +92,16 @@ READY_LINE = b"oracle running:"  # printed by `cardless oracle` once it is up an
 # failpoints on stdin and runs the CLI module as __main__, exactly as `python -m` does.
 # Only what the oracle imports anyway: no web framework and no eth-tester (tests/cli/test_oracle_imports.py
 # checks the oracle starts without them, so warming them here would hide nothing but cost time).
-WARM_IMPORTS = ("web3", "eth_account", "sqlalchemy", "httpx", "pydantic_settings", "typer", "rich", "apscheduler")
+WARM_IMPORTS = (
+    "web3",
+    "eth_account",
+    "sqlalchemy",
+    "httpx",
+    "pydantic_settings",
+    "typer",
+    "rich",
+    "apscheduler",
+)
 _SPARE_ORACLE = f"""
 import json, os, runpy, sys
 import {", ".join(WARM_IMPORTS)}
