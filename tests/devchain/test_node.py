@@ -30,6 +30,7 @@ from cardless.protocol import NATIVE_TOKEN, Order, account_commitment, quote_typ
 from cardless.protocol.artifacts import load_artifact
 from cardless.protocol.deployment import Deployment
 from cardless.protocol.reverts import RevertDecoder, revert_data
+from tests.support.node import rolled_back, rpc
 
 QUOTE_KEY = Account.from_key(keccak(b"cardless-devnode-test-quote-signer"))
 ORACLE_KEY = Account.from_key(keccak(b"cardless-devnode-test-oracle-signer"))
@@ -51,15 +52,8 @@ def system(w3: Web3) -> Deployment:
 @pytest.fixture(autouse=True)
 def _rolled_back(w3: Web3, system: Deployment) -> Iterator[None]:
     """Every test starts from the deployed system; its blocks are reverted afterwards."""
-    snapshot = rpc(w3, "evm_snapshot")
-    yield
-    assert rpc(w3, "evm_revert", snapshot) is True
-
-
-def rpc(w3: Web3, method: str, *params: Any) -> Any:
-    response = w3.provider.make_request(method, list(params))  # type: ignore[arg-type]
-    assert "error" not in response, response
-    return response["result"]
+    with rolled_back(w3):
+        yield
 
 
 def erc20(w3: Web3, system: Deployment) -> Contract:

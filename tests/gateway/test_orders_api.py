@@ -21,21 +21,22 @@ from web3.logs import DISCARD
 from adapters.simulator.signing import callback_signature
 from cardless import protocol
 from cardless.cli.system import System
-from cardless.protocol import NATIVE_TOKEN, Fulfilment, OrderStatus
+from cardless.protocol import Fulfilment, OrderStatus
 from gateway.catalogue import load_catalogue
+from tests.support.books import Books
 from tests.support.shop import PROBLEM, Shop, assert_problem, dev_wallet
 
 SETTLED_PATH = ["quoted", "paid", "risk_checked", "submitting", "succeeded", "proof_pending", "settled"]
 
 
 def _books(shop: Shop, token: str, buyer: str, merchant: str) -> dict[str, int]:
-    """The balances an order moves: the buyer's wallet, the merchant's (wallet + escrow), the fees."""
-    wallet = shop.eth_balance if token == NATIVE_TOKEN else (lambda a: shop.token_balance(token, a))
+    """The balances an order moves: the buyer's wallet, the merchant's money, the fees, the escrow's."""
+    books = Books(shop.w3, shop.escrow)
     return {
-        "buyer": wallet(buyer),
-        "merchant": wallet(merchant) + int(shop.escrow.functions.balanceOf(merchant, token).call()),
-        "fees": int(shop.escrow.functions.feeBalance(token).call()),
-        "escrow": wallet(shop.escrow.address),
+        "buyer": books.wallet(token, buyer),
+        "merchant": books.merchant(token, merchant),
+        "fees": books.fees(token),
+        "escrow": books.wallet(token, shop.escrow.address),
     }
 
 

@@ -31,6 +31,7 @@ from cardless.protocol import EscrowDomain
 from cardless.protocol.artifacts import load_artifact
 from oracles.txmanager import TxManager
 from oracles.worker import OracleWorker, WorkerConfig
+from tests.support.orders import order_row
 
 S = OrderState
 CIPHER = AccountCipher(b"k" * 32)
@@ -53,27 +54,14 @@ def add_order(
     """An order that got to ``state`` by the ordinary route (its timeline says so)."""
     order_id = order_id or "0x" + os.urandom(32).hex()
     with sessions.begin() as session:
-        row = Order(
+        row = order_row(
             id=order_id,
-            state=S.QUOTED.value,
-            chain_id=31337,
-            escrow="0x" + "11" * 20,
             sku=SKU,
             providers=list(providers),
             provider_index=provider_index,
-            buyer="0x" + "22" * 20,
-            merchant="0x" + "33" * 20,
-            token="0x" + "00" * 20,
-            amount=10**15,
-            fee_bps=250,
             quote_expiry=T0 - 60,
             fulfilment_deadline=deadline,
-            sku_hash="0x" + "44" * 32,
-            account_commitment="0x" + "55" * 32,
             account_ciphertext=CIPHER.encrypt(ACCOUNT, order_id),
-            account_salt="0x" + "66" * 32,
-            quote_signer="0x" + "77" * 20,
-            quote_signature="0x" + "88" * 65,
         )
         session.add(row)
         session.flush()

@@ -6,17 +6,16 @@ towards its buyer's velocity: ``max_orders_per_buyer=n`` lets n paid orders thro
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from cardless.ledger import Order, OrderState, create_engine_for, migrate, session_factory
+from cardless.ledger import Order, OrderState
 from cardless.ledger.models import utcnow
 from oracles.risk import RiskPolicy
+from tests.support import orders as support_orders
 
 S = OrderState
 USDC = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"
@@ -26,13 +25,9 @@ BOB = "0x" + "b2" * 20
 
 
 @pytest.fixture
-def session(tmp_path: Path) -> Iterator[Session]:
-    engine = create_engine_for(f"sqlite:///{tmp_path / 'cardless.db'}")
-    migrate(engine)
-    factory: sessionmaker[Session] = session_factory(engine)
-    with factory() as session:
+def session(migrated_db: sessionmaker[Session]) -> Iterator[Session]:
+    with migrated_db() as session:
         yield session
-    engine.dispose()
 
 
 def add_order(
@@ -44,31 +39,11 @@ def add_order(
     state: OrderState = S.PAID,
     paid_at: datetime | None = None,
 ) -> Order:
-    order = Order(
-        id="0x" + os.urandom(32).hex(),
-        state=state.value,
-        chain_id=31337,
-        escrow="0x" + "11" * 20,
-        sku="genshin-60",
-        providers=["sim"],
-        buyer=buyer,
-        merchant="0x" + "33" * 20,
-        token=token,
-        amount=amount,
-        fee_bps=250,
-        quote_expiry=1_000,
-        fulfilment_deadline=5_000,
-        sku_hash="0x" + "44" * 32,
-        account_commitment="0x" + "55" * 32,
-        account_ciphertext=b"\x00" * 16,
-        account_salt="0x" + "66" * 32,
-        quote_signer="0x" + "77" * 20,
-        quote_signature="0x" + "88" * 65,
-        paid_at=paid_at if paid_at is not None or state is S.QUOTED else utcnow(),
+    """The shared order factory with risk's defaults: a paid order is paid now unless told otherwise."""
+    paid = paid_at if paid_at is not None or state is S.QUOTED else utcnow()
+    return support_orders.add_order(
+        session, state=state, buyer=buyer, token=token, amount=amount, paid_at=paid
     )
-    session.add(order)
-    session.flush()
-    return order
 
 
 # ---------------------------------------------------------------------- amount ceiling

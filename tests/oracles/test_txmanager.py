@@ -12,7 +12,6 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,6 +35,7 @@ from cardless.protocol.artifacts import load_artifact
 from cardless.protocol.deployment import Deployment
 from cardless.protocol.reverts import RevertDecoder
 from oracles.txmanager import TxManager
+from tests.support.node import rolled_back, rpc
 
 GAS_KEY = Account.from_key(keccak(b"cardless-txmanager-test-gas-payer"))
 SPENDER = Account.from_key(keccak(b"cardless-txmanager-test-spender")).address
@@ -64,14 +64,8 @@ def system(w3: Web3) -> Deployment:
 @pytest.fixture(autouse=True)
 def _rolled_back(w3: Web3, system: Deployment) -> Iterator[None]:
     """Each test starts with the gas key at nonce 0 on chain and an empty database."""
-    snapshot = rpc(w3, "evm_snapshot")
-    yield
-    assert rpc(w3, "evm_revert", snapshot) is True
-
-
-@pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'cardless.db'}"
+    with rolled_back(w3):
+        yield
 
 
 @pytest.fixture
@@ -122,12 +116,6 @@ def no_automine(node: DevNode) -> Iterator[None]:
 
 class Crash(BaseException):
     """The process dying mid-call: a BaseException, so the manager's ``except Exception`` cannot catch it."""
-
-
-def rpc(w3: Web3, method: str, *params: Any) -> Any:
-    response = w3.provider.make_request(method, list(params))  # type: ignore[arg-type]
-    assert "error" not in response, response
-    return response["result"]
 
 
 def manager(

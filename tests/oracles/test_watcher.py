@@ -12,7 +12,6 @@ import dataclasses
 import itertools
 import logging
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,10 +26,11 @@ from web3.types import TxReceipt
 
 import oracles.watcher as watcher_module
 from cardless.devchain.node import DevNode
-from cardless.ledger import ChainCursor, SeenLog, SignerNonce, create_engine_for, migrate, session_factory
+from cardless.ledger import ChainCursor, SeenLog, SignerNonce
 from cardless.protocol.artifacts import load_artifact
 from oracles.watcher import Watcher
 from tests.contracts.harness import EscrowEnv, build_env
+from tests.support.node import rolled_back, rpc
 
 # ---------------------------------------------------------------------- fixtures
 
@@ -43,17 +43,13 @@ def env(node: DevNode) -> EscrowEnv:
 
 @pytest.fixture(autouse=True)
 def _rolled_back(w3: Web3, env: EscrowEnv) -> Iterator[None]:
-    snapshot = rpc(w3, "evm_snapshot")
-    yield
-    assert rpc(w3, "evm_revert", snapshot) is True
+    with rolled_back(w3):
+        yield
 
 
 @pytest.fixture
-def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    engine = create_engine_for(f"sqlite:///{tmp_path / 'cardless.db'}")
-    migrate(engine)
-    yield session_factory(engine)
-    engine.dispose()
+def sessions(migrated_db: sessionmaker[Session]) -> sessionmaker[Session]:
+    return migrated_db
 
 
 LogKey = tuple[str, int, str]  # (tx hash, log index, event name)
@@ -86,12 +82,6 @@ EVENT_NAMES = {
     for item in ESCROW_ABI
     if item["type"] == "event"
 }
-
-
-def rpc(w3: Web3, method: str, *params: Any) -> Any:
-    response = w3.provider.make_request(method, list(params))  # type: ignore[arg-type]
-    assert "error" not in response, response
-    return response["result"]
 
 
 def mine(w3: Web3, blocks: int = 1) -> None:
