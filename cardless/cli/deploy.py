@@ -96,6 +96,8 @@ class _Signer:
         return {"maxPriorityFeePerGas": tip, "maxFeePerGas": Wei(2 * base + tip)}
 
     def send(self, what: str, tx: TxParams) -> TxReceipt:
+        # build_transaction fills "gas": 0 (so web3 does not estimate by itself); estimate without it.
+        tx = {k: v for k, v in tx.items() if k != "gas"}  # type: ignore[assignment]
         tx = {**tx, "from": self.account.address, "nonce": self.nonce, "chainId": self.chain_id}
         try:
             tx["gas"] = int(self.w3.eth.estimate_gas(tx) * _GAS_MARGIN)

@@ -71,6 +71,7 @@ EXECUTION_REVERTED: Final = 3
 CLIENT_VERSION: Final = "cardless-devnode/v1/py-evm"
 PRIORITY_FEE: Final = 10**9  # the tip suggested and used by default, as geth's dev mode
 _ESTIMATE_ERROR_RATIO: Final = 0.015  # geth stops its binary search within 1.5 % of the optimum
+_TX_GAS: Final = 21_000  # the intrinsic gas of a plain transfer (geth's params.TxGas)
 _CALL_STIPEND: Final = 2_300
 _ERROR_STRING_SELECTOR: Final = bytes.fromhex("08c379a0")
 _PRECOMPILES: Final = frozenset(i.to_bytes(20, "big") for i in range(1, 0x12))
@@ -790,8 +791,9 @@ class EthRpc:
 
     def _estimate(self, args: _TxArgs, header: Any, overrides: _Overrides | None = None) -> int:
         """Binary search for the least gas that succeeds, as geth (within 1.5 %, tried optimistically
-        first at the gas used plus the 63/64 rule's reserve)."""
-        cap = self._gas_cap(args, header)
+        first at the gas used plus the 63/64 rule's reserve). A given gas below 21,000 (``"gas": 0``
+        from a client that fills the field) is no cap, as geth's estimator treats it."""
+        cap = args.gas if args.gas is not None and args.gas >= _TX_GAS else int(header.gas_limit)
         computation, _ = self._execute(args, header, cap, overrides)
         if computation.is_error:
             if (

@@ -369,6 +369,13 @@ def test_estimate_of_a_plain_transfer_is_21000(rpc: Rpc, node: DevNode) -> None:
     )
 
 
+def test_estimate_treats_a_gas_below_a_transfers_as_no_cap(rpc: Rpc, node: DevNode, token: str) -> None:
+    # web3's build_transaction({"gas": 0}) and other clients fill the field; geth's estimator ignores
+    # a gas below 21,000 rather than answering "intrinsic gas too low".
+    call = {"from": keys(node)[7].address, "to": token, "input": transfer_data(TARGET, 5)}
+    assert rpc("eth_estimateGas", {**call, "gas": "0x0"}) == rpc("eth_estimateGas", call)
+
+
 def test_estimated_gas_is_enough_and_close(rpc: Rpc, node: DevNode, token: str) -> None:
     sender = keys(node)[7]
     call = {"from": sender.address, "to": token, "input": transfer_data(TARGET, 5)}
@@ -513,7 +520,8 @@ def test_internal_errors_answer_a_generic_message(
 
 
 def test_call_with_less_than_intrinsic_gas_says_so(rpc: Rpc) -> None:
-    for method in ("eth_call", "eth_estimateGas"):
-        error = rpc.error(method, {"to": TARGET, "gas": hex(20_000)})
-        assert error["code"] == -32000, (method, error)
-        assert error["message"].startswith("intrinsic gas too low"), (method, error)
+    error = rpc.error("eth_call", {"to": TARGET, "gas": hex(20_000)})
+    assert error["code"] == -32000, error
+    assert error["message"].startswith("intrinsic gas too low"), error
+    # An estimate takes a gas below 21,000 as no cap at all (geth's estimator): it answers the need.
+    assert rpc("eth_estimateGas", {"to": TARGET, "gas": hex(20_000)}) == hex(21_000)
