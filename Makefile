@@ -53,7 +53,7 @@ test: setup
 # The edit loop: every package's unit tests, without the tests marked slow or integration, and the
 # property tests on the `dev` Hypothesis profile (20 examples): under 60 s.
 test-fast: setup
-	HYPOTHESIS_PROFILE=dev $(VENV)/bin/pytest $(PYTEST_XDIST) -m "not slow and not integration" --durations=5
+	HYPOTHESIS_PROFILE=dev $(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not slow and not integration" --durations=5
 
 test-long: setup
 	HYPOTHESIS_PROFILE=long $(VENV)/bin/pytest $(PYTEST_XDIST) --durations=15 tests/contracts/test_invariants.py

@@ -17,11 +17,15 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from web3 import HTTPProvider, Web3
 
 from cardless.devchain.deploy import deploy_dev_system
 from cardless.devchain.node import DevNode
 from oracles.keys import load_or_create_keystore
+
+# a child process that starts a node and the oracle (seconds); make test-fast leaves it out
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "oracle-imports-keystore-password"

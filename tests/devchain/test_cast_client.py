@@ -15,6 +15,9 @@ import pytest
 
 from cardless.devchain.node import DevNode
 
+# Foundry's cast as a child process per command (seconds); make test-fast leaves it out
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 CAST = ROOT / "node_modules" / ".bin" / "cast"
 BUYER_KEY = "0x" + (3).to_bytes(32, "big").hex()
