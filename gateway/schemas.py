@@ -203,7 +203,11 @@ class QuoteOut(_Out):
     token: TokenOut
     quote_signer: Address
     quote_signature: HexData
-    account_salt: Bytes32
+    account_salt: Bytes32 = Field(
+        description="The salt of order.accountCommitment = keccak256(utf8(account) || salt). Keep it: with "
+        "the account it proves what was credited. The gateway does not store it (it derives it from its "
+        "account key), so a copy of its database cannot be used to guess the account"
+    )
     eip712: Eip712Payload
     transactions: list[TransactionStep] = Field(description="Send in order: approve (tokens only), then pay")
     permit: PermitHint | None = Field(description="None for the native coin")

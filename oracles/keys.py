@@ -9,13 +9,13 @@ repository); nothing here reads the environment.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from pathlib import Path
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from cardless.ledger.private_files import private_dir, write_private
 from oracles._exceptions import OracleError
 
 __all__ = ["KeystoreError", "load_keystore", "load_or_create_keystore"]
@@ -48,11 +48,8 @@ def load_or_create_keystore(path: Path, password: str, *, scrypt_n: int | None =
     """Load ``path``; create it with a fresh random key if it does not exist (dev set-up)."""
     if path.exists():
         return load_keystore(path, password)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     account: LocalAccount = Account.from_key(secrets.token_bytes(32))
     document = Account.encrypt(account.key, password, kdf="scrypt", iterations=scrypt_n)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(document))
-    os.chmod(tmp, 0o600)
-    tmp.replace(path)
+    write_private(path, json.dumps(document))
     return account

@@ -39,7 +39,7 @@ def start_embedded_chain(
     state = settings.embedded_dir
     if state.exists():
         shutil.rmtree(state)
-    state.mkdir(parents=True)
+    state.mkdir(mode=0o700, parents=True)  # the embedded database lives here
     node = DevNode(port=settings.chain_port).start()
     try:
         w3 = Web3(HTTPProvider(node.url, request_kwargs={"timeout": 30}))

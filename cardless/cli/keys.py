@@ -4,7 +4,11 @@ Where they come from is ``Settings``: ``CARDLESS_KEYSTORE_DIR`` (default ``var/k
 ``CARDLESS_KEYSTORE_PASSWORD_FILE`` or ``CARDLESS_KEYSTORE_PASSWORD``, ``CARDLESS_ACCOUNT_KEY`` (else
 ``var/account-key``). In development a missing one is created (a random password kept next to the
 keystores, fresh random keys); in any other environment it is a start-up error naming the setting,
-because a key generated on a server is one nobody authorised on the escrow or backed up.
+because a key generated on a server is one nobody authorised on the escrow or backed up. Outside
+development a password file inside the keystore directory is refused too: whoever copies that
+directory would hold both the keystores and what opens them.
+
+What is created is owner-only: files 0600, directories 0700 (``cardless.ledger.private_files``).
 
 A process loads only the keys its roles sign with: the gateway the quote signer, the oracle the
 proof signer and the gas payer.
@@ -13,15 +17,16 @@ proof signer and the gas payer.
 from __future__ import annotations
 
 import dataclasses
-import os
 import secrets
 from collections.abc import Collection
+from pathlib import Path
 from typing import Final, Literal
 
 from eth_account.signers.local import LocalAccount
 
 from cardless.cli.settings import PLACEHOLDERS, Settings
 from cardless.ledger.cipher import AccountCipher, load_or_create_key
+from cardless.ledger.private_files import private_dir, write_private
 from oracles.keys import KeystoreError, load_keystore, load_or_create_keystore
 
 __all__ = ["KEYSTORE_FILES", "Keys", "Role", "account_cipher", "keystore_password", "load_keys"]
@@ -62,6 +67,11 @@ def keystore_password(settings: Settings) -> str:
             raise KeystoreError(
                 f"CARDLESS_KEYSTORE_PASSWORD_FILE={path}: cannot read the password file ({exc.strerror})"
             ) from exc
+        if not settings.is_development and _inside(path, settings.effective_keystore_dir):
+            raise KeystoreError(
+                f"CARDLESS_KEYSTORE_PASSWORD_FILE={path}: is inside the keystore directory "
+                f"{settings.effective_keystore_dir}; keep the password apart from the keystores it opens"
+            )
         if not password:
             raise KeystoreError(f"CARDLESS_KEYSTORE_PASSWORD_FILE={path}: the password file is empty")
         if not settings.is_development and password.lower() in PLACEHOLDERS:
@@ -77,10 +87,13 @@ def keystore_password(settings: Settings) -> str:
     # Development: a random password kept next to the keystores (var/ is not in the repository).
     password_file = settings.effective_keystore_dir / "password"
     if not password_file.exists():
-        password_file.parent.mkdir(parents=True, exist_ok=True)
-        password_file.write_text(secrets.token_urlsafe(24) + "\n")
-        os.chmod(password_file, 0o600)
+        private_dir(password_file.parent)
+        write_private(password_file, secrets.token_urlsafe(24) + "\n")
     return password_file.read_text().strip()
+
+
+def _inside(path: Path, directory: Path) -> bool:
+    return path.resolve().is_relative_to(directory.resolve())
 
 
 def load_keys(settings: Settings, roles: Collection[Role] = ALL_ROLES) -> Keys:

@@ -18,7 +18,6 @@ FastAPI nor uvicorn nor the simulator (tests/cli/test_oracle_imports.py).
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -33,6 +32,7 @@ from cardless.cli.keys import KEYSTORE_FILES, Keys, Role, account_cipher, load_k
 from cardless.cli.settings import Settings
 from cardless.ledger import create_engine_for, migrate, session_factory
 from cardless.ledger.cipher import AccountCipher
+from cardless.ledger.private_files import private_dir
 from cardless.protocol.artifacts import load_artifact
 from cardless.protocol.deployment import Deployment, DeploymentError, load_deployment
 from gateway.catalogue import Catalogue, load_catalogue
@@ -105,7 +105,7 @@ class System:
                 "CARDLESS_ENVIRONMENT=production: the embedded dev chain and simulator are for development "
                 "and tests; run `cardless deploy`, then `cardless gateway` and `cardless oracle`"
             )
-        settings.var_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.var_dir)
         self.catalogue = load_catalogue(settings.catalogue_file)
         self.keys = load_keys(settings, self._roles())
         if self.run_gateway or self.run_oracle:
@@ -117,8 +117,6 @@ class System:
             self.deployment = load_deployment(settings.effective_deployment_file, self.w3)
             self._check_signers()
         url = settings.effective_database_url
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.engine = create_engine_for(url)
         migrate(self.engine)
         self.sessions = session_factory(self.engine)

@@ -2,23 +2,39 @@
 
 The associated data binds a ciphertext to its order id, so a ciphertext copied onto another order
 row does not decrypt.
+
+The salt of an order's account commitment is *derived*, never stored::
+
+    salt_key = HKDF-SHA256(account_key, salt=None, info="cardless/account-salt-key/v1", length=32)
+    salt     = HMAC-SHA256(salt_key, "cardless/account-salt/v1" || order_id)   # order_id: its 32 bytes
+
+A stored salt would sit next to the commitment ``keccak256(account || salt)`` and let anyone holding
+a copy of the database recover a short account by brute force without the key (an 8-digit account
+in about a minute). Derived, it is known only to the buyer (who gets it with the quote) and to
+whoever holds the account key. The HKDF subkey keeps the AES key and the HMAC key separate; both
+come from the one secret the operator already keeps, so rotating that key loses the old salts
+exactly as it loses the old ciphertexts.
 """
 
 from __future__ import annotations
 
 import base64
-import os
 import secrets
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from cardless.ledger._exceptions import LedgerError
+from cardless.ledger.private_files import private_dir, write_private
 
 __all__ = ["AccountCipher", "CipherError", "load_or_create_key"]
 
 _NONCE = 12
+_SALT_KEY_INFO = b"cardless/account-salt-key/v1"
+_SALT_LABEL = b"cardless/account-salt/v1"
 
 
 class CipherError(LedgerError):
@@ -30,6 +46,20 @@ class AccountCipher:
         if len(key) != 32:
             raise CipherError(f"account encryption key must be 32 bytes, got {len(key)}")
         self._aead = AESGCM(key)
+        hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_SALT_KEY_INFO)
+        self._salt_key = hkdf.derive(key)
+
+    def salt(self, order_id: str) -> bytes:
+        """The 32-byte salt of ``order_id``'s account commitment (``0x`` + 64 hex, any case)."""
+        try:
+            raw = bytes.fromhex(order_id.removeprefix("0x"))
+        except ValueError:
+            raw = b""
+        if len(raw) != 32:
+            raise CipherError(f"order id must be 0x and 32 bytes of hex, got {order_id!r}")
+        mac = hmac.HMAC(self._salt_key, hashes.SHA256())
+        mac.update(_SALT_LABEL + raw)
+        return mac.finalize()
 
     def encrypt(self, account: str, order_id: str) -> bytes:
         nonce = secrets.token_bytes(_NONCE)
@@ -72,10 +102,7 @@ def load_or_create_key(
             f"no account encryption key: set {name} (base64 of 32 bytes) or provide {path}; "
             "it is only generated in development"
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     key = secrets.token_bytes(32)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(base64.b64encode(key).decode() + "\n")
-    os.chmod(tmp, 0o600)
-    tmp.replace(path)
+    write_private(path, base64.b64encode(key).decode() + "\n")
     return key

@@ -79,8 +79,8 @@ class Order(Base):
     fulfilment_deadline: Mapped[int] = mapped_column(BigInteger)
     sku_hash: Mapped[str] = mapped_column(String(66))
     account_commitment: Mapped[str] = mapped_column(String(66))
-    account_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)  # AES-GCM, see cardless.ledger.cipher
-    account_salt: Mapped[str] = mapped_column(String(66))
+    # AES-GCM, see cardless.ledger.cipher. The commitment's salt is not stored: AccountCipher.salt derives it.
+    account_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
     quote_signer: Mapped[str] = mapped_column(String(42))
     quote_signature: Mapped[str] = mapped_column(String(140))
 

@@ -61,7 +61,6 @@ def new_order_row(
     sku: str,
     providers: Sequence[str],
     account_ciphertext: bytes,
-    account_salt: bytes,
     quote_signer: str,
     quote_signature: bytes,
     reason: str,
@@ -86,7 +85,6 @@ def new_order_row(
         sku_hash=to_hex(order.sku_hash),
         account_commitment=to_hex(order.account_commitment),
         account_ciphertext=account_ciphertext,
-        account_salt=to_hex(account_salt),
         quote_signer=quote_signer,
         quote_signature=to_hex(quote_signature),
     )

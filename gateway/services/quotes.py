@@ -79,7 +79,10 @@ class QuoteService:
         merchant = self.catalogue.merchant(sku.merchant)
         now = int(self.w3.eth.get_block("latest")["timestamp"])
         order_id = secrets.token_bytes(32)
-        salt = secrets.token_bytes(32)
+        order_hex = Web3.to_hex(order_id)
+        # Derived from the account key, not stored: a copy of the database alone cannot test guesses
+        # of the account against the commitment. The buyer gets it in the quote.
+        salt = self.cipher.salt(order_hex)
         order = protocol.Order(
             order_id=order_id,
             buyer=to_checksum_address(buyer),
@@ -95,7 +98,6 @@ class QuoteService:
         domain = self.deployment.domain
         typed = protocol.quote_typed_data(domain, order)
         signature = protocol.sign(self.quote_key.key, typed)
-        order_hex = Web3.to_hex(order_id)
         providers = [provider_name] + [p for p in sku.providers if p != provider_name]
         with self.sessions.begin() as session:
             session.add(
@@ -105,7 +107,6 @@ class QuoteService:
                     sku=sku.id,
                     providers=providers,
                     account_ciphertext=self.cipher.encrypt(account, order_hex),
-                    account_salt=salt,
                     quote_signer=self.quote_key.address,
                     quote_signature=signature,
                     reason=f"quote issued; account validated by {provider_name}",

@@ -5,11 +5,12 @@ package no longer reads the environment.)"""
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import pytest
 
-from cardless.cli.keys import keystore_password
+from cardless.cli.keys import KEYSTORE_FILES, keystore_password, load_keys
 from oracles.keys import KeystoreError
 from tests.support.shop import gateway_settings
 
@@ -52,3 +53,34 @@ def test_development_generates_a_private_password_once(tmp_path: Path) -> None:
     path = settings.effective_keystore_dir / "password"
     assert path.read_text().strip() == first and path.stat().st_mode & 0o077 == 0
     assert keystore_password(settings) == first
+
+
+@pytest.mark.parametrize("environment", ["test", "production"])
+def test_outside_development_a_password_file_beside_the_keystores_is_refused(
+    tmp_path: Path, environment: str
+) -> None:
+    """Whoever copies the keystore directory must not also get what opens the keystores."""
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    for beside in (keys / "password", keys / "sub" / "password"):
+        beside.parent.mkdir(exist_ok=True)
+        beside.write_text("a-real-password\n")
+        settings = gateway_settings(tmp_path, environment=environment, keystore_password_file=beside)
+        with pytest.raises(KeystoreError, match="is inside the keystore directory"):
+            keystore_password(settings)
+    apart = tmp_path / "secrets" / "password"
+    apart.parent.mkdir()
+    apart.write_text("a-real-password\n")
+    settings = gateway_settings(tmp_path, environment=environment, keystore_password_file=apart)
+    assert keystore_password(settings) == "a-real-password"
+
+
+def test_development_creates_keystores_0600_in_a_0700_directory(tmp_path: Path) -> None:
+    settings = gateway_settings(tmp_path)
+    keys = load_keys(settings, ["quote"])
+    assert keys.quote is not None
+    directory = settings.effective_keystore_dir
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    for name in ("password", KEYSTORE_FILES["quote"]):
+        assert stat.S_IMODE((directory / name).stat().st_mode) == 0o600, name
+    assert sorted(p.name for p in directory.iterdir()) == ["password", KEYSTORE_FILES["quote"]]

@@ -6,14 +6,20 @@ with the reason and Retry-After) and leaves nothing behind: no order row, no tim
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+import stat
+from pathlib import Path
 from typing import Any
 
 import pytest
 from eth_account.messages import encode_typed_data
 from eth_utils import keccak
+from sqlalchemy import make_url
 from web3 import Web3
 
 from cardless import protocol
+from cardless.cli.keys import KEYSTORE_FILES
 from cardless.cli.system import System
 from cardless.protocol import NATIVE_TOKEN
 from gateway.catalogue import load_catalogue
@@ -99,7 +105,8 @@ def test_quote_commits_to_the_account_with_the_returned_salt_and_stores_it_encry
     assert row is not None
     assert row.state == "quoted"
     assert row.account_commitment == commitment
-    assert row.account_salt == quote["account_salt"]
+    assert system.cipher is not None
+    assert system.cipher.salt(row.id) == salt  # derived from the account key, not stored
     assert b"12345678" not in row.account_ciphertext
     assert system.cipher is not None
     assert system.cipher.decrypt(row.account_ciphertext, row.id) == "12345678"
@@ -108,6 +115,67 @@ def test_quote_commits_to_the_account_with_the_returned_salt_and_stores_it_encry
     assert status["state"] == "quoted"
     assert [(e["from"], e["to"]) for e in status["timeline"]] == [(None, "quoted")]
     assert status["timeline"][0]["reason"] == "quote issued; account validated by simulator"
+
+
+def test_a_copy_of_the_database_alone_cannot_confirm_the_account_the_buyer_can(
+    shop: Shop, system: System, tmp_path: Path
+) -> None:
+    """Brute force over candidate accounts needs the salt: nothing in the database file holds it.
+
+    The copy is what an attacker who reads the file gets; every value of every column of every table
+    is tried as the salt (and every 32-byte window of every binary value), with the *true* account:
+    none reproduces the commitment. The buyer, with the salt from the quote, does."""
+    account = "87654321"
+    quote = shop.quote(BUYER, account=account).json()
+    salt = bytes.fromhex(quote["account_salt"][2:])
+    commitment = bytes.fromhex(quote["order"]["accountCommitment"][2:])
+    assert protocol.account_commitment(account, salt) == commitment  # the buyer can
+
+    database = Path(make_url(system.settings.effective_database_url).database or "")
+    for name in (database, Path(f"{database}-wal")):  # the raw files, WAL included
+        if name.exists():
+            raw = name.read_bytes()
+            assert salt not in raw and salt.hex().encode() not in raw, name
+    copy = tmp_path / "copy.db"
+    with sqlite3.connect(database) as source, sqlite3.connect(copy) as target:
+        source.backup(target)
+
+    candidates: set[bytes] = set()
+    found_order = False
+    with sqlite3.connect(copy) as connection:
+        tables = [r[0] for r in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables:
+            for row in connection.execute(f'SELECT * FROM "{table}"'):
+                found_order |= quote["order_id"] in row
+                for value in row:
+                    data = value if isinstance(value, bytes) else str(value).encode()
+                    assert salt not in data and salt.hex().encode() not in data.lower(), (table, value)
+                    text_value = data.decode("latin-1").removeprefix("0x")
+                    if len(text_value) == 64:
+                        with contextlib.suppress(ValueError):
+                            candidates.add(bytes.fromhex(text_value))
+                    candidates.update(data[i : i + 32] for i in range(max(len(data) - 31, 0)))
+    assert found_order  # the scan did see the order
+    assert commitment.hex() in {c.hex() for c in candidates}  # ... and its commitment, as a control
+    assert all(protocol.account_commitment(account, c) != commitment for c in candidates)
+
+
+def test_the_files_the_system_created_are_owner_only(shop: Shop, system: System) -> None:
+    shop.quote(BUYER)  # the database has been written: its -wal and -shm exist
+    settings = system.settings
+    database = Path(make_url(settings.effective_database_url).database or "")
+    keys = settings.effective_keystore_dir
+    directories = [settings.var_dir, keys, database.parent]
+    files = [
+        keys / "password",
+        *(keys / name for name in KEYSTORE_FILES.values()),
+        settings.account_key_file,
+        database,
+        Path(f"{database}-wal"),
+        Path(f"{database}-shm"),
+    ]
+    modes = {str(p): stat.S_IMODE(p.stat().st_mode) for p in [*directories, *files]}
+    assert modes == {**{str(d): 0o700 for d in directories}, **{str(f): 0o600 for f in files}}
 
 
 def test_token_quote_carries_approve_then_pay_calldata(shop: Shop) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import os
 import stat
 from pathlib import Path
@@ -72,6 +74,44 @@ def test_key_must_be_32_bytes(size: int) -> None:
         AccountCipher(bytes(size))
 
 
+# ------------------------------------------------------------------------------- the derived salt
+
+
+def _salt_as_documented(key: bytes, order_id: str) -> bytes:
+    """docs/protocol.md's recipe with the standard library only: HKDF-SHA256 (RFC 5869, no salt)
+    for the subkey, then HMAC-SHA256 over the label and the order id's 32 bytes."""
+    prk = hmac.new(b"\x00" * 32, key, hashlib.sha256).digest()
+    salt_key = hmac.new(prk, b"cardless/account-salt-key/v1" + b"\x01", hashlib.sha256).digest()
+    message = b"cardless/account-salt/v1" + bytes.fromhex(order_id[2:])
+    return hmac.new(salt_key, message, hashlib.sha256).digest()
+
+
+def test_the_salt_is_derived_exactly_as_documented() -> None:
+    salt = AccountCipher(KEY).salt(ORDER)
+    assert len(salt) == 32
+    assert salt == _salt_as_documented(KEY, ORDER)
+
+
+def test_the_salt_is_deterministic_per_key_and_order_and_differs_across_them() -> None:
+    cipher, again, other_key = AccountCipher(KEY), AccountCipher(KEY), AccountCipher(bytes(32))
+    assert cipher.salt(ORDER) == again.salt(ORDER) == cipher.salt(ORDER.upper().replace("0X", "0x"))
+    assert cipher.salt(ORDER) != cipher.salt(OTHER)
+    assert cipher.salt(ORDER) != other_key.salt(ORDER)
+    assert other_key.salt(ORDER) != other_key.salt(OTHER)
+
+
+def test_the_salt_key_is_not_the_encryption_key_itself() -> None:
+    """HKDF separates the two uses of the one secret: an HMAC under the raw key is not the salt."""
+    raw = hmac.new(KEY, b"cardless/account-salt/v1" + bytes.fromhex(ORDER[2:]), hashlib.sha256).digest()
+    assert AccountCipher(KEY).salt(ORDER) != raw
+
+
+@pytest.mark.parametrize("order_id", ["", "0x", "0x" + "11" * 31, "0x" + "11" * 33, "0x" + "zz" * 32])
+def test_the_salt_needs_a_32_byte_order_id(order_id: str) -> None:
+    with pytest.raises(CipherError, match="order id must be 0x and 32 bytes of hex"):
+        AccountCipher(KEY).salt(order_id)
+
+
 # ---------------------------------------------------------------------------------------- the key
 
 
@@ -80,6 +120,7 @@ def test_key_file_is_created_once_with_mode_0600(tmp_path: Path) -> None:
     key = load_or_create_key(path)
     assert len(key) == 32
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
     assert base64.b64decode(path.read_text()) == key
     assert load_or_create_key(path) == key  # read back, not replaced
     assert not list(path.parent.glob("*.tmp"))

@@ -4,9 +4,11 @@ running it again changes nothing."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
@@ -14,7 +16,16 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Column, Engine, Integer, MetaData, Table, inspect, select, text
 
 import cardless.ledger.engine as db_session
-from cardless.ledger import Base, ChainCursor, SignerNonce, create_engine_for, migrate, session_factory
+from cardless.ledger import (
+    Base,
+    ChainCursor,
+    Order,
+    SignerNonce,
+    create_engine_for,
+    migrate,
+    session_factory,
+)
+from tests.support.orders import order_row
 
 
 @pytest.fixture
@@ -87,3 +98,36 @@ def test_the_sqlite_engine_runs_in_wal_mode_with_foreign_keys(engine: Engine) ->
     with engine.connect() as connection:
         assert connection.execute(text("PRAGMA journal_mode")).scalar_one() == "wal"
         assert connection.execute(text("PRAGMA foreign_keys")).scalar_one() == 1
+        # freed pages are zeroed (Debian's SQLite does it by default; other builds need the pragma)
+        assert connection.execute(text("PRAGMA secure_delete")).scalar_one() == 1
+
+
+def test_0003_drops_the_stored_salts_and_leaves_no_copy_in_the_file(tmp_path: Path) -> None:
+    """Rows quoted before 0003 kept a random salt beside the commitment; it cannot be re-derived, and
+    their buyers already hold it, so 0003 drops it: not in the table, nor in the file's free pages."""
+    path = tmp_path / "cardless.db"
+    engine = create_engine_for(f"sqlite:///{path}")
+    salt = "0x" + "5a17" * 16
+    config = Config()
+    config.set_main_option("script_location", str(db_session._MIGRATIONS))
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0002")
+        row = order_row()
+        now = datetime.now(UTC)
+        values = {c.name: getattr(row, c.key) for c in Order.__table__.columns}
+        values |= {"provider_index": 0, "attempts": 0, "created_at": now, "updated_at": now}
+        with engine.begin() as connection:
+            orders = Table("orders", MetaData(), autoload_with=connection)
+            connection.execute(orders.insert().values(**values, account_salt=salt))
+
+        migrate(engine)
+        assert "account_salt" not in {c["name"] for c in inspect(engine).get_columns("orders")}
+        with session_factory(engine)() as session:
+            assert session.get(Order, row.id) is not None  # the order itself survives
+    finally:
+        engine.dispose()
+    stored = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    assert salt[2:].encode() not in stored
+    assert bytes.fromhex(salt[2:]) not in stored

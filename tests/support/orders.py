@@ -39,7 +39,6 @@ def order_row(*, state: OrderState = OrderState.QUOTED, **overrides: Any) -> Ord
         "sku_hash": "0x" + "44" * 32,
         "account_commitment": "0x" + "55" * 32,
         "account_ciphertext": b"\x00" * 16,
-        "account_salt": "0x" + "66" * 32,
         "quote_signer": "0x" + "77" * 20,
         "quote_signature": "0x" + "88" * 65,
     }
