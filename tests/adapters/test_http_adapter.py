@@ -710,6 +710,23 @@ def broken(change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
         ),
         (lambda d: d["signing"].update(secret="hunter2"), "signing.secret", "secrets must not be written"),
         (
+            lambda d: d.update(account={"pattern": "[0-9"}),
+            "account.pattern",
+            "not a valid regular expression",
+        ),
+        (lambda d: d.update(account={"patern": "[0-9]+"}), "account.patern", "Extra inputs"),
+        (lambda d: d.update(account={"max_length": 65}), "account.max_length", "less than or equal to 64"),
+        (
+            lambda d: d.update(account={"min_length": 9, "max_length": 8}),
+            "account.min_length",
+            "9 is more than max_length 8",
+        ),
+        (
+            lambda d: d.update(account={"skus": {"gem-100": {"pattern": "(?P<"}}}),
+            "account.skus.gem-100.pattern",
+            "not a valid regular expression",
+        ),
+        (
             lambda d: d["operations"]["submit"]["constants"].update(app_secret="x"),
             "operations.submit.constants.app_secret",
             "secret_env",
