@@ -39,6 +39,8 @@ from gateway.services.accounts import check_account_format, clean_account
 
 __all__ = ["QuoteService"]
 
+_ZERO_ADDRESS = to_checksum_address("0x" + "00" * 20)
+
 
 @dataclasses.dataclass
 class QuoteService:
@@ -76,6 +78,7 @@ class QuoteService:
             # Mixed case is an EIP-55 checksum; a wrong one means a mistyped address, and the order
             # would bind a buyer who is not the payer (pay reverts BuyerMismatch).
             raise InvalidField("buyer", "mixed-case address with a wrong EIP-55 checksum (a typo?)")
+        self._check_buyer(to_checksum_address(buyer))
         account = clean_account(account)
         check_account_format(account, sku_id, sku.providers, self.account_formats)
         provider_name, validation = await self._validate_account(sku.providers, sku_id, account)
@@ -119,6 +122,17 @@ class QuoteService:
         # for it is what lets the buyer notice before paying.
         check = AccountCheck(account=account, provider=provider_name, nickname=validation.nickname)
         return self._quote_out(order, signature, salt, TokenOut(**token.model_dump(mode="json")), check)
+
+    def _check_buyer(self, buyer: str) -> None:
+        """Refuse a buyer that can never sign the payment: nobody holds the zero address's key, and the
+        escrow and the accepted tokens are contracts, so a quote for them only lures a mistaken payer."""
+        if buyer == _ZERO_ADDRESS:
+            raise InvalidField("buyer", "the zero address cannot pay")
+        if buyer == self.deployment.escrow:
+            raise InvalidField("buyer", "is the escrow contract itself, not a wallet")
+        for token in self.deployment.tokens:
+            if not token.is_native and buyer == token.address:
+                raise InvalidField("buyer", f"is the {token.symbol} token contract, not a wallet")
 
     async def _validate_account(
         self, providers: tuple[str, ...], sku_id: str, account: str

@@ -270,6 +270,21 @@ def test_quote_returns_the_trimmed_account_it_committed_to(shop: Shop) -> None:
     assert quote["order"]["accountCommitment"] == Web3.to_hex(protocol.account_commitment("12345678", salt))
 
 
+@pytest.mark.parametrize("who", ["zero", "escrow", "token"])
+def test_an_address_that_cannot_pay_is_refused_as_buyer(shop: Shop, system: System, who: str) -> None:
+    deployment = system.deployment
+    assert deployment is not None
+    address = {
+        "zero": "0x" + "0" * 40,
+        "escrow": deployment.escrow,
+        "token": next(t.address for t in deployment.tokens if not t.is_native),
+    }[who]
+    before = shop.counts()
+    for spelled in (address, address.lower()):
+        assert_problem(shop.quote(spelled), 422, "buyer")
+    assert shop.counts() == before
+
+
 def test_provider_down_is_503_with_the_reason_and_retry_after_and_writes_nothing(faults: Shop) -> None:
     """Of the simulator's faults, ``error_5xx_before_commit``, ``timeout`` and ``latency`` act on every
     /api/v1 request, validate included (docs/design/simulator-api.md); the others act on top-ups only.
