@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import os
+import re
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -74,6 +75,11 @@ _STATUSES: Final[Mapping[str, TopupStatus]] = {
 
 _MISSING: Final = object()
 
+# ASCII digits only: str.isdigit() also takes '²' and '١', which int() then refuses or reads as
+# digits nobody wrote. 78 digits hold any uint256; longer is not a number a provider means.
+_INTEGER: Final = re.compile(r"-?[0-9]{1,78}")
+_INDEX: Final = re.compile(r"[0-9]{1,9}")
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Reply:
@@ -90,7 +96,7 @@ def _at(body: Any, path: str) -> Any:
     for part in path.split("."):
         if isinstance(value, Mapping) and part in value:
             value = value[part]
-        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+        elif isinstance(value, list) and _INDEX.fullmatch(part) and int(part) < len(value):
             value = value[int(part)]
         else:
             return _MISSING
@@ -116,7 +122,7 @@ def _integer(value: Any) -> int | None:
         return value
     if isinstance(value, str):
         digits = value.strip()
-        if digits.lstrip("-").isdigit():
+        if _INTEGER.fullmatch(digits):
             return int(digits)
     return None
 

@@ -27,6 +27,13 @@ Sections (``adapters/providers/simulator.toml`` is a complete example):
     bodies are shaped differently from replies.
 ``[timeouts]``, ``[breaker]``
     httpx timeouts in seconds; circuit-breaker threshold and open interval.
+``[account]``
+    The game-account format of the provider's products: ``pattern`` (a regular expression the whole
+    account must match; ``\\d`` and ``\\w`` mean ASCII only), ``min_length``, ``max_length``,
+    ``description`` (shown to a buyer whose account does not fit), and ``[account.skus.<sku>]`` tables
+    overriding any of these for one SKU. The gateway refuses a quote for an account that does not fit
+    every provider the SKU routes to. ``read_account_format`` reads this table from a provider file
+    of any adapter kind.
 """
 
 from __future__ import annotations
@@ -37,14 +44,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
 from adapters._exceptions import ProviderFileError
 
 __all__ = [
+    "ACCOUNT_MAX_LENGTH",
     "BUNDLED",
     "OPERATION_FIELDS",
+    "AccountFormat",
+    "AccountRule",
     "Breaker",
     "Callback",
     "CodeMeaning",
@@ -58,6 +68,7 @@ __all__ = [
     "bundled_provider_file",
     "load_provider_file",
     "parse_provider_file",
+    "read_account_format",
 ]
 
 CodeMeaning = Literal[
@@ -221,6 +232,72 @@ class Breaker(_Section):
     open_seconds: Annotated[float, Field(gt=0)] = 30.0
 
 
+ACCOUNT_MAX_LENGTH: Final = 64
+"""The longest game account the gateway accepts, whatever a provider file allows."""
+
+
+class AccountRule(_Section):
+    """The shape of a game account; unset values are inherited (an SKU's rule from the file's)."""
+
+    pattern: Annotated[str, Field(min_length=1, max_length=512)] | None = None
+    min_length: Annotated[int, Field(ge=1, le=ACCOUNT_MAX_LENGTH)] | None = None
+    max_length: Annotated[int, Field(ge=1, le=ACCOUNT_MAX_LENGTH)] | None = None
+    description: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    """What a valid account looks like, in the buyer's words (``"5 to 12 digits"``)."""
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value, re.ASCII)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _bounds_ordered(self) -> Self:
+        if self.min_length is not None and self.max_length is not None and self.min_length > self.max_length:
+            raise ValueError(f"min_length: {self.min_length} is more than max_length {self.max_length}")
+        return self
+
+    def merged(self, override: AccountRule) -> AccountRule:
+        """This rule with ``override``'s set values on top."""
+        return self.model_copy(update=override.model_dump(exclude_none=True))
+
+    def problem(self, account: str) -> str | None:
+        """Why ``account`` does not fit this rule, or None when it does."""
+        if self.min_length is not None and len(account) < self.min_length:
+            return f"is shorter than {self.min_length} characters"
+        if self.max_length is not None and len(account) > self.max_length:
+            return f"is longer than {self.max_length} characters"
+        # re.ASCII: `\d` in a provider's pattern must not match full-width or Arabic-Indic digits.
+        if self.pattern is not None and re.fullmatch(self.pattern, account, re.ASCII) is None:
+            return "does not have the expected format"
+        return None
+
+
+class AccountFormat(AccountRule):
+    """``[account]``: the file's rule, and per-SKU overrides."""
+
+    skus: dict[Name, AccountRule] = {}
+
+    @model_validator(mode="after")
+    def _overrides_bounded(self) -> Self:
+        for sku in self.skus:
+            rule = self.for_sku(sku)
+            low, high = rule.min_length, rule.max_length
+            if low is not None and high is not None and low > high:
+                raise ValueError(f"skus.{sku}: min_length {low} is more than max_length {high}")
+        return self
+
+    def for_sku(self, sku: str) -> AccountRule:
+        """The rule an account for ``sku`` must fit."""
+        base = AccountRule.model_validate(self.model_dump(exclude={"skus"}))
+        override = self.skus.get(sku)
+        return base if override is None else base.merged(override)
+
+
 class ProviderFile(_Section):
     adapter: Literal["http"] = "http"
     """The adapter kind (``adapters.registry``); files for other adapters are not parsed here."""
@@ -235,6 +312,8 @@ class ProviderFile(_Section):
     callback: Callback
     timeouts: Timeouts = Timeouts()
     breaker: Breaker = Breaker()
+    account: AccountFormat | None = None
+    """None: the file declares no format and only the gateway's own account checks apply."""
 
     @model_validator(mode="after")
     def _tables_usable(self) -> Self:
@@ -319,3 +398,31 @@ def load_provider_file(path: str | Path) -> ProviderFile:
     except tomllib.TOMLDecodeError as exc:
         raise ProviderFileError(f"not valid TOML: {exc}", path=str(path)) from None
     return parse_provider_file(data, source=str(path))
+
+
+def read_account_format(path: str | Path) -> tuple[str, AccountFormat | None]:
+    """The provider name and ``[account]`` table of a provider file of any adapter kind.
+
+    Only ``name`` and ``[account]`` are checked here; ``load_provider_file`` (or the adapter's own
+    loader) checks the rest.
+    """
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ProviderFileError(f"cannot read: {exc.strerror}", path=str(path)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ProviderFileError(f"not valid TOML: {exc}", path=str(path)) from None
+    name = data.get("name")
+    if not isinstance(name, str) or not name:
+        raise ProviderFileError("must name the provider", key="name", path=str(path))
+    table = data.get("account")
+    if table is None:
+        return name, None
+    try:
+        return name, AccountFormat.model_validate(table)
+    except ValidationError as exc:
+        problems = [_problem(error) for error in exc.errors(include_url=False)]
+        keyed = [(f"account.{key}" if key else "account", message) for key, message in problems]
+        described = "; ".join(f"{key}: {message}" for key, message in keyed)
+        raise ProviderFileError(described, key=keyed[0][0], path=str(path)) from None

@@ -193,6 +193,10 @@ class AccountCheck(_Out):
     """The provider that validated the game account and the nickname it knows it by, shown to the buyer
     before paying (a mistyped account of a valid shape passes validation)."""
 
+    account: str = Field(
+        description="The game account exactly as the order commits to it (trimmed, NFC) and as the "
+        "provider will be asked to credit it; the account commitment is over this string"
+    )
     provider: str
     nickname: str | None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
@@ -36,6 +37,7 @@ ConnectionDropper = Callable[[tuple[str, int]], bool]
 
 _POLL_S = 0.05
 _DEFAULT_LATENCY_MS = 1_000
+_UNIX_SECONDS = re.compile(r"[0-9]{1,12}")
 _LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1", "localhost"}
 
 
@@ -202,6 +204,15 @@ def _runtime(request: Request) -> SimulatorRuntime:
 RuntimeDep = Annotated[SimulatorRuntime, Depends(_runtime)]
 
 
+def _unix_seconds(value: object) -> int | None:
+    """An integer, or a string of ASCII digits: int() alone also reads ' 12', '1_2' and '１２'."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and _UNIX_SECONDS.fullmatch(value):
+        return int(value)
+    return None
+
+
 async def _signed_call(request: Request, runtime: RuntimeDep) -> SignedCall:
     try:
         body = loads_bounded(await request.body())
@@ -219,10 +230,9 @@ async def _signed_call(request: Request, runtime: RuntimeDep) -> SignedCall:
     keys = runtime.state.merchant_keys(merchant_id) if isinstance(merchant_id, str) else None
     if keys is None:
         raise _ApiError(401, "BAD_SIGNATURE", message="unknown merchant_id")
-    try:
-        timestamp = int(str(body.get("timestamp")))
-    except ValueError as exc:
-        raise _ApiError(401, "BAD_SIGNATURE", message="timestamp must be unix seconds") from exc
+    timestamp = _unix_seconds(body.get("timestamp"))
+    if timestamp is None:
+        raise _ApiError(401, "BAD_SIGNATURE", message="timestamp must be unix seconds")
     skew = abs(runtime.state.now() - timestamp)
     if skew > runtime.config.timestamp_tolerance_s:
         raise _ApiError(401, "BAD_SIGNATURE", message=f"timestamp is {skew} s from the server clock")

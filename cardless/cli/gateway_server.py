@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 
 from adapters import ProviderAdapter
+from adapters.provider_file import read_account_format
 from cardless.cli.settings import Settings
 from cardless.ledger.cipher import AccountCipher
 from cardless.protocol.deployment import Deployment
@@ -54,6 +55,11 @@ class GatewayServer:
             cipher=cipher,
             quote_ttl=settings.quote_ttl_seconds,
             fulfilment_window=settings.fulfilment_window_seconds,
+            account_formats={
+                name: found
+                for name, found in map(read_account_format, settings.provider_files)
+                if found is not None
+            },
         )
         context = GatewayContext(
             w3=w3,

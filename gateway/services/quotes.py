@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-import unicodedata
 from collections.abc import Mapping
 
 from eth_account.signers.local import LocalAccount
@@ -18,6 +17,7 @@ from web3 import Web3
 
 from adapters import ProviderAdapter, Refusal, Validation
 from adapters._exceptions import AdapterError
+from adapters.provider_file import AccountFormat
 from cardless import protocol
 from cardless.ledger.cipher import AccountCipher
 from cardless.ledger.store import new_order_row
@@ -35,8 +35,11 @@ from gateway.schemas import (
     TransactionStep,
 )
 from gateway.services._exceptions import InvalidField, NotFound, ServiceUnavailable
+from gateway.services.accounts import check_account_format, clean_account
 
 __all__ = ["QuoteService"]
+
+_ZERO_ADDRESS = to_checksum_address("0x" + "00" * 20)
 
 
 @dataclasses.dataclass
@@ -50,6 +53,8 @@ class QuoteService:
     cipher: AccountCipher
     quote_ttl: int
     fulfilment_window: int
+    account_formats: Mapping[str, AccountFormat] = dataclasses.field(default_factory=dict)
+    """Provider name -> the ``[account]`` format its provider file declares."""
 
     async def create(self, *, sku_id: str, account: str, token_symbol: str, buyer: str) -> QuoteOut:
         sku = self.catalogue.sku(sku_id)
@@ -73,7 +78,9 @@ class QuoteService:
             # Mixed case is an EIP-55 checksum; a wrong one means a mistyped address, and the order
             # would bind a buyer who is not the payer (pay reverts BuyerMismatch).
             raise InvalidField("buyer", "mixed-case address with a wrong EIP-55 checksum (a typo?)")
-        account = _clean_account(account)
+        self._check_buyer(to_checksum_address(buyer))
+        account = clean_account(account)
+        check_account_format(account, sku_id, sku.providers, self.account_formats)
         provider_name, validation = await self._validate_account(sku.providers, sku_id, account)
 
         merchant = self.catalogue.merchant(sku.merchant)
@@ -114,8 +121,19 @@ class QuoteService:
             )
         # A mistyped account of a valid shape passes validation; the nickname the provider returns
         # for it is what lets the buyer notice before paying.
-        check = AccountCheck(provider=provider_name, nickname=validation.nickname)
+        check = AccountCheck(account=account, provider=provider_name, nickname=validation.nickname)
         return self._quote_out(order, signature, salt, TokenOut(**token.model_dump(mode="json")), check)
+
+    def _check_buyer(self, buyer: str) -> None:
+        """Refuse a buyer that can never sign the payment: nobody holds the zero address's key, and the
+        escrow and the accepted tokens are contracts, so a quote for them only lures a mistaken payer."""
+        if buyer == _ZERO_ADDRESS:
+            raise InvalidField("buyer", "the zero address cannot pay")
+        if buyer == self.deployment.escrow:
+            raise InvalidField("buyer", "is the escrow contract itself, not a wallet")
+        for token in self.deployment.tokens:
+            if not token.is_native and buyer == token.address:
+                raise InvalidField("buyer", f"is the {token.symbol} token contract, not a wallet")
 
     async def _validate_account(
         self, providers: tuple[str, ...], sku_id: str, account: str
@@ -200,14 +218,3 @@ class QuoteService:
             ),
             account_check=check,
         )
-
-
-def _clean_account(account: str) -> str:
-    account = unicodedata.normalize("NFC", account.strip())
-    if not account:
-        raise InvalidField("account", "must not be empty")
-    if len(account) > 64:
-        raise InvalidField("account", "must be at most 64 characters")
-    if any(unicodedata.category(c).startswith("C") for c in account):
-        raise InvalidField("account", "must not contain control characters")
-    return account

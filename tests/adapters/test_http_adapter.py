@@ -542,6 +542,25 @@ async def test_balance_reads_a_dotted_path_with_a_list_index(acme) -> None:
         await adapter.balance()
 
 
+@pytest.mark.parametrize(
+    "amount", ["\xb2", "1\xb2", "\uff11\uff12", "\u0661\u0662", "1_000", "+12", "1" * 79]
+)
+async def test_balance_is_ascii_digits_only(acme, amount) -> None:
+    """int() takes '１２' and '1_000', str.isdigit() takes '²' which int() then refuses: none is an
+    amount a provider meant, and none may crash the adapter."""
+    adapter, _ = acme({"ret": 0, "data": {"wallets": [{"available": amount}]}})
+    with pytest.raises(ProviderUnreachable):
+        await adapter.balance()
+
+
+async def test_a_list_index_in_a_reply_path_is_ascii_digits_only(acme) -> None:
+    config = copy.deepcopy(ACME)
+    config["reply"]["balance"] = "data.wallets.\xb2.available"
+    adapter, _ = acme({"ret": 0, "data": {"wallets": [{"available": "1"}] * 3}}, config=config)
+    with pytest.raises(ProviderUnreachable):
+        await adapter.balance()
+
+
 # -- callbacks -------------------------------------------------------------------------------------
 
 
@@ -568,6 +587,8 @@ async def test_body_signed_callback_with_its_own_field_mapping(acme) -> None:
         (body_signed_callback(signature=""), NOW, ForgedCallback),
         (b"out_trade_no=order-1&state=2", NOW, ForgedCallback),
         (b"[1]", NOW, ForgedCallback),
+        (body_signed_callback(ts="\xb2"), NOW, ForgedCallback),  # type: ignore[arg-type]
+        (body_signed_callback(ts="\uff11"), NOW, ForgedCallback),  # type: ignore[arg-type]
         (body_signed_callback(), NOW + 121, StaleCallback),
         (body_signed_callback(), NOW - 121, StaleCallback),
     ],
@@ -622,6 +643,13 @@ async def test_header_signed_callback_accepts_genuine_in_any_header_case(acme) -
         (CALLBACK, {**header_signed(CALLBACK), "X-Sim-Timestamp": "1700000001"}, 1700000000, ForgedCallback),
         (CALLBACK, {"X-Sim-Timestamp": "1700000000"}, 1700000000, ForgedCallback),
         (CALLBACK, header_signed(CALLBACK, ts="soon"), 1700000000, ForgedCallback),
+        # Digits int() refuses ('²' passes str.isdigit()) or reads though nobody wrote them (full-width,
+        # Arabic-Indic), and a number too long for int(): refused as forgeries, never a crash.
+        (CALLBACK, header_signed(CALLBACK, ts="\xb2"), 1700000000, ForgedCallback),
+        (CALLBACK, header_signed(CALLBACK, ts="17\xb9\xb2"), 1700000000, ForgedCallback),
+        (CALLBACK, header_signed(CALLBACK, ts="\uff11\uff17" + "0" * 8), 1700000000, ForgedCallback),
+        (CALLBACK, header_signed(CALLBACK, ts="\u0661\u0667" + "0" * 8), 1700000000, ForgedCallback),
+        (CALLBACK, header_signed(CALLBACK, ts="1" * 5000), 1700000000, ForgedCallback),
         (b"not json", header_signed(b"not json"), 1700000000, ForgedCallback),
         (CALLBACK, header_signed(CALLBACK), 1700000000 + 301, StaleCallback),
         (CALLBACK, header_signed(CALLBACK), 1700000000 - 301, StaleCallback),
@@ -681,6 +709,23 @@ def broken(change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
             "no provider status maps to 'succeeded'",
         ),
         (lambda d: d["signing"].update(secret="hunter2"), "signing.secret", "secrets must not be written"),
+        (
+            lambda d: d.update(account={"pattern": "[0-9"}),
+            "account.pattern",
+            "not a valid regular expression",
+        ),
+        (lambda d: d.update(account={"patern": "[0-9]+"}), "account.patern", "Extra inputs"),
+        (lambda d: d.update(account={"max_length": 65}), "account.max_length", "less than or equal to 64"),
+        (
+            lambda d: d.update(account={"min_length": 9, "max_length": 8}),
+            "account.min_length",
+            "9 is more than max_length 8",
+        ),
+        (
+            lambda d: d.update(account={"skus": {"gem-100": {"pattern": "(?P<"}}}),
+            "account.skus.gem-100.pattern",
+            "not a valid regular expression",
+        ),
         (
             lambda d: d["operations"]["submit"]["constants"].update(app_secret="x"),
             "operations.submit.constants.app_secret",

@@ -224,6 +224,26 @@ def test_timestamp_within_tolerance_and_as_a_string_is_accepted(client: httpx.Cl
 
 
 @pytest.mark.parametrize(
+    "render",
+    [
+        lambda now: now.translate(
+            {ord("0") + i: 0xFF10 + i for i in range(10)}
+        ),  # full-width: int() takes it
+        lambda now: f" {now}",
+        lambda now: f"{now[:4]}_{now[4:]}",
+        lambda now: now[:-1] + "\xb2",
+    ],
+    ids=["full-width", "leading-space", "underscore", "superscript"],
+)
+def test_timestamp_string_must_be_ascii_digits(client: httpx.Client, render: Callable[[str], str]) -> None:
+    body = signed(
+        {"merchant_id": HMAC.id, "timestamp": render(str(int(time.time())))}, HMAC.secret, HMAC.scheme
+    )
+    reply = client.post("/api/v1/balance", json=body)
+    assert reply.status_code == 401 and reply.json()["code"] == "BAD_SIGNATURE"
+
+
+@pytest.mark.parametrize(
     ("merchant", "sku", "account", "code"),
     [
         (HMAC, "genshin-60", "12ab", "INVALID_ACCOUNT"),

@@ -9,6 +9,8 @@ and provider, refused fields and provider outages are in test_quotes and test_or
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import time
 
@@ -119,6 +121,21 @@ def test_forged_callback_is_401_without_a_field(shop: Shop) -> None:
     response = shop.api.post("/v1/providers/simulator/callback", content=b"{}")
     body = assert_problem(response, 401)
     assert "errors" not in body
+
+
+@pytest.mark.parametrize("stamp", [b"\xb2", b"17\xb9\xb2", "\uff11\uff17".encode(), b"1" * 5000])
+def test_callback_timestamp_that_is_not_ascii_digits_is_401_not_a_crash(
+    shop: Shop, system: System, stamp: bytes
+) -> None:
+    """'²' passes str.isdigit() and then fails int(): it used to answer 500 with a traceback. Signed
+    with the real secret, so only the timestamp can be what is refused."""
+    secret = next(m for m in system.simulator_config.merchants if m.id == "cardless-hmac").callback_secret
+    raw = json.dumps({"code": "OK", "status": "SUCCESS", "timestamp": 1}).encode()
+    signature = hmac.new(secret.encode(), stamp + b"." + raw, hashlib.sha256).hexdigest()
+    headers = {"X-Sim-Timestamp": stamp, "X-Sim-Signature": signature}
+    response = shop.api.post("/v1/providers/simulator/callback", content=raw, headers=headers)
+    assert_problem(response, 401)
+    assert "unix seconds" in response.json()["detail"]
 
 
 def test_authentic_callback_naming_no_order_is_invalid_naming_the_body(shop: Shop, system: System) -> None:

@@ -281,7 +281,8 @@ def test_a_body_that_is_not_json_is_a_problem_about_the_body(shop: Shop) -> None
     ],
 )
 def test_account_the_provider_rejects_is_422_on_account_and_writes_no_order(shop: Shop, account: str) -> None:
-    """The simulator accepts accounts matching ``^\\d{5,12}$`` that are not banned (99999999 is)."""
+    """The provider files declare 5 to 12 ASCII digits (the gateway refuses other shapes before asking);
+    the simulator also refuses banned accounts (99999999)."""
     before = shop.counts()
     body = assert_problem(shop.quote(BUYER, account=account), 422, "account")
     assert "genshin-60" in body["detail"]
@@ -294,12 +295,62 @@ def test_mistyped_account_of_a_valid_shape_is_accepted_and_shows_the_providers_n
     with the player's nickname (``player_`` + the last four characters). The quote passes that nickname
     on, so the buyer can see whose account will be credited before paying."""
     quote = shop.quote(BUYER, account="12345679").json()
-    assert quote["account_check"] == {"provider": "simulator", "nickname": "player_5679"}
+    assert quote["account_check"] == {
+        "account": "12345679",
+        "provider": "simulator",
+        "nickname": "player_5679",
+    }
     intended = shop.quote(BUYER, account="12345678").json()
     assert intended["account_check"]["nickname"] == "player_5678"
 
 
 # ---------------------------------------------------------------------------------------- providers
+
+
+@pytest.mark.parametrize(
+    ("typed", "understood"),
+    [
+        pytest.param("\uff11\uff12\uff13\uff14\uff15\uff16\uff17\uff18\uff19", "123456789", id="full-width"),
+        pytest.param(
+            "\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669", "123456789", id="arabic-indic"
+        ),
+        pytest.param("1234\u200d56789", "123456789", id="zero-width-joiner"),
+    ],
+)
+def test_look_alike_account_is_refused_showing_what_was_understood(
+    shop: Shop, typed: str, understood: str
+) -> None:
+    """Full-width 123456789 was quoted, paid and topped up to that string while the buyer's account
+    123456789 got nothing. Now the buyer is told what we read, and confirms by sending it."""
+    before = shop.counts()
+    body = assert_problem(shop.quote(BUYER, account=typed), 422, "account")
+    assert f"send exactly '{understood}'" in body["detail"]
+    assert shop.counts() == before
+    confirmed = shop.quote(BUYER, account=understood)
+    assert confirmed.status_code == 201, confirmed.text
+    assert confirmed.json()["account_check"]["account"] == understood
+
+
+def test_quote_returns_the_trimmed_account_it_committed_to(shop: Shop) -> None:
+    quote = shop.quote(BUYER, account=" 12345678\t ").json()
+    assert quote["account_check"]["account"] == "12345678"
+    salt = bytes.fromhex(quote["account_salt"][2:])
+    assert quote["order"]["accountCommitment"] == Web3.to_hex(protocol.account_commitment("12345678", salt))
+
+
+@pytest.mark.parametrize("who", ["zero", "escrow", "token"])
+def test_an_address_that_cannot_pay_is_refused_as_buyer(shop: Shop, system: System, who: str) -> None:
+    deployment = system.deployment
+    assert deployment is not None
+    address = {
+        "zero": "0x" + "0" * 40,
+        "escrow": deployment.escrow,
+        "token": next(t.address for t in deployment.tokens if not t.is_native),
+    }[who]
+    before = shop.counts()
+    for spelled in (address, address.lower()):
+        assert_problem(shop.quote(spelled), 422, "buyer")
+    assert shop.counts() == before
 
 
 def test_provider_down_is_503_with_the_reason_and_retry_after_and_writes_nothing(faults: Shop) -> None:
