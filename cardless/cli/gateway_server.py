@@ -22,6 +22,7 @@ from gateway.api.deps import GatewayContext
 from gateway.app import create_app
 from gateway.catalogue import Catalogue
 from gateway.services.quotes import QuoteService
+from gateway.services.ratelimits import QuoteLimits
 
 __all__ = ["GatewayServer"]
 
@@ -55,13 +56,16 @@ class GatewayServer:
             quote_ttl=settings.quote_ttl_seconds,
             fulfilment_window=settings.fulfilment_window_seconds,
         )
-        context = GatewayContext(
+        self.context = context = GatewayContext(
             w3=w3,
             sessions=sessions,
             catalogue=catalogue,
             deployment=deployment,
             adapters=adapters,
             quotes=quotes,
+            quote_limits=QuoteLimits(
+                per_client=settings.quote_rate_per_client, per_buyer=settings.quote_rate_per_buyer
+            ),
             simulator_url=simulator_url,
         )
         config = uvicorn.Config(

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from cardless.cli.gateway_server import GatewayServer
     from cardless.cli.oracle_runner import OracleRunner
     from cardless.devchain.node import DevNode
+    from gateway.api.deps import GatewayContext
     from oracles.worker import OracleWorker
 
 __all__ = ["Keys", "System", "load_keys", "simulator_secrets"]
@@ -87,6 +88,11 @@ class System:
     @property
     def worker(self) -> OracleWorker | None:
         return self._oracle.worker if self._oracle is not None else None
+
+    @property
+    def gateway_context(self) -> GatewayContext | None:
+        """What the running gateway's routes use (tests build a second app from it)."""
+        return self._gateway.context if self._gateway is not None else None
 
     def _roles(self) -> list[Role]:
         if self.embedded:
