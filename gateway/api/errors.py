@@ -52,6 +52,7 @@ _WHY: Mapping[int, str] = {
     400: "The body is not acceptable JSON (nested too deep)",
     401: "The callback's signature or timestamp does not verify",
     404: "The named resource does not exist",
+    405: "The path does not take this method; `Allow` lists the ones it takes",
     413: "The body is too large",
     422: "An input is invalid; `errors` names the field",
     429: "Too many requests from this client address or for this buyer wallet; see Retry-After",
@@ -78,6 +79,7 @@ def _response(status: int) -> dict[str, Any]:
 
 _RETRY_AFTER = {"Retry-After": "Seconds to wait before trying again"}
 _HEADERS: Mapping[int, Mapping[str, str]] = {
+    405: {"Allow": "The methods this path takes"},
     429: {**_RETRY_AFTER, **RATE_LIMIT_HEADERS},
     503: _RETRY_AFTER,
 }
@@ -120,8 +122,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        # Only the framework raises these now (no such route, method not allowed).
-        return problem(exc.status_code, str(exc.detail))
+        # Only the framework raises these now (no such route, method not allowed). Their headers are
+        # part of the answer: a 405 names the methods the path does take in `Allow` (RFC 9110 15.5.6).
+        response = problem(exc.status_code, str(exc.detail))
+        response.headers.update(exc.headers or {})
+        return response
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -28,7 +28,10 @@ def operation_id(route: APIRoute) -> str:
     return head + "".join(word.capitalize() for word in rest)
 
 
-router = APIRouter(prefix="/v1", generate_unique_id_function=operation_id, responses=problem_responses(500))
+# Every path can be asked with a method it does not take (405) and can fail unexpectedly (500).
+router = APIRouter(
+    prefix="/v1", generate_unique_id_function=operation_id, responses=problem_responses(405, 500)
+)
 
 # The body-size middleware (cardless.protocol.jsonlimits) answers these for any request with a body.
 _BODY = (400, 413)

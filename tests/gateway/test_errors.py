@@ -106,6 +106,18 @@ def test_each_domain_error_has_its_status_and_problem_body(kind: str, status: in
     assert ("ratelimit" in response.headers) is (kind == "limited")
 
 
+def test_a_wrong_method_is_a_405_problem_naming_the_allowed_methods(api: httpx.Client) -> None:
+    for method, path, allowed in [
+        ("POST", "/v1/catalogue", "GET"),
+        ("DELETE", "/v1/orders/0x" + "0e" * 32, "GET"),
+        ("GET", "/v1/quotes", "POST"),
+    ]:
+        response = api.request(method, path)
+        body = assert_problem(response, 405)
+        assert body["detail"] == "Method Not Allowed"
+        assert response.headers["Allow"] == allowed
+
+
 def test_service_unavailable_says_when_to_retry() -> None:
     assert _get("/raise/unavailable").headers["retry-after"] == "7"
 

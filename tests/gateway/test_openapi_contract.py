@@ -82,6 +82,11 @@ def test_limited_and_unavailable_answers_declare_their_headers(document: dict[st
     }
 
 
+def test_every_operation_declares_405_with_allow(document: dict[str, Any]) -> None:
+    for method, path, op in _operations(document):
+        assert set(op["responses"]["405"]["headers"]) == {"Allow"}, (method, path)
+
+
 def test_the_problem_schema_is_rfc_9457_with_our_field_list(document: dict[str, Any]) -> None:
     problem = document["components"]["schemas"]["Problem"]
     assert {"type", "title", "status", "detail", "errors"} <= set(problem["properties"])
