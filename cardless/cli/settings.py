@@ -95,6 +95,10 @@ class Settings(BaseSettings):
     """How long after a submit the oracle still treats a provider's "not found" as "maybe in flight"
     before resubmitting under the same key."""
 
+    unpaid_retention_seconds: int = Field(3_600, ge=60, le=90 * 86_400)
+    """How long after its quote expired (chain time) an order nobody paid is kept before the oracle
+    deletes it with its timeline."""
+
     quote_rate_per_client: str = Field("120/minute", pattern=_RATE)
     """Quotes one client address may ask for (``N/second|minute|hour|day``, a moving window). Each
     quote is a stored row and a provider validation call; ``cardless demo --orders 50`` asks for 50
