@@ -213,7 +213,11 @@ class System:
             clients=clients,
             quote_key=self.keys.require("quote"),
             cipher=self.cipher,
-            simulator_url=self._adapter_base_url(),
+            # Public in /v1/health (the demo reads the simulator's ledger there): only a throw-away
+            # embedded development system names it, never a real provider's base URL.
+            simulator_url=self.simulator.url
+            if self.simulator is not None and self.embedded and self.settings.is_development
+            else None,
         )
         self.gateway_url = self._gateway.start()
 

@@ -98,7 +98,5 @@ async def receive_provider_callback(
 
 @router.get("/health", tags=["health"])
 def get_health(context: ContextDep, session: SessionDep) -> HealthOut:
-    """Chain, database and provider health, and the deployment this gateway runs against."""
-    return services.check_health(
-        session, context.w3, context.adapters, context.deployment, context.simulator_url
-    )
+    """Whether the chain and the database answer, and the deployment a wallet pays into."""
+    return services.check_health(session, context.w3, context.deployment, context.simulator_url)
