@@ -14,7 +14,6 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from adapters.health import BreakerState
 from cardless.ledger.models import OrderState
 
 __all__ = [
@@ -38,7 +37,6 @@ __all__ = [
     "PriceOut",
     "Problem",
     "ProofOut",
-    "ProviderHealth",
     "QuoteCreate",
     "QuoteOut",
     "SkuOut",
@@ -293,18 +291,10 @@ class CallbackAck(_Out):
 class ChainHealth(_Out):
     ok: bool
     block: int | None = None
-    error: str | None = None
 
 
 class DatabaseHealth(_Out):
     ok: bool
-    error: str | None = None
-
-
-class ProviderHealth(_Out):
-    state: BreakerState
-    consecutive_failures: int
-    opened_at: float | None = Field(description="Monotonic clock reading when the circuit last opened")
 
 
 class DeploymentOut(_Out):
@@ -330,6 +320,7 @@ class HealthOut(_Out):
     status: Literal["ok", "degraded"]
     chain: ChainHealth
     database: DatabaseHealth
-    providers: dict[str, ProviderHealth] = Field(description="Per provider its circuit breaker")
     deployment: DeploymentOut
-    simulator: str | None = Field(description="The embedded simulated provider's URL, when it runs")
+    simulator: str | None = Field(
+        description="The simulated provider's URL: only from an embedded development system (cardless run)"
+    )

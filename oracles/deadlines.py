@@ -1,5 +1,5 @@
-"""Deadlines: expire quotes nobody paid, and refund paid orders whose fulfilment deadline approaches
-before any provider could have charged for them.
+"""Deadlines: expire quotes nobody paid, purge them well after, and refund paid orders whose fulfilment
+deadline approaches before any provider could have charged for them.
 
 An order is refunded here only when no submit attempt was made at its current provider: attempts at
 earlier providers ended in a *not charged* failover (``oracles.outcomes``), but an attempt at the
@@ -10,15 +10,16 @@ and the buyer can still reclaim on chain after the deadline.
 
 from __future__ import annotations
 
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from cardless.ledger.models import Order, OrderState, utcnow
+from cardless.ledger.models import ChainTxOrder, Order, OrderEvent, OrderState, utcnow
 from cardless.ledger.store import candidates
 from cardless.ledger.transitions import transition
 from cardless.protocol import RefundReason
 from oracles.outcomes import provider_attempts
 
-__all__ = ["expire_quotes", "refund_near_deadline", "refundable_before_deadline"]
+__all__ = ["expire_quotes", "purge_unpaid_quotes", "refund_near_deadline", "refundable_before_deadline"]
 
 S = OrderState
 
@@ -40,6 +41,36 @@ def expire_quotes(sessions: sessionmaker[Session], chain_now: int, grace: int) -
                 transition(session, row, S.EXPIRED, "quote expired unpaid")
                 changed += 1
     return changed
+
+
+def purge_unpaid_quotes(
+    sessions: sessionmaker[Session], chain_now: int, retention: int, *, batch: int = 500
+) -> int:
+    """Delete orders that were quoted and never paid, with their timelines, once their quote expired
+    more than ``retention`` seconds ago (chain time); returns how many. At most ``batch`` per call.
+
+    Every quote is a stored row, so an unpaid one must not stay forever. An ``expired`` order can still
+    become ``paid`` when the payment landed in its expiry block and the watcher reads it late, so only a
+    row whose expiry is ``retention`` behind the chain's clock, still in ``quoted``/``expired`` and with
+    no payment recorded is deleted. The rows are locked first (PostgreSQL), so a watcher marking one paid
+    meanwhile either waits and then finds nothing, or wins and the row no longer qualifies."""
+    unpaid = (
+        Order.state.in_([S.QUOTED.value, S.EXPIRED.value]),
+        Order.paid_tx.is_(None),
+        Order.quote_expiry < chain_now - retention,
+    )
+    with sessions.begin() as session:
+        ids = list(
+            session.execute(
+                select(Order.id).where(*unpaid).order_by(Order.quote_expiry).limit(batch).with_for_update()
+            ).scalars()
+        )
+        if not ids:
+            return 0
+        session.execute(delete(OrderEvent).where(OrderEvent.order_id.in_(ids)))
+        session.execute(delete(ChainTxOrder).where(ChainTxOrder.order_id.in_(ids)))  # none expected
+        session.execute(delete(Order).where(Order.id.in_(ids), *unpaid))
+    return len(ids)
 
 
 def refund_near_deadline(sessions: sessionmaker[Session], chain_now: int, margin: int) -> int:

@@ -21,6 +21,7 @@ class JobIntervals:
 
     requery_unknown: float = 1
     expire_and_refund: float = 5
+    purge_unpaid: float = 300
     sweep: float = 60
 
 
@@ -37,12 +38,14 @@ class OracleService:
         self.intervals = intervals or JobIntervals()
 
     def scheduler(self) -> AsyncIOScheduler:
-        """The periodic jobs, not started: requery-unknown, expire-and-refund and (given one) sweep. A
-        plain function such as the sweep runs in APScheduler's thread pool, off the event loop."""
+        """The periodic jobs, not started: requery-unknown, expire-and-refund, purge-unpaid and (given
+        one) sweep. A plain function such as the sweep runs in APScheduler's thread pool, off the event
+        loop."""
         scheduler = AsyncIOScheduler()
         jobs: dict[str, tuple[Callable[[], Any], float]] = {
             "requery-unknown": (self.worker.requery_due, self.intervals.requery_unknown),
             "expire-and-refund": (self.worker.expire_and_refund, self.intervals.expire_and_refund),
+            "purge-unpaid": (self.worker.purge_unpaid, self.intervals.purge_unpaid),
         }
         if self.sweep is not None:
             jobs["sweep"] = (self.sweep, self.intervals.sweep)

@@ -40,7 +40,7 @@ from cardless.ledger.cipher import AccountCipher
 from cardless.ledger.models import OrderState, utcnow
 from cardless.ledger.store import candidates, claim, lease_holders, release, release_holders, renew
 from cardless.protocol import EscrowDomain
-from oracles.deadlines import expire_quotes, refund_near_deadline
+from oracles.deadlines import expire_quotes, purge_unpaid_quotes, refund_near_deadline
 from oracles.events import apply_event
 from oracles.outcomes import OutcomePolicy, Outcomes, aware
 from oracles.proofs import Proofs
@@ -98,6 +98,8 @@ class WorkerConfig:
     deadline_margin: int = 300
     """Refund an order nobody has submitted yet when its deadline is this close (seconds)."""
     quote_expiry_grace: int = 60
+    unpaid_retention: int = 3_600
+    """Seconds (chain time) after its quote expired that an unpaid order is deleted."""
     confirmations: int = 0
     worker_id: str = dataclasses.field(default_factory=default_worker_id)
     """Written into the leases this worker holds (at most 64 characters)."""
@@ -216,6 +218,10 @@ class OracleWorker:
         return expire_quotes(self.sessions, chain_now, self.config.quote_expiry_grace) + refund_near_deadline(
             self.sessions, chain_now, self.config.deadline_margin
         )
+
+    async def purge_unpaid(self) -> int:
+        """Periodic job: delete orders quoted and never paid, well after their quote expired."""
+        return purge_unpaid_quotes(self.sessions, self._chain_now(), self.config.unpaid_retention)
 
     async def run(self, stop: asyncio.Event, idle_sleep: float = 0.1, *, housekeeping: bool = True) -> None:
         while not stop.is_set():

@@ -23,6 +23,7 @@ from gateway.api.deps import GatewayContext
 from gateway.app import create_app
 from gateway.catalogue import Catalogue
 from gateway.services.quotes import QuoteService
+from gateway.services.ratelimits import QuoteLimits
 
 __all__ = ["GatewayServer"]
 
@@ -61,13 +62,16 @@ class GatewayServer:
                 if found is not None
             },
         )
-        context = GatewayContext(
+        self.context = context = GatewayContext(
             w3=w3,
             sessions=sessions,
             catalogue=catalogue,
             deployment=deployment,
             adapters=adapters,
             quotes=quotes,
+            quote_limits=QuoteLimits(
+                per_client=settings.quote_rate_per_client, per_buyer=settings.quote_rate_per_buyer
+            ),
             simulator_url=simulator_url,
         )
         config = uvicorn.Config(

@@ -124,6 +124,7 @@ class OracleRunner:
                 max_batch=settings.max_batch,
                 confirmations=settings.confirmations,
                 not_found_grace=timedelta(seconds=settings.not_found_grace_seconds),
+                unpaid_retention=settings.unpaid_retention_seconds,
             ),
             callback_base=self.callback_base,
         )

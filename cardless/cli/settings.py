@@ -40,6 +40,7 @@ PLACEHOLDERS = frozenset(
 """Values copied from an example file and never replaced; refused outside development."""
 
 _URL = r"^https?://[^\s/:]+(:\d{1,5})?(/\S*)?$"
+_RATE = r"^[1-9][0-9]{0,8}/(second|minute|hour|day)$"
 
 
 class Settings(BaseSettings):
@@ -93,6 +94,17 @@ class Settings(BaseSettings):
     not_found_grace_seconds: float = Field(10.0, gt=0, le=3_600)
     """How long after a submit the oracle still treats a provider's "not found" as "maybe in flight"
     before resubmitting under the same key."""
+
+    unpaid_retention_seconds: int = Field(3_600, ge=60, le=90 * 86_400)
+    """How long after its quote expired (chain time) an order nobody paid is kept before the oracle
+    deletes it with its timeline."""
+
+    quote_rate_per_client: str = Field("120/minute", pattern=_RATE)
+    """Quotes one client address may ask for (``N/second|minute|hour|day``, a moving window). Each
+    quote is a stored row and a provider validation call; ``cardless demo --orders 50`` asks for 50
+    from loopback within about a minute."""
+    quote_rate_per_buyer: str = Field("30/minute", pattern=_RATE)
+    """Quotes for one buyer wallet, whatever the client address."""
 
     @field_validator("database_url")
     @classmethod

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from cardless.cli.gateway_server import GatewayServer
     from cardless.cli.oracle_runner import OracleRunner
     from cardless.devchain.node import DevNode
+    from gateway.api.deps import GatewayContext
     from oracles.worker import OracleWorker
 
 __all__ = ["Keys", "System", "load_keys", "simulator_secrets"]
@@ -87,6 +88,11 @@ class System:
     @property
     def worker(self) -> OracleWorker | None:
         return self._oracle.worker if self._oracle is not None else None
+
+    @property
+    def gateway_context(self) -> GatewayContext | None:
+        """What the running gateway's routes use (tests build a second app from it)."""
+        return self._gateway.context if self._gateway is not None else None
 
     def _roles(self) -> list[Role]:
         if self.embedded:
@@ -205,7 +211,11 @@ class System:
             clients=clients,
             quote_key=self.keys.require("quote"),
             cipher=self.cipher,
-            simulator_url=self._adapter_base_url(),
+            # Public in /v1/health (the demo reads the simulator's ledger there): only a throw-away
+            # embedded development system names it, never a real provider's base URL.
+            simulator_url=self.simulator.url
+            if self.simulator is not None and self.embedded and self.settings.is_development
+            else None,
         )
         self.gateway_url = self._gateway.start()
 

@@ -32,6 +32,7 @@ import http.server
 import ipaddress
 import json
 import logging
+import re
 import socket
 import threading
 from collections.abc import Callable
@@ -78,6 +79,8 @@ _log = logging.getLogger(__name__)
 
 _FEE_FIELDS: Final = ("gas_price", "max_fee_per_gas", "max_priority_fee_per_gas")
 _MAX_BODY_BYTES: Final = 8 * 1024 * 1024
+_LOOPBACK_ORIGIN: Final = re.compile(r"https?://(?:127\.0\.0\.1|localhost|\[::1\])(?::[0-9]{1,5})?")
+"""Browser origins allowed to read the JSON-RPC answers (CORS): pages served from this machine only."""
 
 
 class _RevertedCall(TransactionFailed):  # type: ignore[misc]  # eth-tester ships no type hints
@@ -506,9 +509,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: bytes, content_type: str | None = None) -> None:
         self.send_response(status)
-        self.send_header("Access-Control-Allow-Origin", "*")
-        self.send_header("Access-Control-Allow-Methods", "POST, OPTIONS")
-        self.send_header("Access-Control-Allow-Headers", "Content-Type")
+        # The node signs for its unlocked dev accounts (eth_sendTransaction), so any web page could spend
+        # them if every origin were allowed: only pages served from this machine may read the answers.
+        origin = self.headers.get("Origin", "")
+        if _LOOPBACK_ORIGIN.fullmatch(origin):
+            self.send_header("Access-Control-Allow-Origin", origin)
+            self.send_header("Access-Control-Allow-Methods", "POST, OPTIONS")
+            self.send_header("Access-Control-Allow-Headers", "Content-Type")
+        self.send_header("Vary", "Origin")
         if content_type is not None:
             self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))

@@ -925,7 +925,9 @@ class EthRpc:
         except Exception:  # any decoding or signature failure is the client's
             raise _invalid("transaction", "not a valid signed transaction") from None
         chain_id = tx.chain_id
-        if chain_id is not None and chain_id != DEV_CHAIN_ID:
+        if chain_id is None:  # a pre-EIP-155 signature is valid on every chain: it could be replayed here
+            raise RpcError(SERVER_ERROR, "only replay-protected (EIP-155) transactions allowed over RPC")
+        if chain_id != DEV_CHAIN_ID:
             raise RpcError(SERVER_ERROR, f"invalid chain id for signer: have {chain_id} want {DEV_CHAIN_ID}")
         state = vm.state
         expected = state.get_nonce(sender)

@@ -18,8 +18,9 @@ from adapters import ProviderAdapter
 from cardless.protocol.deployment import Deployment
 from gateway.catalogue import Catalogue
 from gateway.services.quotes import QuoteService
+from gateway.services.ratelimits import QuoteLimits
 
-__all__ = ["CatalogueDep", "ContextDep", "GatewayContext", "QuotesDep", "SessionDep"]
+__all__ = ["CatalogueDep", "ContextDep", "GatewayContext", "QuoteLimitsDep", "QuotesDep", "SessionDep"]
 
 
 @dataclasses.dataclass
@@ -30,6 +31,7 @@ class GatewayContext:
     deployment: Deployment
     adapters: Mapping[str, ProviderAdapter]
     quotes: QuoteService
+    quote_limits: QuoteLimits
     simulator_url: str | None = None
     """Set when the embedded simulated provider runs (the demo reads its ledger)."""
 
@@ -62,3 +64,10 @@ def get_quotes(context: ContextDep) -> QuoteService:
 
 
 QuotesDep = Annotated[QuoteService, Depends(get_quotes)]
+
+
+def get_quote_limits(context: ContextDep) -> QuoteLimits:
+    return context.quote_limits
+
+
+QuoteLimitsDep = Annotated[QuoteLimits, Depends(get_quote_limits)]

@@ -16,8 +16,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gateway.api.ratelimits import RATE_LIMIT_HEADERS, rate_limit_headers
 from gateway.schemas import FieldError, Problem
-from gateway.services import CallbackRejected, GatewayError, InvalidField, NotFound, ServiceUnavailable
+from gateway.services import (
+    CallbackRejected,
+    GatewayError,
+    InvalidField,
+    NotFound,
+    RateLimited,
+    ServiceUnavailable,
+)
 
 __all__ = [
     "PROBLEM",
@@ -35,6 +43,7 @@ STATUS: Mapping[type[GatewayError], int] = {
     NotFound: 404,
     InvalidField: 422,
     CallbackRejected: 401,
+    RateLimited: 429,
     ServiceUnavailable: 503,
 }
 """Domain error -> HTTP status. A subclass takes its nearest ancestor's status; an unlisted one is 500."""
@@ -43,8 +52,10 @@ _WHY: Mapping[int, str] = {
     400: "The body is not acceptable JSON (nested too deep)",
     401: "The callback's signature or timestamp does not verify",
     404: "The named resource does not exist",
+    405: "The path does not take this method; `Allow` lists the ones it takes",
     413: "The body is too large",
     422: "An input is invalid; `errors` names the field",
+    429: "Too many requests from this client address or for this buyer wallet; see Retry-After",
     500: "An unexpected error; nothing about it is disclosed",
     503: "No provider can take the order now; see Retry-After",
 }
@@ -52,10 +63,27 @@ _WHY: Mapping[int, str] = {
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """``responses=`` for a route that can answer with ``statuses``: each a :class:`Problem`."""
-    return {
-        status: {"model": Problem, "description": _WHY.get(status, HTTPStatus(status).phrase)}
-        for status in statuses
-    }
+    return {status: _response(status) for status in statuses}
+
+
+def _response(status: int) -> dict[str, Any]:
+    response: dict[str, Any] = {"model": Problem, "description": _WHY.get(status, HTTPStatus(status).phrase)}
+    headers = dict(_HEADERS.get(status, {}))
+    if headers:
+        response["headers"] = {
+            name: {"description": why, "schema": {"type": "integer" if name in _INTEGER else "string"}}
+            for name, why in headers.items()
+        }
+    return response
+
+
+_RETRY_AFTER = {"Retry-After": "Seconds to wait before trying again"}
+_HEADERS: Mapping[int, Mapping[str, str]] = {
+    405: {"Allow": "The methods this path takes"},
+    429: {**_RETRY_AFTER, **RATE_LIMIT_HEADERS},
+    503: _RETRY_AFTER,
+}
+_INTEGER = frozenset({"Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"})
 
 
 def problem(status: int, detail: str, *, errors: list[FieldError] | None = None) -> JSONResponse:
@@ -79,18 +107,26 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem(422, "; ".join(f"{e.field}: {e.message}" for e in errors), errors=errors)
 
     @app.exception_handler(GatewayError)
-    async def _domain(_: Request, exc: GatewayError) -> JSONResponse:
+    async def _domain(request: Request, exc: GatewayError) -> JSONResponse:
         status = status_of(exc)
         errors = None if exc.field is None else [FieldError(field=exc.field, message=exc.message)]
         response = problem(status, str(exc), errors=errors)
-        if isinstance(exc, ServiceUnavailable):
+        if isinstance(exc, ServiceUnavailable | RateLimited):
             response.headers["Retry-After"] = str(exc.retry_after)
+        if isinstance(exc, RateLimited):
+            response.headers.update(rate_limit_headers(exc.allowances))
+        elif allowances := getattr(request.state, "rate_limits", None):
+            # A counted request that the service then refused: the client still learns its allowance.
+            response.headers.update(rate_limit_headers(allowances))
         return response
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        # Only the framework raises these now (no such route, method not allowed).
-        return problem(exc.status_code, str(exc.detail))
+        # Only the framework raises these now (no such route, method not allowed). Their headers are
+        # part of the answer: a 405 names the methods the path does take in `Allow` (RFC 9110 15.5.6).
+        response = problem(exc.status_code, str(exc.detail))
+        response.headers.update(exc.headers or {})
+        return response
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path, Request, Response
 from fastapi.routing import APIRoute
 
 from gateway import services
-from gateway.api.deps import CatalogueDep, ContextDep, QuotesDep, SessionDep
+from gateway.api.deps import CatalogueDep, ContextDep, QuoteLimitsDep, QuotesDep, SessionDep
 from gateway.api.errors import problem_responses
+from gateway.api.ratelimits import rate_limit_headers
 from gateway.schemas import CallbackAck, CatalogueOut, HealthOut, OrderOut, QuoteCreate, QuoteOut
 
 __all__ = ["operation_id", "router"]
@@ -27,7 +28,10 @@ def operation_id(route: APIRoute) -> str:
     return head + "".join(word.capitalize() for word in rest)
 
 
-router = APIRouter(prefix="/v1", generate_unique_id_function=operation_id, responses=problem_responses(500))
+# Every path can be asked with a method it does not take (405) and can fail unexpectedly (500).
+router = APIRouter(
+    prefix="/v1", generate_unique_id_function=operation_id, responses=problem_responses(405, 500)
+)
 
 # The body-size middleware (cardless.protocol.jsonlimits) answers these for any request with a body.
 _BODY = (400, 413)
@@ -39,12 +43,24 @@ def get_catalogue(context: ContextDep, catalogue: CatalogueDep) -> CatalogueOut:
     return services.describe_catalogue(catalogue, context.deployment)
 
 
-@router.post("/quotes", status_code=201, tags=["quotes"], responses=problem_responses(*_BODY, 404, 422, 503))
-async def create_quote(body: QuoteCreate, quotes: QuotesDep) -> QuoteOut:
+@router.post(
+    "/quotes", status_code=201, tags=["quotes"], responses=problem_responses(*_BODY, 404, 422, 429, 503)
+)
+async def create_quote(
+    body: QuoteCreate, request: Request, response: Response, quotes: QuotesDep, limits: QuoteLimitsDep
+) -> QuoteOut:
     """Validate the game account with a provider, then sign an order the buyer can pay on chain.
 
-    404 names ``sku`` when it is unknown; 422 names the field at fault; 503 (with Retry-After) when no
-    provider can take the order. A refused quote writes nothing."""
+    404 names ``sku`` when it is unknown; 422 names the field at fault; 429 (with Retry-After and
+    RateLimit headers, also sent on success) when this client address or this buyer wallet has asked
+    too often; 503 (with Retry-After) when no provider can take the order. A refused quote writes
+    nothing."""
+    # The peer's address: behind a proxy every client would share the proxy's (forwarded-for headers
+    # are not trusted, since any client can write them).
+    client = request.client.host if request.client else "unknown"
+    allowances = limits.hit(client=client, buyer=body.buyer)
+    request.state.rate_limits = allowances  # for the error handlers, should the quote be refused
+    response.headers.update(rate_limit_headers(allowances))
     return await quotes.create(
         sku_id=body.sku, account=body.account, token_symbol=body.token, buyer=body.buyer
     )
@@ -82,7 +98,5 @@ async def receive_provider_callback(
 
 @router.get("/health", tags=["health"])
 def get_health(context: ContextDep, session: SessionDep) -> HealthOut:
-    """Chain, database and provider health, and the deployment this gateway runs against."""
-    return services.check_health(
-        session, context.w3, context.adapters, context.deployment, context.simulator_url
-    )
+    """Whether the chain and the database answer, and the deployment a wallet pays into."""
+    return services.check_health(session, context.w3, context.deployment, context.simulator_url)

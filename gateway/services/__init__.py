@@ -7,6 +7,7 @@ from gateway.services._exceptions import (
     GatewayError,
     InvalidField,
     NotFound,
+    RateLimited,
     ServiceUnavailable,
 )
 from gateway.services.callbacks import accept_callback
@@ -14,13 +15,17 @@ from gateway.services.catalogue import describe_catalogue
 from gateway.services.health import check_health
 from gateway.services.orders import order_status
 from gateway.services.quotes import QuoteService
+from gateway.services.ratelimits import Allowance, QuoteLimits
 
 __all__ = [
+    "Allowance",
     "CallbackRejected",
     "GatewayError",
     "InvalidField",
     "NotFound",
+    "QuoteLimits",
     "QuoteService",
+    "RateLimited",
     "ServiceUnavailable",
     "accept_callback",
     "check_health",

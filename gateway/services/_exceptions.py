@@ -7,16 +7,29 @@
         ├── InvalidField           an input is well-formed but not acceptable (token not sold, account
         │                          refused by the provider, a callback naming no order)
         ├── CallbackRejected       a provider callback cannot be trusted (forged, stale): change nothing
-        └── ServiceUnavailable     no provider can take the order now: try again after ``retry_after`` s
+        ├── ServiceUnavailable     no provider can take the order now: try again after ``retry_after`` s
+        └── RateLimited            this client or wallet asked too often: try again after ``retry_after`` s
 
 Each class is named for what the caller does next: fix the named field, stop, or retry later.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from cardless.protocol import CardlessError
 
-__all__ = ["CallbackRejected", "GatewayError", "InvalidField", "NotFound", "ServiceUnavailable"]
+if TYPE_CHECKING:
+    from gateway.services.ratelimits import Allowance
+
+__all__ = [
+    "CallbackRejected",
+    "GatewayError",
+    "InvalidField",
+    "NotFound",
+    "RateLimited",
+    "ServiceUnavailable",
+]
 
 
 class GatewayError(CardlessError):
@@ -56,3 +69,13 @@ class ServiceUnavailable(GatewayError):  # noqa: N818
     def __init__(self, message: str, *, retry_after: int = 30) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class RateLimited(GatewayError):  # noqa: N818
+    """Too many requests from one client address or for one buyer wallet; nothing was done.
+    ``allowances`` says what is left of each limit (``gateway.services.ratelimits``)."""
+
+    def __init__(self, message: str, *, retry_after: int, allowances: list[Allowance]) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.allowances = allowances

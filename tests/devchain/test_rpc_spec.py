@@ -464,6 +464,51 @@ def test_transaction_signed_for_another_chain_is_refused(rpc: Rpc, node: DevNode
     assert error["code"] == -32000 and "chain id" in error["message"]
 
 
+def test_transaction_signed_without_a_chain_id_is_refused(rpc: Rpc, node: DevNode) -> None:
+    """A pre-EIP-155 signature is valid on every chain, so it could be replayed here from elsewhere."""
+    sender = keys(node)[8]
+    unprotected = {
+        "to": to_checksum_address(TARGET),
+        "value": 1,
+        "gas": 21_000,
+        "gasPrice": 10**10,
+        "nonce": 0,
+    }
+    raw = sender.sign_transaction(unprotected).raw_transaction
+    assert raw[0] >= 0xC0  # a legacy RLP list, with v = 27 or 28: no chain id
+    error = rpc.error("eth_sendRawTransaction", raw.to_0x_hex())
+    assert error["code"] == -32000 and "replay-protected (EIP-155)" in error["message"]
+
+
+@pytest.mark.parametrize(
+    "origin",
+    ["http://127.0.0.1:5173", "http://localhost:3000", "https://localhost", "http://[::1]:8080"],
+)
+def test_cors_answers_pages_served_from_this_machine(node: DevNode, origin: str) -> None:
+    body = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
+    for response in (
+        httpx.options(node.url, headers={"Origin": origin, "Access-Control-Request-Method": "POST"}),
+        httpx.post(node.url, json=body, headers={"Origin": origin}),
+    ):
+        assert response.headers["Access-Control-Allow-Origin"] == origin
+        assert "Origin" in response.headers["Vary"]
+
+
+@pytest.mark.parametrize(
+    "origin",
+    ["https://evil.example", "http://127.0.0.1.evil.example", "http://localhost.evil.example:80", "null", ""],
+)
+def test_cors_refuses_any_other_origin(node: DevNode, origin: str) -> None:
+    """The node signs for unlocked dev accounts: a page from elsewhere must not read its answers."""
+    body = {"jsonrpc": "2.0", "id": 1, "method": "eth_accounts", "params": []}
+    headers = {"Origin": origin} if origin else {}
+    for response in (
+        httpx.options(node.url, headers=headers),
+        httpx.post(node.url, json=body, headers=headers),
+    ):
+        assert "Access-Control-Allow-Origin" not in response.headers
+
+
 @pytest.mark.parametrize(
     ("change", "text"),
     [

@@ -23,7 +23,15 @@ from adapters.simulator.signing import callback_signature
 from cardless.cli.system import System
 from cardless.protocol import CardlessError
 from gateway.api.errors import STATUS, install_error_handlers, status_of
-from gateway.services import CallbackRejected, GatewayError, InvalidField, NotFound, ServiceUnavailable
+from gateway.services import (
+    Allowance,
+    CallbackRejected,
+    GatewayError,
+    InvalidField,
+    NotFound,
+    RateLimited,
+    ServiceUnavailable,
+)
 from tests.support.shop import Shop, assert_problem
 
 
@@ -40,6 +48,11 @@ RAISED: dict[str, GatewayError] = {
     "invalid": InvalidField("token", "not sold in 'DOGE'"),
     "callback": CallbackRejected("callback rejected: signature does not match"),
     "unavailable": ServiceUnavailable("no provider can deliver this order now", retry_after=7),
+    "limited": RateLimited(
+        "too many quotes per client; retry after 9 s",
+        retry_after=9,
+        allowances=[Allowance(policy="client", limit=2, window=60, remaining=0, reset=9)],
+    ),
     "subclass": _Gone("order_id", "order 0x01 not found"),
     "unmapped": _UnmappedError("something new"),
 }
@@ -76,6 +89,7 @@ def _get(path: str) -> httpx.Response:
         ("invalid", 422, "token"),
         ("callback", 401, None),
         ("unavailable", 503, None),
+        ("limited", 429, None),
         ("subclass", 404, "order_id"),
         ("unmapped", 500, None),
     ],
@@ -90,7 +104,20 @@ def test_each_domain_error_has_its_status_and_problem_body(kind: str, status: in
         assert "errors" not in body
     else:
         assert body["errors"] == [{"field": field, "message": error.message}]
-    assert ("retry-after" in response.headers) is (kind == "unavailable")
+    assert ("retry-after" in response.headers) is (kind in ("unavailable", "limited"))
+    assert ("ratelimit" in response.headers) is (kind == "limited")
+
+
+def test_a_wrong_method_is_a_405_problem_naming_the_allowed_methods(api: httpx.Client) -> None:
+    for method, path, allowed in [
+        ("POST", "/v1/catalogue", "GET"),
+        ("DELETE", "/v1/orders/0x" + "0e" * 32, "GET"),
+        ("GET", "/v1/quotes", "POST"),
+    ]:
+        response = api.request(method, path)
+        body = assert_problem(response, 405)
+        assert body["detail"] == "Method Not Allowed"
+        assert response.headers["Allow"] == allowed
 
 
 def test_service_unavailable_says_when_to_retry() -> None:
@@ -108,7 +135,7 @@ def test_every_public_domain_error_is_mapped_and_shares_the_cardless_root() -> N
         for name in gateway.services.__all__
         if isinstance(value := getattr(gateway.services, name), type) and issubclass(value, BaseException)
     }
-    assert public == {GatewayError, NotFound, InvalidField, CallbackRejected, ServiceUnavailable}
+    assert public == {GatewayError, NotFound, InvalidField, CallbackRejected, ServiceUnavailable, RateLimited}
     assert all(issubclass(cls, CardlessError) for cls in public)
     assert set(STATUS) == public - {GatewayError}
     assert status_of(_Gone("x", "y")) == 404

@@ -67,6 +67,26 @@ def test_every_declared_error_is_a_problem(document: dict[str, Any]) -> None:
     assert "HTTPValidationError" not in document["components"]["schemas"]
 
 
+def test_limited_and_unavailable_answers_declare_their_headers(document: dict[str, Any]) -> None:
+    declared = {
+        (method, path, code): set(response.get("headers", {}))
+        for method, path, op in _operations(document)
+        for code, response in op["responses"].items()
+        if code in ("429", "503")
+    }
+    limits = {"Retry-After", "RateLimit", "RateLimit-Policy"}
+    limits |= {"RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"}
+    assert declared == {
+        ("post", "/v1/quotes", "429"): limits,
+        ("post", "/v1/quotes", "503"): {"Retry-After"},
+    }
+
+
+def test_every_operation_declares_405_with_allow(document: dict[str, Any]) -> None:
+    for method, path, op in _operations(document):
+        assert set(op["responses"]["405"]["headers"]) == {"Allow"}, (method, path)
+
+
 def test_the_problem_schema_is_rfc_9457_with_our_field_list(document: dict[str, Any]) -> None:
     problem = document["components"]["schemas"]["Problem"]
     assert {"type", "title", "status", "detail", "errors"} <= set(problem["properties"])

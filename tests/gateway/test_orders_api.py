@@ -22,6 +22,7 @@ from adapters.simulator.signing import callback_signature
 from cardless import protocol
 from cardless.cli.system import System
 from cardless.protocol import Fulfilment, OrderStatus
+from gateway import services
 from gateway.catalogue import load_catalogue
 from tests.support.books import Books
 from tests.support.shop import PROBLEM, Shop, assert_problem, dev_wallet
@@ -350,17 +351,28 @@ def test_unknown_order_is_404_problem(shop: Shop) -> None:
     assert unknown in body["detail"]
 
 
-def test_health_reports_chain_providers_and_deployment(shop: Shop, system: System) -> None:
+def test_health_reports_chain_database_and_deployment_only(shop: Shop, system: System) -> None:
     health = shop.api.get("/v1/health").raise_for_status().json()
+    assert set(health) == {"status", "chain", "database", "deployment", "simulator"}
     assert health["status"] == "ok"
-    assert health["chain"]["ok"] is True
-    assert set(health["providers"]) == {"simulator", "simulator-md5"}
+    assert health["chain"] == {"ok": True, "block": health["chain"]["block"]}
     assert health["deployment"]["escrow"] == shop.escrow.address
-    assert health["database"]["ok"] is True
+    assert health["database"] == {"ok": True}
     assert system.deployment is not None
     assert health["deployment"] == system.deployment.model_dump(mode="json")  # the file, every field
     assert system.simulator is not None
     assert health["simulator"] == system.simulator.url
+
+
+def test_health_of_a_dead_chain_says_degraded_and_nothing_of_why(system: System) -> None:
+    assert system.sessions is not None and system.deployment is not None
+    dead = Web3(Web3.HTTPProvider("http://user:hunter2@127.0.0.1:9/rpc", request_kwargs={"timeout": 2}))
+    with system.sessions() as session:
+        health = services.check_health(session, dead, system.deployment, None)
+    assert health.status == "degraded"
+    assert health.chain.model_dump() == {"ok": False, "block": None}
+    assert "hunter2" not in health.model_dump_json()
+    assert health.simulator is None
 
 
 def test_openapi_document_lists_the_routes(shop: Shop) -> None:

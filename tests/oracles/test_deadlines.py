@@ -3,16 +3,20 @@ for it; an unknown outcome is never refunded on a guess."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from cardless.ledger import OrderState
+from cardless.ledger import Order, OrderEvent, OrderState
+from cardless.ledger.transitions import transition
 from cardless.protocol import RefundReason
-from oracles.deadlines import refund_near_deadline, refundable_before_deadline
+from oracles.deadlines import purge_unpaid_quotes, refund_near_deadline, refundable_before_deadline
 from oracles.outcomes import Outcomes
 from tests.oracles._ledger import CIPHER, T0, FakeAdapter, adapters, add_order, backdate, get, lease, refused
+from tests.support.orders import order_row
 
 S = OrderState
 MARGIN = 300
@@ -65,3 +69,43 @@ def test_an_order_another_worker_is_submitting_is_left_alone(ledger: sessionmake
     lease(ledger, order_id, "worker-b")
     assert refund_near_deadline(ledger, T0, MARGIN) == 0
     assert get(ledger, order_id).state == S.RISK_CHECKED.value
+
+
+# ---------------------------------------------------------------------------------- purging unpaid quotes
+
+RETENTION = 3_600
+
+
+def _quoted(ledger: sessionmaker[Session], expiry: int, *, then: Sequence[OrderState] = ()) -> str:
+    """A quoted order whose quote expires at ``expiry`` (chain time), then moved through ``then``."""
+    with ledger.begin() as session:
+        row = order_row(quote_expiry=expiry, fulfilment_deadline=expiry + 3_600)
+        session.add(row)
+        session.flush()
+        for step in then:
+            fields = {"paid_tx": "0x" + "ab" * 32, "paid_block": 7} if step is S.PAID else {}
+            transition(session, row, step, f"test: {step}", **fields)
+        return row.id
+
+
+def test_unpaid_quotes_are_deleted_with_their_timeline_only_well_after_expiry(
+    ledger: sessionmaker[Session],
+) -> None:
+    old_quoted = _quoted(ledger, T0 - RETENTION - 1)
+    old_expired = _quoted(ledger, T0 - RETENTION - 1, then=[S.EXPIRED])
+    recent_expired = _quoted(ledger, T0 - RETENTION, then=[S.EXPIRED])  # not *more* than the retention
+    paid_in_expiry_block = _quoted(ledger, T0 - 2 * RETENTION, then=[S.EXPIRED, S.PAID])
+    assert purge_unpaid_quotes(ledger, T0, RETENTION) == 2
+    with ledger() as session:
+        left = set(session.execute(select(Order.id)).scalars())
+        timelines = set(session.execute(select(OrderEvent.order_id)).scalars())
+    assert left == {recent_expired, paid_in_expiry_block}
+    assert timelines == {recent_expired, paid_in_expiry_block}
+    assert old_quoted not in left and old_expired not in left
+    assert purge_unpaid_quotes(ledger, T0, RETENTION) == 0
+
+
+def test_purging_goes_in_batches(ledger: sessionmaker[Session]) -> None:
+    for _ in range(5):
+        _quoted(ledger, T0 - RETENTION - 10, then=[S.EXPIRED])
+    assert [purge_unpaid_quotes(ledger, T0, RETENTION, batch=2) for _ in range(4)] == [2, 2, 1, 0]
