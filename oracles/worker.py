@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import re
 import secrets
 import socket
 from collections.abc import Iterable, Mapping
@@ -64,6 +65,9 @@ def default_worker_id() -> str:
     return f"{_host()}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
+_PID = re.compile(r"[0-9]{1,10}")
+
+
 def dead_local_workers(owners: Iterable[str], *, me: str, host: str | None = None) -> list[str]:
     """Of ``owners``, the default worker ids (hostname-pid-random) of this host whose process is gone:
     their pid is not running, or it is this process's pid under another id (an earlier life in a
@@ -72,7 +76,8 @@ def dead_local_workers(owners: Iterable[str], *, me: str, host: str | None = Non
     dead = []
     for owner in owners:
         parts = owner.rsplit("-", 2)
-        if owner == me or len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
+        # ASCII digits only: str.isdigit() also accepts '²', which int() refuses.
+        if owner == me or len(parts) != 3 or parts[0] != host or not _PID.fullmatch(parts[1]):
             continue
         pid = int(parts[1])
         if pid == os.getpid():

@@ -187,7 +187,8 @@ def test_a_restart_on_the_same_host_frees_the_leases_of_its_dead_life_at_once(
     alive = f"{host}-{os.getppid()}-dddddddd"
     elsewhere = f"other-host-{dead_pid}-eeeeeeee"
     custom = "worker-a"
-    owners = [me, earlier_life, dead, alive, elsewhere, custom]
+    superscript = f"{host}-\u00b2-ffffffff"  # '²' passes str.isdigit(), not int(): ignored, no crash
+    owners = [me, earlier_life, dead, alive, elsewhere, custom, superscript]
     assert dead_local_workers(owners, me=me) == [earlier_life, dead]
 
     orders = {owner: add_order(ledger) for owner in owners}
