@@ -52,6 +52,10 @@ def gateway_settings(var_dir: Path, **overrides: Any) -> Settings:
         "gateway_port": 0,
         "simulator_port": 0,
         "keystore_scrypt_n": 1024,
+        # One system serves a whole session of tests that quote from a few dev wallets: the limits are
+        # tested on their own app (tests/gateway/test_rate_limits.py), not by whoever quotes 31st.
+        "quote_rate_per_client": "100000/minute",
+        "quote_rate_per_buyer": "100000/minute",
     }
     values.update(overrides)
     return Settings(**values)
