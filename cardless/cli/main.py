@@ -118,30 +118,31 @@ def run() -> None:
         system.stop()
 
 
-@app.command()
-def gateway() -> None:
-    """Serve the API alone against CARDLESS_CHAIN_RPC_URL, the deployment file and the database."""
+def _serve_against_node(role: str, *, gateway: bool, oracle: bool) -> None:
+    """Start one role against CARDLESS_CHAIN_RPC_URL and the deployment file, announce it once SIGINT and
+    SIGTERM are handled (whoever waits for the line can stop it cleanly from then on), run until told."""
     _logging()
-    system = start_system(embedded=False, gateway=True, oracle=False)
+    system = start_system(embedded=False, gateway=gateway, oracle=oracle)
     escrow = system.deployment.escrow if system.deployment else "?"
+    where = f"chain {system.settings.chain_rpc_url}, escrow {escrow}"
     try:
         _wait_for_ctrl_c(
-            f"gateway running: {system.gateway_url} (chain {system.settings.chain_rpc_url}, escrow {escrow})"
+            f"{role} running: {system.gateway_url} ({where})" if gateway else f"{role} running: {where}"
         )
     finally:
         system.stop()
 
 
 @app.command()
+def gateway() -> None:
+    """Serve the API alone against CARDLESS_CHAIN_RPC_URL, the deployment file and the database."""
+    _serve_against_node("gateway", gateway=True, oracle=False)
+
+
+@app.command()
 def oracle() -> None:
     """Run one oracle worker against CARDLESS_CHAIN_RPC_URL and the deployment file."""
-    _logging()
-    system = start_system(embedded=False, gateway=False, oracle=True)
-    escrow = system.deployment.escrow if system.deployment else "?"
-    try:
-        _wait_for_ctrl_c(f"oracle running: chain {system.settings.chain_rpc_url}, escrow {escrow}")
-    finally:
-        system.stop()
+    _serve_against_node("oracle", gateway=False, oracle=True)
 
 
 def _address(value: str, option: str) -> Any:
