@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     chain_rpc_url: str = Field("http://127.0.0.1:8545", pattern=_URL)
     chain_port: int = Field(8545, ge=0, le=65535)
     """Port of the embedded chain's JSON-RPC server (0: any free port)."""
+    dev_chain: Literal["embedded", "anvil"] = "embedded"
+    """The chain ``cardless run``/``demo`` start: the in-process py-evm node, or anvil from npm
+    (``@foundry-rs/anvil``) with the same dev accounts (``cardless run --chain anvil``)."""
     confirmations: int = Field(0, ge=0, le=1_000)
     deployment_file: Path | None = None
     """Empty means var/deployment.json (var/embedded/deployment.json for the embedded system)."""
