@@ -271,7 +271,8 @@ class OracleWorker:
                     jobs.append((row.id, "submit" if state is S.RISK_CHECKED else "query"))
         # The claims are committed: from here no other worker starts a call for these orders.
         if jobs:  # who took which order: with several workers, the trail of a takeover
-            log.info("%s claimed %s", self.worker_id, " ".join(f"{kind}:{order_id}" for order_id, kind in jobs))
+            claimed = " ".join(f"{kind}:{order_id}" for order_id, kind in jobs)
+            log.info("%s claimed %s", self.worker_id, claimed)
         for order_id, kind in jobs:
             self._in_flight.add(order_id)
             task = asyncio.create_task(self._provider_step(order_id, kind), name=f"{kind}:{order_id}")
