@@ -12,6 +12,7 @@ The pool is a supervisor that does no oracle work and imports nothing heavy:
   for a while comes back after ``restart_delay``; one that keeps failing at start-up (bad settings, the
   database down) is retried with a doubling delay, and after ``max_start_failures`` in a row the pool
   stops everything and exits 1 rather than loop forever;
+- with ``CARDLESS_METRICS_PORT=P``, worker k serves its metrics on ``P + k - 1`` (one port each);
 - SIGTERM or SIGINT stops the workers with SIGTERM (each finishes the provider calls it started) and
   SIGKILLs any that has not exited after ``stop_timeout``.
 
@@ -33,6 +34,7 @@ from typing import IO
 
 __all__ = ["WorkerPool", "worker_command"]
 
+METRICS_PORT = "CARDLESS_METRICS_PORT"
 READY = b"oracle running:"
 """What ``cardless oracle`` prints once it is up and handles SIGTERM."""
 
@@ -104,10 +106,21 @@ class WorkerPool:
 
     # ------------------------------------------------------------------ life cycle
 
+    def _env(self, slot: _Slot) -> dict[str, str] | None:
+        """A worker's environment: the pool's, with its own metrics port (``CARDLESS_METRICS_PORT`` +
+        slot - 1) when the pool was given one, as every worker serves its own /metrics."""
+        base = (self.env if self.env is not None else os.environ).get(METRICS_PORT, "")
+        if not base.isascii() or not base.isdigit() or int(base) == 0:
+            return self.env
+        return {
+            **(self.env if self.env is not None else os.environ),
+            METRICS_PORT: str(int(base) + slot.index - 1),
+        }
+
     def _start(self, slot: _Slot) -> None:
         process = subprocess.Popen(
             self.command,
-            env=self.env,
+            env=self._env(slot),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

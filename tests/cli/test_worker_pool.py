@@ -20,7 +20,7 @@ from cardless.cli.workers import WorkerPool
 WORKER = """
 import os, signal, sys, time
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-print("oracle running: stand-in", os.getpid(), flush=True)
+print("oracle running: stand-in", os.getpid(), "metrics", os.environ.get("CARDLESS_METRICS_PORT"), flush=True)
 while True:
     time.sleep(0.05)
 """
@@ -83,7 +83,7 @@ def test_the_pool_starts_every_worker_and_says_when_all_are_running(
     assert len(set(pids)) == 2
     for slot, pid in enumerate(pids, start=1):  # every line says which worker wrote it
         wait_until(lambda pid=pid: f"| oracle running: stand-in {pid}" in output.text())
-        assert f"w{slot} {pid} | oracle running: stand-in {pid}" in output.text()
+        assert f"w{slot} {pid} | oracle running: stand-in {pid} metrics None" in output.text()
 
 
 def test_a_killed_worker_is_started_again_and_stop_ends_them_all_with_sigterm(
@@ -117,3 +117,14 @@ def test_a_worker_that_keeps_failing_at_start_up_stops_the_pool(output: Output) 
     assert "the database does not answer" in text  # the worker's own reason is in the output
     assert "3 times in a row at start-up: giving up" in text
     assert not pool.pids()
+
+
+def test_each_worker_serves_its_metrics_on_a_port_of_its_own(output: Output) -> None:
+    env = {**os.environ, "CARDLESS_METRICS_PORT": "9300"}
+    pool = WorkerPool(3, command=[sys.executable, "-c", WORKER], env=env, out=output)
+    stop = threading.Event()
+    thread = threading.Thread(target=pool.run, args=(stop,), kwargs={"on_ready": stop.set})
+    thread.start()
+    thread.join(30)
+    ports = sorted(int(line.rsplit(" ", 1)[1]) for line in output.text().splitlines() if "metrics" in line)
+    assert ports == [9300, 9301, 9302]
