@@ -13,7 +13,8 @@ Real components, all on loopback:
 - ``cardless oracle --workers 4``: four worker processes under the pool that restarts them.
 
 While six dev wallets buy 500 orders (tUSDC and ETH) through the gateways, a killer SIGKILLs a random
-worker every 3 to 6 seconds; the pool starts it again. The workers share nothing but the database.
+running worker every 3 to 6 seconds (one past its start-up, and only while another one is running as
+well); the pool starts it again. The workers share nothing but the database.
 
 Then: every order is settled or refunded (and the escrow says the same), no order was topped up twice
 on the provider's ledger (and every settled one exactly once, every refunded one never), and not one
@@ -82,6 +83,7 @@ TERMINAL = frozenset({"settled", "refunded", "reclaimed"})
 CLAIM = re.compile(rb"(submit|query):(0x[0-9a-f]{64})")
 LINE = re.compile(rb"^w(\d+) (\d+) \| ")
 STARTED = re.compile(rb"^pool \| worker (\d+) started: pid (\d+)")
+RUNNING = re.compile(rb"^w\d+ (\d+) \| .*oracle running:")
 FREED = r"freed (\d+) leases of dead workers"
 
 
@@ -194,6 +196,7 @@ class Chaos:
         self.gas_spent: Counter[str] = Counter()
         self.lock = threading.Lock()
         self.killed: list[int] = []
+        self.kill_times: list[float] = []
         self.held_at_death: dict[int, list[str]] = {}  # killed pid -> orders it held a lease on
         self.gateways: list[Process] = []
 
@@ -319,15 +322,22 @@ class Chaos:
     def pool_log(self) -> bytes:
         return self.pool.log.read_bytes()
 
-    def live_workers(self) -> dict[int, int]:
-        """Slot -> pid of each worker process the pool says it started and that is still running."""
+    def live_workers(self, *, ready: bool = False) -> dict[int, int]:
+        """Slot -> pid of each worker process the pool says it started and that is still running (with
+        ``ready``: that also said it is running, i.e. it is past its start-up and working)."""
         latest: dict[int, int] = {}
+        running: set[int] = set()
         for line in self.pool_log().splitlines():
             started = STARTED.match(line)
             if started:
                 latest[int(started[1])] = int(started[2])
+            up = RUNNING.match(line)
+            if up:
+                running.add(int(up[1]))
         live = {}
         for slot, pid in latest.items():
+            if ready and pid not in running:
+                continue
             try:
                 os.kill(pid, 0)
             except ProcessLookupError:
@@ -458,11 +468,14 @@ def test_four_workers_on_postgresql_survive_sigkills_with_500_orders(
                 break
         assert chaos.pool.proc.poll() is None, f"the pool exited\n{chaos.pool.tail()}"
         if time.monotonic() >= next_kill:
-            live = chaos.live_workers()
-            if live:
+            # A worker past its start-up, and never the last one working: on a loaded machine a start-up
+            # can take longer than the interval, and killing only starting workers would test nothing.
+            live = chaos.live_workers(ready=True)
+            if len(live) >= 2:
                 slot = kill_rng.choice(sorted(live))
                 os.kill(live[slot], signal.SIGKILL)
                 chaos.killed.append(live[slot])
+                chaos.kill_times.append(time.monotonic())
                 chaos.held_at_death[live[slot]] = chaos.leases_of(live[slot])
             next_kill = time.monotonic() + kill_rng.uniform(*KILL_EVERY)
         time.sleep(0.2)
@@ -551,6 +564,11 @@ def summary(
         "run_s": round(elapsed, 1),
         "after_last_payment_s": round(settle_s, 1),
         "sigkills": len(chaos.killed),
+        "mean_s_between_sigkills": round(
+            (chaos.kill_times[-1] - chaos.kill_times[0]) / (len(chaos.kill_times) - 1), 1
+        )
+        if len(chaos.kill_times) > 1
+        else None,
         "worker_processes": len(spread.slot_of),
         "orders_claimed_per_worker_slot": spread.per_slot(),
         "orders_claimed_per_process": {
