@@ -1,4 +1,4 @@
-"""The ``cardless`` command: run | gateway | oracle | deploy | simulator | demo.
+"""The ``cardless`` command: run | gateway | oracle | deploy | migrate | simulator | demo.
 
 Commands import what they run and nothing more: ``oracle`` loads no web framework and no simulator,
 ``deploy`` no dev chain (the wiring modules are imported inside the commands).
@@ -203,6 +203,32 @@ def _serve_pool(count: int) -> None:
         console.print(line, soft_wrap=True, highlight=False)
 
     raise typer.Exit(pool.run(stop, on_ready=ready))
+
+
+@app.command("migrate")
+def migrate_database() -> None:
+    """Bring the database (CARDLESS_DATABASE_URL) to the newest schema, then exit.
+
+    Every command migrates at start; this lets a deploy move the schema first and the code second."""
+    from alembic.migration import MigrationContext
+
+    from cardless.ledger import create_engine_for, migrate
+
+    _logging()
+    try:
+        settings = Settings()
+        engine = create_engine_for(settings.effective_database_url)
+    except (ValidationError, ValueError) as exc:
+        raise _fail(exc, "migrate failed") from exc
+    try:
+        migrate(engine)
+        with engine.connect() as connection:
+            revision = MigrationContext.configure(connection).get_current_revision()
+    except Exception as exc:
+        raise _fail(exc, "migrate failed") from exc
+    finally:
+        engine.dispose()
+    console.print(f"database at revision {revision}", highlight=False)
 
 
 def _address(value: str, option: str) -> Any:
