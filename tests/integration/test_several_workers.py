@@ -5,10 +5,10 @@ Real components, all on loopback:
 
 - anvil from npm (``tests.support.anvil``) with the dev deployment (tUSDC and the escrow);
 - PostgreSQL: a fresh database of this test (``tests.support.postgres``), migrated;
-- the simulated provider (``SimulatorServer``, a real HTTP server with a ledger of every credit), its
-  faults armed per order from the demo's mixed plan (latency, 5xx, replies lost after the top-up,
-  asynchronous top-ups, duplicate and forged callbacks, out of stock and low balance (fail over),
-  invalid accounts (refund), "not found" while in flight, timeouts);
+- the simulated provider (``cardless simulator``, a real HTTP server in its own process with a ledger
+  of every credit), its faults armed per order from the demo's mixed plan (latency, 5xx, replies lost
+  after the top-up, asynchronous top-ups, duplicate and forged callbacks, out of stock and low balance
+  (fail over), invalid accounts (refund), "not found" while in flight, timeouts);
 - two gateway processes (``cardless gateway``) on the same database, quotes alternating between them;
 - ``cardless oracle --workers 4``: four worker processes under the pool that restarts them.
 
@@ -52,7 +52,6 @@ from sqlalchemy import select
 from web3 import HTTPProvider, Web3
 
 from adapters.simulator.config import default_config
-from adapters.simulator.server import SimulatorServer
 from cardless.cli.demo import FAULT_PLAN, pay_quote
 from cardless.cli.system import simulator_secrets
 from cardless.devchain.anvil import AnvilNode, dev_accounts
@@ -231,17 +230,14 @@ class Chaos:
         )
         self.chain_id = self.w3.eth.chain_id
 
-        # Floats large enough for 500 orders at both providers (faults still make some fail over).
+        # The provider in a process of its own (`cardless simulator`), as a real one would be: in this
+        # process it would share the interpreter with six busy wallets.
         config = default_config()
-        config = config.model_copy(
-            update={
-                "merchants": tuple(m.model_copy(update={"balance_cents": 10**9}) for m in config.merchants)
-            }
-        )
-        self.simulator = SimulatorServer(config, port=0)
-        self.simulator.start()
-        self.stack.append(self.simulator.stop)
-        self.sim = httpx.Client(base_url=self.simulator.url, timeout=30)
+        sim_log = self.logs / "simulator.log"
+        simulator = start_process(["simulator", "--port", "0"], os.environ.copy(), sim_log, "simulator")
+        self.stack.append(lambda: stop_process(simulator))
+        self.simulator_url = wait_for_line(simulator, r"simulated provider at (http://127\.0\.0\.1:\d+)")[1]
+        self.sim = httpx.Client(base_url=self.simulator_url, timeout=30)
         self.stack.append(self.sim.close)
 
         database = self.postgres.database()
@@ -258,7 +254,7 @@ class Chaos:
             "CARDLESS_CHAIN_RPC_URL": self.node.url,
             "CARDLESS_DEPLOYMENT_FILE": str(deployment_file),
             "CARDLESS_DATABASE_URL": self.database_url,
-            "CARDLESS_PROVIDER_BASE_URL": self.simulator.url,
+            "CARDLESS_PROVIDER_BASE_URL": self.simulator_url,
             "CARDLESS_KEYSTORE_PASSWORD": PASSWORD,
             "CARDLESS_ACCOUNT_KEY": ACCOUNT_KEY,
             "CARDLESS_GATEWAY_PORT": "0",
