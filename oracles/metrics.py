@@ -2,7 +2,7 @@
 
 Alarms are a metric *and* a log line: the metric for the dashboard and the alert rule, the log for the
 person reading it. ``cardless oracle`` serves them on ``CARDLESS_METRICS_PORT`` when set
-(docs/operations/production.md lists the alert rules).
+(docs/operations/chains.md lists the alert rules).
 
 ======================================  =========================================================
 ``cardless_chain_reorgs_total``          reorganisations that dropped applied logs (deeper than the

@@ -167,8 +167,15 @@ def _closing_dropped(session: Session, row: Order, seen: SeenLog, evidence: dict
 
 
 def _mark(row: Order, reason: str, evidence: dict[str, Any]) -> None:
-    row.review_reason = reason
-    row.review_detail = evidence
-    row.review_at = utcnow()
+    """Mark ``row`` for an operator. The first mark keeps its reason (logs are undone in chain order, so
+    a dropped payment comes before the settlement that followed it); later ones join its evidence."""
+    if row.review_reason is not None:
+        detail = dict(row.review_detail or {})
+        detail["more"] = [*detail.get("more", []), {"reason": reason, **evidence}]
+        row.review_detail = detail
+    else:
+        row.review_reason = reason
+        row.review_detail = evidence
+        row.review_at = utcnow()
     metrics.REORG_ORDERS.labels(reason).inc()
     log.error("ALARM: order %s marked for an operator: %s (state %s)", row.id, reason, row.state)

@@ -90,7 +90,7 @@ PROFILES: Final[dict[int, ChainProfile]] = {
         ChainProfile(31337, "dev", 0, "latest", 10_000, "eip1559", 30, _ETH),
     )
 }
-"""Built-in profiles by chain id (docs/operations/production.md explains the numbers)."""
+"""Built-in profiles by chain id (docs/operations/chains.md explains the numbers)."""
 
 UNKNOWN_CHAIN_DEFAULTS: Final = ChainProfile(0, "unknown", 64, "finalized", 1_000, "eip1559", 60, _ETH // 10)
 """What an unknown chain gets besides the confirmation depth the operator must give."""

@@ -8,6 +8,7 @@ import pytest
 
 from cardless.devchain.anvil import AnvilNode
 from tests.chains.backends import AnvilBackend
+from tests.chains.flows_suite import EscrowFlowSuite
 from tests.chains.txmanager_suite import TxManagerSuite
 from tests.chains.watcher_suite import WatcherSuite
 
@@ -22,4 +23,8 @@ class TestWatcherAnvil(WatcherSuite):
 
 
 class TestTxManagerAnvil(TxManagerSuite):
+    pass
+
+
+class TestEscrowFlowsAnvil(EscrowFlowSuite):
     pass

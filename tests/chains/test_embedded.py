@@ -8,6 +8,7 @@ import pytest
 
 from cardless.devchain.node import DevNode
 from tests.chains.backends import EmbeddedBackend
+from tests.chains.flows_suite import EscrowFlowSuite
 from tests.chains.txmanager_suite import TxManagerSuite
 from tests.chains.watcher_suite import WatcherSuite
 
@@ -23,4 +24,8 @@ class TestWatcherEmbedded(WatcherSuite):
 
 
 class TestTxManagerEmbedded(TxManagerSuite):
+    pass
+
+
+class TestEscrowFlowsEmbedded(EscrowFlowSuite):
     pass
