@@ -88,8 +88,9 @@ def txs(sessions: sessionmaker[Session]) -> list[ChainTx]:
         return list(session.execute(select(ChainTx).order_by(ChainTx.id)).scalars())
 
 
-class EscrowFlowSuite:
-    """Subclassed once per backend; the subclass's module provides a ``backend`` fixture."""
+class FlowFixtures:
+    """The fixtures of the flow tests: a harness escrow with a funded gas key, a fresh ledger per test,
+    a counting provider and a worker factory. The subclass's module provides a ``backend`` fixture."""
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -150,6 +151,17 @@ class EscrowFlowSuite:
     # ------------------------------------------------------------------ helpers
 
     @staticmethod
+    def ticks(worker: OracleWorker, count: int = 1) -> None:
+        """Run ``count`` ticks of the worker, waiting for the provider calls they start."""
+
+        async def run() -> None:
+            for _ in range(count):
+                await worker.tick()
+                await worker.drain()
+
+        asyncio.run(run())
+
+    @staticmethod
     def drive(
         worker: OracleWorker,
         backend: ChainBackend,
@@ -173,6 +185,10 @@ class EscrowFlowSuite:
 
         asyncio.run(run())
 
+
+class EscrowFlowSuite(FlowFixtures):
+    """Subclassed once per backend."""
+
     # ------------------------------------------------------------------ confirmations
 
     def test_an_order_is_settled_once_its_payment_is_confirmations_deep(
@@ -186,7 +202,7 @@ class EscrowFlowSuite:
         worker = make_worker(confirmations=2)
         order = quote(env, sessions)
         paid = pay(env, order)
-        self.drive(worker, backend, lambda: True)
+        self.ticks(worker)
         backend.mine()  # one block on top: not deep enough
         asyncio.run(worker.tick())
         assert row(sessions, order).state == S.QUOTED and provider.submits == {}
@@ -221,9 +237,9 @@ class EscrowFlowSuite:
 
         assert rpc(backend.w3, "evm_revert", fork) is True  # the payment's block is replaced
         backend.mine(6)
-        self.drive(worker, backend, lambda: True)
+        self.ticks(worker)
         for _ in range(3):
-            self.drive(worker, backend, lambda: True)
+            self.ticks(worker)
             backend.mine()
         assert row(sessions, order).state == S.QUOTED and row(sessions, order).paid_tx is None
         assert provider.submits == {}  # never topped up
@@ -289,7 +305,7 @@ class EscrowFlowSuite:
         with caplog.at_level(logging.ERROR):
             self.drive(worker, backend, lambda: row(sessions, order).review_reason is not None)
             for _ in range(3):
-                self.drive(worker, backend, lambda: True)
+                self.ticks(worker)
         flagged = row(sessions, order)
         assert flagged.review_reason == "payment_reorged_out" and flagged.review_at is not None
         evidence = flagged.review_detail
