@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 from web3.contract import Contract
-from web3.exceptions import BlockNotFound
+from web3.exceptions import BlockNotFound, Web3RPCError
 from web3.types import TxReceipt
 
 import oracles.watcher as watcher_module
@@ -606,4 +606,35 @@ class WatcherSuite:
 
         assert watcher.poll() == 1
         assert recorder.calls == escrow_logs(env, *replacement)
+        assert cursor(sessions) == head_cursor(w3)
+
+    def test_a_range_the_node_refuses_as_too_large_is_halved_until_accepted(
+        self,
+        w3: Web3,
+        env: EscrowEnv,
+        sessions: sessionmaker[Session],
+        start: int,
+        monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """Hosted nodes cap eth_getLogs (Alchemy, Infura, public RPCs) with errors of their own wording."""
+        receipts = [pay_native(env, i % 3) for i in range(3)]
+        mine(w3, 6)
+        get_logs = w3.eth.get_logs
+        ranges: list[int] = []
+
+        def capped(params: Any) -> Any:
+            ranges.append(params["toBlock"] - params["fromBlock"] + 1)
+            if ranges[-1] > 2:
+                raise Web3RPCError(str({"code": -32005, "message": "query exceeds max block range 2"}))
+            return get_logs(params)
+
+        monkeypatch.setattr(w3.eth, "get_logs", capped)
+        recorder = Recorder()
+        with caplog.at_level(logging.WARNING, logger="oracles.watcher"):
+            assert make_watcher(w3, env, sessions, recorder, start_block=start, max_range=16).poll() == 3
+        assert recorder.calls == escrow_logs(env, *receipts)
+        assert ranges[0] > 2 and ranges == sorted(ranges, reverse=True)  # halved, never grown back
+        assert [r for r in ranges if r <= 2] and ranges[-1] <= 2
+        assert "refused eth_getLogs" in caplog.text
         assert cursor(sessions) == head_cursor(w3)
