@@ -18,7 +18,8 @@ from cardless.cli.system import System
 from cardless.devchain.anvil import AnvilNode, dev_accounts
 from tests.support.shop import gateway_settings
 
-pytestmark = pytest.mark.slow  # a whole system on a node of its own (seconds)
+# A whole system on a node of its own, started twice (about 15 s on a busy machine): make test-long.
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 
 
 def test_the_embedded_system_runs_on_anvil_and_settles_purchases(tmp_path: Path) -> None:
