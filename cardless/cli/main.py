@@ -74,10 +74,12 @@ def start_system(
         settings = Settings(**(overrides or {}))
         system = System(settings, embedded=embedded, gateway=gateway, oracle=oracle)
         system.start()
-    except Exception as exc:
+    except BaseException as exc:  # Ctrl-C during start-up too: a started dev chain must not outlive us
         if system is not None:
             system.stop()
-        raise _fail(exc) from exc
+        if isinstance(exc, Exception):
+            raise _fail(exc) from exc
+        raise
     return system
 
 

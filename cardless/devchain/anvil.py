@@ -20,7 +20,9 @@ import logging
 import os
 import platform
 import re
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -45,6 +47,16 @@ DEV_ACCOUNT_BALANCE: Final = 1_000_000 * 10**18
 _LISTENING: Final = re.compile(rb"Listening on (\S+):(\d+)")
 _PLATFORMS: Final = {("Linux", "x86_64"): "linux-amd64", ("Linux", "aarch64"): "linux-arm64"}
 _PLATFORMS_MAC: Final = {"x86_64": "darwin-amd64", "arm64": "darwin-arm64"}
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: on Linux, SIGTERM anvil when the process that started it dies (even by
+    SIGKILL), so a killed ``cardless run`` or test never leaves an anvil holding its port. Linux ties this
+    to the starting *thread*: start anvil from a thread that lives as long as it should (the main one)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class AnvilError(RuntimeError):
@@ -141,7 +153,12 @@ class AnvilNode:
             *self.extra_args,
         ]
         self._process = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C in the terminal reaches us, and we stop anvil in order
+            preexec_fn=_die_with_parent,  # a prctl only: safe between fork and exec
         )
         try:
             self._url = self._wait_listening()

@@ -50,10 +50,10 @@ def _anvil_token(anvil: AnvilNode) -> str:
     return str(token.address)
 
 
-@pytest.fixture(params=["embedded", "anvil"])
+@pytest.fixture
 def chain(request: pytest.FixtureRequest) -> Iterator[tuple[Web3, str, str]]:
-    """(w3, node URL, tUSDC address): the session's embedded dev node, or anvil."""
-    if request.param == "anvil":
+    """(w3, node URL, tUSDC address): the session's embedded dev node, or anvil (``indirect`` "anvil")."""
+    if getattr(request, "param", "embedded") == "anvil":
         node: AnvilNode = request.getfixturevalue("anvil")
         w3 = Web3(HTTPProvider(node.url, request_kwargs={"timeout": 30}))
         yield w3, node.url, request.getfixturevalue("_anvil_token")
@@ -78,6 +78,7 @@ def deploy(env: dict[str, str], *args: str) -> Any:
     return CliRunner().invoke(app, ["deploy", *args], env=env, catch_exceptions=False)
 
 
+@pytest.mark.parametrize("chain", ["embedded", "anvil"], indirect=True)
 def test_deploy_signs_locally_writes_the_file_and_the_gateway_starts_from_it(
     tmp_path: Path, chain: tuple[Web3, str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
