@@ -13,8 +13,8 @@ Real components, all on loopback:
 - ``cardless oracle --workers 4``: four worker processes under the pool that restarts them.
 
 While six dev wallets buy 500 orders (tUSDC and ETH) through the gateways, a killer SIGKILLs a random
-running worker every 3 to 6 seconds (one past its start-up, and only while another one is running as
-well); the pool starts it again. The workers share nothing but the database.
+running worker every 3 to 6 seconds (one that has been running for 2 s, so it dies mid-order, and only
+while another one is running as well); the pool starts it again. The workers share nothing but the database.
 
 Then: every order is settled or refunded (and the escrow says the same), no order was topped up twice
 on the provider's ledger (and every settled one exactly once, every refunded one never), and not one
@@ -72,12 +72,13 @@ SEED = int(os.environ.get("CHAOS_SEED", "11"))
 WORKERS = 4
 GATEWAYS = 2
 KILL_EVERY = (3.0, 6.0)  # seconds between SIGKILLs, uniformly drawn
+MIN_LIFE = 2.0  # a worker is killed once it has run this long: time to claim work, so it dies mid-order
 PASSWORD = "chaos-test-keystore-password"
 ACCOUNT_KEY = base64.b64encode(bytes(range(32, 64))).decode()
 BUYER_KEYS = (3, 4, 5, 8, 9, 10)  # dev accounts (1 deploys, 2 collects fees, 6 and 7 are the merchants)
 GAS_FUNDING = 1_000 * 10**18
 START_TIMEOUT = 120.0
-SETTLE_TIMEOUT = 600.0  # after the last payment, for every order to close
+SETTLE_TIMEOUT = 1200.0  # after the last payment, for every order to close (a bound, not a target)
 TERMINAL = frozenset({"settled", "refunded", "reclaimed"})
 CLAIM = re.compile(rb"(submit|query):(0x[0-9a-f]{64})")
 LINE = re.compile(rb"^w(\d+) (\d+) \| ")
@@ -196,6 +197,7 @@ class Chaos:
         self.lock = threading.Lock()
         self.killed: list[int] = []
         self.kill_times: list[float] = []
+        self.ready_since: dict[int, float] = {}  # pid -> when the test first saw it running
         self.held_at_death: dict[int, list[str]] = {}  # killed pid -> orders it held a lease on
         self.gateways: list[Process] = []
 
@@ -330,9 +332,12 @@ class Chaos:
             up = RUNNING.match(line)
             if up:
                 running.add(int(up[1]))
+        now = time.monotonic()
+        for pid in running:
+            self.ready_since.setdefault(pid, now)
         live = {}
         for slot, pid in latest.items():
-            if ready and pid not in running:
+            if ready and (pid not in running or now - self.ready_since[pid] < MIN_LIFE):
                 continue
             try:
                 os.kill(pid, 0)
