@@ -40,6 +40,7 @@ from adapters import ProviderAdapter
 from cardless.ledger.cipher import AccountCipher
 from cardless.ledger.models import OrderState, utcnow
 from cardless.ledger.store import candidates, claim, lease_holders, release, release_holders, renew
+from cardless.ledger.store import due as attempt_due
 from cardless.protocol import EscrowDomain
 from oracles.deadlines import expire_quotes, purge_unpaid_quotes, refund_near_deadline
 from oracles.events import apply_event
@@ -263,7 +264,8 @@ class OracleWorker:
         now = utcnow()
         jobs: list[tuple[str, str]] = []
         with self.sessions.begin() as session:
-            for row in candidates(session, states, now=now):
+            # Lock only a few due rows: the rest stay visible to the other workers' claims meanwhile.
+            for row in candidates(session, states, now=now, where=[attempt_due(now)], limit=4 * capacity):
                 if len(jobs) >= capacity:
                     break
                 if row.id in self._in_flight:

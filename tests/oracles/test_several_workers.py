@@ -1,4 +1,4 @@
-"""Several oracle workers on one PostgreSQL database: the chain watcher.
+"""Several oracle workers on one PostgreSQL database: the chain watcher, and the row locks of a stage.
 
 Every worker runs the watcher over the same cursor. Three watchers with their own engines (as three
 processes would have), each in its own thread, poll a real dev node (over HTTP JSON-RPC) one block at a
@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -20,12 +21,23 @@ from web3 import Web3
 from web3.types import TxReceipt
 
 from cardless.devchain.node import DevNode
-from cardless.ledger import ChainCursor, SeenLog, SignerNonce, create_engine_for, session_factory
+from cardless.ledger import (
+    ChainCursor,
+    Order,
+    OrderState,
+    SeenLog,
+    SignerNonce,
+    create_engine_for,
+    session_factory,
+)
+from cardless.ledger.store import candidates
 from cardless.protocol.artifacts import load_artifact
 from oracles.watcher import Watcher
 from tests.contracts.harness import EscrowEnv, build_env
+from tests.oracles._ledger import T0, add_order
 from tests.support.postgres import PostgresServer
 
+S = OrderState
 WATCHERS = 3
 PAYMENTS = 12
 
@@ -121,3 +133,22 @@ def test_watchers_of_several_workers_apply_every_log_once_and_never_move_the_cur
     assert sum(1 for n in applied if n) >= 2, applied  # the work really was shared
     for seen in cursors:
         assert seen == sorted(seen), seen  # no worker ever saw the cursor go back
+
+
+def test_a_stage_locks_only_the_orders_it_acts_on(ledgers: list[sessionmaker[Session]]) -> None:
+    """``candidates`` locks every row it returns until the transaction ends, and other workers skip
+    those rows: a stage that acts on a few orders (near their deadline, due for a call) must select
+    only those, or the other workers' provider calls see nothing while it runs."""
+    a, b = ledgers[0], ledgers[1]
+    near = [add_order(a, deadline=T0 + 60) for _ in range(2)]
+    far = [add_order(a, deadline=T0 + 3_600) for _ in range(3)]
+    now = datetime.now(UTC)
+    with a.begin() as session:
+        held = candidates(session, [S.RISK_CHECKED], now=now, where=[Order.fulfilment_deadline <= T0 + 300])
+        assert sorted(r.id for r in held) == sorted(near)
+        with b.begin() as other:  # another worker, meanwhile
+            assert sorted(r.id for r in candidates(other, [S.RISK_CHECKED], now=now)) == sorted(far)
+    with a.begin() as session:  # the control: selecting everything hides everything
+        assert len(candidates(session, [S.RISK_CHECKED], now=now)) == 5
+        with b.begin() as other:
+            assert candidates(other, [S.RISK_CHECKED], now=now) == []
