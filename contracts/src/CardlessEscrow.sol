@@ -44,6 +44,13 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
     ///      oracle's gas on refund.
     uint256 internal constant _NATIVE_REFUND_GAS = 50_000;
 
+    /// @notice Time after an order's `fulfilmentDeadline` during which a proof of a top-up made by the deadline
+    ///         is still accepted; `reclaim` opens only when it has passed, so the last second a top-up may
+    ///         happen is never the first second the buyer may take the money back (docs/protocol.md,
+    ///         "Settlement window"). A constant, not an order field: every order gets the same window, an
+    ///         auditor reads it from the code, and calldata and the quote stay as they are.
+    uint48 public constant SETTLEMENT_GRACE = 6 hours;
+
     bytes32 internal constant _ORDER_TYPEHASH = keccak256(
         "Order(bytes32 orderId,address buyer,address merchant,address token,uint256 amount,uint16 feeBps,"
         "uint48 quoteExpiry,uint48 fulfilmentDeadline,bytes32 skuHash,bytes32 accountCommitment)"
@@ -129,9 +136,8 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
     function reclaim(Order calldata order) external nonReentrant {
         // checks
         _requirePaid(order.orderId, _orderDigest(order));
-        if (block.timestamp <= order.fulfilmentDeadline) {
-            revert DeadlineNotPassed(order.orderId, order.fulfilmentDeadline, block.timestamp);
-        }
+        uint256 closesAt = _windowEnd(order.fulfilmentDeadline);
+        if (block.timestamp <= closesAt) revert SettlementWindowOpen(order.orderId, closesAt, block.timestamp);
         // effects
         _orders[order.orderId].status = OrderStatus.Reclaimed;
         emit OrderReclaimed(order.orderId, msg.sender);
@@ -153,6 +159,8 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
         if (fulfilment.fulfilledAt > order.fulfilmentDeadline) {
             revert FulfilledAfterDeadline(order.orderId, fulfilment.fulfilledAt, order.fulfilmentDeadline);
         }
+        uint256 closesAt = _windowEnd(order.fulfilmentDeadline);
+        if (block.timestamp > closesAt) revert SettlementWindowClosed(order.orderId, closesAt, block.timestamp);
         bytes32 digest = _hashTypedDataV4(_hashFulfilment(order.orderId, fulfilment));
         _requireOracleSignature(oracleSigner, digest, signature);
         // effects (no interactions: settlement only credits balances)
@@ -205,6 +213,9 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
             uint48 deadline = order.fulfilmentDeadline;
             if (fulfilment.fulfilledAt > deadline) {
                 revert FulfilledAfterDeadline(order.orderId, fulfilment.fulfilledAt, deadline);
+            }
+            if (block.timestamp > _windowEnd(deadline)) {
+                revert SettlementWindowClosed(order.orderId, _windowEnd(deadline), block.timestamp);
             }
             record.status = OrderStatus.Settled;
             emit OrderSettled(order.orderId, fulfilment.receiptHash, fulfilment.fulfilledAt);
@@ -491,6 +502,12 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
         if (newFeeRecipient == address(0)) revert ZeroAddress();
         feeRecipient = newFeeRecipient;
         emit FeeRecipientSet(newFeeRecipient);
+    }
+
+    /// @dev Last second at which a proof for an order with this deadline is accepted. uint48 + 6 hours
+    ///      cannot overflow uint256.
+    function _windowEnd(uint48 fulfilmentDeadline) internal pure returns (uint256) {
+        return uint256(fulfilmentDeadline) + SETTLEMENT_GRACE;
     }
 
     /// @dev Fee rounds down, so the merchant gets the remainder and no wei is lost. Payment enforced

@@ -152,7 +152,8 @@ class _Chain:
     def dry_run(self, to: str, data: str, sender: str, value: int = 0) -> ContractRevert | None:
         """Run the call on the latest state; the decoded custom error if it reverts, else None."""
         try:
-            self.tester.call({"from": sender, "to": to, "data": data, "value": value, "gas": GAS})
+            # "pending": the block the transaction would be mined in, so time checks see its timestamp
+            self.tester.call({"from": sender, "to": to, "data": data, "value": value, "gas": GAS}, "pending")
         except Exception as exc:
             if type(exc).__name__ != "TransactionFailed":
                 raise
@@ -747,9 +748,53 @@ class EscrowMachine(RuleBasedStateMachine):
                 self.base.escrow, data, self.env.bystander, "OrderNotPaid", self._not_paid(order)
             )
             return
+        if self._window_closed(order):
+            self._expect_revert(
+                self.base.escrow, data, self.env.bystander, "SettlementWindowClosed", self._closed_args(order)
+            )
+            return
         receipt = self._transact(self.base.escrow, data, self.env.bystander)
         self._expect_single_end(receipt, order, OrderStatus.SETTLED)
         self._credit_settlement(order)
+
+    def _window_closed(self, order: Order) -> bool:
+        """Whether the next block (one second after the latest) is past ``order``'s settlement window."""
+        return self.chain.now() + 1 > self.env.window_end(order)
+
+    def _closed_args(self, order: Order) -> Callable[[tuple[Any, ...]], bool]:
+        end = self.env.window_end(order)
+        return lambda args: args[:2] == (order.order_id, end) and args[2] > end
+
+    def _racing(self) -> list[Order]:
+        return [o for o in self._open() if self.env.window_end(o) > self.chain.now()]
+
+    @precondition(lambda self: bool(self._racing()))
+    @rule(data=st.data(), settle_first=st.booleans())
+    def race_at_window_end(self, data: st.DataObject, settle_first: bool) -> None:
+        """The oracle and the buyer race at the last second of the settlement window: at ``deadline +
+        SETTLEMENT_GRACE`` only the proof lands (a top-up at the deadline); one second later only reclaim."""
+        order = data.draw(st.sampled_from(self._racing()), "order")
+        self.env.chain.warp(self.env.window_end(order))  # the next block is mined at the window's last second
+        settle = self._settle_data(order, self._fulfilment(order, fulfilled_at=order.fulfilment_deadline))
+        reclaim = self.env.escrow.encode_abi("reclaim", args=[order.as_tuple()])
+        if settle_first:  # mined at the window's last second
+            receipt = self._transact(self.base.escrow, settle, self.env.bystander)
+            self._expect_single_end(receipt, order, OrderStatus.SETTLED)
+            self._credit_settlement(order)
+            self._expect_revert(
+                self.base.escrow, reclaim, self.env.bystander, "OrderNotPaid", self._not_paid(order)
+            )
+            return
+        end = self.env.window_end(order)
+        self._expect_revert(
+            self.base.escrow, reclaim, self.env.bystander, "SettlementWindowOpen", (order.order_id, end, end)
+        )
+        self._expect_revert(
+            self.base.escrow, settle, self.env.bystander, "SettlementWindowClosed", self._closed_args(order)
+        )
+        receipt = self._transact(self.base.escrow, reclaim, self.env.bystander)
+        self._expect_single_end(receipt, order, OrderStatus.RECLAIMED)
+        self._repay(order, OrderStatus.RECLAIMED, receipt)
 
     @rule(order=orders)
     def settle_after_deadline(self, order: Order) -> None:
@@ -820,6 +865,19 @@ class EscrowMachine(RuleBasedStateMachine):
         signature = sign(self.env.oracle_key.key, batch_typed_data(self.env.domain, fulfilments))
         args = [[o.as_ref_tuple() for o in batch], [f.as_tuple() for f in fulfilments]]
         call = self.env.escrow.encode_abi("settleBatch", args=[*args, self.env.oracle_key.address, signature])
+        seen: set[bytes] = set()
+        for order in batch:
+            first = order.order_id not in seen
+            seen.add(order.order_id)
+            if first and self.status[order.order_id] == OrderStatus.PAID and self._window_closed(order):
+                self._expect_revert(
+                    self.base.escrow,
+                    call,
+                    self.env.bystander,
+                    "SettlementWindowClosed",
+                    self._closed_args(order),
+                )
+                return
         receipt = self._transact(self.base.escrow, call, self.env.bystander)
         expected = []
         for order in batch:
@@ -857,27 +915,28 @@ class EscrowMachine(RuleBasedStateMachine):
                 self.base.escrow, data, self.env.bystander, "OrderNotPaid", self._not_paid(order)
             )
             return
-        if self.chain.now() <= order.fulfilment_deadline:
-            self.env.chain.warp(order.fulfilment_deadline + 1)
+        if not self._window_closed(order):  # warp(t): the next block is mined at t
+            self.env.chain.warp(self.env.reclaim_opens(order))
         receipt = self._transact(self.base.escrow, data, self.env.bystander)
         self._expect_single_end(receipt, order, OrderStatus.RECLAIMED)
         self._repay(order, OrderStatus.RECLAIMED, receipt)
 
     def _reclaimable_early(self) -> list[Order]:
         now = self.chain.now()
-        return [o for o in self._open() if o.fulfilment_deadline > now + TIME_MARGIN]
+        return [o for o in self._open() if self.env.window_end(o) > now + TIME_MARGIN]
 
     @precondition(lambda self: bool(self._reclaimable_early()))
     @rule(data=st.data())
     def reclaim_before_deadline(self, data: st.DataObject) -> None:
+        """Before the settlement window closes (the deadline and its grace), nobody may reclaim."""
         order = data.draw(st.sampled_from(self._reclaimable_early()), "order")
-        now, deadline = self.chain.now(), order.fulfilment_deadline
+        now, end = self.chain.now(), self.env.window_end(order)
         call = self.env.escrow.encode_abi("reclaim", args=[order.as_tuple()])
 
-        def not_passed(args: tuple[Any, ...]) -> bool:
-            return args[:2] == (order.order_id, deadline) and now <= args[2] <= deadline
+        def still_open(args: tuple[Any, ...]) -> bool:
+            return args[:2] == (order.order_id, end) and now <= args[2] <= end
 
-        self._expect_revert(self.base.escrow, call, self.env.bystander, "DeadlineNotPassed", not_passed)
+        self._expect_revert(self.base.escrow, call, self.env.bystander, "SettlementWindowOpen", still_open)
 
     # ------------------------------------------------------------------ rules: payouts
 

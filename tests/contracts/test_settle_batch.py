@@ -74,7 +74,7 @@ def test_orders_no_longer_paid_are_skipped_without_reverting(env: EscrowEnv) -> 
     env.pay(reclaimed)
     env.settle(settled)
     env.refund(refunded)
-    env.chain.warp(reclaimed.fulfilment_deadline + 1)
+    env.chain.warp(env.reclaim_opens(reclaimed))
     env.reclaim(reclaimed)
     merchant = settled.merchant
     credited = env.escrow_balance(merchant, env.usdc.address)
