@@ -204,7 +204,7 @@ class OracleWorker:
             work += await self.requery_due()
         work += self.proofs.sign_fulfilments(self._chain_now())
         work += self.proofs.sign_refunds()
-        work += self.settlement.post()
+        work += self.settlement.post(self._chain_now())
         confirmed = self.tx.confirm()
         work += len(confirmed)
         if confirmed:

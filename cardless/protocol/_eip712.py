@@ -135,6 +135,8 @@ class RefundReason(IntEnum):
     DEADLINE_APPROACHING = 5
     RISK_REJECTED = 6
     OPERATOR = 7
+    NOT_SETTLEABLE = 8
+    """The top-up completed after the deadline, or its proof missed the settlement window."""
 
 
 def _bytes32(field: str, value: bytes) -> bytes:

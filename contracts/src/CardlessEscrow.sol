@@ -203,19 +203,25 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
         uint256 merchantSum;
         uint256 feeSum;
         uint256 settled;
+        // An order's window is closed when deadline + SETTLEMENT_GRACE < block.timestamp, that is when its
+        // deadline is below `oldestOpen`: one comparison per order instead of an addition and a comparison.
+        uint256 oldestOpen = block.timestamp > SETTLEMENT_GRACE ? block.timestamp - SETTLEMENT_GRACE : 0;
         for (uint256 i; i < n; ++i) {
             OrderRef calldata order = orders[i];
             OrderRecord storage record = _orders[order.orderId];
-            if (record.digest != _refDigest(order)) revert OrderMismatch(order.orderId);
-            // Skip, not revert: a reclaim or refund that landed first must not block the rest of the batch.
-            if (record.status != OrderStatus.Paid) continue;
             Fulfilment calldata fulfilment = fulfilments[i];
             uint48 deadline = order.fulfilmentDeadline;
-            if (fulfilment.fulfilledAt > deadline) {
-                revert FulfilledAfterDeadline(order.orderId, fulfilment.fulfilledAt, deadline);
-            }
-            if (block.timestamp > _windowEnd(deadline)) {
-                revert SettlementWindowClosed(order.orderId, _windowEnd(deadline), block.timestamp);
+            // Skip with an event, never revert: one entry that cannot be settled (ended by a racing reclaim or
+            // refund, mismatching, late) must not block the others. Nothing is credited for a skipped entry.
+            SkipReason skip;
+            if (record.digest != _refDigest(order)) skip = SkipReason.OrderMismatch;
+            else if (record.status != OrderStatus.Paid) skip = SkipReason.NotPaid;
+            else if (fulfilment.fulfilledAt > deadline) skip = SkipReason.FulfilledAfterDeadline;
+            else if (deadline < oldestOpen) skip = SkipReason.SettlementWindowClosed;
+            else skip = SkipReason.None;
+            if (skip != SkipReason.None) {
+                emit SettlementSkipped(order.orderId, skip);
+                continue;
             }
             record.status = OrderStatus.Settled;
             emit OrderSettled(order.orderId, fulfilment.receiptHash, fulfilment.fulfilledAt);

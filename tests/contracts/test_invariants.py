@@ -98,6 +98,7 @@ ERC20_SLOT_ALLOWANCES = 1
 ERC20_SLOT_SUPPLY = 2
 ERC20_SLOT_NONCES = 7
 
+SKIP_NOT_PAID, SKIP_MISMATCH, SKIP_WINDOW_CLOSED = 1, 2, 4  # ICardlessEscrow.SkipReason
 END_EVENTS = {"OrderSettled": OrderStatus.SETTLED, "OrderRefunded": OrderStatus.REFUNDED}
 END_EVENTS["OrderReclaimed"] = OrderStatus.RECLAIMED
 ENDED = (OrderStatus.SETTLED, OrderStatus.REFUNDED, OrderStatus.RECLAIMED)
@@ -220,6 +221,7 @@ class _Base:
     paid_topic: str = ""
     attested_topic: str = ""
     deferred_topic: str = ""
+    skipped_topic: str = ""
 
     @property
     def escrow(self) -> str:
@@ -361,6 +363,7 @@ def _prepare_base(env: EscrowEnv) -> _Base:
         paid_topic=_event_topic(abi, "OrderPaid"),
         attested_topic=_event_topic(abi, "FulfilmentsAttested"),
         deferred_topic=_event_topic(abi, "RefundDeferred"),
+        skipped_topic=_event_topic(abi, "SettlementSkipped"),
     )
     state = chain.state()
     base.start_wallets = {(h, t): base.wallet(state, h, t) for h in base.holders for t in base.tokens}
@@ -541,6 +544,11 @@ class EscrowMachine(RuleBasedStateMachine):
         for order_id, _ in ends:
             self.end_events[order_id] += 1
         return ends
+
+    def _skipped_in(self, receipt: dict[str, Any]) -> list[tuple[bytes, int]]:
+        """(orderId, SkipReason) of every SettlementSkipped event, in log order."""
+        logs = [log for log in receipt["logs"] if log["topics"][0] == self.base.skipped_topic]
+        return [(bytes.fromhex(log["topics"][1][2:]), int(log["data"], 16)) for log in logs]
 
     def _attested_in(self, receipt: dict[str, Any]) -> list[int]:
         """The ``orders`` count of every FulfilmentsAttested event in the receipt."""
@@ -817,11 +825,20 @@ class EscrowMachine(RuleBasedStateMachine):
         escrow, oracle = self.env.escrow, self.env.oracle_key
         if op == "settle":
             data = self._settle_data(forged, self._fulfilment(order))
-        elif op == "settleBatch":
+        elif op == "settleBatch":  # skipped with an event, not reverted: credits nothing, changes nothing
             fulfilment = self._fulfilment(order)
             signature = sign(oracle.key, batch_typed_data(self.env.domain, [fulfilment]))
             args = [[forged.as_ref_tuple()], [fulfilment.as_tuple()], oracle.address, signature]
             data = escrow.encode_abi("settleBatch", args=args)
+            _, before = self._read()
+            receipt = self._transact(self.base.escrow, data, self.env.bystander)
+            _, after = self._read()
+            assert self._skipped_in(receipt) == [(order.order_id, SKIP_MISMATCH)]
+            assert self._ended_in(receipt) == [] and self._attested_in(receipt) == [0]
+            changed = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
+            changed.pop(("wallet", self.env.bystander, NATIVE_TOKEN), None)
+            assert not changed, f"a skipped forged entry changed state: {changed}"
+            return
         elif op == "refund":
             signature = sign(oracle.key, refund_typed_data(self.env.domain, order.order_id, 1))
             data = escrow.encode_abi("refund", args=[forged.as_tuple(), 1, oracle.address, signature])
@@ -865,29 +882,23 @@ class EscrowMachine(RuleBasedStateMachine):
         signature = sign(self.env.oracle_key.key, batch_typed_data(self.env.domain, fulfilments))
         args = [[o.as_ref_tuple() for o in batch], [f.as_tuple() for f in fulfilments]]
         call = self.env.escrow.encode_abi("settleBatch", args=[*args, self.env.oracle_key.address, signature])
-        seen: set[bytes] = set()
-        for order in batch:
-            first = order.order_id not in seen
-            seen.add(order.order_id)
-            if first and self.status[order.order_id] == OrderStatus.PAID and self._window_closed(order):
-                self._expect_revert(
-                    self.base.escrow,
-                    call,
-                    self.env.bystander,
-                    "SettlementWindowClosed",
-                    self._closed_args(order),
-                )
-                return
+        closed = {o.order_id for o in batch if self._window_closed(o)}  # judged before the block is mined
         receipt = self._transact(self.base.escrow, call, self.env.bystander)
         expected = []
+        skipped = []
         for order in batch:
-            if self.status[order.order_id] == OrderStatus.PAID:
+            if self.status[order.order_id] != OrderStatus.PAID:
+                skipped.append((order.order_id, SKIP_NOT_PAID))
+                self.touched_orders.add(order.order_id)
+            elif order.order_id in closed:
+                skipped.append((order.order_id, SKIP_WINDOW_CLOSED))
+                self.touched_orders.add(order.order_id)
+            else:
                 self._credit_settlement(order)
                 expected.append((order.order_id, OrderStatus.SETTLED))
-            else:
-                self.touched_orders.add(order.order_id)
-        event("settleBatch " + ("skipped ended orders" if len(expected) < len(batch) else "settled all"))
+        event("settleBatch " + ("skipped some orders" if skipped else "settled all"))
         assert self._ended_in(receipt) == expected, "settleBatch settled a different set of orders"
+        assert self._skipped_in(receipt) == skipped, "settleBatch skipped a different set of orders"
         assert self._attested_in(receipt) == [len(expected)], "FulfilmentsAttested must count the settled"
 
     # ------------------------------------------------------------------ rules: refund and reclaim

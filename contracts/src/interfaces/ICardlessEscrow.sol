@@ -65,6 +65,15 @@ interface ICardlessEscrow {
         Reclaimed
     }
 
+    /// @notice Why `settleBatch` skipped an entry (`None` is never emitted).
+    enum SkipReason {
+        None,
+        NotPaid,
+        OrderMismatch,
+        FulfilledAfterDeadline,
+        SettlementWindowClosed
+    }
+
     // ------------------------------------------------------------------ events
 
     /// @notice A buyer paid an order into escrow. Carries the whole order so watchers need no other source.
@@ -89,6 +98,11 @@ interface ICardlessEscrow {
     /// @notice An oracle signer's proof settled `orders` orders (a batch counts only the orders it settled,
     ///         not those it skipped). Emitted after the batch's `OrderSettled` events.
     event FulfilmentsAttested(bytes32 indexed digest, address indexed signer, uint256 orders);
+
+    /// @notice `settleBatch` left an entry unsettled and credited nothing for it: the order was no longer
+    ///         `Paid`, its calldata did not match the paid order (or it was never paid), its proof says the
+    ///         top-up happened after the deadline, or its settlement window had closed.
+    event SettlementSkipped(bytes32 indexed orderId, SkipReason reason);
 
     /// @notice The oracle refunded a failed order to the buyer.
     event OrderRefunded(bytes32 indexed orderId, uint16 reasonCode, address signer);
@@ -220,9 +234,11 @@ interface ICardlessEscrow {
     ) external;
 
     /// @notice Settle many orders on one signature over `FulfilmentBatch(Fulfilment[] fulfilments)`.
-    /// @dev Orders that are no longer `Paid` (already settled, refunded or reclaimed) are skipped rather
-    ///      than reverting the batch, so a racing reclaim cannot block the other orders. An order whose
-    ///      calldata does not match its stored digest reverts the batch.
+    /// @dev An entry that cannot be settled is skipped with `SettlementSkipped(orderId, reason)` instead of
+    ///      reverting the batch: an order no longer `Paid` (settled, refunded or reclaimed), calldata that does
+    ///      not match the stored digest (or an order never paid), `fulfilledAt` after the deadline, or a closed
+    ///      settlement window. One bad entry never delays the others. Only a bad signature or mismatched array
+    ///      lengths revert the batch.
     function settleBatch(
         OrderRef[] calldata orders,
         Fulfilment[] calldata fulfilments,
