@@ -33,10 +33,12 @@ __all__ = [
     "MerchantOut",
     "OrderMessage",
     "OrderOut",
+    "OrderPublicOut",
     "PermitHint",
     "PriceOut",
     "Problem",
     "ProofOut",
+    "PublicChainRefs",
     "QuoteCreate",
     "QuoteOut",
     "SkuOut",
@@ -226,11 +228,14 @@ class ChainTxOut(_Out):
     nonce: int
 
 
-class ChainRefs(_Out):
+class PublicChainRefs(_Out):
     paid_tx: Bytes32 | None
     paid_block: int | None
     settle_tx: Bytes32 | None
     refund_tx: Bytes32 | None
+
+
+class ChainRefs(PublicChainRefs):
     transactions: list[ChainTxOut] = Field(
         description="The oracle's transactions for this order, oldest first"
     )
@@ -253,7 +258,21 @@ class TimelineEntry(_Out):
     reason: str
 
 
+class OrderPublicOut(_Out):
+    """What anyone may read of an order: no more than the chain already shows (its state, the
+    transaction hashes, the proof and the receipt hash). Sent without credentials."""
+
+    order_id: Bytes32
+    state: OrderState
+    chain: PublicChainRefs
+    receipt_hash: Bytes32 | None
+    proof: ProofOut | None
+    refund_reason: int | None = Field(description="The on-chain RefundReason code, once refunding")
+
+
 class OrderOut(_Out):
+    """The whole order (buyer, provider reference, receipt, timeline, last error), for the operator."""
+
     order_id: Bytes32
     state: OrderState
     sku: str

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -39,6 +40,8 @@ PLACEHOLDERS = frozenset(
 )
 """Values copied from an example file and never replaced; refused outside development."""
 
+OPERATOR_KEY = re.compile(r"[A-Za-z0-9+/=_\-]{32,256}")
+"""The shape of an operator key: 32 to 256 characters of base64 or base64url."""
 _URL = r"^https?://[^\s/:]+(:\d{1,5})?(/\S*)?$"
 _RATE = r"^[1-9][0-9]{0,8}/(second|minute|hour|day)$"
 
@@ -82,6 +85,11 @@ class Settings(BaseSettings):
     """Base64 of the 32-byte key that encrypts buyers' game accounts at rest; empty means the file
     var/account-key (created on first run in development only)."""
 
+    operator_key: SecretStr | None = None
+    """Bearer token for operator reads (the whole order: buyer, provider reference, receipt,
+    timeline). Empty means the file var/operator-key, created on first run in development only;
+    elsewhere, with neither, operator reads are off and orders show only their public view."""
+
     catalogue_file: Path = ROOT / "gateway" / "catalogue.toml"
     provider_files: list[Path] = [
         ROOT / "adapters" / "providers" / "simulator.toml",
@@ -124,6 +132,17 @@ class Settings(BaseSettings):
             raise ValueError("not valid base64") from None
         if len(key) != 32:
             raise ValueError(f"must decode to 32 bytes, got {len(key)}")
+        return value
+
+    @field_validator("operator_key")
+    @classmethod
+    def _operator_key_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if not OPERATOR_KEY.fullmatch(value.get_secret_value()):
+            raise ValueError(
+                "must be 32 to 256 characters of base64 or base64url (e.g. `openssl rand -base64 32`)"
+            )
         return value
 
     @field_validator("provider_files")
@@ -170,6 +189,10 @@ class Settings(BaseSettings):
     @property
     def account_key_file(self) -> Path:
         return self.var_dir / "account-key"
+
+    @property
+    def operator_key_file(self) -> Path:
+        return self.var_dir / "operator-key"
 
     @property
     def embedded_dir(self) -> Path:

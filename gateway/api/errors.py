@@ -25,6 +25,7 @@ from gateway.services import (
     NotFound,
     RateLimited,
     ServiceUnavailable,
+    Unauthorized,
 )
 
 __all__ = [
@@ -43,6 +44,7 @@ STATUS: Mapping[type[GatewayError], int] = {
     NotFound: 404,
     InvalidField: 422,
     CallbackRejected: 401,
+    Unauthorized: 401,
     RateLimited: 429,
     ServiceUnavailable: 503,
 }
@@ -50,7 +52,7 @@ STATUS: Mapping[type[GatewayError], int] = {
 
 _WHY: Mapping[int, str] = {
     400: "The body is not acceptable JSON (nested too deep)",
-    401: "The callback's signature or timestamp does not verify",
+    401: "The credentials do not verify (a provider callback's signature or timestamp, an API key)",
     404: "The named resource does not exist",
     405: "The path does not take this method; `Allow` lists the ones it takes",
     413: "The body is too large",
@@ -113,6 +115,8 @@ def install_error_handlers(app: FastAPI) -> None:
         response = problem(status, str(exc), errors=errors)
         if isinstance(exc, ServiceUnavailable | RateLimited):
             response.headers["Retry-After"] = str(exc.retry_after)
+        if isinstance(exc, Unauthorized):
+            response.headers["WWW-Authenticate"] = 'Bearer realm="cardless"'
         if isinstance(exc, RateLimited):
             response.headers.update(rate_limit_headers(exc.allowances))
         elif allowances := getattr(request.state, "rate_limits", None):

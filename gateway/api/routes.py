@@ -14,10 +14,18 @@ from fastapi import APIRouter, Path, Request, Response
 from fastapi.routing import APIRoute
 
 from gateway import services
-from gateway.api.deps import CatalogueDep, ContextDep, QuoteLimitsDep, QuotesDep, SessionDep
+from gateway.api.deps import CatalogueDep, ContextDep, OperatorDep, QuoteLimitsDep, QuotesDep, SessionDep
 from gateway.api.errors import problem_responses
 from gateway.api.ratelimits import rate_limit_headers
-from gateway.schemas import CallbackAck, CatalogueOut, HealthOut, OrderOut, QuoteCreate, QuoteOut
+from gateway.schemas import (
+    CallbackAck,
+    CatalogueOut,
+    HealthOut,
+    OrderOut,
+    OrderPublicOut,
+    QuoteCreate,
+    QuoteOut,
+)
 
 __all__ = ["operation_id", "router"]
 
@@ -66,10 +74,16 @@ async def create_quote(
     )
 
 
-@router.get("/orders/{order_id}", tags=["orders"], responses=problem_responses(404, 422))
-def get_order(session: SessionDep, order_id: str = Path(pattern=r"^0x[0-9a-fA-F]{64}$")) -> OrderOut:
-    """One order: its state, chain references, receipt, proof and timeline."""
-    return services.order_status(session, order_id)
+@router.get("/orders/{order_id}", tags=["orders"], responses=problem_responses(401, 404, 422))
+def get_order(
+    session: SessionDep, operator: OperatorDep, order_id: str = Path(pattern=r"^0x[0-9a-fA-F]{64}$")
+) -> OrderOut | OrderPublicOut:
+    """One order. Without credentials, only what the chain already shows (state, transaction hashes,
+    proof, receipt hash); with the operator key, the whole order (buyer, provider reference, receipt,
+    timeline, last error)."""
+    if operator:
+        return services.order_status(session, order_id)
+    return services.public_order_status(session, order_id)
 
 
 @router.post(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cardless.cli.keys import KEYSTORE_FILES, keystore_password, load_keys
+from cardless.cli.keys import KEYSTORE_FILES, keystore_password, load_keys, operator_key
 from oracles.keys import KeystoreError
 from tests.support.shop import gateway_settings
 
@@ -84,3 +84,32 @@ def test_development_creates_keystores_0600_in_a_0700_directory(tmp_path: Path) 
     for name in ("password", KEYSTORE_FILES["quote"]):
         assert stat.S_IMODE((directory / name).stat().st_mode) == 0o600, name
     assert sorted(p.name for p in directory.iterdir()) == ["password", KEYSTORE_FILES["quote"]]
+
+
+def test_development_creates_a_private_operator_key_once(tmp_path: Path) -> None:
+    settings = gateway_settings(tmp_path)
+    key = operator_key(settings)
+    assert key is not None and len(key) >= 32
+    assert stat.S_IMODE(settings.operator_key_file.stat().st_mode) == 0o600
+    assert operator_key(settings) == key  # read back, not regenerated
+
+
+def test_outside_development_no_operator_key_turns_operator_reads_off(tmp_path: Path) -> None:
+    assert operator_key(gateway_settings(tmp_path, environment="production")) is None
+    assert not (tmp_path / "operator-key").exists()
+
+
+@pytest.mark.parametrize("value", ["changethis", "x" * 31, "a" * 40 + " ", "é" * 40])
+def test_an_operator_key_that_is_short_or_not_base64_is_refused_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("CARDLESS_OPERATOR_KEY", value)
+    with pytest.raises(ValueError, match="operator_key"):
+        gateway_settings(tmp_path, environment="production")
+
+
+def test_a_corrupt_operator_key_file_is_a_startup_error_naming_it(tmp_path: Path) -> None:
+    settings = gateway_settings(tmp_path, environment="production")
+    settings.operator_key_file.write_text("short\n")
+    with pytest.raises(KeystoreError, match="operator-key"):
+        operator_key(settings)

@@ -131,6 +131,32 @@ def test_quote_paid_with_its_own_transactions_settles_with_receipt_proof_and_tim
     points = shop.sim.get(f"/_sim/accounts/{account}").raise_for_status().json()["points"]
     assert points["genshin"] >= 60
 
+    # Without credentials, the same order shows no more than the chain does.
+    public = shop.api.get(f"/v1/orders/{order_id}")
+    assert public.status_code == 200, public.text
+    assert public.json() == {
+        "order_id": order_id,
+        "state": "settled",
+        "chain": {k: chain[k] for k in ("paid_tx", "paid_block", "settle_tx", "refund_tx")},
+        "receipt_hash": status["receipt_hash"],
+        "proof": status["proof"],
+        "refund_reason": None,
+    }
+
+
+def test_an_order_read_with_a_wrong_key_is_refused_not_downgraded(shop: Shop) -> None:
+    order_id = shop.quote(dev_wallet(4)).json()["order_id"]
+    wrong_key = shop.operator_headers["Authorization"][:-2] + "xx"
+    for header in (wrong_key, "Basic b3BlcmF0b3I6c2VjcmV0", "Bearer", b"Bearer \xb2\xb2\xb2"):
+        response = shop.api.get(f"/v1/orders/{order_id}", headers={"Authorization": header})
+        assert_problem(response, 401)
+        assert response.headers["www-authenticate"].startswith("Bearer")
+        assert "buyer" not in response.text
+    # A quoted order's buyer is on no chain yet: the public view does not name it.
+    public = shop.api.get(f"/v1/orders/{order_id}").json()
+    assert public["state"] == "quoted" and "buyer" not in public and "timeline" not in public
+    assert shop.order(order_id)["buyer"] == dev_wallet(4).address
+
 
 def test_order_status_accepts_the_id_in_upper_case(shop: Shop) -> None:
     quote = shop.quote(dev_wallet(4)).json()
