@@ -330,7 +330,10 @@ class DeploymentOut(_Out):
 
     version: int
     chain_id: int
-    rpc_url: str
+    rpc_url: str | None = Field(
+        description="A JSON-RPC URL wallets may use (CARDLESS_PUBLIC_RPC_URL); the node the system itself "
+        "uses is named only by a development system, since a provider's URL often carries an API key"
+    )
     escrow: Address
     escrow_source_hash: str
     owner: Address

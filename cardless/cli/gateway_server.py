@@ -75,6 +75,8 @@ class GatewayServer:
             ),
             simulator_url=simulator_url,
             operator_key=operator_key,
+            public_rpc_url=settings.public_rpc_url
+            or (deployment.rpc_url if settings.is_development else None),
         )
         config = uvicorn.Config(
             create_app(context),

@@ -47,6 +47,8 @@ class GatewayContext:
     """Set when the embedded simulated provider runs (the demo reads its ledger)."""
     operator_key: str | None = None
     """The bearer token of operator reads (the whole order); None turns them off."""
+    public_rpc_url: str | None = None
+    """The JSON-RPC URL /v1/health offers wallets; None names none."""
 
 
 def get_context(request: Request) -> GatewayContext:

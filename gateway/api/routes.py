@@ -136,4 +136,6 @@ async def receive_provider_callback(
 @router.get("/health", tags=["health"])
 def get_health(context: ContextDep, session: SessionDep) -> HealthOut:
     """Whether the chain and the database answer, and the deployment a wallet pays into."""
-    return services.check_health(session, context.w3, context.deployment, context.simulator_url)
+    return services.check_health(
+        session, context.w3, context.deployment, context.simulator_url, context.public_rpc_url
+    )
