@@ -106,6 +106,9 @@ class WorkerConfig:
     unpaid_retention: int = 3_600
     """Seconds (chain time) after its quote expired that an unpaid order is deleted."""
     confirmations: int = 0
+    finality: str = "latest"
+    """Block tag the watcher never reads past (``safe``/``finalized``), besides the depth."""
+    max_log_range: int = 2_000
     worker_id: str = dataclasses.field(default_factory=default_worker_id)
     """Written into the leases this worker holds (at most 64 characters)."""
     lease_ttl: timedelta = timedelta(seconds=10)
@@ -174,6 +177,8 @@ class OracleWorker:
             ),
             start_block=start_block,
             confirmations=self.config.confirmations,
+            finality=self.config.finality,
+            max_range=self.config.max_log_range,
         )
         self._in_flight: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()

@@ -62,19 +62,29 @@ def _fail(exc: Exception, what: str = "start-up failed") -> typer.Exit:
     return typer.Exit(1)
 
 
-def start_system(*, embedded: bool = True, gateway: bool = True, oracle: bool = True) -> System:
-    """Read the settings and start a System; a bad variable, deployment file, keystore password or
-    catalogue ends the command with one line naming what is wrong (exit 1), not a traceback."""
+def start_system(
+    *,
+    embedded: bool = True,
+    gateway: bool = True,
+    oracle: bool = True,
+    overrides: dict[str, Any] | None = None,
+) -> System:
+    """Read the settings (``overrides``: command-line options over the environment) and start a System; a
+    bad variable, deployment file, keystore password or catalogue ends the command with one line naming
+    what is wrong (exit 1), not a traceback."""
     from cardless.cli.system import System
 
     system: System | None = None
     try:
-        system = System(Settings(), embedded=embedded, gateway=gateway, oracle=oracle)
+        settings = Settings(**(overrides or {}))
+        system = System(settings, embedded=embedded, gateway=gateway, oracle=oracle)
         system.start()
-    except Exception as exc:
+    except BaseException as exc:  # Ctrl-C during start-up too: a started dev chain must not outlive us
         if system is not None:
             system.stop()
-        raise _fail(exc) from exc
+        if isinstance(exc, Exception):
+            raise _fail(exc) from exc
+        raise
     return system
 
 
@@ -90,10 +100,20 @@ def _wait_for_ctrl_c(ready: str | None = None) -> None:
 
 
 @app.command()
-def run() -> None:
+def run(
+    chain: Annotated[
+        str | None,
+        typer.Option(
+            help="Dev chain: 'embedded' (in-process py-evm) or 'anvil' (npm @foundry-rs/anvil); "
+            "default CARDLESS_DEV_CHAIN, else embedded"
+        ),
+    ] = None,
+) -> None:
     """Start the embedded system: chain, contracts, simulated provider, gateway and oracle."""
+    if chain not in (None, "embedded", "anvil"):
+        raise typer.BadParameter("'embedded' or 'anvil'", param_hint="--chain")
     _logging()
-    system = start_system()
+    system = start_system(overrides={"dev_chain": chain} if chain else None)
     info = system.describe()
     table = Table(title="Cardless embedded system", show_header=False)
     for key, value in info.items():
