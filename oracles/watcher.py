@@ -141,6 +141,8 @@ class Watcher:
         applied block the node has changed: the node is behind, so there is nothing to undo (yet).
         """
         with self.sessions.begin() as session:
+            if not self._cursor_at(session, cursor[0]):
+                return True  # another worker moved the cursor meanwhile: the caller reads it again
             seen = session.execute(
                 select(SeenLog.block_number, SeenLog.block_hash)
                 .distinct()
@@ -182,6 +184,18 @@ class Watcher:
                 row.block_hash = Web3.to_hex(self.w3.eth.get_block(ancestor)["hash"])
         return True
 
+    def _cursor_at(self, session: Session, block: int) -> bool:
+        """Lock the cursor for this transaction and check it still stands at ``block``.
+
+        Several workers poll one database. On PostgreSQL the row lock makes them take turns at applying
+        a range, and one whose range no longer starts at the cursor (another worker applied it meanwhile)
+        applies nothing: the cursor never moves back and no log is handled twice. (The very first range,
+        before a cursor row exists, is decided by the row's primary key: the slower worker's transaction
+        fails and its next poll starts from the new cursor.) SQLite ignores the lock; its single writer
+        and the (tx hash, log index) key keep it correct there."""
+        row = session.get(ChainCursor, self.cursor_name, with_for_update=True, populate_existing=True)
+        return (row.block_number if row is not None else self.start_block - 1) == block
+
     def _apply_range(self, from_block: int, to_block: int) -> int | None:
         """Apply the logs of ``from_block..to_block`` and move the cursor to ``to_block``, in one
         transaction. None (nothing applied) if the range's last block changed during ``eth_getLogs``."""
@@ -197,6 +211,8 @@ class Watcher:
         logs = sorted(logs, key=lambda item: (item["blockNumber"], item["logIndex"]))
         applied = 0
         with self.sessions.begin() as session:
+            if not self._cursor_at(session, from_block - 1):
+                return None  # another worker applied this range meanwhile
             for entry in logs:
                 topic = HexBytes(entry["topics"][0]) if entry["topics"] else None
                 event = self._events.get(topic) if topic is not None else None

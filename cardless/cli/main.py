@@ -1,4 +1,4 @@
-"""The ``cardless`` command: run | gateway | oracle | deploy | simulator | demo.
+"""The ``cardless`` command: run | gateway | oracle | deploy | migrate | simulator | demo.
 
 Commands import what they run and nothing more: ``oracle`` loads no web framework and no simulator,
 ``deploy`` no dev chain (the wiring modules are imported inside the commands).
@@ -165,9 +165,77 @@ def gateway() -> None:
 
 
 @app.command()
-def oracle() -> None:
-    """Run one oracle worker against CARDLESS_CHAIN_RPC_URL and the deployment file."""
-    _serve_against_node("oracle", gateway=False, oracle=True)
+def oracle(
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Worker processes to run and keep running; they share the database (PostgreSQL to add "
+            "workers on other machines)",
+        ),
+    ] = 1,
+) -> None:
+    """Run oracle workers against CARDLESS_CHAIN_RPC_URL and the deployment file."""
+    if workers == 1:
+        _serve_against_node("oracle", gateway=False, oracle=True)
+        return
+    _serve_pool(workers)
+
+
+def _serve_pool(count: int) -> None:
+    """``count`` worker processes under a supervisor (``cardless.cli.workers``), until SIGINT/SIGTERM."""
+    from cardless.cli.workers import WorkerPool, pool_environment
+
+    _logging()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise _fail(exc) from exc
+    if settings.effective_database_url.startswith("sqlite"):
+        console.print(
+            "[yellow]several workers on one SQLite file take turns at every write; set "
+            "CARDLESS_DATABASE_URL to PostgreSQL[/yellow]",
+            soft_wrap=True,
+        )
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    pool = WorkerPool(count, env=pool_environment())
+    where = f"chain {settings.chain_rpc_url}, deployment {settings.effective_deployment_file}"
+
+    def ready() -> None:
+        pids = ", ".join(str(p) for p in pool.pids())
+        line = f"oracle running: {count} workers (pids {pids}), {where}"
+        console.print(line, soft_wrap=True, highlight=False)
+
+    raise typer.Exit(pool.run(stop, on_ready=ready))
+
+
+@app.command("migrate")
+def migrate_database() -> None:
+    """Bring the database (CARDLESS_DATABASE_URL) to the newest schema, then exit.
+
+    Every command migrates at start; this lets a deploy move the schema first and the code second."""
+    from alembic.migration import MigrationContext
+
+    from cardless.ledger import create_engine_for, migrate
+
+    _logging()
+    try:
+        settings = Settings()
+        engine = create_engine_for(settings.effective_database_url)
+    except (ValidationError, ValueError) as exc:
+        raise _fail(exc, "migrate failed") from exc
+    try:
+        migrate(engine)
+        with engine.connect() as connection:
+            revision = MigrationContext.configure(connection).get_current_revision()
+    except Exception as exc:
+        raise _fail(exc, "migrate failed") from exc
+    finally:
+        engine.dispose()
+    console.print(f"database at revision {revision}", highlight=False)
 
 
 def _address(value: str, option: str) -> Any:

@@ -56,7 +56,9 @@ class Settings(BaseSettings):
     var_dir: Path = ROOT / "var"
 
     database_url: str = ""
-    """SQLAlchemy URL; empty means SQLite at var/cardless.db."""
+    """SQLAlchemy URL; empty means SQLite at var/cardless.db. ``postgresql://user:pw@host/db`` (or a
+    hosted provider's ``postgres://...?sslmode=require``) is PostgreSQL through psycopg 3. Oracle workers
+    and gateways on several machines share one PostgreSQL database; an SQLite file is for one machine."""
 
     chain_rpc_url: str = Field("http://127.0.0.1:8545", pattern=_URL)
     chain_port: int = Field(8545, ge=0, le=65535)
@@ -140,7 +142,7 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str) -> str:
-        if value and not value.startswith(("sqlite", "postgresql")):
+        if value and not value.startswith(("sqlite", "postgresql", "postgres://")):
             raise ValueError("must be a sqlite:// or postgresql:// URL")
         return value
 

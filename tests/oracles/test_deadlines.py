@@ -17,6 +17,10 @@ from oracles.deadlines import purge_unpaid_quotes, refund_near_deadline, refunda
 from oracles.outcomes import Outcomes
 from tests.oracles._ledger import CIPHER, T0, FakeAdapter, adapters, add_order, backdate, get, lease, refused
 from tests.support.orders import order_row
+from tests.support.postgres import BACKENDS
+
+# Every test on SQLite and on PostgreSQL (the database several workers share in production).
+LEDGER_BACKENDS = BACKENDS
 
 S = OrderState
 MARGIN = 300
