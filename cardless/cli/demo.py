@@ -208,6 +208,8 @@ def run_demo(
         raise RuntimeError("the demo needs the simulated provider (its ledger proves no double top-up)")
     sim = httpx.Client(base_url=simulator, timeout=10)
     sim.delete("/_sim/faults").raise_for_status()
+    if not deployment.get("rpc_url"):
+        raise RuntimeError("the gateway names no JSON-RPC URL (set CARDLESS_PUBLIC_RPC_URL)")
     w3 = Web3(HTTPProvider(deployment["rpc_url"], request_kwargs={"timeout": 60}))
     chain_id = int(deployment["chain_id"])
     escrow = w3.eth.contract(address=deployment["escrow"], abi=load_artifact("CardlessEscrow").abi)
@@ -281,7 +283,6 @@ def run_demo(
         for order in list(waiting):
             status = http.get(f"/v1/orders/{order.order_id}").json()
             order.state = status["state"]
-            order.provider_ref = status.get("provider_ref")
             order.proof_tx = status["chain"].get("settle_tx") or status["chain"].get("refund_tx")
             if order.state in TERMINAL:
                 order.done_at = time.monotonic()
@@ -292,6 +293,11 @@ def run_demo(
 
     ledger = sim.get("/_sim/ledger").raise_for_status().json()
     credits = Counter(entry["order_no"] for entry in ledger["credits"])
+    # The order view without credentials shows only what the chain shows; the provider's reference
+    # comes from the provider's own ledger (here the simulator's).
+    refs = {entry["order_no"]: entry["provider_ref"] for entry in ledger["credits"]}
+    for o in plan:
+        o.provider_ref = refs.get(o.order_id) if o.order_id else None
     ids = {o.order_id for o in plan if o.order_id}
     double = sum(n - 1 for order_no, n in credits.items() if order_no in ids and n > 1)
     wrong = sum(

@@ -42,6 +42,7 @@ class GatewayServer:
         quote_key: LocalAccount,
         cipher: AccountCipher,
         simulator_url: str | None,
+        operator_key: str | None = None,
     ) -> None:
         self.settings = settings
         self.clients = clients
@@ -73,6 +74,9 @@ class GatewayServer:
                 per_client=settings.quote_rate_per_client, per_buyer=settings.quote_rate_per_buyer
             ),
             simulator_url=simulator_url,
+            operator_key=operator_key,
+            public_rpc_url=settings.public_rpc_url
+            or (deployment.rpc_url if settings.is_development else None),
         )
         config = uvicorn.Config(
             create_app(context),

@@ -23,12 +23,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cardless.protocol.chains import ChainProfile, chain_profile
 
 __all__ = ["PLACEHOLDERS", "Settings", "get_settings"]
 
@@ -39,6 +42,8 @@ PLACEHOLDERS = frozenset(
 )
 """Values copied from an example file and never replaced; refused outside development."""
 
+OPERATOR_KEY = re.compile(r"[A-Za-z0-9+/=_\-]{32,256}")
+"""The shape of an operator key: 32 to 256 characters of base64 or base64url."""
 _URL = r"^https?://[^\s/:]+(:\d{1,5})?(/\S*)?$"
 _RATE = r"^[1-9][0-9]{0,8}/(second|minute|hour|day)$"
 
@@ -51,12 +56,32 @@ class Settings(BaseSettings):
     var_dir: Path = ROOT / "var"
 
     database_url: str = ""
-    """SQLAlchemy URL; empty means SQLite at var/cardless.db."""
+    """SQLAlchemy URL; empty means SQLite at var/cardless.db. ``postgresql://user:pw@host/db`` (or a
+    hosted provider's ``postgres://...?sslmode=require``) is PostgreSQL through psycopg 3. Oracle workers
+    and gateways on several machines share one PostgreSQL database; an SQLite file is for one machine."""
 
     chain_rpc_url: str = Field("http://127.0.0.1:8545", pattern=_URL)
     chain_port: int = Field(8545, ge=0, le=65535)
     """Port of the embedded chain's JSON-RPC server (0: any free port)."""
-    confirmations: int = Field(0, ge=0, le=1_000)
+    dev_chain: Literal["embedded", "anvil"] = "embedded"
+    """The chain ``cardless run``/``demo`` start: the in-process py-evm node, or anvil from npm
+    (``@foundry-rs/anvil``) with the same dev accounts (``cardless run --chain anvil``)."""
+    confirmations: int | None = Field(None, ge=0, le=10_000)
+    """Blocks a payment must be under before it counts (and our transactions before they are final).
+    Empty: the chain profile's (``cardless.protocol.chains``); required for a chain without a profile."""
+    chain_finality: Literal["latest", "safe", "finalized"] | None = None
+    """Never apply logs past this block tag (empty: the chain profile's)."""
+    chain_log_range: int | None = Field(None, ge=1, le=1_000_000)
+    """Blocks per eth_getLogs (empty: the chain profile's; halved when the node refuses a range)."""
+    chain_fee_mode: Literal["eip1559", "legacy"] | None = None
+    """Transaction fee fields (empty: the chain profile's)."""
+    tx_bump_after_seconds: int | None = Field(None, ge=1, le=86_400)
+    """Replace a transaction unmined for this long with fees 25 % higher (empty: the chain profile's)."""
+    gas_low_balance_wei: int | None = Field(None, ge=0)
+    """Alarm when the gas key holds less (empty: the chain profile's)."""
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    """Serve the oracle's Prometheus metrics on ``metrics_host:metrics_port`` (empty: not served)."""
+    metrics_host: str = Field("127.0.0.1", min_length=1, pattern=r"^[A-Za-z0-9.:\-\[\]]+$")
     deployment_file: Path | None = None
     """Empty means var/deployment.json (var/embedded/deployment.json for the embedded system)."""
 
@@ -64,6 +89,9 @@ class Settings(BaseSettings):
     gateway_port: int = Field(8000, ge=0, le=65535)
     simulator_port: int = Field(8601, ge=0, le=65535)
 
+    public_rpc_url: str | None = Field(None, pattern=_URL)
+    """The JSON-RPC URL /v1/health offers wallets. Unset, a development system names its own node and
+    any other names none: the node URL the system uses may carry a provider's API key."""
     public_url: str | None = Field(None, pattern=_URL)
     """Where providers reach the gateway for callbacks (the embedded system uses its own address)."""
     provider_base_url: str | None = Field(None, pattern=_URL)
@@ -81,6 +109,11 @@ class Settings(BaseSettings):
     account_key: SecretStr | None = None
     """Base64 of the 32-byte key that encrypts buyers' game accounts at rest; empty means the file
     var/account-key (created on first run in development only)."""
+
+    operator_key: SecretStr | None = None
+    """Bearer token for operator reads (the whole order: buyer, provider reference, receipt,
+    timeline). Empty means the file var/operator-key, created on first run in development only;
+    elsewhere, with neither, operator reads are off and orders show only their public view."""
 
     catalogue_file: Path = ROOT / "gateway" / "catalogue.toml"
     provider_files: list[Path] = [
@@ -109,7 +142,7 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str) -> str:
-        if value and not value.startswith(("sqlite", "postgresql")):
+        if value and not value.startswith(("sqlite", "postgresql", "postgres://")):
             raise ValueError("must be a sqlite:// or postgresql:// URL")
         return value
 
@@ -124,6 +157,17 @@ class Settings(BaseSettings):
             raise ValueError("not valid base64") from None
         if len(key) != 32:
             raise ValueError(f"must decode to 32 bytes, got {len(key)}")
+        return value
+
+    @field_validator("operator_key")
+    @classmethod
+    def _operator_key_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if not OPERATOR_KEY.fullmatch(value.get_secret_value()):
+            raise ValueError(
+                "must be 32 to 256 characters of base64 or base64url (e.g. `openssl rand -base64 32`)"
+            )
         return value
 
     @field_validator("provider_files")
@@ -151,6 +195,19 @@ class Settings(BaseSettings):
             )
         return self
 
+    def chain_profile(self, chain_id: int) -> ChainProfile:
+        """The chain's profile with these settings' overrides; raises ``ChainProfileError`` for a chain
+        without a profile when ``CARDLESS_CONFIRMATIONS`` is not set."""
+        return chain_profile(
+            chain_id,
+            confirmations=self.confirmations,
+            finality=self.chain_finality,
+            max_log_range=self.chain_log_range,
+            fee_mode=self.chain_fee_mode,
+            bump_after_seconds=self.tx_bump_after_seconds,
+            low_balance_wei=self.gas_low_balance_wei,
+        )
+
     @property
     def is_development(self) -> bool:
         return self.environment == "development"
@@ -170,6 +227,10 @@ class Settings(BaseSettings):
     @property
     def account_key_file(self) -> Path:
         return self.var_dir / "account-key"
+
+    @property
+    def operator_key_file(self) -> Path:
+        return self.var_dir / "operator-key"
 
     @property
     def embedded_dir(self) -> Path:

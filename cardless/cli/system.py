@@ -28,7 +28,7 @@ from web3.contract import Contract
 
 from adapters import ProviderAdapter
 from cardless.cli.adapters import build_adapters
-from cardless.cli.keys import KEYSTORE_FILES, Keys, Role, account_cipher, load_keys
+from cardless.cli.keys import KEYSTORE_FILES, Keys, Role, account_cipher, load_keys, operator_key
 from cardless.cli.settings import Settings
 from cardless.ledger import create_engine_for, migrate, session_factory
 from cardless.ledger.cipher import AccountCipher
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from adapters.simulator.server import SimulatorServer
     from cardless.cli.gateway_server import GatewayServer
     from cardless.cli.oracle_runner import OracleRunner
+    from cardless.devchain.anvil import AnvilNode
     from cardless.devchain.node import DevNode
     from gateway.api.deps import GatewayContext
     from oracles.worker import OracleWorker
@@ -70,7 +71,7 @@ class System:
         self.embedded = embedded
         self.run_gateway = gateway
         self.run_oracle = oracle
-        self.node: DevNode | None = None
+        self.node: DevNode | AnvilNode | None = None
         self.simulator: SimulatorServer | None = None
         self.simulator_config: SimulatorConfig | None = None
         """The embedded simulator's configuration (default: ``default_config()``); tests may set it."""
@@ -81,6 +82,8 @@ class System:
         self.sessions: sessionmaker[Session] | None = None
         self.catalogue: Catalogue | None = None
         self.cipher: AccountCipher | None = None
+        self.operator_key: str | None = None
+        """The bearer token of operator reads (the whole order), when this process serves the gateway."""
         self.gateway_url = ""
         self._gateway: GatewayServer | None = None
         self._oracle: OracleRunner | None = None
@@ -116,6 +119,8 @@ class System:
         self.keys = load_keys(settings, self._roles())
         if self.run_gateway or self.run_oracle:
             self.cipher = account_cipher(settings)
+        if self.run_gateway:
+            self.operator_key = operator_key(settings)
         if self.embedded:
             self._start_embedded_chain()
         else:
@@ -216,6 +221,7 @@ class System:
             simulator_url=self.simulator.url
             if self.simulator is not None and self.embedded and self.settings.is_development
             else None,
+            operator_key=self.operator_key,
         )
         self.gateway_url = self._gateway.start()
 

@@ -25,9 +25,11 @@ from gateway.services import (
     NotFound,
     RateLimited,
     ServiceUnavailable,
+    Unauthorized,
 )
 
 __all__ = [
+    "MAX_FIELD_ERRORS",
     "PROBLEM",
     "STATUS",
     "install_error_handlers",
@@ -38,11 +40,14 @@ __all__ = [
 ]
 
 PROBLEM = "application/problem+json"
+MAX_FIELD_ERRORS = 20
+"""A 422 names at most this many fields (and says how many more there were)."""
 
 STATUS: Mapping[type[GatewayError], int] = {
     NotFound: 404,
     InvalidField: 422,
     CallbackRejected: 401,
+    Unauthorized: 401,
     RateLimited: 429,
     ServiceUnavailable: 503,
 }
@@ -50,7 +55,7 @@ STATUS: Mapping[type[GatewayError], int] = {
 
 _WHY: Mapping[int, str] = {
     400: "The body is not acceptable JSON (nested too deep)",
-    401: "The callback's signature or timestamp does not verify",
+    401: "The credentials do not verify (a provider callback's signature or timestamp, an API key)",
     404: "The named resource does not exist",
     405: "The path does not take this method; `Allow` lists the ones it takes",
     413: "The body is too large",
@@ -103,8 +108,14 @@ def status_of(exc: GatewayError) -> int:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [FieldError(field=_field(e), message=e["msg"]) for e in exc.errors()]
-        return problem(422, "; ".join(f"{e.field}: {e.message}" for e in errors), errors=errors)
+        # A body with 60,000 unknown keys is 60,000 errors: name the first few, count the rest, so the
+        # answer stays small whatever was sent.
+        found = exc.errors()
+        errors = [FieldError(field=_field(e), message=e["msg"]) for e in found[:MAX_FIELD_ERRORS]]
+        detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
+        if len(found) > MAX_FIELD_ERRORS:
+            detail += f"; and {len(found) - MAX_FIELD_ERRORS} more errors"
+        return problem(422, detail, errors=errors)
 
     @app.exception_handler(GatewayError)
     async def _domain(request: Request, exc: GatewayError) -> JSONResponse:
@@ -113,6 +124,8 @@ def install_error_handlers(app: FastAPI) -> None:
         response = problem(status, str(exc), errors=errors)
         if isinstance(exc, ServiceUnavailable | RateLimited):
             response.headers["Retry-After"] = str(exc.retry_after)
+        if isinstance(exc, Unauthorized):
+            response.headers["WWW-Authenticate"] = 'Bearer realm="cardless"'
         if isinstance(exc, RateLimited):
             response.headers.update(rate_limit_headers(exc.allowances))
         elif allowances := getattr(request.state, "rate_limits", None):
@@ -158,4 +171,6 @@ def _field(error: Mapping[str, Any]) -> str:
     (pydantic then locates the error by character offset, which names no field)."""
     if error.get("type") == "json_invalid":
         return "body"
-    return ".".join(str(p) for p in error["loc"] if p != "body") or "body"
+    name = ".".join(str(p) for p in error["loc"] if p != "body") or "body"
+    # An unknown key is named as sent: never echo more than a field name's worth of it.
+    return name if len(name) <= 80 else name[:80] + "…"

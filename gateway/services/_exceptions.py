@@ -7,6 +7,7 @@
         ├── InvalidField           an input is well-formed but not acceptable (token not sold, account
         │                          refused by the provider, a callback naming no order)
         ├── CallbackRejected       a provider callback cannot be trusted (forged, stale): change nothing
+        ├── Unauthorized           the credentials sent with a request do not verify: send none or good ones
         ├── ServiceUnavailable     no provider can take the order now: try again after ``retry_after`` s
         └── RateLimited            this client or wallet asked too often: try again after ``retry_after`` s
 
@@ -29,6 +30,7 @@ __all__ = [
     "NotFound",
     "RateLimited",
     "ServiceUnavailable",
+    "Unauthorized",
 ]
 
 
@@ -61,6 +63,12 @@ class InvalidField(GatewayError):  # noqa: N818
 
 class CallbackRejected(GatewayError):  # noqa: N818
     """A provider callback is not trustworthy (bad signature, outside the time window)."""
+
+
+class Unauthorized(GatewayError):  # noqa: N818
+    """The request carried credentials that do not verify. Sending none is not this error: a request
+    without credentials gets the public view; one with wrong credentials is refused, so a client with a
+    mistyped or revoked key learns it instead of silently reading less."""
 
 
 class ServiceUnavailable(GatewayError):  # noqa: N818

@@ -31,6 +31,7 @@ from gateway.services import (
     NotFound,
     RateLimited,
     ServiceUnavailable,
+    Unauthorized,
 )
 from tests.support.shop import Shop, assert_problem
 
@@ -135,7 +136,15 @@ def test_every_public_domain_error_is_mapped_and_shares_the_cardless_root() -> N
         for name in gateway.services.__all__
         if isinstance(value := getattr(gateway.services, name), type) and issubclass(value, BaseException)
     }
-    assert public == {GatewayError, NotFound, InvalidField, CallbackRejected, ServiceUnavailable, RateLimited}
+    assert public == {
+        GatewayError,
+        NotFound,
+        InvalidField,
+        CallbackRejected,
+        Unauthorized,
+        ServiceUnavailable,
+        RateLimited,
+    }
     assert all(issubclass(cls, CardlessError) for cls in public)
     assert set(STATUS) == public - {GatewayError}
     assert status_of(_Gone("x", "y")) == 404
