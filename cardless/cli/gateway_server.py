@@ -50,7 +50,6 @@ class GatewayServer:
         quotes = QuoteService(
             w3=w3,
             sessions=sessions,
-            catalogue=catalogue,
             deployment=deployment,
             adapters=adapters,
             quote_key=quote_key,

@@ -20,6 +20,8 @@ from gateway.api.ratelimits import RATE_LIMIT_HEADERS, rate_limit_headers
 from gateway.schemas import FieldError, Problem
 from gateway.services import (
     CallbackRejected,
+    Conflict,
+    Forbidden,
     GatewayError,
     InvalidField,
     NotFound,
@@ -45,6 +47,8 @@ STATUS: Mapping[type[GatewayError], int] = {
     InvalidField: 422,
     CallbackRejected: 401,
     Unauthorized: 401,
+    Forbidden: 403,
+    Conflict: 409,
     RateLimited: 429,
     ServiceUnavailable: 503,
 }
@@ -53,11 +57,15 @@ STATUS: Mapping[type[GatewayError], int] = {
 _WHY: Mapping[int, str] = {
     400: "The body is not acceptable JSON (nested too deep)",
     401: "The credentials do not verify (a provider callback's signature or timestamp, an API key)",
+    403: "The credentials verify but do not allow this request (the API key lacks the scope)",
     404: "The named resource does not exist",
+    409: "The request conflicts with the resource's state, or its Idempotency-Key was used with other "
+    "parameters or is still in flight",
     405: "The path does not take this method; `Allow` lists the ones it takes",
     413: "The body is too large",
     422: "An input is invalid; `errors` names the field",
-    429: "Too many requests from this client address or for this buyer wallet; see Retry-After",
+    429: "Too many requests from this client address, for this buyer wallet or with this API key; "
+    "see Retry-After",
     500: "An unexpected error; nothing about it is disclosed",
     503: "No provider can take the order now; see Retry-After",
 }
