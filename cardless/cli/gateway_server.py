@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from urllib.parse import urlsplit
 
 import httpx
 import uvicorn
@@ -22,6 +23,7 @@ from cardless.protocol.deployment import Deployment
 from gateway.api.deps import GatewayContext
 from gateway.app import create_app
 from gateway.catalogue import Catalogue
+from gateway.services.api_keys import KeyQuota
 from gateway.services.quotes import QuoteService
 from gateway.services.ratelimits import QuoteLimits
 
@@ -74,6 +76,9 @@ class GatewayServer:
             ),
             simulator_url=simulator_url,
             operator_key=operator_key,
+            key_quota=KeyQuota(default=settings.api_key_rate),
+            siwe_domain=settings.siwe_domain
+            or (urlsplit(settings.public_url).netloc if settings.public_url else None),
         )
         config = uvicorn.Config(
             create_app(context),
@@ -101,6 +106,8 @@ class GatewayServer:
             time.sleep(0.02)
         port = server.servers[0].sockets[0].getsockname()[1]
         self.url = f"http://{settings.gateway_host}:{port}"
+        if self.context.siwe_domain is None:
+            self.context.siwe_domain = f"{settings.gateway_host}:{port}"
         return self.url
 
     def stop(self) -> None:
