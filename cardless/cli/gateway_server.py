@@ -79,6 +79,8 @@ class GatewayServer:
             key_quota=KeyQuota(default=settings.api_key_rate),
             siwe_domain=settings.siwe_domain
             or (urlsplit(settings.public_url).netloc if settings.public_url else None),
+            public_rpc_url=settings.public_rpc_url
+            or (deployment.rpc_url if settings.is_development else None),
         )
         config = uvicorn.Config(
             create_app(context),

@@ -52,6 +52,8 @@ class GatewayContext:
     """Requests per merchant API key (each key's own quota, or this default)."""
     siwe_domain: str | None = None
     """The domain buyers' Sign-In with Ethereum messages must name; None turns sign-in off."""
+    public_rpc_url: str | None = None
+    """The JSON-RPC URL /v1/health offers wallets; None names none."""
 
 
 def get_context(request: Request) -> GatewayContext:
