@@ -27,7 +27,7 @@ def create_app(context: GatewayContext) -> FastAPI:
     )
     app.state.context = context
     # Inside the body-size middleware (added after it, so it runs second): it gets the body in one piece.
-    app.add_middleware(IdempotencyMiddleware)
+    app.add_middleware(IdempotencyMiddleware, credentialed=("/v1/merchants", "/v1/merchant"))
     # Before any route reads the body: a deeply nested body would otherwise crash the process
     # (see cardless.protocol.jsonlimits).
     app.add_middleware(BoundedJsonMiddleware)

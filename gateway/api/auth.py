@@ -19,7 +19,7 @@ from typing import Annotated
 from fastapi import Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from gateway.api.deps import ContextDep
+from gateway.api.deps import ContextDep, GatewayContext
 from gateway.api.ratelimits import rate_limit_headers
 from gateway.services import Forbidden, Unauthorized
 from gateway.services.api_keys import KEY_PREFIX, MerchantKey, authenticate_key, require_scope
@@ -31,6 +31,7 @@ __all__ = [
     "OperatorOnlyDep",
     "Principal",
     "PrincipalDep",
+    "credential_scope",
     "merchant_with",
     "visibility_of",
 ]
@@ -127,3 +128,27 @@ def visibility_of(principal: Principal) -> Visibility:
     if principal.buyer is not None:
         return Visibility(buyer=principal.buyer)
     raise Unauthorized("this needs credentials: the operator key, a merchant API key or a buyer session")
+
+
+def credential_scope(context: GatewayContext, authorization: str) -> str | None:
+    """Whose ``Authorization`` header this is, for scoping Idempotency-Keys: ``operator``,
+    ``merchant:<id>`` (all of a merchant's keys share one scope, so a retry after a key rotation still
+    replays) or ``buyer:<address>``; None when it does not verify (the route will answer 401). Counts
+    nothing against a quota."""
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or len(token) > 512:
+        return None
+    try:
+        if token.startswith(KEY_PREFIX):
+            with context.sessions() as session:
+                return f"merchant:{authenticate_key(session, token).merchant_id}"
+        if token.startswith(SESSION_PREFIX):
+            with context.sessions() as session:
+                return f"buyer:{authenticate_session(session, token)}"
+    except Unauthorized:
+        return None
+    expected = context.operator_key
+    if expected is not None and hmac.compare_digest(token.encode(), expected.encode()):
+        return "operator"
+    return None

@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from gateway.api.ratelimits import RATE_LIMIT_HEADERS, rate_limit_headers
 from gateway.schemas import FieldError, Problem
@@ -142,11 +143,15 @@ def install_error_handlers(app: FastAPI) -> None:
         return response
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         # Only the framework raises these now (no such route, method not allowed). Their headers are
         # part of the answer: a 405 names the methods the path does take in `Allow` (RFC 9110 15.5.6).
         response = problem(exc.status_code, str(exc.detail))
         response.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route whose path matched; a path served by
+            # several routes (GET and POST /v1/merchants) takes all of theirs.
+            response.headers["Allow"] = ", ".join(_allowed(request))
         return response
 
     @app.exception_handler(Exception)
@@ -165,6 +170,15 @@ def problem_openapi(schema: dict[str, Any]) -> dict[str, Any]:
                 if code[:1] in ("4", "5") and "application/json" in content:
                     content[PROBLEM] = content.pop("application/json")
     return schema
+
+
+def _allowed(request: Request) -> list[str]:
+    routes = request.app.router.routes
+    return [
+        method
+        for method in ("DELETE", "GET", "PATCH", "POST", "PUT")
+        if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)
+    ]
 
 
 def _phrase(status: int) -> str:

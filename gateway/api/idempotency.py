@@ -1,11 +1,14 @@
 """``Idempotency-Key`` on every POST, as an ASGI middleware (inside the body-size middleware, which has
 already read the body into one message).
 
-The key is scoped to whoever sends it: a hash of the ``Authorization`` header, or the client address
-for anonymous requests, so one caller can never replay another's answer. The fingerprint covers the
-method, path, query and raw body. The first answer is stored, errors included, and replayed for 24 h
-with ``Idempotent-Replayed: true``; except 429 and 503, which say "nothing was done, retry later", and
-are released so the retry runs.
+The key is scoped to whoever sends it: the verified credential's owner (the operator, a merchant, a
+buyer), or the client address for anonymous requests, so one caller can never replay another's answer.
+A request whose credentials do not verify, or that carries none to a route that needs them, is passed
+through untouched: it is answered 401, and a stranger cannot probe which keys are in use.
+
+The fingerprint covers the method, path, query and raw body. The first answer is stored, errors
+included, and replayed for 24 h with ``Idempotent-Replayed: true``; except 429 and 503, which say
+"nothing was done, retry later", and are released so the retry runs.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 import anyio.to_thread
 
 from cardless.protocol.jsonlimits import ASGIApp, Message, Receive, Scope, Send
+from gateway.api.auth import credential_scope
 from gateway.services import idempotency
 
 __all__ = ["HEADER", "IdempotencyMiddleware", "idempotency_openapi"]
@@ -29,8 +33,10 @@ _KEPT_HEADERS = ("content-type", "location", "retry-after", "www-authenticate")
 
 
 class IdempotencyMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, credentialed: tuple[str, ...] = ()) -> None:
         self.app = app
+        self.credentialed = credentialed
+        """Path prefixes whose routes all need credentials."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -46,16 +52,23 @@ class IdempotencyMiddleware:
                 send, 422, "header.Idempotency-Key", "must be 1 to 255 visible ASCII characters (a UUID)"
             )
             return
+        context = scope["app"].state.context
+        auth = headers.get("authorization")
+        if auth is None:
+            if scope["path"].startswith(self.credentialed):
+                await self.app(scope, receive, send)
+                return
+            client = scope.get("client") or ("unknown", 0)
+            owner = f"client:{client[0]}"[:80]
+        else:
+            verified = await anyio.to_thread.run_sync(credential_scope, context, auth)
+            if verified is None:
+                await self.app(scope, receive, send)
+                return
+            owner = verified if len(verified) <= 80 else hashlib.sha256(verified.encode()).hexdigest()
         message = await receive()
         body = message.get("body", b"")
-        auth = headers.get("authorization")
-        client = scope.get("client") or ("unknown", 0)
-        owner = (
-            "auth:" + hashlib.sha256(auth.encode("latin-1")).hexdigest()[:40]
-            if auth
-            else f"client:{client[0]}"[:80]
-        )
-        sessions = scope["app"].state.context.sessions
+        sessions = context.sessions
         query = scope.get("query_string", b"").decode("latin-1")
         print_ = idempotency.fingerprint("POST", scope["path"], query, body)
         outcome = await anyio.to_thread.run_sync(idempotency.claim, sessions, owner, key, print_)
@@ -88,7 +101,11 @@ class IdempotencyMiddleware:
             replayed = True
             return {"type": "http.request", "body": body, "more_body": False}
 
+        events: list[Message] = []
+
         async def capture(event: Message) -> None:
+            # Held back until the answer is stored: a client that retries the moment it has the first
+            # answer must find it stored, not "still running".
             nonlocal status
             if event["type"] == "http.response.start":
                 status = int(event["status"])
@@ -98,7 +115,7 @@ class IdempotencyMiddleware:
                         kept[lowered] = value.decode("latin-1")
             elif event["type"] == "http.response.body":
                 chunks.append(event.get("body", b""))
-            await send(event)
+            events.append(event)
 
         try:
             await self.app(scope, replay_body, capture)
@@ -111,6 +128,8 @@ class IdempotencyMiddleware:
             await anyio.to_thread.run_sync(
                 idempotency.complete, sessions, record, status, kept, b"".join(chunks)
             )
+        for event in events:
+            await send(event)
 
 
 async def _send(send: Send, status: int, headers: dict[str, str], body: bytes) -> None:

@@ -67,6 +67,8 @@ def create_siwe_nonce(context: ContextDep, session: SessionDep) -> SiweNonceOut:
     status_code=201,
     tags=["auth"],
     responses=problem_responses(400, 401, 403, 413, 422, 503),
+    # Sent without credentials (any credentials are refused with 403): the empty requirement says so.
+    openapi_extra={"security": [{}]},
 )
 def create_siwe_session(
     body: SiweLogin, principal: PrincipalDep, context: ContextDep, session: SessionDep

@@ -384,3 +384,19 @@ def test_a_malformed_idempotency_key_is_422_naming_the_header(admin: httpx.Clien
     response = admin.post("/v1/merchants", json=_merchant_body(5), headers={"Idempotency-Key": "x" * 256})
     assert_problem(response, 422, "header.Idempotency-Key")
     assert admin.get("/v1/merchants/idem-5").status_code == 404
+
+
+def test_credentials_are_checked_before_any_idempotency_key(gw: MerchantApp, admin: httpx.Client) -> None:
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    assert admin.post("/v1/merchants", json=_merchant_body(6), headers=key).status_code == 201
+    with gw.client("wrong-" + "k" * 40, **key) as wrong, gw.client(**key) as anonymous:
+        # The same key with other parameters would be 409 for the operator; a stranger learns nothing.
+        assert_problem(wrong.post("/v1/merchants", json=_merchant_body(7)), 401)
+        assert_problem(anonymous.post("/v1/merchants", json=_merchant_body(7)), 401)
+
+
+def test_a_path_served_by_two_routes_allows_both_methods(admin: httpx.Client) -> None:
+    response = admin.delete("/v1/merchants")
+    assert_problem(response, 405)
+    assert response.headers["Allow"] == "GET, POST"
+    assert admin.put("/v1/merchant/skus/genshin-60").headers["Allow"] == "GET, PATCH"
