@@ -108,7 +108,7 @@ class PayoutTransactionOut(_Out):
 
 class ApiKeyCreate(_In):
     name: str = Field(min_length=1, max_length=100)
-    scopes: list[Scope] = Field(min_length=1, max_length=4)
+    scopes: list[Scope] = Field(min_length=1, max_length=4, json_schema_extra={"uniqueItems": True})
     expires_in_days: int | None = Field(default=None, ge=1, le=3_650, description="None: never expires")
     rate_limit: RateLimit | None = Field(default=None, description="None: the gateway's default quota")
 
@@ -157,7 +157,9 @@ class SkuCreate(_In):
     id: Slug
     title: Title
     face_value: int | None = Field(default=None, ge=1, le=10**15, description="Game units credited")
-    providers: list[ProviderName] = Field(min_length=1, max_length=8, description="Failover order")
+    providers: list[ProviderName] = Field(
+        min_length=1, max_length=8, description="Failover order", json_schema_extra={"uniqueItems": True}
+    )
     prices: list[SkuPriceIn] = Field(min_length=1, max_length=16)
     enabled: bool = True
     daily_limit: DailyLimit | None = Field(default=None, description="Orders per UTC day, all buyers")
@@ -167,7 +169,9 @@ class SkuCreate(_In):
 class SkuUpdate(_In):
     title: Title | None = None
     face_value: int | None = Field(default=None, ge=1, le=10**15)
-    providers: list[ProviderName] | None = Field(default=None, min_length=1, max_length=8)
+    providers: list[ProviderName] | None = Field(
+        default=None, min_length=1, max_length=8, json_schema_extra={"uniqueItems": True}
+    )
     prices: list[SkuPriceIn] | None = Field(default=None, min_length=1, max_length=16)
     enabled: bool | None = None
     daily_limit: DailyLimit | None = None

@@ -166,6 +166,18 @@ def get_own_merchant(key: MerchantKeyDep, session: SessionDep) -> MerchantAccoun
 
 
 @router.post(
+    "/merchant/keys/current/rotate",
+    status_code=201,
+    tags=["merchant"],
+    responses=problem_responses(*_BODY, *_KEY, 404, 422),
+)
+def rotate_own_api_key(body: ApiKeyRotate, key: MerchantKeyDep, session: SessionDep) -> ApiKeyCreatedOut:
+    """Replace the calling key (any scope): the answer holds the new key, once; the calling key keeps
+    working for `overlap_seconds`, then expires. A key rotates once (404 the second time)."""
+    return api_keys.rotate_key(session, key.merchant_id, key.key_id, body.overlap_seconds)
+
+
+@router.post(
     "/merchant/payout-address",
     tags=["merchant"],
     responses=problem_responses(*_BODY, *_KEY, 422, 503),

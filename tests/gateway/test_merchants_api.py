@@ -240,6 +240,20 @@ def test_rotation_keeps_the_old_key_for_the_overlap_only(gw: MerchantApp, admin:
     assert_problem(bad, 422, "overlap_seconds")
 
 
+def test_a_merchant_rotates_its_own_key(gw: MerchantApp, admin: httpx.Client) -> None:
+    merchant = new_merchant(admin)
+    old = new_key(admin, merchant["id"], "orders:read")
+    with gw.client(old["key"]) as client:
+        rotated = client.post("/v1/merchant/keys/current/rotate", json={"overlap_seconds": 60})
+        assert rotated.status_code == 201, rotated.text
+        assert_problem(client.post("/v1/merchant/keys/current/rotate", json={}), 404, "key_id")
+        assert client.get("/v1/merchant").status_code == 200  # within the overlap
+    new = rotated.json()
+    assert new["scopes"] == ["orders:read"] and new["merchant"] == merchant["id"]
+    with gw.client(new["key"]) as client:
+        assert client.get("/v1/merchant").json()["id"] == merchant["id"]
+
+
 def test_key_create_failures_name_the_field(admin: httpx.Client) -> None:
     url = "/v1/merchants/paimon-shop/keys"
     assert_problem(admin.post(url, json={"name": "k", "scopes": ["root"]}), 422, "scopes.0")

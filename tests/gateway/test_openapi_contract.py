@@ -34,6 +34,7 @@ OPERATIONS = {
     ("post", "/v1/merchants/{merchant_id}/keys/{key_id}/rotate"): "rotateApiKey",
     ("post", "/v1/merchants/{merchant_id}/keys/{key_id}/revoke"): "revokeApiKey",
     ("get", "/v1/merchant"): "getOwnMerchant",
+    ("post", "/v1/merchant/keys/current/rotate"): "rotateOwnApiKey",
     ("post", "/v1/merchant/payout-address"): "prepareOwnPayoutAddress",
     ("get", "/v1/merchant/skus"): "listOwnSkus",
     ("post", "/v1/merchant/skus"): "createSku",
