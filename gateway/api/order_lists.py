@@ -17,7 +17,7 @@ from gateway.api.deps import ContextDep, SessionDep
 from gateway.api.errors import problem_responses
 from gateway.api.routes import operation_id
 from gateway.merchant_schemas import OrderListOut, SiweLogin, SiweNonceOut, SiweSessionOut
-from gateway.services import Forbidden, ServiceUnavailable
+from gateway.services import Forbidden, InvalidField, ServiceUnavailable
 from gateway.services import siwe as siwe_service
 from gateway.services.order_lists import MAX_PAGE, OrderFilter, list_orders
 
@@ -28,6 +28,17 @@ router = APIRouter(
 )
 
 OrderId = Annotated[str, Query(pattern=r"^0x[0-9a-fA-F]{64}$")]
+RFC3339 = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})?$"
+"""An RFC 3339 date-time (the zone may be left out: UTC). Pydantic alone would also take unix seconds."""
+
+
+def _time(name: str, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidField(f"query.{name}", "is not a valid date-time") from None
 
 
 @router.get("/orders", tags=["orders"], responses=problem_responses(401, 403, 422, 429))
@@ -39,8 +50,8 @@ def list_order_page(
     state: OrderState | None = None,
     sku: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     buyer: Annotated[str | None, Query(pattern=r"^0x[0-9a-fA-F]{40}$")] = None,
-    created_gte: Annotated[datetime | None, Query(description="Created at or after (RFC 3339)")] = None,
-    created_lt: Annotated[datetime | None, Query(description="Created before (RFC 3339)")] = None,
+    created_gte: Annotated[str | None, Query(pattern=RFC3339, description="Created at or after")] = None,
+    created_lt: Annotated[str | None, Query(pattern=RFC3339, description="Created before")] = None,
 ) -> OrderListOut:
     """Orders, newest first, `limit` per page (1 to 100). For the next page pass the last order's id as
     `starting_after`; `has_more` says whether there is one. Filters: state, SKU, buyer, creation time."""
@@ -48,7 +59,13 @@ def list_order_page(
     return list_orders(
         session,
         visibility,
-        OrderFilter(state=state, sku=sku, buyer=buyer, created_gte=created_gte, created_lt=created_lt),
+        OrderFilter(
+            state=state,
+            sku=sku,
+            buyer=buyer,
+            created_gte=_time("created_gte", created_gte),
+            created_lt=_time("created_lt", created_lt),
+        ),
         limit=limit,
         starting_after=starting_after,
     )
