@@ -445,3 +445,47 @@ def test_a_sku_past_its_daily_limit_is_refused_before_any_provider_call(
     with gw.sessions() as session:
         count = session.scalar(select(func.count()).select_from(Order).where(Order.sku == "genshin-980"))
         assert count == already + 2
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    [
+        (
+            "post",
+            "/v1/merchants",
+            {"id": INJECTION, "name": "n", "address": "0x" + "ab" * 20, "fee_bps": 1},
+            "id",
+        ),
+        ("post", "/v1/merchants/paimon-shop/keys", {"name": "k", "scopes": [INJECTION]}, "scopes.0"),
+        (
+            "post",
+            "/v1/merchants/paimon-shop/keys",
+            {"name": "k", "scopes": ["orders:read"], "rate_limit": INJECTION},
+            "rate_limit",
+        ),
+        ("post", "/v1/merchants/paimon-shop/payout-address", {"payout_address": INJECTION}, "payout_address"),
+        ("post", "/v1/auth/siwe", {"message": INJECTION, "signature": "0x00"}, None),
+    ],
+)
+def test_injection_in_a_constrained_field_is_refused_naming_it(
+    gw: MerchantApp, admin: httpx.Client, method: str, path: str, body: dict[str, Any], field: str | None
+) -> None:
+    client = admin if path != "/v1/auth/siwe" else gw.client()
+    response = client.request(method, path, json=body)
+    assert_problem(response, 422, field)
+    with gw.sessions() as session:
+        assert session.execute(text("SELECT count(*) FROM merchants")).scalar_one() >= 2
+
+
+def test_injection_in_free_text_is_kept_as_text(gw: MerchantApp, admin: httpx.Client) -> None:
+    merchant = new_merchant(admin)
+    disabled = admin.post(f"/v1/merchants/{merchant['id']}/disable", json={"reason": INJECTION})
+    assert disabled.json()["disabled_reason"] == INJECTION
+    key = new_key(admin, "paimon-shop", "catalogue:write")["key"]
+    with gw.client(key) as client:
+        updated = client.patch("/v1/merchant/skus/genshin-980", json={"title": INJECTION})
+        assert updated.json()["title"] == INJECTION
+        client.patch("/v1/merchant/skus/genshin-980", json={"title": "Genshin Impact · 980 Genesis Crystals"})
+    with gw.client() as anonymous:  # served as JSON data, never as markup
+        response = anonymous.get("/v1/catalogue")
+        assert response.headers["content-type"] == "application/json"
