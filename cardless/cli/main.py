@@ -24,9 +24,14 @@ from rich.table import Table
 
 from cardless.cli.merchants import catalogue_app, merchant_app
 from cardless.cli.settings import Settings
+from cardless.protocol.jsonlimits import restore_recursion_limit
 
 if TYPE_CHECKING:
     from cardless.cli.system import System
+
+# eth_account (above) brought in py_ecc, which set the recursion limit to 100,000: back to what py-evm
+# needs, before any command runs.
+restore_recursion_limit()
 
 app = typer.Typer(help="Cardless: direct top-up settlement through an on-chain escrow.", no_args_is_help=True)
 app.add_typer(merchant_app, name="merchant")
