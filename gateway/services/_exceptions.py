@@ -71,9 +71,9 @@ class CallbackRejected(GatewayError):  # noqa: N818
 
 
 class Unauthorized(GatewayError):  # noqa: N818
-    """The request carried credentials that do not verify. Sending none is not this error: a request
-    without credentials gets the public view; one with wrong credentials is refused, so a client with a
-    mistyped or revoked key learns it instead of silently reading less."""
+    """The request carried credentials that do not verify, or none to a route that needs them. Where a
+    route has a public view (an order), sending none gets that view; wrong credentials are refused, so
+    a client with a mistyped or revoked key learns it instead of silently reading less."""
 
 
 class Forbidden(GatewayError):  # noqa: N818

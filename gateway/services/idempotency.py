@@ -34,11 +34,14 @@ __all__ = [
     "claim",
     "complete",
     "fingerprint",
+    "purge",
     "release",
 ]
 
 RETENTION = timedelta(hours=24)
 STALE_CLAIM = timedelta(seconds=120)
+PURGE_EVERY = 256
+"""Every this many claims, the expired records of every key are deleted (the table stays one day deep)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +90,9 @@ def claim(
             session.add(row)
             try:
                 session.commit()
+                if row.id % PURGE_EVERY == 0:  # now and then, drop every expired record
+                    session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.expires_at < now))
+                    session.commit()
                 return Claimed(row.id)
             except IntegrityError:
                 session.rollback()

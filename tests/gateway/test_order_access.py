@@ -400,3 +400,21 @@ def test_a_path_served_by_two_routes_allows_both_methods(admin: httpx.Client) ->
     assert_problem(response, 405)
     assert response.headers["Allow"] == "GET, POST"
     assert admin.put("/v1/merchant/skus/genshin-60").headers["Allow"] == "GET, PATCH"
+
+
+def test_expired_idempotency_records_are_purged_and_a_key_is_reusable_after_a_day(gw: MerchantApp) -> None:
+    from gateway.services import idempotency
+
+    now = datetime.now(UTC)
+    first = idempotency.claim(gw.sessions, "test", "k-1", "print-a", now - timedelta(days=2))
+    assert isinstance(first, idempotency.Claimed)
+    idempotency.complete(gw.sessions, first.record_id, 201, {}, b"{}")
+    # A day later the key is free again, even with other parameters.
+    again = idempotency.claim(gw.sessions, "test", "k-1", "print-b", now)
+    assert isinstance(again, idempotency.Claimed)
+    old = idempotency.claim(gw.sessions, "test", "k-2", "print-a", now - timedelta(days=2))
+    assert isinstance(old, idempotency.Claimed)
+    assert idempotency.purge(gw.sessions, now) >= 1
+    with gw.sessions() as session:
+        keys = set(session.scalars(select(IdempotencyRecord.key).where(IdempotencyRecord.scope == "test")))
+    assert keys == {"k-1"}
