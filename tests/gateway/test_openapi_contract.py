@@ -21,6 +21,25 @@ OPERATIONS = {
     ("get", "/v1/orders/{order_id}"): "getOrder",
     ("post", "/v1/providers/{provider}/callback"): "receiveProviderCallback",
     ("get", "/v1/health"): "getHealth",
+    ("get", "/v1/orders"): "listOrderPage",
+    ("post", "/v1/auth/siwe/nonce"): "createSiweNonce",
+    ("post", "/v1/auth/siwe"): "createSiweSession",
+    ("post", "/v1/merchants"): "createMerchant",
+    ("get", "/v1/merchants"): "listMerchants",
+    ("get", "/v1/merchants/{merchant_id}"): "getMerchant",
+    ("post", "/v1/merchants/{merchant_id}/disable"): "disableMerchant",
+    ("post", "/v1/merchants/{merchant_id}/payout-address"): "prepareMerchantPayoutAddress",
+    ("post", "/v1/merchants/{merchant_id}/keys"): "createApiKey",
+    ("get", "/v1/merchants/{merchant_id}/keys"): "listApiKeys",
+    ("post", "/v1/merchants/{merchant_id}/keys/{key_id}/rotate"): "rotateApiKey",
+    ("post", "/v1/merchants/{merchant_id}/keys/{key_id}/revoke"): "revokeApiKey",
+    ("get", "/v1/merchant"): "getOwnMerchant",
+    ("post", "/v1/merchant/keys/current/rotate"): "rotateOwnApiKey",
+    ("post", "/v1/merchant/payout-address"): "prepareOwnPayoutAddress",
+    ("get", "/v1/merchant/skus"): "listOwnSkus",
+    ("post", "/v1/merchant/skus"): "createSku",
+    ("get", "/v1/merchant/skus/{sku_id}"): "getOwnSku",
+    ("patch", "/v1/merchant/skus/{sku_id}"): "updateSku",
 }
 
 
@@ -78,10 +97,16 @@ def test_limited_and_unavailable_answers_declare_their_headers(document: dict[st
     }
     limits = {"Retry-After", "RateLimit", "RateLimit-Policy"}
     limits |= {"RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"}
-    assert declared == {
-        ("post", "/v1/quotes", "429"): limits,
-        ("post", "/v1/quotes", "503"): {"Retry-After"},
+    # Every 429 (quotes, and every route a merchant API key is counted on) carries the limits; every 503
+    # says when to retry.
+    assert declared[("post", "/v1/quotes", "429")] == limits
+    assert {k: v for k, v in declared.items() if k[2] == "429"} == {
+        k: limits for k in declared if k[2] == "429"
     }
+    assert {k: v for k, v in declared.items() if k[2] == "503"} == {
+        k: {"Retry-After"} for k in declared if k[2] == "503"
+    }
+    assert ("get", "/v1/orders", "429") in declared
 
 
 def test_every_operation_declares_405_with_allow(document: dict[str, Any]) -> None:
