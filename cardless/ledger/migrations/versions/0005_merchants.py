@@ -4,7 +4,7 @@ Also two indexes on orders for the merchant's and the buyer's order lists (newes
 pagination on (created_at, id)).
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 Create Date: 2026-12-03 11:55:00.896032
 """
 
@@ -16,7 +16,7 @@ from alembic import op
 import cardless.ledger.types
 
 revision = "0005"
-down_revision = "0003"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
