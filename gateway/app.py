@@ -11,6 +11,7 @@ from cardless.protocol.jsonlimits import BoundedJsonMiddleware
 from gateway.api.deps import GatewayContext
 from gateway.api.errors import install_error_handlers, problem_openapi
 from gateway.api.routes import router
+from gateway.api.webhooks import router as webhooks_router
 
 __all__ = ["create_app"]
 
@@ -29,6 +30,7 @@ def create_app(context: GatewayContext) -> FastAPI:
     app.add_middleware(BoundedJsonMiddleware)
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(webhooks_router)
 
     def openapi() -> dict[str, Any]:
         # Error bodies are problem+json; FastAPI would list a `responses=` model as application/json.

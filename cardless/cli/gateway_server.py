@@ -24,6 +24,7 @@ from gateway.app import create_app
 from gateway.catalogue import Catalogue
 from gateway.services.quotes import QuoteService
 from gateway.services.ratelimits import QuoteLimits
+from gateway.services.webhooks import WebhookEndpoints
 
 __all__ = ["GatewayServer"]
 
@@ -75,6 +76,8 @@ class GatewayServer:
             ),
             simulator_url=simulator_url,
             operator_key=operator_key,
+            # Loopback and private webhook URLs only in development (the demo's receiver is on loopback).
+            webhook_endpoints=WebhookEndpoints(cipher, allow_private=settings.is_development),
         )
         config = uvicorn.Config(
             create_app(context),

@@ -32,6 +32,7 @@ from gateway.catalogue import Catalogue
 from oracles.service import OracleService
 from oracles.settlement import MerchantSweep
 from oracles.txmanager import TxManager
+from oracles.webhooks import DeliveryPolicy, WebhookSender
 from oracles.worker import OracleWorker, WorkerConfig
 
 __all__ = ["AdapterFactory", "OracleRunner"]
@@ -144,7 +145,19 @@ class OracleRunner:
             )
             # The pipeline runs in a tight loop (latency); OracleService runs the periodic jobs
             # (re-query, expiry and refunds, the merchant sweep) on APScheduler in this event loop.
-            await OracleService(worker, sweep=sweep).run(self._oracle_stop, started=ready.set)
+            webhooks = WebhookSender(
+                self.sessions,
+                self.cipher,
+                DeliveryPolicy(
+                    timeout=self.settings.webhook_timeout_seconds,
+                    retry_base=timedelta(seconds=self.settings.webhook_retry_base_seconds),
+                    allow_private=self.settings.is_development,
+                ),
+                owner=worker.worker_id,
+            )
+            await OracleService(worker, sweep=sweep, webhooks=webhooks.deliver_due).run(
+                self._oracle_stop, started=ready.set
+            )
         finally:
             for client in clients:
                 await client.aclose()

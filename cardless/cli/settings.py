@@ -114,6 +114,12 @@ class Settings(BaseSettings):
     quote_rate_per_buyer: str = Field("30/minute", pattern=_RATE)
     """Quotes for one buyer wallet, whatever the client address."""
 
+    webhook_timeout_seconds: float = Field(10.0, ge=1, le=30)
+    """Per webhook attempt: the connect and read timeout (the whole attempt stops after twice this)."""
+    webhook_retry_base_seconds: float = Field(30.0, gt=0, le=3_600)
+    """The first retry of a failed webhook delivery waits this long, doubling to an hour per retry;
+    deliveries are retried for 72 h and an endpoint failing for 24 h is disabled."""
+
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str) -> str:

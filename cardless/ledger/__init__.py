@@ -13,6 +13,14 @@ from cardless.ledger.models import (
     SeenLog,
     SignerNonce,
 )
+from cardless.ledger.outbox import (
+    DeliveryStatus,
+    Payout,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+)
 
 __all__ = [
     "Base",
@@ -20,11 +28,17 @@ __all__ = [
     "ChainTx",
     "ChainTxOrder",
     "ChainTxState",
+    "DeliveryStatus",
     "Order",
     "OrderEvent",
     "OrderState",
+    "Payout",
     "SeenLog",
     "SignerNonce",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookEvent",
     "create_engine_for",
     "migrate",
     "session_factory",

@@ -22,6 +22,7 @@ from gateway.catalogue import Catalogue
 from gateway.services import Unauthorized
 from gateway.services.quotes import QuoteService
 from gateway.services.ratelimits import QuoteLimits
+from gateway.services.webhooks import WebhookEndpoints
 
 __all__ = [
     "CatalogueDep",
@@ -47,6 +48,8 @@ class GatewayContext:
     """Set when the embedded simulated provider runs (the demo reads its ledger)."""
     operator_key: str | None = None
     """The bearer token of operator reads (the whole order); None turns them off."""
+    webhook_endpoints: WebhookEndpoints | None = None
+    """Merchants' webhook endpoints (gateway.api.webhooks); None answers those routes 503."""
 
 
 def get_context(request: Request) -> GatewayContext:
