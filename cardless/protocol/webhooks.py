@@ -97,6 +97,8 @@ def verify(
         if not sep:
             raise SignatureMismatch(f"malformed signature header element {part!r}")
         if key == "t":
+            if timestamp is not None:
+                raise SignatureMismatch("the signature header has more than one t=")
             if not (value.isascii() and value.isdigit()) or len(value) > 12:
                 raise SignatureMismatch("the signature timestamp is not unix seconds")
             timestamp = int(value)
