@@ -78,6 +78,7 @@ class GatewayServer:
             operator_key=operator_key,
             # Loopback and private webhook URLs only in development (the demo's receiver is on loopback).
             webhook_endpoints=WebhookEndpoints(cipher, allow_private=settings.is_development),
+            confirmations=settings.confirmations,
         )
         config = uvicorn.Config(
             create_app(context),

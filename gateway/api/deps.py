@@ -50,6 +50,9 @@ class GatewayContext:
     """The bearer token of operator reads (the whole order); None turns them off."""
     webhook_endpoints: WebhookEndpoints | None = None
     """Merchants' webhook endpoints (gateway.api.webhooks); None answers those routes 503."""
+    confirmations: int = 0
+    """The oracle's confirmation depth: /readyz counts its lag beyond it."""
+    """Merchants' webhook endpoints (gateway.api.webhooks); None answers those routes 503."""
 
 
 def get_context(request: Request) -> GatewayContext:

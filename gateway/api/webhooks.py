@@ -11,12 +11,12 @@ from datetime import timedelta
 from typing import Annotated, Literal
 
 from eth_utils import to_checksum_address
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query
 
 from gateway.api.deps import ContextDep, OperatorDep, SessionDep
 from gateway.api.errors import problem_responses
 from gateway.api.routes import operation_id
-from gateway.services import NotFound, ServiceUnavailable, Unauthorized
+from gateway.services import NotFound, Unauthorized
 from gateway.services.webhooks import WebhookEndpoints
 from gateway.webhook_schemas import (
     SecretRotationCreate,
@@ -50,7 +50,7 @@ def _merchant(
 
 def _endpoints(context: ContextDep) -> WebhookEndpoints:
     if context.webhook_endpoints is None:
-        raise ServiceUnavailable("webhooks are not configured on this gateway")
+        raise NotFound("merchant", "webhooks are not configured on this gateway")
     return context.webhook_endpoints
 
 
@@ -64,7 +64,7 @@ router = APIRouter(
     tags=["webhooks"],
     generate_unique_id_function=operation_id,
     dependencies=[Depends(_operator_only)],
-    responses=problem_responses(401, 404, 405, 422, 500, 503),
+    responses=problem_responses(401, 404, 405, 422, 500),
 )
 
 
@@ -120,13 +120,14 @@ def rotate_webhook_secret(
     return endpoints.rotate_secret(session, merchant, endpoint_id, timedelta(seconds=body.overlap_seconds))
 
 
-@router.delete("/{endpoint_id}", status_code=204, response_class=Response)
+@router.delete("/{endpoint_id}")
 def delete_webhook_endpoint(
     endpoint_id: EndpointId, session: SessionDep, merchant: MerchantDep, endpoints: EndpointsDep
-) -> Response:
-    """Remove the endpoint and its deliveries (the events stay)."""
+) -> WebhookEndpointOut:
+    """Remove the endpoint and its deliveries (the events stay); answers what was removed."""
+    removed = endpoints.get(session, merchant, endpoint_id)
     endpoints.delete(session, merchant, endpoint_id)
-    return Response(status_code=204)
+    return removed
 
 
 @router.get("/{endpoint_id}/deliveries")

@@ -21,6 +21,19 @@ OPERATIONS = {
     ("get", "/v1/orders/{order_id}"): "getOrder",
     ("post", "/v1/providers/{provider}/callback"): "receiveProviderCallback",
     ("get", "/v1/health"): "getHealth",
+    ("post", "/v1/merchants/{merchant}/webhook-endpoints"): "createWebhookEndpoint",
+    ("get", "/v1/merchants/{merchant}/webhook-endpoints"): "listWebhookEndpoints",
+    ("get", "/v1/merchants/{merchant}/webhook-endpoints/{endpoint_id}"): "getWebhookEndpoint",
+    ("patch", "/v1/merchants/{merchant}/webhook-endpoints/{endpoint_id}"): "updateWebhookEndpoint",
+    ("delete", "/v1/merchants/{merchant}/webhook-endpoints/{endpoint_id}"): "deleteWebhookEndpoint",
+    ("post", "/v1/merchants/{merchant}/webhook-endpoints/{endpoint_id}/rotate-secret"): "rotateWebhookSecret",
+    ("get", "/v1/merchants/{merchant}/webhook-endpoints/{endpoint_id}/deliveries"): "listWebhookDeliveries",
+    (
+        "post",
+        "/v1/merchants/{merchant}/webhook-endpoints/{endpoint_id}/deliveries/{delivery_id}/redeliver",
+    ): "redeliverWebhook",
+    ("get", "/healthz"): "getLiveness",
+    ("get", "/readyz"): "getReadiness",
 }
 
 
@@ -81,6 +94,7 @@ def test_limited_and_unavailable_answers_declare_their_headers(document: dict[st
     assert declared == {
         ("post", "/v1/quotes", "429"): limits,
         ("post", "/v1/quotes", "503"): {"Retry-After"},
+        ("get", "/readyz", "503"): {"Retry-After"},
     }
 
 

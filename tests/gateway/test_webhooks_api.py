@@ -118,7 +118,7 @@ def test_register_read_rotate_disable_and_delete(dev: Api) -> None:
     assert on.json()["enabled"] is True and on.json()["disabled_reason"] is None
     assert on.json()["events"] == ["order.settled"]
 
-    assert dev("DELETE", f"{base()}/{endpoint}", headers=AUTH).status_code == 204
+    assert dev("DELETE", f"{base()}/{endpoint}", headers=AUTH).json()["id"] == endpoint
     assert_problem(dev("GET", f"{base()}/{endpoint}", headers=AUTH), 404, "endpoint_id")
 
 
