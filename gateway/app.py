@@ -10,6 +10,7 @@ from fastapi.openapi.utils import get_openapi
 from cardless.protocol.jsonlimits import BoundedJsonMiddleware
 from gateway.api.deps import GatewayContext
 from gateway.api.errors import install_error_handlers, problem_openapi
+from gateway.api.money import router as money_router
 from gateway.api.operations import router as operations_router
 from gateway.api.routes import router
 from gateway.api.webhooks import router as webhooks_router
@@ -38,6 +39,7 @@ def create_app(context: GatewayContext) -> FastAPI:
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(webhooks_router)
+    app.include_router(money_router)
     app.include_router(operations_router)
 
     def openapi() -> dict[str, Any]:

@@ -10,13 +10,13 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from eth_utils import to_checksum_address
 from fastapi import APIRouter, Depends, Path, Query
 
-from gateway.api.deps import ContextDep, OperatorDep, SessionDep
+from gateway.api.admin import MerchantDep, operator_only
+from gateway.api.deps import ContextDep, SessionDep
 from gateway.api.errors import problem_responses
 from gateway.api.routes import operation_id
-from gateway.services import NotFound, Unauthorized
+from gateway.services import NotFound
 from gateway.services.webhooks import WebhookEndpoints
 from gateway.webhook_schemas import (
     SecretRotationCreate,
@@ -33,28 +33,12 @@ from gateway.webhook_schemas import (
 __all__ = ["router"]
 
 
-def _operator_only(operator: OperatorDep) -> None:
-    if not operator:
-        raise Unauthorized("this route needs the operator key (Authorization: Bearer ...)")
-
-
-def _merchant(
-    context: ContextDep,
-    merchant: str = Path(pattern=r"^0x[0-9a-fA-F]{40}$", description="The merchant's address"),
-) -> str:
-    address = to_checksum_address(merchant)
-    if all(m.address != address for m in context.catalogue.merchants):
-        raise NotFound("merchant", f"no merchant {address}")
-    return address
-
-
 def _endpoints(context: ContextDep) -> WebhookEndpoints:
     if context.webhook_endpoints is None:
         raise NotFound("merchant", "webhooks are not configured on this gateway")
     return context.webhook_endpoints
 
 
-MerchantDep = Annotated[str, Depends(_merchant)]
 EndpointsDep = Annotated[WebhookEndpoints, Depends(_endpoints)]
 EndpointId = Annotated[str, Path(pattern=r"^we_[0-9a-f]{24}$")]
 
@@ -63,7 +47,7 @@ router = APIRouter(
     prefix="/v1/merchants/{merchant}/webhook-endpoints",
     tags=["webhooks"],
     generate_unique_id_function=operation_id,
-    dependencies=[Depends(_operator_only)],
+    dependencies=[Depends(operator_only)],
     responses=problem_responses(401, 404, 405, 422, 500),
 )
 

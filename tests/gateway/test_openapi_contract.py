@@ -32,6 +32,8 @@ OPERATIONS = {
         "post",
         "/v1/merchants/{merchant}/webhook-endpoints/{endpoint_id}/deliveries/{delivery_id}/redeliver",
     ): "redeliverWebhook",
+    ("get", "/v1/merchants/{merchant}/balances"): "getMerchantBalances",
+    ("get", "/v1/merchants/{merchant}/settlement-report"): "getSettlementReport",
     ("get", "/healthz"): "getLiveness",
     ("get", "/readyz"): "getReadiness",
 }
