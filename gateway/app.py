@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from cardless.ledger.logcontext import order_scope
 from cardless.protocol.jsonlimits import BoundedJsonMiddleware
 from gateway.api.deps import GatewayContext
 from gateway.api.errors import install_error_handlers, problem_openapi
@@ -17,6 +20,23 @@ from gateway.api.webhooks import router as webhooks_router
 from gateway.services.operations import Metrics
 
 __all__ = ["create_app"]
+
+_ORDER_PATH = re.compile(r"^/v1/orders/(0x[0-9a-fA-F]{64})$")
+
+
+class _OrderLogContext:
+    """Requests that name an order log with its id (``cardless.ledger.logcontext``)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        found = _ORDER_PATH.match(scope.get("path", "")) if scope["type"] == "http" else None
+        if found is None:
+            await self.app(scope, receive, send)
+            return
+        with order_scope(found.group(1).lower()):
+            await self.app(scope, receive, send)
 
 
 def create_app(context: GatewayContext) -> FastAPI:
@@ -36,6 +56,7 @@ def create_app(context: GatewayContext) -> FastAPI:
     # Before any route reads the body: a deeply nested body would otherwise crash the process
     # (see cardless.protocol.jsonlimits).
     app.add_middleware(BoundedJsonMiddleware)
+    app.add_middleware(_OrderLogContext)
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(webhooks_router)

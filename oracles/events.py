@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from web3 import Web3
 
 from cardless import protocol
+from cardless.ledger.logcontext import order_scope
 from cardless.ledger.models import Order, OrderState
 from cardless.ledger.outbox import Payout, record_event
 from cardless.ledger.store import order_from_row
@@ -39,6 +40,14 @@ def apply_event(
     session: Session, name: str, args: dict[str, Any], meta: dict[str, Any], *, block_time: BlockTime
 ) -> None:
     """Apply one escrow event to the order it names (see the module docstring)."""
+    order_id = Web3.to_hex(args["orderId"]) if "orderId" in args else None
+    with order_scope(order_id):
+        _apply(session, name, args, meta, block_time)
+
+
+def _apply(
+    session: Session, name: str, args: dict[str, Any], meta: dict[str, Any], block_time: BlockTime
+) -> None:
     if name == "Withdrawn":
         _on_withdrawn(session, args, meta, block_time)
         return

@@ -38,6 +38,7 @@ from sqlalchemy import CursorResult, and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from cardless.ledger.cipher import AccountCipher, CipherError
+from cardless.ledger.logcontext import ORDER_ID
 from cardless.ledger.models import utcnow
 from cardless.ledger.outbox import (
     DeliveryStatus,
@@ -104,6 +105,7 @@ class _Job:
     delivery_id: int
     event_id: str
     event_type: str
+    order_id: str | None
     body: bytes
     url: str
     secrets: list[str]
@@ -158,6 +160,7 @@ class WebhookSender:
         ) as client:
 
             async def one(job: _Job) -> None:
+                ORDER_ID.set(job.order_id)  # this task's own context
                 async with semaphore:
                     outcome = await self._send(client, job)
                     failpoint("webhook.after_send")
@@ -211,6 +214,7 @@ class WebhookSender:
                         delivery_id=delivery.id,
                         event_id=delivery.event.id,
                         event_type=delivery.event.type,
+                        order_id=delivery.event.order_id,
                         body=delivery.event.body.encode(),
                         url=endpoint.url,
                         secrets=live,

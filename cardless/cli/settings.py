@@ -114,6 +114,10 @@ class Settings(BaseSettings):
     quote_rate_per_buyer: str = Field("30/minute", pattern=_RATE)
     """Quotes for one buyer wallet, whatever the client address."""
 
+    log_format: Literal["text", "json"] | None = None
+    """``json``: one JSON object per log line with the order id (``cardless.cli.logs``); empty means
+    ``text`` in development and ``json`` elsewhere."""
+
     webhook_timeout_seconds: float = Field(10.0, ge=1, le=30)
     """Per webhook attempt: the connect and read timeout (the whole attempt stops after twice this)."""
     webhook_retry_base_seconds: float = Field(30.0, gt=0, le=3_600)
@@ -179,6 +183,10 @@ class Settings(BaseSettings):
     @property
     def is_development(self) -> bool:
         return self.environment == "development"
+
+    @property
+    def effective_log_format(self) -> str:
+        return self.log_format or ("text" if self.is_development else "json")
 
     @property
     def effective_database_url(self) -> str:
