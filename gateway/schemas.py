@@ -131,10 +131,16 @@ class CatalogueOut(_Out):
 class QuoteCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    sku: str = Field(min_length=1, max_length=64, examples=["genshin-60"])
-    account: str = Field(min_length=1, max_length=64, description="The game account to credit")
+    sku: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{1,63}$", examples=["genshin-60"])
+    account: str = Field(
+        min_length=1, max_length=64, description="The game account to credit", examples=["12345678"]
+    )
     token: str = Field(min_length=1, max_length=32, examples=["tUSDC", "ETH"])
-    buyer: str = Field(pattern=r"^0x[0-9a-fA-F]{40}$", description="The wallet that will pay")
+    buyer: str = Field(
+        pattern=r"^0x[0-9a-fA-F]{40}$",
+        description="The wallet that will pay",
+        examples=["0x70997970C51812dc3A010C7d01b50e0d17dc79C8"],
+    )
 
 
 class OrderMessage(_CamelOut):
@@ -324,7 +330,10 @@ class DeploymentOut(_Out):
 
     version: int
     chain_id: int
-    rpc_url: str
+    rpc_url: str | None = Field(
+        description="A JSON-RPC URL wallets may use (CARDLESS_PUBLIC_RPC_URL); the node the system itself "
+        "uses is named only by a development system, since a provider's URL often carries an API key"
+    )
     escrow: Address
     escrow_source_hash: str
     owner: Address

@@ -289,6 +289,8 @@ def run_demo(
         raise RuntimeError("the demo needs the simulated provider (its ledger proves no double top-up)")
     sim = httpx.Client(base_url=simulator, timeout=10)
     sim.delete("/_sim/faults").raise_for_status()
+    if not deployment.get("rpc_url"):
+        raise RuntimeError("the gateway names no JSON-RPC URL (set CARDLESS_PUBLIC_RPC_URL)")
     w3 = Web3(HTTPProvider(deployment["rpc_url"], request_kwargs={"timeout": 60}))
     chain_id = int(deployment["chain_id"])
     escrow = w3.eth.contract(address=deployment["escrow"], abi=load_artifact("CardlessEscrow").abi)

@@ -76,6 +76,8 @@ class GatewayServer:
             ),
             simulator_url=simulator_url,
             operator_key=operator_key,
+            public_rpc_url=settings.public_rpc_url
+            or (deployment.rpc_url if settings.is_development else None),
             # Loopback and private webhook URLs only in development (the demo's receiver is on loopback).
             webhook_endpoints=WebhookEndpoints(cipher, allow_private=settings.is_development),
             confirmations=settings.confirmations,

@@ -130,6 +130,15 @@ def load_keys(settings: Settings, roles: Collection[Role] = ALL_ROLES) -> Keys:
 def account_cipher(settings: Settings) -> AccountCipher:
     """The cipher for buyers' game accounts at rest (gateway encrypts, oracle decrypts: same key)."""
     value = settings.account_key.get_secret_value() if settings.account_key is not None else None
+    database = settings.effective_database_url
+    if not settings.is_development and value is None and database.startswith("sqlite:///"):
+        # Whoever copies the database's directory must not also get the key that opens its accounts.
+        directory = Path(database.removeprefix("sqlite:///")).parent
+        if settings.account_key_file.exists() and _inside(settings.account_key_file, directory):
+            raise KeystoreError(
+                f"{settings.account_key_file} is in the database's directory {directory}: outside "
+                "development set CARDLESS_ACCOUNT_KEY (e.g. from a secrets manager) instead"
+            )
     return AccountCipher(
         load_or_create_key(
             settings.account_key_file,

@@ -23,9 +23,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from cardless.cli.settings import Settings
+from cardless.protocol.jsonlimits import restore_recursion_limit
 
 if TYPE_CHECKING:
     from cardless.cli.system import System
+
+# eth_account (above) brought in py_ecc, which set the recursion limit to 100,000: back to what py-evm
+# needs, before any command runs.
+restore_recursion_limit()
 
 app = typer.Typer(help="Cardless: direct top-up settlement through an on-chain escrow.", no_args_is_help=True)
 # Keys and addresses must print whole even when stderr is a pipe or a log file (Rich assumes 80 columns).

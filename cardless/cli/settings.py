@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     gateway_port: int = Field(8000, ge=0, le=65535)
     simulator_port: int = Field(8601, ge=0, le=65535)
 
+    public_rpc_url: str | None = Field(None, pattern=_URL)
+    """The JSON-RPC URL /v1/health offers wallets. Unset, a development system names its own node and
+    any other names none: the node URL the system uses may carry a provider's API key."""
     public_url: str | None = Field(None, pattern=_URL)
     """Where providers reach the gateway for callbacks (the embedded system uses its own address)."""
     provider_base_url: str | None = Field(None, pattern=_URL)

@@ -48,11 +48,12 @@ class GatewayContext:
     """Set when the embedded simulated provider runs (the demo reads its ledger)."""
     operator_key: str | None = None
     """The bearer token of operator reads (the whole order); None turns them off."""
+    public_rpc_url: str | None = None
+    """The JSON-RPC URL /v1/health offers wallets; None names none."""
     webhook_endpoints: WebhookEndpoints | None = None
-    """Merchants' webhook endpoints (gateway.api.webhooks); None answers those routes 503."""
+    """Merchants' webhook endpoints (gateway.api.webhooks); None answers those routes 404."""
     confirmations: int = 0
     """The oracle's confirmation depth: /readyz counts its lag beyond it."""
-    """Merchants' webhook endpoints (gateway.api.webhooks); None answers those routes 503."""
 
 
 def get_context(request: Request) -> GatewayContext:

@@ -29,6 +29,7 @@ from gateway.services import (
 )
 
 __all__ = [
+    "MAX_FIELD_ERRORS",
     "PROBLEM",
     "STATUS",
     "install_error_handlers",
@@ -39,6 +40,8 @@ __all__ = [
 ]
 
 PROBLEM = "application/problem+json"
+MAX_FIELD_ERRORS = 20
+"""A 422 names at most this many fields (and says how many more there were)."""
 
 STATUS: Mapping[type[GatewayError], int] = {
     NotFound: 404,
@@ -105,8 +108,14 @@ def status_of(exc: GatewayError) -> int:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [FieldError(field=_field(e), message=e["msg"]) for e in exc.errors()]
-        return problem(422, "; ".join(f"{e.field}: {e.message}" for e in errors), errors=errors)
+        # A body with 60,000 unknown keys is 60,000 errors: name the first few, count the rest, so the
+        # answer stays small whatever was sent.
+        found = exc.errors()
+        errors = [FieldError(field=_field(e), message=e["msg"]) for e in found[:MAX_FIELD_ERRORS]]
+        detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
+        if len(found) > MAX_FIELD_ERRORS:
+            detail += f"; and {len(found) - MAX_FIELD_ERRORS} more errors"
+        return problem(422, detail, errors=errors)
 
     @app.exception_handler(GatewayError)
     async def _domain(request: Request, exc: GatewayError) -> JSONResponse:
@@ -162,4 +171,6 @@ def _field(error: Mapping[str, Any]) -> str:
     (pydantic then locates the error by character offset, which names no field)."""
     if error.get("type") == "json_invalid":
         return "body"
-    return ".".join(str(p) for p in error["loc"] if p != "body") or "body"
+    name = ".".join(str(p) for p in error["loc"] if p != "body") or "body"
+    # An unknown key is named as sent: never echo more than a field name's worth of it.
+    return name if len(name) <= 80 else name[:80] + "…"

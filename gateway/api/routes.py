@@ -52,7 +52,23 @@ def get_catalogue(context: ContextDep, catalogue: CatalogueDep) -> CatalogueOut:
 
 
 @router.post(
-    "/quotes", status_code=201, tags=["quotes"], responses=problem_responses(*_BODY, 404, 422, 429, 503)
+    "/quotes",
+    status_code=201,
+    tags=["quotes"],
+    responses={
+        **problem_responses(*_BODY, 404, 422, 429, 503),
+        # An OpenAPI link: generated clients and fuzzers follow a quote to its order.
+        201: {
+            "description": "The signed quote",
+            "links": {
+                "GetOrder": {
+                    "operationId": "getOrder",
+                    "parameters": {"order_id": "$response.body#/order_id"},
+                    "description": "The order this quote created",
+                }
+            },
+        },
+    },
 )
 async def create_quote(
     body: QuoteCreate, request: Request, response: Response, quotes: QuotesDep, limits: QuoteLimitsDep
@@ -74,7 +90,14 @@ async def create_quote(
     )
 
 
-@router.get("/orders/{order_id}", tags=["orders"], responses=problem_responses(401, 404, 422))
+@router.get(
+    "/orders/{order_id}",
+    tags=["orders"],
+    responses=problem_responses(401, 404, 422),
+    # The key is optional: FastAPI lists the bearer requirement, and this adds the empty one (OpenAPI's
+    # "or no credentials"), which is the public view.
+    openapi_extra={"security": [{}]},
+)
 def get_order(
     session: SessionDep, operator: OperatorDep, order_id: str = Path(pattern=r"^0x[0-9a-fA-F]{64}$")
 ) -> OrderOut | OrderPublicOut:
@@ -113,4 +136,6 @@ async def receive_provider_callback(
 @router.get("/health", tags=["health"])
 def get_health(context: ContextDep, session: SessionDep) -> HealthOut:
     """Whether the chain and the database answer, and the deployment a wallet pays into."""
-    return services.check_health(session, context.w3, context.deployment, context.simulator_url)
+    return services.check_health(
+        session, context.w3, context.deployment, context.simulator_url, context.public_rpc_url
+    )

@@ -4,13 +4,14 @@ package no longer reads the environment.)"""
 
 from __future__ import annotations
 
+import base64
 import os
 import stat
 from pathlib import Path
 
 import pytest
 
-from cardless.cli.keys import KEYSTORE_FILES, keystore_password, load_keys, operator_key
+from cardless.cli.keys import KEYSTORE_FILES, account_cipher, keystore_password, load_keys, operator_key
 from oracles.keys import KeystoreError
 from tests.support.shop import gateway_settings
 
@@ -113,3 +114,17 @@ def test_a_corrupt_operator_key_file_is_a_startup_error_naming_it(tmp_path: Path
     settings.operator_key_file.write_text("short\n")
     with pytest.raises(KeystoreError, match="operator-key"):
         operator_key(settings)
+
+
+def test_outside_development_an_account_key_file_beside_the_database_is_refused(tmp_path: Path) -> None:
+    """A copy of var/ must not hold both the buyers' encrypted accounts and the key to them."""
+    settings = gateway_settings(tmp_path, environment="production")
+    settings.account_key_file.write_text(base64.b64encode(bytes(32)).decode() + "\n")
+    with pytest.raises(KeystoreError, match="database's directory"):
+        account_cipher(settings)
+    elsewhere = gateway_settings(
+        tmp_path, environment="production", database_url=f"sqlite:///{tmp_path / 'db' / 'cardless.db'}"
+    )
+    order_id = "0x" + "ab" * 32
+    assert len(account_cipher(elsewhere).salt(order_id)) == 32
+    assert len(account_cipher(gateway_settings(tmp_path)).salt(order_id)) == 32  # development: fine

@@ -401,6 +401,17 @@ def test_health_of_a_dead_chain_says_degraded_and_nothing_of_why(system: System)
     assert health.simulator is None
 
 
+def test_health_names_the_nodes_url_only_when_told_to(system: System) -> None:
+    """Outside development the node's URL (often with a provider's API key in it) is not public."""
+    assert system.sessions is not None and system.deployment is not None and system.w3 is not None
+    secret = system.deployment.model_copy(update={"rpc_url": "https://rpc.example/v3/apikey123"})
+    with system.sessions() as session:
+        hidden = services.check_health(session, system.w3, secret, None)
+        told = services.check_health(session, system.w3, secret, None, "https://public.example/rpc")
+    assert hidden.deployment.rpc_url is None and "apikey123" not in hidden.model_dump_json()
+    assert told.deployment.rpc_url == "https://public.example/rpc"
+
+
 def test_openapi_document_lists_the_routes(shop: Shop) -> None:
     response = shop.api.get("/openapi.json")
     assert response.status_code == 200
