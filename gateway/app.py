@@ -11,12 +11,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cardless.ledger.logcontext import order_scope
 from cardless.protocol.jsonlimits import BoundedJsonMiddleware
+from gateway.api import merchants, money, order_lists, webhooks
 from gateway.api.deps import GatewayContext
 from gateway.api.errors import install_error_handlers, problem_openapi
-from gateway.api.money import router as money_router
+from gateway.api.idempotency import IdempotencyMiddleware, idempotency_openapi
 from gateway.api.operations import router as operations_router
 from gateway.api.routes import router
-from gateway.api.webhooks import router as webhooks_router
 from gateway.services.operations import Metrics
 
 __all__ = ["create_app"]
@@ -53,22 +53,29 @@ def create_app(context: GatewayContext) -> FastAPI:
     )
     if context.quote_limits is not None:
         context.quote_limits.on_refused = metrics.count_rate_limited
+    # Inside the body-size middleware (added after it, so it runs second): it gets the body in one piece.
+    app.add_middleware(IdempotencyMiddleware, credentialed=("/v1/merchants", "/v1/merchant"))
     # Before any route reads the body: a deeply nested body would otherwise crash the process
     # (see cardless.protocol.jsonlimits).
     app.add_middleware(BoundedJsonMiddleware)
     app.add_middleware(_OrderLogContext)
     install_error_handlers(app)
     app.include_router(router)
-    app.include_router(webhooks_router)
-    app.include_router(money_router)
+    app.include_router(order_lists.router)
+    app.include_router(merchants.router)
+    for module in (webhooks, money):
+        app.include_router(module.admin_router)
+        app.include_router(module.own_router)
     app.include_router(operations_router)
 
     def openapi() -> dict[str, Any]:
         # Error bodies are problem+json; FastAPI would list a `responses=` model as application/json.
         if app.openapi_schema is None:
-            app.openapi_schema = problem_openapi(
-                get_openapi(
-                    title=app.title, version=app.version, description=app.description, routes=app.routes
+            app.openapi_schema = idempotency_openapi(
+                problem_openapi(
+                    get_openapi(
+                        title=app.title, version=app.version, description=app.description, routes=app.routes
+                    )
                 )
             )
         return app.openapi_schema

@@ -304,9 +304,9 @@ def run_demo(
     admin = {"Authorization": f"Bearer {operator_key}"}
     if operator_key:
         receiver = _WebhookReceiver()
-        for merchant in merchants:
+        for merchant_id in [m["id"] for m in catalogue["merchants"]]:
             created = http.post(
-                f"/v1/merchants/{merchant}/webhook-endpoints",
+                f"/v1/merchants/{merchant_id}/webhook-endpoints",
                 json={
                     "url": receiver.url,
                     "events": list(signing.EVENT_TYPES),
@@ -316,7 +316,7 @@ def run_demo(
             )
             created.raise_for_status()
             receiver.secrets.append(created.json()["secret"])
-            endpoints.append(f"/v1/merchants/{merchant}/webhook-endpoints/{created.json()['id']}")
+            endpoints.append(f"/v1/merchants/{merchant_id}/webhook-endpoints/{created.json()['id']}")
 
     rng = random.Random(seed)
     choices = [

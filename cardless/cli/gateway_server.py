@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from urllib.parse import urlsplit
 
 import httpx
 import uvicorn
@@ -22,6 +23,7 @@ from cardless.protocol.deployment import Deployment
 from gateway.api.deps import GatewayContext
 from gateway.app import create_app
 from gateway.catalogue import Catalogue
+from gateway.services.api_keys import KeyQuota
 from gateway.services.quotes import QuoteService
 from gateway.services.ratelimits import QuoteLimits
 from gateway.services.webhooks import WebhookEndpoints
@@ -51,7 +53,6 @@ class GatewayServer:
         quotes = QuoteService(
             w3=w3,
             sessions=sessions,
-            catalogue=catalogue,
             deployment=deployment,
             adapters=adapters,
             quote_key=quote_key,
@@ -76,6 +77,9 @@ class GatewayServer:
             ),
             simulator_url=simulator_url,
             operator_key=operator_key,
+            key_quota=KeyQuota(default=settings.api_key_rate),
+            siwe_domain=settings.siwe_domain
+            or (urlsplit(settings.public_url).netloc if settings.public_url else None),
             public_rpc_url=settings.public_rpc_url
             or (deployment.rpc_url if settings.is_development else None),
             # Loopback and private webhook URLs only in development (the demo's receiver is on loopback).
@@ -108,6 +112,8 @@ class GatewayServer:
             time.sleep(0.02)
         port = server.servers[0].sockets[0].getsockname()[1]
         self.url = f"http://{settings.gateway_host}:{port}"
+        if self.context.siwe_domain is None:
+            self.context.siwe_domain = f"{settings.gateway_host}:{port}"
         return self.url
 
     def stop(self) -> None:

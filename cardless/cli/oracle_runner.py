@@ -130,6 +130,18 @@ class OracleRunner:
             callback_base=self.callback_base,
         )
 
+    def _merchant_addresses(self) -> list[str]:
+        """Every merchant in the database (disabled ones too: their balances are still theirs), else the
+        catalogue file's, as of start-up."""
+        from sqlalchemy import select
+
+        from cardless.ledger.models import Merchant
+
+        assert self.catalogue is not None
+        with self.sessions() as session:
+            stored = list(session.scalars(select(Merchant.address).order_by(Merchant.id)))
+        return stored or [m.address for m in self.catalogue.merchants]
+
     async def _oracle_main(self, ready: threading.Event) -> None:
         clients: list[httpx.AsyncClient] = []
         try:
@@ -140,7 +152,7 @@ class OracleRunner:
             sweep = MerchantSweep(
                 worker.escrow,
                 worker.tx,
-                merchants=[m.address for m in self.catalogue.merchants],
+                merchants=self._merchant_addresses(),
                 tokens=[t.address for t in self.deployment.tokens],
             )
             # The pipeline runs in a tight loop (latency); OracleService runs the periodic jobs

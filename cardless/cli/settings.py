@@ -116,6 +116,11 @@ class Settings(BaseSettings):
     from loopback within about a minute."""
     quote_rate_per_buyer: str = Field("30/minute", pattern=_RATE)
     """Quotes for one buyer wallet, whatever the client address."""
+    api_key_rate: str = Field("600/minute", pattern=_RATE)
+    """Requests per merchant API key, unless the key carries its own quota."""
+    siwe_domain: str | None = Field(None, pattern=r"^[A-Za-z0-9.\-]+(:\d{1,5})?$")
+    """The domain buyers' Sign-In with Ethereum messages must name; empty means the host (and port) of
+    ``public_url``, else the gateway's own listening address."""
 
     log_format: Literal["text", "json"] | None = None
     """``json``: one JSON object per log line with the order id (``cardless.cli.logs``); empty means

@@ -130,6 +130,7 @@ class System:
         self.engine = create_engine_for(url)
         migrate(self.engine)
         self.sessions = session_factory(self.engine)
+        self._seed_catalogue()
         if self.embedded and self.simulator is None:
             from cardless.cli.embedded import start_simulator
 
@@ -139,6 +140,24 @@ class System:
         if self.run_oracle:
             self._start_oracle()
         return self
+
+    def _seed_catalogue(self) -> None:
+        """The catalogue lives in the database; the file seeds it. The embedded system (a new database at
+        each start) and a development or test database with no merchant yet are seeded from
+        ``catalogue_file``; a production database never is (``cardless catalogue load`` does it on
+        purpose), so the shipped dev merchants cannot appear in a real catalogue. Only the process that
+        serves the gateway seeds (the oracle does not read the catalogue)."""
+        from sqlalchemy import select
+
+        from cardless.ledger.models import Merchant
+        from gateway.services.skus import seed_catalogue
+
+        assert self.sessions is not None and self.catalogue is not None
+        if not self.run_gateway or (self.settings.environment == "production" and not self.embedded):
+            return
+        with self.sessions() as session:
+            if self.embedded or session.scalar(select(Merchant.id).limit(1)) is None:
+                seed_catalogue(session, self.catalogue)
 
     def _simulator_config(self) -> SimulatorConfig:
         if self.simulator_config is None:

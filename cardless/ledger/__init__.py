@@ -2,16 +2,23 @@
 
 from cardless.ledger.engine import create_engine_for, migrate, session_factory
 from cardless.ledger.models import (
+    ApiKey,
     Base,
+    BuyerSession,
     ChainCursor,
     ChainTx,
     ChainTxOrder,
     ChainTxState,
+    IdempotencyRecord,
+    Merchant,
     Order,
     OrderEvent,
     OrderState,
     SeenLog,
     SignerNonce,
+    SiweNonce,
+    Sku,
+    SkuPrice,
 )
 from cardless.ledger.outbox import (
     DeliveryStatus,
@@ -23,18 +30,25 @@ from cardless.ledger.outbox import (
 )
 
 __all__ = [
+    "ApiKey",
     "Base",
+    "BuyerSession",
     "ChainCursor",
     "ChainTx",
     "ChainTxOrder",
     "ChainTxState",
     "DeliveryStatus",
+    "IdempotencyRecord",
+    "Merchant",
     "Order",
     "OrderEvent",
     "OrderState",
     "Payout",
     "SeenLog",
     "SignerNonce",
+    "SiweNonce",
+    "Sku",
+    "SkuPrice",
     "WebhookAttempt",
     "WebhookDelivery",
     "WebhookEndpoint",

@@ -20,6 +20,7 @@ from adapters import ProviderAdapter
 from cardless.protocol.deployment import Deployment
 from gateway.catalogue import Catalogue
 from gateway.services import Unauthorized
+from gateway.services.api_keys import KeyQuota
 from gateway.services.quotes import QuoteService
 from gateway.services.ratelimits import QuoteLimits
 from gateway.services.webhooks import WebhookEndpoints
@@ -48,6 +49,10 @@ class GatewayContext:
     """Set when the embedded simulated provider runs (the demo reads its ledger)."""
     operator_key: str | None = None
     """The bearer token of operator reads (the whole order); None turns them off."""
+    key_quota: KeyQuota = dataclasses.field(default_factory=lambda: KeyQuota(default="600/minute"))
+    """Requests per merchant API key (each key's own quota, or this default)."""
+    siwe_domain: str | None = None
+    """The domain buyers' Sign-In with Ethereum messages must name; None turns sign-in off."""
     public_rpc_url: str | None = None
     """The JSON-RPC URL /v1/health offers wallets; None names none."""
     webhook_endpoints: WebhookEndpoints | None = None

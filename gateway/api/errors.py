@@ -15,11 +15,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from gateway.api.ratelimits import RATE_LIMIT_HEADERS, rate_limit_headers
 from gateway.schemas import FieldError, Problem
 from gateway.services import (
     CallbackRejected,
+    Conflict,
+    Forbidden,
     GatewayError,
     InvalidField,
     NotFound,
@@ -48,6 +51,8 @@ STATUS: Mapping[type[GatewayError], int] = {
     InvalidField: 422,
     CallbackRejected: 401,
     Unauthorized: 401,
+    Forbidden: 403,
+    Conflict: 409,
     RateLimited: 429,
     ServiceUnavailable: 503,
 }
@@ -56,11 +61,15 @@ STATUS: Mapping[type[GatewayError], int] = {
 _WHY: Mapping[int, str] = {
     400: "The body is not acceptable JSON (nested too deep)",
     401: "The credentials do not verify (a provider callback's signature or timestamp, an API key)",
+    403: "The credentials verify but do not allow this request (the API key lacks the scope)",
     404: "The named resource does not exist",
+    409: "The request conflicts with the resource's state, or its Idempotency-Key was used with other "
+    "parameters or is still in flight",
     405: "The path does not take this method; `Allow` lists the ones it takes",
     413: "The body is too large",
     422: "An input is invalid; `errors` names the field",
-    429: "Too many requests from this client address or for this buyer wallet; see Retry-After",
+    429: "Too many requests from this client address, for this buyer wallet or with this API key; "
+    "see Retry-After",
     500: "An unexpected error; nothing about it is disclosed",
     503: "No provider can take the order now; see Retry-After",
 }
@@ -134,11 +143,15 @@ def install_error_handlers(app: FastAPI) -> None:
         return response
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         # Only the framework raises these now (no such route, method not allowed). Their headers are
         # part of the answer: a 405 names the methods the path does take in `Allow` (RFC 9110 15.5.6).
         response = problem(exc.status_code, str(exc.detail))
         response.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route whose path matched; a path served by
+            # several routes (GET and POST /v1/merchants) takes all of theirs.
+            response.headers["Allow"] = ", ".join(_allowed(request))
         return response
 
     @app.exception_handler(Exception)
@@ -157,6 +170,15 @@ def problem_openapi(schema: dict[str, Any]) -> dict[str, Any]:
                 if code[:1] in ("4", "5") and "application/json" in content:
                     content[PROBLEM] = content.pop("application/json")
     return schema
+
+
+def _allowed(request: Request) -> list[str]:
+    routes = request.app.router.routes
+    return [
+        method
+        for method in ("DELETE", "GET", "PATCH", "POST", "PUT")
+        if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)
+    ]
 
 
 def _phrase(status: int) -> str:

@@ -14,7 +14,8 @@ from fastapi import APIRouter, Path, Request, Response
 from fastapi.routing import APIRoute
 
 from gateway import services
-from gateway.api.deps import CatalogueDep, ContextDep, OperatorDep, QuoteLimitsDep, QuotesDep, SessionDep
+from gateway.api.auth import PrincipalDep, visibility_of
+from gateway.api.deps import ContextDep, QuoteLimitsDep, QuotesDep, SessionDep
 from gateway.api.errors import problem_responses
 from gateway.api.ratelimits import rate_limit_headers
 from gateway.schemas import (
@@ -26,6 +27,7 @@ from gateway.schemas import (
     QuoteCreate,
     QuoteOut,
 )
+from gateway.services.order_lists import visible_order_status
 
 __all__ = ["operation_id", "router"]
 
@@ -46,9 +48,9 @@ _BODY = (400, 413)
 
 
 @router.get("/catalogue", tags=["catalogue"])
-def get_catalogue(context: ContextDep, catalogue: CatalogueDep) -> CatalogueOut:
-    """Merchants and SKUs with their prices per token accepted by this escrow."""
-    return services.describe_catalogue(catalogue, context.deployment)
+def get_catalogue(context: ContextDep, session: SessionDep) -> CatalogueOut:
+    """Active merchants and the SKUs on sale, with their prices per token accepted by this escrow."""
+    return services.describe_catalogue(session, context.deployment)
 
 
 @router.post(
@@ -93,20 +95,21 @@ async def create_quote(
 @router.get(
     "/orders/{order_id}",
     tags=["orders"],
-    responses=problem_responses(401, 404, 422),
-    # The key is optional: FastAPI lists the bearer requirement, and this adds the empty one (OpenAPI's
-    # "or no credentials"), which is the public view.
+    responses=problem_responses(401, 403, 404, 422, 429),
+    # Credentials are optional: FastAPI lists the bearer requirement, and this adds the empty one
+    # (OpenAPI's "or no credentials"), which is the public view.
     openapi_extra={"security": [{}]},
 )
 def get_order(
-    session: SessionDep, operator: OperatorDep, order_id: str = Path(pattern=r"^0x[0-9a-fA-F]{64}$")
+    session: SessionDep, principal: PrincipalDep, order_id: str = Path(pattern=r"^0x[0-9a-fA-F]{64}$")
 ) -> OrderOut | OrderPublicOut:
     """One order. Without credentials, only what the chain already shows (state, transaction hashes,
-    proof, receipt hash); with the operator key, the whole order (buyer, provider reference, receipt,
-    timeline, last error)."""
-    if operator:
-        return services.order_status(session, order_id)
-    return services.public_order_status(session, order_id)
+    proof, receipt hash). The whole order (buyer, provider reference, receipt, timeline, last error) with
+    the operator key, a merchant API key with `orders:read` (its own orders only) or the buyer's session
+    (its own orders only); another party's order is 404, as if it did not exist."""
+    if principal.anonymous:
+        return services.public_order_status(session, order_id)
+    return visible_order_status(session, order_id, visibility_of(principal))
 
 
 @router.post(

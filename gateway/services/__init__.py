@@ -4,6 +4,8 @@ knows about HTTP."""
 
 from gateway.services._exceptions import (
     CallbackRejected,
+    Conflict,
+    Forbidden,
     GatewayError,
     InvalidField,
     NotFound,
@@ -12,15 +14,17 @@ from gateway.services._exceptions import (
     Unauthorized,
 )
 from gateway.services.callbacks import accept_callback
-from gateway.services.catalogue import describe_catalogue
 from gateway.services.health import check_health
 from gateway.services.orders import order_status, public_order_status
 from gateway.services.quotes import QuoteService
 from gateway.services.ratelimits import Allowance, QuoteLimits
+from gateway.services.skus import describe_catalogue
 
 __all__ = [
     "Allowance",
     "CallbackRejected",
+    "Conflict",
+    "Forbidden",
     "GatewayError",
     "InvalidField",
     "NotFound",

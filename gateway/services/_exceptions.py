@@ -8,6 +8,9 @@
         │                          refused by the provider, a callback naming no order)
         ├── CallbackRejected       a provider callback cannot be trusted (forged, stale): change nothing
         ├── Unauthorized           the credentials sent with a request do not verify: send none or good ones
+        ├── Forbidden              the credentials verify but do not allow this (an API key's scopes)
+        ├── Conflict               the request collides with the state of a resource (a taken id, an
+        │                          Idempotency-Key reused with other parameters or still in flight)
         ├── ServiceUnavailable     no provider can take the order now: try again after ``retry_after`` s
         └── RateLimited            this client or wallet asked too often: try again after ``retry_after`` s
 
@@ -25,6 +28,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CallbackRejected",
+    "Conflict",
+    "Forbidden",
     "GatewayError",
     "InvalidField",
     "NotFound",
@@ -69,6 +74,14 @@ class Unauthorized(GatewayError):  # noqa: N818
     """The request carried credentials that do not verify. Sending none is not this error: a request
     without credentials gets the public view; one with wrong credentials is refused, so a client with a
     mistyped or revoked key learns it instead of silently reading less."""
+
+
+class Forbidden(GatewayError):  # noqa: N818
+    """The credentials verify but do not grant this request (an API key without the scope it needs)."""
+
+
+class Conflict(GatewayError):  # noqa: N818
+    """The request cannot be applied to the resource as it is now; nothing was written."""
 
 
 class ServiceUnavailable(GatewayError):  # noqa: N818

@@ -26,6 +26,8 @@ from gateway.api.errors import STATUS, install_error_handlers, status_of
 from gateway.services import (
     Allowance,
     CallbackRejected,
+    Conflict,
+    Forbidden,
     GatewayError,
     InvalidField,
     NotFound,
@@ -142,6 +144,8 @@ def test_every_public_domain_error_is_mapped_and_shares_the_cardless_root() -> N
         InvalidField,
         CallbackRejected,
         Unauthorized,
+        Forbidden,
+        Conflict,
         ServiceUnavailable,
         RateLimited,
     }

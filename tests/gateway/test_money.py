@@ -21,6 +21,7 @@ from tests.support.books import Books
 from tests.support.shop import Shop, assert_problem, dev_wallet
 
 MERCHANT = "0xE57bFE9F44b819898F47BF37E5AF72a0783e1141"  # paimon-shop (genshin SKUs)
+MERCHANT_ID = "paimon-shop"
 
 
 def _payouts(system: System) -> int:
@@ -49,7 +50,7 @@ def test_balances_payouts_and_the_settlement_report_reconcile_to_the_chain_to_th
     owed = escrow.functions.balanceOf(MERCHANT, tusdc.address).call()
     assert owed > 0
 
-    before = shop.api.get(f"/v1/merchants/{MERCHANT}/balances", headers=auth).json()
+    before = shop.api.get(f"/v1/merchants/{MERCHANT_ID}/balances", headers=auth).json()
     row = next(b for b in before["balances"] if b["symbol"] == "tUSDC")
     assert row["reconciled"] is True and int(row["balance_on_chain"]) == owed
 
@@ -64,14 +65,14 @@ def test_balances_payouts_and_the_settlement_report_reconcile_to_the_chain_to_th
         time.sleep(0.05)
     assert books.wallet(tusdc.address, payout_address) - wallet_before == owed  # to the wei
 
-    after = shop.api.get(f"/v1/merchants/{MERCHANT}/balances", headers=auth).json()
+    after = shop.api.get(f"/v1/merchants/{MERCHANT_ID}/balances", headers=auth).json()
     row = next(b for b in after["balances"] if b["symbol"] == "tUSDC")
     assert row["balance_on_chain"] == "0"
     assert int(row["settled_net"]) == int(row["withdrawn"]) + int(row["balance_on_chain"])
     assert row["reconciled"] is True
 
     report = shop.api.get(
-        f"/v1/merchants/{MERCHANT}/settlement-report", params={"start": start.isoformat()}, headers=auth
+        f"/v1/merchants/{MERCHANT_ID}/settlement-report", params={"start": start.isoformat()}, headers=auth
     )
     assert report.status_code == 200, report.text
     token = next(t for t in report.json()["tokens"] if t["symbol"] == "tUSDC")
@@ -86,7 +87,7 @@ def test_balances_payouts_and_the_settlement_report_reconcile_to_the_chain_to_th
         assert int(line["fee"]) == int(line["gross"]) * 250 // 10_000  # the escrow's rounding
 
     as_csv = shop.api.get(
-        f"/v1/merchants/{MERCHANT}/settlement-report",
+        f"/v1/merchants/{MERCHANT_ID}/settlement-report",
         params={"start": start.isoformat(), "format": "csv"},
         headers=auth,
     )
@@ -105,17 +106,17 @@ def test_balances_payouts_and_the_settlement_report_reconcile_to_the_chain_to_th
 
 
 def test_money_routes_need_the_operator_key_and_a_known_merchant(shop: Shop) -> None:
-    assert_problem(shop.api.get(f"/v1/merchants/{MERCHANT}/balances"), 401)
-    unknown = shop.api.get("/v1/merchants/0x" + "12" * 20 + "/balances", headers=shop.operator_headers)
-    assert_problem(unknown, 404, "merchant")
+    assert_problem(shop.api.get(f"/v1/merchants/{MERCHANT_ID}/balances"), 401)
+    unknown = shop.api.get("/v1/merchants/no-such-shop/balances", headers=shop.operator_headers)
+    assert_problem(unknown, 404, "merchant_id")
     naive = shop.api.get(
-        f"/v1/merchants/{MERCHANT}/settlement-report",
+        f"/v1/merchants/{MERCHANT_ID}/settlement-report",
         params={"start": "2026-01-01T00:00:00"},
         headers=shop.operator_headers,
     )
     assert_problem(naive, 422, "start")
     backwards = shop.api.get(
-        f"/v1/merchants/{MERCHANT}/settlement-report",
+        f"/v1/merchants/{MERCHANT_ID}/settlement-report",
         params={"start": "2026-02-01T00:00:00Z", "end": "2026-01-01T00:00:00Z"},
         headers=shop.operator_headers,
     )

@@ -28,7 +28,8 @@ CASES_PER_OPERATION = 300
 # What the run may not pass: a schema-valid quote can still be refused by the domain (an unknown SKU
 # is 404; the provider refusing the account, or the zero address as buyer, is 422; 503 when no
 # provider can take it). The callback needs the provider's signature, so only its own value of
-# `provider` reaches past the 404.
+# `provider` reaches past the 404. A schema-valid sign-in message is rarely an EIP-4361 one (422) and
+# never one signed for this gateway (401).
 CONFIG = f"""
 seed = {SEED}
 workers = 1
@@ -38,6 +39,9 @@ mode = "all"
 [[operations]]
 include-operation-id = "createQuote"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "404", "422", "429", "503"]
+[[operations]]
+include-operation-id = "createSiweSession"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "422", "429"]
 [[operations]]
 include-operation-id = "receiveProviderCallback"
 parameters = {{ "provider" = "simulator" }}

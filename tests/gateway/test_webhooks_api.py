@@ -1,7 +1,8 @@
 """The webhook endpoint API (gateway/api/webhooks.py) in process, on the gateway's app and error handlers,
-with a migrated SQLite ledger: operator key required, merchants by address, URLs checked (loopback and
-private networks refused outside development), secrets shown once, rotation, disabling, the delivery log
-and redelivery, and bad input of every kind."""
+with a migrated SQLite ledger seeded from the shipped catalogue: the operator's routes
+(/v1/merchants/{merchant_id}/...) and the merchant's own (/v1/merchant/..., an API key with
+`webhooks:write`), URLs checked (loopback and private networks refused outside development), secrets
+shown once, rotation, disabling, the delivery log and redelivery, and bad input of every kind."""
 
 from __future__ import annotations
 
@@ -21,7 +22,10 @@ from cardless.ledger.transitions import transition
 from gateway.api.deps import GatewayContext
 from gateway.app import create_app
 from gateway.catalogue import load_catalogue
+from gateway.merchant_schemas import ApiKeyCreate
 from gateway.services import InvalidField
+from gateway.services.api_keys import create_key
+from gateway.services.skus import seed_catalogue
 from gateway.services.webhooks import WebhookEndpoints, check_url
 from tests.support.db import migrated, sqlite_url
 from tests.support.orders import add_order
@@ -29,7 +33,8 @@ from tests.support.shop import assert_problem
 
 OPERATOR = "o" * 40
 MERCHANT = "0xE57bFE9F44b819898F47BF37E5AF72a0783e1141"  # paimon-shop in the bundled catalogue
-OTHER = "0xd41c057fd1c78805AAC12B0A94a405c0461A6FBb"  # chicken-dinner
+MERCHANT_ID = "paimon-shop"
+OTHER = "chicken-dinner"
 AUTH = {"Authorization": f"Bearer {OPERATOR}"}
 CIPHER = AccountCipher(bytes(range(32)))
 
@@ -62,9 +67,15 @@ class Api:
         return asyncio.run(call())
 
 
+def _seeded(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
+    with sessions() as session:
+        seed_catalogue(session, load_catalogue(Settings().catalogue_file))
+    return sessions
+
+
 @pytest.fixture
 def ledger(migrated_db: sessionmaker[Session]) -> sessionmaker[Session]:
-    return migrated_db
+    return _seeded(migrated_db)
 
 
 @pytest.fixture
@@ -76,10 +87,10 @@ def dev(ledger: sessionmaker[Session]) -> Api:
 def prod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     """Outside development; one database for the module (these tests are refused before writing)."""
     with migrated(sqlite_url(tmp_path_factory.mktemp("prod"))) as sessions:
-        yield Api(_context(sessions, allow_private=False))
+        yield Api(_context(_seeded(sessions), allow_private=False))
 
 
-def base(merchant: str = MERCHANT) -> str:
+def base(merchant: str = MERCHANT_ID) -> str:
     return f"/v1/merchants/{merchant}/webhook-endpoints"
 
 
@@ -128,7 +139,7 @@ def test_another_merchants_endpoint_does_not_exist_for_this_one(dev: Api) -> Non
         response = dev(method, f"{base(OTHER)}/{endpoint}", json={}, headers=AUTH)
         assert_problem(response, 404, "endpoint_id")
     assert dev("GET", base(OTHER), headers=AUTH).json()["data"] == []
-    assert_problem(dev("GET", base("0x" + "12" * 20), headers=AUTH), 404, "merchant")
+    assert_problem(dev("GET", base("no-such-shop"), headers=AUTH), 404, "merchant_id")
 
 
 @pytest.mark.parametrize(
@@ -221,10 +232,49 @@ def test_the_delivery_log_pages_and_a_redelivery_is_queued(dev: Api, ledger: ses
 
 def test_the_routes_are_in_the_openapi_document(dev: Api) -> None:
     paths = dev("GET", "/openapi.json").json()["paths"]
-    assert {"post", "get"} <= set(paths["/v1/merchants/{merchant}/webhook-endpoints"])
+    assert {"post", "get"} <= set(paths["/v1/merchants/{merchant_id}/webhook-endpoints"])
     assert (
         "post"
         in paths[
-            "/v1/merchants/{merchant}/webhook-endpoints/{endpoint_id}/deliveries/{delivery_id}/redeliver"
+            "/v1/merchants/{merchant_id}/webhook-endpoints/{endpoint_id}/deliveries/{delivery_id}/redeliver"
         ]
     )
+
+
+def _key(ledger: sessionmaker[Session], merchant_id: str, *scopes: str) -> dict[str, str]:
+    with ledger() as session:
+        created = create_key(session, merchant_id, ApiKeyCreate(name="hooks", scopes=list(scopes)))  # type: ignore[arg-type]
+    return {"Authorization": f"Bearer {created.key}"}
+
+
+def test_a_merchant_manages_its_own_endpoints_with_a_webhooks_write_key(
+    dev: Api, ledger: sessionmaker[Session]
+) -> None:
+    mine = _key(ledger, MERCHANT_ID, "webhooks:write")
+    created = dev(
+        "POST",
+        "/v1/merchant/webhook-endpoints",
+        json={"url": "http://127.0.0.1:9/h", "events": ["order.paid"]},
+        headers=mine,
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["merchant"] == MERCHANT and created.json()["secret"].startswith("whsec_")
+    endpoint = created.json()["id"]
+    assert [e["id"] for e in dev("GET", "/v1/merchant/webhook-endpoints", headers=mine).json()["data"]] == [
+        endpoint
+    ]
+    # The operator sees it under the merchant's id; another merchant's key does not see it at all.
+    assert dev("GET", f"{base()}/{endpoint}", headers=AUTH).json()["id"] == endpoint
+    theirs = _key(ledger, OTHER, "webhooks:write")
+    assert_problem(
+        dev("GET", f"/v1/merchant/webhook-endpoints/{endpoint}", headers=theirs), 404, "endpoint_id"
+    )
+    assert dev("GET", "/v1/merchant/webhook-endpoints", headers=theirs).json()["data"] == []
+    # Wrong scope: 403; a merchant key on the operator's routes: 403; a wrong key: 401.
+    reader = _key(ledger, MERCHANT_ID, "orders:read")
+    assert_problem(dev("GET", "/v1/merchant/webhook-endpoints", headers=reader), 403)
+    assert_problem(dev("GET", base(), headers=mine), 403)
+    assert_problem(
+        dev("GET", "/v1/merchant/webhook-endpoints", headers={"Authorization": "Bearer ck_live_x_y"}), 401
+    )
+    assert_problem(dev("GET", "/v1/merchant/webhook-endpoints"), 401)

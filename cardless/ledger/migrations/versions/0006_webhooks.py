@@ -5,7 +5,7 @@ the delivery job sends them. Payouts are the escrow's ``Withdrawn`` logs for mer
 watcher, so the settlement report reconciles to the chain.
 
 Revision ID: 0006
-Revises: 0003
+Revises: 0005
 Create Date: 2026-12-03 11:55:24.057122
 """
 
@@ -17,7 +17,7 @@ from alembic import op
 import cardless.ledger.types
 
 revision = "0006"
-down_revision = "0003"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
