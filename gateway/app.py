@@ -49,7 +49,10 @@ def create_app(context: GatewayContext) -> FastAPI:
     )
     app.state.context = context
     app.state.metrics = metrics = Metrics(
-        context.sessions, w3=lambda: context.w3, adapters=lambda: context.adapters or {}
+        context.sessions,
+        w3=lambda: context.w3,
+        adapters=lambda: context.adapters or {},
+        extra=context.metrics_collectors,
     )
     if context.quote_limits is not None:
         context.quote_limits.on_refused = metrics.count_rate_limited

@@ -17,6 +17,7 @@ from web3 import Web3
 
 from adapters import ProviderAdapter
 from adapters.provider_file import read_account_format
+from cardless.cli.provider_metrics import PROVIDER_CALLS, PROVIDER_ERRORS
 from cardless.cli.settings import Settings
 from cardless.ledger.cipher import AccountCipher
 from cardless.protocol.deployment import Deployment
@@ -85,6 +86,7 @@ class GatewayServer:
             # Loopback and private webhook URLs only in development (the demo's receiver is on loopback).
             webhook_endpoints=WebhookEndpoints(cipher, allow_private=settings.is_development),
             confirmations=settings.confirmations,
+            metrics_collectors=(PROVIDER_CALLS, PROVIDER_ERRORS),
         )
         config = uvicorn.Config(
             create_app(context),

@@ -167,6 +167,14 @@ class OracleRunner:
                 ),
                 owner=worker.worker_id,
             )
+            if self.settings.oracle_metrics_port is not None:
+                from prometheus_client import start_http_server
+
+                from cardless.cli.provider_metrics import PROVIDER_REGISTRY
+
+                start_http_server(
+                    self.settings.oracle_metrics_port, self.settings.gateway_host, registry=PROVIDER_REGISTRY
+                )
             await OracleService(worker, sweep=sweep, webhooks=webhooks.deliver_due).run(
                 self._oracle_stop, started=ready.set
             )

@@ -126,6 +126,10 @@ class Settings(BaseSettings):
     """``json``: one JSON object per log line with the order id (``cardless.cli.logs``); empty means
     ``text`` in development and ``json`` elsewhere."""
 
+    oracle_metrics_port: int | None = Field(None, ge=0, le=65535)
+    """When set, ``cardless oracle`` serves Prometheus metrics (provider latency and errors) on this
+    port of ``gateway_host``; the gateway serves the system's metrics at ``/metrics``."""
+
     webhook_timeout_seconds: float = Field(10.0, ge=1, le=30)
     """Per webhook attempt: the connect and read timeout (the whole attempt stops after twice this)."""
     webhook_retry_base_seconds: float = Field(30.0, gt=0, le=3_600)

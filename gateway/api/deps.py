@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hmac
 from collections.abc import Iterator, Mapping
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -59,6 +59,8 @@ class GatewayContext:
     """Merchants' webhook endpoints (gateway.api.webhooks); None answers those routes 404."""
     confirmations: int = 0
     """The oracle's confirmation depth: /readyz counts its lag beyond it."""
+    metrics_collectors: tuple[Any, ...] = ()
+    """More Prometheus collectors for /metrics (the wiring's provider latency and errors)."""
 
 
 def get_context(request: Request) -> GatewayContext:

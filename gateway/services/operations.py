@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -170,9 +170,12 @@ class Metrics:
         *,
         w3: Callable[[], Web3 | None],
         adapters: Callable[[], Mapping[str, ProviderAdapter]],
+        extra: Sequence[Collector] = (),
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_SystemCollector(sessions, w3, adapters))
+        for collector in extra:  # e.g. provider latency and errors, measured where the clients are built
+            self.registry.register(collector)
         self.quote_rate_limited = Counter(
             "cardless_quote_rate_limit_hits",
             "Quotes refused by a rate limit, by limit",

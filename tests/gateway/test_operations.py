@@ -40,6 +40,7 @@ def _sample(text: str, name: str, labels: str = "") -> float:
 
 
 def test_liveness_readiness_and_metrics_of_a_running_system(shop: Shop, system: System) -> None:
+    assert shop.quote(dev_wallet(3), sku="genshin-60", token="tUSDC").status_code == 201
     assert shop.api.get("/healthz").json() == {"status": "ok"}
     ready = shop.api.get("/readyz")
     assert ready.status_code == 200, ready.text
@@ -56,6 +57,11 @@ def test_liveness_readiness_and_metrics_of_a_running_system(shop: Shop, system: 
     assert _sample(text, "cardless_webhook_backlog", '{status="pending"}') >= 0
     assert _sample(text, "cardless_oracle_lag_blocks") >= 0
     assert _sample(text, "cardless_provider_circuit_open", '{provider="simulator"}') in (0, 1)
+    # Provider latency, measured on the adapters' HTTP clients: the quote above validated with one.
+    calls = re.findall(
+        r'^cardless_provider_request_seconds_count\{outcome="2xx",provider="(\S+)"\} (\S+)$', text, re.M
+    )
+    assert calls and sum(float(n) for _, n in calls) >= 1, text[-3000:]
 
 
 def test_quote_rate_limit_hits_are_counted(system: System) -> None:
