@@ -38,6 +38,7 @@ from web3.contract import Contract
 
 from adapters import ProviderAdapter
 from cardless.ledger.cipher import AccountCipher
+from cardless.ledger.logcontext import ORDER_ID
 from cardless.ledger.models import OrderState, utcnow
 from cardless.ledger.store import candidates, claim, lease_holders, release, release_holders, renew
 from cardless.ledger.store import due as attempt_due
@@ -300,6 +301,7 @@ class OracleWorker:
         return refunded + len(jobs)
 
     async def _provider_step(self, order_id: str, kind: str) -> None:
+        ORDER_ID.set(order_id)  # this task's own context: every log line of the step names the order
         try:
             async with self._provider_slots:
                 if kind == "submit":

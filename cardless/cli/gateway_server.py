@@ -17,6 +17,7 @@ from web3 import Web3
 
 from adapters import ProviderAdapter
 from adapters.provider_file import read_account_format
+from cardless.cli.provider_metrics import PROVIDER_CALLS, PROVIDER_ERRORS
 from cardless.cli.settings import Settings
 from cardless.ledger.cipher import AccountCipher
 from cardless.protocol.deployment import Deployment
@@ -26,6 +27,7 @@ from gateway.catalogue import Catalogue
 from gateway.services.api_keys import KeyQuota
 from gateway.services.quotes import QuoteService
 from gateway.services.ratelimits import QuoteLimits
+from gateway.services.webhooks import WebhookEndpoints
 
 __all__ = ["GatewayServer"]
 
@@ -81,6 +83,10 @@ class GatewayServer:
             or (urlsplit(settings.public_url).netloc if settings.public_url else None),
             public_rpc_url=settings.public_rpc_url
             or (deployment.rpc_url if settings.is_development else None),
+            # Loopback and private webhook URLs only in development (the demo's receiver is on loopback).
+            webhook_endpoints=WebhookEndpoints(cipher, allow_private=settings.is_development),
+            confirmations=settings.confirmations,
+            metrics_collectors=(PROVIDER_CALLS, PROVIDER_ERRORS),
         )
         config = uvicorn.Config(
             create_app(context),

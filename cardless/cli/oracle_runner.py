@@ -33,6 +33,7 @@ from gateway.catalogue import Catalogue
 from oracles.service import OracleService
 from oracles.settlement import MerchantSweep
 from oracles.txmanager import TxManager
+from oracles.webhooks import DeliveryPolicy, WebhookSender
 from oracles.worker import OracleWorker, WorkerConfig
 
 __all__ = ["AdapterFactory", "OracleRunner"]
@@ -183,9 +184,27 @@ class OracleRunner:
             )
             # The pipeline runs in a tight loop (latency); OracleService runs the periodic jobs
             # (re-query, expiry and refunds, the merchant sweep) on APScheduler in this event loop.
-            await OracleService(worker, sweep=sweep, gas_balance=worker.tx.check_balance).run(
-                self._oracle_stop, started=ready.set
+            webhooks = WebhookSender(
+                self.sessions,
+                self.cipher,
+                DeliveryPolicy(
+                    timeout=self.settings.webhook_timeout_seconds,
+                    retry_base=timedelta(seconds=self.settings.webhook_retry_base_seconds),
+                    allow_private=self.settings.is_development,
+                ),
+                owner=worker.worker_id,
             )
+            if self.settings.oracle_metrics_port is not None:
+                from prometheus_client import start_http_server
+
+                from cardless.cli.provider_metrics import PROVIDER_REGISTRY
+
+                start_http_server(
+                    self.settings.oracle_metrics_port, self.settings.gateway_host, registry=PROVIDER_REGISTRY
+                )
+            await OracleService(
+                worker, sweep=sweep, gas_balance=worker.tx.check_balance, webhooks=webhooks.deliver_due
+            ).run(self._oracle_stop, started=ready.set)
         finally:
             if metrics_server is not None:
                 metrics_server.shutdown()

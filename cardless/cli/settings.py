@@ -144,6 +144,20 @@ class Settings(BaseSettings):
     """The domain buyers' Sign-In with Ethereum messages must name; empty means the host (and port) of
     ``public_url``, else the gateway's own listening address."""
 
+    log_format: Literal["text", "json"] | None = None
+    """``json``: one JSON object per log line with the order id (``cardless.cli.logs``); empty means
+    ``text`` in development and ``json`` elsewhere."""
+
+    oracle_metrics_port: int | None = Field(None, ge=0, le=65535)
+    """When set, ``cardless oracle`` serves Prometheus metrics (provider latency and errors) on this
+    port of ``gateway_host``; the gateway serves the system's metrics at ``/metrics``."""
+
+    webhook_timeout_seconds: float = Field(10.0, ge=1, le=30)
+    """Per webhook attempt: the connect and read timeout (the whole attempt stops after twice this)."""
+    webhook_retry_base_seconds: float = Field(30.0, gt=0, le=3_600)
+    """The first retry of a failed webhook delivery waits this long, doubling to an hour per retry;
+    deliveries are retried for 72 h and an endpoint failing for 24 h is disabled."""
+
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str) -> str:
@@ -216,6 +230,10 @@ class Settings(BaseSettings):
     @property
     def is_development(self) -> bool:
         return self.environment == "development"
+
+    @property
+    def effective_log_format(self) -> str:
+        return self.log_format or ("text" if self.is_development else "json")
 
     @property
     def effective_database_url(self) -> str:

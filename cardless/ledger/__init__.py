@@ -21,6 +21,14 @@ from cardless.ledger.models import (
     Sku,
     SkuPrice,
 )
+from cardless.ledger.outbox import (
+    DeliveryStatus,
+    Payout,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+)
 
 __all__ = [
     "ApiKey",
@@ -31,16 +39,22 @@ __all__ = [
     "ChainTx",
     "ChainTxOrder",
     "ChainTxState",
+    "DeliveryStatus",
     "IdempotencyRecord",
     "Merchant",
     "Order",
     "OrderEvent",
     "OrderState",
+    "Payout",
     "SeenLog",
     "SignerNonce",
     "SiweNonce",
     "Sku",
     "SkuPrice",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookEvent",
     "create_engine_for",
     "migrate",
     "session_factory",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hmac
 from collections.abc import Iterator, Mapping
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -23,6 +23,7 @@ from gateway.services import Unauthorized
 from gateway.services.api_keys import KeyQuota
 from gateway.services.quotes import QuoteService
 from gateway.services.ratelimits import QuoteLimits
+from gateway.services.webhooks import WebhookEndpoints
 
 __all__ = [
     "CatalogueDep",
@@ -54,6 +55,12 @@ class GatewayContext:
     """The domain buyers' Sign-In with Ethereum messages must name; None turns sign-in off."""
     public_rpc_url: str | None = None
     """The JSON-RPC URL /v1/health offers wallets; None names none."""
+    webhook_endpoints: WebhookEndpoints | None = None
+    """Merchants' webhook endpoints (gateway.api.webhooks); None answers those routes 404."""
+    confirmations: int = 0
+    """The oracle's confirmation depth: /readyz counts its lag beyond it."""
+    metrics_collectors: tuple[Any, ...] = ()
+    """More Prometheus collectors for /metrics (the wiring's provider latency and errors)."""
 
 
 def get_context(request: Request) -> GatewayContext:

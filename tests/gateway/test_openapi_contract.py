@@ -21,6 +21,8 @@ OPERATIONS = {
     ("get", "/v1/orders/{order_id}"): "getOrder",
     ("post", "/v1/providers/{provider}/callback"): "receiveProviderCallback",
     ("get", "/v1/health"): "getHealth",
+    ("get", "/healthz"): "getLiveness",
+    ("get", "/readyz"): "getReadiness",
     ("get", "/v1/orders"): "listOrderPage",
     ("post", "/v1/auth/siwe/nonce"): "createSiweNonce",
     ("post", "/v1/auth/siwe"): "createSiweSession",
@@ -41,6 +43,21 @@ OPERATIONS = {
     ("get", "/v1/merchant/skus/{sku_id}"): "getOwnSku",
     ("patch", "/v1/merchant/skus/{sku_id}"): "updateSku",
 }
+# Webhook endpoints and money, for the operator (/v1/merchants/{merchant_id}) and the merchant's own key.
+for _base, _own in (("/v1/merchants/{merchant_id}", ""), ("/v1/merchant", "Own")):
+    _hooks = f"{_base}/webhook-endpoints"
+    OPERATIONS |= {
+        ("post", _hooks): f"create{_own}WebhookEndpoint",
+        ("get", _hooks): f"list{_own}WebhookEndpoints",
+        ("get", f"{_hooks}/{{endpoint_id}}"): f"get{_own}WebhookEndpoint",
+        ("patch", f"{_hooks}/{{endpoint_id}}"): f"update{_own}WebhookEndpoint",
+        ("delete", f"{_hooks}/{{endpoint_id}}"): f"delete{_own}WebhookEndpoint",
+        ("post", f"{_hooks}/{{endpoint_id}}/rotate-secret"): f"rotate{_own}WebhookSecret",
+        ("get", f"{_hooks}/{{endpoint_id}}/deliveries"): f"list{_own}WebhookDeliveries",
+        ("post", f"{_hooks}/{{endpoint_id}}/deliveries/{{delivery_id}}/redeliver"): f"redeliver{_own}Webhook",
+        ("get", f"{_base}/balances"): f"get{_own or 'Merchant'}Balances",
+        ("get", f"{_base}/settlement-report"): f"get{_own or 'Merchant'}SettlementReport",
+    }
 
 
 @pytest.fixture(scope="module")
