@@ -20,6 +20,7 @@ from adapters.provider_file import read_account_format
 from cardless.cli.provider_metrics import PROVIDER_CALLS, PROVIDER_ERRORS
 from cardless.cli.settings import Settings
 from cardless.ledger.cipher import AccountCipher
+from cardless.protocol.chains import ChainProfileError
 from cardless.protocol.deployment import Deployment
 from gateway.api.deps import GatewayContext
 from gateway.app import create_app
@@ -85,7 +86,7 @@ class GatewayServer:
             or (deployment.rpc_url if settings.is_development else None),
             # Loopback and private webhook URLs only in development (the demo's receiver is on loopback).
             webhook_endpoints=WebhookEndpoints(cipher, allow_private=settings.is_development),
-            confirmations=settings.confirmations,
+            confirmations=_confirmations(settings, deployment.chain_id),
             metrics_collectors=(PROVIDER_CALLS, PROVIDER_ERRORS),
         )
         config = uvicorn.Config(
@@ -122,3 +123,13 @@ class GatewayServer:
         self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=10)
+
+
+def _confirmations(settings: Settings, chain_id: int) -> int:
+    """The depth the oracle waits for on this chain (its profile with the settings' overrides); /readyz
+    counts the oracle's lag beyond it. A chain without a profile counts from 0 here: the oracle itself
+    refuses to start on it without CARDLESS_CONFIRMATIONS."""
+    try:
+        return settings.chain_profile(chain_id).confirmations
+    except ChainProfileError:
+        return 0

@@ -195,8 +195,6 @@ class OracleRunner:
                 owner=worker.worker_id,
             )
             if self.settings.oracle_metrics_port is not None:
-                from prometheus_client import start_http_server
-
                 from cardless.cli.provider_metrics import PROVIDER_REGISTRY
 
                 start_http_server(
