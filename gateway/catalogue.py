@@ -1,4 +1,7 @@
-"""The catalogue: merchants, SKUs, their providers (failover order) and prices per token."""
+"""The catalogue file: merchants, SKUs, their providers (failover order) and prices per token.
+
+The catalogue lives in the database (``gateway.services.skus``); this TOML file is its seed, loaded by
+the embedded system at start (``make run``) and by ``cardless catalogue load``."""
 
 from __future__ import annotations
 
@@ -41,6 +44,10 @@ class Sku(_Model):
     providers: tuple[str, ...] = Field(min_length=1)
     prices: dict[str, int]
     """Token symbol -> price in the token's base units."""
+    face_value: int | None = Field(default=None, ge=1)
+    enabled: bool = True
+    daily_limit: int | None = Field(default=None, ge=1)
+    buyer_daily_limit: int | None = Field(default=None, ge=1)
 
     @field_validator("prices")
     @classmethod

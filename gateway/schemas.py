@@ -33,10 +33,12 @@ __all__ = [
     "MerchantOut",
     "OrderMessage",
     "OrderOut",
+    "OrderPublicOut",
     "PermitHint",
     "PriceOut",
     "Problem",
     "ProofOut",
+    "PublicChainRefs",
     "QuoteCreate",
     "QuoteOut",
     "SkuOut",
@@ -129,10 +131,16 @@ class CatalogueOut(_Out):
 class QuoteCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    sku: str = Field(min_length=1, max_length=64, examples=["genshin-60"])
-    account: str = Field(min_length=1, max_length=64, description="The game account to credit")
+    sku: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{1,63}$", examples=["genshin-60"])
+    account: str = Field(
+        min_length=1, max_length=64, description="The game account to credit", examples=["12345678"]
+    )
     token: str = Field(min_length=1, max_length=32, examples=["tUSDC", "ETH"])
-    buyer: str = Field(pattern=r"^0x[0-9a-fA-F]{40}$", description="The wallet that will pay")
+    buyer: str = Field(
+        pattern=r"^0x[0-9a-fA-F]{40}$",
+        description="The wallet that will pay",
+        examples=["0x70997970C51812dc3A010C7d01b50e0d17dc79C8"],
+    )
 
 
 class OrderMessage(_CamelOut):
@@ -226,11 +234,14 @@ class ChainTxOut(_Out):
     nonce: int
 
 
-class ChainRefs(_Out):
+class PublicChainRefs(_Out):
     paid_tx: Bytes32 | None
     paid_block: int | None
     settle_tx: Bytes32 | None
     refund_tx: Bytes32 | None
+
+
+class ChainRefs(PublicChainRefs):
     transactions: list[ChainTxOut] = Field(
         description="The oracle's transactions for this order, oldest first"
     )
@@ -253,7 +264,21 @@ class TimelineEntry(_Out):
     reason: str
 
 
+class OrderPublicOut(_Out):
+    """What anyone may read of an order: no more than the chain already shows (its state, the
+    transaction hashes, the proof and the receipt hash). Sent without credentials."""
+
+    order_id: Bytes32
+    state: OrderState
+    chain: PublicChainRefs
+    receipt_hash: Bytes32 | None
+    proof: ProofOut | None
+    refund_reason: int | None = Field(description="The on-chain RefundReason code, once refunding")
+
+
 class OrderOut(_Out):
+    """The whole order (buyer, provider reference, receipt, timeline, last error), for the operator."""
+
     order_id: Bytes32
     state: OrderState
     sku: str
@@ -305,7 +330,10 @@ class DeploymentOut(_Out):
 
     version: int
     chain_id: int
-    rpc_url: str
+    rpc_url: str | None = Field(
+        description="A JSON-RPC URL wallets may use (CARDLESS_PUBLIC_RPC_URL); the node the system itself "
+        "uses is named only by a development system, since a provider's URL often carries an API key"
+    )
     escrow: Address
     escrow_source_hash: str
     owner: Address

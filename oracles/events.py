@@ -1,5 +1,6 @@
 """Chain events -> ledger: ``OrderPaid`` opens an order's fulfilment, ``OrderSettled``,
-``OrderRefunded`` and ``OrderReclaimed`` close it.
+``OrderRefunded`` and ``OrderReclaimed`` close it; ``Withdrawn`` for a merchant is a payout (recorded
+with its ``payout.sent`` webhook event, in the same transaction).
 
 :func:`apply_event` is the watcher's handler; it runs inside the watcher's transaction for the block
 range, so an event and the cursor move commit together. The chain is the truth: a closing event is
@@ -13,11 +14,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from web3 import Web3
 
 from cardless import protocol
+from cardless.ledger.logcontext import order_scope
 from cardless.ledger.models import Order, OrderState
+from cardless.ledger.outbox import Payout, record_event
 from cardless.ledger.store import order_from_row
 from cardless.ledger.transitions import transition
 
@@ -36,6 +40,17 @@ def apply_event(
     session: Session, name: str, args: dict[str, Any], meta: dict[str, Any], *, block_time: BlockTime
 ) -> None:
     """Apply one escrow event to the order it names (see the module docstring)."""
+    order_id = Web3.to_hex(args["orderId"]) if "orderId" in args else None
+    with order_scope(order_id):
+        _apply(session, name, args, meta, block_time)
+
+
+def _apply(
+    session: Session, name: str, args: dict[str, Any], meta: dict[str, Any], block_time: BlockTime
+) -> None:
+    if name == "Withdrawn":
+        _on_withdrawn(session, args, meta, block_time)
+        return
     if "orderId" not in args:
         return
     order_id = Web3.to_hex(args["orderId"])
@@ -90,4 +105,47 @@ def _on_paid(
         paid_tx=meta["tx_hash"],
         paid_block=meta["block_number"],
         paid_at=datetime.fromtimestamp(block_time(meta["block_number"]), UTC),
+    )
+
+
+def _on_withdrawn(
+    session: Session, args: dict[str, Any], meta: dict[str, Any], block_time: BlockTime
+) -> None:
+    """A merchant's balance paid out (by the sweep or by anyone calling the permissionless ``withdraw``).
+    Withdrawals of accounts that are not merchants here (a buyer's deferred refund) are not payouts."""
+    account = Web3.to_checksum_address(args["account"])
+    if session.scalar(select(Order.id).where(Order.merchant == account).limit(1)) is None:
+        return
+    existing = session.scalar(
+        select(Payout).where(Payout.tx_hash == meta["tx_hash"], Payout.log_index == meta["log_index"])
+    )
+    if existing is not None:  # the same log again after a reorg put it in another block
+        existing.block_number = meta["block_number"]
+        return
+    payout = Payout(
+        merchant=account,
+        token=Web3.to_checksum_address(args["token"]),
+        to_address=Web3.to_checksum_address(args["to"]),
+        amount=int(args["amount"]),
+        tx_hash=meta["tx_hash"],
+        log_index=meta["log_index"],
+        block_number=meta["block_number"],
+        block_time=block_time(meta["block_number"]),
+    )
+    session.add(payout)
+    record_event(
+        session,
+        merchant=account,
+        type="payout.sent",
+        data={
+            "payout": {
+                "merchant": payout.merchant,
+                "token": payout.token,
+                "to": payout.to_address,
+                "amount": str(payout.amount),
+                "tx_hash": payout.tx_hash,
+                "block_number": payout.block_number,
+                "block_time": payout.block_time,
+            }
+        },
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import signal
 
-__all__ = ["FAILPOINTS", "failpoint"]
+__all__ = ["FAILPOINTS", "WEBHOOK_FAILPOINTS", "failpoint"]
 
 # Every failpoint in the code base, so the crash tests can enumerate them.
 FAILPOINTS: tuple[str, ...] = (
@@ -26,13 +26,18 @@ FAILPOINTS: tuple[str, ...] = (
     "refund.after_sign_commit",
 )
 
+# The webhook delivery job's points, crash-tested by tests/oracles/test_webhook_crash.py (not by the
+# order crash matrix, whose scenarios are orders): killed after the event committed and before it was
+# sent, and after it was sent but before the attempt was recorded.
+WEBHOOK_FAILPOINTS: tuple[str, ...] = ("webhook.before_send", "webhook.after_send")
+
 
 def _armed() -> frozenset[str]:
     return frozenset(p.strip() for p in os.environ.get("CARDLESS_FAILPOINTS", "").split(",") if p.strip())
 
 
 def failpoint(name: str) -> None:
-    if name not in FAILPOINTS:
+    if name not in FAILPOINTS and name not in WEBHOOK_FAILPOINTS:
         raise ValueError(f"unknown failpoint {name!r}")
     if name in _armed():
         os.kill(os.getpid(), signal.SIGKILL)

@@ -24,6 +24,7 @@ class JobIntervals:
     purge_unpaid: float = 300
     sweep: float = 60
     gas_balance: float = 60
+    webhooks: float = 1
 
 
 class OracleService:
@@ -33,17 +34,20 @@ class OracleService:
         *,
         sweep: Callable[[], Any] | None = None,
         gas_balance: Callable[[], Any] | None = None,
+        webhooks: Callable[[], Any] | None = None,
         intervals: JobIntervals | None = None,
     ) -> None:
         self.worker = worker
         self.sweep = sweep
         self.gas_balance = gas_balance
+        self.webhooks = webhooks
         self.intervals = intervals or JobIntervals()
 
     def scheduler(self) -> AsyncIOScheduler:
         """The periodic jobs, not started: requery-unknown, expire-and-refund, purge-unpaid and (given
-        them) sweep and gas-balance. A plain function such as the sweep runs in APScheduler's thread pool, off
-        the event loop."""
+        them) sweep, gas-balance and deliver-webhooks. A plain function such as the sweep runs in
+        APScheduler's thread pool, off the event loop; a coroutine function (deliver-webhooks) runs on
+        this loop."""
         scheduler = AsyncIOScheduler()
         jobs: dict[str, tuple[Callable[[], Any], float]] = {
             "requery-unknown": (self.worker.requery_due, self.intervals.requery_unknown),
@@ -54,6 +58,8 @@ class OracleService:
             jobs["sweep"] = (self.sweep, self.intervals.sweep)
         if self.gas_balance is not None:  # a metric, and an alarm under the chain's threshold
             jobs["gas-balance"] = (self.gas_balance, self.intervals.gas_balance)
+        if self.webhooks is not None:
+            jobs["deliver-webhooks"] = (self.webhooks, self.intervals.webhooks)
         for job_id, (job, seconds) in jobs.items():
             scheduler.add_job(job, "interval", seconds=seconds, id=job_id, max_instances=1, coalesce=True)
         return scheduler

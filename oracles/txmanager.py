@@ -293,8 +293,10 @@ class TxManager:
                 if receipt is None:
                     if key in mined or newest[key] != row.id or row.state != ChainTxState.SENT.value:
                         continue
-                    if row.nonce < used:
-                        self._superseded(session, row)  # a transaction we do not know used the nonce
+                    if row.nonce < used and not self._node_has(row.tx_hash):
+                        # The nonce is used, by none of our versions (a node that knows this one by hash
+                        # is only slow to give its receipt: it is left alone).
+                        self._superseded(session, row)
                         continue
                     age = utcnow() - _aware(row.sent_at) if row.sent_at else timedelta(0)
                     if age > self.bump_after:

@@ -70,3 +70,16 @@ def test_deeply_nested_body_is_refused_and_the_server_lives(server: str) -> None
         assert result["deep"] == [200, -32600]  # JSON-RPC: an invalid request, answered
     else:
         assert result["deep"] == [400, "application/problem+json"]
+
+
+def test_the_cli_restores_the_recursion_limit_after_py_ecc_raised_it() -> None:
+    """Once `cardless` has imported what it runs (py_ecc set 100,000), the limit is what py-evm needs,
+    and importing the dev chain later does not raise it again."""
+    script = (
+        "import sys, py_ecc; assert sys.getrecursionlimit() == 100_000\n"
+        "import cardless.cli.main, cardless.devchain.node, eth\n"
+        "print(sys.getrecursionlimit(), eth.EVM_RECURSION_LIMIT)"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["12288", "12288"]

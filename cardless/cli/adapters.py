@@ -13,6 +13,7 @@ import httpx
 
 from adapters import ProviderAdapter
 from adapters.registry import AdapterRegistry, registry
+from cardless.cli.provider_metrics import TimedTransport
 from cardless.cli.settings import Settings
 
 __all__ = ["build_adapters"]
@@ -30,7 +31,8 @@ def build_adapters(
     so a provider that hangs cannot exhaust a connection pool the others need."""
     adapters: dict[str, ProviderAdapter] = {}
     for path in settings.provider_files:
-        client = httpx.AsyncClient()
+        # Timed per provider file (its stem until the adapter names itself): latency and errors for /metrics.
+        client = httpx.AsyncClient(transport=TimedTransport(path.stem))
         clients.append(client)
         adapter = adapters_registry.from_file(path, client, secrets=secret_values, base_url=base_url)
         name = str(getattr(adapter, "name", path.stem))

@@ -6,11 +6,17 @@ wallet on the chain, then wait for the oracle to settle or refund it. With ``--f
 provider fault is armed on the simulated provider for some orders (by order id), so every recovery
 path runs. Afterwards the simulator's ledger shows double top-ups, and chain balances are compared
 with what the settled and refunded orders should have moved.
+
+Given the operator key, the demo also registers a webhook receiver of its own on loopback for every
+merchant (the gateway accepts loopback URLs in development only), verifies each delivery's signature,
+and waits until every paid order's ``order.paid`` and closing event (settled, refunded, reclaimed) have
+arrived; the endpoints are deleted afterwards.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 import statistics
 import threading
@@ -26,6 +32,7 @@ from web3 import HTTPProvider, Web3
 from web3.types import Nonce, TxParams, TxReceipt, Wei
 
 from cardless.protocol import NATIVE_TOKEN
+from cardless.protocol import webhooks as signing
 from cardless.protocol.artifacts import load_artifact
 
 __all__ = ["FAULT_PLAN", "DemoOrder", "DemoReport", "run_demo"]
@@ -81,6 +88,8 @@ class DemoReport:
     double_topups: int
     wrong_credits: int
     balance_mismatch_wei: int
+    webhooks: dict[str, int] | None = None
+    """Events received, duplicates, bad signatures and paid orders missing an event (None: not run)."""
 
     def totals(self) -> dict[str, Any]:
         states = Counter(o.state for o in self.orders)
@@ -99,6 +108,7 @@ class DemoReport:
             "balance_mismatch_wei": self.balance_mismatch_wei,
             "p50_ms": round(_percentile(latencies, 50), 1) if latencies else None,
             "p99_ms": round(_percentile(latencies, 99), 1) if latencies else None,
+            "webhooks": self.webhooks,
         }
 
 
@@ -191,6 +201,76 @@ def pay_quote(w3: Web3, wallet: LocalAccount, quote: dict[str, Any], chain_id: i
     return pay_hash, gas_spent
 
 
+class _WebhookReceiver:
+    """The demo merchant's webhook receiver: a loopback HTTP server that verifies each delivery with
+    the endpoint's secret and records which events arrived for which order (once each by event id)."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.secrets: list[str] = []
+        self.events: dict[str, dict[str, Any]] = {}
+        self.duplicates = 0
+        self.bad_signatures = 0
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(min(int(self.headers.get("Content-Length", "0")), 1 << 20))
+                try:
+                    signing.verify(
+                        body,
+                        self.headers.get(signing.SIGNATURE_HEADER, ""),
+                        receiver.secrets,
+                        now=int(time.time()),
+                    )
+                except signing.SignatureMismatch:
+                    with receiver.lock:
+                        receiver.bad_signatures += 1
+                    self.send_response(400)
+                    self.end_headers()
+                    return
+                event = json.loads(body)
+                with receiver.lock:
+                    if event["id"] in receiver.events:
+                        receiver.duplicates += 1
+                    receiver.events[event["id"]] = event
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/cardless"
+        threading.Thread(target=self.server.serve_forever, args=(0.1,), daemon=True).start()
+
+    def by_order(self) -> dict[str, set[str]]:
+        with self.lock:
+            seen: dict[str, set[str]] = {}
+            for event in self.events.values():
+                order = event["data"].get("order")
+                if order is not None:
+                    seen.setdefault(order["id"], set()).add(event["type"])
+            return seen
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _missing_events(plan: list[DemoOrder], seen: dict[str, set[str]]) -> int:
+    """Paid orders whose order.paid or closing event has not arrived."""
+    missing = 0
+    for order in plan:
+        if not order.paid_tx or order.state not in TERMINAL:
+            continue
+        if not {"order.paid", f"order.{order.state}"} <= seen.get(order.order_id, set()):
+            missing += 1
+    return missing
+
+
 def run_demo(
     gateway_url: str,
     *,
@@ -199,6 +279,7 @@ def run_demo(
     seed: int = 7,
     timeout: float = 300.0,
     progress: Callable[[DemoOrder], None] | None = None,
+    operator_key: str | None = None,
 ) -> DemoReport:
     http = httpx.Client(base_url=gateway_url, timeout=30)
     health = http.get("/v1/health").raise_for_status().json()
@@ -208,6 +289,8 @@ def run_demo(
         raise RuntimeError("the demo needs the simulated provider (its ledger proves no double top-up)")
     sim = httpx.Client(base_url=simulator, timeout=10)
     sim.delete("/_sim/faults").raise_for_status()
+    if not deployment.get("rpc_url"):
+        raise RuntimeError("the gateway names no JSON-RPC URL (set CARDLESS_PUBLIC_RPC_URL)")
     w3 = Web3(HTTPProvider(deployment["rpc_url"], request_kwargs={"timeout": 60}))
     chain_id = int(deployment["chain_id"])
     escrow = w3.eth.contract(address=deployment["escrow"], abi=load_artifact("CardlessEscrow").abi)
@@ -216,6 +299,24 @@ def run_demo(
     buyers = [Account.from_key(k.to_bytes(32, "big")) for k in BUYER_KEYS]
     merchants = [m["address"] for m in catalogue["merchants"]]
     books = _Books(w3, escrow, tokens, merchants, [b.address for b in buyers])
+    receiver: _WebhookReceiver | None = None
+    endpoints: list[str] = []
+    admin = {"Authorization": f"Bearer {operator_key}"}
+    if operator_key:
+        receiver = _WebhookReceiver()
+        for merchant_id in [m["id"] for m in catalogue["merchants"]]:
+            created = http.post(
+                f"/v1/merchants/{merchant_id}/webhook-endpoints",
+                json={
+                    "url": receiver.url,
+                    "events": list(signing.EVENT_TYPES),
+                    "description": "cardless demo",
+                },
+                headers=admin,
+            )
+            created.raise_for_status()
+            receiver.secrets.append(created.json()["secret"])
+            endpoints.append(f"/v1/merchants/{merchant_id}/webhook-endpoints/{created.json()['id']}")
 
     rng = random.Random(seed)
     choices = [
@@ -281,7 +382,6 @@ def run_demo(
         for order in list(waiting):
             status = http.get(f"/v1/orders/{order.order_id}").json()
             order.state = status["state"]
-            order.provider_ref = status.get("provider_ref")
             order.proof_tx = status["chain"].get("settle_tx") or status["chain"].get("refund_tx")
             if order.state in TERMINAL:
                 order.done_at = time.monotonic()
@@ -292,6 +392,11 @@ def run_demo(
 
     ledger = sim.get("/_sim/ledger").raise_for_status().json()
     credits = Counter(entry["order_no"] for entry in ledger["credits"])
+    # The order view without credentials shows only what the chain shows; the provider's reference
+    # comes from the provider's own ledger (here the simulator's).
+    refs = {entry["order_no"]: entry["provider_ref"] for entry in ledger["credits"]}
+    for o in plan:
+        o.provider_ref = refs.get(o.order_id) if o.order_id else None
     ids = {o.order_id for o in plan if o.order_id}
     double = sum(n - 1 for order_no, n in credits.items() if order_no in ids and n > 1)
     wrong = sum(
@@ -304,6 +409,20 @@ def run_demo(
         )
     )
 
+    webhooks: dict[str, int] | None = None
+    if receiver is not None:
+        while _missing_events(plan, receiver.by_order()) and time.monotonic() < deadline + 30:
+            time.sleep(0.2)
+        webhooks = {
+            "events": len(receiver.events),
+            "duplicates": receiver.duplicates,
+            "bad_signatures": receiver.bad_signatures,
+            "orders_missing_events": _missing_events(plan, receiver.by_order()),
+        }
+        for endpoint in endpoints:
+            http.delete(endpoint, headers=admin)
+        receiver.close()
+
     after = books.snapshot()
     mismatch = 0
     for symbol, address in tokens.items():
@@ -314,4 +433,4 @@ def run_demo(
         mismatch += abs((a["merchants"] - b["merchants"]) + (a["fees"] - b["fees"]) - settled)
         expected_buyers = -paid + refunded - (gas_by_token[address] if address == NATIVE_TOKEN else 0)
         mismatch += abs((a["buyers"] - b["buyers"]) - expected_buyers)
-    return DemoReport(plan, double, wrong, mismatch)
+    return DemoReport(plan, double, wrong, mismatch, webhooks)

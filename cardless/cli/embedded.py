@@ -65,6 +65,7 @@ def start_embedded_chain(
             fee_recipient=accounts[1],
             funded_accounts=accounts,
             rpc_url=node.url,
+            sweeper=gas.address,  # the oracle's sweep job sends withdraw() from the gas key
         )
         deployment.save(settings.effective_deployment_file)
     except BaseException:

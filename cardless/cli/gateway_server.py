@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from urllib.parse import urlsplit
 
 import httpx
 import uvicorn
@@ -16,14 +17,18 @@ from web3 import Web3
 
 from adapters import ProviderAdapter
 from adapters.provider_file import read_account_format
+from cardless.cli.provider_metrics import PROVIDER_CALLS, PROVIDER_ERRORS
 from cardless.cli.settings import Settings
 from cardless.ledger.cipher import AccountCipher
+from cardless.protocol.chains import ChainProfileError
 from cardless.protocol.deployment import Deployment
 from gateway.api.deps import GatewayContext
 from gateway.app import create_app
 from gateway.catalogue import Catalogue
+from gateway.services.api_keys import KeyQuota
 from gateway.services.quotes import QuoteService
 from gateway.services.ratelimits import QuoteLimits
+from gateway.services.webhooks import WebhookEndpoints
 
 __all__ = ["GatewayServer"]
 
@@ -42,6 +47,7 @@ class GatewayServer:
         quote_key: LocalAccount,
         cipher: AccountCipher,
         simulator_url: str | None,
+        operator_key: str | None = None,
     ) -> None:
         self.settings = settings
         self.clients = clients
@@ -49,7 +55,6 @@ class GatewayServer:
         quotes = QuoteService(
             w3=w3,
             sessions=sessions,
-            catalogue=catalogue,
             deployment=deployment,
             adapters=adapters,
             quote_key=quote_key,
@@ -73,6 +78,16 @@ class GatewayServer:
                 per_client=settings.quote_rate_per_client, per_buyer=settings.quote_rate_per_buyer
             ),
             simulator_url=simulator_url,
+            operator_key=operator_key,
+            key_quota=KeyQuota(default=settings.api_key_rate),
+            siwe_domain=settings.siwe_domain
+            or (urlsplit(settings.public_url).netloc if settings.public_url else None),
+            public_rpc_url=settings.public_rpc_url
+            or (deployment.rpc_url if settings.is_development else None),
+            # Loopback and private webhook URLs only in development (the demo's receiver is on loopback).
+            webhook_endpoints=WebhookEndpoints(cipher, allow_private=settings.is_development),
+            confirmations=_confirmations(settings, deployment.chain_id),
+            metrics_collectors=(PROVIDER_CALLS, PROVIDER_ERRORS),
         )
         config = uvicorn.Config(
             create_app(context),
@@ -100,9 +115,21 @@ class GatewayServer:
             time.sleep(0.02)
         port = server.servers[0].sockets[0].getsockname()[1]
         self.url = f"http://{settings.gateway_host}:{port}"
+        if self.context.siwe_domain is None:
+            self.context.siwe_domain = f"{settings.gateway_host}:{port}"
         return self.url
 
     def stop(self) -> None:
         self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=10)
+
+
+def _confirmations(settings: Settings, chain_id: int) -> int:
+    """The depth the oracle waits for on this chain (its profile with the settings' overrides); /readyz
+    counts the oracle's lag beyond it. A chain without a profile counts from 0 here: the oracle itself
+    refuses to start on it without CARDLESS_CONFIRMATIONS."""
+    try:
+        return settings.chain_profile(chain_id).confirmations
+    except ChainProfileError:
+        return 0

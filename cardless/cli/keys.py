@@ -24,12 +24,20 @@ from typing import Final, Literal
 
 from eth_account.signers.local import LocalAccount
 
-from cardless.cli.settings import PLACEHOLDERS, Settings
+from cardless.cli.settings import OPERATOR_KEY, PLACEHOLDERS, Settings
 from cardless.ledger.cipher import AccountCipher, load_or_create_key
 from cardless.ledger.private_files import private_dir, write_private
 from oracles.keys import KeystoreError, load_keystore, load_or_create_keystore
 
-__all__ = ["KEYSTORE_FILES", "Keys", "Role", "account_cipher", "keystore_password", "load_keys"]
+__all__ = [
+    "KEYSTORE_FILES",
+    "Keys",
+    "Role",
+    "account_cipher",
+    "keystore_password",
+    "load_keys",
+    "operator_key",
+]
 
 Role = Literal["quote", "oracle", "gas"]
 
@@ -122,6 +130,15 @@ def load_keys(settings: Settings, roles: Collection[Role] = ALL_ROLES) -> Keys:
 def account_cipher(settings: Settings) -> AccountCipher:
     """The cipher for buyers' game accounts at rest (gateway encrypts, oracle decrypts: same key)."""
     value = settings.account_key.get_secret_value() if settings.account_key is not None else None
+    database = settings.effective_database_url
+    if not settings.is_development and value is None and database.startswith("sqlite:///"):
+        # Whoever copies the database's directory must not also get the key that opens its accounts.
+        directory = Path(database.removeprefix("sqlite:///")).parent
+        if settings.account_key_file.exists() and _inside(settings.account_key_file, directory):
+            raise KeystoreError(
+                f"{settings.account_key_file} is in the database's directory {directory}: outside "
+                "development set CARDLESS_ACCOUNT_KEY (e.g. from a secrets manager) instead"
+            )
     return AccountCipher(
         load_or_create_key(
             settings.account_key_file,
@@ -130,3 +147,22 @@ def account_cipher(settings: Settings) -> AccountCipher:
             create=settings.is_development,
         )
     )
+
+
+def operator_key(settings: Settings) -> str | None:
+    """The operator's bearer token: ``CARDLESS_OPERATOR_KEY``, else the file ``var/operator-key``;
+    in development a missing one is created. Elsewhere, with neither, None: operator reads are off."""
+    if settings.operator_key is not None:
+        return settings.operator_key.get_secret_value()
+    path = settings.operator_key_file
+    if path.exists():
+        token = path.read_text().strip()
+        if not OPERATOR_KEY.fullmatch(token):
+            raise KeystoreError(f"{path}: must hold 32 to 256 characters of base64 or base64url")
+        return token
+    if not settings.is_development:
+        return None
+    private_dir(path.parent)
+    token = secrets.token_urlsafe(32)
+    write_private(path, token + "\n")
+    return token

@@ -1,4 +1,5 @@
-"""The ``cardless`` command: run | gateway | oracle | deploy | migrate | simulator | demo.
+"""The ``cardless`` command: run | gateway | oracle | deploy | migrate | simulator | demo | merchant |
+catalogue.
 
 Commands import what they run and nothing more: ``oracle`` loads no web framework and no simulator,
 ``deploy`` no dev chain (the wiring modules are imported inside the commands).
@@ -22,22 +23,42 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
+from cardless.cli.merchants import catalogue_app, merchant_app
 from cardless.cli.settings import Settings
+from cardless.protocol.jsonlimits import restore_recursion_limit
 
 if TYPE_CHECKING:
     from cardless.cli.system import System
 
+# eth_account (above) brought in py_ecc, which set the recursion limit to 100,000: back to what py-evm
+# needs, before any command runs.
+restore_recursion_limit()
+
 app = typer.Typer(help="Cardless: direct top-up settlement through an on-chain escrow.", no_args_is_help=True)
+app.add_typer(merchant_app, name="merchant")
+app.add_typer(catalogue_app, name="catalogue")
 # Keys and addresses must print whole even when stderr is a pipe or a log file (Rich assumes 80 columns).
 console = Console(stderr=True)
 if not console.is_terminal:
     console = Console(stderr=True, width=200)
 
 
-def _logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=level, format="%(name)s: %(message)s", handlers=[RichHandler(console=console, show_path=False)]
-    )
+def _logging(level: str = "INFO", *, json_lines: bool | None = None) -> None:
+    """Rich lines on a terminal, or JSON lines (``CARDLESS_LOG_FORMAT=json``, the default outside
+    development; see ``cardless.cli.logs``) on standard error."""
+    if json_lines is None:
+        try:
+            json_lines = Settings().effective_log_format == "json"
+        except ValidationError:
+            json_lines = False  # the command reports the settings problem itself
+    if json_lines:
+        from cardless.cli.logs import JsonFormatter
+
+        handler: logging.Handler = logging.StreamHandler()
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler = RichHandler(console=console, show_path=False)
+    logging.basicConfig(level=level, format="%(name)s: %(message)s", handlers=[handler])
     for noisy in ("httpx", "alembic", "apscheduler", "uvicorn.access", "web3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -322,6 +343,10 @@ def deploy(
             tokens=[_address(a, "--token") for a in token or []],
             allow_native=native,
             rpc_url=settings.chain_rpc_url,
+            # the oracle's sweep job sends withdraw() from the gas key, which the escrow must allow
+            sweepers=[_keystore_address(gas, "gas keystore")]
+            if (gas := keys / KEYSTORE_FILES["gas"]).exists()
+            else [],
         )
         w3 = Web3(HTTPProvider(settings.chain_rpc_url, request_kwargs={"timeout": 30}))
         deployment = deploy_escrow(
@@ -373,9 +398,14 @@ def demo(
     settings = Settings()
     url = gateway_url or f"http://{settings.gateway_host}:{settings.gateway_port}"
     system: System | None = None
+    operator: str | None = None
     try:
         httpx.get(f"{url}/v1/health", timeout=2).raise_for_status()
         console.print(f"using the running system at {url}")
+        if settings.is_development:  # the running system's key, to register the demo's webhook receiver
+            from cardless.cli.keys import operator_key
+
+            operator = operator_key(settings)
     except httpx.HTTPError:
         if gateway_url:
             console.print(f"[red]no gateway answers at {gateway_url}[/red]")
@@ -384,6 +414,7 @@ def demo(
         system = System(settings.model_copy(update={"chain_port": 0, "gateway_port": 0, "simulator_port": 0}))
         system.start()
         url = system.gateway_url
+        operator = system.operator_key
     done = 0
 
     def progress(order: object) -> None:
@@ -395,7 +426,9 @@ def demo(
             )
 
     try:
-        report = run_demo(url, orders=orders, faults=faults, timeout=timeout, progress=progress)
+        report = run_demo(
+            url, orders=orders, faults=faults, timeout=timeout, progress=progress, operator_key=operator
+        )
     finally:
         if system is not None:
             system.stop()
@@ -435,6 +468,9 @@ def demo(
         Console(stderr=True, width=180).print(table)
         print(json.dumps(totals))
     healthy = totals["open"] == 0 and totals["double_topups"] == 0 and totals["balance_mismatch_wei"] == 0
+    hooks = report.webhooks
+    if hooks is not None:
+        healthy = healthy and hooks["orders_missing_events"] == 0 and hooks["bad_signatures"] == 0
     raise typer.Exit(0 if healthy else 1)
 
 

@@ -33,6 +33,7 @@ from gateway.catalogue import Catalogue
 from oracles.service import OracleService
 from oracles.settlement import MerchantSweep
 from oracles.txmanager import TxManager
+from oracles.webhooks import DeliveryPolicy, WebhookSender
 from oracles.worker import OracleWorker, WorkerConfig
 
 __all__ = ["AdapterFactory", "OracleRunner"]
@@ -151,6 +152,18 @@ class OracleRunner:
             callback_base=self.callback_base,
         )
 
+    def _merchant_addresses(self) -> list[str]:
+        """Every merchant in the database (disabled ones too: their balances are still theirs), else the
+        catalogue file's, as of start-up."""
+        from sqlalchemy import select
+
+        from cardless.ledger.models import Merchant
+
+        assert self.catalogue is not None
+        with self.sessions() as session:
+            stored = list(session.scalars(select(Merchant.address).order_by(Merchant.id)))
+        return stored or [m.address for m in self.catalogue.merchants]
+
     async def _oracle_main(self, ready: threading.Event) -> None:
         clients: list[httpx.AsyncClient] = []
         metrics_server = None
@@ -166,14 +179,30 @@ class OracleRunner:
             sweep = MerchantSweep(
                 worker.escrow,
                 worker.tx,
-                merchants=[m.address for m in self.catalogue.merchants],
+                merchants=self._merchant_addresses(),
                 tokens=[t.address for t in self.deployment.tokens],
             )
             # The pipeline runs in a tight loop (latency); OracleService runs the periodic jobs
             # (re-query, expiry and refunds, the merchant sweep) on APScheduler in this event loop.
-            await OracleService(worker, sweep=sweep, gas_balance=worker.tx.check_balance).run(
-                self._oracle_stop, started=ready.set
+            webhooks = WebhookSender(
+                self.sessions,
+                self.cipher,
+                DeliveryPolicy(
+                    timeout=self.settings.webhook_timeout_seconds,
+                    retry_base=timedelta(seconds=self.settings.webhook_retry_base_seconds),
+                    allow_private=self.settings.is_development,
+                ),
+                owner=worker.worker_id,
             )
+            if self.settings.oracle_metrics_port is not None:
+                from cardless.cli.provider_metrics import PROVIDER_REGISTRY
+
+                start_http_server(
+                    self.settings.oracle_metrics_port, self.settings.gateway_host, registry=PROVIDER_REGISTRY
+                )
+            await OracleService(
+                worker, sweep=sweep, gas_balance=worker.tx.check_balance, webhooks=webhooks.deliver_due
+            ).run(self._oracle_stop, started=ready.set)
         finally:
             if metrics_server is not None:
                 metrics_server.shutdown()

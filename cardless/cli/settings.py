@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -41,6 +42,8 @@ PLACEHOLDERS = frozenset(
 )
 """Values copied from an example file and never replaced; refused outside development."""
 
+OPERATOR_KEY = re.compile(r"[A-Za-z0-9+/=_\-]{32,256}")
+"""The shape of an operator key: 32 to 256 characters of base64 or base64url."""
 _URL = r"^https?://[^\s/:]+(:\d{1,5})?(/\S*)?$"
 _RATE = r"^[1-9][0-9]{0,8}/(second|minute|hour|day)$"
 
@@ -86,6 +89,9 @@ class Settings(BaseSettings):
     gateway_port: int = Field(8000, ge=0, le=65535)
     simulator_port: int = Field(8601, ge=0, le=65535)
 
+    public_rpc_url: str | None = Field(None, pattern=_URL)
+    """The JSON-RPC URL /v1/health offers wallets. Unset, a development system names its own node and
+    any other names none: the node URL the system uses may carry a provider's API key."""
     public_url: str | None = Field(None, pattern=_URL)
     """Where providers reach the gateway for callbacks (the embedded system uses its own address)."""
     provider_base_url: str | None = Field(None, pattern=_URL)
@@ -103,6 +109,11 @@ class Settings(BaseSettings):
     account_key: SecretStr | None = None
     """Base64 of the 32-byte key that encrypts buyers' game accounts at rest; empty means the file
     var/account-key (created on first run in development only)."""
+
+    operator_key: SecretStr | None = None
+    """Bearer token for operator reads (the whole order: buyer, provider reference, receipt,
+    timeline). Empty means the file var/operator-key, created on first run in development only;
+    elsewhere, with neither, operator reads are off and orders show only their public view."""
 
     catalogue_file: Path = ROOT / "gateway" / "catalogue.toml"
     provider_files: list[Path] = [
@@ -127,6 +138,25 @@ class Settings(BaseSettings):
     from loopback within about a minute."""
     quote_rate_per_buyer: str = Field("30/minute", pattern=_RATE)
     """Quotes for one buyer wallet, whatever the client address."""
+    api_key_rate: str = Field("600/minute", pattern=_RATE)
+    """Requests per merchant API key, unless the key carries its own quota."""
+    siwe_domain: str | None = Field(None, pattern=r"^[A-Za-z0-9.\-]+(:\d{1,5})?$")
+    """The domain buyers' Sign-In with Ethereum messages must name; empty means the host (and port) of
+    ``public_url``, else the gateway's own listening address."""
+
+    log_format: Literal["text", "json"] | None = None
+    """``json``: one JSON object per log line with the order id (``cardless.cli.logs``); empty means
+    ``text`` in development and ``json`` elsewhere."""
+
+    oracle_metrics_port: int | None = Field(None, ge=0, le=65535)
+    """When set, ``cardless oracle`` serves Prometheus metrics (provider latency and errors) on this
+    port of ``gateway_host``; the gateway serves the system's metrics at ``/metrics``."""
+
+    webhook_timeout_seconds: float = Field(10.0, ge=1, le=30)
+    """Per webhook attempt: the connect and read timeout (the whole attempt stops after twice this)."""
+    webhook_retry_base_seconds: float = Field(30.0, gt=0, le=3_600)
+    """The first retry of a failed webhook delivery waits this long, doubling to an hour per retry;
+    deliveries are retried for 72 h and an endpoint failing for 24 h is disabled."""
 
     @field_validator("database_url")
     @classmethod
@@ -146,6 +176,17 @@ class Settings(BaseSettings):
             raise ValueError("not valid base64") from None
         if len(key) != 32:
             raise ValueError(f"must decode to 32 bytes, got {len(key)}")
+        return value
+
+    @field_validator("operator_key")
+    @classmethod
+    def _operator_key_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if not OPERATOR_KEY.fullmatch(value.get_secret_value()):
+            raise ValueError(
+                "must be 32 to 256 characters of base64 or base64url (e.g. `openssl rand -base64 32`)"
+            )
         return value
 
     @field_validator("provider_files")
@@ -191,6 +232,10 @@ class Settings(BaseSettings):
         return self.environment == "development"
 
     @property
+    def effective_log_format(self) -> str:
+        return self.log_format or ("text" if self.is_development else "json")
+
+    @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.var_dir / 'cardless.db'}"
 
@@ -205,6 +250,10 @@ class Settings(BaseSettings):
     @property
     def account_key_file(self) -> Path:
         return self.var_dir / "account-key"
+
+    @property
+    def operator_key_file(self) -> Path:
+        return self.var_dir / "operator-key"
 
     @property
     def embedded_dir(self) -> Path:

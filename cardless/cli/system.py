@@ -28,7 +28,7 @@ from web3.contract import Contract
 
 from adapters import ProviderAdapter
 from cardless.cli.adapters import build_adapters
-from cardless.cli.keys import KEYSTORE_FILES, Keys, Role, account_cipher, load_keys
+from cardless.cli.keys import KEYSTORE_FILES, Keys, Role, account_cipher, load_keys, operator_key
 from cardless.cli.settings import Settings
 from cardless.ledger import create_engine_for, migrate, session_factory
 from cardless.ledger.cipher import AccountCipher
@@ -82,6 +82,8 @@ class System:
         self.sessions: sessionmaker[Session] | None = None
         self.catalogue: Catalogue | None = None
         self.cipher: AccountCipher | None = None
+        self.operator_key: str | None = None
+        """The bearer token of operator reads (the whole order), when this process serves the gateway."""
         self.gateway_url = ""
         self._gateway: GatewayServer | None = None
         self._oracle: OracleRunner | None = None
@@ -117,6 +119,8 @@ class System:
         self.keys = load_keys(settings, self._roles())
         if self.run_gateway or self.run_oracle:
             self.cipher = account_cipher(settings)
+        if self.run_gateway:
+            self.operator_key = operator_key(settings)
         if self.embedded:
             self._start_embedded_chain()
         else:
@@ -127,6 +131,7 @@ class System:
         self.engine = create_engine_for(url)
         migrate(self.engine)
         self.sessions = session_factory(self.engine)
+        self._seed_catalogue()
         if self.embedded and self.simulator is None:
             from cardless.cli.embedded import start_simulator
 
@@ -136,6 +141,24 @@ class System:
         if self.run_oracle:
             self._start_oracle()
         return self
+
+    def _seed_catalogue(self) -> None:
+        """The catalogue lives in the database; the file seeds it. The embedded system (a new database at
+        each start) and a development or test database with no merchant yet are seeded from
+        ``catalogue_file``; a production database never is (``cardless catalogue load`` does it on
+        purpose), so the shipped dev merchants cannot appear in a real catalogue. Only the process that
+        serves the gateway seeds (the oracle does not read the catalogue)."""
+        from sqlalchemy import select
+
+        from cardless.ledger.models import Merchant
+        from gateway.services.skus import seed_catalogue
+
+        assert self.sessions is not None and self.catalogue is not None
+        if not self.run_gateway or (self.settings.environment == "production" and not self.embedded):
+            return
+        with self.sessions() as session:
+            if self.embedded or session.scalar(select(Merchant.id).limit(1)) is None:
+                seed_catalogue(session, self.catalogue)
 
     def _simulator_config(self) -> SimulatorConfig:
         if self.simulator_config is None:
@@ -217,6 +240,7 @@ class System:
             simulator_url=self.simulator.url
             if self.simulator is not None and self.embedded and self.settings.is_development
             else None,
+            operator_key=self.operator_key,
         )
         self.gateway_url = self._gateway.start()
 

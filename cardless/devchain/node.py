@@ -15,8 +15,9 @@ in the shapes of the execution-apis specification, on chain id 31337. What the n
 - Dev methods with anvil's shapes: ``evm_snapshot``/``evm_revert``, ``evm_increaseTime``,
   ``evm_setNextBlockTimestamp``, ``evm_mine`` (optionally at a timestamp), ``anvil_mine``/``hardhat_mine``.
   Blocks land at exactly the requested time (eth-tester's ``time_travel`` mines one second early).
-- JSON-RPC 2.0 framing: batches, notifications, -32700/-32600/-32601; a body over 8 MiB is refused
-  with HTTP 413 and JSON nested deeper than ``loads_bounded`` allows with -32600. A fault of the node
+- JSON-RPC 2.0 framing: batches (at most 1,000 requests, as geth), notifications, -32700/-32600/-32601;
+  a body over 8 MiB is refused with HTTP 413 and JSON nested deeper than ``loads_bounded`` allows with
+  -32600; error messages quote at most 240 characters of an argument. A fault of the node
   itself is logged and answered -32603 ``internal error``, never with the exception's text.
 
 Departures from a real node, by design of eth-tester: every transaction is mined at once in its own
@@ -79,6 +80,8 @@ _log = logging.getLogger(__name__)
 
 _FEE_FIELDS: Final = ("gas_price", "max_fee_per_gas", "max_priority_fee_per_gas")
 _MAX_BODY_BYTES: Final = 8 * 1024 * 1024
+_MAX_BATCH: Final = 1_000
+"""Requests in one batch (geth's default BatchRequestLimit): each runs under the node's one lock."""
 _LOOPBACK_ORIGIN: Final = re.compile(r"https?://(?:127\.0\.0\.1|localhost|\[::1\])(?::[0-9]{1,5})?")
 """Browser origins allowed to read the JSON-RPC answers (CORS): pages served from this machine only."""
 
@@ -334,6 +337,9 @@ class DevNode:
         if isinstance(payload, list):
             if not payload:
                 return _error_response(None, RpcError(INVALID_REQUEST, "empty batch"))
+            if len(payload) > _MAX_BATCH:
+                message = f"batch of {len(payload)} requests; the limit is {_MAX_BATCH}"
+                return _error_response(None, RpcError(INVALID_REQUEST, message))
             responses = [r for r in (self._handle_one(item) for item in payload) if r is not None]
             return responses or None
         return self._handle_one(payload)
@@ -355,9 +361,11 @@ class DevNode:
         request_id = request.get("id")
         method = request.get("method")
         params = request.get("params", [])
+        if not isinstance(method, str):
+            # Not a request at all, so not a notification either: answered, with a null id if it has none
+            # (JSON-RPC 2.0 section 5).
+            return _error_response(request_id, RpcError(INVALID_REQUEST, "method: missing or not a string"))
         try:
-            if not isinstance(method, str):
-                raise RpcError(INVALID_REQUEST, "method: missing or not a string")
             if params is None:
                 params = []
             if not isinstance(params, list):

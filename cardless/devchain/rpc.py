@@ -120,7 +120,9 @@ class RpcError(Exception):
         self.data = data
 
     def as_error(self) -> dict[str, Any]:
-        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        # A message may quote the argument at fault: never echo more than a line of it.
+        message = self.message if len(self.message) <= 240 else self.message[:240] + "…"
+        error: dict[str, Any] = {"code": self.code, "message": message}
         if self.data is not None:
             error["data"] = self.data
         return error

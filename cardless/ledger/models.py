@@ -8,23 +8,42 @@ import enum
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from cardless.ledger.types import Uint256
 
 __all__ = [
+    "ApiKey",
     "Base",
+    "BuyerSession",
     "ChainCursor",
     "ChainReorg",
     "ChainTx",
     "ChainTxOrder",
     "ChainTxState",
+    "IdempotencyRecord",
+    "Merchant",
     "Order",
     "OrderEvent",
     "OrderState",
     "SeenLog",
     "SignerNonce",
+    "SiweNonce",
+    "Sku",
+    "SkuPrice",
     "utcnow",
 ]
 
@@ -123,7 +142,12 @@ class Order(Base):
         back_populates="order", order_by="OrderEvent.id", cascade="all, delete-orphan"
     )
 
-    __table_args__ = (Index("ix_orders_state_next_attempt", "state", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_orders_state_next_attempt", "state", "next_attempt_at"),
+        # The merchant's and the buyer's order lists: newest first, keyset on (created_at, id).
+        Index("ix_orders_merchant_created", "merchant", "created_at", "id"),
+        Index("ix_orders_buyer_created", "buyer", "created_at", "id"),
+    )
 
 
 class OrderEvent(Base):
@@ -241,3 +265,128 @@ class ChainTxOrder(Base):
     chain_tx: Mapped[ChainTx] = relationship(back_populates="orders")
 
     __table_args__ = (Index("ix_chain_tx_orders_order_id", "order_id"),)
+
+
+# ------------------------------------------------------------------------------ merchants (issue 9)
+
+
+class Merchant(Base):
+    """A merchant, created by the operator. ``address`` is the account the escrow credits on settlement
+    (orders carry it); withdrawals go to that account's payout address on chain, which only the
+    merchant's own wallet can set (``setPayoutAddress``). ``payout_address`` is what the merchant asked
+    the gateway to prepare, kept for the record; the chain is the authority."""
+
+    __tablename__ = "merchants"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    address: Mapped[str] = mapped_column(String(42), unique=True)
+    fee_bps: Mapped[int] = mapped_column(Integer)
+    payout_address: Mapped[str | None] = mapped_column(String(42))
+    disabled_at: Mapped[datetime | None]
+    disabled_reason: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiKey(Base):
+    """A merchant's API key: ``ck_live_<prefix>_<secret>``. Only the SHA-256 of the whole key is kept
+    (the secret is 256 random bits, so a fast hash is as good as a slow one); ``prefix`` finds the row
+    and is what the merchant sees in listings and logs."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), index=True)
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(100))
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    rate_limit: Mapped[str | None] = mapped_column(String(32))
+    """This key's quota (``N/second|minute|hour|day``); None: the gateway's default per-key quota."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+    rotated_to: Mapped[int | None] = mapped_column(Integer)
+    """The key that replaced this one by rotation (this one then expires after the overlap)."""
+
+
+class Sku(Base):
+    """A SKU a merchant sells. Its id is global: the order commits to ``keccak256(id)`` on chain."""
+
+    __tablename__ = "skus"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), index=True)
+    title: Mapped[str] = mapped_column(String(200))
+    face_value: Mapped[int | None] = mapped_column(BigInteger)
+    """What the buyer's game account is credited with (60 crystals), in the game's units."""
+    providers: Mapped[list[str]] = mapped_column(JSON)  # failover order
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    daily_limit: Mapped[int | None] = mapped_column(Integer)
+    """Orders of this SKU per UTC day (all buyers); None: no limit."""
+    buyer_daily_limit: Mapped[int | None] = mapped_column(Integer)
+    """Orders of this SKU per buyer wallet per UTC day; None: no limit."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    prices: Mapped[list[SkuPrice]] = relationship(
+        back_populates="sku", cascade="all, delete-orphan", order_by="SkuPrice.position"
+    )
+
+
+class SkuPrice(Base):
+    """The price of one SKU in one token, in the token's base units."""
+
+    __tablename__ = "sku_prices"
+
+    sku_id: Mapped[str] = mapped_column(ForeignKey("skus.id", ondelete="CASCADE"), primary_key=True)
+    token: Mapped[str] = mapped_column(String(32), primary_key=True)  # the deployment's token symbol
+    amount: Mapped[int] = mapped_column(Uint256)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+
+    sku: Mapped[Sku] = relationship(back_populates="prices")
+
+
+class IdempotencyRecord(Base):
+    """The first answer to a POST carrying ``Idempotency-Key``, replayed to every retry for 24 h.
+
+    The row is inserted (``response_status`` NULL) *before* the request runs: the unique key is what
+    makes concurrent duplicates run once, whichever process they reach."""
+
+    __tablename__ = "idempotency_records"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    scope: Mapped[str] = mapped_column(String(80))
+    """Whose key: a hash of the credentials, or the client address for anonymous requests."""
+    key: Mapped[str] = mapped_column(String(255))
+    fingerprint: Mapped[str] = mapped_column(String(64))  # sha256(method, path, query, body)
+    response_status: Mapped[int | None] = mapped_column(Integer)
+    response_headers: Mapped[dict[str, Any] | None]
+    response_body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+    __table_args__ = (UniqueConstraint("scope", "key", name="uq_idempotency_scope_key"),)
+
+
+class SiweNonce(Base):
+    """A Sign-In with Ethereum nonce the gateway issued; used once (``used_at``), within its lifetime."""
+
+    __tablename__ = "siwe_nonces"
+
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    issued_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    used_at: Mapped[datetime | None]
+
+
+class BuyerSession(Base):
+    """A buyer signed in with their wallet: the bearer token's SHA-256, the address, the expiry."""
+
+    __tablename__ = "buyer_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    address: Mapped[str] = mapped_column(String(42), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)

@@ -5,6 +5,10 @@ that go with it and appends the timeline entry, all in the caller's database tra
 commits *before* any external effect that depends on the new state (the outbox rule): a crash after
 the commit and before the effect is recovered from the persisted state, never by guessing.
 
+The states merchants hear about (paid, succeeded = fulfilled, settled, refunded, reclaimed) also stage
+their webhook event here (``cardless.ledger.outbox.record_order_event``), so the event commits or rolls
+back with the state change itself.
+
 ::
 
     quoted ──► paid ──► risk_checked ──► submitting ──► succeeded ──► proof_pending ──► settled
@@ -25,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from cardless.ledger._exceptions import LedgerError
 from cardless.ledger.models import Order, OrderEvent, OrderState, utcnow
+from cardless.ledger.outbox import record_order_event
 
 __all__ = ["ALLOWED", "IllegalTransition", "transition"]
 
@@ -50,7 +55,9 @@ ALLOWED: dict[OrderState, frozenset[OrderState]] = {
     ),
     S.UNKNOWN: frozenset({S.SUCCEEDED, S.FAILED_FINAL, S.SUBMITTING, S.RECLAIMED}),
     S.SUCCEEDED: frozenset({S.PROOF_PENDING, S.RECLAIMED, S.SETTLED}),
-    S.PROOF_PENDING: frozenset({S.SETTLED, S.RECLAIMED}),
+    # proof_pending -> failed_final: the proof can never settle (the top-up completed after the deadline,
+    # or the settlement window closed first), so the order is refunded like any failed one.
+    S.PROOF_PENDING: frozenset({S.SETTLED, S.FAILED_FINAL, S.RECLAIMED}),
     S.FAILED_FINAL: frozenset({S.REFUND_PENDING, S.RECLAIMED, S.REFUNDED}),
     S.REFUND_PENDING: frozenset({S.REFUNDED, S.RECLAIMED}),
     S.SETTLED: frozenset(),
@@ -100,3 +107,4 @@ def transition(
             detail=detail,
         )
     )
+    record_order_event(session, order, to, now)

@@ -9,12 +9,16 @@ does not recurse, and refuses anything deeper than :data:`MAX_JSON_DEPTH`.
 
 :class:`BoundedJsonMiddleware` applies the same rule (and a body-size cap) to an ASGI application
 before any framework code reads the body. It depends on no web framework.
+
+:func:`restore_recursion_limit` then lowers the limit again, after those imports, to what py-evm needs:
+a recursion the depth checks missed raises ``RecursionError`` long before the C stack is at risk.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from itertools import accumulate
 from typing import Any, Final
@@ -22,16 +26,31 @@ from typing import Any, Final
 __all__ = [
     "MAX_BODY_BYTES",
     "MAX_JSON_DEPTH",
+    "RECURSION_LIMIT",
     "BoundedJsonMiddleware",
     "JsonLimitError",
     "check_json_depth",
     "loads_bounded",
+    "restore_recursion_limit",
 ]
 
 MAX_JSON_DEPTH: Final = 64
 """Deeper than any document Cardless or a provider legitimately exchanges (JSON-RPC batches are 4)."""
 
 MAX_BODY_BYTES: Final = 1024 * 1024
+
+RECURSION_LIMIT: Final = 1024 * 12
+"""py-evm's own need (``eth.EVM_RECURSION_LIMIT``): 1,024 nested EVM call frames. py_ecc asks for
+100,000 at import, for nothing Cardless uses."""
+
+
+def restore_recursion_limit() -> int:
+    """Lower the interpreter's recursion limit to :data:`RECURSION_LIMIT` if an import raised it above;
+    returns the limit in force. Call it once the process has imported what it runs (the CLI does)."""
+    if sys.getrecursionlimit() > RECURSION_LIMIT:
+        sys.setrecursionlimit(RECURSION_LIMIT)
+    return sys.getrecursionlimit()
+
 
 # A JSON string (with escapes), then every character that is not a bracket. What remains after the
 # strings are removed is the bracket skeleton of the document.

@@ -44,6 +44,20 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
     ///      oracle's gas on refund.
     uint256 internal constant _NATIVE_REFUND_GAS = 50_000;
 
+    /// @notice Time after an order's `fulfilmentDeadline` during which a proof of a top-up made by the deadline
+    ///         is still accepted; `reclaim` opens only when it has passed, so the last second a top-up may
+    ///         happen is never the first second the buyer may take the money back (docs/protocol.md,
+    ///         "Settlement window"). A constant, not an order field: every order gets the same window, an
+    ///         auditor reads it from the code, and calldata and the quote stay as they are.
+    uint48 public constant SETTLEMENT_GRACE = 6 hours;
+
+    /// @dev Base units a payout leaves in a balance. Zeroing the slot made the next settlement write it from
+    ///      zero (22,100 gas instead of 5,000 for the merchant and again for the fee balance: 87,058 instead of
+    ///      52,858 gas), and the sweep job pays merchants every minute, so most first settlements after a sweep
+    ///      paid it. The dust remains owed to the account (it is in `balanceOf` and in the accounting
+    ///      invariant); it is simply never paid out.
+    uint256 internal constant _DUST = 1;
+
     bytes32 internal constant _ORDER_TYPEHASH = keccak256(
         "Order(bytes32 orderId,address buyer,address merchant,address token,uint256 amount,uint16 feeBps,"
         "uint48 quoteExpiry,uint48 fulfilmentDeadline,bytes32 skuHash,bytes32 accountCommitment)"
@@ -74,6 +88,8 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
     mapping(address signer => bool authorised) public isQuoteSigner;
     /// @notice Tokens accepted for new payments; address(0) is native ETH.
     mapping(address token => bool allowed) public isTokenAllowed;
+    /// @notice Accounts (the oracle's sweep job) that may trigger any account's withdrawal to its payout address.
+    mapping(address sweeper => bool authorised) public isSweeper;
 
     // ------------------------------------------------------------------ constructor
 
@@ -129,9 +145,8 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
     function reclaim(Order calldata order) external nonReentrant {
         // checks
         _requirePaid(order.orderId, _orderDigest(order));
-        if (block.timestamp <= order.fulfilmentDeadline) {
-            revert DeadlineNotPassed(order.orderId, order.fulfilmentDeadline, block.timestamp);
-        }
+        uint256 closesAt = _windowEnd(order.fulfilmentDeadline);
+        if (block.timestamp <= closesAt) revert SettlementWindowOpen(order.orderId, closesAt, block.timestamp);
         // effects
         _orders[order.orderId].status = OrderStatus.Reclaimed;
         emit OrderReclaimed(order.orderId, msg.sender);
@@ -153,6 +168,8 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
         if (fulfilment.fulfilledAt > order.fulfilmentDeadline) {
             revert FulfilledAfterDeadline(order.orderId, fulfilment.fulfilledAt, order.fulfilmentDeadline);
         }
+        uint256 closesAt = _windowEnd(order.fulfilmentDeadline);
+        if (block.timestamp > closesAt) revert SettlementWindowClosed(order.orderId, closesAt, block.timestamp);
         bytes32 digest = _hashTypedDataV4(_hashFulfilment(order.orderId, fulfilment));
         _requireOracleSignature(oracleSigner, digest, signature);
         // effects (no interactions: settlement only credits balances)
@@ -195,16 +212,25 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
         uint256 merchantSum;
         uint256 feeSum;
         uint256 settled;
+        // An order's window is closed when deadline + SETTLEMENT_GRACE < block.timestamp, that is when its
+        // deadline is below `oldestOpen`: one comparison per order instead of an addition and a comparison.
+        uint256 oldestOpen = block.timestamp > SETTLEMENT_GRACE ? block.timestamp - SETTLEMENT_GRACE : 0;
         for (uint256 i; i < n; ++i) {
             OrderRef calldata order = orders[i];
             OrderRecord storage record = _orders[order.orderId];
-            if (record.digest != _refDigest(order)) revert OrderMismatch(order.orderId);
-            // Skip, not revert: a reclaim or refund that landed first must not block the rest of the batch.
-            if (record.status != OrderStatus.Paid) continue;
             Fulfilment calldata fulfilment = fulfilments[i];
             uint48 deadline = order.fulfilmentDeadline;
-            if (fulfilment.fulfilledAt > deadline) {
-                revert FulfilledAfterDeadline(order.orderId, fulfilment.fulfilledAt, deadline);
+            // Skip with an event, never revert: one entry that cannot be settled (ended by a racing reclaim or
+            // refund, mismatching, late) must not block the others. Nothing is credited for a skipped entry.
+            SkipReason skip;
+            if (record.digest != _refDigest(order)) skip = SkipReason.OrderMismatch;
+            else if (record.status != OrderStatus.Paid) skip = SkipReason.NotPaid;
+            else if (fulfilment.fulfilledAt > deadline) skip = SkipReason.FulfilledAfterDeadline;
+            else if (deadline < oldestOpen) skip = SkipReason.SettlementWindowClosed;
+            else skip = SkipReason.None;
+            if (skip != SkipReason.None) {
+                emit SettlementSkipped(order.orderId, skip);
+                continue;
             }
             record.status = OrderStatus.Settled;
             emit OrderSettled(order.orderId, fulfilment.receiptHash, fulfilment.fulfilledAt);
@@ -253,12 +279,19 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
 
     /// @inheritdoc ICardlessEscrow
     function withdraw(address account, address token) external nonReentrant {
-        // checks
-        uint256 amount = _balances[account][token];
-        if (amount == 0) revert NothingToWithdraw(account, token);
+        // checks: the account, its payout address or a sweeper; anyone else could race a payout change
         address to = payoutAddressOf(account);
-        // effects
-        _balances[account][token] = 0;
+        if (msg.sender != account && msg.sender != to && !isSweeper[msg.sender]) {
+            revert UnauthorisedWithdrawal(account, msg.sender);
+        }
+        uint256 balance = _balances[account][token];
+        if (balance <= _DUST) revert NothingToWithdraw(account, token);
+        // effects: the dust stays (see _DUST)
+        uint256 amount;
+        unchecked {
+            amount = balance - _DUST; // balance > _DUST
+        }
+        _balances[account][token] = _DUST;
         emit Withdrawn(account, token, to, amount);
         // interactions: a payout address that reverts fails only its own withdrawal.
         _send(token, to, amount);
@@ -266,18 +299,25 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
 
     /// @inheritdoc ICardlessEscrow
     function withdrawFees(address token) external nonReentrant {
-        uint256 amount = feeBalance[token];
-        if (amount == 0) revert NothingToWithdraw(address(this), token);
+        uint256 balance = feeBalance[token];
+        if (balance <= _DUST) revert NothingToWithdraw(address(this), token);
         address to = feeRecipient;
-        feeBalance[token] = 0;
+        uint256 amount;
+        unchecked {
+            amount = balance - _DUST; // balance > _DUST
+        }
+        feeBalance[token] = _DUST;
         emit FeesWithdrawn(token, to, amount);
         _send(token, to, amount);
     }
 
     /// @inheritdoc ICardlessEscrow
     function setPayoutAddress(address payout) external {
-        // Paying out to the escrow itself would strand the funds: credited to nobody, held forever.
-        if (payout == address(this)) revert InvalidPayoutAddress(payout);
+        // Paying out to the escrow itself would strand the funds (credited to nobody, held forever), and to a
+        // token contract lose them. address(0) resets the payout to the caller itself.
+        if (payout == address(this) || (payout != address(0) && isTokenAllowed[payout])) {
+            revert InvalidPayoutAddress(payout);
+        }
         _payouts[msg.sender] = payout;
         emit PayoutAddressSet(msg.sender, payout == address(0) ? msg.sender : payout);
     }
@@ -296,6 +336,13 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
         if (signer == address(0)) revert ZeroAddress();
         isQuoteSigner[signer] = authorised;
         emit QuoteSignerSet(signer, authorised);
+    }
+
+    /// @inheritdoc ICardlessEscrow
+    function setSweeper(address sweeper, bool authorised) external onlyOwner {
+        if (sweeper == address(0)) revert ZeroAddress();
+        isSweeper[sweeper] = authorised;
+        emit SweeperSet(sweeper, authorised);
     }
 
     /// @inheritdoc ICardlessEscrow
@@ -381,6 +428,9 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
         // checks
         if (msg.sender != order.buyer) revert BuyerMismatch(orderId, order.buyer, msg.sender);
         if (!isTokenAllowed[order.token]) revert TokenNotAllowed(order.token);
+        // The buyer is msg.sender (never 0x0 or this contract); the merchant is only named in the quote.
+        _requireParty(orderId, order.merchant);
+        if (isTokenAllowed[order.buyer]) revert InvalidParty(orderId, order.buyer);
         if (order.amount == 0) revert ZeroAmount(orderId);
         // Bounds amount * feeBps in _fee, so settlement can never overflow for an order that was accepted.
         if (order.amount > MAX_AMOUNT) revert AmountTooLarge(orderId, order.amount, MAX_AMOUNT);
@@ -411,6 +461,15 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
         );
     }
 
+    /// @dev An account that may hold a balance or receive a payout: not 0x0 (anyone could then burn its
+    ///      credit), not this contract (credited to nobody), not an allow-listed token (tokens sent to a token
+    ///      contract are lost).
+    function _requireParty(bytes32 orderId, address account) internal view {
+        if (account == address(0) || account == address(this) || isTokenAllowed[account]) {
+            revert InvalidParty(orderId, account);
+        }
+    }
+
     /// @dev Pulls `amount` from the caller (`_acceptOrder` checked it is the order's buyer) and insists the
     ///      balance grew by exactly that much, which refuses fee-on-transfer and other tokens that would leave
     ///      the escrow short. Pulling from msg.sender, never from an argument, means nobody can spend another
@@ -436,16 +495,35 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
         _requireSignature(signer, digest, signature);
     }
 
-    /// @dev ECDSA first, EIP-1271 only if that fails. SignatureChecker.isValidSignatureNow would check the
-    ///      signer's code size first, costing a cold account access on every call for the common EOA case.
+    /// @dev ECDSA for keys, EIP-1271 only for contracts that are not EIP-7702-delegated EOAs. ECDSA is tried
+    ///      first: recovering a contract's address would need a key nobody has, so a match proves a key signed,
+    ///      and the common EOA case pays no cold account access for the signer's code. When it fails, EIP-1271
+    ///      is asked only if the signer has code that is not a delegation designator (0xef0100 || address):
+    ///      an EOA has no code, and a delegated EOA's delegate (possibly one its key authorised long ago, even
+    ///      with a chain-id-0 authorisation) must not speak for the key — in v1 an empty signature settled.
     function _requireSignature(address signer, bytes32 digest, bytes calldata signature) internal view {
-        // The third value only details a failed recovery; any failure falls through to EIP-1271 below.
+        // The third value only details a failed recovery; any failure falls through below.
         // slither-disable-next-line unused-return
         (address recovered, ECDSA.RecoverError err,) = ECDSA.tryRecoverCalldata(digest, signature);
         if (err == ECDSA.RecoverError.NoError && recovered == signer) return;
-        if (!SignatureChecker.isValidERC1271SignatureNowCalldata(signer, digest, signature)) {
+        if (!_isPlainContract(signer) || !SignatureChecker.isValidERC1271SignatureNowCalldata(signer, digest, signature))
+        {
             revert InvalidSignature(signer, digest);
         }
+    }
+
+    /// @dev True when `account` has code and that code is not an EIP-7702 delegation designator.
+    function _isPlainContract(address account) internal view returns (bool) {
+        uint256 size = account.code.length;
+        if (size == 0) return false;
+        if (size != 23) return true; // a designator is exactly 0xef0100 followed by a 20-byte address
+        bytes3 prefix;
+        assembly ("memory-safe") {
+            let ptr := mload(0x40)
+            extcodecopy(account, ptr, 0, 3)
+            prefix := mload(ptr)
+        }
+        return prefix != 0xef0100;
     }
 
     /// @dev Refund and reclaim pay the buyer. A buyer that cannot receive (reverting contract, blacklisted
@@ -491,6 +569,12 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
         if (newFeeRecipient == address(0)) revert ZeroAddress();
         feeRecipient = newFeeRecipient;
         emit FeeRecipientSet(newFeeRecipient);
+    }
+
+    /// @dev Last second at which a proof for an order with this deadline is accepted. uint48 + 6 hours
+    ///      cannot overflow uint256.
+    function _windowEnd(uint48 fulfilmentDeadline) internal pure returns (uint256) {
+        return uint256(fulfilmentDeadline) + SETTLEMENT_GRACE;
     }
 
     /// @dev Fee rounds down, so the merchant gets the remainder and no wei is lost. Payment enforced

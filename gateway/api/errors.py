@@ -15,19 +15,24 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from gateway.api.ratelimits import RATE_LIMIT_HEADERS, rate_limit_headers
 from gateway.schemas import FieldError, Problem
 from gateway.services import (
     CallbackRejected,
+    Conflict,
+    Forbidden,
     GatewayError,
     InvalidField,
     NotFound,
     RateLimited,
     ServiceUnavailable,
+    Unauthorized,
 )
 
 __all__ = [
+    "MAX_FIELD_ERRORS",
     "PROBLEM",
     "STATUS",
     "install_error_handlers",
@@ -38,11 +43,16 @@ __all__ = [
 ]
 
 PROBLEM = "application/problem+json"
+MAX_FIELD_ERRORS = 20
+"""A 422 names at most this many fields (and says how many more there were)."""
 
 STATUS: Mapping[type[GatewayError], int] = {
     NotFound: 404,
     InvalidField: 422,
     CallbackRejected: 401,
+    Unauthorized: 401,
+    Forbidden: 403,
+    Conflict: 409,
     RateLimited: 429,
     ServiceUnavailable: 503,
 }
@@ -50,12 +60,16 @@ STATUS: Mapping[type[GatewayError], int] = {
 
 _WHY: Mapping[int, str] = {
     400: "The body is not acceptable JSON (nested too deep)",
-    401: "The callback's signature or timestamp does not verify",
+    401: "The credentials do not verify (a provider callback's signature or timestamp, an API key)",
+    403: "The credentials verify but do not allow this request (the API key lacks the scope)",
     404: "The named resource does not exist",
+    409: "The request conflicts with the resource's state, or its Idempotency-Key was used with other "
+    "parameters or is still in flight",
     405: "The path does not take this method; `Allow` lists the ones it takes",
     413: "The body is too large",
     422: "An input is invalid; `errors` names the field",
-    429: "Too many requests from this client address or for this buyer wallet; see Retry-After",
+    429: "Too many requests from this client address, for this buyer wallet or with this API key; "
+    "see Retry-After",
     500: "An unexpected error; nothing about it is disclosed",
     503: "No provider can take the order now; see Retry-After",
 }
@@ -103,8 +117,14 @@ def status_of(exc: GatewayError) -> int:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [FieldError(field=_field(e), message=e["msg"]) for e in exc.errors()]
-        return problem(422, "; ".join(f"{e.field}: {e.message}" for e in errors), errors=errors)
+        # A body with 60,000 unknown keys is 60,000 errors: name the first few, count the rest, so the
+        # answer stays small whatever was sent.
+        found = exc.errors()
+        errors = [FieldError(field=_field(e), message=e["msg"]) for e in found[:MAX_FIELD_ERRORS]]
+        detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
+        if len(found) > MAX_FIELD_ERRORS:
+            detail += f"; and {len(found) - MAX_FIELD_ERRORS} more errors"
+        return problem(422, detail, errors=errors)
 
     @app.exception_handler(GatewayError)
     async def _domain(request: Request, exc: GatewayError) -> JSONResponse:
@@ -113,6 +133,8 @@ def install_error_handlers(app: FastAPI) -> None:
         response = problem(status, str(exc), errors=errors)
         if isinstance(exc, ServiceUnavailable | RateLimited):
             response.headers["Retry-After"] = str(exc.retry_after)
+        if isinstance(exc, Unauthorized):
+            response.headers["WWW-Authenticate"] = 'Bearer realm="cardless"'
         if isinstance(exc, RateLimited):
             response.headers.update(rate_limit_headers(exc.allowances))
         elif allowances := getattr(request.state, "rate_limits", None):
@@ -121,11 +143,15 @@ def install_error_handlers(app: FastAPI) -> None:
         return response
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         # Only the framework raises these now (no such route, method not allowed). Their headers are
         # part of the answer: a 405 names the methods the path does take in `Allow` (RFC 9110 15.5.6).
         response = problem(exc.status_code, str(exc.detail))
         response.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route whose path matched; a path served by
+            # several routes (GET and POST /v1/merchants) takes all of theirs.
+            response.headers["Allow"] = ", ".join(_allowed(request))
         return response
 
     @app.exception_handler(Exception)
@@ -146,6 +172,15 @@ def problem_openapi(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+def _allowed(request: Request) -> list[str]:
+    routes = request.app.router.routes
+    return [
+        method
+        for method in ("DELETE", "GET", "PATCH", "POST", "PUT")
+        if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)
+    ]
+
+
 def _phrase(status: int) -> str:
     try:
         return HTTPStatus(status).phrase
@@ -158,4 +193,6 @@ def _field(error: Mapping[str, Any]) -> str:
     (pydantic then locates the error by character offset, which names no field)."""
     if error.get("type") == "json_invalid":
         return "body"
-    return ".".join(str(p) for p in error["loc"] if p != "body") or "body"
+    name = ".".join(str(p) for p in error["loc"] if p != "body") or "body"
+    # An unknown key is named as sent: never echo more than a field name's worth of it.
+    return name if len(name) <= 80 else name[:80] + "…"

@@ -14,10 +14,20 @@ from fastapi import APIRouter, Path, Request, Response
 from fastapi.routing import APIRoute
 
 from gateway import services
-from gateway.api.deps import CatalogueDep, ContextDep, QuoteLimitsDep, QuotesDep, SessionDep
+from gateway.api.auth import PrincipalDep, visibility_of
+from gateway.api.deps import ContextDep, QuoteLimitsDep, QuotesDep, SessionDep
 from gateway.api.errors import problem_responses
 from gateway.api.ratelimits import rate_limit_headers
-from gateway.schemas import CallbackAck, CatalogueOut, HealthOut, OrderOut, QuoteCreate, QuoteOut
+from gateway.schemas import (
+    CallbackAck,
+    CatalogueOut,
+    HealthOut,
+    OrderOut,
+    OrderPublicOut,
+    QuoteCreate,
+    QuoteOut,
+)
+from gateway.services.order_lists import visible_order_status
 
 __all__ = ["operation_id", "router"]
 
@@ -38,13 +48,29 @@ _BODY = (400, 413)
 
 
 @router.get("/catalogue", tags=["catalogue"])
-def get_catalogue(context: ContextDep, catalogue: CatalogueDep) -> CatalogueOut:
-    """Merchants and SKUs with their prices per token accepted by this escrow."""
-    return services.describe_catalogue(catalogue, context.deployment)
+def get_catalogue(context: ContextDep, session: SessionDep) -> CatalogueOut:
+    """Active merchants and the SKUs on sale, with their prices per token accepted by this escrow."""
+    return services.describe_catalogue(session, context.deployment)
 
 
 @router.post(
-    "/quotes", status_code=201, tags=["quotes"], responses=problem_responses(*_BODY, 404, 422, 429, 503)
+    "/quotes",
+    status_code=201,
+    tags=["quotes"],
+    responses={
+        **problem_responses(*_BODY, 404, 422, 429, 503),
+        # An OpenAPI link: generated clients and fuzzers follow a quote to its order.
+        201: {
+            "description": "The signed quote",
+            "links": {
+                "GetOrder": {
+                    "operationId": "getOrder",
+                    "parameters": {"order_id": "$response.body#/order_id"},
+                    "description": "The order this quote created",
+                }
+            },
+        },
+    },
 )
 async def create_quote(
     body: QuoteCreate, request: Request, response: Response, quotes: QuotesDep, limits: QuoteLimitsDep
@@ -66,10 +92,24 @@ async def create_quote(
     )
 
 
-@router.get("/orders/{order_id}", tags=["orders"], responses=problem_responses(404, 422))
-def get_order(session: SessionDep, order_id: str = Path(pattern=r"^0x[0-9a-fA-F]{64}$")) -> OrderOut:
-    """One order: its state, chain references, receipt, proof and timeline."""
-    return services.order_status(session, order_id)
+@router.get(
+    "/orders/{order_id}",
+    tags=["orders"],
+    responses=problem_responses(401, 403, 404, 422, 429),
+    # Credentials are optional: FastAPI lists the bearer requirement, and this adds the empty one
+    # (OpenAPI's "or no credentials"), which is the public view.
+    openapi_extra={"security": [{}]},
+)
+def get_order(
+    session: SessionDep, principal: PrincipalDep, order_id: str = Path(pattern=r"^0x[0-9a-fA-F]{64}$")
+) -> OrderOut | OrderPublicOut:
+    """One order. Without credentials, only what the chain already shows (state, transaction hashes,
+    proof, receipt hash). The whole order (buyer, provider reference, receipt, timeline, last error) with
+    the operator key, a merchant API key with `orders:read` (its own orders only) or the buyer's session
+    (its own orders only); another party's order is 404, as if it did not exist."""
+    if principal.anonymous:
+        return services.public_order_status(session, order_id)
+    return visible_order_status(session, order_id, visibility_of(principal))
 
 
 @router.post(
@@ -99,4 +139,6 @@ async def receive_provider_callback(
 @router.get("/health", tags=["health"])
 def get_health(context: ContextDep, session: SessionDep) -> HealthOut:
     """Whether the chain and the database answer, and the deployment a wallet pays into."""
-    return services.check_health(session, context.w3, context.deployment, context.simulator_url)
+    return services.check_health(
+        session, context.w3, context.deployment, context.simulator_url, context.public_rpc_url
+    )

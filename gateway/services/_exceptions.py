@@ -7,6 +7,10 @@
         ├── InvalidField           an input is well-formed but not acceptable (token not sold, account
         │                          refused by the provider, a callback naming no order)
         ├── CallbackRejected       a provider callback cannot be trusted (forged, stale): change nothing
+        ├── Unauthorized           the credentials sent with a request do not verify: send none or good ones
+        ├── Forbidden              the credentials verify but do not allow this (an API key's scopes)
+        ├── Conflict               the request collides with the state of a resource (a taken id, an
+        │                          Idempotency-Key reused with other parameters or still in flight)
         ├── ServiceUnavailable     no provider can take the order now: try again after ``retry_after`` s
         └── RateLimited            this client or wallet asked too often: try again after ``retry_after`` s
 
@@ -24,11 +28,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CallbackRejected",
+    "Conflict",
+    "Forbidden",
     "GatewayError",
     "InvalidField",
     "NotFound",
     "RateLimited",
     "ServiceUnavailable",
+    "Unauthorized",
 ]
 
 
@@ -61,6 +68,20 @@ class InvalidField(GatewayError):  # noqa: N818
 
 class CallbackRejected(GatewayError):  # noqa: N818
     """A provider callback is not trustworthy (bad signature, outside the time window)."""
+
+
+class Unauthorized(GatewayError):  # noqa: N818
+    """The request carried credentials that do not verify, or none to a route that needs them. Where a
+    route has a public view (an order), sending none gets that view; wrong credentials are refused, so
+    a client with a mistyped or revoked key learns it instead of silently reading less."""
+
+
+class Forbidden(GatewayError):  # noqa: N818
+    """The credentials verify but do not grant this request (an API key without the scope it needs)."""
+
+
+class Conflict(GatewayError):  # noqa: N818
+    """The request cannot be applied to the resource as it is now; nothing was written."""
 
 
 class ServiceUnavailable(GatewayError):  # noqa: N818

@@ -26,6 +26,7 @@ def check_health(
     w3: Web3,
     deployment: Deployment,
     simulator_url: str | None,
+    public_rpc_url: str | None = None,
 ) -> HealthOut:
     try:
         chain = ChainHealth(ok=True, block=w3.eth.block_number)
@@ -42,6 +43,8 @@ def check_health(
         status="ok" if chain.ok and database.ok else "degraded",
         chain=chain,
         database=database,
-        deployment=DeploymentOut.model_validate(deployment.model_dump(mode="json")),
+        deployment=DeploymentOut.model_validate(
+            {**deployment.model_dump(mode="json"), "rpc_url": public_rpc_url}
+        ),
         simulator=simulator_url,
     )

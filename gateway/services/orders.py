@@ -1,4 +1,9 @@
-"""Order status: one order as a client sees it, with its chain references, proof and timeline."""
+"""Order status: the whole order for the operator, and the public part anyone may read.
+
+The public view holds only what the chain already shows once the order is paid (state, transaction
+hashes, proof, receipt hash, refund reason): anyone can take order ids from the escrow's ``OrderPaid``
+logs, so nothing else about an order may be readable without credentials.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +13,38 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cardless.ledger.models import ChainTx, ChainTxOrder, Order, OrderState
-from gateway.schemas import ChainRefs, ChainTxOut, OrderOut, ProofOut, TimelineEntry
+from gateway.schemas import (
+    ChainRefs,
+    ChainTxOut,
+    OrderOut,
+    OrderPublicOut,
+    ProofOut,
+    PublicChainRefs,
+    TimelineEntry,
+)
 from gateway.services._exceptions import NotFound
 
-__all__ = ["order_status"]
+__all__ = ["order_status", "public_order_status"]
+
+
+def public_order_status(session: Session, order_id: str) -> OrderPublicOut:
+    """What anyone may read of ``order_id``. Raises :class:`NotFound` when there is none."""
+    row = _order(session, order_id)
+    return OrderPublicOut(
+        order_id=row.id,
+        state=OrderState(row.state),
+        chain=PublicChainRefs(
+            paid_tx=row.paid_tx, paid_block=row.paid_block, settle_tx=row.settle_tx, refund_tx=row.refund_tx
+        ),
+        receipt_hash=row.receipt_hash,
+        proof=_proof(row),
+        refund_reason=row.refund_reason,
+    )
 
 
 def order_status(session: Session, order_id: str) -> OrderOut:
-    """The order ``order_id`` (hex, any case). Raises :class:`NotFound` when there is none."""
-    row = session.get(Order, order_id.lower())
-    if row is None:
-        raise NotFound("order_id", f"order {order_id} not found")
+    """The whole order ``order_id`` (hex, any case). Raises :class:`NotFound` when there is none."""
+    row = _order(session, order_id)
     # The link table is indexed by order: no scan over the transactions' JSON order lists.
     txs = session.execute(
         select(ChainTx)
@@ -51,11 +77,7 @@ def order_status(session: Session, order_id: str) -> OrderOut:
         provider_ref=row.provider_ref,
         receipt=row.receipt,
         receipt_hash=row.receipt_hash,
-        proof=None
-        if row.proof_signature is None or row.fulfilled_at is None
-        else ProofOut(
-            signature=row.proof_signature, fulfilled_at=row.fulfilled_at, receipt_hash=row.receipt_hash
-        ),
+        proof=_proof(row),
         refund_reason=row.refund_reason,
         timeline=[
             TimelineEntry.model_validate(
@@ -64,6 +86,21 @@ def order_status(session: Session, order_id: str) -> OrderOut:
             for e in row.events
         ],
         last_error=row.last_error,
+    )
+
+
+def _order(session: Session, order_id: str) -> Order:
+    row = session.get(Order, order_id.lower())
+    if row is None:
+        raise NotFound("order_id", f"order {order_id} not found")
+    return row
+
+
+def _proof(row: Order) -> ProofOut | None:
+    if row.proof_signature is None or row.fulfilled_at is None:
+        return None
+    return ProofOut(
+        signature=row.proof_signature, fulfilled_at=row.fulfilled_at, receipt_hash=row.receipt_hash
     )
 
 

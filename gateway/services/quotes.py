@@ -24,7 +24,6 @@ from cardless.ledger.store import new_order_row
 from cardless.protocol.artifacts import load_artifact
 from cardless.protocol.deployment import Deployment
 from cardless.protocol.erc20 import ERC20_ABI
-from gateway.catalogue import Catalogue
 from gateway.schemas import (
     AccountCheck,
     Eip712Payload,
@@ -36,6 +35,7 @@ from gateway.schemas import (
 )
 from gateway.services._exceptions import InvalidField, NotFound, ServiceUnavailable
 from gateway.services.accounts import check_account_format, clean_account
+from gateway.services.skus import check_daily_limits, quotable
 
 __all__ = ["QuoteService"]
 
@@ -46,7 +46,6 @@ _ZERO_ADDRESS = to_checksum_address("0x" + "00" * 20)
 class QuoteService:
     w3: Web3
     sessions: sessionmaker[Session]
-    catalogue: Catalogue
     deployment: Deployment
     adapters: Mapping[str, ProviderAdapter]
     quote_key: LocalAccount
@@ -57,7 +56,9 @@ class QuoteService:
     """Provider name -> the ``[account]`` format its provider file declares."""
 
     async def create(self, *, sku_id: str, account: str, token_symbol: str, buyer: str) -> QuoteOut:
-        sku = self.catalogue.sku(sku_id)
+        with self.sessions() as session:
+            # The catalogue in the database: a disabled SKU or merchant reads as unknown.
+            sku = quotable(session, sku_id)
         if sku is None:
             raise NotFound("sku", f"unknown SKU {sku_id!r}")
         if token_symbol not in sku.prices:
@@ -79,11 +80,12 @@ class QuoteService:
             # would bind a buyer who is not the payer (pay reverts BuyerMismatch).
             raise InvalidField("buyer", "mixed-case address with a wrong EIP-55 checksum (a typo?)")
         self._check_buyer(to_checksum_address(buyer))
+        with self.sessions() as session:
+            check_daily_limits(session, sku, buyer)
         account = clean_account(account)
         check_account_format(account, sku_id, sku.providers, self.account_formats)
         provider_name, validation = await self._validate_account(sku.providers, sku_id, account)
 
-        merchant = self.catalogue.merchant(sku.merchant)
         now = int(self.w3.eth.get_block("latest")["timestamp"])
         order_id = secrets.token_bytes(32)
         order_hex = Web3.to_hex(order_id)
@@ -93,10 +95,10 @@ class QuoteService:
         order = protocol.Order(
             order_id=order_id,
             buyer=to_checksum_address(buyer),
-            merchant=merchant.address,
+            merchant=sku.merchant_address,
             token=token.address,
             amount=sku.prices[token_symbol],
-            fee_bps=merchant.fee_bps,
+            fee_bps=sku.fee_bps,
             quote_expiry=now + self.quote_ttl,
             fulfilment_deadline=now + self.fulfilment_window,
             sku_hash=keccak(text=sku.id),

@@ -46,6 +46,8 @@ class QuoteLimits:
         self._items: dict[str, RateLimitItem] = {"client": parse(per_client), "buyer": parse(per_buyer)}
         self._limiter = MovingWindowRateLimiter(MemoryStorage())
         self._clock = clock
+        self.on_refused: Callable[[list[str]], None] | None = None
+        """Told the exhausted limits' names on every refusal (the metrics count them)."""
 
     def hit(self, *, client: str, buyer: str) -> list[Allowance]:
         """Count one quote for ``client`` (an IP address) and ``buyer`` (a wallet address, any case).
@@ -57,6 +59,8 @@ class QuoteLimits:
             if not self._limiter.test(item, "quotes", policy, keys[policy])
         ]
         if spent:
+            if self.on_refused is not None:
+                self.on_refused(spent)
             allowances = self._allowances(keys)
             retry_after = max(a.reset for a in allowances if a.policy in spent)
             raise RateLimited(

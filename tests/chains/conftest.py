@@ -41,3 +41,4 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xdist_group("anvil-chain-suite"))
         if not local.startswith(IN_MAKE_TEST):
             item.add_marker(pytest.mark.long)
+            item.add_marker(pytest.mark.slow)  # make test-fast selects by `slow` only

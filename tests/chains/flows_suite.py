@@ -467,6 +467,30 @@ class EscrowFlowSuite(FlowFixtures):
         assert env.usdc.functions.allowance(GAS.address, env.bystander).call() == 5
         assert metric("cardless_tx_nonce_gaps_filled_total") == gaps + 1
 
+    def test_a_nonce_the_chain_used_for_a_transaction_we_never_sent_ends_ours(
+        self,
+        backend: ChainBackend,
+        env: ChainEscrowEnv,
+        sessions: sessionmaker[Session],
+        make_worker: Callable[..., OracleWorker],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """The gas key was used elsewhere (a second deployment, an operator's wallet): our transaction at
+        that nonce can never be mined, so it ends ``reverted`` and its orders are posted again."""
+        tm = make_worker().tx
+        monkeypatch.setattr(backend.w3.eth, "send_raw_transaction", lambda raw: keccak(bytes(raw)))  # lost
+        ours = tm.send("settle", ["0x" + "0c" * 32], env.usdc.functions.approve(env.bystander, 3))
+        monkeypatch.undo()
+        elsewhere = env.usdc.functions.approve(env.bystander, 4).build_transaction(
+            {"from": GAS.address, "nonce": ours.nonce, "gas": 100_000}
+        )
+        wait(backend.w3, backend.w3.eth.send_raw_transaction(GAS.sign_transaction(elsewhere).raw_transaction))
+        assert tm.confirm() == []
+        (row_,) = txs(sessions)
+        assert row_.state == ChainTxState.REVERTED
+        assert row_.error == "nonce used by a transaction this database does not know"
+        assert tm.pending_order_ids() == set()  # the order is free to be posted again
+
     def test_the_gas_key_balance_is_watched_with_a_low_balance_alarm(
         self,
         backend: ChainBackend,

@@ -4,13 +4,14 @@ package no longer reads the environment.)"""
 
 from __future__ import annotations
 
+import base64
 import os
 import stat
 from pathlib import Path
 
 import pytest
 
-from cardless.cli.keys import KEYSTORE_FILES, keystore_password, load_keys
+from cardless.cli.keys import KEYSTORE_FILES, account_cipher, keystore_password, load_keys, operator_key
 from oracles.keys import KeystoreError
 from tests.support.shop import gateway_settings
 
@@ -84,3 +85,46 @@ def test_development_creates_keystores_0600_in_a_0700_directory(tmp_path: Path) 
     for name in ("password", KEYSTORE_FILES["quote"]):
         assert stat.S_IMODE((directory / name).stat().st_mode) == 0o600, name
     assert sorted(p.name for p in directory.iterdir()) == ["password", KEYSTORE_FILES["quote"]]
+
+
+def test_development_creates_a_private_operator_key_once(tmp_path: Path) -> None:
+    settings = gateway_settings(tmp_path)
+    key = operator_key(settings)
+    assert key is not None and len(key) >= 32
+    assert stat.S_IMODE(settings.operator_key_file.stat().st_mode) == 0o600
+    assert operator_key(settings) == key  # read back, not regenerated
+
+
+def test_outside_development_no_operator_key_turns_operator_reads_off(tmp_path: Path) -> None:
+    assert operator_key(gateway_settings(tmp_path, environment="production")) is None
+    assert not (tmp_path / "operator-key").exists()
+
+
+@pytest.mark.parametrize("value", ["changethis", "x" * 31, "a" * 40 + " ", "é" * 40])
+def test_an_operator_key_that_is_short_or_not_base64_is_refused_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("CARDLESS_OPERATOR_KEY", value)
+    with pytest.raises(ValueError, match="operator_key"):
+        gateway_settings(tmp_path, environment="production")
+
+
+def test_a_corrupt_operator_key_file_is_a_startup_error_naming_it(tmp_path: Path) -> None:
+    settings = gateway_settings(tmp_path, environment="production")
+    settings.operator_key_file.write_text("short\n")
+    with pytest.raises(KeystoreError, match="operator-key"):
+        operator_key(settings)
+
+
+def test_outside_development_an_account_key_file_beside_the_database_is_refused(tmp_path: Path) -> None:
+    """A copy of var/ must not hold both the buyers' encrypted accounts and the key to them."""
+    settings = gateway_settings(tmp_path, environment="production")
+    settings.account_key_file.write_text(base64.b64encode(bytes(32)).decode() + "\n")
+    with pytest.raises(KeystoreError, match="database's directory"):
+        account_cipher(settings)
+    elsewhere = gateway_settings(
+        tmp_path, environment="production", database_url=f"sqlite:///{tmp_path / 'db' / 'cardless.db'}"
+    )
+    order_id = "0x" + "ab" * 32
+    assert len(account_cipher(elsewhere).salt(order_id)) == 32
+    assert len(account_cipher(gateway_settings(tmp_path)).salt(order_id)) == 32  # development: fine

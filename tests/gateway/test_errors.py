@@ -26,11 +26,14 @@ from gateway.api.errors import STATUS, install_error_handlers, status_of
 from gateway.services import (
     Allowance,
     CallbackRejected,
+    Conflict,
+    Forbidden,
     GatewayError,
     InvalidField,
     NotFound,
     RateLimited,
     ServiceUnavailable,
+    Unauthorized,
 )
 from tests.support.shop import Shop, assert_problem
 
@@ -135,7 +138,17 @@ def test_every_public_domain_error_is_mapped_and_shares_the_cardless_root() -> N
         for name in gateway.services.__all__
         if isinstance(value := getattr(gateway.services, name), type) and issubclass(value, BaseException)
     }
-    assert public == {GatewayError, NotFound, InvalidField, CallbackRejected, ServiceUnavailable, RateLimited}
+    assert public == {
+        GatewayError,
+        NotFound,
+        InvalidField,
+        CallbackRejected,
+        Unauthorized,
+        Forbidden,
+        Conflict,
+        ServiceUnavailable,
+        RateLimited,
+    }
     assert all(issubclass(cls, CardlessError) for cls in public)
     assert set(STATUS) == public - {GatewayError}
     assert status_of(_Gone("x", "y")) == 404

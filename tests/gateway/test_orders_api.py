@@ -131,6 +131,32 @@ def test_quote_paid_with_its_own_transactions_settles_with_receipt_proof_and_tim
     points = shop.sim.get(f"/_sim/accounts/{account}").raise_for_status().json()["points"]
     assert points["genshin"] >= 60
 
+    # Without credentials, the same order shows no more than the chain does.
+    public = shop.api.get(f"/v1/orders/{order_id}")
+    assert public.status_code == 200, public.text
+    assert public.json() == {
+        "order_id": order_id,
+        "state": "settled",
+        "chain": {k: chain[k] for k in ("paid_tx", "paid_block", "settle_tx", "refund_tx")},
+        "receipt_hash": status["receipt_hash"],
+        "proof": status["proof"],
+        "refund_reason": None,
+    }
+
+
+def test_an_order_read_with_a_wrong_key_is_refused_not_downgraded(shop: Shop) -> None:
+    order_id = shop.quote(dev_wallet(4)).json()["order_id"]
+    wrong_key = shop.operator_headers["Authorization"][:-2] + "xx"
+    for header in (wrong_key, "Basic b3BlcmF0b3I6c2VjcmV0", "Bearer", b"Bearer \xb2\xb2\xb2"):
+        response = shop.api.get(f"/v1/orders/{order_id}", headers={"Authorization": header})
+        assert_problem(response, 401)
+        assert response.headers["www-authenticate"].startswith("Bearer")
+        assert "buyer" not in response.text
+    # A quoted order's buyer is on no chain yet: the public view does not name it.
+    public = shop.api.get(f"/v1/orders/{order_id}").json()
+    assert public["state"] == "quoted" and "buyer" not in public and "timeline" not in public
+    assert shop.order(order_id)["buyer"] == dev_wallet(4).address
+
 
 def test_order_status_accepts_the_id_in_upper_case(shop: Shop) -> None:
     quote = shop.quote(dev_wallet(4)).json()
@@ -375,6 +401,17 @@ def test_health_of_a_dead_chain_says_degraded_and_nothing_of_why(system: System)
     assert health.simulator is None
 
 
+def test_health_names_the_nodes_url_only_when_told_to(system: System) -> None:
+    """Outside development the node's URL (often with a provider's API key in it) is not public."""
+    assert system.sessions is not None and system.deployment is not None and system.w3 is not None
+    secret = system.deployment.model_copy(update={"rpc_url": "https://rpc.example/v3/apikey123"})
+    with system.sessions() as session:
+        hidden = services.check_health(session, system.w3, secret, None)
+        told = services.check_health(session, system.w3, secret, None, "https://public.example/rpc")
+    assert hidden.deployment.rpc_url is None and "apikey123" not in hidden.model_dump_json()
+    assert told.deployment.rpc_url == "https://public.example/rpc"
+
+
 def test_openapi_document_lists_the_routes(shop: Shop) -> None:
     response = shop.api.get("/openapi.json")
     assert response.status_code == 200
@@ -387,7 +424,9 @@ def test_openapi_document_lists_the_routes(shop: Shop) -> None:
         "/v1/orders/{order_id}": {"get"},
         "/v1/providers/{provider}/callback": {"post"},
         "/v1/health": {"get"},
-    } == {path: set(item) for path, item in paths.items()}
+    }.items() <= {path: set(item) for path, item in paths.items()}.items()
+    # The merchants' side (tests/gateway/test_openapi_contract.py lists every operation id).
+    assert {"/v1/merchants", "/v1/merchant/skus", "/v1/orders", "/v1/auth/siwe"} <= set(paths)
     schema = document["components"]["schemas"]["QuoteCreate"]
     assert set(schema["required"]) == {"sku", "account", "token", "buyer"}
     assert shop.api.get("/docs").status_code == 200

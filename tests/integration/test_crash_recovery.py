@@ -68,6 +68,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 PASSWORD = "crash-test-keystore-password"
 ACCOUNT_KEY = base64.b64encode(bytes(range(32))).decode()
+OPERATOR_KEY = base64.b64encode(bytes(range(32, 64))).decode()
 SCRYPT_N = 2**10
 GAS_FUNDING = 100 * 10**18
 # Dev accounts funded with ETH and tUSDC (1 deploys, 2 collects fees, 6 and 7 are the merchants).
@@ -255,7 +256,11 @@ class Harness:
         )
         assert self.w3.eth.wait_for_transaction_receipt(funding)["status"] == 1
         self.deployment = deploy_dev_system(
-            self.w3, quote_signer=quote.address, oracle_signer=oracle.address, rpc_url=self.node.url
+            self.w3,
+            quote_signer=quote.address,
+            oracle_signer=oracle.address,
+            rpc_url=self.node.url,
+            sweeper=gas.address,
         )
         deployment_file = self.var / "deployment.json"
         self.deployment.save(deployment_file)
@@ -284,6 +289,8 @@ class Harness:
             "CARDLESS_KEYSTORE_PASSWORD": PASSWORD,
             # Outside development nothing secret is generated: the gateway and every oracle share this.
             "CARDLESS_ACCOUNT_KEY": ACCOUNT_KEY,
+            # The test reads whole orders (provider reference, timeline) as the operator.
+            "CARDLESS_OPERATOR_KEY": OPERATOR_KEY,
             # After a crash before the submit, the provider's NOT_FOUND is final sooner (default 10 s).
             "CARDLESS_NOT_FOUND_GRACE_SECONDS": "2",
             **simulator_secrets(sim_config),
@@ -307,7 +314,11 @@ class Harness:
         # Providers call back to the gateway (only async top-ups do; harmless otherwise).
         self.env["CARDLESS_PUBLIC_URL"] = self.system.gateway_url
 
-        self.http = httpx.Client(base_url=self.system.gateway_url, timeout=30)
+        self.http = httpx.Client(
+            base_url=self.system.gateway_url,
+            timeout=30,
+            headers={"Authorization": f"Bearer {OPERATOR_KEY}"},
+        )
         self._stack.append(self.http.close)
         self.sim = httpx.Client(base_url=self.simulator.url, timeout=10)
         self._stack.append(self.sim.close)

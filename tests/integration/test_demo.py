@@ -44,6 +44,13 @@ def test_demo_settles_every_order(tmp_path: Path) -> None:
     assert totals["double_topups"] == 0
     assert totals["balance_mismatch_wei"] == 0
     assert isinstance(totals["p50_ms"], float) and isinstance(totals["p99_ms"], float)
+    # The demo's loopback receiver got each order's paid, fulfilled and settled events, all verified.
+    assert totals["webhooks"] == {
+        "events": 36,
+        "duplicates": 0,
+        "bad_signatures": 0,
+        "orders_missing_events": 0,
+    }
 
 
 @pytest.mark.slow
@@ -57,3 +64,4 @@ def test_demo_with_mixed_faults_ends_every_order_exactly_once(tmp_path: Path) ->
     assert totals["double_topups"] == 0
     assert totals["wrong_credits"] == 0
     assert totals["balance_mismatch_wei"] == 0
+    assert totals["webhooks"]["orders_missing_events"] == 0 and totals["webhooks"]["bad_signatures"] == 0  # type: ignore[index]

@@ -252,7 +252,12 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     system.simulator = simulator
     system.start()
     try:
-        gateway = httpx.Client(base_url=system.gateway_url, timeout=30)
+        # The operator's view of orders: the provider, the receipt and the timeline are not public.
+        gateway = httpx.Client(
+            base_url=system.gateway_url,
+            timeout=30,
+            headers={"Authorization": f"Bearer {system.operator_key}"},
+        )
         sim = httpx.Client(base_url=simulator.url, timeout=10)
         assert system.deployment is not None and system.node is not None
         w3 = Web3(HTTPProvider(system.node.url, request_kwargs={"timeout": 60}))

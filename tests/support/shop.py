@@ -81,6 +81,9 @@ class Shop:
         assert system.node is not None and system.simulator is not None and system.sessions is not None
         self.system = system
         self.api = httpx.Client(base_url=system.gateway_url, timeout=30)
+        """Anonymous, as a buyer's browser is."""
+        assert system.operator_key is not None
+        self.operator_headers = {"Authorization": f"Bearer {system.operator_key}"}
         self.sim = httpx.Client(base_url=system.simulator.url, timeout=10)
         self.w3 = Web3(HTTPProvider(system.node.url, request_kwargs={"timeout": 30}))
         self.chain_id = self.w3.eth.chain_id
@@ -108,7 +111,8 @@ class Shop:
         )
 
     def order(self, order_id: str) -> dict[str, Any]:
-        response = self.api.get(f"/v1/orders/{order_id}")
+        """The whole order, read with the operator key."""
+        response = self.api.get(f"/v1/orders/{order_id}", headers=self.operator_headers)
         assert response.status_code == 200, response.text
         body: dict[str, Any] = response.json()
         return body

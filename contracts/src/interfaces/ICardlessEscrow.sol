@@ -17,7 +17,8 @@ interface ICardlessEscrow {
     /// @param amount Price in the token's base units, fee included.
     /// @param feeBps Platform fee in basis points of `amount`, at most the fee cap at payment time.
     /// @param quoteExpiry Last timestamp at which the quote may be paid.
-    /// @param fulfilmentDeadline Last timestamp at which a top-up may have happened; after it, anyone may reclaim.
+    /// @param fulfilmentDeadline Last timestamp at which a top-up may have happened. Proofs are accepted until
+    ///        `fulfilmentDeadline + SETTLEMENT_GRACE`; after that, anyone may reclaim.
     /// @param skuHash keccak256 of the SKU identifier.
     /// @param accountCommitment keccak256(game account, salt); the account itself never goes on chain.
     struct Order {
@@ -64,6 +65,15 @@ interface ICardlessEscrow {
         Reclaimed
     }
 
+    /// @notice Why `settleBatch` skipped an entry (`None` is never emitted).
+    enum SkipReason {
+        None,
+        NotPaid,
+        OrderMismatch,
+        FulfilledAfterDeadline,
+        SettlementWindowClosed
+    }
+
     // ------------------------------------------------------------------ events
 
     /// @notice A buyer paid an order into escrow. Carries the whole order so watchers need no other source.
@@ -89,10 +99,15 @@ interface ICardlessEscrow {
     ///         not those it skipped). Emitted after the batch's `OrderSettled` events.
     event FulfilmentsAttested(bytes32 indexed digest, address indexed signer, uint256 orders);
 
+    /// @notice `settleBatch` left an entry unsettled and credited nothing for it: the order was no longer
+    ///         `Paid`, its calldata did not match the paid order (or it was never paid), its proof says the
+    ///         top-up happened after the deadline, or its settlement window had closed.
+    event SettlementSkipped(bytes32 indexed orderId, SkipReason reason);
+
     /// @notice The oracle refunded a failed order to the buyer.
     event OrderRefunded(bytes32 indexed orderId, uint16 reasonCode, address signer);
 
-    /// @notice Someone reclaimed an order that was not fulfilled by its deadline; the buyer was repaid.
+    /// @notice Someone reclaimed an order not settled within its settlement window; the buyer was repaid.
     event OrderReclaimed(bytes32 indexed orderId, address caller);
 
     /// @notice A refund could not be pushed to the buyer and was credited to their balance instead.
@@ -112,6 +127,9 @@ interface ICardlessEscrow {
 
     /// @notice The owner granted or revoked a quote signer.
     event QuoteSignerSet(address indexed signer, bool authorised);
+
+    /// @notice The owner granted or revoked a sweeper (an account that may trigger anyone's withdrawal).
+    event SweeperSet(address indexed sweeper, bool authorised);
 
     /// @notice The owner allowed or disallowed a payment token (address(0) is native ETH).
     event TokenAllowedSet(address indexed token, bool allowed);
@@ -136,7 +154,11 @@ interface ICardlessEscrow {
     error ZeroAmount(bytes32 orderId);
     /// @notice The amount exceeds `MAX_AMOUNT`, the bound that keeps fee arithmetic from overflowing.
     error AmountTooLarge(bytes32 orderId, uint256 amount, uint256 maxAmount);
-    /// @notice The escrow itself cannot be a payout address.
+    /// @notice A merchant or buyer that is 0x0, the escrow or an allow-listed token.
+    error InvalidParty(bytes32 orderId, address account);
+    /// @notice Only the account, its payout address or a sweeper may trigger a withdrawal.
+    error UnauthorisedWithdrawal(address account, address caller);
+    /// @notice The escrow itself or an allow-listed token cannot be a payout address.
     error InvalidPayoutAddress(address payout);
     /// @notice Renouncing ownership is disabled.
     error RenounceDisabled();
@@ -160,11 +182,15 @@ interface ICardlessEscrow {
     error OrderNotPaid(bytes32 orderId, OrderStatus status);
     /// @notice The proof says the top-up happened after the fulfilment deadline.
     error FulfilledAfterDeadline(bytes32 orderId, uint48 fulfilledAt, uint48 fulfilmentDeadline);
-    /// @notice The fulfilment deadline has not passed yet.
-    error DeadlineNotPassed(bytes32 orderId, uint48 fulfilmentDeadline, uint256 timestamp);
+    /// @notice The settlement window (`fulfilmentDeadline + SETTLEMENT_GRACE`) has not closed yet: the order
+    ///         cannot be reclaimed before `closesAt` has passed.
+    error SettlementWindowOpen(bytes32 orderId, uint256 closesAt, uint256 timestamp);
+    /// @notice The settlement window closed at `closesAt`: no proof is accepted any more; the order can only
+    ///         be refunded or reclaimed.
+    error SettlementWindowClosed(bytes32 orderId, uint256 closesAt, uint256 timestamp);
     /// @notice A batch must contain at least one order and one fulfilment per order.
     error BatchLengthMismatch(uint256 orders, uint256 fulfilments);
-    /// @notice Nothing to pay out.
+    /// @notice Nothing to pay out: the balance is at most the one base unit a payout leaves.
     error NothingToWithdraw(address account, address token);
     /// @notice A fee cap above 100% was requested.
     error FeeCapTooHigh(uint16 feeCapBps, uint16 maxBps);
@@ -195,12 +221,14 @@ interface ICardlessEscrow {
         bytes32 s
     ) external;
 
-    /// @notice Reclaim an order that nobody fulfilled by its deadline. Anyone may call; the buyer is paid.
+    /// @notice Reclaim an order nobody settled within its settlement window (after
+    ///         `fulfilmentDeadline + SETTLEMENT_GRACE`). Anyone may call; the buyer is paid.
     function reclaim(Order calldata order) external;
 
     // ------------------------------------------------------------------ oracle
 
-    /// @notice Settle one order on a fulfilment proof. Anyone holding a valid proof may call.
+    /// @notice Settle one order on a fulfilment proof. Anyone holding a valid proof may call, until
+    ///         `fulfilmentDeadline + SETTLEMENT_GRACE`; the proof's `fulfilledAt` must be at most the deadline.
     /// @param order The settlement fields of the order as paid (see `OrderRef`).
     /// @param fulfilment The oracle's receipt hash and fulfilment time.
     /// @param oracleSigner The oracle key (EOA or EIP-1271 contract) that signed the proof.
@@ -213,9 +241,11 @@ interface ICardlessEscrow {
     ) external;
 
     /// @notice Settle many orders on one signature over `FulfilmentBatch(Fulfilment[] fulfilments)`.
-    /// @dev Orders that are no longer `Paid` (already settled, refunded or reclaimed) are skipped rather
-    ///      than reverting the batch, so a racing reclaim cannot block the other orders. An order whose
-    ///      calldata does not match its stored digest reverts the batch.
+    /// @dev An entry that cannot be settled is skipped with `SettlementSkipped(orderId, reason)` instead of
+    ///      reverting the batch: an order no longer `Paid` (settled, refunded or reclaimed), calldata that does
+    ///      not match the stored digest (or an order never paid), `fulfilledAt` after the deadline, or a closed
+    ///      settlement window. One bad entry never delays the others. Only a bad signature or mismatched array
+    ///      lengths revert the batch.
     function settleBatch(
         OrderRef[] calldata orders,
         Fulfilment[] calldata fulfilments,
@@ -229,10 +259,13 @@ interface ICardlessEscrow {
 
     // ------------------------------------------------------------------ payouts
 
-    /// @notice Pay `account`'s whole balance of `token` to its payout address. Anyone may call.
+    /// @notice Pay `account`'s balance of `token`, but one base unit kept so the slot never returns to zero (the
+    ///         next settlement would pay 17,100 gas more), to its payout address. Only the account, its payout
+    ///         address or an authorised sweeper (the oracle's sweep job) may call: a stranger, or the holder of
+    ///         a leaked payout wallet, cannot race the account's `setPayoutAddress`.
     function withdraw(address account, address token) external;
 
-    /// @notice Pay the accrued platform fees in `token` to the fee recipient. Anyone may call.
+    /// @notice Pay the accrued platform fees in `token`, but one base unit, to the fee recipient. Anyone may call.
     function withdrawFees(address token) external;
 
     /// @notice Choose where the caller's withdrawals are paid (address(0) resets to the caller itself).
@@ -245,6 +278,10 @@ interface ICardlessEscrow {
 
     /// @notice Grant or revoke a quote signer.
     function setQuoteSigner(address signer, bool authorised) external;
+
+    /// @notice Grant or revoke a sweeper: an account that may trigger any account's withdrawal (always paid to
+    ///         that account's payout address).
+    function setSweeper(address sweeper, bool authorised) external;
 
     /// @notice Allow or disallow a payment token for new payments (address(0) is native ETH).
     function setTokenAllowed(address token, bool allowed) external;

@@ -1,0 +1,56 @@
+"""Provider latency and errors for Prometheus, measured on every adapter's HTTP client.
+
+``build_adapters`` gives each provider's ``httpx.AsyncClient`` a :class:`TimedTransport`, which times
+every request and labels it with the provider and the outcome (``2xx``, ``4xx``, ``5xx`` or the
+exception's name: ``ConnectTimeout``, ``ReadError``, ...). The gateway (quote validation) adds these to
+its ``/metrics``; the oracle (top-ups and queries) serves them on ``CARDLESS_ORACLE_METRICS_PORT``
+when that is set. One set per process: a process is one set of provider calls.
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+__all__ = ["PROVIDER_CALLS", "PROVIDER_ERRORS", "PROVIDER_REGISTRY", "TimedTransport"]
+
+PROVIDER_REGISTRY = CollectorRegistry(auto_describe=True)
+PROVIDER_CALLS = Histogram(
+    "cardless_provider_request_seconds",
+    "Provider HTTP requests by provider and outcome (status class or exception), in seconds",
+    ["provider", "outcome"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=PROVIDER_REGISTRY,
+)
+PROVIDER_ERRORS = Counter(
+    "cardless_provider_errors",
+    "Provider HTTP requests that failed: no answer, or a 5xx",
+    ["provider", "outcome"],
+    registry=PROVIDER_REGISTRY,
+)
+
+
+class TimedTransport(httpx.AsyncBaseTransport):
+    def __init__(self, provider: str, inner: httpx.AsyncBaseTransport | None = None) -> None:
+        self.provider = provider
+        self.inner = inner or httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        started = time.perf_counter()
+        try:
+            response = await self.inner.handle_async_request(request)
+        except Exception as exc:
+            outcome = type(exc).__name__
+            PROVIDER_CALLS.labels(self.provider, outcome).observe(time.perf_counter() - started)
+            PROVIDER_ERRORS.labels(self.provider, outcome).inc()
+            raise
+        outcome = f"{response.status_code // 100}xx"
+        PROVIDER_CALLS.labels(self.provider, outcome).observe(time.perf_counter() - started)
+        if response.status_code >= 500:
+            PROVIDER_ERRORS.labels(self.provider, outcome).inc()
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
