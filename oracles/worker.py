@@ -32,6 +32,7 @@ from collections.abc import Iterable, Mapping
 from datetime import timedelta
 
 from eth_account.signers.local import LocalAccount
+from sqlalchemy import or_
 from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 from web3.contract import Contract
@@ -39,7 +40,7 @@ from web3.contract import Contract
 from adapters import ProviderAdapter
 from cardless.ledger.cipher import AccountCipher
 from cardless.ledger.logcontext import ORDER_ID
-from cardless.ledger.models import OrderState, utcnow
+from cardless.ledger.models import Order, OrderState, utcnow
 from cardless.ledger.store import candidates, claim, lease_holders, release, release_holders, renew
 from cardless.ledger.store import due as attempt_due
 from cardless.protocol import EscrowDomain
@@ -275,8 +276,13 @@ class OracleWorker:
         now = utcnow()
         jobs: list[tuple[str, str]] = []
         with self.sessions.begin() as session:
-            # Lock only a few due rows: the rest stay visible to the other workers' claims meanwhile.
-            for row in candidates(session, states, now=now, where=[attempt_due(now)], limit=4 * capacity):
+            # Lock only a few due rows: the rest stay visible to the other workers' claims meanwhile. Orders
+            # too late to submit are left out in SQL too, or enough of them (the oldest) would fill the
+            # window every tick and nothing behind them would ever be claimed.
+            wanted = [attempt_due(now)]
+            if late is not None:
+                wanted.append(or_(Order.state != S.RISK_CHECKED.value, Order.fulfilment_deadline > late))
+            for row in candidates(session, states, now=now, where=wanted, limit=4 * capacity):
                 if len(jobs) >= capacity:
                     break
                 if row.id in self._in_flight:

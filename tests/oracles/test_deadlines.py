@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cardless.ledger import Order, OrderEvent, OrderState
+from cardless.ledger.store import release
 from cardless.ledger.transitions import transition
 from cardless.protocol import RefundReason
 from oracles.deadlines import purge_unpaid_quotes, refund_near_deadline, refundable_before_deadline
@@ -145,3 +146,29 @@ async def test_the_worker_never_calls_a_provider_for_an_order_it_could_not_settl
     row = get(ledger, near)
     assert row.state == S.FAILED_FINAL.value and row.refund_reason == int(RefundReason.DEADLINE_APPROACHING)
     assert get(ledger, far).state == S.SUCCEEDED.value
+
+
+@pytest.mark.anyio
+async def test_orders_too_late_to_submit_never_crowd_out_the_others(ledger: sessionmaker[Session]) -> None:
+    """Orders back in ``risk_checked`` near their deadline after an attempt (not refundable, not to be
+    submitted) are the oldest; a worker claims from a window of a few due rows, so they are left out in
+    SQL, or they would fill the window every tick and the order behind them would never be called."""
+    alpha = FakeAdapter("alpha")  # "not found" by our key: queued for resubmission under it
+    requeue = Outcomes(ledger, adapters(alpha, FakeAdapter("beta")), CIPHER, owner="me")
+    late = []
+    for _ in range(5):
+        order_id = add_order(ledger, state=S.UNKNOWN, deadline=NEAR)
+        backdate(ledger, order_id, timedelta(minutes=1))
+        lease(ledger, order_id, "me")
+        await requeue.query(order_id)
+        with ledger.begin() as session:
+            release(session, [order_id], "me")
+        assert get(ledger, order_id).state == S.RISK_CHECKED.value
+        late.append(order_id)
+    far = add_order(ledger, deadline=T0 + 3_600)
+    w = worker(ledger, alpha, "worker-a", deadline_margin=MARGIN, submit_concurrency=1)  # a window of 4
+
+    assert w.start_provider_calls(S.RISK_CHECKED, chain_now=T0) == 1
+    await w.drain()
+    assert alpha.submits == {far: 1}
+    assert all(get(ledger, o).state == S.RISK_CHECKED.value for o in late)  # left to the provider's answer
