@@ -29,7 +29,10 @@ _SERVERS = {
     "gateway": """
 import uvicorn
 from gateway.app import create_app
-server = uvicorn.Server(uvicorn.Config(create_app(None), host="127.0.0.1", port=0, log_level="error"))
+from types import SimpleNamespace
+# No route is reached: the body is refused in the middleware. The app needs only what it reads at build.
+context = SimpleNamespace(sessions=None, w3=None, adapters=None, metrics_collectors=(), quote_limits=None)
+server = uvicorn.Server(uvicorn.Config(create_app(context), host="127.0.0.1", port=0, log_level="error"))
 threading.Thread(target=server.run, daemon=True).start()
 while not server.started:
     time.sleep(0.02)

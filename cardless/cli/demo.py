@@ -9,7 +9,8 @@ with what the settled and refunded orders should have moved.
 
 Given the operator key, the demo also registers a webhook receiver of its own on loopback for every
 merchant (the gateway accepts loopback URLs in development only), verifies each delivery's signature,
-and waits until every paid order's ``order.paid`` and closing event (settled, refunded, reclaimed) have
+and waits until every paid order's ``order.paid`` and closing event (settled, refunded, reclaimed), and a
+settled order's ``order.fulfilled``, have
 arrived; the endpoints are deleted afterwards.
 """
 
@@ -261,12 +262,16 @@ class _WebhookReceiver:
 
 
 def _missing_events(plan: list[DemoOrder], seen: dict[str, set[str]]) -> int:
-    """Paid orders whose order.paid or closing event has not arrived."""
+    """Paid orders whose order.paid or closing event (and, for a settled one, order.fulfilled) has not
+    arrived. Deliveries are independent, so the fulfilled event may land after the settled one."""
     missing = 0
     for order in plan:
         if not order.paid_tx or order.state not in TERMINAL:
             continue
-        if not {"order.paid", f"order.{order.state}"} <= seen.get(order.order_id, set()):
+        expected = {"order.paid", f"order.{order.state}"}
+        if order.state == "settled":
+            expected.add("order.fulfilled")
+        if not expected <= seen.get(order.order_id, set()):
             missing += 1
     return missing
 
