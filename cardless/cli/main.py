@@ -1,4 +1,4 @@
-"""The ``cardless`` command: run | gateway | oracle | deploy | simulator | demo.
+"""The ``cardless`` command: run | gateway | oracle | deploy | simulator | demo | audit.
 
 Commands import what they run and nothing more: ``oracle`` loads no web framework and no simulator,
 ``deploy`` no dev chain (the wiring modules are imported inside the commands).
@@ -22,6 +22,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
+from cardless.cli.audit import audit_app
 from cardless.cli.settings import Settings
 from cardless.protocol.jsonlimits import restore_recursion_limit
 
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 restore_recursion_limit()
 
 app = typer.Typer(help="Cardless: direct top-up settlement through an on-chain escrow.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 # Keys and addresses must print whole even when stderr is a pipe or a log file (Rich assumes 80 columns).
 console = Console(stderr=True)
 if not console.is_terminal:

@@ -48,8 +48,8 @@ class History:
         return str(self.env.escrow.address)
 
 
-@pytest.fixture(scope="module")
-def node() -> Iterator[DevNode]:
+@pytest.fixture(scope="session")
+def audit_node() -> Iterator[DevNode]:
     with DevNode(port=0) as node:
         yield node
 
@@ -67,8 +67,10 @@ def _receipt(order: Order, account: str) -> dict[str, object]:
     }
 
 
-@pytest.fixture(scope="module")
-def history(node: DevNode) -> History:
+@pytest.fixture(scope="session")
+def history(audit_node: DevNode) -> History:
+    """Built once per test session (per xdist worker; the modules share the group ``audit``)."""
+    node = audit_node
     from cardless.protocol import Fulfilment, account_commitment, receipt_hash
 
     env = build_env(node.chain)

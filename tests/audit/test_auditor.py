@@ -3,9 +3,13 @@ happened is counted, proved and reconciled, and an honest history has no violati
 
 from __future__ import annotations
 
+import pytest
+
 from cardless.audit import Auditor, ChainReader
 from cardless.protocol import NATIVE_TOKEN
 from tests.audit.conftest import History
+
+pytestmark = pytest.mark.xdist_group("audit")
 
 
 def _audit(history: History, **kwargs: object) -> tuple[Auditor, dict[str, object]]:

@@ -9,7 +9,15 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-FORBIDDEN = ("cardless.ledger", "gateway", "oracles", "adapters", "cardless.devchain", "eth_tester", "sqlalchemy")
+FORBIDDEN = (
+    "cardless.ledger",
+    "gateway",
+    "oracles",
+    "adapters",
+    "cardless.devchain",
+    "eth_tester",
+    "sqlalchemy",
+)
 
 
 def test_importing_the_auditor_loads_no_ledger_gateway_oracle_or_dev_chain() -> None:
