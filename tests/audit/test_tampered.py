@@ -12,9 +12,9 @@ import pytest
 
 from cardless.audit import Auditor, ChainReader
 from tests.audit.conftest import History
+from tests.audit.tampering import TamperedReader, crafted_log, topic
 
 pytestmark = pytest.mark.xdist_group("audit")
-from tests.audit.tampering import TamperedReader, crafted_log, topic
 
 ORACLE_SIGNER_SET = "OracleSignerSet(address,bool)"
 ORDER_PAID = topic(
@@ -76,7 +76,7 @@ def test_a_settlement_by_a_key_no_longer_an_oracle_signer_after_a_rotation(histo
             "blockNumber": logs[at]["blockNumber"],
             "transactionIndex": logs[at]["transactionIndex"],
         }
-        return logs[:at] + [moved] + logs[at:]
+        return [*logs[:at], moved, *logs[at:]]
 
     report = _run(history, TamperedReader(history.w3, edit=revoke_early))
     assert _rules(report, history.settled_single.order_id) == {"settle.signer-unauthorised"}
@@ -92,7 +92,7 @@ def test_a_fee_above_the_cap_in_force(history: History) -> None:
     def lower_cap(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         at = _first(logs, ORDER_PAID, history.open_in_time.order_id)
         cap = crafted_log(history.escrow, logs[at], "FeeCapSet(uint16)", [], ["uint16"], [100])
-        return logs[:at] + [cap] + logs[at:]
+        return [*logs[:at], cap, *logs[at:]]
 
     report = _run(history, TamperedReader(history.w3, edit=lower_cap))
     # orders paid before the cap fell are fine; the one paid after carries 250 bps > 100
