@@ -98,7 +98,7 @@ def measure() -> dict[str, int]:
 
     order = env.make_order(quote_ttl=60, deadline_ttl=120)
     env.pay(order, fund=False)
-    env.chain.warp(order.fulfilment_deadline + 1)
+    env.chain.warp(env.reclaim_opens(order))
     results["reclaim"] = env.reclaim(order)["gasUsed"]
 
     results["withdraw"] = env.withdraw(merchant, usdc.address)["gasUsed"]

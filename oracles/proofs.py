@@ -3,9 +3,9 @@ settlement batches (docs/protocol.md).
 
 - The proof's ``fulfilledAt`` is the provider's completion time capped at the chain's clock when the
   proof is signed: a provider clock running ahead must not make the proof claim the future.
-- The escrow refuses ``fulfilledAt`` after the order's deadline (``FulfilledAfterDeadline``) and
-  would revert a whole ``settleBatch`` for it, so such an order is left out of every batch (it cannot
-  be settled; the buyer reclaims it). ``fulfilledAt`` is never moved back to the deadline: the proof
+- The escrow refuses ``fulfilledAt`` after the order's deadline (``FulfilledAfterDeadline``; a
+  ``settleBatch`` skips the entry), so such an order is left out of every batch; the settlement stage
+  refunds it (``oracles.settlement``). ``fulfilledAt`` is never moved back to the deadline: the proof
   would attest a time the receipt contradicts.
 """
 

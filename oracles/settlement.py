@@ -1,6 +1,12 @@
 """Settlement: post signed proofs (``settle`` / ``settleBatch``) and refund authorisations (``refund``)
 through the transaction manager, and sweep merchants' escrow balances to them.
 
+An order whose proof can never settle (the top-up completed after its deadline, or the chain's clock
+passed ``fulfilmentDeadline + SETTLEMENT_GRACE``) is moved to ``failed_final`` (reason
+``NOT_SETTLEABLE``) and refunded instead of being put in a batch. A batch the escrow would revert is
+split in halves and each half retried, down to single orders, so one bad order delays no other (the
+escrow itself skips entries it cannot settle, with ``SettlementSkipped``).
+
 Posting an order's transaction is claimed with a work lease (``cardless.ledger.store.claim``) committed
 before anything is sent, and the transaction manager's outbox is checked *after* the claim: a worker
 that claims an order another worker has just posted for sees that transaction and sends nothing.
@@ -19,11 +25,12 @@ from web3.contract import Contract
 from cardless import protocol
 from cardless.ledger.models import Order, OrderState, utcnow
 from cardless.ledger.store import candidates, claim, order_from_row, release
-from cardless.protocol import ContractRevert, RefundReason
+from cardless.ledger.transitions import transition
+from cardless.protocol import SETTLEMENT_GRACE, ContractRevert, RefundReason
 from oracles.proofs import Batch, Proofs, assemble_batches, fulfilment_of
 from oracles.txmanager import TxManager
 
-__all__ = ["MerchantSweep", "Settlement"]
+__all__ = ["MerchantSweep", "Settlement", "settleable"]
 
 log = logging.getLogger(__name__)
 S = OrderState
@@ -53,18 +60,23 @@ class Settlement:
         self.lease_ttl = lease_ttl
         self.max_batch = max_batch
 
-    def post(self) -> int:
+    def post(self, chain_now: int | None = None) -> int:
         """Stage: send a transaction for every signed proof and refund not already on its way; returns
-        how many transactions were sent. Claims at most what one call posts well within the lease."""
+        how many transactions were sent (plus how many unsettleable proofs were turned into refunds).
+        Claims at most what one call posts well within the lease. ``chain_now`` (the latest block's
+        time) lets it recognise proofs whose settlement window has closed."""
         proofs, refunds = self._claim(exclude=self.tx.pending_order_ids())
         if not proofs and not refunds:
             return 0
+        claimed = [r.id for r in proofs + refunds]
         try:
             # Again after the claim: another worker may have posted these between our look and our claim.
             pending = self.tx.pending_order_ids()
             proofs = [r for r in proofs if r.id not in pending]
             refunds = [r for r in refunds if r.id not in pending]
-            sent = 0
+            unsettleable = [r for r in proofs if not settleable(r, chain_now)]
+            sent = self._refund_instead(unsettleable)
+            proofs = [r for r in proofs if settleable(r, chain_now)]
             for batch in assemble_batches(proofs, self.max_batch):
                 sent += self._settle(batch)
             for row in refunds:
@@ -72,7 +84,7 @@ class Settlement:
             return sent
         finally:
             with self.sessions.begin() as session:
-                release(session, [r.id for r in proofs + refunds], self.owner)
+                release(session, claimed, self.owner)
 
     def _claim(self, exclude: set[str]) -> tuple[list[Order], list[Order]]:
         now = utcnow()
@@ -89,11 +101,41 @@ class Settlement:
                     wanted.append(row)
         return proofs, refunds
 
+    def _refund_instead(self, rows: Sequence[Order]) -> int:
+        """Move proofs that can never settle to ``failed_final``; the refund stage signs and posts them."""
+        if not rows:
+            return 0
+        with self.sessions.begin() as session:
+            for claimed in rows:
+                row = session.get(Order, claimed.id)
+                if row is None or row.state != S.PROOF_PENDING.value:
+                    continue
+                log.warning(
+                    "order %s cannot be settled (fulfilled at %s, deadline %s, window closes %s): refunding",
+                    row.id,
+                    row.fulfilled_at,
+                    row.fulfilment_deadline,
+                    row.fulfilment_deadline + SETTLEMENT_GRACE,
+                )
+                transition(
+                    session,
+                    row,
+                    S.FAILED_FINAL,
+                    "proof cannot settle: completed after the deadline or the settlement window closed",
+                    refund_reason=int(RefundReason.NOT_SETTLEABLE),
+                )
+        return len(rows)
+
     def _settle(self, batch: Batch) -> int:
         # Orders already closed on chain (e.g. the watcher has not caught up) are not sent again.
         rows = [r for r in batch.rows if self._on_chain_paid(r)]
         if not rows:
             return 0
+        return self._send_settlement(rows)
+
+    def _send_settlement(self, rows: Sequence[Order]) -> int:
+        """Send one settle/settleBatch for ``rows``; if it would revert, split it in halves and retry each,
+        so whatever makes it revert holds up only the order that causes it."""
         batch = Batch(tuple(rows))
         orders = [order_from_row(r) for r in rows]
         if len(rows) == 1:
@@ -115,8 +157,12 @@ class Settlement:
         try:
             record = self.tx.send(purpose, batch.order_ids, call)
         except ContractRevert as exc:
-            log.error("%s of %d orders would revert: %s", purpose, len(rows), exc)
-            return 0
+            if len(rows) == 1:
+                log.error("settle of %s would revert: %s", rows[0].id, exc)
+                return 0
+            half = len(rows) // 2
+            log.warning("%s of %d orders would revert (%s): retrying in halves", purpose, len(rows), exc)
+            return self._send_settlement(rows[:half]) + self._send_settlement(rows[half:])
         log.info("%s %s for %d orders", purpose, record.tx_hash, len(rows))
         return 1
 
@@ -141,6 +187,14 @@ class Settlement:
             self.escrow.functions.orderStatus(protocol.order_id_from_hex(row.id)).call()
         )
         return status is protocol.OrderStatus.PAID
+
+
+def settleable(row: Order, chain_now: int | None) -> bool:
+    """Whether ``row``'s signed proof can still settle: its ``fulfilledAt`` is not after the deadline and
+    (when the chain's time is known) the settlement window has not closed."""
+    if row.fulfilled_at is None or row.fulfilled_at > row.fulfilment_deadline:
+        return False
+    return chain_now is None or chain_now <= row.fulfilment_deadline + SETTLEMENT_GRACE
 
 
 class MerchantSweep:

@@ -199,12 +199,12 @@ class OracleWorker:
         if housekeeping:
             work += await self.expire_and_refund()
         work += risk_check_paid(self.sessions, self.risk)
-        work += self.start_provider_calls(S.RISK_CHECKED)
+        work += self.start_provider_calls(S.RISK_CHECKED, chain_now=self._chain_now())
         if housekeeping:
             work += await self.requery_due()
         work += self.proofs.sign_fulfilments(self._chain_now())
         work += self.proofs.sign_refunds()
-        work += self.settlement.post()
+        work += self.settlement.post(self._chain_now())
         confirmed = self.tx.confirm()
         work += len(confirmed)
         if confirmed:
@@ -247,14 +247,24 @@ class OracleWorker:
 
     # ------------------------------------------------------------------ provider calls
 
-    def start_provider_calls(self, *states: OrderState) -> int:
+    def start_provider_calls(self, *states: OrderState, chain_now: int | None = None) -> int:
         """Claim due orders in ``states``, as many as there are free provider slots, and start a provider
         call for each. Calls run as tasks, so one slow provider (a 10 s timeout) never holds up proofs,
         refunds or other orders; the lease keeps every other worker (and a later tick or job of this
-        one) from starting a second call for the same order."""
+        one) from starting a second call for the same order.
+
+        With ``chain_now``, no order is submitted whose deadline is within ``deadline_margin`` of it: a
+        top-up that may complete after the deadline could never be settled (the escrow refuses the proof),
+        so such an order is refunded instead when no provider can have charged for it (and otherwise left
+        to the provider's answer or the buyer's reclaim)."""
+        refunded = 0
+        late = None
+        if chain_now is not None and S.RISK_CHECKED in states:
+            refunded = refund_near_deadline(self.sessions, chain_now, self.config.deadline_margin)
+            late = chain_now + self.config.deadline_margin
         capacity = self.config.submit_concurrency - len(self._in_flight)
         if capacity <= 0:
-            return 0
+            return refunded
         now = utcnow()
         jobs: list[tuple[str, str]] = []
         with self.sessions.begin() as session:
@@ -267,6 +277,8 @@ class OracleWorker:
                 if due is not None and due > now:
                     continue
                 state = OrderState(row.state)
+                if state is S.RISK_CHECKED and late is not None and row.fulfilment_deadline <= late:
+                    continue
                 if claim(session, row.id, self.worker_id, states=[state], ttl=self.config.lease_ttl, now=now):
                     jobs.append((row.id, "submit" if state is S.RISK_CHECKED else "query"))
         # The claims are committed: from here no other worker starts a call for these orders.
@@ -275,7 +287,7 @@ class OracleWorker:
             task = asyncio.create_task(self._provider_step(order_id, kind), name=f"{kind}:{order_id}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        return len(jobs)
+        return refunded + len(jobs)
 
     async def _provider_step(self, order_id: str, kind: str) -> None:
         try:

@@ -43,7 +43,9 @@ ALLOWED: dict[OrderState, frozenset[OrderState]] = {
     ),
     S.UNKNOWN: frozenset({S.SUCCEEDED, S.FAILED_FINAL, S.SUBMITTING, S.RECLAIMED}),
     S.SUCCEEDED: frozenset({S.PROOF_PENDING, S.RECLAIMED, S.SETTLED}),
-    S.PROOF_PENDING: frozenset({S.SETTLED, S.RECLAIMED}),
+    # proof_pending -> failed_final: the proof can never settle (the top-up completed after the deadline,
+    # or the settlement window closed first), so the order is refunded like any failed one.
+    S.PROOF_PENDING: frozenset({S.SETTLED, S.FAILED_FINAL, S.RECLAIMED}),
     S.FAILED_FINAL: frozenset({S.REFUND_PENDING, S.RECLAIMED, S.REFUNDED}),
     S.REFUND_PENDING: frozenset({S.REFUNDED, S.RECLAIMED}),
     S.SETTLED: frozenset(),

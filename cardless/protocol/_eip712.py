@@ -39,6 +39,7 @@ __all__ = [
     "MAX_AMOUNT",
     "MAX_BPS",
     "NATIVE_TOKEN",
+    "SETTLEMENT_GRACE",
     "ChainId",
     "EscrowDomain",
     "Fulfilment",
@@ -82,6 +83,9 @@ MAX_BPS: Final = 10_000
 MAX_AMOUNT: Final = (2**256 - 1) // MAX_BPS
 """``CardlessEscrow.MAX_AMOUNT``: larger orders are refused so fee arithmetic cannot overflow."""
 NATIVE_TOKEN: Final[ChecksumAddress] = to_checksum_address("0x" + "00" * 20)
+SETTLEMENT_GRACE: Final = 6 * 3_600
+"""``CardlessEscrow.SETTLEMENT_GRACE``: proofs of a top-up made by ``fulfilmentDeadline`` are accepted until
+``fulfilmentDeadline + SETTLEMENT_GRACE``; ``reclaim`` opens only after that (docs/protocol.md)."""
 
 _UINT16_MAX: Final = 2**16 - 1
 _UINT48_MAX: Final = 2**48 - 1
@@ -131,6 +135,8 @@ class RefundReason(IntEnum):
     DEADLINE_APPROACHING = 5
     RISK_REJECTED = 6
     OPERATOR = 7
+    NOT_SETTLEABLE = 8
+    """The top-up completed after the deadline, or its proof missed the settlement window."""
 
 
 def _bytes32(field: str, value: bytes) -> bytes:

@@ -44,6 +44,13 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
     ///      oracle's gas on refund.
     uint256 internal constant _NATIVE_REFUND_GAS = 50_000;
 
+    /// @notice Time after an order's `fulfilmentDeadline` during which a proof of a top-up made by the deadline
+    ///         is still accepted; `reclaim` opens only when it has passed, so the last second a top-up may
+    ///         happen is never the first second the buyer may take the money back (docs/protocol.md,
+    ///         "Settlement window"). A constant, not an order field: every order gets the same window, an
+    ///         auditor reads it from the code, and calldata and the quote stay as they are.
+    uint48 public constant SETTLEMENT_GRACE = 6 hours;
+
     bytes32 internal constant _ORDER_TYPEHASH = keccak256(
         "Order(bytes32 orderId,address buyer,address merchant,address token,uint256 amount,uint16 feeBps,"
         "uint48 quoteExpiry,uint48 fulfilmentDeadline,bytes32 skuHash,bytes32 accountCommitment)"
@@ -129,9 +136,8 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
     function reclaim(Order calldata order) external nonReentrant {
         // checks
         _requirePaid(order.orderId, _orderDigest(order));
-        if (block.timestamp <= order.fulfilmentDeadline) {
-            revert DeadlineNotPassed(order.orderId, order.fulfilmentDeadline, block.timestamp);
-        }
+        uint256 closesAt = _windowEnd(order.fulfilmentDeadline);
+        if (block.timestamp <= closesAt) revert SettlementWindowOpen(order.orderId, closesAt, block.timestamp);
         // effects
         _orders[order.orderId].status = OrderStatus.Reclaimed;
         emit OrderReclaimed(order.orderId, msg.sender);
@@ -153,6 +159,8 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
         if (fulfilment.fulfilledAt > order.fulfilmentDeadline) {
             revert FulfilledAfterDeadline(order.orderId, fulfilment.fulfilledAt, order.fulfilmentDeadline);
         }
+        uint256 closesAt = _windowEnd(order.fulfilmentDeadline);
+        if (block.timestamp > closesAt) revert SettlementWindowClosed(order.orderId, closesAt, block.timestamp);
         bytes32 digest = _hashTypedDataV4(_hashFulfilment(order.orderId, fulfilment));
         _requireOracleSignature(oracleSigner, digest, signature);
         // effects (no interactions: settlement only credits balances)
@@ -195,16 +203,25 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
         uint256 merchantSum;
         uint256 feeSum;
         uint256 settled;
+        // An order's window is closed when deadline + SETTLEMENT_GRACE < block.timestamp, that is when its
+        // deadline is below `oldestOpen`: one comparison per order instead of an addition and a comparison.
+        uint256 oldestOpen = block.timestamp > SETTLEMENT_GRACE ? block.timestamp - SETTLEMENT_GRACE : 0;
         for (uint256 i; i < n; ++i) {
             OrderRef calldata order = orders[i];
             OrderRecord storage record = _orders[order.orderId];
-            if (record.digest != _refDigest(order)) revert OrderMismatch(order.orderId);
-            // Skip, not revert: a reclaim or refund that landed first must not block the rest of the batch.
-            if (record.status != OrderStatus.Paid) continue;
             Fulfilment calldata fulfilment = fulfilments[i];
             uint48 deadline = order.fulfilmentDeadline;
-            if (fulfilment.fulfilledAt > deadline) {
-                revert FulfilledAfterDeadline(order.orderId, fulfilment.fulfilledAt, deadline);
+            // Skip with an event, never revert: one entry that cannot be settled (ended by a racing reclaim or
+            // refund, mismatching, late) must not block the others. Nothing is credited for a skipped entry.
+            SkipReason skip;
+            if (record.digest != _refDigest(order)) skip = SkipReason.OrderMismatch;
+            else if (record.status != OrderStatus.Paid) skip = SkipReason.NotPaid;
+            else if (fulfilment.fulfilledAt > deadline) skip = SkipReason.FulfilledAfterDeadline;
+            else if (deadline < oldestOpen) skip = SkipReason.SettlementWindowClosed;
+            else skip = SkipReason.None;
+            if (skip != SkipReason.None) {
+                emit SettlementSkipped(order.orderId, skip);
+                continue;
             }
             record.status = OrderStatus.Settled;
             emit OrderSettled(order.orderId, fulfilment.receiptHash, fulfilment.fulfilledAt);
@@ -491,6 +508,12 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
         if (newFeeRecipient == address(0)) revert ZeroAddress();
         feeRecipient = newFeeRecipient;
         emit FeeRecipientSet(newFeeRecipient);
+    }
+
+    /// @dev Last second at which a proof for an order with this deadline is accepted. uint48 + 6 hours
+    ///      cannot overflow uint256.
+    function _windowEnd(uint48 fulfilmentDeadline) internal pure returns (uint256) {
+        return uint256(fulfilmentDeadline) + SETTLEMENT_GRACE;
     }
 
     /// @dev Fee rounds down, so the merchant gets the remainder and no wei is lost. Payment enforced

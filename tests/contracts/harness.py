@@ -25,6 +25,7 @@ from web3.types import TxReceipt
 from cardless.devchain.chain import DevChain, deploy_contract, deploy_escrow, start_devchain
 from cardless.protocol import (
     NATIVE_TOKEN,
+    SETTLEMENT_GRACE,
     ContractRevert,
     EscrowDomain,
     Fulfilment,
@@ -165,6 +166,16 @@ class EscrowEnv:
             sku_hash=keccak(b"sku:genshin-60"),
             account_commitment=account_commitment(f"player#{self._order_counter}", os.urandom(32)),
         )
+
+    @staticmethod
+    def window_end(order: Order) -> int:
+        """The last second a proof for ``order`` is accepted (``fulfilmentDeadline + SETTLEMENT_GRACE``)."""
+        return order.fulfilment_deadline + SETTLEMENT_GRACE
+
+    @staticmethod
+    def reclaim_opens(order: Order) -> int:
+        """The first second ``order`` may be reclaimed: just after its settlement window closed."""
+        return order.fulfilment_deadline + SETTLEMENT_GRACE + 1
 
     def quote(self, order: Order, key: LocalAccount | None = None) -> bytes:
         return sign((key or self.quote_key).key, quote_typed_data(self.domain, order))

@@ -98,6 +98,7 @@ ERC20_SLOT_ALLOWANCES = 1
 ERC20_SLOT_SUPPLY = 2
 ERC20_SLOT_NONCES = 7
 
+SKIP_NOT_PAID, SKIP_MISMATCH, SKIP_WINDOW_CLOSED = 1, 2, 4  # ICardlessEscrow.SkipReason
 END_EVENTS = {"OrderSettled": OrderStatus.SETTLED, "OrderRefunded": OrderStatus.REFUNDED}
 END_EVENTS["OrderReclaimed"] = OrderStatus.RECLAIMED
 ENDED = (OrderStatus.SETTLED, OrderStatus.REFUNDED, OrderStatus.RECLAIMED)
@@ -152,7 +153,8 @@ class _Chain:
     def dry_run(self, to: str, data: str, sender: str, value: int = 0) -> ContractRevert | None:
         """Run the call on the latest state; the decoded custom error if it reverts, else None."""
         try:
-            self.tester.call({"from": sender, "to": to, "data": data, "value": value, "gas": GAS})
+            # "pending": the block the transaction would be mined in, so time checks see its timestamp
+            self.tester.call({"from": sender, "to": to, "data": data, "value": value, "gas": GAS}, "pending")
         except Exception as exc:
             if type(exc).__name__ != "TransactionFailed":
                 raise
@@ -219,6 +221,7 @@ class _Base:
     paid_topic: str = ""
     attested_topic: str = ""
     deferred_topic: str = ""
+    skipped_topic: str = ""
 
     @property
     def escrow(self) -> str:
@@ -360,6 +363,7 @@ def _prepare_base(env: EscrowEnv) -> _Base:
         paid_topic=_event_topic(abi, "OrderPaid"),
         attested_topic=_event_topic(abi, "FulfilmentsAttested"),
         deferred_topic=_event_topic(abi, "RefundDeferred"),
+        skipped_topic=_event_topic(abi, "SettlementSkipped"),
     )
     state = chain.state()
     base.start_wallets = {(h, t): base.wallet(state, h, t) for h in base.holders for t in base.tokens}
@@ -540,6 +544,11 @@ class EscrowMachine(RuleBasedStateMachine):
         for order_id, _ in ends:
             self.end_events[order_id] += 1
         return ends
+
+    def _skipped_in(self, receipt: dict[str, Any]) -> list[tuple[bytes, int]]:
+        """(orderId, SkipReason) of every SettlementSkipped event, in log order."""
+        logs = [log for log in receipt["logs"] if log["topics"][0] == self.base.skipped_topic]
+        return [(bytes.fromhex(log["topics"][1][2:]), int(log["data"], 16)) for log in logs]
 
     def _attested_in(self, receipt: dict[str, Any]) -> list[int]:
         """The ``orders`` count of every FulfilmentsAttested event in the receipt."""
@@ -747,9 +756,53 @@ class EscrowMachine(RuleBasedStateMachine):
                 self.base.escrow, data, self.env.bystander, "OrderNotPaid", self._not_paid(order)
             )
             return
+        if self._window_closed(order):
+            self._expect_revert(
+                self.base.escrow, data, self.env.bystander, "SettlementWindowClosed", self._closed_args(order)
+            )
+            return
         receipt = self._transact(self.base.escrow, data, self.env.bystander)
         self._expect_single_end(receipt, order, OrderStatus.SETTLED)
         self._credit_settlement(order)
+
+    def _window_closed(self, order: Order) -> bool:
+        """Whether the next block (one second after the latest) is past ``order``'s settlement window."""
+        return self.chain.now() + 1 > self.env.window_end(order)
+
+    def _closed_args(self, order: Order) -> Callable[[tuple[Any, ...]], bool]:
+        end = self.env.window_end(order)
+        return lambda args: args[:2] == (order.order_id, end) and args[2] > end
+
+    def _racing(self) -> list[Order]:
+        return [o for o in self._open() if self.env.window_end(o) > self.chain.now()]
+
+    @precondition(lambda self: bool(self._racing()))
+    @rule(data=st.data(), settle_first=st.booleans())
+    def race_at_window_end(self, data: st.DataObject, settle_first: bool) -> None:
+        """The oracle and the buyer race at the last second of the settlement window: at ``deadline +
+        SETTLEMENT_GRACE`` only the proof lands (a top-up at the deadline); one second later only reclaim."""
+        order = data.draw(st.sampled_from(self._racing()), "order")
+        self.env.chain.warp(self.env.window_end(order))  # the next block is mined at the window's last second
+        settle = self._settle_data(order, self._fulfilment(order, fulfilled_at=order.fulfilment_deadline))
+        reclaim = self.env.escrow.encode_abi("reclaim", args=[order.as_tuple()])
+        if settle_first:  # mined at the window's last second
+            receipt = self._transact(self.base.escrow, settle, self.env.bystander)
+            self._expect_single_end(receipt, order, OrderStatus.SETTLED)
+            self._credit_settlement(order)
+            self._expect_revert(
+                self.base.escrow, reclaim, self.env.bystander, "OrderNotPaid", self._not_paid(order)
+            )
+            return
+        end = self.env.window_end(order)
+        self._expect_revert(
+            self.base.escrow, reclaim, self.env.bystander, "SettlementWindowOpen", (order.order_id, end, end)
+        )
+        self._expect_revert(
+            self.base.escrow, settle, self.env.bystander, "SettlementWindowClosed", self._closed_args(order)
+        )
+        receipt = self._transact(self.base.escrow, reclaim, self.env.bystander)
+        self._expect_single_end(receipt, order, OrderStatus.RECLAIMED)
+        self._repay(order, OrderStatus.RECLAIMED, receipt)
 
     @rule(order=orders)
     def settle_after_deadline(self, order: Order) -> None:
@@ -772,11 +825,20 @@ class EscrowMachine(RuleBasedStateMachine):
         escrow, oracle = self.env.escrow, self.env.oracle_key
         if op == "settle":
             data = self._settle_data(forged, self._fulfilment(order))
-        elif op == "settleBatch":
+        elif op == "settleBatch":  # skipped with an event, not reverted: credits nothing, changes nothing
             fulfilment = self._fulfilment(order)
             signature = sign(oracle.key, batch_typed_data(self.env.domain, [fulfilment]))
             args = [[forged.as_ref_tuple()], [fulfilment.as_tuple()], oracle.address, signature]
             data = escrow.encode_abi("settleBatch", args=args)
+            _, before = self._read()
+            receipt = self._transact(self.base.escrow, data, self.env.bystander)
+            _, after = self._read()
+            assert self._skipped_in(receipt) == [(order.order_id, SKIP_MISMATCH)]
+            assert self._ended_in(receipt) == [] and self._attested_in(receipt) == [0]
+            changed = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
+            changed.pop(("wallet", self.env.bystander, NATIVE_TOKEN), None)
+            assert not changed, f"a skipped forged entry changed state: {changed}"
+            return
         elif op == "refund":
             signature = sign(oracle.key, refund_typed_data(self.env.domain, order.order_id, 1))
             data = escrow.encode_abi("refund", args=[forged.as_tuple(), 1, oracle.address, signature])
@@ -820,16 +882,23 @@ class EscrowMachine(RuleBasedStateMachine):
         signature = sign(self.env.oracle_key.key, batch_typed_data(self.env.domain, fulfilments))
         args = [[o.as_ref_tuple() for o in batch], [f.as_tuple() for f in fulfilments]]
         call = self.env.escrow.encode_abi("settleBatch", args=[*args, self.env.oracle_key.address, signature])
+        closed = {o.order_id for o in batch if self._window_closed(o)}  # judged before the block is mined
         receipt = self._transact(self.base.escrow, call, self.env.bystander)
         expected = []
+        skipped = []
         for order in batch:
-            if self.status[order.order_id] == OrderStatus.PAID:
+            if self.status[order.order_id] != OrderStatus.PAID:
+                skipped.append((order.order_id, SKIP_NOT_PAID))
+                self.touched_orders.add(order.order_id)
+            elif order.order_id in closed:
+                skipped.append((order.order_id, SKIP_WINDOW_CLOSED))
+                self.touched_orders.add(order.order_id)
+            else:
                 self._credit_settlement(order)
                 expected.append((order.order_id, OrderStatus.SETTLED))
-            else:
-                self.touched_orders.add(order.order_id)
-        event("settleBatch " + ("skipped ended orders" if len(expected) < len(batch) else "settled all"))
+        event("settleBatch " + ("skipped some orders" if skipped else "settled all"))
         assert self._ended_in(receipt) == expected, "settleBatch settled a different set of orders"
+        assert self._skipped_in(receipt) == skipped, "settleBatch skipped a different set of orders"
         assert self._attested_in(receipt) == [len(expected)], "FulfilmentsAttested must count the settled"
 
     # ------------------------------------------------------------------ rules: refund and reclaim
@@ -857,27 +926,28 @@ class EscrowMachine(RuleBasedStateMachine):
                 self.base.escrow, data, self.env.bystander, "OrderNotPaid", self._not_paid(order)
             )
             return
-        if self.chain.now() <= order.fulfilment_deadline:
-            self.env.chain.warp(order.fulfilment_deadline + 1)
+        if not self._window_closed(order):  # warp(t): the next block is mined at t
+            self.env.chain.warp(self.env.reclaim_opens(order))
         receipt = self._transact(self.base.escrow, data, self.env.bystander)
         self._expect_single_end(receipt, order, OrderStatus.RECLAIMED)
         self._repay(order, OrderStatus.RECLAIMED, receipt)
 
     def _reclaimable_early(self) -> list[Order]:
         now = self.chain.now()
-        return [o for o in self._open() if o.fulfilment_deadline > now + TIME_MARGIN]
+        return [o for o in self._open() if self.env.window_end(o) > now + TIME_MARGIN]
 
     @precondition(lambda self: bool(self._reclaimable_early()))
     @rule(data=st.data())
     def reclaim_before_deadline(self, data: st.DataObject) -> None:
+        """Before the settlement window closes (the deadline and its grace), nobody may reclaim."""
         order = data.draw(st.sampled_from(self._reclaimable_early()), "order")
-        now, deadline = self.chain.now(), order.fulfilment_deadline
+        now, end = self.chain.now(), self.env.window_end(order)
         call = self.env.escrow.encode_abi("reclaim", args=[order.as_tuple()])
 
-        def not_passed(args: tuple[Any, ...]) -> bool:
-            return args[:2] == (order.order_id, deadline) and now <= args[2] <= deadline
+        def still_open(args: tuple[Any, ...]) -> bool:
+            return args[:2] == (order.order_id, end) and now <= args[2] <= end
 
-        self._expect_revert(self.base.escrow, call, self.env.bystander, "DeadlineNotPassed", not_passed)
+        self._expect_revert(self.base.escrow, call, self.env.bystander, "SettlementWindowOpen", still_open)
 
     # ------------------------------------------------------------------ rules: payouts
 

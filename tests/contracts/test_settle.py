@@ -229,13 +229,27 @@ def test_fulfilled_after_deadline_rejected(env: EscrowEnv) -> None:
 def test_fulfilled_at_deadline_settles_even_when_submitted_late(env: EscrowEnv) -> None:
     order = env.make_order(quote_ttl=60, deadline_ttl=120)
     env.pay(order)
-    env.chain.warp(order.fulfilment_deadline + 600)
+    env.chain.warp(env.window_end(order))  # the last second of the settlement window
 
     env.settle(order, fulfilment=env.fulfilment(order, fulfilled_at=order.fulfilment_deadline))
 
     assert env.status(order) == OrderStatus.SETTLED
     assert env.escrow_balance(order.merchant, order.token) == order.merchant_amount
     assert env.fee_balance(order.token) == order.fee
+
+
+def test_proof_after_the_settlement_window_rejected(env: EscrowEnv) -> None:
+    """v1 accepted a proof at any time, racing reclaim; now the window closes when reclaim opens."""
+    order = env.make_order(quote_ttl=60, deadline_ttl=120)
+    env.pay(order)
+    late = env.reclaim_opens(order)
+    env.chain.warp(late)
+
+    with env.reverts("SettlementWindowClosed", order.order_id, env.window_end(order), late):
+        env.settle(order, fulfilment=env.fulfilment(order, fulfilled_at=order.fulfilment_deadline))
+
+    assert env.status(order) == OrderStatus.PAID
+    assert env.escrow_balance(order.merchant, order.token) == 0
 
 
 @pytest.mark.parametrize("ended", ["refunded", "reclaimed"])
@@ -246,7 +260,7 @@ def test_ended_order_cannot_be_settled(env: EscrowEnv, ended: str) -> None:
         env.refund(order)
         status = OrderStatus.REFUNDED
     else:
-        env.chain.warp(order.fulfilment_deadline + 1)
+        env.chain.warp(env.reclaim_opens(order))
         env.reclaim(order)
         status = OrderStatus.RECLAIMED
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from typing import Any
 
 from cardless.protocol import Order, OrderStatus, batch_digest, batch_typed_data, fulfilment_typed_data
 from tests.contracts.harness import EscrowEnv
@@ -74,7 +75,7 @@ def test_orders_no_longer_paid_are_skipped_without_reverting(env: EscrowEnv) -> 
     env.pay(reclaimed)
     env.settle(settled)
     env.refund(refunded)
-    env.chain.warp(reclaimed.fulfilment_deadline + 1)
+    env.chain.warp(env.reclaim_opens(reclaimed))
     env.reclaim(reclaimed)
     merchant = settled.merchant
     credited = env.escrow_balance(merchant, env.usdc.address)
@@ -86,6 +87,7 @@ def test_orders_no_longer_paid_are_skipped_without_reverting(env: EscrowEnv) -> 
     receipt = env.settle_batch(batch, fulfilments=fulfilments)
 
     assert [bytes(e.args.orderId) for e in env.events(receipt, "OrderSettled")] == [open_.order_id]
+    assert _skipped(env, receipt) == [(o.order_id, NOT_PAID) for o in (settled, refunded, reclaimed)]
     assert (env.status(settled), env.status(refunded), env.status(reclaimed), env.status(open_)) == (
         OrderStatus.SETTLED,
         OrderStatus.REFUNDED,
@@ -120,41 +122,71 @@ def test_order_repeated_in_one_batch_is_credited_once(env: EscrowEnv) -> None:
     assert env.fee_balance(order.token) == order.fee
 
 
-def test_order_mismatch_reverts_whole_batch(env: EscrowEnv) -> None:
+def _skipped(env: EscrowEnv, receipt: Any) -> list[tuple[bytes, int]]:
+    return [(bytes(e.args.orderId), int(e.args.reason)) for e in env.events(receipt, "SettlementSkipped")]
+
+
+NOT_PAID, MISMATCH, LATE, WINDOW_CLOSED = 1, 2, 3, 4  # ICardlessEscrow.SkipReason
+
+
+def test_order_mismatch_is_skipped_and_the_rest_settle(env: EscrowEnv) -> None:
     first, second, third = _paid(env, 3)
     tampered = dataclasses.replace(second, amount=second.amount * 2)
 
-    with env.reverts("OrderMismatch", second.order_id):
-        env.settle_batch([first, tampered, third])
+    receipt = env.settle_batch([first, tampered, third])
 
-    assert [env.status(o) for o in (first, second, third)] == [OrderStatus.PAID] * 3
-    assert env.escrow_balance(first.merchant, first.token) == 0
-    assert env.fee_balance(first.token) == 0
+    assert _skipped(env, receipt) == [(second.order_id, MISMATCH)]
+    assert [env.status(o) for o in (first, second, third)] == [
+        OrderStatus.SETTLED,
+        OrderStatus.PAID,
+        OrderStatus.SETTLED,
+    ]
+    assert env.escrow_balance(first.merchant, first.token) == first.merchant_amount + third.merchant_amount
+    assert env.fee_balance(first.token) == first.fee + third.fee
 
 
-def test_never_paid_order_reverts_whole_batch_as_mismatch(env: EscrowEnv) -> None:
+def test_never_paid_order_is_skipped_as_mismatch(env: EscrowEnv) -> None:
     (paid,) = _paid(env, 1)
     unknown = env.make_order()
 
-    # Unlike settle (OrderNotPaid with status None), the batch compares digests first.
-    with env.reverts("OrderMismatch", unknown.order_id):
-        env.settle_batch([paid, unknown])
+    receipt = env.settle_batch([paid, unknown])
 
-    assert env.status(paid) == OrderStatus.PAID
-    assert env.escrow_balance(paid.merchant, paid.token) == 0
+    assert _skipped(env, receipt) == [(unknown.order_id, MISMATCH)]
+    assert env.status(paid) == OrderStatus.SETTLED
+    assert env.status(unknown) == OrderStatus.NONE
 
 
-def test_fulfilled_after_deadline_reverts_whole_batch(env: EscrowEnv) -> None:
+def test_fulfilled_after_deadline_is_skipped_not_reverting_the_batch(env: EscrowEnv) -> None:
+    """v1 reverted the whole batch for one late entry, and the worker picked the same batch every tick."""
     first, second = _paid(env, 2)
     fulfilments = [env.fulfilment(first), env.fulfilment(second, fulfilled_at=second.fulfilment_deadline + 1)]
 
-    with env.reverts(
-        "FulfilledAfterDeadline", second.order_id, second.fulfilment_deadline + 1, second.fulfilment_deadline
-    ):
-        env.settle_batch([first, second], fulfilments=fulfilments)
+    receipt = env.settle_batch([first, second], fulfilments=fulfilments)
 
-    assert env.status(first) == OrderStatus.PAID
-    assert env.escrow_balance(first.merchant, first.token) == 0
+    assert _skipped(env, receipt) == [(second.order_id, LATE)]
+    assert (env.status(first), env.status(second)) == (OrderStatus.SETTLED, OrderStatus.PAID)
+    assert env.escrow_balance(first.merchant, first.token) == first.merchant_amount
+    (attested,) = env.events(receipt, "FulfilmentsAttested")
+    assert attested.args.orders == 1
+
+
+def test_an_order_past_its_settlement_window_is_skipped_and_the_rest_settle(env: EscrowEnv) -> None:
+    """The worker-level version (one late order in a batch of 50) is in tests/oracles/test_settlement.py."""
+    late = env.make_order(buyer=env.buyers[1].address, quote_ttl=60, deadline_ttl=120)
+    env.pay(late)
+    env.chain.warp(env.reclaim_opens(late))  # its settlement window has closed
+    orders = _paid(env, 9)
+    batch = [*orders[:4], late, *orders[4:]]
+    fulfilments = [env.fulfilment(o, fulfilled_at=min(o.fulfilment_deadline, env.chain.now())) for o in batch]
+
+    receipt = env.settle_batch(batch, fulfilments=fulfilments)
+
+    assert _skipped(env, receipt) == [(late.order_id, WINDOW_CLOSED)]
+    assert [env.status(o) for o in orders] == [OrderStatus.SETTLED] * 9
+    assert env.status(late) == OrderStatus.PAID
+    assert env.escrow_balance(orders[0].merchant, orders[0].token) == sum(o.merchant_amount for o in orders)
+    env.reclaim(late)
+    assert env.status(late) == OrderStatus.RECLAIMED
 
 
 def test_empty_batch_rejected(env: EscrowEnv) -> None:

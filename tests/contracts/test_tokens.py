@@ -61,7 +61,7 @@ def test_no_return_token_refund_and_reclaim(env: EscrowEnv) -> None:
     )
 
     refund_receipt = env.refund(refunded)
-    env.chain.warp(reclaimed.fulfilment_deadline + 1)
+    env.chain.warp(env.reclaim_opens(reclaimed))
     reclaim_receipt = env.reclaim(reclaimed)
 
     # A transfer that returns nothing counts as success: the buyers are paid, nothing is deferred.
@@ -202,7 +202,7 @@ def test_reentry_during_refund_blocked(env: EscrowEnv) -> None:
 def test_reentry_during_reclaim_blocked(env: EscrowEnv) -> None:
     token, settled = _reentrant_setup(env)
     order = _paid(env, token, amount=1_000_000, buyer=env.buyers[1].address, quote_ttl=60, deadline_ttl=120)
-    env.chain.warp(order.fulfilment_deadline + 1)
+    env.chain.warp(env.reclaim_opens(order))
     env.send(
         token.functions.arm(env.escrow.address, env.escrow.encode_abi("reclaim", [order.as_tuple()])),
         env.owner,
@@ -241,7 +241,7 @@ def test_blacklisted_buyer_reclaim_is_credited(env: EscrowEnv) -> None:
     token = _token(env, "BlacklistToken")
     order = _paid(env, token, quote_ttl=60, deadline_ttl=120)
     env.send(token.functions.setBlacklisted(order.buyer, True), env.owner)
-    env.chain.warp(order.fulfilment_deadline + 1)
+    env.chain.warp(env.reclaim_opens(order))
 
     receipt = env.reclaim(order)
 

@@ -15,7 +15,18 @@ from cardless.ledger.transitions import transition
 from cardless.protocol import RefundReason
 from oracles.deadlines import purge_unpaid_quotes, refund_near_deadline, refundable_before_deadline
 from oracles.outcomes import Outcomes
-from tests.oracles._ledger import CIPHER, T0, FakeAdapter, adapters, add_order, backdate, get, lease, refused
+from tests.oracles._ledger import (
+    CIPHER,
+    T0,
+    FakeAdapter,
+    adapters,
+    add_order,
+    backdate,
+    get,
+    lease,
+    refused,
+    worker,
+)
 from tests.support.orders import order_row
 
 S = OrderState
@@ -109,3 +120,24 @@ def test_purging_goes_in_batches(ledger: sessionmaker[Session]) -> None:
     for _ in range(5):
         _quoted(ledger, T0 - RETENTION - 10, then=[S.EXPIRED])
     assert [purge_unpaid_quotes(ledger, T0, RETENTION, batch=2) for _ in range(4)] == [2, 2, 1, 0]
+
+
+@pytest.mark.anyio
+async def test_the_worker_never_calls_a_provider_for_an_order_it_could_not_settle_in_time(
+    ledger: sessionmaker[Session],
+) -> None:
+    """A top-up that may complete after the deadline can never be settled (the escrow refuses a proof with
+    ``fulfilledAt > fulfilmentDeadline``): inside the margin the order is refunded, and no provider is
+    called even between the periodic deadline jobs."""
+    near = add_order(ledger, deadline=NEAR)
+    far = add_order(ledger, deadline=T0 + MARGIN + 1)
+    provider = FakeAdapter("alpha")
+    w = worker(ledger, provider, "worker-a", deadline_margin=MARGIN)
+
+    assert w.start_provider_calls(S.RISK_CHECKED, chain_now=T0) == 2  # one refunded, one submitted
+    await w.drain()
+
+    assert provider.submits == {far: 1}
+    row = get(ledger, near)
+    assert row.state == S.FAILED_FINAL.value and row.refund_reason == int(RefundReason.DEADLINE_APPROACHING)
+    assert get(ledger, far).state == S.SUCCEEDED.value

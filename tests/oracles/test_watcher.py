@@ -180,7 +180,7 @@ def activity(env: EscrowEnv) -> list[TxReceipt]:
     receipts = [env.pay(settled), env.pay(refunded), env.pay(reclaimed)]
     receipts.append(env.settle(settled))
     receipts.append(env.refund(refunded, 3))
-    env.chain.warp(reclaimed.fulfilment_deadline + 1)
+    env.chain.warp(env.reclaim_opens(reclaimed))
     receipts.append(env.reclaim(reclaimed))
     return receipts
 

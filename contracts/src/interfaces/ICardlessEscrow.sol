@@ -17,7 +17,8 @@ interface ICardlessEscrow {
     /// @param amount Price in the token's base units, fee included.
     /// @param feeBps Platform fee in basis points of `amount`, at most the fee cap at payment time.
     /// @param quoteExpiry Last timestamp at which the quote may be paid.
-    /// @param fulfilmentDeadline Last timestamp at which a top-up may have happened; after it, anyone may reclaim.
+    /// @param fulfilmentDeadline Last timestamp at which a top-up may have happened. Proofs are accepted until
+    ///        `fulfilmentDeadline + SETTLEMENT_GRACE`; after that, anyone may reclaim.
     /// @param skuHash keccak256 of the SKU identifier.
     /// @param accountCommitment keccak256(game account, salt); the account itself never goes on chain.
     struct Order {
@@ -64,6 +65,15 @@ interface ICardlessEscrow {
         Reclaimed
     }
 
+    /// @notice Why `settleBatch` skipped an entry (`None` is never emitted).
+    enum SkipReason {
+        None,
+        NotPaid,
+        OrderMismatch,
+        FulfilledAfterDeadline,
+        SettlementWindowClosed
+    }
+
     // ------------------------------------------------------------------ events
 
     /// @notice A buyer paid an order into escrow. Carries the whole order so watchers need no other source.
@@ -89,10 +99,15 @@ interface ICardlessEscrow {
     ///         not those it skipped). Emitted after the batch's `OrderSettled` events.
     event FulfilmentsAttested(bytes32 indexed digest, address indexed signer, uint256 orders);
 
+    /// @notice `settleBatch` left an entry unsettled and credited nothing for it: the order was no longer
+    ///         `Paid`, its calldata did not match the paid order (or it was never paid), its proof says the
+    ///         top-up happened after the deadline, or its settlement window had closed.
+    event SettlementSkipped(bytes32 indexed orderId, SkipReason reason);
+
     /// @notice The oracle refunded a failed order to the buyer.
     event OrderRefunded(bytes32 indexed orderId, uint16 reasonCode, address signer);
 
-    /// @notice Someone reclaimed an order that was not fulfilled by its deadline; the buyer was repaid.
+    /// @notice Someone reclaimed an order not settled within its settlement window; the buyer was repaid.
     event OrderReclaimed(bytes32 indexed orderId, address caller);
 
     /// @notice A refund could not be pushed to the buyer and was credited to their balance instead.
@@ -160,8 +175,12 @@ interface ICardlessEscrow {
     error OrderNotPaid(bytes32 orderId, OrderStatus status);
     /// @notice The proof says the top-up happened after the fulfilment deadline.
     error FulfilledAfterDeadline(bytes32 orderId, uint48 fulfilledAt, uint48 fulfilmentDeadline);
-    /// @notice The fulfilment deadline has not passed yet.
-    error DeadlineNotPassed(bytes32 orderId, uint48 fulfilmentDeadline, uint256 timestamp);
+    /// @notice The settlement window (`fulfilmentDeadline + SETTLEMENT_GRACE`) has not closed yet: the order
+    ///         cannot be reclaimed before `closesAt` has passed.
+    error SettlementWindowOpen(bytes32 orderId, uint256 closesAt, uint256 timestamp);
+    /// @notice The settlement window closed at `closesAt`: no proof is accepted any more; the order can only
+    ///         be refunded or reclaimed.
+    error SettlementWindowClosed(bytes32 orderId, uint256 closesAt, uint256 timestamp);
     /// @notice A batch must contain at least one order and one fulfilment per order.
     error BatchLengthMismatch(uint256 orders, uint256 fulfilments);
     /// @notice Nothing to pay out.
@@ -195,12 +214,14 @@ interface ICardlessEscrow {
         bytes32 s
     ) external;
 
-    /// @notice Reclaim an order that nobody fulfilled by its deadline. Anyone may call; the buyer is paid.
+    /// @notice Reclaim an order nobody settled within its settlement window (after
+    ///         `fulfilmentDeadline + SETTLEMENT_GRACE`). Anyone may call; the buyer is paid.
     function reclaim(Order calldata order) external;
 
     // ------------------------------------------------------------------ oracle
 
-    /// @notice Settle one order on a fulfilment proof. Anyone holding a valid proof may call.
+    /// @notice Settle one order on a fulfilment proof. Anyone holding a valid proof may call, until
+    ///         `fulfilmentDeadline + SETTLEMENT_GRACE`; the proof's `fulfilledAt` must be at most the deadline.
     /// @param order The settlement fields of the order as paid (see `OrderRef`).
     /// @param fulfilment The oracle's receipt hash and fulfilment time.
     /// @param oracleSigner The oracle key (EOA or EIP-1271 contract) that signed the proof.
@@ -213,9 +234,11 @@ interface ICardlessEscrow {
     ) external;
 
     /// @notice Settle many orders on one signature over `FulfilmentBatch(Fulfilment[] fulfilments)`.
-    /// @dev Orders that are no longer `Paid` (already settled, refunded or reclaimed) are skipped rather
-    ///      than reverting the batch, so a racing reclaim cannot block the other orders. An order whose
-    ///      calldata does not match its stored digest reverts the batch.
+    /// @dev An entry that cannot be settled is skipped with `SettlementSkipped(orderId, reason)` instead of
+    ///      reverting the batch: an order no longer `Paid` (settled, refunded or reclaimed), calldata that does
+    ///      not match the stored digest (or an order never paid), `fulfilledAt` after the deadline, or a closed
+    ///      settlement window. One bad entry never delays the others. Only a bad signature or mismatched array
+    ///      lengths revert the batch.
     function settleBatch(
         OrderRef[] calldata orders,
         Fulfilment[] calldata fulfilments,
