@@ -124,7 +124,9 @@ def history(audit_node: DevNode) -> History:
     env.pay(reclaimed)
     open_past = order(deadline_ttl=800)
     env.pay(open_past)
-    env.chain.warp(open_past.fulfilment_deadline + 1)
+    # protocol v2: a reclaim waits for the settlement window (deadline + SETTLEMENT_GRACE) to close
+    grace = int(env.escrow.functions.SETTLEMENT_GRACE().call()) if _has(env, "SETTLEMENT_GRACE") else 0
+    env.chain.warp(open_past.fulfilment_deadline + grace + 1)
     env.reclaim(reclaimed)
     open_in_time = order()
     env.pay(open_in_time)
@@ -155,6 +157,10 @@ def history(audit_node: DevNode) -> History:
         receipts=receipts,
         accounts=accounts,
     )
+
+
+def _has(env: EscrowEnv, function: str) -> bool:
+    return any(item.get("name") == function for item in env.escrow.abi)
 
 
 def _fields(order: Order) -> dict[str, object]:
