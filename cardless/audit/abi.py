@@ -8,7 +8,7 @@ a name means.
 from __future__ import annotations
 
 import dataclasses
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from eth_abi import decode as abi_decode
@@ -23,7 +23,14 @@ from eth_utils.abi import (
 
 from cardless.protocol.artifacts import load_artifact
 
-__all__ = ["Call", "EscrowAbi", "Event", "escrow_abi", "hexstr", "normalise"]
+__all__ = ["Call", "EscrowAbi", "Event", "checksum", "escrow_abi", "hexstr", "normalise"]
+
+
+@lru_cache(maxsize=1 << 16)
+def checksum(address: str | bytes) -> str:
+    """EIP-55 form, cached: a history names the same few buyers, merchants, tokens and signers over and
+    over, and each conversion costs a keccak."""
+    return str(to_checksum_address(address))
 
 
 def hexstr(value: bytes) -> str:
@@ -33,7 +40,7 @@ def hexstr(value: bytes) -> str:
 def normalise(abi_type: str, value: Any) -> Any:
     """Addresses checksummed, everything else as eth-abi returns it (bytes, int, bool, tuples)."""
     if abi_type == "address":
-        return to_checksum_address(value)
+        return checksum(value)
     return value
 
 

@@ -4,6 +4,7 @@ happened is counted, proved and reconciled, and an honest history has no violati
 from __future__ import annotations
 
 import pytest
+from eth_utils import keccak
 
 from cardless.audit import Auditor, ChainReader
 from cardless.protocol import NATIVE_TOKEN
@@ -36,3 +37,21 @@ def test_an_honest_history_has_no_violation_and_its_totals(history: History) -> 
     assert NATIVE_TOKEN not in report["surplus"]
     assert report["protocol_version"] == "1"
     assert report["rpc"]["calls"] > 0
+
+
+def test_the_fast_quote_digest_is_the_protocols(history: History) -> None:
+    from cardless.audit.auditor import _QuoteDigests
+    from cardless.protocol import EscrowDomain, quote_typed_data, sign
+
+    domain = EscrowDomain(history.w3.eth.chain_id, history.escrow)
+    quotes = _QuoteDigests(domain)
+    orders = [history.settled_single, history.native, history.open_in_time]
+    for order in orders:
+        message = quote_typed_data(domain, order)
+        assert quotes.digest(order) == keccak(b"\x19" + message.version + message.header + message.body)
+    assert quotes.trusted is True
+    key = history.env.quote_key
+    signature = sign(key.key, quote_typed_data(domain, orders[0]))
+    assert quotes.recovers(orders[0], signature, key.address)
+    assert not quotes.recovers(orders[1], signature, key.address)  # another order's quote
+    assert not quotes.recovers(orders[0], signature[:64], key.address)  # not 65 bytes: EIP-1271's path
