@@ -55,3 +55,14 @@ def test_the_fast_quote_digest_is_the_protocols(history: History) -> None:
     assert quotes.recovers(orders[0], signature, key.address)
     assert not quotes.recovers(orders[1], signature, key.address)  # another order's quote
     assert not quotes.recovers(orders[0], signature[:64], key.address)  # not 65 bytes: EIP-1271's path
+
+
+def test_balances_reconciled_every_n_blocks(history: History) -> None:
+    _, report = _audit(history, balance_every=10)
+    assert report["violations"] == []
+    blocks = sorted({c["block"] for c in report["balance_checks"]})
+    latest = history.w3.eth.block_number
+    assert blocks == [*range(9, latest, 10), latest]
+    usdc = history.env.usdc.address
+    (last,) = [c for c in report["balance_checks"] if c["block"] == latest and c["token"] == usdc]
+    assert int(last["balance"]) - int(last["owed"]) == history.surplus

@@ -126,3 +126,31 @@ def test_an_order_paid_twice_and_ended_twice(history: History) -> None:
     report = _run(history, TamperedReader(history.w3, edit=duplicate))
     assert "pay.duplicate" in _rules(report, history.refunded.order_id)
     assert "end.twice" in _rules(report, history.settled_single.order_id)
+
+
+def test_a_settlement_after_the_window_and_a_reclaim_before_the_deadline(history: History) -> None:
+    """The block times are what the node says: a node that reports the settlement's block after the
+    settlement window closed, and the reclaim's block before the deadline, shows what an escrow that
+    skipped those checks would have done."""
+    auditor_grace = Auditor(ChainReader(history.w3), history.escrow).grace
+    settled, reclaimed = history.settled_single, history.reclaimed
+
+    class Clock(TamperedReader):
+        def block_timestamps(self, numbers: Any) -> dict[int, int]:
+            real = super().block_timestamps(numbers)
+            return {n: shifted.get(n, t) for n, t in real.items()}
+
+    reader = Clock(history.w3)
+    honest = Auditor(ChainReader(history.w3), history.escrow).run(0, history.w3.eth.block_number).state
+    shifted = {
+        honest.orders["0x" + reclaimed.order_id.hex()].ended_block: reclaimed.fulfilment_deadline - 1,  # type: ignore[dict-item]
+    }
+    if auditor_grace is not None:  # protocol v2: a settlement window
+        shifted[honest.orders["0x" + settled.order_id.hex()].ended_block] = (  # type: ignore[index]
+            settled.fulfilment_deadline + auditor_grace + 1
+        )
+    report = _run(history, reader)
+    assert _rules(report, reclaimed.order_id) == {"reclaim.before-deadline"}
+    if auditor_grace is not None:
+        assert _rules(report, settled.order_id) == {"settle.window-closed"}
+    assert _rules(report) <= {"reclaim.before-deadline", "settle.window-closed"}
