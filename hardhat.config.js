@@ -54,6 +54,7 @@ const EXPORTED = {
   "contracts/test-helpers/ReentrantToken.sol:ReentrantToken": "test-helpers/ReentrantToken.json",
   "contracts/test-helpers/RevertingReceiver.sol:RevertingReceiver": "test-helpers/RevertingReceiver.json",
   "contracts/test-helpers/ERC1271Signer.sol:ERC1271Signer": "test-helpers/ERC1271Signer.json",
+  "contracts/test-helpers/AcceptAnySignature.sol:AcceptAnySignature": "test-helpers/AcceptAnySignature.json",
 };
 
 task("export-build", "Write contracts/build/*.json from a fresh compile")

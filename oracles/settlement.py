@@ -18,8 +18,10 @@ import logging
 from collections.abc import Sequence
 from datetime import timedelta
 
+from eth_account.messages import SignableMessage
 from eth_utils import to_bytes
 from sqlalchemy.orm import Session, sessionmaker
+from web3 import Web3
 from web3.contract import Contract
 
 from cardless import protocol
@@ -139,11 +141,10 @@ class Settlement:
         batch = Batch(tuple(rows))
         orders = [order_from_row(r) for r in rows]
         if len(rows) == 1:
+            message = protocol.fulfilment_typed_data(self.proofs.domain, fulfilment_of(rows[0]))
+            signer, signature = self._signed_by_authorised(rows[0].id, "proof_signature", message)
             call = self.escrow.functions.settle(
-                orders[0].as_ref_tuple(),
-                fulfilment_of(rows[0]).as_tuple(),
-                self.proofs.proof_key.address,
-                to_bytes(hexstr=rows[0].proof_signature or "0x"),
+                orders[0].as_ref_tuple(), fulfilment_of(rows[0]).as_tuple(), signer, signature
             )
             purpose = "settle"
         else:
@@ -169,18 +170,45 @@ class Settlement:
     def _refund(self, row: Order) -> int:
         if not self._on_chain_paid(row):
             return 0
-        call = self.escrow.functions.refund(
-            order_from_row(row).as_tuple(),
-            int(row.refund_reason or RefundReason.PROVIDER_REJECTED),
-            self.proofs.proof_key.address,
-            to_bytes(hexstr=row.refund_signature or "0x"),
-        )
+        reason = int(row.refund_reason or RefundReason.PROVIDER_REJECTED)
+        message = protocol.refund_typed_data(self.proofs.domain, protocol.order_id_from_hex(row.id), reason)
+        signer, signature = self._signed_by_authorised(row.id, "refund_signature", message)
+        call = self.escrow.functions.refund(order_from_row(row).as_tuple(), reason, signer, signature)
         try:
             self.tx.send("refund", [row.id], call)
         except ContractRevert as exc:
             log.error("refund of %s would revert: %s", row.id, exc)
             return 0
         return 1
+
+    def _signed_by_authorised(
+        self, order_id: str, column: str, message: SignableMessage
+    ) -> tuple[str, bytes]:
+        """The stored signature of ``order_id`` (``column``) with the address that made it, recovered from
+        the signature itself, while the escrow still authorises that signer; otherwise (the key was rotated
+        out) the message re-signed with the current proof key, which replaces the stored signature. Posting
+        the stored signature under the current key's address would revert after every rotation."""
+        with self.sessions() as session:
+            row = session.get(Order, order_id)
+            stored = getattr(row, column, None) if row is not None else None
+        if stored:
+            signature = to_bytes(hexstr=stored)
+            try:
+                signer: str | None = protocol.recover_signer(message, signature)
+            except Exception:  # a malformed stored signature: re-sign below
+                signer = None
+            if signer is not None and self.escrow.functions.isOracleSigner(signer).call():
+                return signer, signature
+        key = self.proofs.proof_key
+        signature = protocol.sign(key.key, message)
+        log.info(
+            "re-signing %s of %s with %s: its signer is no longer authorised", column, order_id, key.address
+        )
+        with self.sessions.begin() as session:
+            row = session.get(Order, order_id)
+            if row is not None:
+                setattr(row, column, Web3.to_hex(signature))
+        return key.address, signature
 
     def _on_chain_paid(self, row: Order) -> bool:
         status = protocol.OrderStatus(
@@ -198,8 +226,10 @@ def settleable(row: Order, chain_now: int | None) -> bool:
 
 
 class MerchantSweep:
-    """Pays merchants' escrow balances out to their own addresses (``withdraw`` is permissionless and
-    always pays the merchant), so merchants are paid without acting. Call it on a schedule."""
+    """Pays merchants' escrow balances out to their payout addresses, so merchants are paid without
+    acting. ``withdraw`` always pays the account's payout address, and only the account, that address or
+    an authorised sweeper may call it: the deployment makes the oracle's gas key a sweeper
+    (``setSweeper``). Call it on a schedule."""
 
     def __init__(
         self, escrow: Contract, tx: TxManager, merchants: Sequence[str], tokens: Sequence[str]

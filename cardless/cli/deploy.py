@@ -56,6 +56,8 @@ class DeployPlan:
     allow_native: bool
     rpc_url: str
     """Written into the deployment file (where gateways and oracles reach the chain)."""
+    sweepers: Sequence[ChecksumAddress] = ()
+    """Accounts that may trigger merchants' withdrawals (the oracle's gas key runs the sweep job)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.fee_cap_bps <= MAX_FEE_CAP_BPS:
@@ -176,6 +178,7 @@ def deploy_escrow(
     ]
     if plan.allow_native:
         steps.append(("setTokenAllowed(ETH)", escrow.functions.setTokenAllowed(NATIVE_TOKEN, True)))
+    steps += [(f"setSweeper({s})", escrow.functions.setSweeper(s, True)) for s in plan.sweepers]
     for what, function in steps:
         signer.call(what, function)
         say(what)

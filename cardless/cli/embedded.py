@@ -47,7 +47,11 @@ def start_embedded_chain(
         tx = w3.eth.send_transaction({"from": funder, "to": gas.address, "value": Wei(_GAS_FUNDING)})
         w3.eth.wait_for_transaction_receipt(tx)
         deployment = deploy_dev_system(
-            w3, quote_signer=quote.address, oracle_signer=oracle.address, rpc_url=node.url
+            w3,
+            quote_signer=quote.address,
+            oracle_signer=oracle.address,
+            rpc_url=node.url,
+            sweeper=gas.address,
         )
         deployment.save(settings.effective_deployment_file)
     except BaseException:

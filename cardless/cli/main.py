@@ -241,6 +241,10 @@ def deploy(
             tokens=[_address(a, "--token") for a in token or []],
             allow_native=native,
             rpc_url=settings.chain_rpc_url,
+            # the oracle's sweep job sends withdraw() from the gas key, which the escrow must allow
+            sweepers=[_keystore_address(gas, "gas keystore")]
+            if (gas := keys / KEYSTORE_FILES["gas"]).exists()
+            else [],
         )
         w3 = Web3(HTTPProvider(settings.chain_rpc_url, request_kwargs={"timeout": 30}))
         deployment = deploy_escrow(

@@ -120,6 +120,7 @@ def deploy_escrow(
     oracle_signers: list[ChecksumAddress],
     tokens: list[ChecksumAddress],
     allow_native: bool = True,
+    sweepers: list[ChecksumAddress] | None = None,
 ) -> tuple[Contract, EscrowDomain]:
     """Deploy and configure ``CardlessEscrow``; returns it with its EIP-712 domain."""
     escrow = deploy_contract(w3, "CardlessEscrow", owner, fee_recipient, fee_cap_bps, sender=owner)
@@ -128,6 +129,7 @@ def deploy_escrow(
     calls += [escrow.functions.setTokenAllowed(t, True) for t in tokens]
     if allow_native:
         calls.append(escrow.functions.setTokenAllowed(NATIVE_TOKEN, True))
+    calls += [escrow.functions.setSweeper(s, True) for s in sweepers or []]
     for call in calls:
         receipt = w3.eth.wait_for_transaction_receipt(call.transact({"from": owner}))
         if receipt["status"] != 1:

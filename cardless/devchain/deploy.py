@@ -45,6 +45,7 @@ def deploy_dev_system(
     funded_accounts: Sequence[ChecksumAddress] | None = None,
     mint_amount: int = DEV_MINT_AMOUNT,
     rpc_url: str | None = None,
+    sweeper: ChecksumAddress | None = None,
 ) -> Deployment:
     """Deploy the test stablecoin and the escrow on a dev chain; returns the deployment to save.
 
@@ -78,6 +79,7 @@ def deploy_dev_system(
         oracle_signers=[oracle_signer],
         tokens=[usdc.address],
         allow_native=True,
+        sweepers=[sweeper] if sweeper else [],
     )
     return Deployment(
         chain_id=w3.eth.chain_id,

@@ -81,6 +81,8 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
     mapping(address signer => bool authorised) public isQuoteSigner;
     /// @notice Tokens accepted for new payments; address(0) is native ETH.
     mapping(address token => bool allowed) public isTokenAllowed;
+    /// @notice Accounts (the oracle's sweep job) that may trigger any account's withdrawal to its payout address.
+    mapping(address sweeper => bool authorised) public isSweeper;
 
     // ------------------------------------------------------------------ constructor
 
@@ -270,10 +272,13 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
 
     /// @inheritdoc ICardlessEscrow
     function withdraw(address account, address token) external nonReentrant {
-        // checks
+        // checks: the account, its payout address or a sweeper; anyone else could race a payout change
+        address to = payoutAddressOf(account);
+        if (msg.sender != account && msg.sender != to && !isSweeper[msg.sender]) {
+            revert UnauthorisedWithdrawal(account, msg.sender);
+        }
         uint256 amount = _balances[account][token];
         if (amount == 0) revert NothingToWithdraw(account, token);
-        address to = payoutAddressOf(account);
         // effects
         _balances[account][token] = 0;
         emit Withdrawn(account, token, to, amount);
@@ -293,8 +298,11 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
 
     /// @inheritdoc ICardlessEscrow
     function setPayoutAddress(address payout) external {
-        // Paying out to the escrow itself would strand the funds: credited to nobody, held forever.
-        if (payout == address(this)) revert InvalidPayoutAddress(payout);
+        // Paying out to the escrow itself would strand the funds (credited to nobody, held forever), and to a
+        // token contract lose them. address(0) resets the payout to the caller itself.
+        if (payout == address(this) || (payout != address(0) && isTokenAllowed[payout])) {
+            revert InvalidPayoutAddress(payout);
+        }
         _payouts[msg.sender] = payout;
         emit PayoutAddressSet(msg.sender, payout == address(0) ? msg.sender : payout);
     }
@@ -313,6 +321,13 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
         if (signer == address(0)) revert ZeroAddress();
         isQuoteSigner[signer] = authorised;
         emit QuoteSignerSet(signer, authorised);
+    }
+
+    /// @inheritdoc ICardlessEscrow
+    function setSweeper(address sweeper, bool authorised) external onlyOwner {
+        if (sweeper == address(0)) revert ZeroAddress();
+        isSweeper[sweeper] = authorised;
+        emit SweeperSet(sweeper, authorised);
     }
 
     /// @inheritdoc ICardlessEscrow
@@ -398,6 +413,9 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
         // checks
         if (msg.sender != order.buyer) revert BuyerMismatch(orderId, order.buyer, msg.sender);
         if (!isTokenAllowed[order.token]) revert TokenNotAllowed(order.token);
+        // The buyer is msg.sender (never 0x0 or this contract); the merchant is only named in the quote.
+        _requireParty(orderId, order.merchant);
+        if (isTokenAllowed[order.buyer]) revert InvalidParty(orderId, order.buyer);
         if (order.amount == 0) revert ZeroAmount(orderId);
         // Bounds amount * feeBps in _fee, so settlement can never overflow for an order that was accepted.
         if (order.amount > MAX_AMOUNT) revert AmountTooLarge(orderId, order.amount, MAX_AMOUNT);
@@ -428,6 +446,15 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
         );
     }
 
+    /// @dev An account that may hold a balance or receive a payout: not 0x0 (anyone could then burn its
+    ///      credit), not this contract (credited to nobody), not an allow-listed token (tokens sent to a token
+    ///      contract are lost).
+    function _requireParty(bytes32 orderId, address account) internal view {
+        if (account == address(0) || account == address(this) || isTokenAllowed[account]) {
+            revert InvalidParty(orderId, account);
+        }
+    }
+
     /// @dev Pulls `amount` from the caller (`_acceptOrder` checked it is the order's buyer) and insists the
     ///      balance grew by exactly that much, which refuses fee-on-transfer and other tokens that would leave
     ///      the escrow short. Pulling from msg.sender, never from an argument, means nobody can spend another
@@ -453,16 +480,35 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
         _requireSignature(signer, digest, signature);
     }
 
-    /// @dev ECDSA first, EIP-1271 only if that fails. SignatureChecker.isValidSignatureNow would check the
-    ///      signer's code size first, costing a cold account access on every call for the common EOA case.
+    /// @dev ECDSA for keys, EIP-1271 only for contracts that are not EIP-7702-delegated EOAs. ECDSA is tried
+    ///      first: recovering a contract's address would need a key nobody has, so a match proves a key signed,
+    ///      and the common EOA case pays no cold account access for the signer's code. When it fails, EIP-1271
+    ///      is asked only if the signer has code that is not a delegation designator (0xef0100 || address):
+    ///      an EOA has no code, and a delegated EOA's delegate (possibly one its key authorised long ago, even
+    ///      with a chain-id-0 authorisation) must not speak for the key — in v1 an empty signature settled.
     function _requireSignature(address signer, bytes32 digest, bytes calldata signature) internal view {
-        // The third value only details a failed recovery; any failure falls through to EIP-1271 below.
+        // The third value only details a failed recovery; any failure falls through below.
         // slither-disable-next-line unused-return
         (address recovered, ECDSA.RecoverError err,) = ECDSA.tryRecoverCalldata(digest, signature);
         if (err == ECDSA.RecoverError.NoError && recovered == signer) return;
-        if (!SignatureChecker.isValidERC1271SignatureNowCalldata(signer, digest, signature)) {
+        if (!_isPlainContract(signer) || !SignatureChecker.isValidERC1271SignatureNowCalldata(signer, digest, signature))
+        {
             revert InvalidSignature(signer, digest);
         }
+    }
+
+    /// @dev True when `account` has code and that code is not an EIP-7702 delegation designator.
+    function _isPlainContract(address account) internal view returns (bool) {
+        uint256 size = account.code.length;
+        if (size == 0) return false;
+        if (size != 23) return true; // a designator is exactly 0xef0100 followed by a 20-byte address
+        bytes3 prefix;
+        assembly ("memory-safe") {
+            let ptr := mload(0x40)
+            extcodecopy(account, ptr, 0, 3)
+            prefix := mload(ptr)
+        }
+        return prefix != 0xef0100;
     }
 
     /// @dev Refund and reclaim pay the buyer. A buyer that cannot receive (reverting contract, blacklisted

@@ -1,8 +1,8 @@
 """A deployed escrow on the in-process chain, with helpers to drive every operation.
 
 Used by the contract tests, the Hypothesis state machine and ``bench/gas.py``. Keys:
-accounts[0] owner, [1] fee recipient, [2..4] buyers, [5..7] merchants, [8] bystander; the quote and
-oracle signers are off-chain keys that never hold ETH.
+accounts[0] owner, [1] fee recipient, [2..4] buyers, [5..7] merchants, [8] bystander, [9] sweeper; the
+quote and oracle signers are off-chain keys that never hold ETH.
 """
 
 from __future__ import annotations
@@ -97,6 +97,11 @@ class EscrowEnv:
     @property
     def bystander(self) -> ChecksumAddress:
         return self.chain.accounts[8].address
+
+    @property
+    def sweeper(self) -> ChecksumAddress:
+        """Authorised to trigger any account's withdrawal (the oracle's sweep job in production)."""
+        return self.chain.accounts[9].address
 
     # ------------------------------------------------------------------ transactions
 
@@ -276,7 +281,7 @@ class EscrowEnv:
         return self.send(self.escrow.functions.reclaim(order.as_tuple()), sender or self.bystander)
 
     def withdraw(self, account: str, token: str, *, sender: str | None = None) -> TxReceipt:
-        return self.send(self.escrow.functions.withdraw(account, token), sender or self.bystander)
+        return self.send(self.escrow.functions.withdraw(account, token), sender or self.sweeper)
 
     def withdraw_fees(self, token: str, *, sender: str | None = None) -> TxReceipt:
         return self.send(self.escrow.functions.withdrawFees(token), sender or self.bystander)
@@ -364,6 +369,34 @@ class EscrowEnv:
     def deploy_helper(self, name: str, *args: Any) -> Contract:
         return deploy_contract(self.w3, f"test-helpers/{name}", *args, sender=self.owner)
 
+    def delegate_eoa(self, key: LocalAccount, delegate: str, *, chain_id: int = 0) -> None:
+        """Give ``key``'s EOA the EIP-7702 code ``0xef0100 || delegate`` with a real set-code transaction
+        (type 4) carrying the key's authorisation; ``chain_id`` 0 makes it valid on every chain."""
+        authorisation = Account.sign_authorization(
+            {
+                "chainId": chain_id,
+                "address": delegate,
+                "nonce": self.w3.eth.get_transaction_count(key.address),
+            },
+            key.key,
+        )
+        sender = self.chain.accounts[8]
+        tx = {
+            "type": 4,
+            "chainId": self.w3.eth.chain_id,
+            "nonce": self.w3.eth.get_transaction_count(sender.address),
+            "to": sender.address,
+            "value": 0,
+            "data": b"",
+            "gas": 100_000,
+            "maxFeePerGas": 2 * self.w3.eth.gas_price + 10**9,
+            "maxPriorityFeePerGas": 1,
+            "authorizationList": [authorisation],
+        }
+        tx_hash = self.w3.eth.send_raw_transaction(sender.sign_transaction(tx).raw_transaction)
+        assert self.w3.eth.get_transaction_receipt(tx_hash)["status"] == 1
+        assert bytes(self.w3.eth.get_code(key.address)) == b"\xef\x01\x00" + bytes.fromhex(delegate[2:])
+
     def allow_token(self, token: Contract) -> None:
         self.send(self.escrow.functions.setTokenAllowed(token.address, True), self.owner)
 
@@ -387,6 +420,7 @@ def build_env(chain: DevChain | None = None) -> EscrowEnv:
         quote_signers=[quote_key.address],
         oracle_signers=[oracle_key.address],
         tokens=[usdc.address, usdt.address],
+        sweepers=[chain.accounts[9].address],
     )
     abis = [load_artifact("CardlessEscrow").abi] + [
         load_artifact(f"test-helpers/{n}").abi for n in HELPER_NAMES

@@ -980,18 +980,26 @@ class EscrowMachine(RuleBasedStateMachine):
         to = self.base.payout[account]
         if amount == 0:
             self._expect_revert(
-                self.base.escrow, data, self.env.bystander, "NothingToWithdraw", (account, token)
+                self.base.escrow, data, self.env.sweeper, "NothingToWithdraw", (account, token)
             )
         elif token == NATIVE_TOKEN and to == self.base.contract_buyer.address and self.refusing:
-            self._expect_revert(self.base.escrow, data, self.env.bystander, "Refused")  # bubbled up
+            self._expect_revert(self.base.escrow, data, self.env.sweeper, "Refused")  # bubbled up
         else:
-            self._transact(self.base.escrow, data, self.env.bystander)
+            self._transact(self.base.escrow, data, self.env.sweeper)
             if (account, token) == self._deferred_refund():
                 event("withdrew a deferred refund")
             self.escrow_balances[(account, token)] = 0
             self.wallets[(self.base.escrow, token)] -= amount
             self.wallets[(to, token)] += amount
             self.touched_balances.add((account, token))
+
+    @rule(a=st.integers(0, 6), t=TOKEN)
+    def withdraw_by_stranger(self, a: int, t: int) -> None:
+        """Only the account, its payout address or a sweeper may trigger a withdrawal."""
+        account = (*self.base.buyers, *self.base.merchants)[a]
+        data = self.env.escrow.encode_abi("withdraw", args=[account, self.base.tokens[t]])
+        expected = (account, self.env.bystander)
+        self._expect_revert(self.base.escrow, data, self.env.bystander, "UnauthorisedWithdrawal", expected)
 
     @rule(t=TOKEN)
     def withdraw_fees(self, t: int) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
 from cardless.protocol import NATIVE_TOKEN, OrderStatus, order_struct_hash
 from tests.contracts.harness import EscrowEnv
 
@@ -136,3 +138,16 @@ def test_paused_rejects_new_payments(env: EscrowEnv) -> None:
 def test_stored_digest_is_that_of_the_order_ref(env: EscrowEnv) -> None:
     order = env.make_order()
     assert bytes(env.escrow.functions.orderDigest(order.as_tuple()).call()) == order.digest
+
+
+@pytest.mark.parametrize("merchant", ["zero", "escrow", "token"])
+def test_merchant_must_be_a_real_account(env: EscrowEnv, merchant: str) -> None:
+    """v1 accepted a quote for merchant 0x0 (anyone could then burn the native credit) or the escrow
+    itself (tokens credited to nobody)."""
+    address = {"zero": NATIVE_TOKEN, "escrow": env.escrow.address, "token": env.usdt.address}[merchant]
+    order = env.make_order(merchant=address)
+
+    with env.reverts("InvalidParty", order.order_id, address):
+        env.pay(order)
+
+    assert env.status(order) == OrderStatus.NONE

@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_utils import keccak
 
 from cardless.protocol import EscrowDomain, Fulfilment, Order, OrderStatus, fulfilment_typed_data
 from tests.contracts.harness import EscrowEnv
@@ -344,3 +347,40 @@ def test_largest_amount_settles_exactly(env: EscrowEnv) -> None:
 
     assert env.fee_balance(order.token) == order.fee
     assert env.escrow_balance(order.merchant, order.token) == order.merchant_amount
+
+
+# ---------------------------------------------------------------------- EIP-7702 delegated signers
+
+
+def _delegated_oracle(env: EscrowEnv) -> LocalAccount:
+    """An authorised oracle key whose EOA once delegated (EIP-7702, chain id 0) to a careless EIP-1271
+    implementation that accepts any signature."""
+    key = Account.from_key(keccak(b"cardless-test-delegated-oracle"))
+    env.send(env.escrow.functions.setOracleSigner(key.address, True), env.owner)
+    env.delegate_eoa(key, env.deploy_helper("AcceptAnySignature").address)
+    return key
+
+
+def test_a_delegated_eoa_signer_is_not_asked_eip1271(env: EscrowEnv) -> None:
+    """v1 fell back to isValidSignature on the named signer after ECDSA failed, even when it was an
+    EIP-7702-delegated EOA: an empty signature settled. Now a delegated EOA counts only by its key."""
+    key = _delegated_oracle(env)
+    order = env.make_order()
+    env.pay(order)
+    fulfilment = env.fulfilment(order)
+    call = env.escrow.functions.settle(order.as_ref_tuple(), fulfilment.as_tuple(), key.address, b"")
+
+    with env.reverts("InvalidSignature", key.address, _digest(env, order, fulfilment)):
+        env.send(call, env.bystander)
+
+    assert env.status(order) == OrderStatus.PAID
+
+
+def test_a_delegated_eoa_still_signs_with_its_key(env: EscrowEnv) -> None:
+    key = _delegated_oracle(env)
+    order = env.make_order()
+    env.pay(order)
+
+    env.settle(order, key=key, signer=key.address)
+
+    assert env.status(order) == OrderStatus.SETTLED

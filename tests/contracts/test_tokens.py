@@ -129,6 +129,8 @@ def _reentrant_setup(env: EscrowEnv) -> tuple[Contract, Order]:
     token = _token(env, "ReentrantToken")
     settled = _paid(env, token, amount=8_000_000, merchant=env.merchants[2].address)
     env.settle(settled)
+    # The token calls withdraw() itself when re-entering: allowed to, so the guard is what stops it.
+    env.send(env.escrow.functions.setSweeper(token.address, True), env.owner)
     return token, settled
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+from eth_utils import to_checksum_address
+
 from cardless.protocol import NATIVE_TOKEN, Order
 from tests.contracts.harness import EscrowEnv
 
 ZERO = NATIVE_TOKEN  # address(0): also "reset the payout address"
+TREASURY = to_checksum_address("0x" + "7e" * 20)  # holds nothing, sends nothing, pays no gas
 
 
 def _settled(env: EscrowEnv, **kwargs: object) -> Order:
@@ -34,14 +38,66 @@ def test_withdraw_pays_merchant_exactly(env: EscrowEnv) -> None:
     )
 
 
-def test_anyone_may_trigger_a_withdrawal_but_only_the_payout_address_is_paid(env: EscrowEnv) -> None:
+def test_a_stranger_may_not_trigger_a_withdrawal(env: EscrowEnv) -> None:
     order = _settled(env)
 
-    env.withdraw(order.merchant, order.token, sender=order.buyer)
+    with env.reverts("UnauthorisedWithdrawal", order.merchant, order.buyer):
+        env.withdraw(order.merchant, order.token, sender=order.buyer)
 
-    assert env.token_balance(order.token, order.merchant) == order.merchant_amount
-    assert env.token_balance(order.token, order.buyer) == 0
-    assert env.token_balance(order.token, env.bystander) == 0
+    assert env.escrow_balance(order.merchant, order.token) == order.merchant_amount
+
+
+@pytest.mark.parametrize("caller", ["account", "payout", "sweeper"])
+def test_the_account_its_payout_address_or_a_sweeper_may_withdraw(env: EscrowEnv, caller: str) -> None:
+    order = _settled(env)
+    payout = env.buyers[2].address
+    env.set_payout(order.merchant, payout)
+    sender = {"account": order.merchant, "payout": payout, "sweeper": env.sweeper}[caller]
+
+    env.withdraw(order.merchant, order.token, sender=sender)
+
+    assert env.token_balance(order.token, payout) == order.merchant_amount
+    assert env.token_balance(order.token, order.merchant) == 0
+
+
+def test_a_leaked_payout_wallet_cannot_race_the_payout_change(env: EscrowEnv) -> None:
+    """v1: anyone could call withdraw, so the holder of a leaked payout wallet drained the balance before
+    the merchant's setPayoutAddress(new) was mined. Once the change lands the old wallet has no say."""
+    order = _settled(env)
+    leaked, fresh = env.buyers[1].address, env.buyers[2].address
+    env.set_payout(order.merchant, leaked)
+    env.set_payout(order.merchant, fresh)  # the merchant reacts to the leak
+
+    with env.reverts("UnauthorisedWithdrawal", order.merchant, leaked):
+        env.withdraw(order.merchant, order.token, sender=leaked)
+    env.withdraw(order.merchant, order.token, sender=order.merchant)
+
+    assert env.token_balance(order.token, fresh) == order.merchant_amount
+    assert env.token_balance(order.token, leaked) == 0
+
+
+def test_sweeper_is_granted_and_revoked_by_the_owner_only(env: EscrowEnv) -> None:
+    order = _settled(env)
+    with env.reverts("OwnableUnauthorizedAccount", env.bystander):
+        env.send(env.escrow.functions.setSweeper(env.bystander, True), env.bystander)
+    receipt = env.send(env.escrow.functions.setSweeper(env.sweeper, False), env.owner)
+    (event,) = env.events(receipt, "SweeperSet")
+    assert (event.args.sweeper, event.args.authorised) == (env.sweeper, False)
+
+    with env.reverts("UnauthorisedWithdrawal", order.merchant, env.sweeper):
+        env.withdraw(order.merchant, order.token, sender=env.sweeper)
+
+
+@pytest.mark.parametrize("payout", ["usdc", "native"])
+def test_payout_to_an_allow_listed_token_rejected(env: EscrowEnv, payout: str) -> None:
+    merchant = env.merchants[0].address
+    target = env.usdc.address if payout == "usdc" else None
+    if target is None:  # address(0) means "reset to myself", which is allowed
+        env.set_payout(merchant, NATIVE_TOKEN)
+        assert env.escrow.functions.payoutAddressOf(merchant).call() == merchant
+        return
+    with env.reverts("InvalidPayoutAddress", target):
+        env.set_payout(merchant, target)
 
 
 def test_withdraw_native_pays_merchant_exactly(env: EscrowEnv) -> None:
@@ -68,7 +124,7 @@ def test_merchant_withdrawing_native_itself_nets_amount_minus_gas(env: EscrowEnv
 
 def test_withdraw_pays_the_payout_address(env: EscrowEnv) -> None:
     order = _settled(env)
-    treasury = env.chain.accounts[9].address
+    treasury = TREASURY
 
     receipt = env.set_payout(order.merchant, treasury)
     (event,) = env.events(receipt, "PayoutAddressSet")
@@ -146,7 +202,7 @@ def test_reverting_payout_fails_only_its_own_withdrawal(env: EscrowEnv) -> None:
 def test_refusing_merchant_recovers_by_setting_a_payout_address(env: EscrowEnv) -> None:
     wallet = env.deploy_helper("RevertingReceiver")
     order = _settled(env, merchant=wallet.address, token=None, amount=10**16)
-    treasury = env.chain.accounts[9].address
+    treasury = TREASURY
     treasury_before = env.token_balance(NATIVE_TOKEN, treasury)
 
     env.execute(wallet, env.escrow, "setPayoutAddress", treasury)

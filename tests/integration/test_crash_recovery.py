@@ -256,7 +256,11 @@ class Harness:
         )
         assert self.w3.eth.wait_for_transaction_receipt(funding)["status"] == 1
         self.deployment = deploy_dev_system(
-            self.w3, quote_signer=quote.address, oracle_signer=oracle.address, rpc_url=self.node.url
+            self.w3,
+            quote_signer=quote.address,
+            oracle_signer=oracle.address,
+            rpc_url=self.node.url,
+            sweeper=gas.address,
         )
         deployment_file = self.var / "deployment.json"
         self.deployment.save(deployment_file)

@@ -19,6 +19,7 @@ from eth_utils import keccak
 from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 from web3.contract import Contract
+from web3.logs import DISCARD
 
 from cardless import protocol
 from cardless.devchain.deploy import deploy_dev_system
@@ -224,3 +225,85 @@ def test_a_reverting_batch_is_split_and_retried(
     tx.confirm()
 
     assert [escrow.functions.orderStatus(o.order_id).call() for o in orders] == [OrderStatus.SETTLED] * 8
+
+
+# ---------------------------------------------------------------------- key rotation
+
+NEW_ORACLE_KEY = Account.from_key(keccak(b"settlement-test-oracle-rotated"))
+
+
+def _rotated(w3: Web3, escrow: Contract, *, revoke_old: bool) -> None:
+    owner = w3.eth.accounts[0]
+    escrow.functions.setOracleSigner(NEW_ORACLE_KEY.address, True).transact({"from": owner})
+    if revoke_old:
+        escrow.functions.setOracleSigner(ORACLE_KEY.address, False).transact({"from": owner})
+
+
+def _after_rotation(
+    w3: Web3, escrow: Contract, domain: EscrowDomain, ledger: sessionmaker[Session], tx: TxManager
+) -> Settlement:
+    """The oracle restarted with the new proof key."""
+    settlement = _settlement(w3, escrow, domain, ledger, tx)
+    settlement.proofs = Proofs(ledger, NEW_ORACLE_KEY, domain)
+    return settlement
+
+
+@pytest.mark.parametrize("revoke_old", [False, True])
+def test_a_stored_proof_posts_after_rotation(
+    w3: Web3,
+    escrow: Contract,
+    domain: EscrowDomain,
+    system: Deployment,
+    ledger: sessionmaker[Session],
+    revoke_old: bool,
+) -> None:
+    """v1 posted the stored signature under the *current* key's address: after a rotation every stored
+    proof reverted InvalidSignature every tick. Now it posts under the address that signed it while that
+    signer is authorised, and is re-signed with the current key once it is not."""
+    (order,) = _pay(w3, escrow, domain, system, 1)
+    (order_id,) = _ledger_rows(ledger, domain, [order], {order.order_id: _now(w3)})  # signed by the old key
+    _rotated(w3, escrow, revoke_old=revoke_old)
+    tx = TxManager(w3, ledger, GAS_KEY, RevertDecoder([ESCROW_ABI, TOKEN_ABI]))
+
+    assert _after_rotation(w3, escrow, domain, ledger, tx).post(_now(w3)) == 1
+    (record,) = tx.confirm()
+
+    assert escrow.functions.orderStatus(order.order_id).call() == OrderStatus.SETTLED
+    receipt = w3.eth.get_transaction_receipt(record.tx_hash)
+    (attested,) = escrow.events.FulfilmentsAttested().process_receipt(receipt, errors=DISCARD)
+    assert attested.args.signer == (NEW_ORACLE_KEY.address if revoke_old else ORACLE_KEY.address)
+    with ledger() as session:
+        row = session.get(OrderRow, order_id)
+        assert row is not None and row.proof_signature is not None
+        message = protocol.fulfilment_typed_data(
+            domain,
+            Fulfilment(
+                order.order_id,
+                receipt_hash=keccak(b"receipt:" + order.order_id),
+                fulfilled_at=row.fulfilled_at or 0,
+            ),
+        )
+        assert (
+            protocol.recover_signer(message, bytes.fromhex(row.proof_signature[2:])) == attested.args.signer
+        )
+
+
+def test_a_stored_refund_is_re_signed_when_its_signer_was_revoked(
+    w3: Web3, escrow: Contract, domain: EscrowDomain, system: Deployment, ledger: sessionmaker[Session]
+) -> None:
+    (order,) = _pay(w3, escrow, domain, system, 1)
+    (order_id,) = _ledger_rows(ledger, domain, [order], {order.order_id: _now(w3)})
+    with ledger.begin() as session:  # the oracle authorised a refund with the old key
+        row = session.get(OrderRow, order_id)
+        assert row is not None
+        row.state = S.REFUND_PENDING.value
+        row.refund_reason = int(RefundReason.PROVIDER_REJECTED)
+        message = protocol.refund_typed_data(domain, order.order_id, row.refund_reason)
+        row.refund_signature = "0x" + protocol.sign(ORACLE_KEY.key, message).hex()
+    _rotated(w3, escrow, revoke_old=True)
+    tx = TxManager(w3, ledger, GAS_KEY, RevertDecoder([ESCROW_ABI, TOKEN_ABI]))
+
+    assert _after_rotation(w3, escrow, domain, ledger, tx).post(_now(w3)) == 1
+    tx.confirm()
+
+    assert escrow.functions.orderStatus(order.order_id).call() == OrderStatus.REFUNDED

@@ -128,6 +128,9 @@ interface ICardlessEscrow {
     /// @notice The owner granted or revoked a quote signer.
     event QuoteSignerSet(address indexed signer, bool authorised);
 
+    /// @notice The owner granted or revoked a sweeper (an account that may trigger anyone's withdrawal).
+    event SweeperSet(address indexed sweeper, bool authorised);
+
     /// @notice The owner allowed or disallowed a payment token (address(0) is native ETH).
     event TokenAllowedSet(address indexed token, bool allowed);
 
@@ -151,7 +154,11 @@ interface ICardlessEscrow {
     error ZeroAmount(bytes32 orderId);
     /// @notice The amount exceeds `MAX_AMOUNT`, the bound that keeps fee arithmetic from overflowing.
     error AmountTooLarge(bytes32 orderId, uint256 amount, uint256 maxAmount);
-    /// @notice The escrow itself cannot be a payout address.
+    /// @notice A merchant or buyer that is 0x0, the escrow or an allow-listed token.
+    error InvalidParty(bytes32 orderId, address account);
+    /// @notice Only the account, its payout address or a sweeper may trigger a withdrawal.
+    error UnauthorisedWithdrawal(address account, address caller);
+    /// @notice The escrow itself or an allow-listed token cannot be a payout address.
     error InvalidPayoutAddress(address payout);
     /// @notice Renouncing ownership is disabled.
     error RenounceDisabled();
@@ -252,7 +259,9 @@ interface ICardlessEscrow {
 
     // ------------------------------------------------------------------ payouts
 
-    /// @notice Pay `account`'s whole balance of `token` to its payout address. Anyone may call.
+    /// @notice Pay `account`'s whole balance of `token` to its payout address. Only the account, its payout
+    ///         address or an authorised sweeper (the oracle's sweep job) may call: a stranger, or the holder of
+    ///         a leaked payout wallet, cannot race the account's `setPayoutAddress`.
     function withdraw(address account, address token) external;
 
     /// @notice Pay the accrued platform fees in `token` to the fee recipient. Anyone may call.
@@ -268,6 +277,10 @@ interface ICardlessEscrow {
 
     /// @notice Grant or revoke a quote signer.
     function setQuoteSigner(address signer, bool authorised) external;
+
+    /// @notice Grant or revoke a sweeper: an account that may trigger any account's withdrawal (always paid to
+    ///         that account's payout address).
+    function setSweeper(address sweeper, bool authorised) external;
 
     /// @notice Allow or disallow a payment token for new payments (address(0) is native ETH).
     function setTokenAllowed(address token, bool allowed) external;
