@@ -253,6 +253,8 @@ class Auditor:
             admin.quote_signers[args["signer"]] = bool(args["authorised"])
         elif name == "TokenAllowedSet":
             admin.tokens[args["token"]] = bool(args["allowed"])
+        elif name == "SweeperSet":
+            admin.sweepers[args["sweeper"]] = bool(args["authorised"])
         elif name == "FeeCapSet":
             admin.fee_cap = int(args["feeCapBps"])
         elif name == "FeeRecipientSet":

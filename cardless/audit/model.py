@@ -185,6 +185,9 @@ class AdminState:
     fee_cap: int | None = None
     fee_recipient: str | None = None
     threshold: int = 1
+    sweepers: dict[str, bool] = dataclasses.field(
+        default_factory=dict
+    )  # protocol v2: may withdraw for others
     paused: bool = False
     owner: str | None = None
     # protocol v2 timelock: changes scheduled and not yet effective or cancelled, by their key
