@@ -146,3 +146,12 @@ def test_a_node_that_refuses_large_ranges_is_paged_smaller(history: History) -> 
     assert capped.stats.log_range_splits >= 4  # (latest + 1) blocks halved until at most 4
     assert max(served) <= 4 and sum(served) == latest + 1  # every block read exactly once
     assert report["violations"] == [] and report["orders"] == 10
+
+
+def test_an_address_that_is_not_an_escrow_exits_two(history: History) -> None:
+    # the mock stablecoin has an EIP-712 domain too (permit), under another name
+    result = runner.invoke(
+        app, ["audit", "--rpc", history.node.url, "--escrow", history.env.usdc.address, "--json"]
+    )
+    assert result.exit_code == 2
+    assert "not a Cardless escrow" in result.stderr
