@@ -15,8 +15,10 @@ state, not a violation; tokens held beyond what the escrow owes are *surplus*, r
 from __future__ import annotations
 
 import dataclasses
+import queue
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
 
 from eth_abi import decode as abi_decode
@@ -54,6 +56,20 @@ _FEE_CAP: Final = keccak(text="feeCapBps()")[:4]
 # Events that name an order (indexed orderId first): what `cardless audit order` filters on.
 ORDER_EVENTS: Final = ("OrderPaid", "OrderSettled", "OrderRefunded", "OrderReclaimed", "RefundDeferred")
 _NEEDS_CALLDATA: Final = frozenset({"OrderPaid", "OrderSettled", "OrderRefunded"})
+
+
+# Events per read-ahead chunk: small enough to overlap the node's answers with the checks.
+_CHUNK_EVENTS: Final = 400
+
+
+@dataclasses.dataclass
+class _Chunk:
+    """A slice of a page, with the transactions and block times its checks need already fetched."""
+
+    events: list[Event]
+    txs: dict[str, dict[str, Any]]
+    timestamps: dict[int, int]
+    unknown: list[str]
 
 
 @dataclasses.dataclass
@@ -307,18 +323,7 @@ class Auditor:
             end = to_block
             if self.balance_every and not self.focus_only:
                 end = min(to_block, (start // self.balance_every + 1) * self.balance_every - 1)
-            pages: Iterable[list[Any]]
-            if self.focus_only:
-                pages = [self._merged(start, end, topics)]
-            else:
-                pages = (
-                    p
-                    for _, _, p in self.reader.logs(
-                        self.escrow, start, end, None, self._page_done(first, total)
-                    )
-                )
-            for logs in pages:
-                self._apply(logs)
+            self._scan(start, end, topics, first, total)
             if self.balance_every and end < to_block and not self.focus_only:
                 self._balances(end, final=False)
             start = end + 1
@@ -381,34 +386,84 @@ class Auditor:
 
         return sorted({(log["transactionHash"], log["logIndex"]): log for log in logs}.values(), key=position)
 
-    def _apply(self, logs: list[Any]) -> None:
-        assert self.state is not None
+    def _scan(self, start: int, end: int, topics: list[Any] | None, first: int, total: int) -> None:
+        """Read ``start..end`` and apply it. Reading (logs, then the transactions and block times they
+        need) runs one chunk ahead in a thread, so the node answers while the audit checks: on one
+        machine the two processes then use both cores."""
+        chunks: queue.Queue[_Chunk | BaseException | None] = queue.Queue(maxsize=4)
+
+        def read() -> None:
+            try:
+                pages: Iterable[list[Any]]
+                if self.focus_only:
+                    pages = [self._merged(start, end, topics)]
+                else:
+                    logs = self.reader.logs(self.escrow, start, end, None, self._page_done(first, total))
+                    pages = (page for _, _, page in logs)
+                for page in pages:
+                    for chunk in self._prepare(page):
+                        chunks.put(chunk)
+                chunks.put(None)
+            except BaseException as exc:  # handed to the applying thread, which raises it
+                chunks.put(exc)
+
+        reader = threading.Thread(target=read, name="audit-reader", daemon=True)
+        reader.start()
+        while True:
+            item = chunks.get()
+            if item is None:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            self._apply(item)
+        reader.join()
+
+    def _prepare(self, logs: list[Any]) -> Iterator[_Chunk]:
+        """Decode a page and fetch what its checks need, in chunks cut at transaction boundaries."""
         events: list[Event] = []
+        unknown: list[str] = []
         for log in logs:
             if checksum(log["address"]) != self.escrow or log.get("removed"):
                 continue
             event = self.abi.decode_log(log)
             if event is None:
-                topic = log["topics"][0] if log.get("topics") else "anonymous"
-                self.state.unknown_events[topic] = self.state.unknown_events.get(topic, 0) + 1
+                unknown.append(log["topics"][0] if log.get("topics") else "anonymous")
                 continue
             events.append(event)
-        if not events:
-            return
-        settled_txs = {e.tx for e in events if e.name == "OrderSettled"}
-        needed = [
-            e.tx
-            for e in events
-            if e.name in _NEEDS_CALLDATA
-            and (
-                not self.focus_only or e.args.get("orderId") is None or _b32(e.args["orderId"]) == self.focus
+        pieces: list[list[Event]] = []
+        for event in events:
+            if not pieces or (len(pieces[-1]) >= _CHUNK_EVENTS and pieces[-1][-1].tx != event.tx):
+                pieces.append([])
+            pieces[-1].append(event)
+        if not pieces:
+            yield _Chunk([], {}, {}, unknown)
+        for number, piece in enumerate(pieces):
+            needed = [
+                e.tx
+                for e in piece
+                if e.name in _NEEDS_CALLDATA
+                and (
+                    not self.focus_only
+                    or e.args.get("orderId") is None
+                    or _b32(e.args["orderId"]) == self.focus
+                )
+            ]
+            timed = {e.block for e in piece if e.name == "OrderReclaimed"}
+            if self.grace is not None:
+                timed |= {e.block for e in piece if e.name == "OrderSettled"}
+            yield _Chunk(
+                piece,
+                self.reader.transactions(needed),
+                self.reader.block_timestamps(sorted(timed)),
+                unknown if number == 0 else [],
             )
-        ]
-        txs = self.reader.transactions(needed)
-        timed = {e.block for e in events if e.name == "OrderReclaimed"}
-        if self.grace is not None:
-            timed |= {e.block for e in events if e.name == "OrderSettled"}
-        timestamps = self.reader.block_timestamps(sorted(timed))
+
+    def _apply(self, chunk: _Chunk) -> None:
+        assert self.state is not None
+        for topic in chunk.unknown:
+            self.state.unknown_events[topic] = self.state.unknown_events.get(topic, 0) + 1
+        events = chunk.events
+        settled_txs = {e.tx for e in events if e.name == "OrderSettled"}
         groups: dict[str, list[Event]] = {}
         for event in events:
             groups.setdefault(event.tx, []).append(event)
@@ -419,7 +474,7 @@ class Auditor:
                 and all(e.name == "FulfilmentsAttested" for e in group)
             ):
                 continue
-            self._transaction(group, txs.get(tx_hash), timestamps)
+            self._transaction(group, chunk.txs.get(tx_hash), chunk.timestamps)
 
     def _transaction(self, group: list[Event], tx: dict[str, Any] | None, timestamps: dict[int, int]) -> None:
         assert self.state is not None
