@@ -36,7 +36,8 @@ def expire_quotes(sessions: sessionmaker[Session], chain_now: int, grace: int) -
     cutoff = chain_now - grace
     changed = 0
     with sessions.begin() as session:
-        for row in candidates(session, [S.QUOTED], now=utcnow()):
+        # Only the expired rows are locked: the watcher marks the others paid meanwhile.
+        for row in candidates(session, [S.QUOTED], now=utcnow(), where=[Order.quote_expiry < cutoff]):
             if row.quote_expiry < cutoff:
                 transition(session, row, S.EXPIRED, "quote expired unpaid")
                 changed += 1
@@ -77,8 +78,11 @@ def refund_near_deadline(sessions: sessionmaker[Session], chain_now: int, margin
     """Stage: move every refundable order near its deadline to ``failed_final`` (reason
     DEADLINE_APPROACHING). Orders another worker holds a lease on are being submitted: left alone."""
     changed = 0
+    near = [Order.fulfilment_deadline <= chain_now + margin]
     with sessions.begin() as session:
-        for row in candidates(session, [S.PAID, S.RISK_CHECKED], now=utcnow()):
+        # Only orders near their deadline are locked (and their timelines read): locking every paid
+        # order here hid them all from the other workers' provider calls while this ran.
+        for row in candidates(session, [S.PAID, S.RISK_CHECKED], now=utcnow(), where=near):
             if refundable_before_deadline(row, chain_now, margin):
                 transition(
                     session,

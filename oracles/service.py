@@ -23,6 +23,7 @@ class JobIntervals:
     expire_and_refund: float = 5
     purge_unpaid: float = 300
     sweep: float = 60
+    gas_balance: float = 60
 
 
 class OracleService:
@@ -31,16 +32,18 @@ class OracleService:
         worker: OracleWorker,
         *,
         sweep: Callable[[], Any] | None = None,
+        gas_balance: Callable[[], Any] | None = None,
         intervals: JobIntervals | None = None,
     ) -> None:
         self.worker = worker
         self.sweep = sweep
+        self.gas_balance = gas_balance
         self.intervals = intervals or JobIntervals()
 
     def scheduler(self) -> AsyncIOScheduler:
         """The periodic jobs, not started: requery-unknown, expire-and-refund, purge-unpaid and (given
-        one) sweep. A plain function such as the sweep runs in APScheduler's thread pool, off the event
-        loop."""
+        them) sweep and gas-balance. A plain function such as the sweep runs in APScheduler's thread pool, off
+        the event loop."""
         scheduler = AsyncIOScheduler()
         jobs: dict[str, tuple[Callable[[], Any], float]] = {
             "requery-unknown": (self.worker.requery_due, self.intervals.requery_unknown),
@@ -49,6 +52,8 @@ class OracleService:
         }
         if self.sweep is not None:
             jobs["sweep"] = (self.sweep, self.intervals.sweep)
+        if self.gas_balance is not None:  # a metric, and an alarm under the chain's threshold
+            jobs["gas-balance"] = (self.gas_balance, self.intervals.gas_balance)
         for job_id, (job, seconds) in jobs.items():
             scheduler.add_job(job, "interval", seconds=seconds, id=job_id, max_instances=1, coalesce=True)
         return scheduler

@@ -1,5 +1,6 @@
 """Transaction manager: one gas-paying key, gapless nonces kept in the database, an outbox of signed
-transactions, EIP-1559 fees with bumping of stuck transactions, and receipt confirmation.
+transactions, EIP-1559 (or legacy) fees with bumping of stuck transactions, and receipt confirmation
+at the chain's confirmation depth.
 
 Order of operations for every transaction (each step committed before the next):
 1. reserve the nonce and store the signed raw transaction (``ChainTx`` state ``signed``);
@@ -11,16 +12,35 @@ The nonce is taken by an atomic ``UPDATE ... RETURNING`` (SQLite has no ``SELECT
 update takes its write lock), so senders in other processes never get the same one. Within a process,
 one lock per manager keeps reserve-and-broadcast in nonce order: a node that refuses a nonce gap
 (eth-tester does) never sees nonce n+1 before n.
+
+On a real node (``confirm``, ``reconcile_nonces``, ``check_balance``):
+
+- a transaction is final only when its receipt is ``confirmations`` deep; until then it stays pending
+  (and is never bumped: it is mined). A receipt that disappears (a reorg) makes it pending again;
+- a pending transaction the node no longer knows (dropped from its pool, or reorganised out) is
+  broadcast again, same bytes, after ``resend_after``; one unmined for ``bump_after`` is replaced
+  with fees 25 % higher (same nonce: only one version can ever be mined);
+- nonces between the chain's count and the database's next nonce that no pending transaction holds
+  are repaired: a transaction of ours that a reorg took away is re-sent (same bytes), any other gap
+  (a nonce reserved by a process that died before storing its transaction) is filled with a zero-value
+  transfer to ourselves, so the transactions queued behind it can be mined. A nonce the chain used
+  for a transaction we do not know ends our versions of it as ``reverted`` (their orders are posted
+  again); a chain count above the database's moves the database up;
+- a transaction that reverted on chain only because its order was already settled (or refunded) by
+  the time it was mined is *confirmed*: the effect it was sent for is on chain;
+- the gas key's balance is a metric, with an alarm under ``low_balance_wei``.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
+import rlp  # type: ignore[import-untyped]
 from eth_account.signers.local import LocalAccount
 from eth_account.typed_transactions.typed_transaction import TypedTransaction
 from hexbytes import HexBytes
@@ -30,10 +50,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 from web3.contract.contract import ContractFunction
 from web3.exceptions import TransactionNotFound
-from web3.types import Nonce, Wei
+from web3.types import Nonce, TxParams, Wei
 
 from cardless.ledger.models import ChainTx, ChainTxOrder, ChainTxState, SignerNonce, utcnow
+from cardless.protocol import ContractRevert, OrderStatus
 from cardless.protocol.reverts import RevertDecoder
+from oracles import metrics
 from oracles._exceptions import OracleError
 from oracles.failpoints import failpoint
 
@@ -43,6 +65,14 @@ log = logging.getLogger(__name__)
 
 _PENDING = (ChainTxState.SIGNED.value, ChainTxState.SENT.value)
 _BUMP_NUMERATOR, _BUMP_DENOMINATOR = 1250, 1000  # +25%, above the 10% most nodes require for replacement
+_FILL_GAS = 21_000
+# A revert that only says the order is already closed the way this transaction would close it.
+_ALREADY_DONE = {
+    "settle": {OrderStatus.SETTLED},
+    "settle_batch": {OrderStatus.SETTLED},
+    "refund": {OrderStatus.REFUNDED, OrderStatus.RECLAIMED},
+}
+_LOW_BALANCE_REPEAT = 600.0  # seconds between repeated low-balance alarms
 
 
 class TxSendError(OracleError):
@@ -59,6 +89,11 @@ class TxManager:
         *,
         bump_after: timedelta = timedelta(seconds=30),
         gas_margin: float = 1.25,
+        confirmations: int = 0,
+        fee_mode: Literal["eip1559", "legacy"] = "eip1559",
+        resend_after: timedelta = timedelta(seconds=3),
+        reconcile_every: timedelta = timedelta(seconds=5),
+        low_balance_wei: int = 0,
     ) -> None:
         self.w3 = w3
         self.sessions = sessions
@@ -66,8 +101,16 @@ class TxManager:
         self.decoder = decoder
         self.bump_after = bump_after
         self.gas_margin = gas_margin
+        self.confirmations = confirmations
+        self.fee_mode = fee_mode
+        self.resend_after = resend_after
+        self.reconcile_every = reconcile_every
+        self.low_balance_wei = low_balance_wei
         self._chain_id = w3.eth.chain_id
         self._lock = threading.RLock()  # reserve + broadcast in nonce order within this process
+        self._reconciled_at = 0.0
+        self._resent_at: dict[int, float] = {}  # ChainTx id -> when this process last re-broadcast it
+        self._low_alarm_at: float | None = None
 
     # ------------------------------------------------------------------ sending
 
@@ -82,20 +125,18 @@ class TxManager:
             if decoded is not None:
                 raise decoded from exc
             raise TxSendError(f"{purpose}: gas estimation failed: {exc}") from exc
-        max_fee, priority = self._fees()
+        fees = self._fee_fields()
         with self._lock:
             with self.sessions.begin() as session:
                 nonce = self._reserve_nonce(session)
-                tx = call.build_transaction(
-                    {
-                        "from": self.account.address,
-                        "nonce": Nonce(nonce),
-                        "chainId": self._chain_id,
-                        "gas": int(gas * self.gas_margin),
-                        "maxFeePerGas": Wei(max_fee),
-                        "maxPriorityFeePerGas": Wei(priority),
-                    }
-                )
+                params: TxParams = {
+                    "from": self.account.address,
+                    "nonce": Nonce(nonce),
+                    "chainId": self._chain_id,
+                    "gas": int(gas * self.gas_margin),
+                }
+                params.update(fees)  # type: ignore[typeddict-item]
+                tx = call.build_transaction(params)
                 record = self._sign_and_store(session, purpose, list(order_ids), dict(tx))
             self._broadcast(record)
         return record
@@ -112,8 +153,9 @@ class TxManager:
             raw_tx=bytes(signed.raw_transaction),
             tx_hash=Web3.to_hex(signed.hash),
             state=ChainTxState.SIGNED.value,
-            max_fee_per_gas=tx["maxFeePerGas"],
-            priority_fee_per_gas=tx["maxPriorityFeePerGas"],
+            # legacy: the gas price in both (a legacy price is paid whole, like a max fee of it)
+            max_fee_per_gas=tx.get("maxFeePerGas", tx.get("gasPrice")),
+            priority_fee_per_gas=tx.get("maxPriorityFeePerGas", tx.get("gasPrice")),
             orders=[ChainTxOrder(order_id=order_id) for order_id in dict.fromkeys(order_ids)],
         )
         session.add(record)
@@ -141,6 +183,12 @@ class TxManager:
             except IntegrityError:  # another process created the row first (PostgreSQL; SQLite waits)
                 taken = session.execute(take).scalar_one()
         return int(taken) - 1
+
+    def _fee_fields(self) -> dict[str, Wei]:
+        if self.fee_mode == "legacy":
+            return {"gasPrice": Wei(int(self.w3.eth.gas_price))}
+        max_fee, priority = self._fees()
+        return {"maxFeePerGas": Wei(max_fee), "maxPriorityFeePerGas": Wei(priority)}
 
     def _fees(self) -> tuple[int, int]:
         latest = self.w3.eth.get_block("latest")
@@ -202,21 +250,35 @@ class TxManager:
         return {order_id for tx in self.pending() for order_id in tx.order_ids}
 
     def recover(self) -> None:
-        """After a restart: broadcast again every transaction that was signed but maybe never sent."""
+        """After a restart: broadcast again every transaction that was signed but maybe never sent, then
+        repair the nonces a crash may have left unused."""
         with self._lock:
             for record in self.pending():
                 if record.state == ChainTxState.SIGNED.value:
                     log.info("re-broadcasting %s (nonce %d) after restart", record.tx_hash, record.nonce)
                     self._broadcast(record)
+        self.reconcile_nonces()
 
     def confirm(self) -> list[ChainTx]:
         """Poll receipts of pending transactions; returns those that reached a final state.
 
-        A nonce none of whose versions is mined is bumped once ``bump_after`` has passed since its
-        newest version was sent; only that newest version is re-signed (from its own fees)."""
+        A receipt counts once ``confirmations`` deep. A nonce none of whose versions is mined is bumped
+        once ``bump_after`` has passed since its newest version was sent (only that newest version is
+        re-signed, from its own fees); before that, a newest version the node does not know is broadcast
+        again after ``resend_after``. Every ``reconcile_every`` the nonces are reconciled with the chain."""
+        if time.monotonic() - self._reconciled_at >= self.reconcile_every.total_seconds():
+            self.reconcile_nonces()
         done: list[ChainTx] = []
         replacements: list[ChainTx] = []
+        resend: list[ChainTx] = []
+        now = time.monotonic()
         pending = self.pending()
+        if not pending:
+            return done
+        head = int(self.w3.eth.block_number) if self.confirmations else 0
+        # Counted before the receipts are read: a transaction mined in between has its receipt found,
+        # so a used nonce without any receipt of ours really is someone else's transaction.
+        used = self._chain_nonce("latest")
         receipts = {record.id: self._receipt(record.tx_hash) for record in pending}
         mined = {(r.sender, r.nonce) for r in pending if receipts[r.id] is not None}
         newest = {(r.sender, r.nonce): r.id for r in pending}  # pending() is ordered by id
@@ -229,18 +291,31 @@ class TxManager:
                 if row.state not in _PENDING:  # resolved above as a sibling of the mined version
                     continue
                 if receipt is None:
-                    if (
-                        key not in mined
-                        and newest[key] == row.id
-                        and row.state == ChainTxState.SENT.value
-                        and row.sent_at
-                        and utcnow() - _aware(row.sent_at) > self.bump_after
-                    ):
+                    if key in mined or newest[key] != row.id or row.state != ChainTxState.SENT.value:
+                        continue
+                    if row.nonce < used and not self._node_has(row.tx_hash):
+                        # The nonce is used, by none of our versions (a node that knows this one by hash
+                        # is only slow to give its receipt: it is left alone).
+                        self._superseded(session, row)
+                        continue
+                    age = utcnow() - _aware(row.sent_at) if row.sent_at else timedelta(0)
+                    if age > self.bump_after:
                         replacements.append(self._bump(session, row))
+                    elif (
+                        age >= self.resend_after
+                        and now - self._resent_at.get(row.id, 0.0) >= self.resend_after.total_seconds()
+                        and not self._node_has(row.tx_hash)
+                    ):
+                        self._resent_at[row.id] = now
+                        resend.append(row)
                     continue
-                row.state = (
-                    ChainTxState.CONFIRMED if receipt["status"] == 1 else ChainTxState.REVERTED
-                ).value
+                if self.confirmations and int(receipt["blockNumber"]) + self.confirmations > head:
+                    continue  # mined, not final yet: a reorg may still take it away
+                ok = receipt["status"] == 1 or self._already_done(row)
+                row.state = (ChainTxState.CONFIRMED if ok else ChainTxState.REVERTED).value
+                if receipt["status"] != 1 and ok:
+                    row.error = "reverted on chain, but its orders were already closed that way: success"
+                    metrics.TX_ALREADY_DONE.inc()
                 row.confirmed_block = receipt["blockNumber"]
                 row.gas_used = receipt["gasUsed"]
                 # Any other version of this nonce can never be mined now.
@@ -255,7 +330,14 @@ class TxManager:
                 done.append(row)
         with self._lock:
             for replacement in replacements:
+                metrics.TX_REPLACED.inc()
                 self._broadcast(replacement)
+            for record in resend:
+                log.warning(
+                    "the node no longer knows %s (nonce %d): sending it again", record.tx_hash, record.nonce
+                )
+                metrics.TX_RESENT.inc()
+                self._broadcast(record)
         return done
 
     def _receipt(self, tx_hash: str) -> Any:
@@ -264,24 +346,197 @@ class TxManager:
         except TransactionNotFound:
             return None
 
+    def _chain_nonce(self, block: Literal["latest", "pending"]) -> int:
+        return int(self.w3.eth.get_transaction_count(self.account.address, block))
+
+    def _superseded(self, session: Session, row: ChainTx) -> None:
+        """The chain used this nonce for a transaction that is none of our versions: ours can never be
+        mined, so every version ends and its orders are posted again."""
+        for version in session.execute(
+            select(ChainTx).where(ChainTx.sender == row.sender, ChainTx.nonce == row.nonce)
+        ).scalars():
+            if version.state in _PENDING:
+                version.state = ChainTxState.REVERTED.value
+                version.error = "nonce used by a transaction this database does not know"
+        log.error("nonce %d of %s was used by a transaction we did not send", row.nonce, row.sender)
+
+    def _already_done(self, row: ChainTx) -> bool:
+        """Whether a transaction that reverted on chain only failed because its effect was already there:
+        the same call, simulated now, reverts ``OrderNotPaid`` with the status it was sent to reach."""
+        wanted = _ALREADY_DONE.get(row.purpose)
+        if not wanted:
+            return False
+        fields = _unsigned_fields(row.raw_tx)
+        call = {"from": row.sender, "to": fields["to"], "data": fields["data"], "value": fields["value"]}
+        try:
+            self.w3.eth.call(call)  # type: ignore[arg-type]
+        except Exception as exc:
+            decoded = self.decoder.from_exception(exc)
+        else:
+            return False  # it would succeed now: it failed for some other reason then
+        if not isinstance(decoded, ContractRevert) or decoded.name != "OrderNotPaid":
+            return False
+        try:
+            return OrderStatus(int(decoded.args_[1])) in wanted
+        except (IndexError, ValueError, TypeError):
+            return False
+
+    # ------------------------------------------------------------------ nonces
+
+    def reconcile_nonces(self) -> int:
+        """Repair the nonces between the chain's count and the database's next nonce; returns how many
+        transactions were sent for it (see the module docstring)."""
+        self._reconciled_at = time.monotonic()
+        address = self.account.address
+        chain_next = self._chain_nonce("latest")
+        head = int(self.w3.eth.block_number)
+        send: list[ChainTx] = []
+        with self._lock, self.sessions.begin() as session:
+            # A no-op update first: it takes the write lock (SQLite) or the row lock (PostgreSQL), so two
+            # workers never repair the same nonce; read before the rows, so rows reserved later are out
+            # of range.
+            session.execute(
+                update(SignerNonce)
+                .where(SignerNonce.address == address)
+                .values(next_nonce=SignerNonce.next_nonce)
+                .execution_options(synchronize_session=False)
+            )
+            counter = session.get(SignerNonce, address, populate_existing=True)
+            if counter is None:
+                return 0
+            if chain_next > counter.next_nonce:
+                log.warning(
+                    "the chain has used nonces of %s up to %d, the database only to %d: moving up",
+                    address,
+                    chain_next - 1,
+                    counter.next_nonce - 1,
+                )
+                counter.next_nonce = chain_next
+                return 0
+            rows = session.execute(
+                select(ChainTx)
+                .where(
+                    ChainTx.sender == address, ChainTx.nonce >= chain_next, ChainTx.nonce < counter.next_nonce
+                )
+                .order_by(ChainTx.id)
+            ).scalars()
+            by_nonce: dict[int, list[ChainTx]] = {}
+            for row in rows:
+                by_nonce.setdefault(row.nonce, []).append(row)
+            for nonce in range(chain_next, counter.next_nonce):
+                versions = by_nonce.get(nonce, [])
+                if any(v.state in _PENDING for v in versions):
+                    continue
+                final = [v for v in versions if v.state == ChainTxState.CONFIRMED.value or v.gas_used]
+                if final:
+                    row = final[-1]
+                    if row.confirmed_block is not None and row.confirmed_block > head:
+                        continue  # the node is behind the block we saw it in: nothing is lost
+                    row.state = ChainTxState.SENT.value
+                    row.sent_at = utcnow()
+                    row.confirmed_block = None
+                    row.error = "no longer on chain (reorganised out): re-sent"
+                    log.error(
+                        "ALARM: %s (nonce %d) is no longer on chain: sending it again", row.tx_hash, nonce
+                    )
+                    metrics.TX_RESENT.inc()
+                    send.append(row)
+                    continue
+                filler = self._sign_and_store(
+                    session,
+                    "nonce_fill",
+                    [],
+                    {
+                        "from": address,
+                        "to": address,
+                        "value": 0,
+                        "data": b"",
+                        "nonce": nonce,
+                        "chainId": self._chain_id,
+                        "gas": _FILL_GAS,
+                        **self._fee_fields(),
+                    },
+                )
+                log.warning(
+                    "nonce %d of %s was never used (a crash?): filling it with a no-op", nonce, address
+                )
+                metrics.TX_NONCE_GAPS.inc()
+                send.append(filler)
+        for record in send:
+            self._broadcast(record)
+        return len(send)
+
+    # ------------------------------------------------------------------ balance
+
+    def check_balance(self) -> int:
+        """Publish the gas key's balance; alarm (log + ``cardless_gas_balance_low``) under the threshold,
+        again every ten minutes while it stays low. Returns the balance in wei."""
+        address = self.account.address
+        balance = int(self.w3.eth.get_balance(address))
+        metrics.GAS_BALANCE.labels(address).set(balance)
+        low = balance < self.low_balance_wei
+        metrics.GAS_BALANCE_LOW.labels(address).set(1 if low else 0)
+        now = time.monotonic()
+        if not low:
+            if self._low_alarm_at is not None:
+                log.info("gas key %s balance back to %d wei", address, balance)
+            self._low_alarm_at = None
+        elif self._low_alarm_at is None or now - self._low_alarm_at >= _LOW_BALANCE_REPEAT:
+            self._low_alarm_at = now
+            log.error(
+                "ALARM: gas key %s holds %d wei, under the %d wei threshold: fund it before settlements stop",
+                address,
+                balance,
+                self.low_balance_wei,
+            )
+        return balance
+
+    # ------------------------------------------------------------------ bumping
+
     def _bump(self, session: Session, row: ChainTx) -> ChainTx:
         """Re-sign the same nonce with fees 25% higher (or today's fees, if higher still). Both versions
         stay pending until one is mined."""
-        fields = dict(TypedTransaction.from_bytes(HexBytes(row.raw_tx)).as_dict())
-        for signature_part in ("v", "r", "s", "yParity"):
-            fields.pop(signature_part, None)
-        max_fee, priority = self._fees()
-        fields["maxPriorityFeePerGas"] = max(
-            priority, row.priority_fee_per_gas * _BUMP_NUMERATOR // _BUMP_DENOMINATOR
-        )
-        fields["maxFeePerGas"] = max(
-            max_fee,
-            row.max_fee_per_gas * _BUMP_NUMERATOR // _BUMP_DENOMINATOR,
-            fields["maxPriorityFeePerGas"],
-        )
+        fields = _unsigned_fields(row.raw_tx)
+        if "gasPrice" in fields:
+            fields["gasPrice"] = max(
+                int(self.w3.eth.gas_price), row.max_fee_per_gas * _BUMP_NUMERATOR // _BUMP_DENOMINATOR
+            )
+        else:
+            max_fee, priority = self._fees()
+            fields["maxPriorityFeePerGas"] = max(
+                priority, row.priority_fee_per_gas * _BUMP_NUMERATOR // _BUMP_DENOMINATOR
+            )
+            fields["maxFeePerGas"] = max(
+                max_fee,
+                row.max_fee_per_gas * _BUMP_NUMERATOR // _BUMP_DENOMINATOR,
+                fields["maxPriorityFeePerGas"],
+            )
         replacement = self._sign_and_store(session, row.purpose, list(row.order_ids), fields)
         log.info("bumping %s -> %s (nonce %d)", row.tx_hash, replacement.tx_hash, row.nonce)
         return replacement
+
+
+def _unsigned_fields(raw: bytes) -> dict[str, Any]:
+    """The fields of a signed transaction without its signature: typed (EIP-2718) or legacy."""
+    raw = bytes(raw)
+    if raw and raw[0] >= 0xC0:  # an RLP list: a legacy transaction (EIP-155 chain id in v)
+        nonce, gas_price, gas, to, value, data, v, _r, _s = rlp.decode(raw)
+        chain_id = (int.from_bytes(v, "big") - 35) // 2
+        return {
+            "nonce": int.from_bytes(nonce, "big"),
+            "gasPrice": int.from_bytes(gas_price, "big"),
+            "gas": int.from_bytes(gas, "big"),
+            "to": Web3.to_checksum_address(to) if to else None,
+            "value": int.from_bytes(value, "big"),
+            "data": Web3.to_hex(data),
+            "chainId": chain_id,
+        }
+    fields = dict(TypedTransaction.from_bytes(HexBytes(raw)).as_dict())
+    for signature_part in ("v", "r", "s", "yParity"):
+        fields.pop(signature_part, None)
+    if isinstance(fields.get("data"), bytes | HexBytes):
+        fields["data"] = Web3.to_hex(fields["data"])
+    return fields
 
 
 def _aware(value: Any) -> Any:

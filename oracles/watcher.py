@@ -1,6 +1,8 @@
 """Chain watcher: applies escrow events to the database, exactly once each.
 
-- ``eth_getLogs`` over block ranges up to ``head - confirmations``;
+- ``eth_getLogs`` over block ranges up to the confirmed head: ``head - confirmations``, and never past
+  the ``safe``/``finalized`` block when the chain profile names that tag (``finality``); a range the
+  node refuses as too large (hosted nodes cap blocks or results) is halved until it is accepted;
 - a persisted cursor (block number *and* hash); if the block at the cursor no longer has that hash,
   a reorg happened: the cursor rolls back to the newest block whose hash still matches (checked
   against the logs already applied) and the range is scanned again. A cursor above the node's head
@@ -9,7 +11,9 @@
 - a range is used only if its last block has the same hash before and after ``eth_getLogs``, so logs
   of a branch that was reorged away during the call never get a cursor hash of the new branch;
 - de-duplication by (tx hash, log index), so a re-scan or a crash between applying and advancing the
-  cursor applies nothing twice. A range's logs and the cursor move commit in one transaction.
+  cursor applies nothing twice. A range's logs and the cursor move commit in one transaction;
+- a roll-back that drops logs already applied (a reorg deeper than the confirmation depth) is undone
+  or marked for an operator by :mod:`oracles.reorgs`, in the roll-back's transaction, and alarmed.
 """
 
 from __future__ import annotations
@@ -25,10 +29,11 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 from web3.contract import Contract
-from web3.exceptions import BlockNotFound
+from web3.exceptions import BlockNotFound, Web3RPCError
 
 from cardless.ledger.models import ChainCursor, SeenLog
 from oracles.failpoints import failpoint
+from oracles.reorgs import undo_dropped_logs
 
 __all__ = ["EventHandler", "Watcher"]
 
@@ -49,6 +54,7 @@ class Watcher:
         start_block: int,
         confirmations: int = 0,
         max_range: int = 2_000,
+        finality: str = "latest",
         cursor_name: str = "escrow",
     ) -> None:
         self.w3 = w3
@@ -58,6 +64,7 @@ class Watcher:
         self.start_block = start_block
         self.confirmations = confirmations
         self.max_range = max_range
+        self.finality = finality
         self.cursor_name = cursor_name
         events = [cast(ABIEvent, item) for item in escrow.abi if item.get("type") == "event"]
         self._events = {
@@ -67,8 +74,7 @@ class Watcher:
     def poll(self) -> int:
         """Process everything that is final enough; returns the number of logs applied."""
         applied = 0
-        head = self.w3.eth.block_number
-        safe = head - self.confirmations
+        safe = self.confirmed_head()
         cursor = self._cursor()
         if cursor is not None:
             current = self._hash_at(cursor[0])
@@ -77,14 +83,43 @@ class Watcher:
                     return 0
                 cursor = self._cursor()
         next_block = (cursor[0] + 1) if cursor else self.start_block
+        span = self.max_range
         while next_block <= safe:
-            to_block = min(safe, next_block + self.max_range - 1)
-            count = self._apply_range(next_block, to_block)
+            to_block = min(safe, next_block + span - 1)
+            try:
+                count = self._apply_range(next_block, to_block)
+            except Web3RPCError as exc:
+                if span == 1 or not _range_refused(exc):
+                    raise
+                span = max(1, span // 2)
+                log.warning(
+                    "the node refused eth_getLogs over %d blocks (%s); trying %d",
+                    to_block - next_block + 1,
+                    exc,
+                    span,
+                )
+                continue
             if count is None:  # the chain moved under the range: the next poll checks the cursor again
                 break
             applied += count
             next_block = to_block + 1
         return applied
+
+    def confirmed_head(self) -> int:
+        """The newest block the watcher may apply: ``confirmations`` below the head, and not past the
+        ``finality`` tag's block when there is one (a node without the tag: the depth alone, logged)."""
+        head = int(self.w3.eth.block_number)
+        confirmed = head - self.confirmations
+        if self.finality != "latest":
+            try:
+                tagged = int(self.w3.eth.get_block(self.finality)["number"])  # type: ignore[arg-type]
+            except (BlockNotFound, Web3RPCError, ValueError) as exc:
+                log.warning(
+                    "the node does not answer the %r block (%s); using the depth alone", self.finality, exc
+                )
+            else:
+                confirmed = min(confirmed, tagged)
+        return confirmed
 
     def _cursor(self) -> tuple[int, str] | None:
         with self.sessions() as session:
@@ -106,6 +141,8 @@ class Watcher:
         applied block the node has changed: the node is behind, so there is nothing to undo (yet).
         """
         with self.sessions.begin() as session:
+            if not self._cursor_at(session, cursor[0]):
+                return True  # another worker moved the cursor meanwhile: the caller reads it again
             seen = session.execute(
                 select(SeenLog.block_number, SeenLog.block_hash)
                 .distinct()
@@ -126,6 +163,17 @@ class Watcher:
                 log.warning("cursor %d is above the node's head; waiting for the node to catch up", cursor[0])
                 return False
             log.warning("reorg: cursor %d no longer canonical; rolling back to %d", cursor[0], ancestor)
+            dropped = list(session.execute(select(SeenLog).where(SeenLog.block_number > ancestor)).scalars())
+            # The cursor's block was ``confirmations`` deep when written: replacing it went deeper than that.
+            undo_dropped_logs(
+                session,
+                dropped,
+                cursor_name=self.cursor_name,
+                old_cursor=cursor,
+                ancestor=ancestor,
+                confirmations=self.confirmations,
+                canonical_hash=self._hash_at,
+            )
             session.execute(delete(SeenLog).where(SeenLog.block_number > ancestor))
             row = session.get(ChainCursor, self.cursor_name)
             assert row is not None
@@ -135,6 +183,18 @@ class Watcher:
                 row.block_number = ancestor
                 row.block_hash = Web3.to_hex(self.w3.eth.get_block(ancestor)["hash"])
         return True
+
+    def _cursor_at(self, session: Session, block: int) -> bool:
+        """Lock the cursor for this transaction and check it still stands at ``block``.
+
+        Several workers poll one database. On PostgreSQL the row lock makes them take turns at applying
+        a range, and one whose range no longer starts at the cursor (another worker applied it meanwhile)
+        applies nothing: the cursor never moves back and no log is handled twice. (The very first range,
+        before a cursor row exists, is decided by the row's primary key: the slower worker's transaction
+        fails and its next poll starts from the new cursor.) SQLite ignores the lock; its single writer
+        and the (tx hash, log index) key keep it correct there."""
+        row = session.get(ChainCursor, self.cursor_name, with_for_update=True, populate_existing=True)
+        return (row.block_number if row is not None else self.start_block - 1) == block
 
     def _apply_range(self, from_block: int, to_block: int) -> int | None:
         """Apply the logs of ``from_block..to_block`` and move the cursor to ``to_block``, in one
@@ -151,6 +211,8 @@ class Watcher:
         logs = sorted(logs, key=lambda item: (item["blockNumber"], item["logIndex"]))
         applied = 0
         with self.sessions.begin() as session:
+            if not self._cursor_at(session, from_block - 1):
+                return None  # another worker applied this range meanwhile
             for entry in logs:
                 topic = HexBytes(entry["topics"][0]) if entry["topics"] else None
                 event = self._events.get(topic) if topic is not None else None
@@ -188,3 +250,21 @@ class Watcher:
                 row.block_number = to_block
                 row.block_hash = end_hash
         return applied
+
+
+_RANGE_REFUSALS = (
+    "block range",
+    "range too large",
+    "range is too large",
+    "too many blocks",
+    "query returned more than",
+    "exceed maximum block range",
+    "limit exceeded",
+    "response size exceeded",
+    "too many results",
+)
+
+
+def _range_refused(exc: Web3RPCError) -> bool:
+    """Whether a node's eth_getLogs error says the range (or its result) was too large."""
+    return any(text in str(exc).lower() for text in _RANGE_REFUSALS)

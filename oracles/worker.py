@@ -40,6 +40,7 @@ from adapters import ProviderAdapter
 from cardless.ledger.cipher import AccountCipher
 from cardless.ledger.models import OrderState, utcnow
 from cardless.ledger.store import candidates, claim, lease_holders, release, release_holders, renew
+from cardless.ledger.store import due as attempt_due
 from cardless.protocol import EscrowDomain
 from oracles.deadlines import expire_quotes, purge_unpaid_quotes, refund_near_deadline
 from oracles.events import apply_event
@@ -106,6 +107,9 @@ class WorkerConfig:
     unpaid_retention: int = 3_600
     """Seconds (chain time) after its quote expired that an unpaid order is deleted."""
     confirmations: int = 0
+    finality: str = "latest"
+    """Block tag the watcher never reads past (``safe``/``finalized``), besides the depth."""
+    max_log_range: int = 2_000
     worker_id: str = dataclasses.field(default_factory=default_worker_id)
     """Written into the leases this worker holds (at most 64 characters)."""
     lease_ttl: timedelta = timedelta(seconds=10)
@@ -174,6 +178,8 @@ class OracleWorker:
             ),
             start_block=start_block,
             confirmations=self.config.confirmations,
+            finality=self.config.finality,
+            max_range=self.config.max_log_range,
         )
         self._in_flight: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -268,7 +274,8 @@ class OracleWorker:
         now = utcnow()
         jobs: list[tuple[str, str]] = []
         with self.sessions.begin() as session:
-            for row in candidates(session, states, now=now):
+            # Lock only a few due rows: the rest stay visible to the other workers' claims meanwhile.
+            for row in candidates(session, states, now=now, where=[attempt_due(now)], limit=4 * capacity):
                 if len(jobs) >= capacity:
                     break
                 if row.id in self._in_flight:
@@ -282,6 +289,9 @@ class OracleWorker:
                 if claim(session, row.id, self.worker_id, states=[state], ttl=self.config.lease_ttl, now=now):
                     jobs.append((row.id, "submit" if state is S.RISK_CHECKED else "query"))
         # The claims are committed: from here no other worker starts a call for these orders.
+        if jobs:  # who took which order: with several workers, the trail of a takeover
+            claimed = " ".join(f"{kind}:{order_id}" for order_id, kind in jobs)
+            log.info("%s claimed %s", self.worker_id, claimed)
         for order_id, kind in jobs:
             self._in_flight.add(order_id)
             task = asyncio.create_task(self._provider_step(order_id, kind), name=f"{kind}:{order_id}")

@@ -15,9 +15,16 @@ from hypothesis import HealthCheck, settings
 
 from tests.contracts.harness import EscrowEnv, build_env
 
-# Shared fixtures: a dev node per module (support/node.py), one embedded system per session
-# (support/shop.py), a migrated SQLite database (support/db.py).
-pytest_plugins = ["tests.support.node", "tests.support.shop", "tests.support.db"]
+# Shared fixtures: a dev node and an anvil per module (support/node.py, support/anvil.py), one embedded
+# system per session (support/shop.py), a migrated SQLite database (support/db.py), PostgreSQL databases
+# made and dropped per test (support/postgres.py).
+pytest_plugins = [
+    "tests.support.node",
+    "tests.support.anvil",
+    "tests.support.shop",
+    "tests.support.db",
+    "tests.support.postgres",
+]
 
 # Property-test budgets: `ci` (default, `make test`), `long` (`make test-long`), `dev` (`make test-fast`).
 # The escrow state machine uses these example counts; see tests/contracts/test_invariants.py.

@@ -1,6 +1,11 @@
-"""The embedded system's own infrastructure: a py-evm dev chain with the contracts deployed, and the
+"""The embedded system's own infrastructure: a dev chain with the contracts deployed, and the
 simulated provider. Development and tests only; imported lazily, so ``cardless gateway``,
 ``cardless oracle`` and ``cardless deploy`` never load the dev chain or the simulator.
+
+The dev chain is the in-process py-evm node (``CARDLESS_DEV_CHAIN=embedded``, the default) or anvil
+from npm (``anvil``, ``cardless run --chain anvil``): the same dev accounts (keys 1..10), chain id
+31337 and dev deployment on both, so wallets and the demo cannot tell them apart except that anvil
+mines asynchronously, keeps a mempool and can reorganise.
 
 State: the chain lives in memory, so everything bound to it (database, deployment file) lives in
 ``var/embedded/`` (``Settings.for_embedded``) and is wiped at every start.
@@ -17,6 +22,7 @@ from web3.types import Wei
 from adapters.simulator.config import SimulatorConfig
 from adapters.simulator.server import SimulatorServer
 from cardless.cli.settings import Settings
+from cardless.devchain.anvil import AnvilNode, dev_accounts
 from cardless.devchain.deploy import deploy_dev_system
 from cardless.devchain.node import DevNode
 from cardless.protocol.deployment import Deployment
@@ -28,7 +34,7 @@ _GAS_FUNDING = 100 * 10**18
 
 
 class EmbeddedChain:
-    def __init__(self, node: DevNode, w3: Web3, deployment: Deployment) -> None:
+    def __init__(self, node: DevNode | AnvilNode, w3: Web3, deployment: Deployment) -> None:
         self.node, self.w3, self.deployment = node, w3, deployment
 
 
@@ -40,18 +46,26 @@ def start_embedded_chain(
     if state.exists():
         shutil.rmtree(state)
     state.mkdir(mode=0o700, parents=True)  # the embedded database lives here
-    node = DevNode(port=settings.chain_port).start()
+    node: DevNode | AnvilNode
+    if settings.dev_chain == "anvil":
+        node = AnvilNode(port=settings.chain_port, log_file=state / "anvil.log").start()
+    else:
+        node = DevNode(port=settings.chain_port).start()
     try:
         w3 = Web3(HTTPProvider(node.url, request_kwargs={"timeout": 30}))
-        funder = w3.eth.accounts[0]
-        tx = w3.eth.send_transaction({"from": funder, "to": gas.address, "value": Wei(_GAS_FUNDING)})
+        # The dev accounts by key, not by eth_accounts order (anvil lists unlocked accounts unordered).
+        accounts = [a.address for a in dev_accounts()]
+        tx = w3.eth.send_transaction({"from": accounts[0], "to": gas.address, "value": Wei(_GAS_FUNDING)})
         w3.eth.wait_for_transaction_receipt(tx)
         deployment = deploy_dev_system(
             w3,
             quote_signer=quote.address,
             oracle_signer=oracle.address,
+            owner=accounts[0],
+            fee_recipient=accounts[1],
+            funded_accounts=accounts,
             rpc_url=node.url,
-            sweeper=gas.address,
+            sweeper=gas.address,  # the oracle's sweep job sends withdraw() from the gas key
         )
         deployment.save(settings.effective_deployment_file)
     except BaseException:

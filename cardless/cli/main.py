@@ -1,4 +1,4 @@
-"""The ``cardless`` command: run | gateway | oracle | deploy | simulator | demo | audit.
+"""The ``cardless`` command: run | gateway | oracle | deploy | migrate | simulator | demo | audit.
 
 Commands import what they run and nothing more: ``oracle`` loads no web framework and no simulator,
 ``deploy`` no dev chain (the wiring modules are imported inside the commands).
@@ -64,19 +64,29 @@ def _fail(exc: Exception, what: str = "start-up failed") -> typer.Exit:
     return typer.Exit(1)
 
 
-def start_system(*, embedded: bool = True, gateway: bool = True, oracle: bool = True) -> System:
-    """Read the settings and start a System; a bad variable, deployment file, keystore password or
-    catalogue ends the command with one line naming what is wrong (exit 1), not a traceback."""
+def start_system(
+    *,
+    embedded: bool = True,
+    gateway: bool = True,
+    oracle: bool = True,
+    overrides: dict[str, Any] | None = None,
+) -> System:
+    """Read the settings (``overrides``: command-line options over the environment) and start a System; a
+    bad variable, deployment file, keystore password or catalogue ends the command with one line naming
+    what is wrong (exit 1), not a traceback."""
     from cardless.cli.system import System
 
     system: System | None = None
     try:
-        system = System(Settings(), embedded=embedded, gateway=gateway, oracle=oracle)
+        settings = Settings(**(overrides or {}))
+        system = System(settings, embedded=embedded, gateway=gateway, oracle=oracle)
         system.start()
-    except Exception as exc:
+    except BaseException as exc:  # Ctrl-C during start-up too: a started dev chain must not outlive us
         if system is not None:
             system.stop()
-        raise _fail(exc) from exc
+        if isinstance(exc, Exception):
+            raise _fail(exc) from exc
+        raise
     return system
 
 
@@ -92,10 +102,20 @@ def _wait_for_ctrl_c(ready: str | None = None) -> None:
 
 
 @app.command()
-def run() -> None:
+def run(
+    chain: Annotated[
+        str | None,
+        typer.Option(
+            help="Dev chain: 'embedded' (in-process py-evm) or 'anvil' (npm @foundry-rs/anvil); "
+            "default CARDLESS_DEV_CHAIN, else embedded"
+        ),
+    ] = None,
+) -> None:
     """Start the embedded system: chain, contracts, simulated provider, gateway and oracle."""
+    if chain not in (None, "embedded", "anvil"):
+        raise typer.BadParameter("'embedded' or 'anvil'", param_hint="--chain")
     _logging()
-    system = start_system()
+    system = start_system(overrides={"dev_chain": chain} if chain else None)
     info = system.describe()
     table = Table(title="Cardless embedded system", show_header=False)
     for key, value in info.items():
@@ -147,9 +167,77 @@ def gateway() -> None:
 
 
 @app.command()
-def oracle() -> None:
-    """Run one oracle worker against CARDLESS_CHAIN_RPC_URL and the deployment file."""
-    _serve_against_node("oracle", gateway=False, oracle=True)
+def oracle(
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Worker processes to run and keep running; they share the database (PostgreSQL to add "
+            "workers on other machines)",
+        ),
+    ] = 1,
+) -> None:
+    """Run oracle workers against CARDLESS_CHAIN_RPC_URL and the deployment file."""
+    if workers == 1:
+        _serve_against_node("oracle", gateway=False, oracle=True)
+        return
+    _serve_pool(workers)
+
+
+def _serve_pool(count: int) -> None:
+    """``count`` worker processes under a supervisor (``cardless.cli.workers``), until SIGINT/SIGTERM."""
+    from cardless.cli.workers import WorkerPool, pool_environment
+
+    _logging()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise _fail(exc) from exc
+    if settings.effective_database_url.startswith("sqlite"):
+        console.print(
+            "[yellow]several workers on one SQLite file take turns at every write; set "
+            "CARDLESS_DATABASE_URL to PostgreSQL[/yellow]",
+            soft_wrap=True,
+        )
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    pool = WorkerPool(count, env=pool_environment())
+    where = f"chain {settings.chain_rpc_url}, deployment {settings.effective_deployment_file}"
+
+    def ready() -> None:
+        pids = ", ".join(str(p) for p in pool.pids())
+        line = f"oracle running: {count} workers (pids {pids}), {where}"
+        console.print(line, soft_wrap=True, highlight=False)
+
+    raise typer.Exit(pool.run(stop, on_ready=ready))
+
+
+@app.command("migrate")
+def migrate_database() -> None:
+    """Bring the database (CARDLESS_DATABASE_URL) to the newest schema, then exit.
+
+    Every command migrates at start; this lets a deploy move the schema first and the code second."""
+    from alembic.migration import MigrationContext
+
+    from cardless.ledger import create_engine_for, migrate
+
+    _logging()
+    try:
+        settings = Settings()
+        engine = create_engine_for(settings.effective_database_url)
+    except (ValidationError, ValueError) as exc:
+        raise _fail(exc, "migrate failed") from exc
+    try:
+        migrate(engine)
+        with engine.connect() as connection:
+            revision = MigrationContext.configure(connection).get_current_revision()
+    except Exception as exc:
+        raise _fail(exc, "migrate failed") from exc
+    finally:
+        engine.dispose()
+    console.print(f"database at revision {revision}", highlight=False)
 
 
 def _address(value: str, option: str) -> Any:

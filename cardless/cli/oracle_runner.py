@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 
 import httpx
+from prometheus_client import start_http_server
 from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 from web3.contract import Contract
@@ -109,7 +110,26 @@ class OracleRunner:
         adapters = dict(self._adapters(clients))
         escrow = self.escrow()
         decoder = RevertDecoder([load_artifact("CardlessEscrow").abi])
-        tx = TxManager(self.w3, self.sessions, self.keys.require("gas"), decoder)
+        profile = settings.chain_profile(self.deployment.chain_id)
+        log.info(
+            "chain %d (%s): %d confirmations, finality %s, eth_getLogs %d blocks, %s fees",
+            profile.chain_id,
+            profile.name,
+            profile.confirmations,
+            profile.finality,
+            profile.max_log_range,
+            profile.fee_mode,
+        )
+        tx = TxManager(
+            self.w3,
+            self.sessions,
+            self.keys.require("gas"),
+            decoder,
+            bump_after=timedelta(seconds=profile.bump_after_seconds),
+            confirmations=profile.confirmations,
+            fee_mode=profile.fee_mode,
+            low_balance_wei=profile.low_balance_wei,
+        )
         return OracleWorker(
             w3=self.w3,
             escrow=escrow,
@@ -122,7 +142,9 @@ class OracleRunner:
             start_block=self.deployment.deployed_block,
             config=WorkerConfig(
                 max_batch=settings.max_batch,
-                confirmations=settings.confirmations,
+                confirmations=profile.confirmations,
+                finality=profile.finality,
+                max_log_range=profile.max_log_range,
                 not_found_grace=timedelta(seconds=settings.not_found_grace_seconds),
                 unpaid_retention=settings.unpaid_retention_seconds,
             ),
@@ -131,7 +153,12 @@ class OracleRunner:
 
     async def _oracle_main(self, ready: threading.Event) -> None:
         clients: list[httpx.AsyncClient] = []
+        metrics_server = None
         try:
+            if self.settings.metrics_port is not None:
+                metrics_server, _ = start_http_server(
+                    self.settings.metrics_port, addr=self.settings.metrics_host
+                )
             worker = self.build_worker(clients)
             self.worker = worker
             self._oracle_stop = asyncio.Event()
@@ -144,7 +171,11 @@ class OracleRunner:
             )
             # The pipeline runs in a tight loop (latency); OracleService runs the periodic jobs
             # (re-query, expiry and refunds, the merchant sweep) on APScheduler in this event loop.
-            await OracleService(worker, sweep=sweep).run(self._oracle_stop, started=ready.set)
+            await OracleService(worker, sweep=sweep, gas_balance=worker.tx.check_balance).run(
+                self._oracle_stop, started=ready.set
+            )
         finally:
+            if metrics_server is not None:
+                metrics_server.shutdown()
             for client in clients:
                 await client.aclose()

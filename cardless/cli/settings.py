@@ -31,6 +31,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cardless.protocol.chains import ChainProfile, chain_profile
+
 __all__ = ["PLACEHOLDERS", "Settings", "get_settings"]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,12 +56,32 @@ class Settings(BaseSettings):
     var_dir: Path = ROOT / "var"
 
     database_url: str = ""
-    """SQLAlchemy URL; empty means SQLite at var/cardless.db."""
+    """SQLAlchemy URL; empty means SQLite at var/cardless.db. ``postgresql://user:pw@host/db`` (or a
+    hosted provider's ``postgres://...?sslmode=require``) is PostgreSQL through psycopg 3. Oracle workers
+    and gateways on several machines share one PostgreSQL database; an SQLite file is for one machine."""
 
     chain_rpc_url: str = Field("http://127.0.0.1:8545", pattern=_URL)
     chain_port: int = Field(8545, ge=0, le=65535)
     """Port of the embedded chain's JSON-RPC server (0: any free port)."""
-    confirmations: int = Field(0, ge=0, le=1_000)
+    dev_chain: Literal["embedded", "anvil"] = "embedded"
+    """The chain ``cardless run``/``demo`` start: the in-process py-evm node, or anvil from npm
+    (``@foundry-rs/anvil``) with the same dev accounts (``cardless run --chain anvil``)."""
+    confirmations: int | None = Field(None, ge=0, le=10_000)
+    """Blocks a payment must be under before it counts (and our transactions before they are final).
+    Empty: the chain profile's (``cardless.protocol.chains``); required for a chain without a profile."""
+    chain_finality: Literal["latest", "safe", "finalized"] | None = None
+    """Never apply logs past this block tag (empty: the chain profile's)."""
+    chain_log_range: int | None = Field(None, ge=1, le=1_000_000)
+    """Blocks per eth_getLogs (empty: the chain profile's; halved when the node refuses a range)."""
+    chain_fee_mode: Literal["eip1559", "legacy"] | None = None
+    """Transaction fee fields (empty: the chain profile's)."""
+    tx_bump_after_seconds: int | None = Field(None, ge=1, le=86_400)
+    """Replace a transaction unmined for this long with fees 25 % higher (empty: the chain profile's)."""
+    gas_low_balance_wei: int | None = Field(None, ge=0)
+    """Alarm when the gas key holds less (empty: the chain profile's)."""
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    """Serve the oracle's Prometheus metrics on ``metrics_host:metrics_port`` (empty: not served)."""
+    metrics_host: str = Field("127.0.0.1", min_length=1, pattern=r"^[A-Za-z0-9.:\-\[\]]+$")
     deployment_file: Path | None = None
     """Empty means var/deployment.json (var/embedded/deployment.json for the embedded system)."""
 
@@ -120,7 +142,7 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str) -> str:
-        if value and not value.startswith(("sqlite", "postgresql")):
+        if value and not value.startswith(("sqlite", "postgresql", "postgres://")):
             raise ValueError("must be a sqlite:// or postgresql:// URL")
         return value
 
@@ -172,6 +194,19 @@ class Settings(BaseSettings):
                 "(set CARDLESS_KEYSTORE_PASSWORD_FILE to a file holding the real one)"
             )
         return self
+
+    def chain_profile(self, chain_id: int) -> ChainProfile:
+        """The chain's profile with these settings' overrides; raises ``ChainProfileError`` for a chain
+        without a profile when ``CARDLESS_CONFIRMATIONS`` is not set."""
+        return chain_profile(
+            chain_id,
+            confirmations=self.confirmations,
+            finality=self.chain_finality,
+            max_log_range=self.chain_log_range,
+            fee_mode=self.chain_fee_mode,
+            bump_after_seconds=self.tx_bump_after_seconds,
+            low_balance_wei=self.gas_low_balance_wei,
+        )
 
     @property
     def is_development(self) -> bool:

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from adapters.simulator.server import SimulatorServer
     from cardless.cli.gateway_server import GatewayServer
     from cardless.cli.oracle_runner import OracleRunner
+    from cardless.devchain.anvil import AnvilNode
     from cardless.devchain.node import DevNode
     from gateway.api.deps import GatewayContext
     from oracles.worker import OracleWorker
@@ -70,7 +71,7 @@ class System:
         self.embedded = embedded
         self.run_gateway = gateway
         self.run_oracle = oracle
-        self.node: DevNode | None = None
+        self.node: DevNode | AnvilNode | None = None
         self.simulator: SimulatorServer | None = None
         self.simulator_config: SimulatorConfig | None = None
         """The embedded simulator's configuration (default: ``default_config()``); tests may set it."""

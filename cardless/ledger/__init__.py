@@ -4,6 +4,7 @@ from cardless.ledger.engine import create_engine_for, migrate, session_factory
 from cardless.ledger.models import (
     Base,
     ChainCursor,
+    ChainReorg,
     ChainTx,
     ChainTxOrder,
     ChainTxState,
@@ -17,6 +18,7 @@ from cardless.ledger.models import (
 __all__ = [
     "Base",
     "ChainCursor",
+    "ChainReorg",
     "ChainTx",
     "ChainTxOrder",
     "ChainTxState",

@@ -16,6 +16,7 @@ from cardless.ledger.types import Uint256
 __all__ = [
     "Base",
     "ChainCursor",
+    "ChainReorg",
     "ChainTx",
     "ChainTxOrder",
     "ChainTxState",
@@ -108,6 +109,12 @@ class Order(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_until: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
+    # Set when a chain reorganisation deeper than the confirmation depth took away an event this order
+    # was acted on (a payment after its top-up may have happened, a settlement, a refund): an operator
+    # must look. ``review_detail`` is the evidence (oracles.reorgs); nothing clears it automatically.
+    review_reason: Mapped[str | None] = mapped_column(String(64), index=True)
+    review_detail: Mapped[dict[str, Any] | None]
+    review_at: Mapped[datetime | None]
 
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -143,6 +150,25 @@ class ChainCursor(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     block_number: Mapped[int] = mapped_column(BigInteger)
     block_hash: Mapped[str] = mapped_column(String(66))
+
+
+class ChainReorg(Base):
+    """A reorganisation that dropped logs the watcher had applied (deeper than the confirmation depth)."""
+
+    __tablename__ = "chain_reorgs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    cursor_name: Mapped[str] = mapped_column(String(64))
+    detected_at: Mapped[datetime] = mapped_column(default=utcnow)
+    old_block: Mapped[int] = mapped_column(BigInteger)
+    old_hash: Mapped[str] = mapped_column(String(66))
+    ancestor_block: Mapped[int] = mapped_column(BigInteger)
+    depth: Mapped[int] = mapped_column(BigInteger)
+    """Blocks rolled back: the old cursor minus the common ancestor."""
+    confirmations: Mapped[int] = mapped_column(Integer)
+    """The confirmation depth in force when it happened."""
+    dropped_logs: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    order_ids: Mapped[list[str]] = mapped_column(JSON)
 
 
 class SeenLog(Base):

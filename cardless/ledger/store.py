@@ -28,6 +28,7 @@ from cardless.ledger.models import Order, OrderEvent, OrderState
 __all__ = [
     "candidates",
     "claim",
+    "due",
     "lease_free",
     "lease_holders",
     "new_order_row",
@@ -101,20 +102,34 @@ def lease_free(now: datetime) -> ColumnElement[bool]:
 
 
 def candidates(
-    session: Session, states: Collection[OrderState], *, now: datetime, limit: int = 500
+    session: Session,
+    states: Collection[OrderState],
+    *,
+    now: datetime,
+    limit: int = 500,
+    where: Sequence[ColumnElement[bool]] = (),
 ) -> list[Order]:
-    """Unleased orders in ``states``, oldest first. ``SKIP LOCKED`` only keeps concurrent workers from
-    queueing on each other's rows inside *this* transaction (PostgreSQL; SQLite ignores it): a caller
-    that changes the rows does so in the same transaction, and one that acts on them outside it claims
-    them first."""
+    """Unleased orders in ``states`` (and matching ``where``), oldest first. ``SKIP LOCKED`` only keeps
+    concurrent workers from queueing on each other's rows inside *this* transaction (PostgreSQL; SQLite
+    ignores it): a caller that changes the rows does so in the same transaction, and one that acts on
+    them outside it claims them first.
+
+    Every row returned stays locked until the caller's transaction ends, and other workers skip it
+    meanwhile: a stage that acts on a few of them says which in ``where`` and ``limit`` rather than
+    filtering in Python, or it hides all the others from every other worker for as long as it runs."""
     query = (
         select(Order)
-        .where(Order.state.in_([s.value for s in states]), lease_free(now))
+        .where(Order.state.in_([s.value for s in states]), lease_free(now), *where)
         .order_by(Order.created_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
     return list(session.execute(query).scalars())
+
+
+def due(now: datetime) -> ColumnElement[bool]:
+    """The condition "its next attempt is due" (no back-off pending)."""
+    return or_(Order.next_attempt_at.is_(None), Order.next_attempt_at <= now)
 
 
 def claim(

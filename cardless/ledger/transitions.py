@@ -13,6 +13,7 @@ the commit and before the effect is recovered from the persisted state, never by
     expired     │            │           unknown ─┘ failed_final ──► refund_pending ──► refunded
                 └────────────┴───────────────────────────┘
     any open state after the deadline ──► reclaimed (someone called reclaim on chain)
+    paid, risk_checked ──► quoted: the payment was reorganised out before any provider was called
 """
 
 from __future__ import annotations
@@ -34,8 +35,14 @@ ALLOWED: dict[OrderState, frozenset[OrderState]] = {
     S.EXPIRED: frozenset({S.PAID}),  # a payment can land in the same block the quote expires
     # paid -> failed_final: rejected by the risk checks; risk_checked -> failed_final: the deadline
     # approaches before a provider was called. Both are then refunded like any failed order.
-    S.PAID: frozenset({S.RISK_CHECKED, S.FAILED_FINAL, S.REFUND_PENDING, S.RECLAIMED, S.SETTLED, S.REFUNDED}),
-    S.RISK_CHECKED: frozenset({S.SUBMITTING, S.FAILED_FINAL, S.REFUND_PENDING, S.RECLAIMED, S.REFUNDED}),
+    # paid/risk_checked -> quoted: a reorganisation took the payment away before a provider was called
+    # (oracles.reorgs); if the payment is mined again, the watcher applies it again.
+    S.PAID: frozenset(
+        {S.RISK_CHECKED, S.FAILED_FINAL, S.REFUND_PENDING, S.RECLAIMED, S.SETTLED, S.REFUNDED, S.QUOTED}
+    ),
+    S.RISK_CHECKED: frozenset(
+        {S.SUBMITTING, S.FAILED_FINAL, S.REFUND_PENDING, S.RECLAIMED, S.REFUNDED, S.QUOTED}
+    ),
     # submitting -> submitting: failover to the next provider (only when provably not charged)
     # submitting -> risk_checked: the circuit breaker refused the call, so the provider was never called
     S.SUBMITTING: frozenset(

@@ -51,6 +51,13 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
     ///         auditor reads it from the code, and calldata and the quote stay as they are.
     uint48 public constant SETTLEMENT_GRACE = 6 hours;
 
+    /// @dev Base units a payout leaves in a balance. Zeroing the slot made the next settlement write it from
+    ///      zero (22,100 gas instead of 5,000 for the merchant and again for the fee balance: 87,058 instead of
+    ///      52,858 gas), and the sweep job pays merchants every minute, so most first settlements after a sweep
+    ///      paid it. The dust remains owed to the account (it is in `balanceOf` and in the accounting
+    ///      invariant); it is simply never paid out.
+    uint256 internal constant _DUST = 1;
+
     bytes32 internal constant _ORDER_TYPEHASH = keccak256(
         "Order(bytes32 orderId,address buyer,address merchant,address token,uint256 amount,uint16 feeBps,"
         "uint48 quoteExpiry,uint48 fulfilmentDeadline,bytes32 skuHash,bytes32 accountCommitment)"
@@ -277,10 +284,14 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
         if (msg.sender != account && msg.sender != to && !isSweeper[msg.sender]) {
             revert UnauthorisedWithdrawal(account, msg.sender);
         }
-        uint256 amount = _balances[account][token];
-        if (amount == 0) revert NothingToWithdraw(account, token);
-        // effects
-        _balances[account][token] = 0;
+        uint256 balance = _balances[account][token];
+        if (balance <= _DUST) revert NothingToWithdraw(account, token);
+        // effects: the dust stays (see _DUST)
+        uint256 amount;
+        unchecked {
+            amount = balance - _DUST; // balance > _DUST
+        }
+        _balances[account][token] = _DUST;
         emit Withdrawn(account, token, to, amount);
         // interactions: a payout address that reverts fails only its own withdrawal.
         _send(token, to, amount);
@@ -288,10 +299,14 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
 
     /// @inheritdoc ICardlessEscrow
     function withdrawFees(address token) external nonReentrant {
-        uint256 amount = feeBalance[token];
-        if (amount == 0) revert NothingToWithdraw(address(this), token);
+        uint256 balance = feeBalance[token];
+        if (balance <= _DUST) revert NothingToWithdraw(address(this), token);
         address to = feeRecipient;
-        feeBalance[token] = 0;
+        uint256 amount;
+        unchecked {
+            amount = balance - _DUST; // balance > _DUST
+        }
+        feeBalance[token] = _DUST;
         emit FeesWithdrawn(token, to, amount);
         _send(token, to, amount);
     }

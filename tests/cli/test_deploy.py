@@ -1,7 +1,8 @@
-"""``cardless deploy`` against a real JSON-RPC node (the session's embedded dev node), as an operator runs
-it: the owner's key in an encrypted keystore that the node knows nothing about (transactions signed
-locally), signer addresses defaulting to this machine's keystores, a token whose symbol and decimals are
-read from the chain. The written deployment file is then what ``cardless gateway`` starts from."""
+"""``cardless deploy`` against a real JSON-RPC node (the session's embedded dev node, and anvil from npm),
+as an operator runs it: the owner's key in an encrypted keystore that the node knows nothing about
+(transactions signed locally), signer addresses defaulting to this machine's keystores, a token whose
+symbol and decimals are read from the chain. The written deployment file is then what ``cardless gateway``
+starts from."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from web3 import HTTPProvider, Web3
 from cardless.cli.keys import load_keys
 from cardless.cli.main import app
 from cardless.cli.system import System
+from cardless.devchain.anvil import AnvilNode, dev_accounts
+from cardless.devchain.chain import deploy_contract
 from cardless.protocol import NATIVE_TOKEN
 from cardless.protocol.artifacts import load_artifact
 from cardless.protocol.deployment import load_deployment
@@ -37,9 +40,25 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
+@pytest.fixture(scope="module")
+def _anvil_token(anvil: AnvilNode) -> str:
+    """A tUSDC on the module's anvil, deployed from dev account 1 (unlocked there as on the dev node)."""
+    w3 = Web3(HTTPProvider(anvil.url, request_kwargs={"timeout": 30}))
+    token = deploy_contract(
+        w3, "test-helpers/MockERC20", "Test USD Coin", "tUSDC", 6, sender=dev_accounts()[0].address
+    )
+    return str(token.address)
+
+
 @pytest.fixture
-def chain(system: System) -> Iterator[tuple[Web3, str, str]]:
-    """(w3, node URL, tUSDC address) of the session's dev node."""
+def chain(request: pytest.FixtureRequest) -> Iterator[tuple[Web3, str, str]]:
+    """(w3, node URL, tUSDC address): the session's embedded dev node, or anvil (``indirect`` "anvil")."""
+    if getattr(request, "param", "embedded") == "anvil":
+        node: AnvilNode = request.getfixturevalue("anvil")
+        w3 = Web3(HTTPProvider(node.url, request_kwargs={"timeout": 30}))
+        yield w3, node.url, request.getfixturevalue("_anvil_token")
+        return
+    system: System = request.getfixturevalue("system")
     assert system.node is not None and system.deployment is not None
     w3 = Web3(HTTPProvider(system.node.url, request_kwargs={"timeout": 30}))
     yield w3, system.node.url, system.deployment.token("tUSDC").address
@@ -59,6 +78,7 @@ def deploy(env: dict[str, str], *args: str) -> Any:
     return CliRunner().invoke(app, ["deploy", *args], env=env, catch_exceptions=False)
 
 
+@pytest.mark.parametrize("chain", ["embedded", "anvil"], indirect=True)
 def test_deploy_signs_locally_writes_the_file_and_the_gateway_starts_from_it(
     tmp_path: Path, chain: tuple[Web3, str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -98,6 +98,7 @@ ERC20_SLOT_ALLOWANCES = 1
 ERC20_SLOT_SUPPLY = 2
 ERC20_SLOT_NONCES = 7
 
+DUST = 1  # base units a payout leaves in a balance (CardlessEscrow._DUST): the slot never returns to zero
 SKIP_NOT_PAID, SKIP_MISMATCH, SKIP_WINDOW_CLOSED = 1, 2, 4  # ICardlessEscrow.SkipReason
 END_EVENTS = {"OrderSettled": OrderStatus.SETTLED, "OrderRefunded": OrderStatus.REFUNDED}
 END_EVENTS["OrderReclaimed"] = OrderStatus.RECLAIMED
@@ -952,7 +953,7 @@ class EscrowMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------------ rules: payouts
 
     def _owed(self) -> list[tuple[str, str]]:
-        return sorted(k for k, v in self.escrow_balances.items() if v)
+        return sorted(k for k, v in self.escrow_balances.items() if v > DUST)
 
     @precondition(lambda self: bool(self._owed()))
     @rule(data=st.data())
@@ -963,7 +964,7 @@ class EscrowMachine(RuleBasedStateMachine):
     def _deferred_refund(self) -> tuple[str, str]:
         return (self.base.contract_buyer.address, NATIVE_TOKEN)
 
-    @precondition(lambda self: self.escrow_balances[self._deferred_refund()] > 0)
+    @precondition(lambda self: self.escrow_balances[self._deferred_refund()] > DUST)
     @rule()
     def withdraw_deferred_refund(self) -> None:
         """Fails (the buyer's revert bubbles up) while it refuses ETH; pays it once it accepts."""
@@ -976,9 +977,9 @@ class EscrowMachine(RuleBasedStateMachine):
 
     def _withdraw(self, account: str, token: str) -> None:
         data = self.env.escrow.encode_abi("withdraw", args=[account, token])
-        amount = self.escrow_balances[(account, token)]
+        amount = self.escrow_balances[(account, token)] - DUST  # a payout keeps one base unit
         to = self.base.payout[account]
-        if amount == 0:
+        if amount <= 0:
             self._expect_revert(
                 self.base.escrow, data, self.env.sweeper, "NothingToWithdraw", (account, token)
             )
@@ -988,7 +989,7 @@ class EscrowMachine(RuleBasedStateMachine):
             self._transact(self.base.escrow, data, self.env.sweeper)
             if (account, token) == self._deferred_refund():
                 event("withdrew a deferred refund")
-            self.escrow_balances[(account, token)] = 0
+            self.escrow_balances[(account, token)] = DUST
             self.wallets[(self.base.escrow, token)] -= amount
             self.wallets[(to, token)] += amount
             self.touched_balances.add((account, token))
@@ -1005,13 +1006,13 @@ class EscrowMachine(RuleBasedStateMachine):
     def withdraw_fees(self, t: int) -> None:
         token = self.base.tokens[t]
         data = self.env.escrow.encode_abi("withdrawFees", args=[token])
-        amount = self.fees[token]
-        if amount == 0:
+        amount = self.fees[token] - DUST
+        if amount <= 0:
             expected = (self.base.escrow, token)
             self._expect_revert(self.base.escrow, data, self.env.bystander, "NothingToWithdraw", expected)
             return
         self._transact(self.base.escrow, data, self.env.bystander)
-        self.fees[token] = 0
+        self.fees[token] = DUST
         self.wallets[(self.base.escrow, token)] -= amount
         self.wallets[(self.env.fee_recipient, token)] += amount
         self.touched_fees.add(token)

@@ -1,8 +1,10 @@
-"""The Alembic migrations: ``migrate`` on an empty SQLite file builds exactly the models' schema, and
-running it again changes nothing."""
+"""The Alembic migrations: ``migrate`` on an empty SQLite file and on an empty PostgreSQL database builds
+exactly the models' schema, running it again changes nothing, and processes starting together on one
+PostgreSQL database migrate it once."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +27,9 @@ from cardless.ledger import (
     migrate,
     session_factory,
 )
+from cardless.ledger.engine import normalise_url
 from tests.support.orders import order_row
+from tests.support.postgres import PostgresServer
 
 
 @pytest.fixture
@@ -120,6 +124,7 @@ def test_0003_drops_the_stored_salts_and_leaves_no_copy_in_the_file(tmp_path: Pa
         values |= {"provider_index": 0, "attempts": 0, "created_at": now, "updated_at": now}
         with engine.begin() as connection:
             orders = Table("orders", MetaData(), autoload_with=connection)
+            values = {name: value for name, value in values.items() if name in orders.c}  # 0002's columns
             connection.execute(orders.insert().values(**values, account_salt=salt))
 
         migrate(engine)
@@ -131,3 +136,86 @@ def test_0003_drops_the_stored_salts_and_leaves_no_copy_in_the_file(tmp_path: Pa
     stored = b"".join(p.read_bytes() for p in tmp_path.iterdir())
     assert salt[2:].encode() not in stored
     assert bytes.fromhex(salt[2:]) not in stored
+
+
+# ---------------------------------------------------------------------- PostgreSQL
+
+
+def test_migrate_on_an_empty_postgresql_database_builds_the_models_schema(postgres: PostgresServer) -> None:
+    """The same migrations on the database several workers share in production: the schema is exactly
+    the models' (types, nullability, indexes), and a second run changes nothing and keeps the data."""
+    with postgres.database(migrated=False) as url:
+        engine = create_engine_for(url)
+        try:
+            assert engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg"
+            assert inspect(engine).get_table_names() == []
+            migrate(engine)
+            assert set(inspect(engine).get_table_names()) == {*Base.metadata.tables, "alembic_version"}
+            assert differences(engine) == []
+            with session_factory(engine).begin() as session:
+                session.add(SignerNonce(address="0x" + "01" * 20, next_nonce=2**40))
+                session.add(order_row(amount=2**255))  # uint256 amounts beyond BIGINT survive as text
+            migrate(engine)
+            assert current_revision(engine) == head_revision()
+            with session_factory(engine)() as session:
+                assert session.execute(select(SignerNonce.next_nonce)).scalar_one() == 2**40
+                assert session.execute(select(Order.amount)).scalar_one() == 2**255
+        finally:
+            engine.dispose()
+
+
+def test_processes_starting_together_on_one_postgresql_database_migrate_it_once(
+    postgres: PostgresServer,
+) -> None:
+    """Four workers and a gateway start at once on a new database: each runs ``migrate`` with its own
+    engine; the advisory lock lets one build the schema while the others wait and then find it at head
+    (without it, the second CREATE TABLE fails and that process does not start)."""
+    with postgres.database(migrated=False) as url:
+        engines = [create_engine_for(url) for _ in range(4)]
+        barrier = threading.Barrier(len(engines))
+        errors: list[BaseException] = []
+
+        def start(engine: Engine) -> None:
+            try:
+                barrier.wait(10)
+                migrate(engine)
+            except BaseException as exc:  # surfaced below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=start, args=(e,)) for e in engines]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        try:
+            assert not errors, errors
+            assert current_revision(engines[0]) == head_revision()
+            assert differences(engines[0]) == []
+        finally:
+            for engine in engines:
+                engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("given", "used"),
+    [
+        ("postgresql://u:p@db.example:5432/cardless", "postgresql+psycopg://u:p@db.example:5432/cardless"),
+        # what hosted providers hand out; the query (TLS options) goes to libpq unchanged
+        (
+            "postgres://u:p@db.example/cardless?sslmode=require",
+            "postgresql+psycopg://u:p@db.example/cardless?sslmode=require",
+        ),
+        (
+            "postgresql+psycopg://u@/cardless?host=/run/postgresql",
+            "postgresql+psycopg://u@/cardless?host=/run/postgresql",
+        ),
+        ("sqlite:///var/cardless.db", "sqlite:///var/cardless.db"),
+    ],
+)
+def test_postgresql_urls_use_psycopg_3(given: str, used: str) -> None:
+    assert normalise_url(given) == used
+
+
+def test_another_postgresql_driver_is_refused_with_the_fix() -> None:
+    with pytest.raises(ValueError, match="psycopg 3: use postgresql://"):
+        normalise_url("postgresql+psycopg2://u:p@localhost/cardless")

@@ -28,6 +28,10 @@ from tests.oracles._ledger import (
     worker,
 )
 from tests.support.orders import order_row
+from tests.support.postgres import BACKENDS
+
+# Every test on SQLite and on PostgreSQL (the database several workers share in production).
+LEDGER_BACKENDS = BACKENDS
 
 S = OrderState
 MARGIN = 300

@@ -18,6 +18,10 @@ from cardless.ledger import Order, OrderState
 from cardless.ledger.store import claim, release, renew
 from oracles.worker import WorkerConfig, default_worker_id
 from tests.oracles._ledger import FakeAdapter, add_order, get, lease, unknown, worker
+from tests.support.postgres import BACKENDS
+
+# Every test on SQLite and on PostgreSQL (the database several workers share in production).
+LEDGER_BACKENDS = BACKENDS
 
 S = OrderState
 NOW = datetime(2030, 1, 1, tzinfo=UTC)

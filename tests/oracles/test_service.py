@@ -20,10 +20,18 @@ async def test_the_service_schedules_requery_expiry_and_sweep(
     ledger: sessionmaker[Session], anyio_backend: str
 ) -> None:
     w = worker(ledger, FakeAdapter("alpha"), "worker-a")
-    intervals = JobIntervals(requery_unknown=2, expire_and_refund=7, purge_unpaid=600, sweep=90)
-    scheduler = OracleService(w, sweep=lambda: None, intervals=intervals).scheduler()
+    intervals = JobIntervals(
+        requery_unknown=2, expire_and_refund=7, purge_unpaid=600, sweep=90, gas_balance=45
+    )
+    scheduler = OracleService(w, sweep=lambda: None, gas_balance=lambda: 0, intervals=intervals).scheduler()
     jobs = {job.id: job.trigger.interval.total_seconds() for job in scheduler.get_jobs()}
-    assert jobs == {"requery-unknown": 2, "expire-and-refund": 7, "purge-unpaid": 600, "sweep": 90}
+    assert jobs == {
+        "requery-unknown": 2,
+        "expire-and-refund": 7,
+        "purge-unpaid": 600,
+        "sweep": 90,
+        "gas-balance": 45,
+    }
     assert "sweep" not in {job.id for job in OracleService(w).scheduler().get_jobs()}
 
 

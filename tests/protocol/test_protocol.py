@@ -610,14 +610,15 @@ def test_doc_worked_examples() -> None:
     commitment = account_commitment("812345678@os_asia", salt)
     assert "0x" + commitment.hex() in text
     order_id = keccak(b"cardless-example-order-1")
-    receipt = {
-        "orderId": "0x" + order_id.hex(),
+    receipt = {  # the shape oracles/outcomes.py builds
+        "version": 1,
+        "order_id": "0x" + order_id.hex(),
         "provider": "sim",
-        "providerRef": "SIM-20260101-000042",
+        "provider_ref": "SIM-20260101-000042",
         "sku": "genshin-60",
         "credited": 60,
-        "accountCommitment": "0x" + commitment.hex(),
-        "completedAt": 1767225600,
+        "account_commitment": "0x" + commitment.hex(),
+        "completed_at": 1767225600,
     }
     assert json.dumps(receipt) in text
     assert rfc8785.dumps(receipt).decode() in text

@@ -11,6 +11,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
+from cardless.ledger.engine import normalise_url
 from cardless.ledger.models import Base
 
 config = context.config
@@ -27,7 +28,7 @@ def run() -> None:
     url = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option("sqlalchemy.url")
     if not url:
         raise SystemExit("alembic: name the database with -x url=<SQLAlchemy URL> (or sqlalchemy.url)")
-    engine = create_engine(url)
+    engine = create_engine(normalise_url(url))
     with engine.begin() as conn:
         context.configure(connection=conn, target_metadata=target_metadata, render_as_batch=True)
         with context.begin_transaction():

@@ -190,7 +190,7 @@ interface ICardlessEscrow {
     error SettlementWindowClosed(bytes32 orderId, uint256 closesAt, uint256 timestamp);
     /// @notice A batch must contain at least one order and one fulfilment per order.
     error BatchLengthMismatch(uint256 orders, uint256 fulfilments);
-    /// @notice Nothing to pay out.
+    /// @notice Nothing to pay out: the balance is at most the one base unit a payout leaves.
     error NothingToWithdraw(address account, address token);
     /// @notice A fee cap above 100% was requested.
     error FeeCapTooHigh(uint16 feeCapBps, uint16 maxBps);
@@ -259,12 +259,13 @@ interface ICardlessEscrow {
 
     // ------------------------------------------------------------------ payouts
 
-    /// @notice Pay `account`'s whole balance of `token` to its payout address. Only the account, its payout
+    /// @notice Pay `account`'s balance of `token`, but one base unit kept so the slot never returns to zero (the
+    ///         next settlement would pay 17,100 gas more), to its payout address. Only the account, its payout
     ///         address or an authorised sweeper (the oracle's sweep job) may call: a stranger, or the holder of
     ///         a leaked payout wallet, cannot race the account's `setPayoutAddress`.
     function withdraw(address account, address token) external;
 
-    /// @notice Pay the accrued platform fees in `token` to the fee recipient. Anyone may call.
+    /// @notice Pay the accrued platform fees in `token`, but one base unit, to the fee recipient. Anyone may call.
     function withdrawFees(address token) external;
 
     /// @notice Choose where the caller's withdrawals are paid (address(0) resets to the caller itself).
