@@ -31,6 +31,7 @@ from cardless.audit import (
     check_receipts,
     load_receipts,
 )
+from cardless.protocol.chains import PROFILES
 
 __all__ = ["audit_app"]
 
@@ -47,8 +48,14 @@ Receipts = Annotated[Path | None, typer.Option("--receipts", help="Receipts to r
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object")]
 
 
-def _reader(rpc: str, page_blocks: int) -> ChainReader:
-    return ChainReader(Web3(HTTPProvider(rpc, request_kwargs={"timeout": 60})), page_blocks=page_blocks)
+def _reader(rpc: str, page_blocks: int | None) -> ChainReader:
+    """``--page-blocks``, else the chain profile's ``max_log_range`` (cardless.protocol.chains), or 2,000."""
+    reader = ChainReader(Web3(HTTPProvider(rpc, request_kwargs={"timeout": 60})))
+    if page_blocks is None:
+        profile = PROFILES.get(reader.chain_id())
+        page_blocks = profile.max_log_range if profile else DEFAULT_PAGE_BLOCKS
+    reader.page_blocks = page_blocks
+    return reader
 
 
 def _to_block(reader: ChainReader, value: str) -> int:
@@ -138,7 +145,9 @@ def audit(
     state_file: Annotated[
         Path | None, typer.Option("--state", help="Resume from and save to this file")
     ] = None,
-    page_blocks: Annotated[int, typer.Option(min=1, help="Blocks per eth_getLogs")] = DEFAULT_PAGE_BLOCKS,
+    page_blocks: Annotated[
+        int | None, typer.Option(min=1, help="Blocks per eth_getLogs (default: the chain's profile, or 2000)")
+    ] = None,
     balance_every: Annotated[int, typer.Option(min=0, help="Also reconcile balances every N blocks")] = 0,
 ) -> None:
     """Audit every order of an escrow: `cardless audit --rpc URL --escrow ADDRESS`."""
@@ -198,7 +207,7 @@ def audit_order(
     if len(oid) != 66 or not oid.startswith("0x"):
         raise typer.BadParameter("a 0x-prefixed 32-byte hex id", param_hint="ORDER_ID")
     try:
-        reader = _reader(rpc, DEFAULT_PAGE_BLOCKS)
+        reader = _reader(rpc, None)
         auditor = Auditor(reader, escrow, focus=oid, focus_only=True)
         report = auditor.run(from_block, _to_block(reader, to_block))
         steps = list(auditor.steps)
