@@ -9,7 +9,7 @@ STAMP_PY := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 HYPOTHESIS_PROFILE ?= ci
 
-.PHONY: help setup run test test-fast test-long check lint imports typecheck slither contracts bench-gas clean
+.PHONY: help setup run test test-fast test-long check lint imports typecheck slither contracts bench-gas bench-audit clean
 
 help:
 	@echo "make run        set up and start the embedded system"
@@ -18,6 +18,7 @@ help:
 	@echo "make test-long  the long suite: tests marked long, the escrow state machine at 2,000 examples"
 	@echo "make check      ruff, import-linter, mypy --strict, Slither"
 	@echo "make bench-gas  gas table -> bench/results/gas.json"
+	@echo "make bench-audit  cardless audit of 10,000 orders -> bench/results/audit.json"
 	@echo "make contracts  recompile and re-export contracts/build"
 
 setup: $(STAMP_PY) $(STAMP_NPM)
@@ -96,6 +97,10 @@ check: lint imports typecheck slither
 
 bench-gas: setup
 	$(PY) -m bench.gas
+
+# Minutes: builds 10,000 orders on the dev chain node, then times one `cardless audit` of them.
+bench-audit: setup
+	$(PY) -m bench.audit
 
 clean:
 	rm -rf $(VENV) $(SLITHER_VENV) node_modules .hardhat

@@ -1,5 +1,5 @@
 """The ``cardless`` command: run | gateway | oracle | deploy | migrate | simulator | demo | merchant |
-catalogue.
+catalogue | audit.
 
 Commands import what they run and nothing more: ``oracle`` loads no web framework and no simulator,
 ``deploy`` no dev chain (the wiring modules are imported inside the commands).
@@ -23,6 +23,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
+from cardless.cli.audit import audit_app
 from cardless.cli.merchants import catalogue_app, merchant_app
 from cardless.cli.settings import Settings
 from cardless.protocol.jsonlimits import restore_recursion_limit
@@ -37,6 +38,7 @@ restore_recursion_limit()
 app = typer.Typer(help="Cardless: direct top-up settlement through an on-chain escrow.", no_args_is_help=True)
 app.add_typer(merchant_app, name="merchant")
 app.add_typer(catalogue_app, name="catalogue")
+app.add_typer(audit_app, name="audit")
 # Keys and addresses must print whole even when stderr is a pipe or a log file (Rich assumes 80 columns).
 console = Console(stderr=True)
 if not console.is_terminal:
