@@ -59,7 +59,7 @@ test: setup
 # The edit loop: every package's unit tests, without the tests marked slow or integration, and the
 # property tests on the `dev` Hypothesis profile (20 examples): under 60 s.
 test-fast: setup
-	$(PG_SETUP) HYPOTHESIS_PROFILE=dev $(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not slow and not integration" --durations=5
+	$(PG_SETUP) HYPOTHESIS_PROFILE=dev $(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not slow and not integration and not long" --durations=5
 
 # The long suite (CI runs it after `make test`): the tests marked `long`, then the escrow state
 # machine at 2,000 examples.

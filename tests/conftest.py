@@ -52,7 +52,22 @@ SLOW_TESTS: tuple[str, ...] = (
     "tests/cli/test_startup_errors.py::test_cardless_",
     # a performance property: fills a chain with 300 blocks and times receipt lookups
     "tests/devchain/test_node.py::test_receipt_lookup_cost_does_not_grow_with_the_chain",
+    # a child process each: `cardless deploy`, `cardless audit`, a fresh interpreter's imports
+    "tests/cli/test_deploy.py::test_deploy_signs_locally_writes_the_file_and_the_gateway_starts_from_it",
+    "tests/audit/test_cli.py",
+    "tests/audit/test_imports.py",
+    "tests/test_deep_json.py::test_the_cli_restores_the_recursion_limit",
+    # builds a whole order history on a dev node before auditing it
+    "tests/audit/test_auditor.py",
+    # every order flow run against a chain backend (the embedded node here; anvil in test_anvil.py)
+    "tests/chains/",
 )
+
+# Fixtures that start a whole component: the embedded system (a dev node, the simulated provider, the
+# gateway and the oracle), an anvil process, or a PostgreSQL database. A test that uses one is a
+# system test: marked slow here, so `make test-fast` (the edit loop) leaves it out and `make test`
+# runs it. The unit tests beside them cover the same code in-process.
+SYSTEM_FIXTURES = frozenset({"system", "shop", "api", "faults", "anvil", "anvil_w3", "postgres", "pg_url"})
 
 # Longest first, so that the two xdist workers finish together (with --dist loadgroup and
 # --no-loadscope-reorder, xdist hands out work in this order). A stable sort: files stay whole, and
@@ -66,6 +81,14 @@ LONGEST_FIRST = (
 )
 
 
+def _starts_a_component(item: pytest.Item) -> bool:
+    if SYSTEM_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        return True
+    # `backend_url` and the oracle's `ledger` reach PostgreSQL through a parameter
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and "postgresql" in callspec.params.values()
+
+
 def _relative(item: pytest.Item) -> str:
     return Path(str(item.path)).resolve().relative_to(TESTS).as_posix()
 
@@ -75,7 +98,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         path = _relative(item)
         if path.split("/", 1)[0] in INTEGRATION_DIRS:
             item.add_marker(pytest.mark.integration)
-        if item.nodeid.startswith(SLOW_TESTS):
+        if item.nodeid.startswith(SLOW_TESTS) or _starts_a_component(item):
             item.add_marker(pytest.mark.slow)
 
     def rank(item: pytest.Item) -> int:
