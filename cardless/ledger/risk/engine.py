@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import time
 from datetime import datetime
 
 from sqlalchemy.orm import Session
@@ -33,6 +34,18 @@ class RiskEngine:
     screening: ScreeningList | None = None
     cipher: AccountCipher | None = None
     """Fills in an order's account hash from its ciphertext when the quote did not record it."""
+    rules_ttl: float = 5.0
+    """Seconds a merchant's rules are cached: an edit through the API applies within this."""
+    _cache: dict[str, tuple[float, RiskRules]] = dataclasses.field(default_factory=dict, repr=False)
+
+    def rules(self, session: Session, merchant: str) -> RiskRules:
+        now = time.monotonic()
+        cached = self._cache.get(merchant)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        rules = rules_for(session, merchant, self.defaults)
+        self._cache[merchant] = (now + self.rules_ttl, rules)
+        return rules
 
     def decide(
         self, session: Session, order: Order, *, at: datetime | None = None
@@ -44,7 +57,7 @@ class RiskEngine:
             with contextlib.suppress(CipherError):
                 account = self.cipher.decrypt(order.account_ciphertext, order.id)
                 order.account_hash = self.cipher.account_hash(account)
-        rules = rules_for(session, order.merchant, self.defaults)
+        rules = self.rules(session, order.merchant)
         when = at or order.paid_at or utcnow()
         verdict = evaluate(rules, gather(session, order, rules, at=when, screening=self.screening))
         row = RiskDecision(
