@@ -273,8 +273,8 @@ def generate(config: SyntheticConfig, cipher: AccountCipher) -> Synthetic:
                 buyer.agent = agent = rng.choice(AGENTS) + f" build/{rng.randint(1, 99)}"
             b.order(buyer.wallet, rng.choice(buyer.accounts), at, client, agent)
             if rng.random() < 0.06:  # a second pack a few minutes later
-                b.order(buyer.wallet, rng.choice(buyer.accounts), at + timedelta(seconds=rng.uniform(60, 400)),
-                        client, agent)  # fmt: skip
+                later = at + timedelta(seconds=rng.uniform(60, 400))
+                b.order(buyer.wallet, rng.choice(buyer.accounts), later, client, agent)
     b.orders.sort(key=lambda o: o["paid_at"])
     # Fraud bursts, after the first week (the victims have a history by then).
     bursts: list[Burst] = []
