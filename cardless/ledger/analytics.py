@@ -175,7 +175,9 @@ def fulfilment(session: Session, r: Range) -> dict[str, Any]:
     count = sum(int(x["orders"]) for x in rows)
     total = sum(int(x["total"] or 0) for x in rows)
     buckets = {int(x["le"]): int(x["orders"]) for x in rows}
-    histogram = [{"le_seconds": b, "orders": buckets.get(b, 0)} for b in _BUCKETS]
+    histogram: list[dict[str, int | None]] = [
+        {"le_seconds": b, "orders": buckets.get(b, 0)} for b in _BUCKETS
+    ]
     histogram.append({"le_seconds": None, "orders": buckets.get(-1, 0)})
     return {
         "orders": count,
