@@ -227,12 +227,14 @@ def _add_block(session: Session, context: ContextDep, merchant: str, body: Block
     return _block_out(row)
 
 
-def _remove_block(session: Session, merchant: str, entry_id: int) -> None:
+def _remove_block(session: Session, merchant: str, entry_id: int) -> BlockOut:
     with session.begin():
         row = session.get(RiskListEntry, entry_id)
         if row is None or row.merchant != merchant:
             raise NotFound("entry_id", f"no block-list entry {entry_id}")
+        removed = _block_out(row)
         session.delete(row)
+    return removed
 
 
 def _blocks(session: Session, merchant: str) -> list[BlockOut]:
@@ -264,12 +266,12 @@ def add_own_block(body: BlockCreate, key: Reviewer, context: ContextDep, session
 
 @router.delete(
     "/merchant/risk/blocklist/{entry_id}",
-    status_code=204,
     tags=["risk"],
     responses=problem_responses(*_KEY, 404, 422),
 )
-def remove_own_block(entry_id: EntryId, key: Reviewer, session: SessionDep) -> None:
-    _remove_block(session, key.merchant_address, entry_id)
+def remove_own_block(entry_id: EntryId, key: Reviewer, session: SessionDep) -> BlockOut:
+    """Take an entry off this merchant's list; answers what was removed."""
+    return _remove_block(session, key.merchant_address, entry_id)
 
 
 # ---------------------------------------------------------------------- the operator
@@ -330,9 +332,8 @@ def add_block(body: BlockCreate, _: OperatorOnlyDep, context: ContextDep, sessio
 
 @router.delete(
     "/risk/blocklist/{entry_id}",
-    status_code=204,
     tags=["risk"],
     responses=problem_responses(*_ADMIN, 404, 422),
 )
-def remove_block(entry_id: EntryId, _: OperatorOnlyDep, session: SessionDep) -> None:
-    _remove_block(session, ALL_MERCHANTS, entry_id)
+def remove_block(entry_id: EntryId, _: OperatorOnlyDep, session: SessionDep) -> BlockOut:
+    return _remove_block(session, ALL_MERCHANTS, entry_id)
