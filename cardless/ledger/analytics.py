@@ -89,7 +89,14 @@ def _amount(session: Session, column: str) -> str:
     return f"SUM(CAST({column} AS NUMERIC))" if _pg(session) else f"SUM(CAST({column} AS INTEGER))"
 
 
+WORK_MEM = "64MB"
+"""PostgreSQL ``work_mem`` for one figure's transaction: its sorts and hashes (the provider figure's
+window over a month of events, the cohorts' distinct counts) stay in memory instead of spilling."""
+
+
 def _rows(session: Session, sql: str, r: Range, **extra: Any) -> list[dict[str, Any]]:
+    if _pg(session):
+        session.execute(text(f"SET LOCAL work_mem = '{WORK_MEM}'"))
     return [dict(row._mapping) for row in session.execute(text(sql), {**r.params(), **extra})]
 
 

@@ -18,6 +18,7 @@ with PostgreSQL ``COPY``.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import random
 from collections.abc import Iterator
@@ -256,7 +257,7 @@ def generate(config: SyntheticConfig, cipher: AccountCipher) -> Synthetic:
     b = _Builder(config, cipher)
     rng, c = b.rng, config
     buyers = _buyers(b)
-    weights = [x.weight for x in buyers]
+    cumulative = list(itertools.accumulate(x.weight for x in buyers))  # one bisect per draw, not a sum
     offset = timedelta(minutes=c.tz_offset_minutes)
     local0 = c.start + offset  # the first local midnight, written as a wall-clock reading
     hours = [local0 + timedelta(hours=h) for h in range(24 * c.days)]
@@ -264,7 +265,7 @@ def generate(config: SyntheticConfig, cipher: AccountCipher) -> Synthetic:
     scale = c.orders_per_day * c.days / sum(rates)
     for hour, rate in zip(hours, rates, strict=True):
         for _ in range(_poisson(rng, rate * scale)):
-            buyer = rng.choices(buyers, weights=weights)[0]
+            buyer = rng.choices(buyers, cum_weights=cumulative)[0]
             at = hour - offset + timedelta(seconds=rng.uniform(0, 3_600))
             client, agent = buyer.network, buyer.agent
             if rng.random() < 0.04:  # on the phone's network for once
