@@ -16,10 +16,10 @@ from cardless.cli.report import synthetic_demo
 
 @pytest.mark.slow
 def test_synthetic_demo_then_report(tmp_path: Path) -> None:
-    result = synthetic_demo(tmp_path / "demo", days=30, orders_per_day=40)
+    # Small (the false-hold rate at full size is tests/risk/test_synthetic.py's): the wiring is the point.
+    result = synthetic_demo(tmp_path / "demo", days=30, orders_per_day=20)
     risk = result["risk"]
-    assert risk["bursts_fully_stopped"] == risk["bursts"] == 6
-    assert risk["false_hold_rate"] < 0.01
+    assert risk["bursts_fully_stopped"] == risk["bursts"] == 6 and risk["orders"] > 500
     assert result["peak"]["weekday"] in (0, 6) and 19 <= result["peak"]["hour"] < 22
 
     database = f"sqlite:///{tmp_path / 'demo' / 'synthetic.db'}"
