@@ -18,7 +18,7 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from cardless.ledger.models import Order, OrderState, utcnow
+from cardless.ledger.models import Order, OrderEvent, OrderState, utcnow
 from cardless.ledger.risk import Decision, RiskEngine
 from cardless.ledger.risk.signals import purge_signals
 from cardless.ledger.store import candidates
@@ -51,7 +51,19 @@ def decide(session: Session, engine: RiskEngine, row: Order) -> Decision:
     if verdict.decision is Decision.ALLOW:
         transition(session, row, OrderState.RISK_CHECKED, f"risk checks passed (score {verdict.score})")
     elif verdict.decision is Decision.HOLD:
-        row.risk_hold_at = utcnow()
+        now = utcnow()
+        row.risk_hold_at = row.updated_at = now
+        # The state does not change (transition() is not called), but the timeline says why it waits.
+        session.add(
+            OrderEvent(
+                order_id=row.id,
+                at=now,
+                from_state=row.state,
+                to_state=row.state,
+                reason=f"risk: held for review: {why}",
+                detail={"score": verdict.score},
+            )
+        )
         log.info("order %s held for review (score %d): %s", row.id, verdict.score, why)
     else:
         transition(

@@ -55,6 +55,8 @@ def test_the_stage_allows_holds_and_refunds_and_stores_each_decision(ledger: ses
     (row,) = decisions(ledger, second)
     assert row.decision == "hold" and row.reasons[0]["rule"] == "wallet_velocity"
     assert decisions(ledger, first)[0].decision == "allow"
+    assert held.events[-1].reason.startswith("risk: held for review: wallet_velocity")
+    assert (held.events[-1].from_state, held.events[-1].to_state) == (S.PAID.value, S.PAID.value)
     # The account hash was filled in from the ciphertext (the quote did not record it here).
     assert held.account_hash == CIPHER.account_hash("player-1")
     assert risk_check_paid(ledger, ONE_A_WINDOW) == 0  # a held order is not decided again
