@@ -185,3 +185,25 @@ def test_analytics_for_a_merchant_key_and_the_operator(gw: MerchantApp, admin: h
     assert {"/v1/analytics/heatmap", "/v1/merchant/reviews", "/v1/risk/reviews/{order_id}/refund"} <= set(
         paths
     )
+
+
+def test_a_quote_keeps_the_account_hash_and_the_hashed_client_network_and_agent(gw: MerchantApp) -> None:
+    from cardless.ledger.risk import RequestSignal
+    from cardless.ledger.risk.signals import network_of
+    from tests.support.shop import dev_wallet
+
+    body = {"sku": "genshin-60", "account": " 12345678 ", "token": "tUSDC", "buyer": dev_wallet(5).address}
+    with gw.client(**{"User-Agent": "risk-test/1.0"}) as client:
+        quote = client.post("/v1/quotes", json=body)
+    assert quote.status_code == 201, quote.text
+    order_id = quote.json()["order_id"]
+    cipher: AccountCipher = gw.context.quotes.cipher
+    with gw.sessions() as session:
+        order = session.get(Order, order_id)
+        signal = session.get(RequestSignal, order_id)
+        assert order is not None and signal is not None
+        assert order.account_hash == signal.account_hash == cipher.account_hash("12345678")
+        assert signal.buyer == dev_wallet(5).address
+        assert signal.network_hash == cipher.keyed_hash("network", network_of("127.0.0.1"))
+        assert signal.agent_hash == cipher.keyed_hash("agent", "risk-test/1.0")
+        assert "127.0.0" not in signal.network_hash and "risk-test" not in signal.agent_hash
