@@ -183,6 +183,7 @@ def main(orders: int) -> dict[str, Any]:
             with engine.connect() as connection:
                 raw: Any = connection.connection.dbapi_connection
                 with raw.cursor() as cursor:
+                    cursor.execute(f"SET work_mem = '{analytics.WORK_MEM}'")  # as the figure runs
                     cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + statement, parameters)
                     plan = [row[0] for row in cursor.fetchall()]
             result[label] = {
