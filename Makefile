@@ -9,7 +9,7 @@ STAMP_PY := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 HYPOTHESIS_PROFILE ?= ci
 
-.PHONY: help setup run test test-fast test-long check lint imports typecheck slither contracts bench-gas bench-audit clean
+.PHONY: help setup run test test-fast test-long check lint imports typecheck slither contracts bench-gas bench-audit bench-analytics clean
 
 help:
 	@echo "make run        set up and start the embedded system"
@@ -19,6 +19,7 @@ help:
 	@echo "make check      ruff, import-linter, mypy --strict, Slither"
 	@echo "make bench-gas  gas table -> bench/results/gas.json"
 	@echo "make bench-audit  cardless audit of 10,000 orders -> bench/results/audit.json"
+	@echo "make bench-analytics  1M orders in PostgreSQL: analytics and risk timings -> bench/results/analytics.json"
 	@echo "make contracts  recompile and re-export contracts/build"
 
 setup: $(STAMP_PY) $(STAMP_NPM)
@@ -101,6 +102,10 @@ bench-gas: setup
 # Minutes: builds 10,000 orders on the dev chain node, then times one `cardless audit` of them.
 bench-audit: setup
 	$(PY) -m bench.audit
+
+# 1,000,000 synthetic orders COPYed into a throw-away PostgreSQL database (minutes; not in make test).
+bench-analytics: setup
+	$(PG_SETUP) $(PY) -m bench.analytics
 
 clean:
 	rm -rf $(VENV) $(SLITHER_VENV) node_modules .hardhat

@@ -11,7 +11,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cardless.ledger.logcontext import order_scope
 from cardless.protocol.jsonlimits import BoundedJsonMiddleware
-from gateway.api import merchants, money, order_lists, webhooks
+from gateway.api import analytics, merchants, money, order_lists, reviews, webhooks
 from gateway.api.deps import GatewayContext
 from gateway.api.errors import install_error_handlers, problem_openapi
 from gateway.api.idempotency import IdempotencyMiddleware, idempotency_openapi
@@ -66,6 +66,8 @@ def create_app(context: GatewayContext) -> FastAPI:
     app.include_router(router)
     app.include_router(order_lists.router)
     app.include_router(merchants.router)
+    app.include_router(reviews.router)
+    app.include_router(analytics.router)
     for module in (webhooks, money):
         app.include_router(module.admin_router)
         app.include_router(module.own_router)

@@ -1,78 +1,95 @@
-"""Risk checks run on every paid order before a provider is called.
+"""The risk stage: every paid order is decided before any provider is called (``cardless.ledger.risk``).
 
-Deliberately simple and explicit: a per-order amount ceiling per token and a per-buyer velocity limit.
-A rejected order is refunded (reason RISK_REJECTED); nothing is sent to a provider.
+- allow: ``paid -> risk_checked``;
+- hold: the order stays ``paid`` with ``risk_hold_at`` set, out of this stage, until a reviewer approves
+  or refunds it (``cardless.ledger.risk.review``); nobody acting, the deadline job refunds it before its
+  fulfilment deadline (``oracles.deadlines.refund_near_deadline``), since no provider was called;
+- refund: ``paid -> failed_final`` with reason RISK_REJECTED; nothing is sent to a provider.
+
+Each decision is stored with its reasons and score (``risk_decisions``) in the transaction that acts
+on it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from datetime import timedelta
 
-from eth_utils import to_checksum_address
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from cardless.ledger.models import Order, OrderState, utcnow
+from cardless.ledger.models import Order, OrderEvent, OrderState, utcnow
+from cardless.ledger.risk import Decision, RiskEngine
+from cardless.ledger.risk.signals import purge_signals
 from cardless.ledger.store import candidates
 from cardless.ledger.transitions import transition
 from cardless.protocol import RefundReason
 from oracles.failpoints import failpoint
 
-__all__ = ["RiskPolicy", "risk_check_paid"]
+__all__ = ["RiskPolicy", "purge_request_signals", "risk_check_paid"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
 class RiskPolicy:
-    max_amount: dict[str, int] = dataclasses.field(default_factory=dict)
-    """Token address -> largest amount (base units) one order may carry; tokens not listed are unlimited."""
-    max_orders_per_buyer: int = 1_000
-    window: timedelta = timedelta(hours=1)
+    """The operator's risk settings for this oracle: the engine (default rules, screening list) and how
+    long request signals are kept."""
 
-    def __post_init__(self) -> None:
-        # Orders carry checksummed addresses: normalise the keys, or a lower-case entry would never apply.
-        object.__setattr__(
-            self, "max_amount", {to_checksum_address(k): v for k, v in self.max_amount.items()}
-        )
+    engine: RiskEngine = dataclasses.field(default_factory=RiskEngine)
+    signal_retention: timedelta = timedelta(days=30)
 
-    def check(self, session: Session, order: Order) -> str | None:
-        """None if the order may proceed, else the reason it may not."""
-        ceiling = self.max_amount.get(to_checksum_address(order.token))
-        if ceiling is not None and order.amount > ceiling:
-            return f"amount {order.amount} above the per-order ceiling {ceiling} for {order.token}"
-        since = utcnow() - self.window
-        recent = session.execute(
-            select(func.count())
-            .select_from(Order)
-            .where(
-                Order.buyer == order.buyer,
-                Order.paid_at >= since,
-                Order.state != OrderState.QUOTED.value,
+
+def _summary(reasons: tuple[object, ...]) -> str:
+    return "; ".join(f"{r.rule}: {r.detail}" for r in reasons)  # type: ignore[attr-defined]
+
+
+def decide(session: Session, engine: RiskEngine, row: Order) -> Decision:
+    """Decide one paid order and act on it in ``session`` (the caller commits)."""
+    verdict, _ = engine.decide(session, row)
+    why = _summary(verdict.reasons)
+    if verdict.decision is Decision.ALLOW:
+        transition(session, row, OrderState.RISK_CHECKED, f"risk checks passed (score {verdict.score})")
+    elif verdict.decision is Decision.HOLD:
+        now = utcnow()
+        row.risk_hold_at = row.updated_at = now
+        # The state does not change (transition() is not called), but the timeline says why it waits.
+        session.add(
+            OrderEvent(
+                order_id=row.id,
+                at=now,
+                from_state=row.state,
+                to_state=row.state,
+                reason=f"risk: held for review: {why}",
+                detail={"score": verdict.score},
             )
-        ).scalar_one()
-        if recent > self.max_orders_per_buyer:
-            limit = self.max_orders_per_buyer
-            return f"buyer {order.buyer} paid {recent} orders within {self.window}, limit {limit}"
-        return None
+        )
+        log.info("order %s held for review (score %d): %s", row.id, verdict.score, why)
+    else:
+        transition(
+            session,
+            row,
+            OrderState.FAILED_FINAL,
+            f"risk: {why}",
+            detail={"score": verdict.score},
+            refund_reason=int(RefundReason.RISK_REJECTED),
+        )
+    return verdict.decision
 
 
 def risk_check_paid(sessions: sessionmaker[Session], policy: RiskPolicy) -> int:
-    """Stage: pass or reject every paid order (one transaction); returns how many were decided."""
+    """Stage: decide every paid order not already held (one transaction); returns how many."""
     changed = 0
     with sessions.begin() as session:
-        for row in candidates(session, [OrderState.PAID], now=utcnow()):
-            verdict = policy.check(session, row)
-            if verdict is None:
-                transition(session, row, OrderState.RISK_CHECKED, "risk checks passed")
-            else:
-                transition(
-                    session,
-                    row,
-                    OrderState.FAILED_FINAL,
-                    f"risk: {verdict}",
-                    refund_reason=int(RefundReason.RISK_REJECTED),
-                )
+        for row in candidates(session, [OrderState.PAID], now=utcnow(), where=[Order.risk_hold_at.is_(None)]):
+            decide(session, policy.engine, row)
             changed += 1
     if changed:
         failpoint("fulfilment.after_risk_commit")
     return changed
+
+
+def purge_request_signals(sessions: sessionmaker[Session], policy: RiskPolicy) -> int:
+    """Periodic job: delete request signals older than the retention period."""
+    with sessions.begin() as session:
+        return purge_signals(session, policy.signal_retention)

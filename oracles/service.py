@@ -53,6 +53,7 @@ class OracleService:
             "requery-unknown": (self.worker.requery_due, self.intervals.requery_unknown),
             "expire-and-refund": (self.worker.expire_and_refund, self.intervals.expire_and_refund),
             "purge-unpaid": (self.worker.purge_unpaid, self.intervals.purge_unpaid),
+            "purge-request-signals": (self.worker.purge_signals, self.intervals.purge_unpaid),
         }
         if self.sweep is not None:
             jobs["sweep"] = (self.sweep, self.intervals.sweep)

@@ -41,6 +41,7 @@ from adapters import ProviderAdapter
 from cardless.ledger.cipher import AccountCipher
 from cardless.ledger.logcontext import ORDER_ID
 from cardless.ledger.models import Order, OrderState, utcnow
+from cardless.ledger.risk import RiskEngine
 from cardless.ledger.store import candidates, claim, lease_holders, release, release_holders, renew
 from cardless.ledger.store import due as attempt_due
 from cardless.protocol import EscrowDomain
@@ -48,7 +49,7 @@ from oracles.deadlines import expire_quotes, purge_unpaid_quotes, refund_near_de
 from oracles.events import apply_event
 from oracles.outcomes import OutcomePolicy, Outcomes, aware
 from oracles.proofs import Proofs
-from oracles.risk import RiskPolicy, risk_check_paid
+from oracles.risk import RiskPolicy, purge_request_signals, risk_check_paid
 from oracles.settlement import Settlement
 from oracles.txmanager import TxManager
 from oracles.watcher import Watcher
@@ -150,7 +151,7 @@ class OracleWorker:
         self.sessions = sessions
         self.adapters = dict(adapters)
         self.tx = tx
-        self.risk = risk or RiskPolicy()
+        self.risk = risk or RiskPolicy(engine=RiskEngine(cipher=cipher))
         self.config = config or WorkerConfig()
         self.worker_id = self.config.worker_id
         self.outcomes = Outcomes(
@@ -235,6 +236,10 @@ class OracleWorker:
     async def purge_unpaid(self) -> int:
         """Periodic job: delete orders quoted and never paid, well after their quote expired."""
         return purge_unpaid_quotes(self.sessions, self._chain_now(), self.config.unpaid_retention)
+
+    async def purge_signals(self) -> int:
+        """Periodic job: delete request signals (client network, user agent) past their retention."""
+        return purge_request_signals(self.sessions, self.risk)
 
     async def run(self, stop: asyncio.Event, idle_sleep: float = 0.1, *, housekeeping: bool = True) -> None:
         while not stop.is_set():

@@ -25,6 +25,7 @@ from rich.table import Table
 
 from cardless.cli.audit import audit_app
 from cardless.cli.merchants import catalogue_app, merchant_app
+from cardless.cli.report import report as report_command
 from cardless.cli.settings import Settings
 from cardless.protocol.jsonlimits import restore_recursion_limit
 
@@ -39,6 +40,7 @@ app = typer.Typer(help="Cardless: direct top-up settlement through an on-chain e
 app.add_typer(merchant_app, name="merchant")
 app.add_typer(catalogue_app, name="catalogue")
 app.add_typer(audit_app, name="audit")
+app.command("report")(report_command)
 # Keys and addresses must print whole even when stderr is a pipe or a log file (Rich assumes 80 columns).
 console = Console(stderr=True)
 if not console.is_terminal:
@@ -389,8 +391,18 @@ def demo(
         str | None, typer.Option(help="A running gateway (default: from settings)")
     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for orders to settle")] = 300.0,
+    synthetic: Annotated[
+        bool,
+        typer.Option(help="Instead: 30 days of synthetic traffic, risk replay and report (var/synthetic)"),
+    ] = False,
 ) -> None:
     """Run N purchases from dev wallets against a running system, or an embedded one started here."""
+    if synthetic:
+        from cardless.cli.report import synthetic_demo
+
+        result = synthetic_demo(Settings().var_dir / "synthetic")
+        typer.echo(json.dumps(result) if as_json else json.dumps(result, indent=1))
+        raise typer.Exit(0)
     from cardless.cli.demo import run_demo
     from cardless.cli.system import System
 

@@ -26,10 +26,12 @@ from adapters import ProviderAdapter
 from cardless.cli.keys import Keys
 from cardless.cli.settings import Settings
 from cardless.ledger.cipher import AccountCipher
+from cardless.ledger.risk import RiskEngine, ScreeningList
 from cardless.protocol.artifacts import load_artifact
 from cardless.protocol.deployment import Deployment
 from cardless.protocol.reverts import RevertDecoder
 from gateway.catalogue import Catalogue
+from oracles.risk import RiskPolicy
 from oracles.service import OracleService
 from oracles.settlement import MerchantSweep
 from oracles.txmanager import TxManager
@@ -141,6 +143,15 @@ class OracleRunner:
             tx=tx,
             cipher=self.cipher,
             start_block=self.deployment.deployed_block,
+            risk=RiskPolicy(
+                engine=RiskEngine(
+                    cipher=self.cipher,
+                    screening=ScreeningList(settings.risk_screening_file)
+                    if settings.risk_screening_file
+                    else None,
+                ),
+                signal_retention=timedelta(days=settings.risk_signal_retention_days),
+            ),
             config=WorkerConfig(
                 max_batch=settings.max_batch,
                 confirmations=profile.confirmations,

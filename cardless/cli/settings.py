@@ -131,6 +131,11 @@ class Settings(BaseSettings):
     unpaid_retention_seconds: int = Field(3_600, ge=60, le=90 * 86_400)
     """How long after its quote expired (chain time) an order nobody paid is kept before the oracle
     deletes it with its timeline."""
+    risk_screening_file: Path | None = None
+    """Address screening list for the risk engine (one address a line, ``#`` comments): a paid order from
+    a listed wallet is refunded. Read at start and again whenever the file changes."""
+    risk_signal_retention_days: int = Field(30, ge=1, le=365)
+    """Days the client network and user agent (keyed hashes) of a quote are kept for the risk engine."""
 
     quote_rate_per_client: str = Field("120/minute", pattern=_RATE)
     """Quotes one client address may ask for (``N/second|minute|hour|day``, a moving window). Each

@@ -29,6 +29,7 @@ from cardless.ledger.outbox import (
     WebhookEndpoint,
     WebhookEvent,
 )
+from cardless.ledger.risk import models as _risk_models  # noqa: F401 - its tables join Base.metadata
 
 __all__ = [
     "ApiKey",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+import unicodedata
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -30,15 +31,20 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cardless.ledger._exceptions import LedgerError
 from cardless.ledger.private_files import private_dir, write_private
 
-__all__ = ["AccountCipher", "CipherError", "load_or_create_key"]
+__all__ = ["AccountCipher", "CipherError", "load_or_create_key", "normalise_account"]
 
 _NONCE = 12
 _SALT_KEY_INFO = b"cardless/account-salt-key/v1"
 _SALT_LABEL = b"cardless/account-salt/v1"
+_RISK_KEY_INFO = b"cardless/risk-keyed-hash/v1"
 
 
 class CipherError(LedgerError):
     pass
+
+
+def normalise_account(account: str) -> str:
+    return unicodedata.normalize("NFKC", account).strip().casefold()
 
 
 class AccountCipher:
@@ -48,6 +54,21 @@ class AccountCipher:
         self._aead = AESGCM(key)
         hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_SALT_KEY_INFO)
         self._salt_key = hkdf.derive(key)
+        risk = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_RISK_KEY_INFO)
+        self._risk_key = risk.derive(key)
+
+    def keyed_hash(self, label: str, value: str) -> str:
+        """HMAC-SHA256 (hex) of ``value`` under a subkey of the account key, separated by ``label``:
+        what the risk engine counts and compares (game accounts, client networks, user agents) without
+        keeping the value itself. A copy of the database cannot test guesses without the key."""
+        mac = hmac.HMAC(self._risk_key, hashes.SHA256())
+        mac.update(label.encode() + b"\x00" + value.encode("utf-8"))
+        return mac.finalize().hex()
+
+    def account_hash(self, account: str) -> str:
+        """The keyed hash of the normalised game account (NFKC, trimmed, case-folded): velocity per
+        account counts orders by it, whatever case or width the buyer typed."""
+        return self.keyed_hash("account", normalise_account(account))
 
     def salt(self, order_id: str) -> bytes:
         """The 32-byte salt of ``order_id``'s account commitment (``0x`` + 64 hex, any case)."""

@@ -134,6 +134,11 @@ class Order(Base):
     review_reason: Mapped[str | None] = mapped_column(String(64), index=True)
     review_detail: Mapped[dict[str, Any] | None]
     review_at: Mapped[datetime | None]
+    # Risk (issue 14, cardless.ledger.risk): the keyed hash of the normalised game account, written at
+    # quote time (the account itself stays encrypted), and when the risk engine held this paid order for
+    # review (it stays ``paid`` until approved, refunded, or refunded by the deadline job).
+    account_hash: Mapped[str | None] = mapped_column(String(64))
+    risk_hold_at: Mapped[datetime | None] = mapped_column(index=True)
 
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -147,6 +152,12 @@ class Order(Base):
         # The merchant's and the buyer's order lists: newest first, keyset on (created_at, id).
         Index("ix_orders_merchant_created", "merchant", "created_at", "id"),
         Index("ix_orders_buyer_created", "buyer", "created_at", "id"),
+        # Risk velocity windows and analytics ranges: all keyed on the payment time.
+        Index("ix_orders_buyer_paid", "buyer", "paid_at"),
+        Index("ix_orders_account_paid", "account_hash", "paid_at"),
+        Index("ix_orders_sku_paid", "sku", "paid_at"),
+        Index("ix_orders_merchant_paid", "merchant", "paid_at"),
+        Index("ix_orders_paid_at", "paid_at"),
     )
 
 
@@ -157,7 +168,7 @@ class OrderEvent(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     order_id: Mapped[str] = mapped_column(ForeignKey("orders.id"), index=True)
-    at: Mapped[datetime] = mapped_column(default=utcnow)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)  # analytics ranges
     from_state: Mapped[str | None] = mapped_column(String(32))
     to_state: Mapped[str] = mapped_column(String(32))
     reason: Mapped[str] = mapped_column(Text)

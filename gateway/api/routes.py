@@ -88,7 +88,12 @@ async def create_quote(
     request.state.rate_limits = allowances  # for the error handlers, should the quote be refused
     response.headers.update(rate_limit_headers(allowances))
     return await quotes.create(
-        sku_id=body.sku, account=body.account, token_symbol=body.token, buyer=body.buyer
+        sku_id=body.sku,
+        account=body.account,
+        token_symbol=body.token,
+        buyer=body.buyer,
+        client=client,
+        user_agent=request.headers.get("user-agent", ""),
     )
 
 

@@ -20,6 +20,7 @@ from adapters._exceptions import AdapterError
 from adapters.provider_file import AccountFormat
 from cardless import protocol
 from cardless.ledger.cipher import AccountCipher
+from cardless.ledger.risk.signals import request_signal
 from cardless.ledger.store import new_order_row
 from cardless.protocol.artifacts import load_artifact
 from cardless.protocol.deployment import Deployment
@@ -55,7 +56,18 @@ class QuoteService:
     account_formats: Mapping[str, AccountFormat] = dataclasses.field(default_factory=dict)
     """Provider name -> the ``[account]`` format its provider file declares."""
 
-    async def create(self, *, sku_id: str, account: str, token_symbol: str, buyer: str) -> QuoteOut:
+    async def create(
+        self,
+        *,
+        sku_id: str,
+        account: str,
+        token_symbol: str,
+        buyer: str,
+        client: str | None = None,
+        user_agent: str = "",
+    ) -> QuoteOut:
+        """``client`` (the peer address) and ``user_agent``: kept as keyed hashes for the risk engine
+        (``cardless.ledger.risk.signals``); None records no signal."""
         with self.sessions() as session:
             # The catalogue in the database: a disabled SKU or merchant reads as unknown.
             sku = quotable(session, sku_id)
@@ -108,19 +120,31 @@ class QuoteService:
         typed = protocol.quote_typed_data(domain, order)
         signature = protocol.sign(self.quote_key.key, typed)
         providers = [provider_name] + [p for p in sku.providers if p != provider_name]
+        account_hash = self.cipher.account_hash(account)
         with self.sessions.begin() as session:
-            session.add(
-                new_order_row(
-                    order,
-                    domain=domain,
-                    sku=sku.id,
-                    providers=providers,
-                    account_ciphertext=self.cipher.encrypt(account, order_hex),
-                    quote_signer=self.quote_key.address,
-                    quote_signature=signature,
-                    reason=f"quote issued; account validated by {provider_name}",
-                )
+            row = new_order_row(
+                order,
+                domain=domain,
+                sku=sku.id,
+                providers=providers,
+                account_ciphertext=self.cipher.encrypt(account, order_hex),
+                quote_signer=self.quote_key.address,
+                quote_signature=signature,
+                reason=f"quote issued; account validated by {provider_name}",
             )
+            row.account_hash = account_hash
+            session.add(row)
+            if client is not None:
+                session.add(
+                    request_signal(
+                        self.cipher,
+                        order_id=order_hex,
+                        buyer=order.buyer,
+                        account_hash=account_hash,
+                        client=client,
+                        user_agent=user_agent,
+                    )
+                )
         # A mistyped account of a valid shape passes validation; the nickname the provider returns
         # for it is what lets the buyer notice before paying.
         check = AccountCheck(account=account, provider=provider_name, nickname=validation.nickname)

@@ -59,6 +59,32 @@ for _base, _own in (("/v1/merchants/{merchant_id}", ""), ("/v1/merchant", "Own")
         ("get", f"{_base}/settlement-report"): f"get{_own or 'Merchant'}SettlementReport",
     }
 
+# Risk (issue 14): the review queue, rules and block lists; the analytics figures.
+OPERATIONS |= {
+    ("get", "/v1/merchant/reviews"): "listOwnReviews",
+    ("post", "/v1/merchant/reviews/{order_id}/approve"): "approveOwnReview",
+    ("post", "/v1/merchant/reviews/{order_id}/refund"): "refundOwnReview",
+    ("get", "/v1/merchant/risk/config"): "getOwnRiskConfig",
+    ("put", "/v1/merchant/risk/config"): "putOwnRiskConfig",
+    ("get", "/v1/merchant/risk/blocklist"): "listOwnBlocklist",
+    ("post", "/v1/merchant/risk/blocklist"): "addOwnBlock",
+    ("delete", "/v1/merchant/risk/blocklist/{entry_id}"): "removeOwnBlock",
+    ("get", "/v1/risk/reviews"): "listReviews",
+    ("post", "/v1/risk/reviews/{order_id}/approve"): "approveReview",
+    ("post", "/v1/risk/reviews/{order_id}/refund"): "refundReview",
+    ("get", "/v1/risk/config/{merchant_id}"): "getRiskConfig",
+    ("get", "/v1/risk/blocklist"): "listBlocklist",
+    ("post", "/v1/risk/blocklist"): "addBlock",
+    ("delete", "/v1/risk/blocklist/{entry_id}"): "removeBlock",
+    ("get", "/v1/analytics/heatmap"): "getSalesHeatmap",
+    ("get", "/v1/analytics/sku-daily"): "getSkuDailyVolume",
+    ("get", "/v1/analytics/repeat"): "getRepeatPurchases",
+    ("get", "/v1/analytics/cohorts"): "getWalletCohorts",
+    ("get", "/v1/analytics/fulfilment"): "getFulfilmentTime",
+    ("get", "/v1/analytics/providers"): "getProviderStats",
+    ("get", "/v1/analytics/refunds"): "getRefundReasons",
+}
+
 
 @pytest.fixture(scope="module")
 def document(shop: Shop) -> dict[str, Any]:

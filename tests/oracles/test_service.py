@@ -29,6 +29,7 @@ async def test_the_service_schedules_requery_expiry_and_sweep(
         "requery-unknown": 2,
         "expire-and-refund": 7,
         "purge-unpaid": 600,
+        "purge-request-signals": 600,  # risk signals past their retention (same cadence)
         "sweep": 90,
         "gas-balance": 45,
     }

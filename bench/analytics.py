@@ -1,0 +1,240 @@
+"""Analytics and risk benchmark (issue 14): N synthetic orders (default 1,000,000, 30 days) bulk-loaded
+into a fresh PostgreSQL database with COPY, then every analytics figure timed over the whole range and a
+sample of risk decisions timed; the slowest figure's plan is kept (EXPLAIN ANALYZE).
+
+    PYTHONPATH=. python -m bench.analytics [ORDERS]     (writes bench/results/analytics.json)
+
+The server is CARDLESS_BENCH_PG_URL, else CARDLESS_TEST_PG_URL (a role that may create databases;
+``.ci/postgres`` prints one). The database is dropped at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import statistics
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event, make_url, text
+from sqlalchemy.engine import Connection
+
+from cardless.ledger import Order, analytics, create_engine_for, migrate, session_factory
+from cardless.ledger.cipher import AccountCipher
+from cardless.ledger.engine import normalise_url
+from cardless.ledger.risk import RiskEngine
+from cardless.ledger.synthetic import SyntheticConfig, generate
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "analytics.json"
+RUNS = 5
+DECISIONS = 1_000
+DAYS = 365
+"""A year of history: the dashboard's default window is the last 30 days (timed first); the whole year is
+timed too, as the worst case."""
+
+ORDER_COLUMNS = [
+    "id",
+    "state",
+    "chain_id",
+    "escrow",
+    "sku",
+    "providers",
+    "provider_index",
+    "buyer",
+    "merchant",
+    "token",
+    "amount",
+    "fee_bps",
+    "quote_expiry",
+    "fulfilment_deadline",
+    "sku_hash",
+    "account_commitment",
+    "account_ciphertext",
+    "quote_signer",
+    "quote_signature",
+    "paid_tx",
+    "paid_block",
+    "paid_at",
+    "fulfilled_at",
+    "refund_reason",
+    "closed_at",
+    "attempts",
+    "account_hash",
+    "created_at",
+    "updated_at",
+]
+EVENT_COLUMNS = ("order_id", "at", "from_state", "to_state", "reason", "detail")
+SIGNAL_COLUMNS = ("order_id", "buyer", "account_hash", "network_hash", "agent_hash", "seen_at")
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@contextmanager
+def database(admin_url: str) -> Iterator[str]:
+    url = make_url(normalise_url(admin_url))
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    name = f"cardless_bench_{os.getpid()}"
+    with admin.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def copy(
+    connection: Connection, table: str, columns: tuple[str, ...] | list[str], rows: list[dict[str, Any]]
+) -> float:
+    started = time.perf_counter()
+    raw: Any = connection.connection.dbapi_connection
+    with raw.cursor() as cursor, cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as cp:
+        for row in rows:
+            cp.write_row(
+                [
+                    json.dumps(row[c]) if c in ("providers", "detail") and row[c] is not None else row[c]
+                    for c in columns
+                ]
+            )
+    return time.perf_counter() - started
+
+
+def main(orders: int) -> dict[str, Any]:
+    admin_url = os.environ.get("CARDLESS_BENCH_PG_URL") or os.environ.get("CARDLESS_TEST_PG_URL")
+    if not admin_url:
+        raise SystemExit('set CARDLESS_BENCH_PG_URL or CARDLESS_TEST_PG_URL (eval "$(.ci/postgres)")')
+    config = SyntheticConfig(
+        days=DAYS,
+        orders_per_day=orders / DAYS,
+        buyers=max(orders // 8, 100),
+        bursts=30,
+        tz_offset_minutes=480,
+    )
+    started = time.perf_counter()
+    data = generate(config, AccountCipher(bytes(32)))
+    generated = time.perf_counter() - started
+    log(f"generated {len(data.orders)} orders, {len(data.events)} events in {generated:.1f} s")
+    result: dict[str, Any] = {
+        "orders": len(data.orders),
+        "events": len(data.events),
+        "generate_seconds": generated,
+    }
+    with database(admin_url) as url:
+        engine = create_engine_for(url)
+        migrate(engine)
+        with engine.begin() as connection:
+            result["copy_seconds"] = {
+                "orders": copy(connection, "orders", ORDER_COLUMNS, data.orders),
+                "order_events": copy(connection, "order_events", EVENT_COLUMNS, data.events),
+                "risk_signals": copy(connection, "risk_signals", SIGNAL_COLUMNS, data.signals),
+            }
+        log(f"COPY: {result['copy_seconds']}")
+        with engine.connect() as connection:
+            connection.execution_options(isolation_level="AUTOCOMMIT").execute(text("VACUUM ANALYZE"))
+        del data.events, data.signals
+
+        # -- analytics: every figure over the last 30 days (the API's default), then over the whole year
+        end = config.start + timedelta(days=config.days)
+        captured: dict[str, tuple[str, Any]] = {}
+
+        @event.listens_for(engine, "before_cursor_execute")
+        def remember(
+            conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
+        ) -> None:
+            captured["last"] = (statement, parameters)
+
+        sessions = session_factory(engine)
+        for label, since in (("last_30_days", end - timedelta(days=30)), ("whole_range", config.start)):
+            r = analytics.Range(since, end, tz_offset_minutes=480)
+            with sessions() as session:
+                in_range = session.execute(
+                    text("SELECT COUNT(*) FROM orders WHERE paid_at >= :a AND paid_at < :b"),
+                    {"a": since, "b": end},
+                ).scalar_one()
+            figures: dict[str, Any] = {}
+            statements: dict[str, tuple[str, Any]] = {}
+            for name, figure in analytics.FIGURES.items():
+                times = []
+                for _ in range(RUNS):
+                    with sessions() as session:
+                        t0 = time.perf_counter()
+                        figure(session, r)
+                        times.append(time.perf_counter() - t0)
+                statements[name] = captured["last"]
+                figures[name] = {
+                    "first_seconds": times[0],
+                    "median_seconds": statistics.median(times),
+                    "max_seconds": max(times),
+                }
+                log(f"{label} {name}: first {times[0]:.3f} s, median {statistics.median(times):.3f} s")
+            slowest = max(figures, key=lambda n: figures[n]["median_seconds"])
+            statement, parameters = statements[slowest]
+            with engine.connect() as connection:
+                raw: Any = connection.connection.dbapi_connection
+                with raw.cursor() as cursor:
+                    cursor.execute(f"SET work_mem = '{analytics.WORK_MEM}'")  # as the figure runs
+                    cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + statement, parameters)
+                    plan = [row[0] for row in cursor.fetchall()]
+            result[label] = {
+                "orders_in_range": in_range,
+                "figures": figures,
+                "all_under_1s": all(f["median_seconds"] < 1 for f in figures.values()),
+                "slowest": {"figure": slowest, "sql": statement, "plan": plan},
+            }
+        event.remove(engine, "before_cursor_execute", remember)
+
+        # -- risk: decisions on a random sample of paid orders, each as of its own payment time
+        engine_ = RiskEngine()
+        with sessions() as session:
+            ids = [
+                row[0]
+                for row in session.execute(
+                    text("SELECT id FROM orders TABLESAMPLE SYSTEM (1) LIMIT :n"), {"n": DECISIONS}
+                )
+            ]
+        random.Random(1).shuffle(ids)
+        times = []
+        with sessions() as session:
+            for order_id in ids:
+                order = session.get(Order, order_id)
+                assert order is not None
+                t0 = time.perf_counter()
+                engine_.decide(session, order)
+                session.flush()
+                times.append(time.perf_counter() - t0)
+            session.rollback()
+        times.sort()
+        result["risk_decision"] = {
+            "decisions": len(times),
+            "median_ms": 1_000 * statistics.median(times),
+            "p95_ms": 1_000 * times[int(0.95 * (len(times) - 1))],
+            "p99_ms": 1_000 * times[int(0.99 * (len(times) - 1))],
+            "max_ms": 1_000 * times[-1],
+        }
+        log(f"risk decision: {result['risk_decision']}")
+        engine.dispose()
+    result["decision_p95_under_5ms"] = result["risk_decision"]["p95_ms"] < 5
+    return result
+
+
+if __name__ == "__main__":
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
+    out = main(n)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(out, indent=1, default=str) + "\n")
+    for label in ("last_30_days", "whole_range"):
+        print(label, json.dumps({k: v for k, v in out[label].items() if k != "slowest"}, indent=1))
+        print(f"slowest: {out[label]['slowest']['figure']}")
+        print("\n".join(out[label]["slowest"]["plan"]))
+    print(json.dumps(out["risk_decision"]))

@@ -1,0 +1,263 @@
+"""Analytics over the orders: one SQL statement per figure, grouped in the database (no Python loop over
+the rows), on SQLite and PostgreSQL alike, each served by an index on the payment time
+(``ix_orders_paid_at``, ``ix_orders_merchant_paid``; ``ix_order_events_at`` for provider attempts).
+
+Every figure covers the orders paid in ``[since, until)``, one merchant's or all. Calendar figures
+(weekday x hour, days, cohort weeks) are read in a fixed UTC offset, ``tz_offset_minutes`` (0: UTC; a
+shop in China: 480); weekdays are numbered 0 = Sunday to 6 = Saturday (SQL's own numbering).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from cardless.protocol import RefundReason
+
+__all__ = [
+    "FIGURES",
+    "Range",
+    "cohorts",
+    "fulfilment",
+    "heatmap",
+    "providers",
+    "refunds",
+    "repeat",
+    "sku_daily",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    since: datetime
+    until: datetime
+    merchant: str | None = None
+    tz_offset_minutes: int = 0
+
+    def __post_init__(self) -> None:
+        if not -720 <= self.tz_offset_minutes <= 840:
+            raise ValueError("tz_offset_minutes must be within -720..840")
+
+    def params(self) -> dict[str, Any]:
+        return {"since": self.since, "until": self.until, "merchant": self.merchant}
+
+
+def _pg(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _where(r: Range, alias: str = "o") -> str:
+    merchant = f" AND {alias}.merchant = :merchant" if r.merchant is not None else ""
+    return f"{alias}.paid_at >= :since AND {alias}.paid_at < :until{merchant}"
+
+
+def _local(session: Session, r: Range, column: str) -> dict[str, str]:
+    """SQL for the weekday, hour and day of ``column`` read at the range's UTC offset."""
+    off = int(r.tz_offset_minutes)
+    if _pg(session):
+        local = f"(({column} AT TIME ZONE 'UTC') + interval '{off} minutes')"
+        return {
+            "weekday": f"CAST(EXTRACT(DOW FROM {local}) AS INTEGER)",
+            "hour": f"CAST(EXTRACT(HOUR FROM {local}) AS INTEGER)",
+            "day": f"TO_CHAR({local}, 'YYYY-MM-DD')",
+        }
+    shift = f"'{off:+d} minutes'"
+    return {
+        "weekday": f"CAST(strftime('%w', {column}, {shift}) AS INTEGER)",
+        "hour": f"CAST(strftime('%H', {column}, {shift}) AS INTEGER)",
+        "day": f"date({column}, {shift})",
+    }
+
+
+def _epoch(session: Session, column: str) -> str:
+    if _pg(session):
+        return f"CAST(FLOOR(EXTRACT(EPOCH FROM {column})) AS BIGINT)"  # whole seconds, as SQLite's %s
+    return f"CAST(strftime('%s', {column}) AS INTEGER)"
+
+
+def _seconds_between(session: Session, start: str, end: str) -> str:
+    if _pg(session):
+        return f"EXTRACT(EPOCH FROM ({end} - {start}))"
+    return f"((julianday({end}) - julianday({start})) * 86400.0)"
+
+
+def _amount(session: Session, column: str) -> str:
+    return f"SUM(CAST({column} AS NUMERIC))" if _pg(session) else f"SUM(CAST({column} AS INTEGER))"
+
+
+WORK_MEM = "64MB"
+"""PostgreSQL ``work_mem`` for one figure's transaction: its sorts and hashes (the provider figure's
+window over a month of events, the cohorts' distinct counts) stay in memory instead of spilling."""
+
+
+def _rows(session: Session, sql: str, r: Range, **extra: Any) -> list[dict[str, Any]]:
+    if _pg(session):
+        session.execute(text(f"SET LOCAL work_mem = '{WORK_MEM}'"))
+    return [dict(row._mapping) for row in session.execute(text(sql), {**r.params(), **extra})]
+
+
+def heatmap(session: Session, r: Range) -> dict[str, Any]:
+    """Paid orders by local weekday x hour; ``peak`` is the busiest cell."""
+    local = _local(session, r, "o.paid_at")
+    cells = _rows(
+        session,
+        f"SELECT {local['weekday']} AS weekday, {local['hour']} AS hour, COUNT(*) AS orders "
+        f"FROM orders o WHERE {_where(r)} GROUP BY 1, 2 ORDER BY 1, 2",
+        r,
+    )
+    peak = max(cells, key=lambda c: c["orders"], default=None)
+    return {"tz_offset_minutes": r.tz_offset_minutes, "cells": cells, "peak": peak}
+
+
+def sku_daily(session: Session, r: Range) -> dict[str, Any]:
+    """Orders and volume (base units of each token, as decimal strings) per local day and SKU."""
+    local = _local(session, r, "o.paid_at")
+    rows = _rows(
+        session,
+        f"SELECT {local['day']} AS day, o.sku AS sku, o.token AS token, COUNT(*) AS orders, "
+        f"{_amount(session, 'o.amount')} AS amount FROM orders o WHERE {_where(r)} "
+        "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+        r,
+    )
+    for row in rows:
+        row["amount"] = str(int(row["amount"]))
+    return {"tz_offset_minutes": r.tz_offset_minutes, "rows": rows}
+
+
+def repeat(session: Session, r: Range) -> dict[str, Any]:
+    """Buyers in the range, those with two or more orders in it, and the repeat-purchase rate."""
+    (row,) = _rows(
+        session,
+        "SELECT COUNT(*) AS buyers, COALESCE(SUM(CASE WHEN n >= 2 THEN 1 ELSE 0 END), 0) AS repeat_buyers, "
+        "COALESCE(SUM(n), 0) AS orders "
+        f"FROM (SELECT o.buyer, COUNT(*) AS n FROM orders o WHERE {_where(r)} GROUP BY o.buyer) per_buyer",
+        r,
+    )
+    buyers = int(row["buyers"])
+    return {
+        "buyers": buyers,
+        "repeat_buyers": int(row["repeat_buyers"]),
+        "orders": int(row["orders"]),
+        "repeat_rate": int(row["repeat_buyers"]) / buyers if buyers else 0.0,
+    }
+
+
+def cohorts(session: Session, r: Range) -> dict[str, Any]:
+    """Wallet cohorts: buyers grouped by the week (from ``since``) of their first order in the range,
+    and how many of each cohort bought again in each later week."""
+    first, paid = _epoch(session, "f.first_paid"), _epoch(session, "o.paid_at")
+    start = int(r.since.timestamp())
+    rows = _rows(
+        session,
+        f"WITH f AS (SELECT o.buyer, MIN(o.paid_at) AS first_paid FROM orders o WHERE {_where(r)} "
+        "GROUP BY o.buyer) "
+        f"SELECT ({first} - :start) / 604800 AS cohort, "
+        f"({paid} - :start) / 604800 - ({first} - :start) / 604800 AS week, "
+        "COUNT(DISTINCT o.buyer) AS buyers "
+        f"FROM orders o JOIN f ON f.buyer = o.buyer WHERE {_where(r)} GROUP BY 1, 2 ORDER BY 1, 2",
+        r,
+        start=start,
+    )
+    return {"week_seconds": 604_800, "rows": [{k: int(v) for k, v in row.items()} for row in rows]}
+
+
+_BUCKETS = (5, 10, 30, 60, 300, 900)
+
+
+def fulfilment(session: Session, r: Range) -> dict[str, Any]:
+    """Seconds from payment to the provider's confirmed top-up, as a histogram (upper bounds, the last
+    bucket open), with the count, mean and maximum."""
+    delta = f"(o.fulfilled_at - {_epoch(session, 'o.paid_at')})"
+    case = " ".join(f"WHEN {delta} < {b} THEN {b}" for b in _BUCKETS)
+    rows = _rows(
+        session,
+        f"SELECT CASE {case} ELSE -1 END AS le, COUNT(*) AS orders, SUM({delta}) AS total, "
+        f"MAX({delta}) AS max FROM orders o WHERE {_where(r)} AND o.fulfilled_at IS NOT NULL GROUP BY 1",
+        r,
+    )
+    count = sum(int(x["orders"]) for x in rows)
+    total = sum(int(x["total"] or 0) for x in rows)
+    buckets = {int(x["le"]): int(x["orders"]) for x in rows}
+    histogram: list[dict[str, int | None]] = [
+        {"le_seconds": b, "orders": buckets.get(b, 0)} for b in _BUCKETS
+    ]
+    histogram.append({"le_seconds": None, "orders": buckets.get(-1, 0)})
+    return {
+        "orders": count,
+        "mean_seconds": total / count if count else None,
+        "max_seconds": max((int(x["max"]) for x in rows), default=None),
+        "histogram": histogram,
+    }
+
+
+def providers(session: Session, r: Range) -> dict[str, Any]:
+    """Per provider: submit attempts (from the orders' timelines), how each ended (succeeded, failed,
+    unknown, retried) and the mean and maximum seconds from submit to answer."""
+    provider = "(e.detail ->> 'provider')" if _pg(session) else "json_extract(e.detail, '$.provider')"
+    merchant = (
+        "AND e.order_id IN (SELECT o.id FROM orders o WHERE o.merchant = :merchant) " if r.merchant else ""
+    )
+    latency = _seconds_between(session, "a.at", "a.next_at")
+    rows = _rows(
+        session,
+        "WITH a AS (SELECT e.order_id, e.at, e.to_state, "
+        f"CASE WHEN e.to_state = 'submitting' THEN {provider} END AS provider, "
+        "LEAD(e.at) OVER (PARTITION BY e.order_id ORDER BY e.id) AS next_at, "
+        "LEAD(e.to_state) OVER (PARTITION BY e.order_id ORDER BY e.id) AS next_state "
+        "FROM order_events e WHERE e.at >= :since AND e.at < :until "
+        f"AND (e.to_state = 'submitting' OR e.from_state = 'submitting') {merchant}) "
+        "SELECT a.provider AS provider, COUNT(*) AS attempts, "
+        "SUM(CASE WHEN a.next_state = 'succeeded' THEN 1 ELSE 0 END) AS succeeded, "
+        "SUM(CASE WHEN a.next_state = 'failed_final' THEN 1 ELSE 0 END) AS failed, "
+        "SUM(CASE WHEN a.next_state = 'unknown' THEN 1 ELSE 0 END) AS unknown, "
+        "SUM(CASE WHEN a.next_state IN ('submitting', 'risk_checked') THEN 1 ELSE 0 END) AS retried, "
+        f"AVG({latency}) AS mean_seconds, MAX({latency}) AS max_seconds "
+        "FROM a WHERE a.provider IS NOT NULL GROUP BY a.provider ORDER BY a.provider",
+        r,
+    )
+    out = []
+    for row in rows:
+        attempts = int(row["attempts"])
+        answered = int(row["succeeded"]) + int(row["failed"])
+        out.append(
+            {
+                "provider": row["provider"],
+                "attempts": attempts,
+                "succeeded": int(row["succeeded"]),
+                "failed": int(row["failed"]),
+                "unknown": int(row["unknown"]),
+                "retried": int(row["retried"]),
+                "success_rate": int(row["succeeded"]) / answered if answered else None,
+                "mean_seconds": None if row["mean_seconds"] is None else float(row["mean_seconds"]),
+                "max_seconds": None if row["max_seconds"] is None else float(row["max_seconds"]),
+            }
+        )
+    return {"providers": out}
+
+
+def refunds(session: Session, r: Range) -> dict[str, Any]:
+    """Refunded (or refunding) orders paid in the range, by refund reason."""
+    rows = _rows(
+        session,
+        "SELECT o.refund_reason AS code, COUNT(*) AS orders FROM orders o "
+        f"WHERE {_where(r)} AND o.refund_reason IS NOT NULL GROUP BY 1 ORDER BY 2 DESC, 1",
+        r,
+    )
+    names = {int(x): x.name.lower() for x in RefundReason}
+    return {"reasons": [{"code": int(x["code"]), "reason": names.get(int(x["code"]), "other"),
+                         "orders": int(x["orders"])} for x in rows]}  # fmt: skip
+
+
+FIGURES = {
+    "heatmap": heatmap,
+    "sku_daily": sku_daily,
+    "repeat": repeat,
+    "cohorts": cohorts,
+    "fulfilment": fulfilment,
+    "providers": providers,
+    "refunds": refunds,
+}

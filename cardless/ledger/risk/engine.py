@@ -1,0 +1,72 @@
+"""The risk engine: per-merchant rules (or the operator's defaults), facts from the ledger, a verdict,
+and the decision row that records it with its reasons."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from cardless.ledger.cipher import AccountCipher, CipherError
+from cardless.ledger.models import Order, utcnow
+from cardless.ledger.risk.facts import gather
+from cardless.ledger.risk.models import RiskConfig, RiskDecision
+from cardless.ledger.risk.rules import RiskRules, Verdict, evaluate
+from cardless.ledger.risk.screening import ScreeningList
+
+__all__ = ["RiskEngine", "rules_for"]
+
+
+def rules_for(session: Session, merchant: str, defaults: RiskRules) -> RiskRules:
+    """The merchant's stored rules (over the defaults' fields it does not set), else the defaults."""
+    row = session.get(RiskConfig, merchant)
+    if row is None:
+        return defaults
+    return RiskRules.model_validate({**defaults.model_dump(), **row.rules})
+
+
+@dataclasses.dataclass
+class RiskEngine:
+    defaults: RiskRules = dataclasses.field(default_factory=RiskRules)
+    screening: ScreeningList | None = None
+    cipher: AccountCipher | None = None
+    """Fills in an order's account hash from its ciphertext when the quote did not record it."""
+    rules_ttl: float = 5.0
+    """Seconds a merchant's rules are cached: an edit through the API applies within this."""
+    _cache: dict[str, tuple[float, RiskRules]] = dataclasses.field(default_factory=dict, repr=False)
+
+    def rules(self, session: Session, merchant: str) -> RiskRules:
+        now = time.monotonic()
+        cached = self._cache.get(merchant)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        rules = rules_for(session, merchant, self.defaults)
+        self._cache[merchant] = (now + self.rules_ttl, rules)
+        return rules
+
+    def decide(
+        self, session: Session, order: Order, *, at: datetime | None = None
+    ) -> tuple[Verdict, RiskDecision]:
+        """Evaluate ``order`` as of ``at`` (default: its payment time) and add the decision row (the caller
+        commits, and acts on the verdict in the same transaction)."""
+        if order.account_hash is None and self.cipher is not None:
+            # Undecryptable: velocity per account cannot count this order; the other rules still apply.
+            with contextlib.suppress(CipherError):
+                account = self.cipher.decrypt(order.account_ciphertext, order.id)
+                order.account_hash = self.cipher.account_hash(account)
+        rules = self.rules(session, order.merchant)
+        when = at or order.paid_at or utcnow()
+        verdict = evaluate(rules, gather(session, order, rules, at=when, screening=self.screening))
+        row = RiskDecision(
+            order_id=order.id,
+            merchant=order.merchant,
+            decision=verdict.decision.value,
+            score=verdict.score,
+            reasons=[r.as_dict() for r in verdict.reasons],
+            decided_at=utcnow(),
+        )
+        session.add(row)
+        return verdict, row
