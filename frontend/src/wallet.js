@@ -1,0 +1,89 @@
+// The buyer's wallet through EIP-1193 (window.ethereum): accounts, chain, transactions, signatures.
+// Wallet errors become WalletError with a kind the page turns into a clear message:
+//   rejected (4001: the user declined), chain (wrong network), funds (insufficient balance), other.
+export class WalletError extends Error {
+  constructor(kind, message, cause) {
+    super(message)
+    this.kind = kind
+    this.cause = cause
+  }
+}
+
+export const provider = () => window.ethereum ?? null
+
+function classify(error) {
+  const code = error?.code ?? error?.data?.code
+  const message = String(error?.message ?? error)
+  if (code === 4001 || /user (rejected|denied)/i.test(message)) return new WalletError('rejected', message, error)
+  if (code === 4902 || code === 4901) return new WalletError('chain', message, error)
+  if (/insufficient funds/i.test(message)) return new WalletError('funds', message, error)
+  return new WalletError('other', message, error)
+}
+
+export async function request(method, params) {
+  const eth = provider()
+  if (!eth) throw new WalletError('missing', 'no EIP-1193 provider')
+  try {
+    return await eth.request(params === undefined ? { method } : { method, params })
+  } catch (error) {
+    throw classify(error)
+  }
+}
+
+export async function connect() {
+  const accounts = await request('eth_requestAccounts')
+  if (!accounts?.length) throw new WalletError('rejected', 'no account shared')
+  return accounts[0]
+}
+
+export async function chainId() {
+  return Number(BigInt(await request('eth_chainId')))
+}
+
+export async function switchChain(id, rpcUrl) {
+  const hex = '0x' + id.toString(16)
+  try {
+    await request('wallet_switchEthereumChain', [{ chainId: hex }])
+  } catch (error) {
+    if (error.kind !== 'chain' || !rpcUrl) throw error
+    await request('wallet_addEthereumChain', [{
+      chainId: hex, chainName: `Cardless dev chain ${id}`, rpcUrls: [rpcUrl],
+      nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 },
+    }])
+  }
+}
+
+const pad = (hex) => hex.replace(/^0x/, '').toLowerCase().padStart(64, '0')
+
+export async function tokenBalance(token, owner) {
+  if (/^0x0{40}$/i.test(token)) return BigInt(await request('eth_getBalance', [owner, 'latest']))
+  // balanceOf(address): selector 0x70a08231
+  const data = '0x70a08231' + pad(owner)
+  return BigInt(await request('eth_call', [{ to: token, data }, 'latest']))
+}
+
+export async function ethBalance(owner) {
+  return BigInt(await request('eth_getBalance', [owner, 'latest']))
+}
+
+export async function sendTransaction(from, step) {
+  return request('eth_sendTransaction', [{
+    from, to: step.to, data: step.data, value: '0x' + BigInt(step.value).toString(16),
+  }])
+}
+
+export async function waitForReceipt(hash, { timeoutMs = 120_000, intervalMs = 250 } = {}) {
+  const end = Date.now() + timeoutMs
+  while (Date.now() < end) {
+    const receipt = await request('eth_getTransactionReceipt', [hash])
+    if (receipt) return receipt
+    await new Promise((r) => setTimeout(r, intervalMs))
+  }
+  throw new WalletError('other', `no receipt for ${hash} after ${timeoutMs / 1000} s`)
+}
+
+export async function personalSign(address, text) {
+  const bytes = new TextEncoder().encode(text)
+  const hex = '0x' + [...bytes].map((b) => b.toString(16).padStart(2, '0')).join('')
+  return request('personal_sign', [hex, address])
+}
