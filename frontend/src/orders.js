@@ -30,7 +30,7 @@ export function stateLabel(state) {
 
 export function refundExplanation(code) {
   if (code === null || code === undefined) return null
-  return code === 1 || code === 2 ? t(`refund.${code}`) : t('refund.other', { code })
+  return code >= 1 && code <= 8 ? t(`refund.${code}`) : t('refund.other', { code })
 }
 
 // Follows one order over GET /v1/orders/{id}/events until a final state.

@@ -13,6 +13,7 @@ asked for, so a test can assert that nothing was sent.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 from eth_account import Account
@@ -55,6 +56,8 @@ class TestWallet:
     chain_id: int
     known_chains: tuple[int, ...] = ()
     calls: list[str] = dataclasses.field(default_factory=list)
+    before_send: Callable[[], None] | None = None
+    """Run once, before the first transaction is signed (a test arms a provider fault there)."""
     _rejections: list[str] = dataclasses.field(default_factory=list)
 
     @classmethod
@@ -67,9 +70,9 @@ class TestWallet:
     def address(self) -> str:
         return str(self.account.address)
 
-    def reject(self, method: str) -> None:
-        """The user declines the next ``method`` request."""
-        self._rejections.append(method)
+    def reject(self, method: str, *, after: int = 0) -> None:
+        """The user declines a ``method`` request: the next one, or the one after ``after`` more."""
+        self._rejections.append(f"{method}#{self.calls.count(method) + after}")
 
     def sent(self) -> int:
         return self.calls.count("eth_sendTransaction")
@@ -79,9 +82,10 @@ class TestWallet:
         context.add_init_script(INIT_SCRIPT)
 
     def handle(self, method: str, params: list[Any]) -> dict[str, Any]:
+        ticket = f"{method}#{self.calls.count(method)}"
         self.calls.append(method)
-        if method in self._rejections:
-            self._rejections.remove(method)
+        if ticket in self._rejections:
+            self._rejections.remove(ticket)
             return {"error": _USER_REJECTED}
         try:
             return {"result": self._answer(method, params)}
@@ -123,6 +127,9 @@ class TestWallet:
         return answer["result"]
 
     def _send(self, request: dict[str, Any]) -> str:
+        if self.before_send is not None:
+            hook, self.before_send = self.before_send, None
+            hook()
         if self.chain_id != int(self.w3.eth.chain_id):
             raise _WalletError(4901, "the wallet is not connected to this chain")
         tx: dict[str, Any] = {

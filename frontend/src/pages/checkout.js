@@ -20,6 +20,7 @@ function remember(entry) {
 
 function problemText(error) {
   if (error instanceof NetworkError) return t('err.network')
+  if (error instanceof ApiError && error.status === 503) return t('co.unavailable')
   if (error instanceof ApiError) return t('err.generic', { detail: error.fieldMessage || error.message })
   return t('err.generic', { detail: error.message ?? String(error) })
 }
