@@ -200,11 +200,11 @@ function Webhooks({ token }) {
   const [deliveries, setDeliveries] = useState({})
   const [url, setUrl] = useState('')
   const [message, setMessage] = useState(null)
-  const load = () => api('/v1/merchant/webhooks', { token }).then((r) => setEndpoints(r.data ?? r)).catch((e) => setMessage({ kind: 'error', text: detail(e) }))
+  const load = () => api('/v1/merchant/webhook-endpoints', { token }).then((r) => setEndpoints(r.data ?? r)).catch((e) => setMessage({ kind: 'error', text: detail(e) }))
   useEffect(() => { load() }, [])
   useEffect(() => {
     for (const ep of endpoints ?? []) {
-      api(`/v1/merchant/webhooks/${ep.id}/deliveries?limit=10`, { token })
+      api(`/v1/merchant/webhook-endpoints/${ep.id}/deliveries?limit=10`, { token })
         .then((r) => setDeliveries((d) => ({ ...d, [ep.id]: r.data ?? r }))).catch(() => {})
     }
   }, [endpoints])
@@ -212,7 +212,7 @@ function Webhooks({ token }) {
     e.preventDefault()
     setMessage(null)
     try {
-      const created = await api('/v1/merchant/webhooks', { method: 'POST', token,
+      const created = await api('/v1/merchant/webhook-endpoints', { method: 'POST', token,
         body: { url, events: ['order.paid', 'order.settled', 'order.refunded'] } })
       setMessage({ kind: 'ok', text: created.secret ? t('m.secret', { secret: created.secret }) : t('m.saved') })
       setUrl('')
