@@ -15,7 +15,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import StreamingResponse
 
-from cardless.ledger.models import TERMINAL_STATES
+from cardless.ledger.models import TERMINAL_STATES, OrderState
 from gateway import services
 from gateway.api.deps import ContextDep, QuoteLimitsDep, QuotesDep
 from gateway.api.errors import problem_responses
@@ -77,7 +77,8 @@ async def stream_order_events(
     context: ContextDep, order_id: str = Path(pattern=r"^0x[0-9a-fA-F]{64}$")
 ) -> StreamingResponse:
     """One order's public state as server-sent events: `event: order` with the public order JSON, sent
-    when anything in it changes; the stream ends after a final state (settled, refunded, reclaimed).
+    when anything in it changes; the stream ends after a final state (settled, refunded, reclaimed) or
+    once the quote expired unpaid (a payment mined late shows in a new stream).
     404 when there is no such order. No credentials: it shows only what the chain shows."""
     first = await anyio.to_thread.run_sync(_read, context, order_id)  # 404 before any byte is sent
 
@@ -93,7 +94,7 @@ async def stream_order_events(
                 sent = payload
                 last_write = loop.time()
                 yield f"event: order\nid: {current.state.value}\ndata: {payload}\n\n"
-                if current.state in TERMINAL_STATES:
+                if current.state in TERMINAL_STATES or current.state is OrderState.EXPIRED:
                     return
             elif loop.time() - last_write > _KEEPALIVE_SECONDS:
                 last_write = loop.time()

@@ -52,7 +52,8 @@ _STATIC_TYPES = {
     ".map": "application/json",
 }
 
-router = APIRouter(include_in_schema=False)
+# The pages and their assets stay out of /openapi.json; the public routes they added are in it.
+router = APIRouter()
 router.include_router(live.router)
 
 
@@ -113,14 +114,16 @@ def _page_route(path: str) -> None:
     def handler(request: Request) -> HTMLResponse:
         return _render(request, path)
 
-    router.add_api_route(path, handler, methods=["GET"], name=f"page_{PAGES[path]['page']}")
+    router.add_api_route(
+        path, handler, methods=["GET"], name=f"page_{PAGES[path]['page']}", include_in_schema=False
+    )
 
 
 for _path in PAGES:
     _page_route(_path)
 
 
-@router.get("/static/{name:path}")
+@router.get("/static/{name:path}", include_in_schema=False)
 def get_static(name: str) -> FileResponse:
     """The built bundle and its assets. Only files inside gateway/web/static, by exact name."""
     target = (STATIC_DIR / name).resolve()

@@ -1,0 +1,71 @@
+"""Every page in Chromium: served by the gateway with its own assets only, Chinese first when the
+browser prefers it (and the switch remembered), usable at phone width, and WCAG 2.1 AA by axe-core;
+the wallet set-up page names the network and the dev accounts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from playwright.sync_api import Request, expect
+
+from tests.browser.conftest import Visit
+from tests.support.shop import Shop, dev_wallet
+
+PAGES = ["/", "/checkout", "/merchant", "/audit", "/wallet-setup"]
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_each_page_meets_wcag_aa_at_phone_width_in_chinese(
+    visit: Callable[..., Visit], path: str, shop: Shop
+) -> None:
+    v = visit(locale="zh-CN", phone=True)
+    foreign: list[str] = []
+
+    def record(request: Request) -> None:
+        if not request.url.startswith((shop.system.gateway_url, "data:")):
+            foreign.append(request.url)
+
+    v.page.on("request", record)
+    page = v.open(path)
+    expect(page.locator("html")).to_have_attribute("lang", "zh-CN")
+    expect(page.get_by_role("navigation")).to_contain_text("结账")
+    page.wait_for_load_state("networkidle")
+    # Nothing wider than the phone: no sideways scrolling of the page itself.
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    assert v.axe() == []
+    assert foreign == []  # no CDN, no third party: every asset from the gateway
+    name = {"/": "home"}.get(path, path.strip("/"))
+    v.shot(f"phone-zh-{name}")
+    assert v.errors == []
+
+
+def test_the_language_switch_is_remembered_and_keyboard_reachable(visit: Callable[..., Visit]) -> None:
+    v = visit(locale="en-US")
+    page = v.open("/checkout")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Checkout")
+    page.keyboard.press("Tab")  # the skip link comes first
+    expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+    switch = page.get_by_role("button", name="中文")
+    switch.focus()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", level=1)).to_have_text("结账")
+    expect(page.locator("html")).to_have_attribute("lang", "zh-CN")
+    page.reload()
+    expect(page.get_by_role("heading", level=1)).to_have_text("结账")  # the cookie, not the browser
+
+
+def test_wallet_setup_names_the_network_and_the_dev_accounts(
+    visit: Callable[..., Visit], wallet_of: Callable[[int], object], shop: Shop
+) -> None:
+    v = visit()
+    page = v.open("/wallet-setup")
+    network = page.get_by_test_id("network")
+    expect(network).to_contain_text("31337")
+    assert shop.system.node is not None
+    expect(network).to_contain_text(shop.system.node.url)
+    accounts = page.get_by_test_id("dev-accounts")
+    expect(accounts).to_contain_text(dev_wallet(3).address)
+    expect(accounts.locator("tbody tr")).to_have_count(10)
+    v.shot("wallet-setup")
+    assert v.axe() == []
