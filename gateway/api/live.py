@@ -38,9 +38,7 @@ router = APIRouter(
 )
 
 
-@router.post(
-    "/accounts/check", tags=["quotes"], responses=problem_responses(400, 404, 413, 422, 429, 503)
-)
+@router.post("/accounts/check", tags=["quotes"], responses=problem_responses(400, 404, 413, 422, 429, 503))
 async def check_account(
     body: AccountCheckCreate, request: Request, response: Response, quotes: QuotesDep, limits: QuoteLimitsDep
 ) -> AccountCheck:

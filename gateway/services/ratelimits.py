@@ -79,7 +79,9 @@ class QuoteLimits:
         if not self._limiter.test(item, "quotes", "client", client):
             if self.on_refused is not None:
                 self.on_refused(["client"])
-            allowances = [a for a in self._allowances({"client": client, "buyer": ""}) if a.policy == "client"]
+            allowances = [
+                a for a in self._allowances({"client": client, "buyer": ""}) if a.policy == "client"
+            ]
             raise RateLimited(
                 f"too many requests per client; retry after {allowances[0].reset} s",
                 retry_after=max(allowances[0].reset, 1),

@@ -39,14 +39,6 @@ PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 900}
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Each starts Chromium against the whole embedded system: `make test` runs them, `make test-fast` not.
-    here = Path(__file__).resolve().parent
-    for item in items:
-        if Path(str(item.path)).resolve().is_relative_to(here):
-            item.add_marker(pytest.mark.integration)
-
-
 def screenshot_dir() -> Path:
     target = Path(os.environ.get("CARDLESS_SCREENSHOTS", ROOT / "var" / "test-artifacts" / "screenshots"))
     target.mkdir(parents=True, exist_ok=True)

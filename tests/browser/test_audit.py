@@ -8,12 +8,17 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from playwright.sync_api import expect
 from typer.testing import CliRunner
 
 from cardless.cli.main import app
 from tests.browser.conftest import Visit
 from tests.support.shop import Shop, dev_wallet
+
+# Chromium against the whole embedded system: `make test` runs it, `make test-fast` does not. One xdist
+# group: every browser test on one worker, so one Chromium starts per run.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("browser")]
 
 
 def test_an_auditor_loads_an_audit_and_verifies_an_order_in_the_browser(
@@ -51,8 +56,13 @@ def test_an_auditor_loads_an_audit_and_verifies_an_order_in_the_browser(
 
     # A report with a violation shows it, with the order to open.
     report["violations"] = [
-        {"order_id": quote["order_id"], "rule": "settle.signer_authorised", "evidence": "signer not authorised",
-         "block": 7, "tx": None}
+        {
+            "order_id": quote["order_id"],
+            "rule": "settle.signer_authorised",
+            "evidence": "signer not authorised",
+            "block": 7,
+            "tx": None,
+        }
     ]
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(report))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 from eth_account import Account
 from playwright.sync_api import Page, expect
 from web3 import Web3
@@ -13,6 +14,10 @@ from web3 import Web3
 from tests.browser.conftest import Visit
 from tests.browser.wallet import TestWallet
 from tests.support.shop import Shop
+
+# Chromium against the whole embedded system: `make test` runs it, `make test-fast` does not. One xdist
+# group: every browser test on one worker, so one Chromium starts per run.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("browser")]
 
 
 def _choose(page: Page, sku_title: str, account: str, price: str) -> None:
@@ -104,7 +109,9 @@ def test_a_failed_top_up_is_refunded_and_explained(
     state = page.get_by_test_id("order-state")
     expect(state).to_have_attribute("data-state", "refunded", timeout=30_000)
     expect(page.get_by_test_id("order-status")).to_contain_text("the full amount is back in your wallet")
-    expect(page.get_by_test_id("order-status")).to_contain_text("Why: the product is sold out at the provider")
+    expect(page.get_by_test_id("order-status")).to_contain_text(
+        "Why: the product is sold out at the provider"
+    )
     expect(page.get_by_test_id("order-status")).to_contain_text("Refund transaction")
     v.shot("checkout-refunded")
     assert v.axe() == []

@@ -6,10 +6,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 from playwright.sync_api import expect
 
 from tests.browser.conftest import Visit
 from tests.support.shop import Shop, dev_wallet
+
+# Chromium against the whole embedded system: `make test` runs it, `make test-fast` does not. One xdist
+# group: every browser test on one worker, so one Chromium starts per run.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("browser")]
 
 
 def test_a_merchant_signs_in_with_an_api_key_and_runs_the_shop(
@@ -17,7 +22,10 @@ def test_a_merchant_signs_in_with_an_api_key_and_runs_the_shop(
 ) -> None:
     created = shop.api.post(
         "/v1/merchants/paimon-shop/keys",
-        json={"name": "dashboard", "scopes": ["orders:read", "payouts:read", "catalogue:write", "webhooks:write"]},
+        json={
+            "name": "dashboard",
+            "scopes": ["orders:read", "payouts:read", "catalogue:write", "webhooks:write"],
+        },
         headers=shop.operator_headers,
     )
     assert created.status_code == 201, created.text
@@ -66,7 +74,9 @@ def test_a_merchant_signs_in_with_an_api_key_and_runs_the_shop(
     title.press("Enter")
     expect(catalogue).to_contain_text("Saved.")
     skus = shop.api.get("/v1/catalogue").json()["skus"]
-    assert {s["id"]: s["title"] for s in skus}["genshin-980"] == "Genshin Impact · 980 Genesis Crystals (bonus)"
+    assert {s["id"]: s["title"] for s in skus}[
+        "genshin-980"
+    ] == "Genshin Impact · 980 Genesis Crystals (bonus)"
     v.shot("merchant-dashboard")
     assert v.axe() == []
     assert v.errors == [], v.errors

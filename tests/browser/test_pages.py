@@ -15,6 +15,11 @@ from tests.support.shop import Shop, dev_wallet
 PAGES = ["/", "/checkout", "/merchant", "/audit", "/wallet-setup"]
 
 
+# Chromium against the whole embedded system: `make test` runs it, `make test-fast` does not. One xdist
+# group: every browser test on one worker, so one Chromium starts per run.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("browser")]
+
+
 @pytest.mark.parametrize("path", PAGES)
 def test_each_page_meets_wcag_aa_at_phone_width_in_chinese(
     visit: Callable[..., Visit], path: str, shop: Shop

@@ -39,7 +39,9 @@ INIT_SCRIPT = """
       return answer.result
     },
     on(event, listener) { (listeners[event] ??= []).push(listener) },
-    removeListener(event, listener) { listeners[event] = (listeners[event] ?? []).filter((f) => f !== listener) },
+    removeListener(event, listener) {
+      listeners[event] = (listeners[event] ?? []).filter((f) => f !== listener)
+    },
   }
 })()
 """
@@ -78,7 +80,9 @@ class TestWallet:
         return self.calls.count("eth_sendTransaction")
 
     def install(self, context: BrowserContext) -> None:
-        context.expose_binding("__cardlessWallet", lambda _source, method, params: self.handle(method, params))
+        context.expose_binding(
+            "__cardlessWallet", lambda _source, method, params: self.handle(method, params)
+        )
         context.add_init_script(INIT_SCRIPT)
 
     def handle(self, method: str, params: list[Any]) -> dict[str, Any]:

@@ -88,7 +88,9 @@ def test_every_operation_has_a_typed_success_body(document: dict[str, Any]) -> N
         ((code, response),) = success.items()
         # JSON, or (an order's server-sent events) a text/event-stream.
         content = response["content"]
-        schema = content["application/json" if "application/json" in content else "text/event-stream"]["schema"]
+        schema = content["application/json" if "application/json" in content else "text/event-stream"][
+            "schema"
+        ]
         # One model, or (an order read: the operator's view or the public one) a choice of models.
         typed = "$ref" in schema or "type" in schema or all("$ref" in s for s in schema.get("anyOf", [{}]))
         assert typed, (method, path, code, schema)

@@ -26,7 +26,9 @@ def test_an_account_check_names_the_nickname_and_writes_nothing(shop: Shop) -> N
     assert "does not accept this game account" in assert_problem(typo, 422, "account")["detail"]
     lookalike = shop.api.post("/v1/accounts/check", json={"sku": "genshin-60", "account": "１２３４５６７８"})
     assert "'12345678'" in assert_problem(lookalike, 422, "account")["detail"]
-    assert_problem(shop.api.post("/v1/accounts/check", json={"sku": "no-such-sku", "account": "12345678"}), 404, "sku")
+    assert_problem(
+        shop.api.post("/v1/accounts/check", json={"sku": "no-such-sku", "account": "12345678"}), 404, "sku"
+    )
     assert shop.counts() == before
 
 
@@ -35,7 +37,9 @@ def test_order_events_stream_the_public_order_until_it_settles(shop: Shop) -> No
     quote = shop.quote(buyer).json()
     order_id = quote["order_id"]
     states: list[str] = []
-    with httpx.stream("GET", f"{shop.system.gateway_url}/v1/orders/{order_id}/events", timeout=30) as response:
+    with httpx.stream(
+        "GET", f"{shop.system.gateway_url}/v1/orders/{order_id}/events", timeout=30
+    ) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         event = ""
