@@ -1,3 +1,5 @@
+import { decodeFunctionResult, encodeFunctionData, parseAbi, parseSignature } from 'viem'
+
 // The buyer's wallet through EIP-1193 (window.ethereum): accounts, chain, transactions, signatures.
 // Wallet errors become WalletError with a kind the page turns into a clear message:
 //   rejected (4001: the user declined), chain (wrong network), funds (insufficient balance), other.
@@ -86,4 +88,40 @@ export async function personalSign(address, text) {
   const bytes = new TextEncoder().encode(text)
   const hex = '0x' + [...bytes].map((b) => b.toString(16).padStart(2, '0')).join('')
   return request('personal_sign', [hex, address])
+}
+
+const TOKEN_ABI = parseAbi([
+  'function eip712Domain() view returns (bytes1 fields, string name, string version, uint256 chainId, address verifyingContract, bytes32 salt, uint256[] extensions)',
+  'function nonces(address owner) view returns (uint256)',
+])
+
+async function readToken(token, functionName, args = []) {
+  const data = encodeFunctionData({ abi: TOKEN_ABI, functionName, args })
+  const result = await request('eth_call', [{ to: token, data }, 'latest'])
+  return decodeFunctionResult({ abi: TOKEN_ABI, functionName, data: result })
+}
+
+// An EIP-2612 permit for spender = the escrow, signed with eth_signTypedData_v4; the token's own
+// EIP-712 domain (ERC-5267 eip712Domain) and nonce are read through the wallet.
+export async function signPermit({ owner, token, spender, value, deadline }) {
+  const [, name, version, chainIdOnToken, verifyingContract] = await readToken(token, 'eip712Domain')
+  const nonce = await readToken(token, 'nonces', [owner])
+  const typed = {
+    types: {
+      EIP712Domain: [
+        { name: 'name', type: 'string' }, { name: 'version', type: 'string' },
+        { name: 'chainId', type: 'uint256' }, { name: 'verifyingContract', type: 'address' },
+      ],
+      Permit: [
+        { name: 'owner', type: 'address' }, { name: 'spender', type: 'address' }, { name: 'value', type: 'uint256' },
+        { name: 'nonce', type: 'uint256' }, { name: 'deadline', type: 'uint256' },
+      ],
+    },
+    primaryType: 'Permit',
+    domain: { name, version, chainId: Number(chainIdOnToken), verifyingContract },
+    message: { owner, spender, value: String(value), nonce: nonce.toString(), deadline: String(deadline) },
+  }
+  const signature = await request('eth_signTypedData_v4', [owner, JSON.stringify(typed)])
+  const { r, s, v, yParity } = parseSignature(signature)
+  return { r, s, v: Number(v ?? BigInt(27 + yParity)) }
 }

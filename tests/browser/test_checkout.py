@@ -70,6 +70,26 @@ def test_a_buyer_buys_by_clicks_and_watches_the_order_settle(
     assert v.errors == []
 
 
+def test_a_buyer_pays_with_one_permit_signature_and_one_transaction(
+    visit: Callable[..., Visit], wallet_of: Callable[[int], TestWallet], shop: Shop
+) -> None:
+    wallet = wallet_of(8)
+    v = visit(wallet=wallet)
+    page = v.open("/checkout")
+    _choose(page, "PUBG Mobile · 60 UC", "23456789", "0.99 tUSDC")
+    page.get_by_label("Sign a permit, then pay (one transaction)").check()
+    _connect(page)
+    page.get_by_test_id("pay").click()
+    expect(page.get_by_test_id("order-state")).to_have_attribute("data-state", "settled", timeout=30_000)
+    assert wallet.calls.count("eth_signTypedData_v4") == 1 and wallet.sent() == 1
+    order_id = page.get_by_test_id("order-status").get_attribute("data-order") or ""
+    paid_tx = shop.order(order_id)["chain"]["paid_tx"]
+    calldata = shop.w3.eth.get_transaction(paid_tx)["input"]
+    assert shop.escrow.decode_function_input(calldata)[0].fn_name == "payWithPermit"
+    v.shot("checkout-permit-settled")
+    assert v.errors == []
+
+
 def test_a_typo_in_the_game_account_is_caught_before_anything_is_paid(
     visit: Callable[..., Visit], wallet_of: Callable[[int], TestWallet], shop: Shop
 ) -> None:

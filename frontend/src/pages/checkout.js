@@ -2,7 +2,7 @@
 // pay -> live status. A wallet error (declined, wrong network, too little balance) says so and keeps
 // the order: the quote and every confirmed step stay, "Try again" resumes where it stopped.
 import { useEffect, useRef, useState } from 'preact/hooks'
-import { getAddress } from 'viem'
+import { encodeFunctionData, getAddress, parseAbi } from 'viem'
 import { html } from '../html.js'
 import { lang, t } from '../i18n.js'
 import { Notice } from '../layout.js'
@@ -10,6 +10,26 @@ import { useSignal } from '../signal.js'
 import { ApiError, NetworkError, api, formatUnits, short } from '../api.js'
 import * as wallet from '../wallet.js'
 import { OrderStatus, OrderTable } from '../orders.js'
+
+const ESCROW_ABI = parseAbi([
+  'struct Order { bytes32 orderId; address buyer; address merchant; address token; uint256 amount; uint16 feeBps; uint48 quoteExpiry; uint48 fulfilmentDeadline; bytes32 skuHash; bytes32 accountCommitment; }',
+  'function payWithPermit(Order order, address quoteSigner, bytes quoteSignature, uint256 permitDeadline, uint8 v, bytes32 r, bytes32 s)',
+])
+
+// payWithPermit calldata from the quote (docs/protocol.md): the order as the quote signer signed it.
+function permitPayStep(q, permit) {
+  const o = q.order
+  const order = {
+    orderId: o.orderId, buyer: o.buyer, merchant: o.merchant, token: o.token, amount: BigInt(o.amount),
+    feeBps: o.feeBps, quoteExpiry: o.quoteExpiry, fulfilmentDeadline: o.fulfilmentDeadline,
+    skuHash: o.skuHash, accountCommitment: o.accountCommitment,
+  }
+  const data = encodeFunctionData({
+    abi: ESCROW_ABI, functionName: 'payWithPermit',
+    args: [order, q.quote_signer, q.quote_signature, BigInt(o.quoteExpiry), permit.v, permit.r, permit.s],
+  })
+  return { step: 'pay', to: q.permit.spender, value: '0', data }
+}
 
 const RECENT = 'cardless_recent_orders'
 const recent = () => { try { return JSON.parse(localStorage.getItem(RECENT) ?? '[]') } catch { return [] } }
@@ -67,6 +87,7 @@ export function Checkout() {
   const [skuId, setSkuId] = useState(null)
   const [account, setAccount] = useState('')
   const [token, setToken] = useState(null)
+  const [method, setMethod] = useState('approve')
   const [address, setAddress] = useState(null)
   const [walletIssue, setWalletIssue] = useState(null)
   const [phase, setPhase] = useState('idle')
@@ -90,7 +111,8 @@ export function Checkout() {
   const price = sku?.prices.find((p) => p.token === token)
   const busy = !['idle', 'error'].includes(phase) && phase !== 'done'
   // A new choice makes a new order: the kept quote is for the old one.
-  useEffect(() => { if (phase !== 'done') { setQuote(null); setSent({}) } }, [skuId, account, token, address])
+  useEffect(() => { if (phase !== 'done') { setQuote(null); setSent({}) } }, [skuId, account, token, address, method])
+  const native = price ? /^0x0{40}$/i.test(price.address) : false
 
   function pickSku(id) {
     const next = catalogue.skus.find((s) => s.id === id)
@@ -151,7 +173,15 @@ export function Checkout() {
           created_at: new Date().toISOString(), salt: q.account_salt })
       }
       const done = { ...sent }
-      for (const step of q.transactions) {
+      // One signature and one transaction (EIP-2612) instead of approve + pay, for a token.
+      const steps = method === 'permit' && q.permit ? [null] : q.transactions
+      for (let step of steps) {
+        if (step === null) {
+          setPhase('permit')
+          const permit = await wallet.signPermit({ owner: address, token: q.token.address, spender: q.permit.spender,
+            value: q.permit.value, deadline: q.order.quoteExpiry })
+          step = permitPayStep(q, permit)
+        }
         if (done[step.step]) { afterApprove = afterApprove || step.step === 'approve'; continue }
         setPhase(step.step)
         const hash = await wallet.sendTransaction(address, step)
@@ -222,6 +252,14 @@ export function Checkout() {
               <span>${t('co.price', { amount: formatUnits(p.amount, p.decimals), symbol: p.token })}</span>
             </label>`)}
         </div>
+        ${price && !native && html`
+          <fieldset class="method">
+            <legend>${t('co.method')}</legend>
+            <label class="inline"><input type="radio" name="method" value="approve" checked=${method === 'approve'} disabled=${busy}
+              onChange=${() => setMethod('approve')} /> ${t('co.method.approve')}</label>
+            <label class="inline"><input type="radio" name="method" value="permit" checked=${method === 'permit'} disabled=${busy}
+              onChange=${() => setMethod('permit')} /> ${t('co.method.permit')}</label>
+          </fieldset>`}
       </fieldset>
 
       <fieldset class="panel">
@@ -242,6 +280,7 @@ export function Checkout() {
         </button>
         <div aria-live="polite" data-testid="pay-phase" data-phase=${phase}>
           ${phase === 'quoting' && html`<p class="hint">${t('co.quoting')}</p>`}
+          ${phase === 'permit' && html`<p class="hint">${t('co.step.permit', { symbol: token })}</p>`}
           ${phase === 'approve' && html`<p class="hint">${t('co.step.approve', { symbol: token })}</p>`}
           ${phase === 'pay' && html`<p class="hint">${t('co.step.pay')}</p>`}
           ${phase === 'mining' && html`<p class="hint">${t('co.step.mining')}</p>`}
