@@ -144,19 +144,60 @@ function Balances({ token }) {
     </section>`
 }
 
-// Charts where analytics exist: /v1/analytics is being built (issue 14). Until the gateway serves it,
-// this slot says so; when it answers, the weekday x hour sales grid is drawn from it.
+// Charts where analytics exist (issue 14's /v1/analytics: heatmap, sku-daily, providers, read with
+// this key's orders:read). Drawn as tables with shaded cells and bars: readable by screen readers and
+// at phone width, no chart library. Until the gateway serves them (404), the slot says so.
+const WEEKDAYS = { en: ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'], 'zh-CN': ['周日', '周一', '周二', '周三', '周四', '周五', '周六'] }
+
 function Charts({ token }) {
   const [data, setData] = useState(undefined)
   useEffect(() => {
-    api('/v1/analytics/sales-heatmap', { token }).then(setData).catch(() => setData(null))
+    const query = `days=30&tz_offset_minutes=${-new Date().getTimezoneOffset()}`
+    Promise.all(['heatmap', 'sku-daily', 'providers'].map((name) => api(`/v1/analytics/${name}?${query}`, { token })))
+      .then(([heatmap, daily, providers]) => setData({ heatmap, daily, providers }))
+      .catch(() => setData(null))
   }, [])
   return html`
     <section class="panel" aria-labelledby="charts-h" data-testid="charts">
       <h2 id="charts-h">${t('m.charts')}</h2>
       ${data === null && html`<p class="hint">${t('m.noanalytics')}</p>`}
-      ${data && html`<pre class="mono small">${JSON.stringify(data, null, 1).slice(0, 2000)}</pre>`}
+      ${data && html`<${Heatmap} figure=${data.heatmap} /><${SkuDaily} figure=${data.daily} /><${Providers} figure=${data.providers} />`}
     </section>`
+}
+
+function Heatmap({ figure }) {
+  const count = (d, h) => figure.cells.find((c) => c.weekday === d && c.hour === h)?.orders ?? 0
+  const peak = Math.max(1, ...figure.cells.map((c) => c.orders))
+  const hours = Array.from({ length: 24 }, (_, h) => h)
+  return html`
+    <h3 id="heat-h">${t('m.heatmap')}</h3>
+    <div class="table-wrap" tabindex="0" role="region" aria-labelledby="heat-h">
+      <table class="heatmap" data-testid="heatmap"><thead><tr><th scope="col"><span class="sr-only">${t('m.weekday')}</span></th>
+        ${hours.map((h) => html`<th scope="col">${h}</th>`)}</tr></thead>
+      <tbody>${WEEKDAYS[lang.value].map((name, d) => html`<tr><th scope="row">${name}</th>${hours.map((h) => {
+        const n = count(d, h)
+        return html`<td style=${`--heat:${n / peak}`} class=${n ? 'hot' : ''}>${n || ''}</td>`
+      })}</tr>`)}</tbody></table>
+    </div>`
+}
+
+function SkuDaily({ figure }) {
+  const bySku = {}
+  for (const row of figure.rows) bySku[row.sku] = (bySku[row.sku] ?? 0) + row.orders
+  const top = Math.max(1, ...Object.values(bySku))
+  return html`
+    <h3>${t('m.skudaily')}</h3>
+    <ul class="plain bars">${Object.entries(bySku).map(([sku, n]) => html`
+      <li><span class="bar-label">${sku}</span><span class="bar" style=${`--w:${(100 * n) / top}%`}></span><span>${n}</span></li>`)}</ul>`
+}
+
+function Providers({ figure }) {
+  return html`
+    <h3>${t('m.providers')}</h3>
+    <table><thead><tr><th scope="col">${t('m.provider')}</th><th scope="col">${t('m.success')}</th><th scope="col">${t('m.latency')}</th></tr></thead>
+    <tbody>${figure.providers.map((p) => html`<tr><td>${p.provider}</td>
+      <td>${p.success_rate === null ? '—' : `${(100 * p.success_rate).toFixed(1)} %`} (${p.succeeded}/${p.attempts})</td>
+      <td>${p.mean_seconds === null ? '—' : `${p.mean_seconds.toFixed(2)} s`}</td></tr>`)}</tbody></table>`
 }
 
 function Catalogue({ token }) {
