@@ -187,6 +187,7 @@ function SkuDaily({ figure }) {
   const top = Math.max(1, ...Object.values(bySku))
   return html`
     <h3>${t('m.skudaily')}</h3>
+    ${!figure.rows.length && html`<p class="hint">${t('m.noorders')}</p>`}
     <ul class="plain bars">${Object.entries(bySku).map(([sku, n]) => html`
       <li><span class="bar-label">${sku}</span><span class="bar" style=${`--w:${(100 * n) / top}%`}></span><span>${n}</span></li>`)}</ul>`
 }
