@@ -10,6 +10,7 @@ import pytest
 from playwright.sync_api import Request, expect
 
 from tests.browser.conftest import Visit
+from tests.browser.wallet import TestWallet
 from tests.support.shop import Shop, dev_wallet
 
 PAGES = ["/", "/checkout", "/merchant", "/audit", "/wallet-setup"]
@@ -60,9 +61,7 @@ def test_the_language_switch_is_remembered_and_keyboard_reachable(visit: Callabl
     expect(page.get_by_role("heading", level=1)).to_have_text("结账")  # the cookie, not the browser
 
 
-def test_wallet_setup_names_the_network_and_the_dev_accounts(
-    visit: Callable[..., Visit], wallet_of: Callable[[int], object], shop: Shop
-) -> None:
+def test_wallet_setup_names_the_network_and_the_dev_accounts(visit: Callable[..., Visit], shop: Shop) -> None:
     v = visit()
     page = v.open("/wallet-setup")
     network = page.get_by_test_id("network")
@@ -74,3 +73,28 @@ def test_wallet_setup_names_the_network_and_the_dev_accounts(
     expect(accounts.locator("tbody tr")).to_have_count(10)
     v.shot("wallet-setup")
     assert v.axe() == []
+
+
+def test_the_checkout_can_be_filled_in_with_the_keyboard_alone(
+    visit: Callable[..., Visit], wallet_of: Callable[[int], TestWallet]
+) -> None:
+    v = visit(wallet=wallet_of(8))
+    page = v.open("/checkout")
+    page.get_by_label("Genshin Impact · 60 Genesis Crystals").wait_for()
+    reached: list[str] = []
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        reached.append(page.evaluate("(e => e.id || e.name || e.textContent.trim())(document.activeElement)"))
+        if reached[-1] == "sku":  # the product radio group: arrows move within it
+            page.keyboard.press("ArrowDown")
+        if reached[-1] == "account":
+            page.keyboard.type("12345678")
+        if reached[-1] == "Connect wallet":
+            page.keyboard.press("Enter")
+            break
+    assert {"sku", "account", "token", "method", "Connect wallet"} <= set(reached), reached
+    expect(page.get_by_label("Genshin Impact · 300 Genesis Crystals")).to_be_checked()
+    expect(page.get_by_test_id("account-check")).to_have_attribute("data-status", "ok")
+    expect(page.get_by_test_id("wallet-address")).to_be_visible()
+    page.get_by_test_id("pay").focus()
+    expect(page.get_by_test_id("pay")).to_be_focused()
