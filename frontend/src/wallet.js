@@ -64,6 +64,17 @@ export async function tokenBalance(token, owner) {
   return BigInt(await request('eth_call', [{ to: token, data }, 'latest']))
 }
 
+export async function allowance(token, owner, spender) {
+  // allowance(address,address): selector 0xdd62ed3e
+  const data = '0xdd62ed3e' + pad(owner) + pad(spender)
+  return BigInt(await request('eth_call', [{ to: token, data }, 'latest']))
+}
+
+export async function chainTime() {
+  const block = await request('eth_getBlockByNumber', ['latest', false])
+  return Number(BigInt(block.timestamp))
+}
+
 export async function ethBalance(owner) {
   return BigInt(await request('eth_getBalance', [owner, 'latest']))
 }

@@ -153,9 +153,13 @@ def test_declining_the_payment_in_the_wallet_keeps_the_order_and_try_again_finis
     expect(error).to_have_attribute("role", "alert")
     v.shot("checkout-wallet-declined")
     assert wallet.sent() == 2
+    first = shop.counts()
+    # The buyer comes back after the quote expired: a new quote, the approval still in place is kept.
+    shop.warp(601)
     page.get_by_role("button", name="Try again").click()
     expect(page.get_by_test_id("order-state")).to_have_attribute("data-state", "settled", timeout=30_000)
-    assert wallet.sent() == 3  # the approval was kept: only the payment was sent again
+    assert wallet.sent() == 3  # only the payment was sent again
+    assert shop.counts()[0] == first[0] + 1  # one new order; the first quote expires unpaid
     assert v.errors == []
 
 

@@ -165,6 +165,12 @@ export function Checkout() {
       }
       if ((await wallet.ethBalance(address)) === 0n) { setPhase('error'); setError(t('co.gas.low')); return }
       let q = quote
+      // A kept quote that expired (the buyer came back late) is replaced before anything is sent: paying
+      // it would revert and cost gas. A new quote is a new order; the old one expires unpaid.
+      if (q && !sent.pay && (await wallet.chainTime()) >= Number(q.order.quoteExpiry) - 30) {
+        q = null
+        setSent({})
+      }
       if (!q) {
         setPhase('quoting')
         q = await api('/v1/quotes', { method: 'POST', body: { sku: sku.id, account: account.trim(), token, buyer: address } })
@@ -172,7 +178,7 @@ export function Checkout() {
         remember({ order_id: q.order_id, sku: sku.id, token: q.token.address, amount: q.order.amount, state: 'quoted',
           created_at: new Date().toISOString(), salt: q.account_salt })
       }
-      const done = { ...sent }
+      const done = q === quote ? { ...sent } : {}
       // One signature and one transaction (EIP-2612) instead of approve + pay, for a token.
       const steps = method === 'permit' && q.permit ? [null] : q.transactions
       for (let step of steps) {
@@ -183,6 +189,12 @@ export function Checkout() {
           step = permitPayStep(q, permit)
         }
         if (done[step.step]) { afterApprove = afterApprove || step.step === 'approve'; continue }
+        // An allowance already in place (an earlier attempt, another tab) is not asked for again.
+        if (step.step === 'approve' && (await wallet.allowance(q.token.address, address, q.permit.spender)) >= BigInt(q.order.amount)) {
+          done.approve = 'kept'
+          afterApprove = true
+          continue
+        }
         setPhase(step.step)
         const hash = await wallet.sendTransaction(address, step)
         setPhase('mining')
