@@ -86,6 +86,8 @@ class Visit:
 
     def axe(self, *, context: str = "body") -> list[dict[str, Any]]:
         """WCAG 2.1 A and AA violations axe-core finds in the page as it is now (none is the goal)."""
+        if not AXE.is_file():
+            pytest.fail(f"{AXE} is missing: run `npm ci` (axe-core is pinned in package.json)")
         if not self.page.evaluate("typeof window.axe !== 'undefined'"):
             # DevTools evaluation, not a <script>: the pages' CSP allows scripts from the gateway only.
             self.page.evaluate(AXE.read_text(encoding="utf-8") + "\n;true")
