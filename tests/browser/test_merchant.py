@@ -13,7 +13,8 @@ from tests.browser.conftest import Visit
 from tests.support.shop import Shop, dev_wallet
 
 # Chromium against the whole embedded system: `make test` runs it, `make test-fast` does not. One xdist
-# group: every browser test on one worker, so one Chromium starts per run.
+# group, meant to keep every browser test on one worker (one Chromium); pytest-xdist 3.8 here was seen
+# spreading grouped tests over both workers anyway, which costs a second Chromium, not correctness.
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("browser")]
 
 
