@@ -7,9 +7,10 @@ PIP := $(VENV)/bin/pip
 SLITHER_VENV := .venv-slither
 STAMP_PY := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
+WEB_BUNDLE := gateway/web/static/build.json
 HYPOTHESIS_PROFILE ?= ci
 
-.PHONY: help setup run test test-fast test-long check lint imports typecheck slither contracts bench-gas bench-audit bench-analytics clean
+.PHONY: help setup run test test-fast test-long check lint imports typecheck slither contracts bench-gas bench-audit bench-analytics clean web screenshots
 
 help:
 	@echo "make run        set up and start the embedded system"
@@ -21,8 +22,10 @@ help:
 	@echo "make bench-audit  cardless audit of 10,000 orders -> bench/results/audit.json"
 	@echo "make bench-analytics  1M orders in PostgreSQL: analytics and risk timings -> bench/results/analytics.json"
 	@echo "make contracts  recompile and re-export contracts/build"
+	@echo "make web        rebuild the pages' bundle (frontend/ -> gateway/web/static, committed)"
+	@echo "make screenshots  run the browser tests and keep their screenshots in docs/screenshots"
 
-setup: $(STAMP_PY) $(STAMP_NPM)
+setup: $(STAMP_PY) $(STAMP_NPM) $(WEB_BUNDLE)
 
 $(STAMP_PY): pyproject.toml requirements.lock
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -35,6 +38,19 @@ $(STAMP_PY): pyproject.toml requirements.lock
 $(STAMP_NPM): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
+
+# The pages' one bundle (esbuild): rebuilt when a source is newer. Committed, so the gateway runs without
+# npm; build.json holds the sources' SHA-256 and tests/gateway/test_pages_api.py fails on a stale one.
+$(WEB_BUNDLE): $(shell find frontend/src -type f) frontend/build.mjs verifier/verify-order.mjs package-lock.json | $(STAMP_NPM)
+	node frontend/build.mjs
+
+web: $(STAMP_NPM)
+	node frontend/build.mjs
+
+# The browser tests' screenshots (checkout steps, dashboard, auditor view, phone + Chinese), kept in
+# docs/screenshots/ (the README shows them). One process: one Chromium, one embedded system.
+screenshots: setup
+	$(CHROMIUM_SETUP) CARDLESS_SCREENSHOTS=docs/screenshots $(VENV)/bin/pytest -p no:xdist -q tests/browser
 
 contracts: $(STAMP_NPM)
 	npx hardhat export-build
@@ -53,9 +69,11 @@ PYTEST_XDIST := -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 # The PostgreSQL tests need CARDLESS_TEST_PG_URL; unset, .ci/postgres installs (as root), starts the
 # local cluster and names it, so `make test` sets up what it needs on a fresh machine.
 PG_SETUP = if [ -z "$$CARDLESS_TEST_PG_URL" ]; then pg_env=$$(.ci/postgres) && eval "$$pg_env"; fi;
+# The browser tests drive Debian's Chromium: .ci/chromium installs it (as root) when it is missing.
+CHROMIUM_SETUP = .ci/chromium >/dev/null;
 
 test: setup
-	$(PG_SETUP) HYPOTHESIS_PROFILE=$(HYPOTHESIS_PROFILE) $(VENV)/bin/pytest $(PYTEST_XDIST) -m "not long" --durations=15
+	$(PG_SETUP) $(CHROMIUM_SETUP) HYPOTHESIS_PROFILE=$(HYPOTHESIS_PROFILE) $(VENV)/bin/pytest $(PYTEST_XDIST) -m "not long" --durations=15
 
 # The edit loop: every package's unit tests, without the tests marked slow or integration, and the
 # property tests on the `dev` Hypothesis profile (20 examples): under 60 s.

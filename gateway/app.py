@@ -16,6 +16,7 @@ from gateway.api.deps import GatewayContext
 from gateway.api.errors import install_error_handlers, problem_openapi
 from gateway.api.idempotency import IdempotencyMiddleware, idempotency_openapi
 from gateway.api.operations import router as operations_router
+from gateway.api.pages import router as pages_router
 from gateway.api.routes import router
 from gateway.services.operations import Metrics
 
@@ -72,6 +73,7 @@ def create_app(context: GatewayContext) -> FastAPI:
         app.include_router(module.admin_router)
         app.include_router(module.own_router)
     app.include_router(operations_router)
+    app.include_router(pages_router)  # the pages + their public routes (issue 13)
 
     def openapi() -> dict[str, Any]:
         # Error bodies are problem+json; FastAPI would list a `responses=` model as application/json.

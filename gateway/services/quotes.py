@@ -244,3 +244,16 @@ class QuoteService:
             ),
             account_check=check,
         )
+
+    async def check_account(self, *, sku_id: str, account: str) -> AccountCheck:
+        """The checks a quote makes of the game account (shape, then the SKU's providers), without
+        signing or storing anything: a checkout asks while the buyer types, before a wallet is involved.
+        Raises what :meth:`create` raises for the same account."""
+        with self.sessions() as session:
+            sku = quotable(session, sku_id)
+        if sku is None:
+            raise NotFound("sku", f"unknown SKU {sku_id!r}")
+        account = clean_account(account)
+        check_account_format(account, sku_id, sku.providers, self.account_formats)
+        provider_name, validation = await self._validate_account(sku.providers, sku_id, account)
+        return AccountCheck(account=account, provider=provider_name, nickname=validation.nickname)

@@ -72,6 +72,24 @@ class QuoteLimits:
             self._limiter.hit(item, "quotes", policy, keys[policy])
         return self._allowances(keys)
 
+    def hit_client(self, client: str) -> list[Allowance]:
+        """Count one account check for ``client`` against the per-client limit only: a check calls a
+        provider as a quote does, but names no wallet yet. Raises :class:`RateLimited` when spent."""
+        item = self._items["client"]
+        if not self._limiter.test(item, "quotes", "client", client):
+            if self.on_refused is not None:
+                self.on_refused(["client"])
+            allowances = [
+                a for a in self._allowances({"client": client, "buyer": ""}) if a.policy == "client"
+            ]
+            raise RateLimited(
+                f"too many requests per client; retry after {allowances[0].reset} s",
+                retry_after=max(allowances[0].reset, 1),
+                allowances=allowances,
+            )
+        self._limiter.hit(item, "quotes", "client", client)
+        return [a for a in self._allowances({"client": client, "buyer": ""}) if a.policy == "client"]
+
     def _allowances(self, keys: dict[str, str]) -> list[Allowance]:
         now = self._clock()
         result = []

@@ -42,6 +42,9 @@ OPERATIONS = {
     ("post", "/v1/merchant/skus"): "createSku",
     ("get", "/v1/merchant/skus/{sku_id}"): "getOwnSku",
     ("patch", "/v1/merchant/skus/{sku_id}"): "updateSku",
+    # The checkout's public routes (issue 13): the account check and one order's server-sent events.
+    ("post", "/v1/accounts/check"): "checkAccount",
+    ("get", "/v1/orders/{order_id}/events"): "streamOrderEvents",
 }
 # Webhook endpoints and money, for the operator (/v1/merchants/{merchant_id}) and the merchant's own key.
 for _base, _own in (("/v1/merchants/{merchant_id}", ""), ("/v1/merchant", "Own")):
@@ -109,7 +112,11 @@ def test_every_operation_has_a_typed_success_body(document: dict[str, Any]) -> N
         success = {code: r for code, r in op["responses"].items() if code.startswith("2")}
         assert len(success) == 1, (method, path, success)
         ((code, response),) = success.items()
-        schema = response["content"]["application/json"]["schema"]
+        # JSON, or (an order's server-sent events) a text/event-stream.
+        content = response["content"]
+        schema = content["application/json" if "application/json" in content else "text/event-stream"][
+            "schema"
+        ]
         # One model, or (an order read: the operator's view or the public one) a choice of models.
         typed = "$ref" in schema or "type" in schema or all("$ref" in s for s in schema.get("anyOf", [{}]))
         assert typed, (method, path, code, schema)
