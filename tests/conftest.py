@@ -81,6 +81,30 @@ LONGEST_FIRST = (
 )
 
 
+def _apply_xdist_groups(items: list[pytest.Item]) -> None:
+    """Append `@group` to the node id of each test marked `xdist_group`, as pytest-xdist does.
+
+    pytest-xdist 3.8 (the newest here) writes the suffix to `item._nodeid`, which pytest 9.2 no longer
+    reads (the node id is the structured `item._id`), so without this every group is spread over the
+    workers: the browser tests started one Chromium and one system per worker, and the crash matrix's
+    halves ran interleaved. The controller schedules by the suffix. A no-op once xdist sets it itself.
+    """
+    from _pytest.nodeid import coerce_node_id  # pytest 9's node id type; the suffix must survive str()
+
+    for item in items:
+        names = sorted(
+            {
+                str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                for m in item.iter_markers("xdist_group")
+            }
+        )
+        if not names:
+            continue
+        suffix = "@" + "_".join(names)
+        if not item.nodeid.endswith(suffix):
+            item._id = coerce_node_id(item.nodeid + suffix)
+
+
 def _starts_a_component(item: pytest.Item) -> bool:
     if SYSTEM_FIXTURES.intersection(getattr(item, "fixturenames", ())):
         return True
@@ -93,7 +117,10 @@ def _relative(item: pytest.Item) -> str:
     return Path(str(item.path)).resolve().relative_to(TESTS).as_posix()
 
 
+@pytest.hookimpl(trylast=True)  # after the directory conftests that add markers (tests/chains)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if getattr(config.option, "loadgroup", False):  # an xdist worker under --dist loadgroup
+        _apply_xdist_groups(items)
     for item in items:
         path = _relative(item)
         if path.split("/", 1)[0] in INTEGRATION_DIRS:
