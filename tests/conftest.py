@@ -81,6 +81,12 @@ LONGEST_FIRST = (
 )
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker sends the collected node ids to the controller
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if getattr(session.config.option, "loadgroup", False):  # an xdist worker under --dist loadgroup
+        _apply_xdist_groups(session.items)
+
+
 def _apply_xdist_groups(items: list[pytest.Item]) -> None:
     """Append `@group` to the node id of each test marked `xdist_group`, as pytest-xdist does.
 
@@ -117,10 +123,8 @@ def _relative(item: pytest.Item) -> str:
     return Path(str(item.path)).resolve().relative_to(TESTS).as_posix()
 
 
-@pytest.hookimpl(trylast=True)  # after the directory conftests that add markers (tests/chains)
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by the markers added here
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if getattr(config.option, "loadgroup", False):  # an xdist worker under --dist loadgroup
-        _apply_xdist_groups(items)
     for item in items:
         path = _relative(item)
         if path.split("/", 1)[0] in INTEGRATION_DIRS:
