@@ -1,7 +1,7 @@
 """End-to-end benchmark (issue 12): how fast the oracle settles paid orders, against the node's own rate.
 
-    PYTHONPATH=. python -m bench.e2e [--orders N] [--phases a,b50,bmax,c,d1,d4]   -> bench/results/e2e.json
-    PYTHONPATH=. python -m bench.e2e --embedded [--orders N]                      -> bench/results/e2e-embedded.json
+    PYTHONPATH=. python -m bench.e2e [--orders N] [--phases a,b50,bmax,c,d1,d4]  -> bench/results/e2e.json
+    PYTHONPATH=. python -m bench.e2e --embedded [--orders N]  -> bench/results/e2e-embedded.json
 
 Each phase starts a fresh system and measures one thing:
 
