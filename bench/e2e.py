@@ -152,6 +152,22 @@ class Stack:
         if self.system is not None:
             self.system.stop()
 
+    def stage_times(self, ids: list[str]) -> dict[str, dict[str, float]]:
+        """Order id -> state -> wall-clock time the order first reached it (the ledger's timeline)."""
+        from sqlalchemy import select
+
+        from cardless.ledger.models import OrderEvent
+
+        found: dict[str, dict[str, float]] = {}
+        wanted = set(ids)
+        with self.system.sessions() as session:
+            rows = session.execute(select(OrderEvent.order_id, OrderEvent.to_state, OrderEvent.at)).all()
+        for order_id, state, at in rows:
+            if order_id in wanted:
+                when = (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
+                found.setdefault(order_id, {}).setdefault(state, when)
+        return found
+
     def settled_times(self, ids: list[str]) -> dict[str, float]:
         """Order id -> wall-clock time of its ``settled`` transition, for those settled so far."""
         from sqlalchemy import select
@@ -270,8 +286,19 @@ def run_phase(
         latencies = [(settled[o] - pays[o]) * 1000 for o in settled]
         span = max(settled.values()) - gen["pay_start"] if settled else 0.0
         p = percentiles(latencies)
+        stages = stack.stage_times(list(pays))
+        by_state: dict[str, list[float]] = {}
+        for order_id, reached in stages.items():
+            for state, when in reached.items():
+                by_state.setdefault(state, []).append((when - pays[order_id]) * 1000)
         result.update(
             {
+                "stage_p50_ms_after_pay": {
+                    state: percentiles(values)["p50"]
+                    for state, values in sorted(
+                        by_state.items(), key=lambda kv: sorted(kv[1])[len(kv[1]) // 2]
+                    )
+                },
                 "settled": len(settled),
                 "unsettled": len(pays) - len(settled),
                 "settled_tps": round(len(settled) / span, 2) if span > 0 else 0.0,

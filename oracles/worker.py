@@ -212,16 +212,28 @@ class OracleWorker:
             self.tx.recover()
             self._recovered = True
         self._renew_leases()
-        work = self.watcher.poll()
+        # The chain and database stages block on round trips to the node and the database: they run in a
+        # thread, so the provider calls (tasks on this loop) progress meanwhile instead of waiting for
+        # the whole tick. Claims and task starts stay on the loop.
+        work, chain_now = await asyncio.to_thread(self._ingest)
         if housekeeping:
             work += await self.expire_and_refund()
-        work += risk_check_paid(self.sessions, self.risk)
-        # The latest block's time once per tick (it was read three times: a round trip each).
-        chain_now = self._chain_now()
         work += self.start_provider_calls(S.RISK_CHECKED, chain_now=chain_now)
         if housekeeping:
             work += await self.requery_due()
-        work += self.proofs.sign_fulfilments(chain_now)
+        work += await asyncio.to_thread(self._settle, chain_now)
+        return work
+
+    def _ingest(self) -> tuple[int, int]:
+        """Watcher and risk check; returns the work done and the latest block's time (read once per tick:
+        it was read three times, a round trip each)."""
+        work = self.watcher.poll()
+        work += risk_check_paid(self.sessions, self.risk)
+        return work, self._chain_now()
+
+    def _settle(self, chain_now: int) -> int:
+        """Sign proofs and refunds, post them, confirm what was mined and apply its events at once."""
+        work = self.proofs.sign_fulfilments(chain_now)
         work += self.proofs.sign_refunds()
         work += self.settlement.post(chain_now)
         confirmed = self.tx.confirm()
