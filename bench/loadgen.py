@@ -134,7 +134,13 @@ async def _hammer(
 
 def run_api(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
-    if args.kind == "status":
+    if args.kind == "healthz":
+
+        async def healthz(http: httpx.AsyncClient, n: int) -> httpx.Response:
+            return await http.get("/healthz")
+
+        request, ok = healthz, (200,)
+    elif args.kind == "status":
         ids: list[str] = json.loads(Path(args.order_ids).read_text())
 
         async def status(http: httpx.AsyncClient, n: int) -> httpx.Response:
@@ -346,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="mode", required=True)
     api = sub.add_parser("api")
     api.add_argument("--url", required=True)
-    api.add_argument("--kind", choices=("status", "quote"), required=True)
+    api.add_argument("--kind", choices=("healthz", "status", "quote"), required=True)
     api.add_argument("--order-ids", help="JSON file: a list of order ids (kind status)")
     api.add_argument("--seconds", type=float, default=10)
     api.add_argument("--warmup", type=float, default=1)

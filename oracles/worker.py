@@ -30,6 +30,7 @@ import secrets
 import socket
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
+from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from eth_typing import HexStr
@@ -179,13 +180,7 @@ class OracleWorker:
             w3,
             escrow,
             sessions,
-            lambda session, name, args, meta: apply_event(
-                session,
-                name,
-                args,
-                meta,
-                block_time=lambda number, block_hash=meta["block_hash"]: self._block_time(number, block_hash),
-            ),
+            self._apply_event,
             start_block=start_block,
             confirmations=self.config.confirmations,
             finality=self.config.finality,
@@ -375,6 +370,10 @@ class OracleWorker:
 
     def _chain_now(self) -> int:
         return int(self.w3.eth.get_block("latest")["timestamp"])
+
+    def _apply_event(self, session: Session, name: str, args: dict[str, Any], meta: dict[str, Any]) -> None:
+        block_hash: str = meta["block_hash"]
+        apply_event(session, name, args, meta, block_time=lambda number: self._block_time(number, block_hash))
 
     def _block_time(self, number: int, block_hash: str | None = None) -> int:
         """A block's time; by hash, cached: a block's time never changes, and a settlement batch's 50

@@ -57,7 +57,7 @@ def _calldata_encoder(artifact: str | None, name: str) -> tuple[bytes, tuple[str
     """The selector and argument types of ``name`` in an artifact's ABI (None: ERC-20), looked up once.
     web3's ``contract.encode_abi`` looks the function up in the ABI again at every call: it was most of
     a quote's CPU time (docs/benchmarks.md)."""
-    abi: list[dict[str, Any]] = list(load_artifact(artifact).abi if artifact else ERC20_ABI)  # type: ignore[arg-type]
+    abi: list[dict[str, Any]] = list(load_artifact(artifact).abi if artifact else ERC20_ABI)
     (fn,) = [f for f in abi if f.get("type") == "function" and f.get("name") == name]
     return function_abi_to_4byte_selector(fn), tuple(get_abi_input_types(fn))  # type: ignore[arg-type]
 
