@@ -234,6 +234,7 @@ def _raw(account: Any, tx: dict[str, Any]) -> str:
 
 async def _buyers(args: argparse.Namespace) -> dict[str, Any]:
     from eth_account import Account
+    from eth_utils import keccak
 
     rng = random.Random(args.seed)
     wallets = [Account.from_key(k) for k in buyer_keys(args.buyers)]
@@ -307,8 +308,14 @@ async def _buyers(args: argparse.Namespace) -> dict[str, Any]:
                 try:
                     hashes[i] = await rpc.call("eth_sendRawTransaction", raw)
                     sent_at[i] = time.time()
+                except RuntimeError as exc:
+                    if "known" in str(exc) or "nonce too low" in str(exc):  # a retry of one the node took
+                        hashes[i] = "0x" + keccak(hexstr=raw).hex()
+                        sent_at[i] = time.time()
+                    else:
+                        send_errors.append(repr(exc)[:200])
                 except Exception as exc:  # reported, the run goes on
-                    send_errors.append(str(exc)[:200])
+                    send_errors.append(repr(exc)[:200])
 
         await asyncio.sleep(max(0.0, start - time.time()))
         pay_start = time.time()

@@ -143,6 +143,7 @@ class OracleRunner:
             start_block=self.deployment.deployed_block,
             config=WorkerConfig(
                 max_batch=settings.max_batch,
+                submit_concurrency=settings.provider_concurrency,
                 confirmations=profile.confirmations,
                 finality=profile.finality,
                 max_log_range=profile.max_log_range,
