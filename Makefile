@@ -10,7 +10,7 @@ STAMP_NPM := node_modules/.installed
 WEB_BUNDLE := gateway/web/static/build.json
 HYPOTHESIS_PROFILE ?= ci
 
-.PHONY: help setup run test test-fast test-long check lint imports typecheck slither contracts bench-gas bench-audit bench-analytics clean web screenshots
+.PHONY: help setup run test test-fast test-long check lint imports typecheck slither contracts bench-gas bench-audit bench-analytics bench-api bench-e2e bench-e2e-embedded clean web screenshots
 
 help:
 	@echo "make run        set up and start the embedded system"
@@ -21,6 +21,9 @@ help:
 	@echo "make bench-gas  gas table -> bench/results/gas.json"
 	@echo "make bench-audit  cardless audit of 10,000 orders -> bench/results/audit.json"
 	@echo "make bench-analytics  1M orders in PostgreSQL: analytics and risk timings -> bench/results/analytics.json"
+	@echo "make bench-api  order status and quotes under 16 clients -> bench/results/api.json"
+	@echo "make bench-e2e  anvil: raw pay rate, then orders paid -> settled -> bench/results/e2e.json (N=200)"
+	@echo "make bench-e2e-embedded  the same on the make-run system -> bench/results/e2e-embedded.json"
 	@echo "make contracts  recompile and re-export contracts/build"
 	@echo "make web        rebuild the pages' bundle (frontend/ -> gateway/web/static, committed)"
 	@echo "make screenshots  run the browser tests and keep their screenshots in docs/screenshots"
@@ -124,6 +127,20 @@ bench-audit: setup
 # 1,000,000 synthetic orders COPYed into a throw-away PostgreSQL database (minutes; not in make test).
 bench-analytics: setup
 	$(PG_SETUP) $(PY) -m bench.analytics
+
+# Issue 12. The load generator runs in a process of its own; PROFILE=dir adds py-spy profiles.
+N ?= 200
+SECONDS_PER_ROUTE ?= 10
+bench-api: setup
+	$(PY) -m bench.api --seconds $(SECONDS_PER_ROUTE) $(if $(PROFILE),--profile $(PROFILE))
+
+# Phases a (raw pay rate), b50, bmax, c (provider 200 ms), d1/d4 (PostgreSQL, 1 and 4 oracle workers).
+# N=1000 takes about 3 times as long per phase as N=200 (docs/benchmarks.md); PHASES=a,bmax for a subset.
+bench-e2e: setup $(STAMP_NPM)
+	$(PG_SETUP) $(PY) -m bench.e2e --orders $(N) $(if $(PHASES),--phases $(PHASES)) $(if $(PROFILE),--profile $(PROFILE))
+
+bench-e2e-embedded: setup
+	$(PY) -m bench.e2e --embedded --orders $(or $(EMBEDDED_N),50) $(if $(PROFILE),--profile $(PROFILE))
 
 clean:
 	rm -rf $(VENV) $(SLITHER_VENV) node_modules .hardhat

@@ -56,7 +56,11 @@ class Watcher:
         max_range: int = 2_000,
         finality: str = "latest",
         cursor_name: str = "escrow",
+        prefetch: Callable[[list[dict[str, Any]]], None] | None = None,
     ) -> None:
+        """``prefetch`` sees each range's logs before they are applied (the worker reads their blocks'
+        times in one JSON-RPC batch there)."""
+        self.prefetch = prefetch
         self.w3 = w3
         self.escrow = escrow
         self.sessions = sessions
@@ -209,6 +213,8 @@ class Watcher:
             )
             return None
         logs = sorted(logs, key=lambda item: (item["blockNumber"], item["logIndex"]))
+        if self.prefetch is not None and logs:
+            self.prefetch([dict(entry) for entry in logs])
         applied = 0
         with self.sessions.begin() as session:
             if not self._cursor_at(session, from_block - 1):

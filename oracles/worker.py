@@ -30,8 +30,10 @@ import secrets
 import socket
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
+from typing import Any
 
 from eth_account.signers.local import LocalAccount
+from eth_typing import HexStr
 from sqlalchemy import or_
 from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
@@ -57,6 +59,11 @@ from oracles.watcher import Watcher
 __all__ = ["OracleWorker", "WorkerConfig", "default_worker_id"]
 
 log = logging.getLogger(__name__)
+
+_BLOCK_TIME_CACHE = 4_096
+"""Block times kept by hash (a block's time is fixed by its hash, so a reorg cannot make one stale)."""
+_BLOCK_BATCH = 500
+"""Blocks per JSON-RPC batch when a range's block times are read ahead."""
 S = OrderState
 
 
@@ -176,9 +183,8 @@ class OracleWorker:
             w3,
             escrow,
             sessions,
-            lambda session, name, args, meta: apply_event(
-                session, name, args, meta, block_time=self._block_time
-            ),
+            self._apply_event,
+            prefetch=self._prefetch_block_times,
             start_block=start_block,
             confirmations=self.config.confirmations,
             finality=self.config.finality,
@@ -189,6 +195,7 @@ class OracleWorker:
         self._provider_slots = asyncio.Semaphore(self.config.submit_concurrency)
         self._recovered = False
         self._renewed_at = utcnow()
+        self._block_times: dict[str, int] = {}
 
     # ------------------------------------------------------------------ loop
 
@@ -204,16 +211,30 @@ class OracleWorker:
             self.tx.recover()
             self._recovered = True
         self._renew_leases()
-        work = self.watcher.poll()
+        # The chain and database stages block on round trips to the node and the database: they run in a
+        # thread, so the provider calls (tasks on this loop) progress meanwhile instead of waiting for
+        # the whole tick. Claims and task starts stay on the loop.
+        work, chain_now = await asyncio.to_thread(self._ingest)
         if housekeeping:
             work += await self.expire_and_refund()
-        work += risk_check_paid(self.sessions, self.risk)
-        work += self.start_provider_calls(S.RISK_CHECKED, chain_now=self._chain_now())
+        work += self.start_provider_calls(S.RISK_CHECKED, chain_now=chain_now)
         if housekeeping:
             work += await self.requery_due()
-        work += self.proofs.sign_fulfilments(self._chain_now())
+        work += await asyncio.to_thread(self._settle, chain_now)
+        return work
+
+    def _ingest(self) -> tuple[int, int]:
+        """Watcher and risk check; returns the work done and the latest block's time (read once per tick:
+        it was read three times, a round trip each)."""
+        work = self.watcher.poll()
+        work += risk_check_paid(self.sessions, self.risk)
+        return work, self._chain_now()
+
+    def _settle(self, chain_now: int) -> int:
+        """Sign proofs and refunds, post them, confirm what was mined and apply its events at once."""
+        work = self.proofs.sign_fulfilments(chain_now)
         work += self.proofs.sign_refunds()
-        work += self.settlement.post(self._chain_now())
+        work += self.settlement.post(chain_now)
         confirmed = self.tx.confirm()
         work += len(confirmed)
         if confirmed:
@@ -358,5 +379,36 @@ class OracleWorker:
     def _chain_now(self) -> int:
         return int(self.w3.eth.get_block("latest")["timestamp"])
 
-    def _block_time(self, number: int) -> int:
-        return int(self.w3.eth.get_block(number)["timestamp"])
+    def _apply_event(self, session: Session, name: str, args: dict[str, Any], meta: dict[str, Any]) -> None:
+        block_hash: str = meta["block_hash"]
+        apply_event(session, name, args, meta, block_time=lambda number: self._block_time(number, block_hash))
+
+    def _prefetch_block_times(self, logs: list[dict[str, Any]]) -> None:
+        """The times of a range's blocks not cached yet, in one JSON-RPC batch: on a chain that mines one
+        block per transaction every paid event has a block of its own (one round trip each before)."""
+        wanted = sorted({Web3.to_hex(e["blockHash"]) for e in logs} - set(self._block_times))
+        if len(wanted) < 2:
+            return
+        if len(self._block_times) + len(wanted) > _BLOCK_TIME_CACHE:
+            self._block_times.clear()
+        for start in range(0, len(wanted), _BLOCK_BATCH):
+            chunk = wanted[start : start + _BLOCK_BATCH]
+            with self.w3.batch_requests() as batch:
+                for block_hash in chunk:
+                    batch.add(self.w3.eth.get_block(HexStr(block_hash)))
+                blocks = batch.execute()
+            for block_hash, block in zip(chunk, blocks, strict=True):
+                self._block_times[block_hash] = int(block["timestamp"])  # type: ignore[typeddict-item]
+
+    def _block_time(self, number: int, block_hash: str | None = None) -> int:
+        """A block's time; by hash, cached: a block's time never changes, and a settlement batch's 50
+        events (one block) cost one ``eth_getBlockByHash`` instead of 50 ``eth_getBlockByNumber``."""
+        if block_hash is None:
+            return int(self.w3.eth.get_block(number)["timestamp"])
+        cached = self._block_times.get(block_hash)
+        if cached is None:
+            if len(self._block_times) >= _BLOCK_TIME_CACHE:
+                self._block_times.clear()
+            cached = int(self.w3.eth.get_block(HexStr(block_hash))["timestamp"])
+            self._block_times[block_hash] = cached
+        return cached

@@ -154,6 +154,7 @@ class OracleRunner:
             ),
             config=WorkerConfig(
                 max_batch=settings.max_batch,
+                submit_concurrency=settings.provider_concurrency,
                 confirmations=profile.confirmations,
                 finality=profile.finality,
                 max_log_range=profile.max_log_range,

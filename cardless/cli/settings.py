@@ -124,6 +124,9 @@ class Settings(BaseSettings):
     quote_ttl_seconds: int = Field(600, ge=30, le=86_400)
     fulfilment_window_seconds: int = Field(3_600, ge=600, le=7 * 86_400)
     max_batch: int = Field(50, ge=1, le=200)
+    provider_concurrency: int = Field(64, ge=1, le=1_024)
+    """Provider calls one oracle worker has in flight at most (and claims at once); at 16 the claims,
+    once per tick, held paid orders back for seconds at 50 orders/s (docs/benchmarks.md)."""
     not_found_grace_seconds: float = Field(10.0, gt=0, le=3_600)
     """How long after a submit the oracle still treats a provider's "not found" as "maybe in flight"
     before resubmitting under the same key."""

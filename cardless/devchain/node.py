@@ -478,6 +478,9 @@ def _is_loopback(host: str) -> bool:
 
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
+    # The listen backlog (socketserver's default is 5): 32 wallets connecting at once had their
+    # connections reset (bench/loadgen.py).
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], node: DevNode) -> None:
         self.node = node

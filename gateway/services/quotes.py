@@ -7,11 +7,21 @@ outage leaves no row behind.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import secrets
 from collections.abc import Mapping
+from typing import Any
 
+from eth_abi import encode
 from eth_account.signers.local import LocalAccount
-from eth_utils import is_address, is_checksum_address, keccak, to_checksum_address
+from eth_utils import (
+    function_abi_to_4byte_selector,
+    get_abi_input_types,
+    is_address,
+    is_checksum_address,
+    keccak,
+    to_checksum_address,
+)
 from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 
@@ -41,6 +51,21 @@ from gateway.services.skus import check_daily_limits, quotable
 __all__ = ["QuoteService"]
 
 _ZERO_ADDRESS = to_checksum_address("0x" + "00" * 20)
+
+
+@functools.cache
+def _calldata_encoder(artifact: str | None, name: str) -> tuple[bytes, tuple[str, ...]]:
+    """The selector and argument types of ``name`` in an artifact's ABI (None: ERC-20), looked up once.
+    web3's ``contract.encode_abi`` looks the function up in the ABI again at every call: it was most of
+    a quote's CPU time (docs/benchmarks.md)."""
+    abi: list[dict[str, Any]] = list(load_artifact(artifact).abi if artifact else ERC20_ABI)
+    (fn,) = [f for f in abi if f.get("type") == "function" and f.get("name") == name]
+    return function_abi_to_4byte_selector(fn), tuple(get_abi_input_types(fn))  # type: ignore[arg-type]
+
+
+def _calldata(artifact: str | None, name: str, args: list[Any]) -> str:
+    selector, types = _calldata_encoder(artifact, name)
+    return "0x" + (selector + encode(types, args)).hex()
 
 
 @dataclasses.dataclass
@@ -190,19 +215,15 @@ class QuoteService:
         self, order: protocol.Order, signature: bytes, salt: bytes, token: TokenOut, check: AccountCheck
     ) -> QuoteOut:
         domain = self.deployment.domain
-        escrow = self.w3.eth.contract(
-            address=to_checksum_address(domain.verifying_contract), abi=load_artifact("CardlessEscrow").abi
-        )
-        pay_data = escrow.encode_abi("pay", [order.as_tuple(), self.quote_key.address, signature])
+        pay_data = _calldata("CardlessEscrow", "pay", [order.as_tuple(), self.quote_key.address, signature])
         transactions: list[TransactionStep] = []
         if not order.is_native:
-            erc20 = self.w3.eth.contract(address=to_checksum_address(order.token), abi=ERC20_ABI)
             transactions.append(
                 TransactionStep(
                     step="approve",
                     to=order.token,
                     value="0",
-                    data=erc20.encode_abi("approve", [domain.verifying_contract, order.amount]),
+                    data=_calldata(None, "approve", [domain.verifying_contract, order.amount]),
                 )
             )
         transactions.append(

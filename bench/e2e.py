@@ -1,0 +1,397 @@
+"""End-to-end benchmark (issue 12): how fast the oracle settles paid orders, against the node's own rate.
+
+    PYTHONPATH=. python -m bench.e2e [--orders N] [--phases a,b50,bmax,c,d1,d4]  -> bench/results/e2e.json
+    PYTHONPATH=. python -m bench.e2e --embedded [--orders N]  -> bench/results/e2e-embedded.json
+
+Each phase starts a fresh system and measures one thing:
+
+- ``a``: anvil takes ``N`` ``pay`` transactions with no oracle running: the baseline ``raw_pay_tps``;
+- ``b50`` / ``bmax``: the same payments with the oracle at 0 confirmations, offered at 50 per second and
+  as fast as the node takes them: paid -> settled latency and settled orders per second;
+- ``c``: ``bmax`` with every provider request held 200 ms (the simulator's ``latency`` fault);
+- ``d1`` / ``d4``: ``bmax`` on PostgreSQL (a fresh database on the local server, ``CARDLESS_TEST_PG_URL``
+  or ``.ci/postgres``) with ``cardless oracle --workers 1`` and ``--workers 4``.
+
+On anvil, the chain is anvil (npm, pinned), the simulated provider and the gateway run in this process,
+and the oracle is ``cardless oracle`` in processes of its own, as in production. ``--embedded`` is
+``make run``: the py-evm node, gateway, oracle and simulator in this one process (phases a, b50, bmax, c).
+The buyers are ``python -m bench.loadgen buyers``, another process: they take the quotes first, sign
+every ``pay``, then send them at the offered rate (see bench/loadgen.py).
+
+Paid is when the node accepted the ``pay`` transaction (anvil and the dev node mine it before they
+answer); settled is the time the oracle wrote the order's ``settled`` transition, after it saw its
+settlement transaction mined. Settled orders per second = orders settled / (last settlement - first
+payment sent), so the pipeline's fill and drain count against it. Every phase records the cores and the
+machine's load average: on a shared machine, compare the ratios, not the absolute figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.loadgen import load_info, percentiles
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+PHASES = ("a", "b50", "bmax", "c", "d1", "d4")
+EMBEDDED_PHASES = ("a", "b50", "bmax", "c")
+BENCH_QUOTE_RATE = "10000000/minute"
+"""Per client and per buyer during a bench: the limiter answers 429 long before the server's limit."""
+
+
+def _bench_simulator_config() -> Any:
+    """The default simulated provider with stock and balances for 10,000 orders and more."""
+    from adapters.simulator.config import default_config
+
+    config = default_config()
+    return config.model_copy(
+        update={
+            "merchants": tuple(m.model_copy(update={"balance_cents": 10**9}) for m in config.merchants),
+            "skus": tuple(s.model_copy(update={"stock": 10**7}) if s.stock else s for s in config.skus),
+        }
+    )
+
+
+def _pg_admin_url() -> str:
+    url = os.environ.get("CARDLESS_TEST_PG_URL")
+    if url:
+        return url
+    out = subprocess.run([str(ROOT / ".ci" / "postgres")], check=True, capture_output=True, text=True).stdout
+    return out.strip().rpartition("=")[2]
+
+
+class Stack:
+    """One system for one phase: chain, simulator, gateway (this process) and, on anvil, the oracle in
+    ``workers`` processes of its own (0: no oracle)."""
+
+    def __init__(
+        self, work: Path, *, chain: str, workers: int, database_url: str = "", latency_ms: int = 0
+    ) -> None:
+        self.work, self.chain, self.workers = work, chain, workers
+        self.database_url, self.latency_ms = database_url, latency_ms
+        self.system: Any = None
+        self.oracle: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Stack:
+        from cardless.cli.settings import Settings
+        from cardless.cli.system import System
+
+        settings = Settings(
+            environment="development",
+            var_dir=self.work / "var",
+            dev_chain="anvil" if self.chain == "anvil" else "embedded",
+            chain_port=0,
+            gateway_port=0,
+            simulator_port=0,
+            database_url=self.database_url,
+            quote_rate_per_client=BENCH_QUOTE_RATE,
+            quote_rate_per_buyer=BENCH_QUOTE_RATE,
+        )
+        in_process_oracle = self.chain == "embedded" and self.workers > 0
+        self.system = System(settings, oracle=in_process_oracle)
+        self.system.simulator_config = _bench_simulator_config()
+        self.system.start()
+        if self.latency_ms:
+            httpx.post(
+                f"{self.system.simulator.url}/_sim/faults",
+                json={"mode": "latency", "latency_ms": self.latency_ms},
+            ).raise_for_status()
+        if self.chain == "anvil" and self.workers > 0:
+            self._start_oracle()
+        return self
+
+    def _start_oracle(self) -> None:
+        from cardless.cli.system import simulator_secrets
+
+        system = self.system
+        settings = system.settings
+        env = {
+            **os.environ,
+            **simulator_secrets(system.simulator_config),
+            "PYTHONPATH": str(ROOT),
+            "CARDLESS_ENVIRONMENT": "development",
+            "CARDLESS_VAR_DIR": str(settings.var_dir),
+            "CARDLESS_DATABASE_URL": settings.effective_database_url,
+            "CARDLESS_DEPLOYMENT_FILE": str(settings.effective_deployment_file),
+            "CARDLESS_CHAIN_RPC_URL": system.deployment.rpc_url,
+            "CARDLESS_PROVIDER_BASE_URL": system.simulator.url,
+            "CARDLESS_PUBLIC_URL": system.gateway_url,
+        }
+        log_path = self.work / "oracle.log"
+        cmd = [sys.executable, "-m", "cardless.cli.main", "oracle", "--workers", str(self.workers)]
+        with log_path.open("wb") as log:
+            self.oracle = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while b"oracle running:" not in log_path.read_bytes():
+            if self.oracle.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the oracle did not start; see {log_path}")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.oracle is not None:
+            self.oracle.terminate()
+            try:
+                self.oracle.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.oracle.kill()
+                self.oracle.wait()
+        if self.system is not None:
+            self.system.stop()
+
+    def stage_times(self, ids: list[str]) -> dict[str, dict[str, float]]:
+        """Order id -> state -> wall-clock time the order first reached it (the ledger's timeline)."""
+        from sqlalchemy import select
+
+        from cardless.ledger.models import OrderEvent
+
+        found: dict[str, dict[str, float]] = {}
+        wanted = set(ids)
+        with self.system.sessions() as session:
+            rows = session.execute(select(OrderEvent.order_id, OrderEvent.to_state, OrderEvent.at)).all()
+        for order_id, state, at in rows:
+            if order_id in wanted:
+                when = (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
+                found.setdefault(order_id, {}).setdefault(state, when)
+        return found
+
+    def settled_times(self, ids: list[str]) -> dict[str, float]:
+        """Order id -> wall-clock time of its ``settled`` transition, for those settled so far."""
+        from sqlalchemy import select
+
+        from cardless.ledger.models import OrderEvent
+
+        found: dict[str, float] = {}
+        with self.system.sessions() as session:
+            rows = session.execute(
+                select(OrderEvent.order_id, OrderEvent.at).where(OrderEvent.to_state == "settled")
+            ).all()
+        wanted = set(ids)
+        for order_id, at in rows:
+            if order_id in wanted:
+                found[order_id] = (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
+        return found
+
+
+def _loadgen(stack: Stack, orders: int, rate: float, out: Path) -> dict[str, Any]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.loadgen",
+        "buyers",
+        "--gateway",
+        stack.system.gateway_url,
+        "--rpc",
+        stack.system.deployment.rpc_url,
+        "--orders",
+        str(orders),
+        "--rate",
+        str(rate),
+        "--out",
+        str(out),
+    ]
+    subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
+
+
+def _spy(stack: Stack, profile: Path | None, name: str) -> subprocess.Popen[bytes] | None:
+    """py-spy on the oracle (its process on anvil, this one on the embedded system), GIL holder only."""
+    if profile is None:
+        return None
+    pid = stack.oracle.pid if stack.oracle is not None else os.getpid()
+    profile.mkdir(parents=True, exist_ok=True)
+    spy = Path(sys.executable).with_name("py-spy")
+    out = profile / f"e2e-{stack.chain}-{name}.txt"
+    cmd = [str(spy), "record", "-f", "raw", "-r", "250", "--gil", "-o", str(out), "--pid", str(pid)]
+    if stack.workers > 1:
+        cmd.append("--subprocesses")
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _stop_spy(spy: subprocess.Popen[bytes] | None) -> None:
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(timeout=60)
+
+
+def run_phase(
+    name: str,
+    work: Path,
+    *,
+    chain: str,
+    orders: int,
+    timeout: float,
+    pg_admin: str | None = None,
+    profile: Path | None = None,
+) -> dict[str, Any]:
+    rate = 50.0 if name == "b50" else 0.0
+    workers = {"a": 0, "d4": 4}.get(name, 1)
+    latency = 200 if name == "c" else 0
+    with ExitStack() as stack_exit:
+        database_url = ""
+        if name.startswith("d"):
+            assert pg_admin is not None
+            from tests.support.postgres import PostgresServer
+
+            database_url = stack_exit.enter_context(PostgresServer(pg_admin).database(migrated=False))
+        phase_dir = work / name
+        phase_dir.mkdir()
+        stack = Stack(phase_dir, chain=chain, workers=workers, database_url=database_url, latency_ms=latency)
+        stack_exit.callback(stack.stop)
+        stack.start()
+        spy = _spy(stack, profile, name)
+        started = time.time()
+        gen = _loadgen(stack, orders, rate, phase_dir / "loadgen.json")
+        result: dict[str, Any] = {
+            "phase": name,
+            "chain": chain,
+            "orders": orders,
+            "offered_rate": rate or "max",
+            "provider_latency_ms": latency,
+            "database": "postgresql" if database_url else "sqlite",
+            "oracle_workers": workers,
+            "quote_rps": gen["quote_rps"],
+            "paid": gen["paid"],
+            "send_errors": gen["send_error_count"],
+            "raw_pay_tps": gen["raw_pay_tps"],
+            "pay_mined_seconds": gen["pay_mined_seconds"],
+            "load_during": gen["load"],
+        }
+        if workers == 0:
+            _stop_spy(spy)
+            return result
+        pays = {p["order_id"]: p["sent_at"] for p in gen["pays"]}
+        deadline = time.monotonic() + timeout
+        settled: dict[str, float] = {}
+        while time.monotonic() < deadline:
+            settled = stack.settled_times(list(pays))
+            if len(settled) >= len(pays):
+                break
+            time.sleep(0.25)
+        _stop_spy(spy)
+        latencies = [(settled[o] - pays[o]) * 1000 for o in settled]
+        span = max(settled.values()) - gen["pay_start"] if settled else 0.0
+        p = percentiles(latencies)
+        stages = stack.stage_times(list(pays))
+        by_state: dict[str, list[float]] = {}
+        for order_id, reached in stages.items():
+            for state, when in reached.items():
+                by_state.setdefault(state, []).append((when - pays[order_id]) * 1000)
+        result.update(
+            {
+                "stage_p50_ms_after_pay": {
+                    state: percentiles(values)["p50"]
+                    for state, values in sorted(
+                        by_state.items(), key=lambda kv: sorted(kv[1])[len(kv[1]) // 2]
+                    )
+                },
+                "settled": len(settled),
+                "unsettled": len(pays) - len(settled),
+                "settled_tps": round(len(settled) / span, 2) if span > 0 else 0.0,
+                "p50_ms": p["p50"],
+                "p95_ms": p["p95"],
+                "p99_ms": p["p99"],
+                "max_ms": round(max(latencies), 1) if latencies else None,
+                "phase_seconds": round(time.time() - started, 1),
+                "load_after": load_info(),
+            }
+        )
+        return result
+
+
+def summarise(phases: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The issue's keys from the phases that ran (None for one that did not)."""
+
+    def get(phase: str, key: str) -> Any:
+        return phases.get(phase, {}).get(key)
+
+    raw = get("a", "raw_pay_tps")
+    saturated = get("bmax", "settled_tps")
+    summary: dict[str, Any] = {
+        "raw_pay_tps": raw,
+        "settled_tps": saturated,
+        "ratio": round(saturated / raw, 3) if raw and saturated else None,
+        "p50_ms": get("b50", "p50_ms"),
+        "p95_ms": get("b50", "p95_ms"),
+        "p99_ms": get("b50", "p99_ms"),
+        "settled_tps_at_50": get("b50", "settled_tps"),
+        "settled_tps_provider_200ms": get("c", "settled_tps"),
+        "settled_tps_pg_1_worker": get("d1", "settled_tps"),
+        "settled_tps_pg_4_workers": get("d4", "settled_tps"),
+    }
+    return summary
+
+
+def _table(report: dict[str, Any]) -> None:
+    load = load_info()
+    print(f"e2e on {report['chain']}, N={report['orders']}; {load['cores']} cores, load {load['loadavg_1m']}")
+    head = f"{'phase':<6}{'offered':>9}{'db':>12}{'wk':>4}{'raw tps':>9}{'settled/s':>11}"
+    print(head + f"{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'load':>7}")
+    for name, r in report["phases"].items():
+        cells = [r.get(k) for k in ("settled_tps", "p50_ms", "p95_ms", "p99_ms")]
+        print(
+            f"{name:<6}{r['offered_rate']!s:>9}{r['database']:>12}{r['oracle_workers']:>4}"
+            f"{r['raw_pay_tps']!s:>9}"
+            + "".join(f"{c!s:>{w}}" for c, w in zip(cells, (11, 9, 9, 9), strict=True))
+            + f"{r['load_during']['loadavg_1m']:>7}"
+        )
+    for key, value in report["summary"].items():
+        print(f"  {key} = {value}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.e2e")
+    parser.add_argument("--orders", type=int, default=200)
+    parser.add_argument("--embedded", action="store_true", help="the make-run system (py-evm node)")
+    parser.add_argument("--phases", help=f"comma-separated, of {','.join(PHASES)}")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for settlement")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--profile", type=Path, help="py-spy profiles of the oracle per phase, here")
+    args = parser.parse_args(argv)
+    chain = "embedded" if args.embedded else "anvil"
+    names = args.phases.split(",") if args.phases else list(EMBEDDED_PHASES if args.embedded else PHASES)
+    pg_admin = _pg_admin_url() if any(n.startswith("d") for n in names) else None
+    phases: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="cardless-bench-e2e-") as tmp:
+        for name in names:
+            phases[name] = run_phase(
+                name,
+                Path(tmp),
+                chain=chain,
+                orders=args.orders,
+                timeout=args.timeout,
+                pg_admin=pg_admin,
+                profile=args.profile,
+            )
+            shown = {k: v for k, v in phases[name].items() if k != "load_during"}
+            print(f"{name}: {json.dumps(shown)}", flush=True)
+    report = {
+        **summarise(phases),
+        "chain": chain,
+        "orders": args.orders,
+        "load": load_info(),
+        "phases": phases,
+        "summary": summarise(phases),
+    }
+    out = args.out or RESULTS / ("e2e-embedded.json" if args.embedded else "e2e.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    _table(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,385 @@
+"""The benchmarks' load generator: a process of its own, so it never shares a GIL with what it measures.
+
+    python -m bench.loadgen api --url URL --kind status|quote --seconds S [--concurrency 16] --out F
+    python -m bench.loadgen buyers --gateway URL --rpc URL --orders N [--rate R] --out F [--pay-only]
+
+``api``: ``concurrency`` asyncio clients (httpx, one connection each, keep-alive) send requests back to
+back for ``seconds`` after a one-second warm-up; the JSON gives rps, p50/p99 (ms) and the error count.
+
+``buyers``: ``--buyers`` wallets (deterministic keys, funded from dev account 1 with ETH, each minting the
+test stablecoin to itself and approving the escrow once, all before the clock starts) take ``N`` quotes
+from the gateway (16 at a time; the quote rate is reported too), sign every ``pay`` transaction, then
+send them at ``rate`` per second (0: as fast as the node takes them), each wallet's in nonce order, all
+wallets in parallel. The JSON lists every order with the wall-clock time (``time.time()``) its ``pay``
+was accepted by the node, which the caller compares with the ledger's settlement times.
+Payment is one transaction per order (approval given once per wallet), so the node's raw rate of ``pay``
+transactions is the ceiling the oracle is measured against.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+__all__ = ["buyer_keys", "load_info", "percentiles", "summarise"]
+
+SKUS = ("genshin-60", "pubg-60uc")
+"""Cheap SKUs with deep stock at the simulated provider (tUSDC)."""
+FUNDER_KEY = 1
+"""Dev account 1 (the deployer): 1,000,000 ETH on every dev chain."""
+PAY_GAS = 250_000
+
+
+def load_info() -> dict[str, Any]:
+    """Where the figures were taken: cores and the load average of the whole machine at the time."""
+    one, five, fifteen = (float(x) for x in Path("/proc/loadavg").read_text().split()[:3])
+    return {"cores": os.cpu_count(), "loadavg_1m": one, "loadavg_5m": five, "loadavg_15m": fifteen}
+
+
+def percentiles(values: Sequence[float]) -> dict[str, float | None]:
+    """p50/p95/p99 (inclusive method) of ``values`` in their own unit, None when empty."""
+    if not values:
+        return {"p50": None, "p95": None, "p99": None}
+    if len(values) == 1:
+        v = round(values[0], 1)
+        return {"p50": v, "p95": v, "p99": v}
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return {"p50": round(cuts[49], 1), "p95": round(cuts[94], 1), "p99": round(cuts[98], 1)}
+
+
+def summarise(latencies_s: Sequence[float], seconds: float, errors: int) -> dict[str, Any]:
+    """Requests per second and latency percentiles (ms) of one measured window."""
+    ms = [x * 1000 for x in latencies_s]
+    p = percentiles(ms)
+    return {
+        "requests": len(ms),
+        "errors": errors,
+        "seconds": round(seconds, 3),
+        "rps": round(len(ms) / seconds, 1) if seconds > 0 else 0.0,
+        "p50_ms": p["p50"],
+        "p99_ms": p["p99"],
+    }
+
+
+def buyer_keys(count: int) -> list[bytes]:
+    """Deterministic bench wallets (never dev accounts 1..10, which the system uses)."""
+    from eth_utils import keccak
+
+    return [keccak(b"cardless-bench-buyer-%d" % i) for i in range(count)]
+
+
+# ----------------------------------------------------------------------------- api
+
+
+def _quote_body(rng: random.Random, buyer: str) -> dict[str, str]:
+    return {
+        "sku": SKUS[rng.randrange(len(SKUS))],
+        "account": str(rng.randrange(10_000_000, 99_999_999)),
+        "token": "tUSDC",
+        "buyer": buyer,
+    }
+
+
+async def _hammer(
+    request: Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]],
+    *,
+    url: str,
+    concurrency: int,
+    seconds: float,
+    warmup: float,
+    ok: tuple[int, ...],
+) -> dict[str, Any]:
+    latencies: list[float] = []
+    errors = 0
+    start = time.perf_counter()
+    measure_from = start + warmup
+    stop_at = measure_from + seconds
+
+    async def client(index: int) -> None:
+        nonlocal errors
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as http:
+            n = 0
+            while True:
+                t0 = time.perf_counter()
+                if t0 >= stop_at:
+                    return
+                try:
+                    reply = await request(http, index * 1_000_000 + n)
+                    good = reply.status_code in ok
+                except httpx.HTTPError:
+                    good = False
+                t1 = time.perf_counter()
+                n += 1
+                if t0 >= measure_from:
+                    if good:
+                        latencies.append(t1 - t0)
+                    else:
+                        errors += 1
+
+    await asyncio.gather(*(client(i) for i in range(concurrency)))
+    return summarise(latencies, time.perf_counter() - measure_from, errors)
+
+
+def run_api(args: argparse.Namespace) -> dict[str, Any]:
+    rng = random.Random(args.seed)
+    if args.kind == "healthz":
+
+        async def healthz(http: httpx.AsyncClient, n: int) -> httpx.Response:
+            return await http.get("/healthz")
+
+        request, ok = healthz, (200,)
+    elif args.kind == "status":
+        ids: list[str] = json.loads(Path(args.order_ids).read_text())
+
+        async def status(http: httpx.AsyncClient, n: int) -> httpx.Response:
+            return await http.get(f"/v1/orders/{ids[n % len(ids)]}")
+
+        request, ok = status, (200,)
+    else:
+        from eth_account import Account
+
+        buyers = [Account.from_key(k).address for k in buyer_keys(64)]
+
+        async def quote(http: httpx.AsyncClient, n: int) -> httpx.Response:
+            return await http.post("/v1/quotes", json=_quote_body(rng, buyers[n % len(buyers)]))
+
+        request, ok = quote, (201,)
+    result = asyncio.run(
+        _hammer(
+            request,
+            url=args.url,
+            concurrency=args.concurrency,
+            seconds=args.seconds,
+            warmup=args.warmup,
+            ok=ok,
+        )
+    )
+    return {**result, "concurrency": args.concurrency, "kind": args.kind}
+
+
+# ----------------------------------------------------------------------------- buyers
+
+
+class _Rpc:
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+        self.ids = 0
+
+    async def call(self, method: str, *params: Any) -> Any:
+        self.ids += 1
+        reply = await self.http.post(
+            "", json={"jsonrpc": "2.0", "id": self.ids, "method": method, "params": params}
+        )
+        body = reply.json()
+        if "error" in body:
+            raise RuntimeError(f"{method}: {body['error']}")
+        return body["result"]
+
+    async def receipt(self, tx_hash: str, timeout: float = 120) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = await self.call("eth_getTransactionReceipt", tx_hash)
+            if found is not None:
+                return dict(found)
+            await asyncio.sleep(0.02)
+        raise TimeoutError(f"no receipt for {tx_hash}")
+
+
+async def _fund(rpc: _Rpc, wallets: list[Any], chain_id: int, token: str, escrow: str) -> None:
+    """ETH from dev account 1, then each wallet mints itself tUSDC (open minting) and approves the escrow."""
+    from eth_abi import encode
+    from eth_account import Account
+    from eth_utils import function_signature_to_4byte_selector as selector
+
+    funder = Account.from_key(FUNDER_KEY.to_bytes(32, "big"))
+    nonce = int(await rpc.call("eth_getTransactionCount", funder.address, "pending"), 16)
+    fee = {"maxFeePerGas": 200 * 10**9, "maxPriorityFeePerGas": 10**9, "chainId": chain_id}
+    last = ""
+    for wallet in wallets:
+        tx = {"to": wallet.address, "value": 100 * 10**18, "gas": 21_000, "nonce": nonce, **fee}
+        nonce += 1
+        last = await rpc.call("eth_sendRawTransaction", _raw(funder, tx))
+    await rpc.receipt(last)
+    mint = selector("mint(address,uint256)")
+    approve = selector("approve(address,uint256)")
+    hashes = []
+    for wallet in wallets:
+        calls = [
+            mint + encode(["address", "uint256"], [wallet.address, 10**15]),
+            approve + encode(["address", "uint256"], [escrow, 2**256 - 1]),
+        ]
+        for n, data in enumerate(calls):
+            tx = {"to": token, "value": 0, "data": "0x" + data.hex(), "gas": 120_000, "nonce": n, **fee}
+            hashes.append(await rpc.call("eth_sendRawTransaction", _raw(wallet, tx)))
+    for tx_hash in hashes:
+        if int((await rpc.receipt(tx_hash))["status"], 16) != 1:
+            raise RuntimeError(f"funding transaction {tx_hash} reverted")
+
+
+def _raw(account: Any, tx: dict[str, Any]) -> str:
+    return "0x" + bytes(account.sign_transaction(tx).raw_transaction).hex()
+
+
+async def _buyers(args: argparse.Namespace) -> dict[str, Any]:
+    from eth_account import Account
+    from eth_utils import keccak
+
+    rng = random.Random(args.seed)
+    wallets = [Account.from_key(k) for k in buyer_keys(args.buyers)]
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with (
+        httpx.AsyncClient(base_url=args.gateway, timeout=60, limits=limits) as http,
+        httpx.AsyncClient(base_url=args.rpc, timeout=120, limits=limits) as rpc_http,
+    ):
+        rpc = _Rpc(rpc_http)
+        health = (await http.get("/v1/health")).raise_for_status().json()
+        deployment = health["deployment"]
+        chain_id = int(deployment["chain_id"])
+        token = next(t["address"] for t in deployment["tokens"] if t["symbol"] == "tUSDC")
+        await _fund(rpc, wallets, chain_id, token, deployment["escrow"])
+
+        # Quotes, 16 at a time (timed on their own: the quote rate is the gateway's, not the oracle's).
+        quotes: list[dict[str, Any] | None] = [None] * args.orders
+        queue = list(range(args.orders))
+        quote_errors = 0
+
+        async def quoter() -> None:
+            nonlocal quote_errors
+            while queue:
+                i = queue.pop()
+                body = _quote_body(rng, wallets[i % len(wallets)].address)
+                for _ in range(5):
+                    reply = await http.post("/v1/quotes", json=body)
+                    if reply.status_code == 201:
+                        quotes[i] = reply.json()
+                        break
+                    quote_errors += 1
+                    await asyncio.sleep(0.2)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(quoter() for _ in range(args.concurrency)))
+        quote_seconds = time.perf_counter() - t0
+
+        # Every pay transaction signed before the clock starts (signing is the buyers' wallets' work).
+        base = int((await rpc.call("eth_getBlockByNumber", "latest", False)).get("baseFeePerGas", "0x0"), 16)
+        fee = {"maxFeePerGas": max(4 * base, 50 * 10**9), "maxPriorityFeePerGas": 10**9, "chainId": chain_id}
+        per_wallet: dict[int, list[tuple[int, str]]] = {}
+        nonces = {w.address: 2 for w in wallets}  # mint and approve took nonces 0 and 1
+        for i, quote in enumerate(quotes):
+            if quote is None:
+                continue
+            wallet = wallets[i % len(wallets)]
+            pay = next(s for s in quote["transactions"] if s["step"] == "pay")
+            tx = {
+                "to": pay["to"],
+                "value": int(pay["value"]),
+                "data": pay["data"],
+                "gas": PAY_GAS,
+                "nonce": nonces[wallet.address],
+                **fee,
+            }
+            nonces[wallet.address] += 1
+            per_wallet.setdefault(i % len(wallets), []).append((i, _raw(wallet, tx)))
+
+        sent_at: dict[int, float] = {}
+        hashes: dict[int, str] = {}
+        send_errors: list[str] = []
+        start = time.time() + 0.2
+        interval = 1.0 / args.rate if args.rate > 0 else 0.0
+
+        async def sender(jobs: list[tuple[int, str]]) -> None:
+            for i, raw in jobs:
+                if interval:
+                    delay = start + i * interval - time.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                try:
+                    hashes[i] = await rpc.call("eth_sendRawTransaction", raw)
+                    sent_at[i] = time.time()
+                except RuntimeError as exc:
+                    if "known" in str(exc) or "nonce too low" in str(exc):  # a retry of one the node took
+                        hashes[i] = "0x" + keccak(hexstr=raw).hex()
+                        sent_at[i] = time.time()
+                    else:
+                        send_errors.append(repr(exc)[:200])
+                except Exception as exc:  # reported, the run goes on
+                    send_errors.append(repr(exc)[:200])
+
+        await asyncio.sleep(max(0.0, start - time.time()))
+        pay_start = time.time()
+        await asyncio.gather(*(sender(jobs) for jobs in per_wallet.values()))
+        sent_done = time.time()
+        # Mined: every wallet's last pay has a receipt (nonces are in order, so all before it are in too).
+        reverted = 0
+        for jobs in per_wallet.values():
+            last = max((i for i, _ in jobs if i in hashes), default=None)
+            if last is not None:
+                receipt = await rpc.receipt(hashes[last])
+                reverted += int(receipt["status"], 16) != 1
+        mined_done = time.time()
+    paid = len(sent_at)
+    return {
+        "orders": args.orders,
+        "quoted": sum(q is not None for q in quotes),
+        "quote_errors": quote_errors,
+        "quote_rps": round(sum(q is not None for q in quotes) / quote_seconds, 1) if quote_seconds else None,
+        "offered_rate": args.rate,
+        "paid": paid,
+        "send_errors": send_errors[:5],
+        "send_error_count": len(send_errors),
+        "last_pays_reverted": reverted,
+        "pay_start": pay_start,
+        "pay_sent_seconds": round(sent_done - pay_start, 3),
+        "pay_mined_seconds": round(mined_done - pay_start, 3),
+        "raw_pay_tps": round(paid / (mined_done - pay_start), 2) if paid else 0.0,
+        "pays": [
+            {"order_id": quotes[i]["order_id"], "sent_at": sent_at[i], "tx": hashes[i]}  # type: ignore[index]
+            for i in sorted(sent_at)
+        ],
+    }
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.loadgen")
+    sub = parser.add_subparsers(dest="mode", required=True)
+    api = sub.add_parser("api")
+    api.add_argument("--url", required=True)
+    api.add_argument("--kind", choices=("healthz", "status", "quote"), required=True)
+    api.add_argument("--order-ids", help="JSON file: a list of order ids (kind status)")
+    api.add_argument("--seconds", type=float, default=10)
+    api.add_argument("--warmup", type=float, default=1)
+    api.add_argument("--concurrency", type=int, default=16)
+    buyers = sub.add_parser("buyers")
+    buyers.add_argument("--gateway", required=True)
+    buyers.add_argument("--rpc", required=True)
+    buyers.add_argument("--orders", type=int, required=True)
+    buyers.add_argument("--rate", type=float, default=0, help="pays per second offered (0: as fast as taken)")
+    buyers.add_argument("--buyers", type=int, default=32)
+    buyers.add_argument("--concurrency", type=int, default=16, help="quote requests in flight")
+    for p in (api, buyers):
+        p.add_argument("--seed", type=int, default=12)
+        p.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    result = run_api(args) if args.mode == "api" else asyncio.run(_buyers(args))
+    result["load"] = load_info()
+    Path(args.out).write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""The benches' load generator and JSON writers (the benches themselves run only under `make bench-*`)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from bench import e2e, loadgen
+
+
+class _Orders(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as the gateway
+
+    def do_GET(self) -> None:
+        known = self.path.endswith("0x" + "11" * 32)
+        body = b'{"state": "settled"}' if known else b"{}"
+        self.send_response(200 if known else 404)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Orders)
+    threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _run(server: str, tmp_path: Path, ids: list[str]) -> dict[str, object]:
+    (tmp_path / "ids.json").write_text(json.dumps(ids))
+    out = tmp_path / "out.json"
+    args = ["api", "--url", server, "--kind", "status", "--order-ids", str(tmp_path / "ids.json")]
+    loadgen.main([*args, "--seconds", "0.4", "--warmup", "0.1", "--concurrency", "2", "--out", str(out)])
+    result: dict[str, object] = json.loads(out.read_text())
+    return result
+
+
+def test_the_api_load_generator_writes_rates_latencies_and_the_machine_load(
+    server: str, tmp_path: Path
+) -> None:
+    result = _run(server, tmp_path, ["0x" + "11" * 32])
+    assert result["errors"] == 0
+    assert isinstance(result["requests"], int) and result["requests"] > 0
+    assert isinstance(result["rps"], float) and result["rps"] > 0
+    assert isinstance(result["p50_ms"], float) and 0 < result["p50_ms"] <= result["p99_ms"]  # type: ignore[operator]
+    load = result["load"]
+    assert isinstance(load, dict) and load["cores"] >= 1 and load["loadavg_1m"] >= 0
+
+
+def test_answers_other_than_the_expected_status_count_as_errors(server: str, tmp_path: Path) -> None:
+    result = _run(server, tmp_path, ["0x" + "22" * 32])
+    assert result["requests"] == 0
+    assert isinstance(result["errors"], int) and result["errors"] > 0
+
+
+def test_percentiles_and_the_e2e_summary_keys() -> None:
+    assert loadgen.percentiles(list(range(1, 101))) == {
+        "p50": 50.5,
+        "p95": 95.0,
+        "p99": 99.0,
+    }  # rounded to 0.1
+    assert loadgen.percentiles([]) == {"p50": None, "p95": None, "p99": None}
+    phases = {
+        "a": {"raw_pay_tps": 80.0},
+        "b50": {"settled_tps": 40.0, "p50_ms": 300.0, "p95_ms": 700.0, "p99_ms": 900.0},
+        "bmax": {"settled_tps": 64.0},
+        "c": {"settled_tps": 60.0},
+        "d4": {"settled_tps": 70.0},
+    }
+    summary = e2e.summarise(phases)
+    assert summary["ratio"] == 0.8
+    assert (summary["p50_ms"], summary["p99_ms"]) == (300.0, 900.0)
+    assert summary["settled_tps_provider_200ms"] == 60.0
+    assert summary["settled_tps_pg_4_workers"] == 70.0
+    assert summary["settled_tps_pg_1_worker"] is None
