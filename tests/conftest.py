@@ -54,11 +54,10 @@ SLOW_TESTS: tuple[str, ...] = (
     "tests/devchain/test_node.py::test_receipt_lookup_cost_does_not_grow_with_the_chain",
     # a child process each: `cardless deploy`, `cardless audit`, a fresh interpreter's imports
     "tests/cli/test_deploy.py::test_deploy_signs_locally_writes_the_file_and_the_gateway_starts_from_it",
-    "tests/audit/test_cli.py",
     "tests/audit/test_imports.py",
     "tests/test_deep_json.py::test_the_cli_restores_the_recursion_limit",
-    # builds a whole order history on a dev node before auditing it
-    "tests/audit/test_auditor.py",
+    # the auditor's tests build whole order histories on a dev node (and run `cardless audit`)
+    "tests/audit/",
     # every order flow run against a chain backend (the embedded node here; anvil in test_anvil.py)
     "tests/chains/",
 )
