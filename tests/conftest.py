@@ -54,7 +54,6 @@ SLOW_TESTS: tuple[str, ...] = (
     "tests/devchain/test_node.py::test_receipt_lookup_cost_does_not_grow_with_the_chain",
     # a child process each: `cardless deploy`, `cardless audit`, a fresh interpreter's imports
     "tests/cli/test_deploy.py::test_deploy_signs_locally_writes_the_file_and_the_gateway_starts_from_it",
-    "tests/audit/test_imports.py",
     "tests/test_deep_json.py::test_the_cli_restores_the_recursion_limit",
     # the auditor's tests build whole order histories on a dev node (and run `cardless audit`)
     "tests/audit/",
