@@ -221,6 +221,8 @@ interface ICardlessEscrow {
     error AdminChangeAlreadyScheduled(bytes32 id);
     /// @notice The change's delay has not passed yet.
     error AdminChangeNotReady(bytes32 id, uint48 eta, uint256 timestamp);
+    /// @notice The change was not executed within `ADMIN_GRACE` after its eta; it is void (schedule it again).
+    error AdminChangeExpired(bytes32 id, uint48 eta, uint256 timestamp);
     /// @notice The scheduled value does not fit the action (address out of range, zero, no raise, bad threshold).
     error InvalidAdminValue(AdminAction action, bytes32 value);
     /// @notice An admin delay of 0 outside a dev chain (31337, 1337).
