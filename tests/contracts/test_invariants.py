@@ -1093,11 +1093,14 @@ class EscrowMachine(RuleBasedStateMachine):
         execute = escrow.encode_abi("executeAdminChange", args=[action, value, eta])
         self._transact(self.base.escrow, execute, self.env.bystander)
 
-    @precondition(lambda self: len(self.oracle_keys) < 1 + len(EXTRA_ORACLE_KEYS))
+    def _unauthorised_keys(self) -> list[Any]:
+        return [k for k in (self.env.oracle_key, *EXTRA_ORACLE_KEYS) if k not in self.oracle_keys]
+
+    @precondition(lambda self: bool(self._unauthorised_keys()))
     @rule(data=st.data())
     def add_oracle_signer(self, data: st.DataObject) -> None:
         """Rotation: a new oracle key is added through the announced (here 0 s) delay."""
-        candidates = [k for k in EXTRA_ORACLE_KEYS if k not in self.oracle_keys]
+        candidates = self._unauthorised_keys()
         key = data.draw(st.sampled_from(candidates), "key")
         self._admin(0, bytes(12) + bytes.fromhex(key.address[2:]))
         self.oracle_keys.append(key)
@@ -1111,7 +1114,9 @@ class EscrowMachine(RuleBasedStateMachine):
         self._transact(self.base.escrow, call, self.env.owner)
         self.oracle_keys.remove(key)
         # a proof by the revoked key alone no longer counts
-        order = self._open()[0] if self._open() else None
+        now = self.chain.now()
+        settleable = [o for o in self._open() if self.env.window_end(o) > now + TIME_MARGIN]
+        order = settleable[0] if settleable else None
         if order is not None and self.threshold == 1:
             fulfilment = self._fulfilment(order)
             message = fulfilment_typed_data(self.env.domain, fulfilment)
