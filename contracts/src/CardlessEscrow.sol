@@ -663,7 +663,7 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
     {
         uint256 n = signers.length;
         if (n == 0 || n != signatures.length) revert NotEnoughSignatures(n, signatures.length, oracleThreshold);
-        address previous;
+        address previous = address(0); // so the first signer must be above 0x0
         for (uint256 i; i < n; ++i) {
             address signer = signers[i];
             if (signer <= previous) revert SignersNotAscending(previous, signer);
