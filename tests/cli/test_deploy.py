@@ -120,9 +120,10 @@ def test_deploy_signs_locally_writes_the_file_and_the_gateway_starts_from_it(
     )
     # the oracle's gas key may trigger merchants' withdrawals (its sweep job)
     assert escrow.functions.isSweeper(keys.gas.address).call()  # type: ignore[union-attr]
-    assert (
-        w3.eth.get_transaction_count(owner.address) == 1 + 1 + 1 + 2 + 1
-    )  # deploy, signers, tokens, sweeper
+    # v2: the signers and the threshold are constructor arguments; the admin delay defaults to 2 days
+    assert escrow.functions.oracleThreshold().call() == 1
+    assert escrow.functions.ADMIN_DELAY().call() == 2 * 24 * 3600
+    assert w3.eth.get_transaction_count(owner.address) == 1 + 2 + 1  # deploy (with signers), tokens, sweeper
 
     # `cardless gateway`: the API alone, against the node, the written file and the database. The
     # provider files name their secrets by environment variable, as an operator would set them.

@@ -29,7 +29,7 @@ from cardless.protocol import ContractRevert, EscrowDomain, Fulfilment, Order, O
 from cardless.protocol.artifacts import load_artifact
 from cardless.protocol.deployment import Deployment
 from cardless.protocol.reverts import RevertDecoder
-from oracles.proofs import Proofs
+from oracles.proofs import LocalCoSigner, Proofs
 from oracles.settlement import Settlement
 from oracles.txmanager import TxManager
 from tests.support.node import rolled_back
@@ -234,9 +234,20 @@ NEW_ORACLE_KEY = Account.from_key(keccak(b"settlement-test-oracle-rotated"))
 
 def _rotated(w3: Web3, escrow: Contract, *, revoke_old: bool) -> None:
     owner = w3.eth.accounts[0]
-    escrow.functions.setOracleSigner(NEW_ORACLE_KEY.address, True).transact({"from": owner})
+    _add_oracle_signer(w3, escrow, NEW_ORACLE_KEY.address)
     if revoke_old:
-        escrow.functions.setOracleSigner(ORACLE_KEY.address, False).transact({"from": owner})
+        escrow.functions.revokeOracleSigner(ORACLE_KEY.address).transact({"from": owner})
+
+
+def _add_oracle_signer(w3: Web3, escrow: Contract, signer: str) -> None:
+    """Announce and execute AddOracleSigner (the dev chain's admin delay is 0)."""
+    owner = w3.eth.accounts[0]
+    value = bytes(12) + bytes.fromhex(signer[2:])
+    receipt = w3.eth.wait_for_transaction_receipt(
+        escrow.functions.scheduleAdminChange(0, value).transact({"from": owner})
+    )
+    (scheduled,) = escrow.events.AdminChangeScheduled().process_receipt(receipt, errors=DISCARD)
+    escrow.functions.executeAdminChange(0, value, scheduled.args.eta).transact({"from": owner})
 
 
 def _after_rotation(
@@ -271,7 +282,7 @@ def test_a_stored_proof_posts_after_rotation(
     assert escrow.functions.orderStatus(order.order_id).call() == OrderStatus.SETTLED
     receipt = w3.eth.get_transaction_receipt(record.tx_hash)
     (attested,) = escrow.events.FulfilmentsAttested().process_receipt(receipt, errors=DISCARD)
-    assert attested.args.signer == (NEW_ORACLE_KEY.address if revoke_old else ORACLE_KEY.address)
+    assert attested.args.signers == [NEW_ORACLE_KEY.address if revoke_old else ORACLE_KEY.address]
     with ledger() as session:
         row = session.get(OrderRow, order_id)
         assert row is not None and row.proof_signature is not None
@@ -284,7 +295,8 @@ def test_a_stored_proof_posts_after_rotation(
             ),
         )
         assert (
-            protocol.recover_signer(message, bytes.fromhex(row.proof_signature[2:])) == attested.args.signer
+            protocol.recover_signer(message, bytes.fromhex(row.proof_signature[2:]))
+            == attested.args.signers[0]
         )
 
 
@@ -307,3 +319,55 @@ def test_a_stored_refund_is_re_signed_when_its_signer_was_revoked(
     tx.confirm()
 
     assert escrow.functions.orderStatus(order.order_id).call() == OrderStatus.REFUNDED
+
+
+# ---------------------------------------------------------------------- k-of-n (issue 8, step 6)
+
+CO_SIGNER_KEY = Account.from_key(keccak(b"settlement-test-co-signer"))
+
+
+def test_with_threshold_2_the_oracle_posts_its_own_and_its_co_signers_signatures(
+    w3: Web3, escrow: Contract, domain: EscrowDomain, system: Deployment, ledger: sessionmaker[Session]
+) -> None:
+    """Two proof keys, threshold 2: without its co-signer the oracle sends nothing (one signature would
+    revert); with it, a batch, a single settlement and a refund each carry both signatures, ascending."""
+    owner = w3.eth.accounts[0]
+    _add_oracle_signer(w3, escrow, CO_SIGNER_KEY.address)
+    value = (2).to_bytes(32, "big")
+    receipt = w3.eth.wait_for_transaction_receipt(
+        escrow.functions.scheduleAdminChange(4, value).transact({"from": owner})
+    )
+    (scheduled,) = escrow.events.AdminChangeScheduled().process_receipt(receipt, errors=DISCARD)
+    escrow.functions.executeAdminChange(4, value, scheduled.args.eta).transact({"from": owner})
+    assert escrow.functions.oracleThreshold().call() == 2
+    orders = _pay(w3, escrow, domain, system, 4)
+    ids = _ledger_rows(ledger, domain, orders[:3], {o.order_id: _now(w3) for o in orders[:3]})
+    (refund_id,) = _ledger_rows(ledger, domain, orders[3:], {orders[3].order_id: _now(w3)})
+    with ledger.begin() as session:
+        row = session.get(OrderRow, refund_id)
+        assert row is not None
+        row.state = S.REFUND_PENDING.value
+        row.refund_reason = int(RefundReason.PROVIDER_REJECTED)
+    tx = TxManager(w3, ledger, GAS_KEY, RevertDecoder([ESCROW_ABI, TOKEN_ABI]))
+
+    alone = _settlement(w3, escrow, domain, ledger, tx)
+    assert alone.post(_now(w3)) == 0  # 1 of 2 signatures: waits, sends nothing
+    assert tx.pending_order_ids() == set()
+
+    settlement = _settlement(w3, escrow, domain, ledger, tx)
+    settlement.proofs = Proofs(ledger, ORACLE_KEY, domain, [LocalCoSigner(CO_SIGNER_KEY, domain)])
+    settlement.max_batch = 2  # one batch of two, one single settle
+    assert settlement.post(_now(w3)) == 3
+    records = tx.confirm()
+
+    both = sorted([ORACLE_KEY.address, CO_SIGNER_KEY.address], key=lambda a: int(a, 16))
+    assert [escrow.functions.orderStatus(o.order_id).call() for o in orders] == [OrderStatus.SETTLED] * 3 + [
+        OrderStatus.REFUNDED
+    ]
+    for record in records:
+        receipt = w3.eth.get_transaction_receipt(record.tx_hash)
+        attested = escrow.events.FulfilmentsAttested().process_receipt(receipt, errors=DISCARD)
+        refunded = escrow.events.OrderRefunded().process_receipt(receipt, errors=DISCARD)
+        (event,) = [*attested, *refunded]
+        assert event.args.signers == both
+    assert len(ids) == 3
