@@ -36,8 +36,8 @@ __all__ = [
     "SkuUpdate",
 ]
 
-Scope = Literal["catalogue:write", "orders:read", "webhooks:write", "payouts:read"]
-SCOPES: tuple[str, ...] = ("catalogue:write", "orders:read", "webhooks:write", "payouts:read")
+Scope = Literal["catalogue:write", "orders:read", "webhooks:write", "payouts:read", "audit:read"]
+SCOPES: tuple[str, ...] = ("catalogue:write", "orders:read", "webhooks:write", "payouts:read", "audit:read")
 
 Slug = Annotated[
     str, Field(pattern=r"^[a-z0-9][a-z0-9-]{1,63}$", description="Lower-case letters, digits and hyphens")

@@ -147,6 +147,9 @@ class Order(Base):
         # The merchant's and the buyer's order lists: newest first, keyset on (created_at, id).
         Index("ix_orders_merchant_created", "merchant", "created_at", "id"),
         Index("ix_orders_buyer_created", "buyer", "created_at", "id"),
+        # The receipts export (GET /v1/audit/receipts): settled orders, oldest settlement first.
+        Index("ix_orders_state_closed", "state", "closed_at", "id"),
+        Index("ix_orders_merchant_state_closed", "merchant", "state", "closed_at", "id"),
     )
 
 
