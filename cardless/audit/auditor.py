@@ -52,10 +52,12 @@ _IS_ORACLE: Final = keccak(text="isOracleSigner(address)")[:4]
 _IS_QUOTE: Final = keccak(text="isQuoteSigner(address)")[:4]
 _IS_TOKEN: Final = keccak(text="isTokenAllowed(address)")[:4]
 _FEE_CAP: Final = keccak(text="feeCapBps()")[:4]
+_IS_SWEEPER: Final = keccak(text="isSweeper(address)")[:4]
+_PAYOUT_OF: Final = keccak(text="payoutAddressOf(address)")[:4]
 
 # Events that name an order (indexed orderId first): what `cardless audit order` filters on.
 ORDER_EVENTS: Final = ("OrderPaid", "OrderSettled", "OrderRefunded", "OrderReclaimed", "RefundDeferred")
-_NEEDS_CALLDATA: Final = frozenset({"OrderPaid", "OrderSettled", "OrderRefunded"})
+_NEEDS_CALLDATA: Final = frozenset({"OrderPaid", "OrderSettled", "OrderRefunded", "Withdrawn"})
 
 
 # Events per read-ahead chunk: small enough to overlap the node's answers with the checks.
@@ -161,6 +163,7 @@ class Auditor:
             )
         self.state = state
         self._seed_cache: dict[tuple[bytes, str], bool] = {}
+        self._seed_payouts: dict[tuple[bytes, str], str] = {}
 
     # ------------------------------------------------------------------ set-up
 
@@ -245,12 +248,19 @@ class Auditor:
     def _authorised(self, kind: str, address: str) -> bool:
         assert self.state is not None
         admin = self.state.admin
-        table = {"oracle": admin.oracle_signers, "quote": admin.quote_signers, "token": admin.tokens}[kind]
+        table = {
+            "oracle": admin.oracle_signers,
+            "quote": admin.quote_signers,
+            "token": admin.tokens,
+            "sweeper": admin.sweepers,
+        }[kind]
         if address in table:
             return table[address]
         if self.state.seed_block is None:
             return False
-        selector = {"oracle": _IS_ORACLE, "quote": _IS_QUOTE, "token": _IS_TOKEN}[kind]
+        selector = {"oracle": _IS_ORACLE, "quote": _IS_QUOTE, "token": _IS_TOKEN, "sweeper": _IS_SWEEPER}[
+            kind
+        ]
         key = (selector, address)
         if key not in self._seed_cache:
             answer = self.reader.call(
@@ -288,7 +298,9 @@ class Auditor:
             admin.pending[self._pending_key(event)] = {"event": name, "block": event.block, **_plain(args)}
         elif name.endswith(("Cancelled", "Canceled", "Executed")):
             admin.pending.pop(self._pending_key(event), None)
-        elif name in ("OwnershipTransferStarted", "EIP712DomainChanged", "PayoutAddressSet"):
+        elif name == "PayoutAddressSet":
+            admin.payouts[args["account"]] = args["payout"]
+        elif name in ("OwnershipTransferStarted", "EIP712DomainChanged"):
             pass
         else:
             return False
@@ -525,6 +537,8 @@ class Auditor:
                 account, amount = event.args["account"], int(event.args["amount"])
                 books.credits[account] = books.credits.get(account, 0) - amount
                 books.withdrawn += amount
+                if not self.focus_only:
+                    self._withdrawn(event, tx)
                 if books.credits[account] < 0 and not self.focus_only:
                     self._check(
                         False,
@@ -560,6 +574,61 @@ class Auditor:
                 event,
                 oid,
             )
+
+    def _payout_of(self, account: str) -> str:
+        """Where ``account``'s withdrawals were paid at this position: its last ``PayoutAddressSet``, else
+        (a scan that began after deployment) the contract's view at the block before, else itself."""
+        assert self.state is not None
+        if account in self.state.admin.payouts:
+            return self.state.admin.payouts[account]
+        if self.state.seed_block is not None:
+            key = (_PAYOUT_OF, account)
+            if key not in self._seed_payouts:
+                answer = self.reader.call(
+                    self.escrow, _PAYOUT_OF + abi_encode(["address"], [account]), self.state.seed_block
+                )
+                seeded = checksum(answer[12:32]) if answer and len(answer) >= 32 else account
+                self._seed_payouts[key] = seeded
+            return self._seed_payouts[key]
+        return account
+
+    def _withdrawn(self, event: Event, tx: dict[str, Any] | None) -> None:
+        """v2: only the account, its payout address or a sweeper authorised then may withdraw, and the
+        money goes to the payout address in force. The caller is the transaction's sender, so a call
+        made through another contract (a multisig merchant) is listed as unverified (it needs a trace)."""
+        assert self.state is not None
+        account, to = event.args["account"], event.args["to"]
+        payout = self._payout_of(account)
+        self._check(
+            to == payout,
+            "withdraw.wrong-payout",
+            "withdrawn to the payout address",
+            f"{account}'s withdrawal of {event.args['amount']} {event.args['token']} went to {to}; "
+            f"its payout address then was {payout}",
+            event,
+            None,
+        )
+        if tx is None or not tx.get("to") or checksum(tx["to"]) != self.escrow:
+            self.state.unverified.append(
+                {
+                    "order_id": None,
+                    "event": event.name,
+                    "block": event.block,
+                    "tx": event.tx,
+                    "why": f"{account}'s withdrawal went through another contract: its caller needs a trace",
+                }
+            )
+            return
+        caller = checksum(tx["from"])
+        self._check(
+            caller in (account, payout) or self._authorised("sweeper", caller),
+            "withdraw.unauthorised-caller",
+            "withdrawal caller",
+            f"{caller} withdrew {account}'s {event.args['token']}: neither the account, its payout address "
+            f"{payout} nor an authorised sweeper at block {event.block}",
+            event,
+            None,
+        )
 
     def _books(self, token: str) -> TokenBooks:
         assert self.state is not None

@@ -48,6 +48,9 @@ RULES: Final[dict[str, str]] = {
     "refund.calldata-mismatch": "the refund calldata is missing or differs from the paid order or the event",
     "refund.signature": "the refund authorisation does not verify for its signer",
     "reclaim.before-deadline": "reclaimed before the deadline (v2: before the settlement window closed)",
+    "withdraw.unauthorised-caller": "a withdrawal was sent by neither the account, its payout address nor "
+    "a sweeper authorised at that block",
+    "withdraw.wrong-payout": "a withdrawal was paid somewhere other than the account's payout address then",
     "books.overdrawn": "more was withdrawn for an account or the fees than was credited to it",
     "books.view-mismatch": "the contract's balanceOf/feeBalance differs from the books rebuilt from events",
     "balance.shortfall": "the contract holds less of a token than it owes (open escrow + balances + fees)",
@@ -188,6 +191,8 @@ class AdminState:
     sweepers: dict[str, bool] = dataclasses.field(
         default_factory=dict
     )  # protocol v2: may withdraw for others
+    # account -> where its withdrawals are paid (PayoutAddressSet); an account absent pays itself
+    payouts: dict[str, str] = dataclasses.field(default_factory=dict)
     paused: bool = False
     owner: str | None = None
     # protocol v2 timelock: changes scheduled and not yet effective or cancelled, by their key

@@ -40,6 +40,7 @@ class History:
     new_oracle: LocalAccount
     rotation_block: int
     surplus: int
+    payout: str  # merchant 1's payout address, which withdrew itself
     receipts: dict[str, dict[str, object]]
     accounts: dict[str, tuple[str, bytes]]
 
@@ -131,7 +132,11 @@ def history(audit_node: DevNode) -> History:
     open_in_time = order()
     env.pay(open_in_time)
 
-    env.withdraw(env.merchants[0].address, env.usdc.address)
+    env.withdraw(env.merchants[0].address, env.usdc.address)  # by the sweeper
+    # merchant 1 pays out to the bystander's wallet, and the payout address itself withdraws
+    payout = env.bystander
+    env.set_payout(env.merchants[1].address, payout)
+    env.withdraw(env.merchants[1].address, env.usdc.address, sender=payout)
     env.withdraw_fees(env.usdc.address)
 
     surplus = 123_456
@@ -154,6 +159,7 @@ def history(audit_node: DevNode) -> History:
         new_oracle=new_oracle,
         rotation_block=rotation_block,
         surplus=surplus,
+        payout=payout,
         receipts=receipts,
         accounts=accounts,
     )
