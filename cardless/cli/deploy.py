@@ -3,8 +3,8 @@
 The owner's key comes from an encrypted keystore and signs every transaction locally (raw
 transactions; no account needs to be unlocked on the node, so this works against a public RPC
 provider). Each transaction is sent, then its receipt awaited and checked, in order: the escrow
-constructor (owner, fee recipient, fee cap), then ``setQuoteSigner``, ``setOracleSigner`` and
-``setTokenAllowed`` for each allowed token (and for native ETH when allowed). Token symbols and
+constructor (owner, fee recipient, fee cap, admin delay, oracle and quote signers, oracle threshold),
+then ``setTokenAllowed`` for each allowed token (and for native ETH when allowed). Token symbols and
 decimals are read from the tokens themselves through the standard ERC-20 ABI. Finally the deployment
 file is written and read back through ``load_deployment``, the same check ``cardless gateway`` and
 ``cardless oracle`` run at start.
@@ -37,6 +37,8 @@ __all__ = ["DeployError", "DeployPlan", "deploy_escrow"]
 log = logging.getLogger("cardless.deploy")
 
 MAX_FEE_CAP_BPS: Final = 10_000
+DEFAULT_ADMIN_DELAY: Final = 2 * 24 * 3600
+"""Two days: a working week's notice for a new signer, fee recipient or fee cap (docs/architecture.md)."""
 _GAS_MARGIN: Final = 1.25  # estimates are exact for the state they ran on; leave room for drift
 _DEFAULT_TIP: Final = Wei(1_000_000_000)  # 1 gwei, when the node has no eth_maxPriorityFeePerGas
 
@@ -58,6 +60,11 @@ class DeployPlan:
     """Written into the deployment file (where gateways and oracles reach the chain)."""
     sweepers: Sequence[ChecksumAddress] = ()
     """Accounts that may trigger merchants' withdrawals (the oracle's gas key runs the sweep job)."""
+    admin_delay: int = DEFAULT_ADMIN_DELAY
+    """Seconds between announcing an owner change (new signer, fee recipient, higher fee cap, threshold)
+    and its earliest execution; 0 only on dev chains (the contract refuses it elsewhere)."""
+    oracle_threshold: int = 1
+    """Distinct oracle signatures settlement and refunds need (1..len(oracle_signers))."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.fee_cap_bps <= MAX_FEE_CAP_BPS:
@@ -66,6 +73,12 @@ class DeployPlan:
             raise DeployError("quote signers: at least one is needed (--quote-signer)")
         if not self.oracle_signers:
             raise DeployError("oracle signers: at least one is needed (--oracle-signer)")
+        if not 1 <= self.oracle_threshold <= len(self.oracle_signers):
+            raise DeployError(
+                f"oracle threshold: {self.oracle_threshold} is outside 1..{len(self.oracle_signers)} (the signers)"
+            )
+        if not 0 <= self.admin_delay < 2**48:
+            raise DeployError(f"admin delay: {self.admin_delay} s is out of range")
         if not self.tokens and not self.allow_native:
             raise DeployError("tokens: allow at least one ERC-20 token (--token) or native ETH (--native)")
         for what, values in (
@@ -159,7 +172,15 @@ def deploy_escrow(
     signer = _Signer(w3, owner, receipt_timeout=receipt_timeout)
     artifact = load_artifact("CardlessEscrow")
     factory = w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
-    constructor = factory.constructor(owner.address, plan.fee_recipient, plan.fee_cap_bps)
+    constructor = factory.constructor(
+        owner.address,
+        plan.fee_recipient,
+        plan.fee_cap_bps,
+        plan.admin_delay,
+        list(plan.oracle_signers),
+        list(plan.quote_signers),
+        plan.oracle_threshold,
+    )
     say(f"deploying CardlessEscrow from {owner.address} on chain {signer.chain_id}")
     receipt = signer.send("deploy CardlessEscrow", constructor.build_transaction({"gas": 0}))
     address = receipt["contractAddress"]
@@ -169,10 +190,6 @@ def deploy_escrow(
     say(f"escrow at {address}")
 
     steps: list[tuple[str, ContractFunction]] = []
-    steps += [(f"setQuoteSigner({s})", escrow.functions.setQuoteSigner(s, True)) for s in plan.quote_signers]
-    steps += [
-        (f"setOracleSigner({s})", escrow.functions.setOracleSigner(s, True)) for s in plan.oracle_signers
-    ]
     steps += [
         (f"setTokenAllowed({t.symbol})", escrow.functions.setTokenAllowed(t.address, True)) for t in tokens
     ]

@@ -301,6 +301,12 @@ def deploy(
     ] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing deployment file")] = False,
     receipt_timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for each receipt")] = 300.0,
+    admin_delay: Annotated[
+        int, typer.Option(min=0, help="Seconds an owner change waits after its announcement (0: dev chains)")
+    ] = 2 * 24 * 3600,
+    oracle_threshold: Annotated[
+        int, typer.Option(min=1, max=255, help="Distinct oracle signatures settlement and refunds need")
+    ] = 1,
 ) -> None:
     """Deploy and configure the escrow on CARDLESS_CHAIN_RPC_URL; write the deployment file."""
     from web3 import HTTPProvider, Web3
@@ -345,6 +351,8 @@ def deploy(
             tokens=[_address(a, "--token") for a in token or []],
             allow_native=native,
             rpc_url=settings.chain_rpc_url,
+            admin_delay=admin_delay,
+            oracle_threshold=oracle_threshold,
             # the oracle's sweep job sends withdraw() from the gas key, which the escrow must allow
             sweepers=[_keystore_address(gas, "gas keystore")]
             if (gas := keys / KEYSTORE_FILES["gas"]).exists()

@@ -121,12 +121,26 @@ def deploy_escrow(
     tokens: list[ChecksumAddress],
     allow_native: bool = True,
     sweepers: list[ChecksumAddress] | None = None,
+    admin_delay: int = 0,
+    oracle_threshold: int = 1,
 ) -> tuple[Contract, EscrowDomain]:
-    """Deploy and configure ``CardlessEscrow``; returns it with its EIP-712 domain."""
-    escrow = deploy_contract(w3, "CardlessEscrow", owner, fee_recipient, fee_cap_bps, sender=owner)
-    calls = [escrow.functions.setQuoteSigner(s, True) for s in quote_signers]
-    calls += [escrow.functions.setOracleSigner(s, True) for s in oracle_signers]
-    calls += [escrow.functions.setTokenAllowed(t, True) for t in tokens]
+    """Deploy and configure ``CardlessEscrow``; returns it with its EIP-712 domain.
+
+    The signers and the threshold are constructor arguments (deployment is not an admin change, so no
+    delay applies); ``admin_delay`` 0 is accepted only on dev chains (31337, 1337)."""
+    escrow = deploy_contract(
+        w3,
+        "CardlessEscrow",
+        owner,
+        fee_recipient,
+        fee_cap_bps,
+        admin_delay,
+        list(oracle_signers),
+        list(quote_signers),
+        oracle_threshold,
+        sender=owner,
+    )
+    calls = [escrow.functions.setTokenAllowed(t, True) for t in tokens]
     if allow_native:
         calls.append(escrow.functions.setTokenAllowed(NATIVE_TOKEN, True))
     calls += [escrow.functions.setSweeper(s, True) for s in sweepers or []]

@@ -5,7 +5,7 @@ it, the oracle signs proofs and refunds with it, and auditors recover signers wi
 contract (``contracts/src/CardlessEscrow.sol``) implements the same encoding, and
 ``tests/oracles/test_protocol.py`` checks both agree byte for byte.
 
-Typed data (domain ``CardlessEscrow`` version ``1``, bound to chain id and escrow address)::
+Typed data (domain ``CardlessEscrow`` version ``2``, bound to chain id and escrow address)::
 
     Order(bytes32 orderId,address buyer,address merchant,address token,uint256 amount,uint16 feeBps,
           uint48 quoteExpiry,uint48 fulfilmentDeadline,bytes32 skuHash,bytes32 accountCommitment)
@@ -78,7 +78,7 @@ Hash32 = NewType("Hash32", bytes)
 """A 32-byte hash (receipt hash, SKU hash, account commitment, digest)."""
 
 DOMAIN_NAME: Final = "CardlessEscrow"
-DOMAIN_VERSION: Final = "1"
+DOMAIN_VERSION: Final = "2"
 MAX_BPS: Final = 10_000
 MAX_AMOUNT: Final = (2**256 - 1) // MAX_BPS
 """``CardlessEscrow.MAX_AMOUNT``: larger orders are refused so fee arithmetic cannot overflow."""

@@ -8,6 +8,14 @@ pragma solidity 0.8.37;
 ///         reclaimed by anyone, always to the buyer.
 /// @dev The full order never sits in storage: only a 31-byte digest of it and its status. Every call that
 ///      acts on an order takes the order in calldata and checks it against the stored digest.
+///      Protocol version 2 (EIP-712 domain `CardlessEscrow`, version "2"): settlement and refunds need
+///      `oracleThreshold` distinct authorised oracle signatures (k-of-n); adding signers, changing the fee
+///      recipient, raising the fee cap and changing the threshold wait `ADMIN_DELAY` after an announcement;
+///      revoking a signer, lowering the fee cap and pausing are immediate; a balance above everything owed can
+///      be skimmed to the fee recipient.
+///      Constructor: `(address initialOwner, address initialFeeRecipient, uint16 initialFeeCapBps,
+///      uint48 adminDelay, address[] oracleSigners, address[] quoteSigners, uint8 oracleThreshold)`;
+///      `adminDelay` 0 is accepted only on dev chains (chain id 31337 or 1337).
 interface ICardlessEscrow {
     /// @notice One order, exactly as the gateway quoted and signed it.
     /// @param orderId Unique id chosen by the gateway (also the provider's idempotency key).
@@ -65,6 +73,17 @@ interface ICardlessEscrow {
         Reclaimed
     }
 
+    /// @notice Owner changes that take effect only `ADMIN_DELAY` after they were scheduled. `value` encodes:
+    ///         an address as `bytes32(uint256(uint160(a)))` (AddOracleSigner, AddQuoteSigner, SetFeeRecipient),
+    ///         a number as `bytes32(uint256(n))` (RaiseFeeCap: basis points; SetOracleThreshold: k).
+    enum AdminAction {
+        AddOracleSigner,
+        AddQuoteSigner,
+        SetFeeRecipient,
+        RaiseFeeCap,
+        SetOracleThreshold
+    }
+
     /// @notice Why `settleBatch` skipped an entry (`None` is never emitted).
     enum SkipReason {
         None,
@@ -95,17 +114,18 @@ interface ICardlessEscrow {
     /// @dev Amounts are derivable from the `OrderPaid` event; the signer is in `FulfilmentsAttested`.
     event OrderSettled(bytes32 indexed orderId, bytes32 receiptHash, uint48 fulfilledAt);
 
-    /// @notice An oracle signer's proof settled `orders` orders (a batch counts only the orders it settled,
-    ///         not those it skipped). Emitted after the batch's `OrderSettled` events.
-    event FulfilmentsAttested(bytes32 indexed digest, address indexed signer, uint256 orders);
+    /// @notice Oracle signers' proof settled `orders` orders (a batch counts only the orders it settled, not
+    ///         those it skipped). `signers` are the distinct authorised signers whose signatures over `digest`
+    ///         were checked, ascending. Emitted after the call's `OrderSettled` events.
+    event FulfilmentsAttested(bytes32 indexed digest, address[] signers, uint256 orders);
 
     /// @notice `settleBatch` left an entry unsettled and credited nothing for it: the order was no longer
     ///         `Paid`, its calldata did not match the paid order (or it was never paid), its proof says the
     ///         top-up happened after the deadline, or its settlement window had closed.
     event SettlementSkipped(bytes32 indexed orderId, SkipReason reason);
 
-    /// @notice The oracle refunded a failed order to the buyer.
-    event OrderRefunded(bytes32 indexed orderId, uint16 reasonCode, address signer);
+    /// @notice The oracle refunded a failed order to the buyer, on the signatures of `signers` (ascending).
+    event OrderRefunded(bytes32 indexed orderId, uint16 reasonCode, address[] signers);
 
     /// @notice Someone reclaimed an order not settled within its settlement window; the buyer was repaid.
     event OrderReclaimed(bytes32 indexed orderId, address caller);
@@ -139,6 +159,23 @@ interface ICardlessEscrow {
 
     /// @notice The owner changed where platform fees are paid.
     event FeeRecipientSet(address indexed feeRecipient);
+
+    /// @notice The number of distinct oracle signatures settlement and refunds need changed.
+    event OracleThresholdSet(uint8 threshold);
+
+    /// @notice The owner announced a change that anyone may execute from `eta` on (unless cancelled first).
+    ///         `id` = keccak256(abi.encode(action, value, eta)).
+    event AdminChangeScheduled(bytes32 indexed id, AdminAction indexed action, bytes32 value, uint48 eta);
+
+    /// @notice The owner withdrew an announced change before it was executed.
+    event AdminChangeCancelled(bytes32 indexed id);
+
+    /// @notice An announced change took effect; its own event (`OracleSignerSet`, `QuoteSignerSet`,
+    ///         `FeeRecipientSet`, `FeeCapSet` or `OracleThresholdSet`) follows in the same transaction.
+    event AdminChangeExecuted(bytes32 indexed id);
+
+    /// @notice `amount` of `token` held above everything owed was paid to the fee recipient `to`.
+    event SurplusSkimmed(address indexed token, address to, uint256 amount);
 
     // ------------------------------------------------------------------ errors
 
@@ -174,6 +211,28 @@ interface ICardlessEscrow {
     error UnauthorisedQuoteSigner(address signer);
     /// @notice `signer` is not an authorised oracle signer.
     error UnauthorisedOracleSigner(address signer);
+    /// @notice Oracle signers must be listed strictly ascending (which also makes them distinct).
+    error SignersNotAscending(address previous, address signer);
+    /// @notice Fewer oracle signatures than `oracleThreshold`, or not one signature per signer.
+    error NotEnoughSignatures(uint256 signers, uint256 signatures, uint8 threshold);
+    /// @notice The announced change is unknown (never scheduled, cancelled or already executed).
+    error AdminChangeUnknown(bytes32 id);
+    /// @notice The same change with the same eta is already pending.
+    error AdminChangeAlreadyScheduled(bytes32 id);
+    /// @notice The change's delay has not passed yet.
+    error AdminChangeNotReady(bytes32 id, uint48 eta, uint256 timestamp);
+    /// @notice The change was not executed within `ADMIN_GRACE` after its eta; it is void (schedule it again).
+    error AdminChangeExpired(bytes32 id, uint48 eta, uint256 timestamp);
+    /// @notice The scheduled value does not fit the action (address out of range, zero, no raise, bad threshold).
+    error InvalidAdminValue(AdminAction action, bytes32 value);
+    /// @notice An admin delay of 0 outside a dev chain (31337, 1337).
+    error AdminDelayRequired(uint256 chainId);
+    /// @notice The threshold must be between 1 and the number of authorised oracle signers.
+    error InvalidThreshold(uint8 threshold, uint256 signers);
+    /// @notice A fee cap may be lowered immediately, only raised through the delay.
+    error FeeCapNotLower(uint16 feeCapBps, uint16 current);
+    /// @notice The escrow holds nothing of `token` above what it owes.
+    error NoSurplus(address token);
     /// @notice The signature does not verify for `signer` over `digest`.
     error InvalidSignature(address signer, bytes32 digest);
     /// @notice The order in calldata does not match the stored digest (or was never paid).
@@ -231,30 +290,33 @@ interface ICardlessEscrow {
     ///         `fulfilmentDeadline + SETTLEMENT_GRACE`; the proof's `fulfilledAt` must be at most the deadline.
     /// @param order The settlement fields of the order as paid (see `OrderRef`).
     /// @param fulfilment The oracle's receipt hash and fulfilment time.
-    /// @param oracleSigner The oracle key (EOA or EIP-1271 contract) that signed the proof.
-    /// @param signature EIP-712 signature of `Fulfilment(orderId, receiptHash, fulfilledAt)`.
+    /// @param signers At least `oracleThreshold` authorised oracle keys (EOA or EIP-1271 contract), strictly
+    ///        ascending.
+    /// @param signatures One EIP-712 signature of `Fulfilment(orderId, receiptHash, fulfilledAt)` per signer,
+    ///        in the same order.
     function settle(
         OrderRef calldata order,
         Fulfilment calldata fulfilment,
-        address oracleSigner,
-        bytes calldata signature
+        address[] calldata signers,
+        bytes[] calldata signatures
     ) external;
 
     /// @notice Settle many orders on one signature over `FulfilmentBatch(Fulfilment[] fulfilments)`.
     /// @dev An entry that cannot be settled is skipped with `SettlementSkipped(orderId, reason)` instead of
     ///      reverting the batch: an order no longer `Paid` (settled, refunded or reclaimed), calldata that does
     ///      not match the stored digest (or an order never paid), `fulfilledAt` after the deadline, or a closed
-    ///      settlement window. One bad entry never delays the others. Only a bad signature or mismatched array
-    ///      lengths revert the batch.
+    ///      settlement window. One bad entry never delays the others. Only bad signatures (or too few) and
+    ///      mismatched array lengths revert the batch. Signers as in `settle`, all over the batch digest.
     function settleBatch(
         OrderRef[] calldata orders,
         Fulfilment[] calldata fulfilments,
-        address oracleSigner,
-        bytes calldata signature
+        address[] calldata signers,
+        bytes[] calldata signatures
     ) external;
 
-    /// @notice Refund a failed order to its buyer on an oracle signature over `Refund(orderId, reasonCode)`.
-    function refund(Order calldata order, uint16 reasonCode, address oracleSigner, bytes calldata signature)
+    /// @notice Refund a failed order to its buyer on `oracleThreshold` oracle signatures over
+    ///         `Refund(orderId, reasonCode)` (signers strictly ascending, one signature each).
+    function refund(Order calldata order, uint16 reasonCode, address[] calldata signers, bytes[] calldata signatures)
         external;
 
     // ------------------------------------------------------------------ payouts
@@ -271,13 +333,28 @@ interface ICardlessEscrow {
     /// @notice Choose where the caller's withdrawals are paid (address(0) resets to the caller itself).
     function setPayoutAddress(address payout) external;
 
+    /// @notice Pay whatever the escrow holds of `token` above everything it owes (open escrow, account
+    ///         balances and fee balances, dust included) to the fee recipient: ETH forced in by `selfdestruct`
+    ///         or a coinbase reward, tokens sent directly. Anyone may call.
+    function skimSurplus(address token) external;
+
     // ------------------------------------------------------------------ owner
 
-    /// @notice Grant or revoke an oracle signer.
-    function setOracleSigner(address signer, bool authorised) external;
+    /// @notice Announce a change (see `AdminAction`) that anyone may execute from `eta` = now + `ADMIN_DELAY`.
+    function scheduleAdminChange(AdminAction action, bytes32 value) external returns (bytes32 id, uint48 eta);
 
-    /// @notice Grant or revoke a quote signer.
-    function setQuoteSigner(address signer, bool authorised) external;
+    /// @notice Withdraw an announced change before it is executed.
+    function cancelAdminChange(bytes32 id) external;
+
+    /// @notice Apply an announced change at or after its `eta`. Anyone may call.
+    function executeAdminChange(AdminAction action, bytes32 value, uint48 eta) external;
+
+    /// @notice Revoke an oracle signer, immediately (adding one goes through `scheduleAdminChange`). Revoking
+    ///         below the threshold stops settlement and refunds until a signer is added; buyers can reclaim.
+    function revokeOracleSigner(address signer) external;
+
+    /// @notice Revoke a quote signer, immediately.
+    function revokeQuoteSigner(address signer) external;
 
     /// @notice Grant or revoke a sweeper: an account that may trigger any account's withdrawal (always paid to
     ///         that account's payout address).
@@ -286,11 +363,8 @@ interface ICardlessEscrow {
     /// @notice Allow or disallow a payment token for new payments (address(0) is native ETH).
     function setTokenAllowed(address token, bool allowed) external;
 
-    /// @notice Set the highest fee (basis points) a new order may carry.
-    function setFeeCap(uint16 feeCapBps) external;
-
-    /// @notice Set where platform fees are paid.
-    function setFeeRecipient(address feeRecipient) external;
+    /// @notice Lower the highest fee (basis points) a new order may carry, immediately.
+    function lowerFeeCap(uint16 feeCapBps) external;
 
     /// @notice Stop new payments. Settlement, refunds, reclaims and withdrawals keep working.
     function pause() external;
@@ -323,4 +397,25 @@ interface ICardlessEscrow {
 
     /// @notice Where `account`'s withdrawals are paid.
     function payoutAddressOf(address account) external view returns (address);
+
+    /// @notice Everything the escrow owes in `token`: open escrow + account balances + fee balance.
+    function owed(address token) external view returns (uint256);
+
+    /// @notice The escrow's holding of `token` above `owed(token)` (what `skimSurplus` would pay).
+    function surplus(address token) external view returns (uint256);
+
+    /// @notice Whether `signer` is an authorised oracle signer.
+    function isOracleSigner(address signer) external view returns (bool);
+
+    /// @notice Distinct oracle signatures settlement and refunds need.
+    function oracleThreshold() external view returns (uint8);
+
+    /// @notice Number of authorised oracle signers.
+    function oracleSignerCount() external view returns (uint256);
+
+    /// @notice Delay between announcing and executing an admin change, fixed at deployment.
+    function ADMIN_DELAY() external view returns (uint48);
+
+    /// @notice Whether the change `id` is announced and neither cancelled nor executed.
+    function isAdminChangePending(bytes32 id) external view returns (bool);
 }
