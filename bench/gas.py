@@ -15,6 +15,9 @@ import json
 import sys
 from pathlib import Path
 
+from eth_account import Account
+from eth_utils import keccak
+
 from tests.contracts.harness import TOKEN_UNIT, EscrowEnv, build_env
 
 RESULTS = Path(__file__).resolve().parent / "results" / "gas.json"
@@ -27,6 +30,7 @@ TARGETS = {
     "reclaim": 60_000,
     # A settlement right after the sweep paid the merchant and the fees out: the same as any settlement.
     "settle_single_after_withdraw": 60_000,
+    # k-of-n (issue 8): a second signature costs one more ecrecover (3,000) and its calldata; no target.
 }
 # AuthCaptureEscrow, receipt gasUsed measured side by side (issue 8): authorize with the pre-approval
 # collector (after the payer's own preApprove of 56,346), the ERC-3009 collector's authorize for the
@@ -51,7 +55,11 @@ KEYS = [
     "reclaim",
     "withdraw",
     "settle_single_after_withdraw",
+    "settle_single_threshold_2",
+    "settle_batch_100_per_order_threshold_2",
 ]
+# A second oracle signer for the k-of-n rows (an off-chain key, like the first).
+SECOND_ORACLE_KEY = Account.from_key(keccak(b"cardless-bench-second-oracle-signer"))
 
 
 def measure() -> dict[str, int]:
@@ -114,6 +122,18 @@ def measure() -> dict[str, int]:
     env.pay(order, fund=False)
     env.withdraw_fees(usdc.address)
     results["settle_single_after_withdraw"] = env.settle(order)["gasUsed"]
+
+    # k-of-n: two signers, threshold 2 (same steady state; each settlement carries two signatures).
+    env.add_oracle_signer(SECOND_ORACLE_KEY.address)
+    env.set_oracle_threshold(2)
+    keys = [env.oracle_key, SECOND_ORACLE_KEY]
+    order = env.make_order()
+    env.pay(order, fund=False)
+    results["settle_single_threshold_2"] = env.settle(order, keys=keys)["gasUsed"]
+    orders = [env.make_order() for _ in range(100)]
+    for o in orders:
+        env.pay(o, fund=False)
+    results["settle_batch_100_per_order_threshold_2"] = env.settle_batch(orders, keys=keys)["gasUsed"] // 100
     return {k: int(results[k]) for k in KEYS}
 
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
+from typing import Protocol
 
+from eth_account.messages import SignableMessage
 from eth_account.signers.local import LocalAccount
 from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
@@ -26,7 +28,15 @@ from cardless.ledger.transitions import transition
 from cardless.protocol import EscrowDomain, Fulfilment, RefundReason
 from oracles.failpoints import failpoint
 
-__all__ = ["Batch", "Proofs", "assemble_batches", "fulfilment_of", "proof_fulfilled_at"]
+__all__ = [
+    "Batch",
+    "CoSigner",
+    "LocalCoSigner",
+    "Proofs",
+    "assemble_batches",
+    "fulfilment_of",
+    "proof_fulfilled_at",
+]
 
 log = logging.getLogger(__name__)
 S = OrderState
@@ -76,15 +86,53 @@ def assemble_batches(rows: Sequence[Order], max_batch: int) -> list[Batch]:
     return [Batch(tuple(settleable[i : i + max_batch])) for i in range(0, len(settleable), max_batch)]
 
 
+class CoSigner(Protocol):
+    """Another oracle proof key, held elsewhere (``oracles.cosigner``: a separate process), asked to sign what
+    this oracle posts when the escrow's ``oracleThreshold`` is above 1 (k-of-n). It decides by itself
+    whether to sign and may refuse (raise); it returns its address and a 65-byte signature."""
+
+    def sign_fulfilments(self, fulfilments: Sequence[Fulfilment]) -> tuple[str, bytes]:
+        """A ``Fulfilment`` proof for one, a ``FulfilmentBatch`` proof for more."""
+        ...
+
+    def sign_refund(self, order_id: bytes, reason_code: int) -> tuple[str, bytes]: ...
+
+
+class LocalCoSigner:
+    """A co-signer key in this process (tests, and single-host setups that still want two keys)."""
+
+    def __init__(self, key: LocalAccount, domain: EscrowDomain) -> None:
+        self.key, self.domain = key, domain
+
+    def sign_fulfilments(self, fulfilments: Sequence[Fulfilment]) -> tuple[str, bytes]:
+        return self.key.address, protocol.sign(self.key.key, fulfilments_message(self.domain, fulfilments))
+
+    def sign_refund(self, order_id: bytes, reason_code: int) -> tuple[str, bytes]:
+        message = protocol.refund_typed_data(self.domain, order_id, reason_code)
+        return self.key.address, protocol.sign(self.key.key, message)
+
+
+def fulfilments_message(domain: EscrowDomain, fulfilments: Sequence[Fulfilment]) -> SignableMessage:
+    """The typed data ``settle`` (one fulfilment) or ``settleBatch`` (more) checks signatures over."""
+    if len(fulfilments) == 1:
+        return protocol.fulfilment_typed_data(domain, fulfilments[0])
+    return protocol.batch_typed_data(domain, fulfilments)
+
+
 class Proofs:
     """Signs with the proof key (never the gas key)."""
 
     def __init__(
-        self, sessions: sessionmaker[Session], proof_key: LocalAccount, domain: EscrowDomain
+        self,
+        sessions: sessionmaker[Session],
+        proof_key: LocalAccount,
+        domain: EscrowDomain,
+        cosigners: Sequence[CoSigner] = (),
     ) -> None:
         self.sessions = sessions
         self.proof_key = proof_key
         self.domain = domain
+        self.cosigners = list(cosigners)
 
     def sign_fulfilments(self, chain_now: int) -> int:
         """Stage: sign a fulfilment proof for every succeeded order (one transaction)."""

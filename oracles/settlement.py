@@ -15,7 +15,7 @@ that claims an order another worker has just posted for sees that transaction an
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 from eth_account.messages import SignableMessage
@@ -29,10 +29,10 @@ from cardless.ledger.models import Order, OrderState, utcnow
 from cardless.ledger.store import candidates, claim, order_from_row, release
 from cardless.ledger.transitions import transition
 from cardless.protocol import SETTLEMENT_GRACE, ContractRevert, RefundReason
-from oracles.proofs import Batch, Proofs, assemble_batches, fulfilment_of
+from oracles.proofs import Batch, CoSigner, Proofs, assemble_batches, fulfilment_of
 from oracles.txmanager import TxManager
 
-__all__ = ["MerchantSweep", "Settlement", "settleable"]
+__all__ = ["CoSigningError", "MerchantSweep", "Settlement", "settleable"]
 
 log = logging.getLogger(__name__)
 S = OrderState
@@ -40,6 +40,10 @@ S = OrderState
 # it sends well within its lease; the rest waits for the next tick, unclaimed, for any worker.
 _BATCHES_PER_POST = 4
 _REFUNDS_PER_POST = 20
+
+
+class CoSigningError(RuntimeError):
+    """Fewer oracle signatures than the escrow's threshold could be collected."""
 
 
 class Settlement:
@@ -140,19 +144,25 @@ class Settlement:
         so whatever makes it revert holds up only the order that causes it."""
         batch = Batch(tuple(rows))
         orders = [order_from_row(r) for r in rows]
+        fulfilments = [fulfilment_of(r) for r in rows]
         if len(rows) == 1:
-            message = protocol.fulfilment_typed_data(self.proofs.domain, fulfilment_of(rows[0]))
-            signer, signature = self._signed_by_authorised(rows[0].id, "proof_signature", message)
+            message = protocol.fulfilment_typed_data(self.proofs.domain, fulfilments[0])
+            own = self._signed_by_authorised(rows[0].id, "proof_signature", message)
+        else:
+            own = (self.proofs.proof_key.address, self.proofs.batch_signature(batch))
+        try:
+            signers, signatures = self._with_cosigners(own, lambda c: c.sign_fulfilments(fulfilments))
+        except CoSigningError as exc:
+            log.warning("settlement of %s waits for co-signatures: %s", batch.order_ids, exc)
+            return 0
+        if len(rows) == 1:
             call = self.escrow.functions.settle(
-                orders[0].as_ref_tuple(), fulfilment_of(rows[0]).as_tuple(), signer, signature
+                orders[0].as_ref_tuple(), fulfilments[0].as_tuple(), signers, signatures
             )
             purpose = "settle"
         else:
             call = self.escrow.functions.settleBatch(
-                [o.as_ref_tuple() for o in orders],
-                [fulfilment_of(r).as_tuple() for r in rows],
-                self.proofs.proof_key.address,
-                self.proofs.batch_signature(batch),
+                [o.as_ref_tuple() for o in orders], [f.as_tuple() for f in fulfilments], signers, signatures
             )
             purpose = "settle_batch"
         try:
@@ -172,14 +182,49 @@ class Settlement:
             return 0
         reason = int(row.refund_reason or RefundReason.PROVIDER_REJECTED)
         message = protocol.refund_typed_data(self.proofs.domain, protocol.order_id_from_hex(row.id), reason)
-        signer, signature = self._signed_by_authorised(row.id, "refund_signature", message)
-        call = self.escrow.functions.refund(order_from_row(row).as_tuple(), reason, signer, signature)
+        own = self._signed_by_authorised(row.id, "refund_signature", message)
+        order_id = protocol.order_id_from_hex(row.id)
+        try:
+            signers, signatures = self._with_cosigners(own, lambda c: c.sign_refund(order_id, reason))
+        except CoSigningError as exc:
+            log.warning("refund of %s waits for co-signatures: %s", row.id, exc)
+            return 0
+        call = self.escrow.functions.refund(order_from_row(row).as_tuple(), reason, signers, signatures)
         try:
             self.tx.send("refund", [row.id], call)
         except ContractRevert as exc:
             log.error("refund of %s would revert: %s", row.id, exc)
             return 0
         return 1
+
+    def _with_cosigners(
+        self, own: tuple[str, bytes], ask: Callable[[CoSigner], tuple[str, bytes]]
+    ) -> tuple[list[str], list[bytes]]:
+        """``own`` signature plus, while the escrow's ``oracleThreshold`` asks for more, signatures from the
+        co-signers (other proof keys in other processes), each checked to be authorised and distinct; the
+        signers come out ascending, as the escrow requires. Raises CoSigningError when too few answer: the
+        order stays claimable for the next tick."""
+        threshold = int(self.escrow.functions.oracleThreshold().call())
+        collected = {own[0]: own[1]}
+        for cosigner in self.proofs.cosigners:
+            if len(collected) >= threshold:
+                break
+            try:
+                signer, signature = ask(cosigner)
+            except Exception as exc:  # a co-signer down or refusing must not stop the others
+                log.warning("co-signer %s did not sign: %s", cosigner, exc)
+                continue
+            signer = Web3.to_checksum_address(signer)
+            if signer in collected or not self.escrow.functions.isOracleSigner(signer).call():
+                log.warning(
+                    "co-signer %s answered for %s, which is not another authorised signer", cosigner, signer
+                )
+                continue
+            collected[signer] = signature
+        if len(collected) < threshold:
+            raise CoSigningError(f"{len(collected)} of {threshold} oracle signatures")
+        ordered = sorted(collected, key=lambda a: int(a, 16))
+        return ordered, [collected[a] for a in ordered]
 
     def _signed_by_authorised(
         self, order_id: str, column: str, message: SignableMessage

@@ -28,7 +28,7 @@ import os
 import re
 import secrets
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 
 from eth_account.signers.local import LocalAccount
@@ -47,7 +47,7 @@ from cardless.protocol import EscrowDomain
 from oracles.deadlines import expire_quotes, purge_unpaid_quotes, refund_near_deadline
 from oracles.events import apply_event
 from oracles.outcomes import OutcomePolicy, Outcomes, aware
-from oracles.proofs import Proofs
+from oracles.proofs import CoSigner, Proofs
 from oracles.risk import RiskPolicy, risk_check_paid
 from oracles.settlement import Settlement
 from oracles.txmanager import TxManager
@@ -144,6 +144,7 @@ class OracleWorker:
         risk: RiskPolicy | None = None,
         config: WorkerConfig | None = None,
         callback_base: str | None = None,
+        cosigners: Sequence[CoSigner] = (),
     ) -> None:
         self.w3 = w3
         self.escrow = escrow
@@ -161,7 +162,7 @@ class OracleWorker:
             policy=self.config.outcome_policy,
             callback_base=callback_base,
         )
-        self.proofs = Proofs(sessions, proof_key, domain)
+        self.proofs = Proofs(sessions, proof_key, domain, cosigners)
         self.settlement = Settlement(
             sessions,
             escrow,

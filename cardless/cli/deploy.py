@@ -75,7 +75,8 @@ class DeployPlan:
             raise DeployError("oracle signers: at least one is needed (--oracle-signer)")
         if not 1 <= self.oracle_threshold <= len(self.oracle_signers):
             raise DeployError(
-                f"oracle threshold: {self.oracle_threshold} is outside 1..{len(self.oracle_signers)} (the signers)"
+                f"oracle threshold: {self.oracle_threshold} is outside "
+                f"1..{len(self.oracle_signers)} (the oracle signers)"
             )
         if not 0 <= self.admin_delay < 2**48:
             raise DeployError(f"admin delay: {self.admin_delay} s is out of range")

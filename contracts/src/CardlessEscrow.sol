@@ -778,22 +778,36 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
         return amount * feeBps / MAX_BPS;
     }
 
-    /// @dev EIP-712 `hashStruct(order)`. Order is a static struct, so abi.encode lays it out field by field:
-    ///      exactly EIP-712 encodeData.
-    function _hashOrder(Order calldata order) internal pure returns (bytes32) {
-        return keccak256(abi.encode(_ORDER_TYPEHASH, order));
+    /// @dev EIP-712 `hashStruct(order)`: the typehash and the order's ten static words, hashed from calldata in
+    ///      unallocated memory. Only `pay` relies on it, after `_acceptOrder` read every field through Solidity
+    ///      (so ABI-validated); a dirty word elsewhere only changes the hash.
+    function _hashOrder(Order calldata order) internal pure returns (bytes32 h) {
+        bytes32 typehash = _ORDER_TYPEHASH;
+        assembly ("memory-safe") {
+            let ptr := mload(0x40)
+            mstore(ptr, typehash)
+            calldatacopy(add(ptr, 0x20), order, 0x140)
+            h := keccak256(ptr, 0x160)
+        }
     }
 
-    /// @dev The stored digest of a full order: that of its `OrderRef` (see `_refDigest`).
-    function _orderDigest(Order calldata order) internal pure returns (bytes31) {
-        bytes32 details = keccak256(abi.encode(order.buyer, order.quoteExpiry, order.skuHash, order.accountCommitment));
-        return bytes31(
-            keccak256(
-                abi.encode(
-                    order.orderId, order.merchant, order.token, order.amount, order.feeBps, order.fulfilmentDeadline, details
-                )
-            )
-        );
+    /// @dev The stored digest of a full order: that of its `OrderRef` (see `_refDigest`), with
+    ///      detailsHash = keccak256(abi.encode(buyer, quoteExpiry, skuHash, accountCommitment)), both hashed from
+    ///      calldata in unallocated memory. `pay` stores it only after reading every field through Solidity
+    ///      (ABI-validated); in refund and reclaim a dirty word only changes the digest, so it cannot match.
+    function _orderDigest(Order calldata order) internal pure returns (bytes31 digest) {
+        assembly ("memory-safe") {
+            let ptr := mload(0x40)
+            mstore(ptr, calldataload(add(order, 0x20))) // buyer
+            mstore(add(ptr, 0x20), calldataload(add(order, 0xc0))) // quoteExpiry
+            calldatacopy(add(ptr, 0x40), add(order, 0x100), 0x40) // skuHash, accountCommitment
+            let details := keccak256(ptr, 0x80)
+            mstore(ptr, calldataload(order)) // orderId
+            calldatacopy(add(ptr, 0x20), add(order, 0x40), 0x80) // merchant, token, amount, feeBps
+            mstore(add(ptr, 0xa0), calldataload(add(order, 0xe0))) // fulfilmentDeadline
+            mstore(add(ptr, 0xc0), details)
+            digest := and(keccak256(ptr, 0xe0), not(0xff))
+        }
     }
 
     /// @dev keccak256 of the seven words of an `OrderRef`, hashed from calldata in unallocated memory (settleBatch

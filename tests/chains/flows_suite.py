@@ -397,7 +397,7 @@ class EscrowFlowSuite(FlowFixtures):
         fulfilment = env.fulfilment(order)
         signature = env.oracle_sign(protocol.fulfilment_typed_data(env.domain, fulfilment))
         call = env.escrow.functions.settle(
-            order.as_ref_tuple(), fulfilment.as_tuple(), env.oracle_key.address, signature
+            order.as_ref_tuple(), fulfilment.as_tuple(), [env.oracle_key.address], [signature]
         )
         fees = tm._fees
 
@@ -427,8 +427,8 @@ class EscrowFlowSuite(FlowFixtures):
         call = env.escrow.functions.refund(
             order.as_tuple(),
             1,
-            env.oracle_key.address,
-            env.oracle_sign(protocol.refund_typed_data(env.domain, order.order_id, 1)),
+            [env.oracle_key.address],
+            [env.oracle_sign(protocol.refund_typed_data(env.domain, order.order_id, 1))],
         )
         fees = tm._fees
 

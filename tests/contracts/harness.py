@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import enum
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -54,6 +55,21 @@ HELPER_NAMES = [
     "RevertingReceiver",
     "ERC1271Signer",
 ]
+
+
+class AdminAction(enum.IntEnum):
+    """``ICardlessEscrow.AdminAction``."""
+
+    ADD_ORACLE_SIGNER = 0
+    ADD_QUOTE_SIGNER = 1
+    SET_FEE_RECIPIENT = 2
+    RAISE_FEE_CAP = 3
+    SET_ORACLE_THRESHOLD = 4
+
+
+def address_word(address: str) -> bytes:
+    """An address as the ``bytes32`` value of an admin change."""
+    return bytes(12) + bytes.fromhex(address[2:])
 
 
 class RevertExpectationFailed(AssertionError):  # noqa: N818 - an assertion, reported as a test failure
@@ -226,13 +242,17 @@ class EscrowEnv:
         fulfilment: Fulfilment | None = None,
         signer: str | None = None,
         key: LocalAccount | None = None,
+        keys: Sequence[LocalAccount] | None = None,
+        signers: Sequence[str] | None = None,
         sender: str | None = None,
         domain: EscrowDomain | None = None,
     ) -> TxReceipt:
         fulfilment = fulfilment or self.fulfilment(order)
-        signature = self.oracle_sign(fulfilment_typed_data(domain or self.domain, fulfilment), key)
+        named, signatures = self.oracle_signatures(
+            fulfilment_typed_data(domain or self.domain, fulfilment), key=key, keys=keys, signer=signer
+        )
         call = self.escrow.functions.settle(
-            order.as_ref_tuple(), fulfilment.as_tuple(), signer or self.oracle_key.address, signature
+            order.as_ref_tuple(), fulfilment.as_tuple(), list(signers or named), signatures
         )
         return self.send(call, sender or self.bystander)
 
@@ -242,6 +262,7 @@ class EscrowEnv:
         *,
         fulfilments: Sequence[Fulfilment] | None = None,
         key: LocalAccount | None = None,
+        keys: Sequence[LocalAccount] | None = None,
         signer: str | None = None,
         sender: str | None = None,
         signature: bytes | None = None,
@@ -249,12 +270,13 @@ class EscrowEnv:
         """Settle ``orders`` on one batch proof; ``signature`` replaces the one over ``fulfilments``."""
         fulfilments = list(fulfilments or [self.fulfilment(o) for o in orders])
         if signature is None:
-            signature = self.oracle_sign(batch_typed_data(self.domain, fulfilments), key)
+            named, signatures = self.oracle_signatures(
+                batch_typed_data(self.domain, fulfilments), key=key, keys=keys, signer=signer
+            )
+        else:
+            named, signatures = [signer or self.oracle_key.address], [signature]
         call = self.escrow.functions.settleBatch(
-            [o.as_ref_tuple() for o in orders],
-            [f.as_tuple() for f in fulfilments],
-            signer or self.oracle_key.address,
-            signature,
+            [o.as_ref_tuple() for o in orders], [f.as_tuple() for f in fulfilments], named, signatures
         )
         return self.send(call, sender or self.bystander)
 
@@ -264,18 +286,63 @@ class EscrowEnv:
         reason: int = 1,
         *,
         key: LocalAccount | None = None,
+        keys: Sequence[LocalAccount] | None = None,
         signer: str | None = None,
+        signers: Sequence[str] | None = None,
         sender: str | None = None,
         domain: EscrowDomain | None = None,
     ) -> TxReceipt:
-        signature = self.oracle_sign(refund_typed_data(domain or self.domain, order.order_id, reason), key)
-        call = self.escrow.functions.refund(
-            order.as_tuple(), reason, signer or self.oracle_key.address, signature
+        named, signatures = self.oracle_signatures(
+            refund_typed_data(domain or self.domain, order.order_id, reason),
+            key=key,
+            keys=keys,
+            signer=signer,
         )
+        call = self.escrow.functions.refund(order.as_tuple(), reason, list(signers or named), signatures)
         return self.send(call, sender or self.bystander)
 
     def oracle_sign(self, message: SignableMessage, key: LocalAccount | None = None) -> bytes:
         return sign((key or self.oracle_key).key, message)
+
+    def oracle_signatures(
+        self,
+        message: SignableMessage,
+        *,
+        key: LocalAccount | None = None,
+        keys: Sequence[LocalAccount] | None = None,
+        signer: str | None = None,
+    ) -> tuple[list[str], list[bytes]]:
+        """Signers (ascending, as the escrow requires) and their signatures over ``message``: ``keys`` under
+        their own addresses, or the one ``key`` (default the oracle key) named as ``signer`` (default the
+        oracle key's address, so a wrong key is caught as a wrong key)."""
+        if keys:
+            chosen = sorted(keys, key=lambda k: int(k.address, 16))
+            return [k.address for k in chosen], [sign(k.key, message) for k in chosen]
+        return [signer or self.oracle_key.address], [sign((key or self.oracle_key).key, message)]
+
+    def schedule_and_execute(self, action: int, value: bytes) -> TxReceipt:
+        """Announce an admin change and execute it at its eta (the dev chain's delay is 0)."""
+        receipt = self.send(self.escrow.functions.scheduleAdminChange(action, value), self.owner)
+        (scheduled,) = self.events(receipt, "AdminChangeScheduled")
+        eta = int(scheduled.args.eta)
+        if self.chain.next_timestamp() < eta:
+            self.chain.warp(eta)
+        return self.send(self.escrow.functions.executeAdminChange(action, value, eta), self.bystander)
+
+    def add_oracle_signer(self, signer: str) -> TxReceipt:
+        return self.schedule_and_execute(AdminAction.ADD_ORACLE_SIGNER, address_word(signer))
+
+    def add_quote_signer(self, signer: str) -> TxReceipt:
+        return self.schedule_and_execute(AdminAction.ADD_QUOTE_SIGNER, address_word(signer))
+
+    def set_fee_recipient(self, recipient: str) -> TxReceipt:
+        return self.schedule_and_execute(AdminAction.SET_FEE_RECIPIENT, address_word(recipient))
+
+    def raise_fee_cap(self, bps: int) -> TxReceipt:
+        return self.schedule_and_execute(AdminAction.RAISE_FEE_CAP, bps.to_bytes(32, "big"))
+
+    def set_oracle_threshold(self, k: int) -> TxReceipt:
+        return self.schedule_and_execute(AdminAction.SET_ORACLE_THRESHOLD, k.to_bytes(32, "big"))
 
     def reclaim(self, order: Order, *, sender: str | None = None) -> TxReceipt:
         return self.send(self.escrow.functions.reclaim(order.as_tuple()), sender or self.bystander)
@@ -404,7 +471,7 @@ class EscrowEnv:
         return int(receipt["gasUsed"]) * int(receipt["effectiveGasPrice"])
 
 
-def build_env(chain: DevChain | None = None) -> EscrowEnv:
+def build_env(chain: DevChain | None = None, *, admin_delay: int = 0) -> EscrowEnv:
     """Deploy the escrow and two mock stablecoins on ``chain`` (default: a new in-process chain)."""
     chain = chain or start_devchain()
     owner = chain.accounts[0].address
@@ -421,6 +488,7 @@ def build_env(chain: DevChain | None = None) -> EscrowEnv:
         oracle_signers=[oracle_key.address],
         tokens=[usdc.address, usdt.address],
         sweepers=[chain.accounts[9].address],
+        admin_delay=admin_delay,
     )
     abis = [load_artifact("CardlessEscrow").abi] + [
         load_artifact(f"test-helpers/{n}").abi for n in HELPER_NAMES

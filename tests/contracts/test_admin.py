@@ -8,14 +8,18 @@ from typing import Any
 import pytest
 
 from cardless.protocol import NATIVE_TOKEN, OrderStatus
-from tests.contracts.harness import EscrowEnv
+from tests.contracts.harness import AdminAction, EscrowEnv, address_word
 
 OWNER_CALLS: dict[str, Callable[[EscrowEnv], Any]] = {
-    "setOracleSigner": lambda env: env.escrow.functions.setOracleSigner(env.bystander, True),
-    "setQuoteSigner": lambda env: env.escrow.functions.setQuoteSigner(env.bystander, True),
+    "scheduleAdminChange": lambda env: env.escrow.functions.scheduleAdminChange(
+        AdminAction.ADD_ORACLE_SIGNER, address_word(env.bystander)
+    ),
+    "cancelAdminChange": lambda env: env.escrow.functions.cancelAdminChange(bytes(32)),
+    "revokeOracleSigner": lambda env: env.escrow.functions.revokeOracleSigner(env.oracle_key.address),
+    "revokeQuoteSigner": lambda env: env.escrow.functions.revokeQuoteSigner(env.quote_key.address),
+    "setSweeper": lambda env: env.escrow.functions.setSweeper(env.bystander, True),
     "setTokenAllowed": lambda env: env.escrow.functions.setTokenAllowed(env.bystander, True),
-    "setFeeCap": lambda env: env.escrow.functions.setFeeCap(10_000),
-    "setFeeRecipient": lambda env: env.escrow.functions.setFeeRecipient(env.bystander),
+    "lowerFeeCap": lambda env: env.escrow.functions.lowerFeeCap(0),
     "pause": lambda env: env.escrow.functions.pause(),
     "unpause": lambda env: env.escrow.functions.unpause(),
     "transferOwnership": lambda env: env.escrow.functions.transferOwnership(env.bystander),
@@ -74,16 +78,22 @@ def test_pending_transfer_can_be_replaced(env: EscrowEnv) -> None:
 
 
 def test_fee_cap_above_max_bps_rejected(env: EscrowEnv) -> None:
-    with env.reverts("FeeCapTooHigh", 10_001, 10_000):
-        env.send(env.escrow.functions.setFeeCap(10_001), env.owner)
-    with env.reverts("FeeCapTooHigh", 2**16 - 1, 10_000):
-        env.send(env.escrow.functions.setFeeCap(2**16 - 1), env.owner)
+    for bps in (10_001, 2**16 - 1, 2**255):
+        with env.reverts("InvalidAdminValue", AdminAction.RAISE_FEE_CAP, bps.to_bytes(32, "big")):
+            env.send(
+                env.escrow.functions.scheduleAdminChange(AdminAction.RAISE_FEE_CAP, bps.to_bytes(32, "big")),
+                env.owner,
+            )
+    with env.reverts("FeeCapNotLower", 1_000, 1_000):  # lowering is immediate, raising is not
+        env.send(env.escrow.functions.lowerFeeCap(1_000), env.owner)
+    with env.reverts("FeeCapNotLower", 10_000, 1_000):
+        env.send(env.escrow.functions.lowerFeeCap(10_000), env.owner)
 
     assert env.escrow.functions.feeCapBps().call() == 1_000
 
 
 def test_fee_cap_change_applies_to_new_payments(env: EscrowEnv) -> None:
-    receipt = env.send(env.escrow.functions.setFeeCap(10_000), env.owner)
+    receipt = env.raise_fee_cap(10_000)
 
     (event,) = env.events(receipt, "FeeCapSet")
     assert event.args.feeCapBps == 10_000
@@ -92,22 +102,22 @@ def test_fee_cap_change_applies_to_new_payments(env: EscrowEnv) -> None:
     env.pay(order)
     assert env.token_balance(order.token, env.escrow.address) == order.amount
 
-    env.send(env.escrow.functions.setFeeCap(0), env.owner)
+    receipt = env.send(env.escrow.functions.lowerFeeCap(0), env.owner)
+    (event,) = env.events(receipt, "FeeCapSet")
+    assert event.args.feeCapBps == 0
     cheap = env.make_order(fee_bps=1)
     with env.reverts("FeeAboveCap", cheap.order_id, 1, 0):
         env.pay(cheap)
     assert env.token_balance(cheap.token, cheap.buyer) == cheap.amount
 
 
-@pytest.mark.parametrize("name", ["setOracleSigner", "setQuoteSigner"])
-def test_zero_signer_rejected(env: EscrowEnv, name: str) -> None:
-    with env.reverts("ZeroAddress"):
-        env.send(getattr(env.escrow.functions, name)(NATIVE_TOKEN, True), env.owner)
-
-
-def test_zero_fee_recipient_rejected(env: EscrowEnv) -> None:
-    with env.reverts("ZeroAddress"):
-        env.send(env.escrow.functions.setFeeRecipient(NATIVE_TOKEN), env.owner)
+@pytest.mark.parametrize(
+    "action", [AdminAction.ADD_ORACLE_SIGNER, AdminAction.ADD_QUOTE_SIGNER, AdminAction.SET_FEE_RECIPIENT]
+)
+def test_zero_or_oversized_address_rejected_when_scheduled(env: EscrowEnv, action: AdminAction) -> None:
+    for value in (bytes(32), b"\x01" + bytes(31)):  # 0x0, and a word that is not an address
+        with env.reverts("InvalidAdminValue", action, value):
+            env.send(env.escrow.functions.scheduleAdminChange(action, value), env.owner)
 
     assert env.escrow.functions.feeRecipient().call() == env.fee_recipient
 
@@ -115,31 +125,39 @@ def test_zero_fee_recipient_rejected(env: EscrowEnv) -> None:
 def test_set_fee_recipient_emits_event(env: EscrowEnv) -> None:
     new_recipient = env.chain.accounts[9].address
 
-    receipt = env.send(env.escrow.functions.setFeeRecipient(new_recipient), env.owner)
+    receipt = env.set_fee_recipient(new_recipient)
 
     (event,) = env.events(receipt, "FeeRecipientSet")
     assert event.args.feeRecipient == new_recipient
     assert env.escrow.functions.feeRecipient().call() == new_recipient
 
 
-@pytest.mark.parametrize(
-    ("name", "event_name"), [("setOracleSigner", "OracleSignerSet"), ("setQuoteSigner", "QuoteSignerSet")]
-)
-def test_signer_grant_and_revoke_emit_events(env: EscrowEnv, name: str, event_name: str) -> None:
+@pytest.mark.parametrize(("kind", "event_name"), [("oracle", "OracleSignerSet"), ("quote", "QuoteSignerSet")])
+def test_signer_grant_and_revoke_emit_events(env: EscrowEnv, kind: str, event_name: str) -> None:
     signer = env.chain.accounts[9].address
-    view = "isOracleSigner" if name == "setOracleSigner" else "isQuoteSigner"
+    view = getattr(env.escrow.functions, "isOracleSigner" if kind == "oracle" else "isQuoteSigner")
+    grant = env.add_oracle_signer if kind == "oracle" else env.add_quote_signer
+    revoke = (
+        env.escrow.functions.revokeOracleSigner
+        if kind == "oracle"
+        else env.escrow.functions.revokeQuoteSigner
+    )
 
-    for authorised in (True, False):
-        receipt = env.send(getattr(env.escrow.functions, name)(signer, authorised), env.owner)
-        (event,) = env.events(receipt, event_name)
-        assert (event.args.signer, event.args.authorised) == (signer, authorised)
-        assert getattr(env.escrow.functions, view)(signer).call() is authorised
+    receipt = grant(signer)
+    (event,) = env.events(receipt, event_name)
+    assert (event.args.signer, event.args.authorised) == (signer, True)
+    assert view(signer).call() is True
+
+    receipt = env.send(revoke(signer), env.owner)  # immediate
+    (event,) = env.events(receipt, event_name)
+    assert (event.args.signer, event.args.authorised) == (signer, False)
+    assert view(signer).call() is False
 
 
 def test_revoked_quote_signer_stops_new_payments_only(env: EscrowEnv) -> None:
     paid = env.make_order()
     env.pay(paid)
-    env.send(env.escrow.functions.setQuoteSigner(env.quote_key.address, False), env.owner)
+    env.send(env.escrow.functions.revokeQuoteSigner(env.quote_key.address), env.owner)
 
     fresh = env.make_order()
     with env.reverts("UnauthorisedQuoteSigner", env.quote_key.address):

@@ -72,7 +72,7 @@ def test_reason_code_and_signer_in_event(env: EscrowEnv, reason: int) -> None:
     (event,) = env.events(receipt, "OrderRefunded")
     assert bytes(event.args.orderId) == order.order_id
     assert event.args.reasonCode == reason
-    assert event.args.signer == env.oracle_key.address
+    assert event.args.signers == [env.oracle_key.address]
     assert env.token_balance(order.token, order.buyer) == order.amount
 
 
@@ -153,7 +153,9 @@ def test_signature_over_another_message_rejected(env: EscrowEnv, forged: str) ->
         )
     else:
         message = fulfilment_typed_data(env.domain, env.fulfilment(order))
-    call = env.escrow.functions.refund(order.as_tuple(), 1, env.oracle_key.address, env.oracle_sign(message))
+    call = env.escrow.functions.refund(
+        order.as_tuple(), 1, [env.oracle_key.address], [env.oracle_sign(message)]
+    )
 
     with env.reverts("InvalidSignature", env.oracle_key.address, _digest(env, order, 1)):
         env.send(call, env.bystander)

@@ -47,7 +47,7 @@ def test_settle_native_credits_without_moving_ether(env: EscrowEnv) -> None:
 
 
 def test_zero_fee_and_full_fee_orders(env: EscrowEnv) -> None:
-    env.send(env.escrow.functions.setFeeCap(10_000), env.owner)
+    env.raise_fee_cap(10_000)
     free = env.make_order(amount=1_001, fee_bps=0)
     all_fee = env.make_order(amount=1_001, fee_bps=10_000, merchant=env.merchants[1].address)
     env.pay(free)
@@ -70,7 +70,7 @@ def test_settle_emits_attestation_and_settlement(env: EscrowEnv) -> None:
 
     (attested,) = env.events(receipt, "FulfilmentsAttested")
     assert bytes(attested.args.digest) == _digest(env, order, fulfilment)
-    assert attested.args.signer == env.oracle_key.address
+    assert attested.args.signers == [env.oracle_key.address]
     assert attested.args.orders == 1
     (settled,) = env.events(receipt, "OrderSettled")
     assert bytes(settled.args.orderId) == order.order_id
@@ -162,7 +162,7 @@ def test_unauthorised_signer_rejected(env: EscrowEnv) -> None:
 def test_revoked_signer_rejected(env: EscrowEnv) -> None:
     order = env.make_order()
     env.pay(order)
-    env.send(env.escrow.functions.setOracleSigner(env.oracle_key.address, False), env.owner)
+    env.send(env.escrow.functions.revokeOracleSigner(env.oracle_key.address), env.owner)
 
     with env.reverts("UnauthorisedOracleSigner", env.oracle_key.address):
         env.settle(order)
@@ -191,7 +191,7 @@ def test_proof_for_other_fulfilment_values_rejected(env: EscrowEnv) -> None:
     with env.reverts("InvalidSignature", env.oracle_key.address, _digest(env, order, submitted)):
         env.send(
             env.escrow.functions.settle(
-                order.as_ref_tuple(), submitted.as_tuple(), env.oracle_key.address, signature
+                order.as_ref_tuple(), submitted.as_tuple(), [env.oracle_key.address], [signature]
             ),
             env.bystander,
         )
@@ -288,7 +288,7 @@ def test_settle_works_while_paused(env: EscrowEnv) -> None:
 def test_order_keeps_its_fee_when_cap_is_lowered_later(env: EscrowEnv) -> None:
     order = env.make_order(amount=10_000, fee_bps=1_000)
     env.pay(order)
-    env.send(env.escrow.functions.setFeeCap(0), env.owner)
+    env.send(env.escrow.functions.lowerFeeCap(0), env.owner)
 
     env.settle(order)
 
@@ -299,7 +299,7 @@ def test_order_keeps_its_fee_when_cap_is_lowered_later(env: EscrowEnv) -> None:
 def test_eip1271_contract_signer(env: EscrowEnv) -> None:
     key = env.chain.accounts[9]
     signer = env.deploy_helper("ERC1271Signer", key.address)
-    env.send(env.escrow.functions.setOracleSigner(signer.address, True), env.owner)
+    env.add_oracle_signer(signer.address)
     order = env.make_order()
     env.pay(order)
 
@@ -309,12 +309,12 @@ def test_eip1271_contract_signer(env: EscrowEnv) -> None:
     assert env.escrow_balance(order.merchant, order.token) == order.merchant_amount
     assert env.fee_balance(order.token) == order.fee
     (attested,) = env.events(receipt, "FulfilmentsAttested")
-    assert attested.args.signer == signer.address
+    assert attested.args.signers == [signer.address]
 
 
 def test_eip1271_contract_signer_wrong_key_rejected(env: EscrowEnv) -> None:
     signer = env.deploy_helper("ERC1271Signer", env.chain.accounts[9].address)
-    env.send(env.escrow.functions.setOracleSigner(signer.address, True), env.owner)
+    env.add_oracle_signer(signer.address)
     order = env.make_order()
     env.pay(order)
     fulfilment = env.fulfilment(order)
@@ -356,7 +356,7 @@ def _delegated_oracle(env: EscrowEnv) -> LocalAccount:
     """An authorised oracle key whose EOA once delegated (EIP-7702, chain id 0) to a careless EIP-1271
     implementation that accepts any signature."""
     key = Account.from_key(keccak(b"cardless-test-delegated-oracle"))
-    env.send(env.escrow.functions.setOracleSigner(key.address, True), env.owner)
+    env.add_oracle_signer(key.address)
     env.delegate_eoa(key, env.deploy_helper("AcceptAnySignature").address)
     return key
 
@@ -368,7 +368,7 @@ def test_a_delegated_eoa_signer_is_not_asked_eip1271(env: EscrowEnv) -> None:
     order = env.make_order()
     env.pay(order)
     fulfilment = env.fulfilment(order)
-    call = env.escrow.functions.settle(order.as_ref_tuple(), fulfilment.as_tuple(), key.address, b"")
+    call = env.escrow.functions.settle(order.as_ref_tuple(), fulfilment.as_tuple(), [key.address], [b""])
 
     with env.reverts("InvalidSignature", key.address, _digest(env, order, fulfilment)):
         env.send(call, env.bystander)

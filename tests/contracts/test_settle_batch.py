@@ -56,7 +56,7 @@ def test_batch_across_two_merchants_and_two_tokens_credits_each_exactly(env: Esc
     ]
     (attested,) = env.events(receipt, "FulfilmentsAttested")
     assert attested.args.orders == len(orders)
-    assert attested.args.signer == env.oracle_key.address
+    assert attested.args.signers == [env.oracle_key.address]
     assert bytes(attested.args.digest) == batch_digest(env.domain, fulfilments)
 
 

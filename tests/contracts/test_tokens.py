@@ -281,7 +281,7 @@ def test_blacklisted_fee_recipient_is_replaced(env: EscrowEnv) -> None:
         env.withdraw_fees(token.address)
 
     new_recipient = env.chain.accounts[9].address
-    env.send(env.escrow.functions.setFeeRecipient(new_recipient), env.owner)
+    env.set_fee_recipient(new_recipient)
     env.withdraw_fees(token.address)
     assert env.token_balance(token.address, new_recipient) == order.fee - 1
     assert env.fee_balance(token.address) == 1
@@ -305,7 +305,7 @@ def test_blacklisted_buyer_cannot_pay(env: EscrowEnv) -> None:
 
 def test_reverting_fee_recipient_is_replaced(env: EscrowEnv) -> None:
     wallet = env.deploy_helper("RevertingReceiver")
-    env.send(env.escrow.functions.setFeeRecipient(wallet.address), env.owner)
+    env.set_fee_recipient(wallet.address)
     order = env.make_order(token=None, amount=10**16)
     env.pay(order)
     env.settle(order)
@@ -316,7 +316,7 @@ def test_reverting_fee_recipient_is_replaced(env: EscrowEnv) -> None:
 
     new_recipient = env.chain.accounts[9].address
     before = env.token_balance(NATIVE_TOKEN, new_recipient)
-    env.send(env.escrow.functions.setFeeRecipient(new_recipient), env.owner)
+    env.set_fee_recipient(new_recipient)
     env.withdraw_fees(NATIVE_TOKEN)
     assert env.token_balance(NATIVE_TOKEN, new_recipient) - before == order.fee - 1
 

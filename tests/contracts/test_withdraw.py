@@ -260,7 +260,7 @@ def test_withdraw_native_fees_pays_fee_recipient(env: EscrowEnv) -> None:
 def test_fees_go_to_the_current_fee_recipient(env: EscrowEnv) -> None:
     order = _settled(env)
     new_recipient = env.chain.accounts[9].address
-    env.send(env.escrow.functions.setFeeRecipient(new_recipient), env.owner)
+    env.set_fee_recipient(new_recipient)
 
     env.withdraw_fees(order.token)
 

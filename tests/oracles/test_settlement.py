@@ -234,9 +234,20 @@ NEW_ORACLE_KEY = Account.from_key(keccak(b"settlement-test-oracle-rotated"))
 
 def _rotated(w3: Web3, escrow: Contract, *, revoke_old: bool) -> None:
     owner = w3.eth.accounts[0]
-    escrow.functions.setOracleSigner(NEW_ORACLE_KEY.address, True).transact({"from": owner})
+    _add_oracle_signer(w3, escrow, NEW_ORACLE_KEY.address)
     if revoke_old:
-        escrow.functions.setOracleSigner(ORACLE_KEY.address, False).transact({"from": owner})
+        escrow.functions.revokeOracleSigner(ORACLE_KEY.address).transact({"from": owner})
+
+
+def _add_oracle_signer(w3: Web3, escrow: Contract, signer: str) -> None:
+    """Announce and execute AddOracleSigner (the dev chain's admin delay is 0)."""
+    owner = w3.eth.accounts[0]
+    value = bytes(12) + bytes.fromhex(signer[2:])
+    receipt = w3.eth.wait_for_transaction_receipt(
+        escrow.functions.scheduleAdminChange(0, value).transact({"from": owner})
+    )
+    (scheduled,) = escrow.events.AdminChangeScheduled().process_receipt(receipt, errors=DISCARD)
+    escrow.functions.executeAdminChange(0, value, scheduled.args.eta).transact({"from": owner})
 
 
 def _after_rotation(
@@ -271,7 +282,7 @@ def test_a_stored_proof_posts_after_rotation(
     assert escrow.functions.orderStatus(order.order_id).call() == OrderStatus.SETTLED
     receipt = w3.eth.get_transaction_receipt(record.tx_hash)
     (attested,) = escrow.events.FulfilmentsAttested().process_receipt(receipt, errors=DISCARD)
-    assert attested.args.signer == (NEW_ORACLE_KEY.address if revoke_old else ORACLE_KEY.address)
+    assert attested.args.signers == [NEW_ORACLE_KEY.address if revoke_old else ORACLE_KEY.address]
     with ledger() as session:
         row = session.get(OrderRow, order_id)
         assert row is not None and row.proof_signature is not None
@@ -284,7 +295,7 @@ def test_a_stored_proof_posts_after_rotation(
             ),
         )
         assert (
-            protocol.recover_signer(message, bytes.fromhex(row.proof_signature[2:])) == attested.args.signer
+            protocol.recover_signer(message, bytes.fromhex(row.proof_signature[2:])) == attested.args.signers[0]
         )
 
 
