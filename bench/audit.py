@@ -116,7 +116,7 @@ def build_history(env: EscrowEnv, orders: int) -> list[Order]:
             sender.send(
                 relayer,
                 escrow.address,
-                escrow.encode_abi("refund", args=[o.as_tuple(), 1, oracle.address, sig]),
+                escrow.encode_abi("refund", args=[o.as_tuple(), 1, [oracle.address], [sig]]),
             )
         elif i % 100 == 1:
             f = Fulfilment(o.order_id, keccak(b"receipt" + o.order_id), fulfilled_at)
@@ -124,7 +124,7 @@ def build_history(env: EscrowEnv, orders: int) -> list[Order]:
             sender.send(
                 relayer,
                 escrow.address,
-                escrow.encode_abi("settle", args=[o.as_ref_tuple(), f.as_tuple(), oracle.address, sig]),
+                escrow.encode_abi("settle", args=[o.as_ref_tuple(), f.as_tuple(), [oracle.address], [sig]]),
             )
         else:
             batch.append(o)
@@ -133,7 +133,7 @@ def build_history(env: EscrowEnv, orders: int) -> list[Order]:
             sig = sign(oracle.key, batch_typed_data(env.domain, fs))
             data = escrow.encode_abi(
                 "settleBatch",
-                args=[[b.as_ref_tuple() for b in batch], [f.as_tuple() for f in fs], oracle.address, sig],
+                args=[[b.as_ref_tuple() for b in batch], [f.as_tuple() for f in fs], [oracle.address], [sig]],
             )
             sender.send(relayer, escrow.address, data, gas=15_000_000)
             batch = []
