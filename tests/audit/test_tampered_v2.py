@@ -175,3 +175,19 @@ def test_a_skim_that_took_what_was_owed(history: History) -> None:
     report = _run(history, Short(history.w3))
     ((rule, block),) = [(v["rule"], v["block"]) for v in report["violations"]]
     assert (rule, block) == ("skim.below-owed", skim_block)
+
+
+def test_a_scan_that_starts_between_an_announcement_and_its_execution(history: History) -> None:
+    """A daily audit from a later block: the threshold's announcement is before the scan, its
+    execution inside it. The contract had the change pending at the block before (an archive read), so
+    it is no violation, and the report says its delay was not checked."""
+    raised = next(
+        log for log in _logs(history) if log["topics"][0] == THRESHOLD_SET and log["data"].endswith("2")
+    )
+    start = int(raised["blockNumber"], 16)
+    report = (
+        Auditor(ChainReader(history.w3), history.escrow).run(start, history.w3.eth.block_number).as_json()
+    )
+    assert not any(v["rule"].startswith("admin.") for v in report["violations"]), report["violations"]
+    assert any("announced before this scan began" in note for note in report["notes"])
+    assert report["admin"]["threshold"] == 2
