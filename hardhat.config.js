@@ -55,6 +55,7 @@ const EXPORTED = {
   "contracts/test-helpers/RevertingReceiver.sol:RevertingReceiver": "test-helpers/RevertingReceiver.json",
   "contracts/test-helpers/ERC1271Signer.sol:ERC1271Signer": "test-helpers/ERC1271Signer.json",
   "contracts/test-helpers/AcceptAnySignature.sol:AcceptAnySignature": "test-helpers/AcceptAnySignature.json",
+  "contracts/test-helpers/ForceSend.sol:ForceSend": "test-helpers/ForceSend.json",
 };
 
 task("export-build", "Write contracts/build/*.json from a fresh compile")

@@ -1,11 +1,13 @@
 """Deadlines: expire quotes nobody paid, purge them well after, and refund paid orders whose fulfilment
 deadline approaches before any provider could have charged for them.
 
-An order is refunded here only when no submit attempt was made at its current provider: attempts at
-earlier providers ended in a *not charged* failover (``oracles.outcomes``), but an attempt at the
-current one may have charged (an unknown outcome, a "not found" queued for resubmission, a breaker
-that refused a retry). Those are never refunded on a guess; the provider is asked until it answers,
-and the buyer can still reclaim on chain after the deadline.
+An order is refunded here only when no submit attempt at its current provider may have charged:
+attempts at earlier providers ended in a *not charged* failover (``oracles.outcomes``); at the current
+one an attempt is cleared by the provider's "not found" past the grace period (the evidence that also
+allows resubmitting under the same key) or by a breaker that refused to call. An attempt with an
+unknown outcome is never refunded on a guess; the provider is asked until it answers, and the buyer can
+still reclaim on chain after the settlement window. (v1 also left the "not found" orders alone: inside
+the margin they could be neither resubmitted nor refunded, and waited for the buyer's reclaim.)
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from cardless.ledger.models import ChainTxOrder, Order, OrderEvent, OrderState, 
 from cardless.ledger.store import candidates
 from cardless.ledger.transitions import transition
 from cardless.protocol import RefundReason
-from oracles.outcomes import provider_attempts
+from oracles.outcomes import attempts_that_may_have_charged
 
 __all__ = ["expire_quotes", "purge_unpaid_quotes", "refund_near_deadline", "refundable_before_deadline"]
 
@@ -29,7 +31,7 @@ def refundable_before_deadline(row: Order, chain_now: int, margin: int) -> bool:
     have charged for it (see the module docstring)."""
     if row.state not in (S.PAID.value, S.RISK_CHECKED.value) or row.fulfilment_deadline > chain_now + margin:
         return False
-    return not provider_attempts(row.events, row.providers[row.provider_index])
+    return not attempts_that_may_have_charged(row.events, row.providers[row.provider_index])
 
 
 def expire_quotes(sessions: sessionmaker[Session], chain_now: int, grace: int) -> int:

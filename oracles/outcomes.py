@@ -83,6 +83,33 @@ def provider_attempts(events: Sequence[OrderEvent], provider: str) -> list[int]:
     ]
 
 
+NOT_FOUND_REQUEUE = "queued for resubmission under the same key"
+"""Timeline reason of the move back to ``risk_checked`` after the provider, asked past the not-found grace,
+had no record of our key: that attempt reached the provider never, so it charged nothing."""
+
+
+def _not_called(provider: str) -> str:
+    return f"{provider} unavailable, not called"
+
+
+def attempts_that_may_have_charged(events: Sequence[OrderEvent], provider: str) -> list[int]:
+    """The submit attempts at ``provider`` (timeline indexes) not cleared before the next attempt by a
+    "not found" past the grace (``NOT_FOUND_REQUEUE``) or a breaker that refused to call: those are the
+    attempts that may have charged the buyer's top-up."""
+    attempts = provider_attempts(events, provider)
+    open_attempts = []
+    for n, index in enumerate(attempts):
+        end = attempts[n + 1] if n + 1 < len(attempts) else len(events)
+        cleared = any(
+            e.to_state == S.RISK_CHECKED.value
+            and (e.reason == NOT_FOUND_REQUEUE or e.reason.startswith(_not_called(provider)))
+            for e in events[index + 1 : end]
+        )
+        if not cleared:
+            open_attempts.append(index)
+    return open_attempts
+
+
 def last_attempt_end(events: Sequence[OrderEvent], provider: str) -> datetime | None:
     """When our last submit attempt at ``provider`` ended: the "unknown" that followed it (a timeout ends
     when the client gave up, not when it started), or the attempt itself if a crash left no outcome."""
@@ -225,7 +252,7 @@ class Outcomes:
                         S.SUBMITTING,
                         "provider has no record of our key after the grace period: resubmitting under it",
                     )
-                    transition(session, row, S.RISK_CHECKED, "queued for resubmission under the same key")
+                    transition(session, row, S.RISK_CHECKED, NOT_FOUND_REQUEUE)
             return
         self.record(order_id, provider, result)
 
@@ -318,7 +345,7 @@ class Outcomes:
                     session,
                     row,
                     S.RISK_CHECKED,
-                    f"{provider} unavailable, not called ({exc}); failing over",
+                    f"{_not_called(provider)} ({exc}); failing over",
                     provider_index=row.provider_index + 1,
                 )
             else:
@@ -326,7 +353,7 @@ class Outcomes:
                     session,
                     row,
                     S.RISK_CHECKED,
-                    f"{provider} unavailable, not called ({exc}); waiting",
+                    f"{_not_called(provider)} ({exc}); waiting",
                     next_attempt_at=utcnow() + self.policy.query_backoff_max,
                     last_error=str(exc),
                 )

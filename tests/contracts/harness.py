@@ -54,6 +54,7 @@ HELPER_NAMES = [
     "ReentrantToken",
     "RevertingReceiver",
     "ERC1271Signer",
+    "ForceSend",
 ]
 
 

@@ -62,11 +62,13 @@ def test_an_order_a_provider_was_called_for_is_never_refunded_at_the_deadline(
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
-async def test_a_resubmission_after_not_found_is_not_refunded_but_a_failover_is(
+async def test_a_resubmission_after_not_found_and_a_failover_are_both_refundable(
     ledger: sessionmaker[Session], anyio_backend: str
 ) -> None:
-    """Back in ``risk_checked`` after "not found" at the current provider: that provider may still charge,
-    so no deadline refund. Back in it after a *not charged* failover: nothing was charged anywhere."""
+    """Back in ``risk_checked`` after "not found" past the grace at the current provider: the attempt never
+    reached it (the evidence resubmission relies on), so inside the margin, where it cannot be resubmitted,
+    it is refunded (issue 8; v1 left it to the buyer's reclaim). Back in it after a *not charged* failover:
+    nothing was charged anywhere."""
     requeued = add_order(ledger, state=S.UNKNOWN, deadline=NEAR)
     backdate(ledger, requeued, timedelta(minutes=1))
     failed_over = add_order(ledger, deadline=NEAR)
@@ -76,7 +78,7 @@ async def test_a_resubmission_after_not_found_is_not_refunded_but_a_failover_is(
         lease(ledger, order_id, "me")
         await step(order_id)
     assert get(ledger, requeued).state == get(ledger, failed_over).state == S.RISK_CHECKED.value
-    assert not refundable_before_deadline(get(ledger, requeued), T0, MARGIN)
+    assert refundable_before_deadline(get(ledger, requeued), T0, MARGIN)
     assert refundable_before_deadline(get(ledger, failed_over), T0, MARGIN)
 
 
@@ -168,7 +170,39 @@ async def test_orders_too_late_to_submit_never_crowd_out_the_others(ledger: sess
     far = add_order(ledger, deadline=T0 + 3_600)
     w = worker(ledger, alpha, "worker-a", deadline_margin=MARGIN, submit_concurrency=1)  # a window of 4
 
-    assert w.start_provider_calls(S.RISK_CHECKED, chain_now=T0) == 1
+    # 5 refunded (the provider's "not found" past the grace cleared their attempt), 1 submitted
+    assert w.start_provider_calls(S.RISK_CHECKED, chain_now=T0) == 6
     await w.drain()
     assert alpha.submits == {far: 1}
-    assert all(get(ledger, o).state == S.RISK_CHECKED.value for o in late)  # left to the provider's answer
+    for order_id in late:
+        row = get(ledger, order_id)
+        assert row.state == S.FAILED_FINAL.value and row.refund_reason == int(
+            RefundReason.DEADLINE_APPROACHING
+        )
+
+
+@pytest.mark.anyio
+async def test_an_order_sent_back_by_not_found_inside_the_margin_is_refunded(
+    ledger: sessionmaker[Session],
+) -> None:
+    """v1 (issue 8, noticed in steps 1-4): a provider's "not found" past the grace period sent the order back
+    to ``risk_checked``; inside the deadline margin it was then neither resubmitted nor refunded and waited
+    for the buyer's reclaim (deadline + settlement grace). The "not found" proves the attempt never reached
+    the provider, the same evidence resubmission relies on, so the order is refunded at once. An order whose
+    attempt has an unknown outcome is still left to the provider's answer."""
+    alpha = FakeAdapter("alpha")
+    requeue = Outcomes(ledger, adapters(alpha, FakeAdapter("beta")), CIPHER, owner="me")
+    not_found = add_order(ledger, state=S.UNKNOWN, deadline=NEAR)
+    backdate(ledger, not_found, timedelta(minutes=1))
+    lease(ledger, not_found, "me")
+    await requeue.query(not_found)
+    with ledger.begin() as session:
+        release(session, [not_found], "me")
+    still_unknown = add_order(ledger, state=S.UNKNOWN, deadline=NEAR)
+
+    assert refund_near_deadline(ledger, T0, MARGIN) == 1
+
+    row = get(ledger, not_found)
+    assert row.state == S.FAILED_FINAL.value and row.refund_reason == int(RefundReason.DEADLINE_APPROACHING)
+    assert get(ledger, still_unknown).state == S.UNKNOWN.value
+    assert not alpha.submits

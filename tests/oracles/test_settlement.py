@@ -295,7 +295,8 @@ def test_a_stored_proof_posts_after_rotation(
             ),
         )
         assert (
-            protocol.recover_signer(message, bytes.fromhex(row.proof_signature[2:])) == attested.args.signers[0]
+            protocol.recover_signer(message, bytes.fromhex(row.proof_signature[2:]))
+            == attested.args.signers[0]
         )
 
 
