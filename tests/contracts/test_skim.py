@@ -67,7 +67,53 @@ def test_tokens_sent_directly_are_skimmed_and_every_order_still_ends_whole(env: 
     env.pay(late)
     env.refund(late)
     assert env.token_balance(late.token, late.buyer) == late.amount
+    # the refund left `owed` alone (no storage write in refund): an overstatement until reconciled
+    assert _owed(env, token) == env.token_balance(token, env.escrow.address) + late.amount
+    env.send(env.escrow.functions.reconcile([late.as_tuple()]), env.bystander)
     assert env.token_balance(token, env.escrow.address) == _owed(env, token)
+
+
+def test_reconcile_counts_each_closed_order_once_and_only_closed_ones(env: EscrowEnv) -> None:
+    token = env.usdc.address
+    refunded, reclaimed, still_open = (
+        env.make_order(),
+        env.make_order(quote_ttl=60, deadline_ttl=120),
+        env.make_order(),
+    )
+    for order in (refunded, reclaimed, still_open):
+        env.pay(order)
+    env.refund(refunded)
+    env.chain.warp(env.reclaim_opens(reclaimed))
+    env.reclaim(reclaimed)
+    stray = 5
+    env.send(env.usdc.functions.mint(env.escrow.address, stray), env.owner)
+    # before reconciling, the skim pays only what is provably surplus: nothing of the closed orders
+    assert env.escrow.functions.surplus(token).call() == 0
+
+    with env.reverts("OrderNotClosed", still_open.order_id, 1):
+        env.send(env.escrow.functions.reconcile([still_open.as_tuple()]), env.bystander)
+    env.send(env.escrow.functions.reconcile([refunded.as_tuple(), reclaimed.as_tuple()]), env.bystander)
+    with env.reverts("OrderMismatch", refunded.order_id):  # counted once
+        env.send(env.escrow.functions.reconcile([refunded.as_tuple()]), env.bystander)
+    assert env.status(refunded) == 3 and env.status(reclaimed) == 4  # statuses stay
+
+    assert env.escrow.functions.surplus(token).call() == stray
+    env.send(env.escrow.functions.skimSurplus(token), env.bystander)
+    assert env.token_balance(token, env.escrow.address) == still_open.amount == _owed(env, token)
+
+
+def test_a_deferred_refund_stays_owed_after_reconcile(env: EscrowEnv) -> None:
+    """A buyer that cannot receive gets its refund as a balance: reconcile drops the order, the balance
+    keeps the amount owed, and the skim cannot touch it."""
+    proxy = env.deploy_helper("RevertingReceiver")
+    order = env.make_order(token=None, buyer=proxy.address, amount=10**15)
+    env.pay_from_contract(proxy, order)
+    env.refund(order)
+    assert env.escrow_balance(proxy.address, NATIVE_TOKEN) == order.amount
+    env.send(env.escrow.functions.reconcile([order.as_tuple()]), env.bystander)
+    assert _owed(env, NATIVE_TOKEN) == env.token_balance(NATIVE_TOKEN, env.escrow.address)
+    with env.reverts("NoSurplus", NATIVE_TOKEN):
+        env.send(env.escrow.functions.skimSurplus(NATIVE_TOKEN), env.bystander)
 
 
 def test_owed_follows_every_transition(env: EscrowEnv) -> None:

@@ -233,6 +233,8 @@ interface ICardlessEscrow {
     error FeeCapNotLower(uint16 feeCapBps, uint16 current);
     /// @notice The escrow holds nothing of `token` above what it owes.
     error NoSurplus(address token);
+    /// @notice Only refunded or reclaimed orders can be reconciled.
+    error OrderNotClosed(bytes32 orderId, OrderStatus status);
     /// @notice The signature does not verify for `signer` over `digest`.
     error InvalidSignature(address signer, bytes32 digest);
     /// @notice The order in calldata does not match the stored digest (or was never paid).
@@ -335,8 +337,14 @@ interface ICardlessEscrow {
 
     /// @notice Pay whatever the escrow holds of `token` above everything it owes (open escrow, account
     ///         balances and fee balances, dust included) to the fee recipient: ETH forced in by `selfdestruct`
-    ///         or a coinbase reward, tokens sent directly. Anyone may call.
+    ///         or a coinbase reward, tokens sent directly. Anyone may call. Refunded and reclaimed orders stay
+    ///         in `owed` until `reconcile`d, so before that the skim pays less, never more.
     function skimSurplus(address token) external;
+
+    /// @notice Drop refunded or reclaimed orders from `owed` (anyone may call; whoever skims calls it first).
+    ///         Refund and reclaim leave `owed` alone so they pay no extra storage write (5,000 gas each);
+    ///         each order is reconciled once (its stored digest is cleared, its status stays).
+    function reconcile(Order[] calldata closed) external;
 
     // ------------------------------------------------------------------ owner
 
@@ -398,7 +406,8 @@ interface ICardlessEscrow {
     /// @notice Where `account`'s withdrawals are paid.
     function payoutAddressOf(address account) external view returns (address);
 
-    /// @notice Everything the escrow owes in `token`: open escrow + account balances + fee balance.
+    /// @notice Everything the escrow owes in `token`: open escrow + account balances + fee balance, plus
+    ///         refunded and reclaimed orders not yet `reconcile`d (an overstatement only).
     function owed(address token) external view returns (uint256);
 
     /// @notice The escrow's holding of `token` above `owed(token)` (what `skimSurplus` would pay).
