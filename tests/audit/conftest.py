@@ -170,6 +170,9 @@ def history(audit_node: DevNode) -> History:
     skimmed, surplus = 55_555, 123_456
     env.send(env.usdc.functions.mint(env.bystander, skimmed + surplus), env.owner)
     env.send(env.usdc.functions.transfer(env.escrow.address, skimmed), env.bystander)
+    # refunded and reclaimed orders stay in owed() until reconciled; whoever skims reconciles first
+    closed = [refunded, refunded_by_two, reclaimed]
+    env.send(env.escrow.functions.reconcile([o.as_tuple() for o in closed]), env.bystander)
     env.send(env.escrow.functions.skimSurplus(env.usdc.address), env.bystander)
     env.send(env.usdc.functions.transfer(env.escrow.address, surplus), env.bystander)
 
