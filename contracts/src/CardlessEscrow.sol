@@ -271,11 +271,18 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
             // Skip with an event, never revert: one entry that cannot be settled (ended by a racing reclaim or
             // refund, mismatching, late) must not block the others. Nothing is credited for a skipped entry.
             SkipReason skip;
-            if (record.digest != _refDigest(order)) skip = SkipReason.OrderMismatch;
-            else if (record.status != OrderStatus.Paid) skip = SkipReason.NotPaid;
-            else if (fulfilment.fulfilledAt > deadline) skip = SkipReason.FulfilledAfterDeadline;
-            else if (deadline < oldestOpen) skip = SkipReason.SettlementWindowClosed;
-            else skip = SkipReason.None;
+            bytes31 stored = record.digest;
+            if (stored != _refDigest(order)) {
+                // a reconciled order (refunded or reclaimed, digest cleared) has ended; it is not a mismatch
+                bool reconciled = stored == bytes31(0) && record.status > OrderStatus.Paid;
+                skip = reconciled ? SkipReason.NotPaid : SkipReason.OrderMismatch;
+            } else if (record.status != OrderStatus.Paid) {
+                skip = SkipReason.NotPaid;
+            } else if (fulfilment.fulfilledAt > deadline) {
+                skip = SkipReason.FulfilledAfterDeadline;
+            } else if (deadline < oldestOpen) {
+                skip = SkipReason.SettlementWindowClosed;
+            }
             if (skip != SkipReason.None) {
                 emit SettlementSkipped(order.orderId, skip);
                 continue;
@@ -638,7 +645,12 @@ contract CardlessEscrow is ICardlessEscrow, EIP712, Ownable2Step, Pausable, Reen
         OrderRecord storage record = _orders[orderId];
         OrderStatus status = record.status;
         if (status == OrderStatus.None) revert OrderNotPaid(orderId, status);
-        if (record.digest != digest) revert OrderMismatch(orderId);
+        bytes31 stored = record.digest;
+        if (stored != digest) {
+            // a reconciled order (digest cleared) has ended: say so rather than "mismatch"
+            if (stored == bytes31(0) && status != OrderStatus.Paid) revert OrderNotPaid(orderId, status);
+            revert OrderMismatch(orderId);
+        }
         if (status != OrderStatus.Paid) revert OrderNotPaid(orderId, status);
     }
 

@@ -71,6 +71,7 @@ from cardless.protocol import (
     refund_typed_data,
     sign,
 )
+from cardless.protocol.artifacts import load_artifact
 from tests.contracts.harness import FEE_CAP_BPS, EscrowEnv, build_env
 
 pytestmark = pytest.mark.slow  # the escrow state machine: ~70 s of CPU at the ci profile
@@ -97,6 +98,9 @@ ERC20_SLOT_BALANCES = 0
 ERC20_SLOT_ALLOWANCES = 1
 ERC20_SLOT_SUPPLY = 2
 ERC20_SLOT_NONCES = 7
+
+# v2 rotation: oracle keys the machine may add (the harness's oracle key is authorised from the start)
+EXTRA_ORACLE_KEYS = tuple(Account.from_key(keccak(b"cardless-invariants-oracle-%d" % i)) for i in (1, 2))
 
 DUST = 1  # base units a payout leaves in a balance (CardlessEscrow._DUST): the slot never returns to zero
 SKIP_NOT_PAID, SKIP_MISMATCH, SKIP_WINDOW_CLOSED = 1, 2, 4  # ICardlessEscrow.SkipReason
@@ -223,6 +227,8 @@ class _Base:
     attested_topic: str = ""
     deferred_topic: str = ""
     skipped_topic: str = ""
+    scheduled_topic: str = ""
+    force_send: Any = None  # the ForceSend factory (forces ETH in by selfdestruct)
 
     @property
     def escrow(self) -> str:
@@ -365,6 +371,11 @@ def _prepare_base(env: EscrowEnv) -> _Base:
         attested_topic=_event_topic(abi, "FulfilmentsAttested"),
         deferred_topic=_event_topic(abi, "RefundDeferred"),
         skipped_topic=_event_topic(abi, "SettlementSkipped"),
+        scheduled_topic=_event_topic(abi, "AdminChangeScheduled"),
+        force_send=env.w3.eth.contract(
+            abi=load_artifact("test-helpers/ForceSend").abi,
+            bytecode=load_artifact("test-helpers/ForceSend").bytecode,
+        ),
     )
     state = chain.state()
     base.start_wallets = {(h, t): base.wallet(state, h, t) for h in base.holders for t in base.tokens}
@@ -470,6 +481,13 @@ class EscrowMachine(RuleBasedStateMachine):
         self.settled: Counter[str] = Counter()  # token
         self.paused = False
         self.refusing = True  # the contract buyer's receive() reverts
+        # v2: k-of-n oracle keys (authorised, in the order added), the threshold, value forced in or sent
+        # directly (not owed), and refunded/reclaimed orders `owed` still counts until reconciled
+        self.oracle_keys = [self.env.oracle_key]
+        self.threshold = 1
+        self.stray: Counter[str] = Counter()
+        self.skimmed: Counter[str] = Counter()
+        self.unreconciled: dict[bytes, Order] = {}
         # what the last step touched: re-read through the public getters after it
         self.touched_orders: set[bytes] = set()
         self.touched_balances: set[tuple[str, str]] = set()
@@ -554,7 +572,8 @@ class EscrowMachine(RuleBasedStateMachine):
     def _attested_in(self, receipt: dict[str, Any]) -> list[int]:
         """The ``orders`` count of every FulfilmentsAttested event in the receipt."""
         logs = [log for log in receipt["logs"] if log["topics"][0] == self.base.attested_topic]
-        return [int(log["data"], 16) for log in logs]
+        # data: (offset of signers[], orders, signers[]): `orders` is the second word
+        return [int(log["data"][2 + 64 : 2 + 128], 16) for log in logs]
 
     def _deferred_in(self, receipt: dict[str, Any]) -> int:
         return sum(1 for log in receipt["logs"] if log["topics"][0] == self.base.deferred_topic)
@@ -612,6 +631,7 @@ class EscrowMachine(RuleBasedStateMachine):
     def _repay(self, order: Order, status: OrderStatus, receipt: dict[str, Any]) -> None:
         """Refund and reclaim: pushed to the buyer, or credited to its balance if it refuses ETH."""
         self._end(order, status)
+        self.unreconciled[order.order_id] = order  # `owed` keeps counting it until reconcile
         self.refunded[(order.buyer, order.token)] += order.amount
         deferred = order.is_native and order.buyer == self.base.contract_buyer.address and self.refusing
         if deferred:  # the amount stays in the escrow, now owed to the buyer's account
@@ -640,9 +660,14 @@ class EscrowMachine(RuleBasedStateMachine):
         return Fulfilment(order.order_id, keccak(b"receipt:" + order.order_id), when)
 
     def _settle_data(self, order: Order, fulfilment: Fulfilment) -> str:
-        signature = sign(self.env.oracle_key.key, fulfilment_typed_data(self.env.domain, fulfilment))
-        args = [order.as_ref_tuple(), fulfilment.as_tuple(), self.env.oracle_key.address, signature]
+        signers, signatures = self._oracle_args(fulfilment_typed_data(self.env.domain, fulfilment))
+        args = [order.as_ref_tuple(), fulfilment.as_tuple(), signers, signatures]
         return str(self.env.escrow.encode_abi("settle", args=args))
+
+    def _oracle_args(self, message: Any) -> tuple[list[str], list[bytes]]:
+        """``threshold`` of the authorised oracle keys, ascending, and their signatures over ``message``."""
+        keys = sorted(self.oracle_keys[: self.threshold], key=lambda k: int(k.address, 16))
+        return [k.address for k in keys], [sign(k.key, message) for k in keys]
 
     # ------------------------------------------------------------------ rules: pay
 
@@ -823,29 +848,39 @@ class EscrowMachine(RuleBasedStateMachine):
         """Any changed field (a higher amount, another merchant, an earlier deadline, ...) is refused."""
         forged = copy.copy(order)
         object.__setattr__(forged, field, self._tampered_value(order, field))  # skips Order's validation
-        escrow, oracle = self.env.escrow, self.env.oracle_key
+        escrow = self.env.escrow
         if op == "settle":
             data = self._settle_data(forged, self._fulfilment(order))
         elif op == "settleBatch":  # skipped with an event, not reverted: credits nothing, changes nothing
             fulfilment = self._fulfilment(order)
-            signature = sign(oracle.key, batch_typed_data(self.env.domain, [fulfilment]))
-            args = [[forged.as_ref_tuple()], [fulfilment.as_tuple()], oracle.address, signature]
+            signers, signatures = self._oracle_args(batch_typed_data(self.env.domain, [fulfilment]))
+            args = [[forged.as_ref_tuple()], [fulfilment.as_tuple()], signers, signatures]
             data = escrow.encode_abi("settleBatch", args=args)
             _, before = self._read()
             receipt = self._transact(self.base.escrow, data, self.env.bystander)
             _, after = self._read()
-            assert self._skipped_in(receipt) == [(order.order_id, SKIP_MISMATCH)]
+            skip = SKIP_NOT_PAID if self._reconciled(order) else SKIP_MISMATCH
+            assert self._skipped_in(receipt) == [(order.order_id, skip)]
             assert self._ended_in(receipt) == [] and self._attested_in(receipt) == [0]
             changed = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
             changed.pop(("wallet", self.env.bystander, NATIVE_TOKEN), None)
             assert not changed, f"a skipped forged entry changed state: {changed}"
             return
         elif op == "refund":
-            signature = sign(oracle.key, refund_typed_data(self.env.domain, order.order_id, 1))
-            data = escrow.encode_abi("refund", args=[forged.as_tuple(), 1, oracle.address, signature])
+            signers, signatures = self._oracle_args(refund_typed_data(self.env.domain, order.order_id, 1))
+            data = escrow.encode_abi("refund", args=[forged.as_tuple(), 1, signers, signatures])
         else:
             data = escrow.encode_abi("reclaim", args=[forged.as_tuple()])
+        if self._reconciled(order):  # its digest is cleared: every order data "mismatches"; it has ended
+            self._expect_revert(
+                self.base.escrow, data, self.env.bystander, "OrderNotPaid", self._not_paid(order)
+            )
+            return
         self._expect_revert(self.base.escrow, data, self.env.bystander, "OrderMismatch", (order.order_id,))
+
+    def _reconciled(self, order: Order) -> bool:
+        ended = self.status[order.order_id] in (OrderStatus.REFUNDED, OrderStatus.RECLAIMED)
+        return ended and order.order_id not in self.unreconciled
 
     def _tampered_value(self, order: Order, field: str) -> Any:
         def other(options: Sequence[Any], current: Any) -> Any:
@@ -880,9 +915,9 @@ class EscrowMachine(RuleBasedStateMachine):
 
     def _settle_batch(self, batch: Sequence[Order]) -> None:
         fulfilments = [self._fulfilment(o) for o in batch]
-        signature = sign(self.env.oracle_key.key, batch_typed_data(self.env.domain, fulfilments))
+        signers, signatures = self._oracle_args(batch_typed_data(self.env.domain, fulfilments))
         args = [[o.as_ref_tuple() for o in batch], [f.as_tuple() for f in fulfilments]]
-        call = self.env.escrow.encode_abi("settleBatch", args=[*args, self.env.oracle_key.address, signature])
+        call = self.env.escrow.encode_abi("settleBatch", args=[*args, signers, signatures])
         closed = {o.order_id for o in batch if self._window_closed(o)}  # judged before the block is mined
         receipt = self._transact(self.base.escrow, call, self.env.bystander)
         expected = []
@@ -906,8 +941,8 @@ class EscrowMachine(RuleBasedStateMachine):
 
     @rule(order=orders, reason=REASON)
     def refund(self, order: Order, reason: int) -> None:
-        signature = sign(self.env.oracle_key.key, refund_typed_data(self.env.domain, order.order_id, reason))
-        args = [order.as_tuple(), reason, self.env.oracle_key.address, signature]
+        signers, signatures = self._oracle_args(refund_typed_data(self.env.domain, order.order_id, reason))
+        args = [order.as_tuple(), reason, signers, signatures]
         data = self.env.escrow.encode_abi("refund", args=args)
         if order.order_id in self.ended:
             self._expect_revert(
@@ -1045,6 +1080,117 @@ class EscrowMachine(RuleBasedStateMachine):
         )
         self.refusing = refusing
 
+    # ------------------------------------------------------------------ rules: v2 owner bounds, skims
+
+    def _admin(self, action: int, value: bytes) -> None:
+        """Announce and execute an admin change (the dev chain's delay is 0: executable in the next block)."""
+        escrow = self.env.escrow
+        receipt = self._transact(
+            self.base.escrow, escrow.encode_abi("scheduleAdminChange", args=[action, value]), self.env.owner
+        )
+        (log,) = [lg for lg in receipt["logs"] if lg["topics"][0] == self.base.scheduled_topic]
+        eta = int(log["data"][2 + 64 : 2 + 128], 16)
+        execute = escrow.encode_abi("executeAdminChange", args=[action, value, eta])
+        self._transact(self.base.escrow, execute, self.env.bystander)
+
+    def _unauthorised_keys(self) -> list[Any]:
+        return [k for k in (self.env.oracle_key, *EXTRA_ORACLE_KEYS) if k not in self.oracle_keys]
+
+    @precondition(lambda self: bool(self._unauthorised_keys()))
+    @rule(data=st.data())
+    def add_oracle_signer(self, data: st.DataObject) -> None:
+        """Rotation: a new oracle key is added through the announced (here 0 s) delay."""
+        candidates = self._unauthorised_keys()
+        key = data.draw(st.sampled_from(candidates), "key")
+        self._admin(0, bytes(12) + bytes.fromhex(key.address[2:]))
+        self.oracle_keys.append(key)
+
+    @precondition(lambda self: len(self.oracle_keys) > self.threshold)
+    @rule(data=st.data())
+    def revoke_oracle_signer(self, data: st.DataObject) -> None:
+        """Rotation: revoking is immediate; the model keeps at least `threshold` keys (liveness)."""
+        key = data.draw(st.sampled_from(self.oracle_keys), "key")
+        call = self.env.escrow.encode_abi("revokeOracleSigner", args=[key.address])
+        self._transact(self.base.escrow, call, self.env.owner)
+        self.oracle_keys.remove(key)
+        # a proof by the revoked key alone no longer counts
+        now = self.chain.now()
+        settleable = [o for o in self._open() if self.env.window_end(o) > now + TIME_MARGIN]
+        order = settleable[0] if settleable else None
+        if order is not None and self.threshold == 1:
+            fulfilment = self._fulfilment(order)
+            message = fulfilment_typed_data(self.env.domain, fulfilment)
+            call = self.env.escrow.encode_abi(
+                "settle",
+                args=[order.as_ref_tuple(), fulfilment.as_tuple(), [key.address], [sign(key.key, message)]],
+            )
+            self._expect_revert(
+                self.base.escrow, call, self.env.bystander, "UnauthorisedOracleSigner", (key.address,)
+            )
+
+    @rule(k=st.integers(1, 2))
+    def set_threshold(self, k: int) -> None:
+        if k > len(self.oracle_keys):
+            return
+        self._admin(4, k.to_bytes(32, "big"))
+        self.threshold = k
+        event(f"oracle threshold {k}")
+
+    @rule(t=TOKEN, amount=st.integers(1, 10**18))
+    def send_stray_value(self, t: int, amount: int) -> None:
+        """Value nobody accounted for: tokens transferred straight to the escrow, ETH forced in."""
+        token = self.base.tokens[t]
+        if token == NATIVE_TOKEN:  # ForceSend's constructor self-destructs into the escrow
+            tx = self.base.force_send.constructor(self.base.escrow).transact(
+                {"from": self.env.bystander, "value": amount, "gas": GAS}
+            )
+            assert self.env.w3.eth.get_transaction_receipt(tx)["status"] == 1
+        else:
+            call = self.env.usdc.encode_abi("mint", args=[self.base.escrow, amount])  # same ABI
+            self._transact(token, call, self.env.owner)
+        self.stray[token] += amount
+        self.wallets[(self.base.escrow, token)] += amount
+
+    def _owed_model(self, token: str) -> int:
+        accounts = (*self.base.buyers, *self.base.merchants)
+        return (
+            sum(o.amount for o in self._open() if o.token == token)
+            + sum(self.escrow_balances[(a, token)] for a in accounts)
+            + self.fees[token]
+            + sum(o.amount for o in self.unreconciled.values() if o.token == token)
+        )
+
+    @rule(t=TOKEN)
+    def skim(self, t: int) -> None:
+        """Only what is above `owed` goes, to the fee recipient; never a unit that is owed."""
+        token = self.base.tokens[t]
+        data = self.env.escrow.encode_abi("skimSurplus", args=[token])
+        surplus = self.wallets[(self.base.escrow, token)] - self._owed_model(token)
+        assert surplus <= self.stray[token]
+        if surplus <= 0:
+            self._expect_revert(self.base.escrow, data, self.env.bystander, "NoSurplus", (token,))
+            return
+        self._transact(self.base.escrow, data, self.env.bystander)
+        event("skimmed a surplus")
+        self.stray[token] -= surplus
+        self.skimmed[token] += surplus
+        self.wallets[(self.base.escrow, token)] -= surplus
+        self.wallets[(self.env.fee_recipient, token)] += surplus
+
+    @precondition(lambda self: bool(self.unreconciled))
+    @rule(data=st.data())
+    def reconcile(self, data: st.DataObject) -> None:
+        closed = sorted(self.unreconciled.values(), key=lambda o: o.order_id)
+        batch = data.draw(st.lists(st.sampled_from(closed), min_size=1, max_size=3, unique=True), "closed")
+        call = self.env.escrow.encode_abi("reconcile", args=[[o.as_tuple() for o in batch]])
+        self._transact(self.base.escrow, call, self.env.bystander)
+        for order in batch:
+            del self.unreconciled[order.order_id]
+        again = self.env.escrow.encode_abi("reconcile", args=[[batch[0].as_tuple()]])
+        self._expect_revert(
+            self.base.escrow, again, self.env.bystander, "OrderMismatch", (batch[0].order_id,)
+        )
+
     # ------------------------------------------------------------------ invariants
 
     @invariant()
@@ -1065,10 +1211,16 @@ class EscrowMachine(RuleBasedStateMachine):
             open_orders = sum(o.amount for o in self._open() if o.token == token)
             balances = sum(raw[("escrow", a, token)] for a in accounts)
             fee = raw[("fee", token)]
-            assert held == open_orders + balances + fee, (
+            stray = self.stray[token]  # unaccounted value sent in and not yet skimmed
+            assert held == open_orders + balances + fee + stray, (
                 f"{token}: escrow holds {held} but owes {open_orders} (open orders) + {balances} "
-                f"(balances) + {fee} (fees) = {open_orders + balances + fee}"
+                f"(balances) + {fee} (fees) + {stray} (stray) = {open_orders + balances + fee + stray}"
             )
+            owed = self.chain.view(self.env.escrow, "owed", token)
+            assert owed == self._owed_model(token), (
+                f"{token}: owed() = {owed}, model {self._owed_model(token)}"
+            )
+            assert held - owed <= stray, f"{token}: surplus {held - owed} above the stray value {stray}"
 
     def _check_model_matches_chain(self, state: Any, raw: dict[tuple[Any, ...], int]) -> None:
         expected: dict[tuple[Any, ...], int] = {("paused",): int(self.paused)}
@@ -1103,14 +1255,18 @@ class EscrowMachine(RuleBasedStateMachine):
         # ERC-20s: minted == buyer wallets + merchant payout wallets + fee recipient + escrow == totalSupply
         payouts = [self.base.payout[m] for m in self.base.merchants]
         holders = dict.fromkeys([*self.base.buyers, *payouts, self.env.fee_recipient, self.base.escrow])
-        minted = MINT * len(self.base.buyers)
         for token in self.base.erc20s:
+            minted = MINT * len(self.base.buyers) + self._stray_minted(token)
             held = sum(raw[("wallet", h, token)] for h in holders)
             assert held == minted, f"{token}: {minted} minted but {held} accounted for"
             assert self.base.supply(state, token) == minted, f"{token}: totalSupply moved"
             for buyer in self.base.buyers:  # ERC-20 refunds are always pushed to the buyer
                 expected = MINT - self.paid_in[(buyer, token)] + self.refunded[(buyer, token)]
                 assert raw[("wallet", buyer, token)] == expected, f"{token}: wallet of buyer {buyer}"
+
+    def _stray_minted(self, token: str) -> int:
+        """Tokens minted straight to the escrow: still there (stray) or skimmed to the fee recipient."""
+        return self.stray[token] + self.skimmed[token]
 
     def _check_views(
         self, order_ids: Iterable[bytes], balances: Iterable[tuple[str, str]], fee_tokens: Iterable[str]

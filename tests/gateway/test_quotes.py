@@ -40,7 +40,7 @@ def test_quote_is_signed_by_an_authorised_quote_signer_over_the_returned_eip712_
     assert set(typed["types"]) == {"EIP712Domain", "Order"}
     assert typed["domain"] == {
         "name": "CardlessEscrow",
-        "version": "1",
+        "version": "2",
         "chainId": shop.chain_id,
         "verifyingContract": shop.escrow.address,
     }

@@ -123,7 +123,7 @@ def test_domain_matches_eip5267_report(env: EscrowEnv) -> None:
         env.escrow.functions.eip712Domain().call()
     )
     assert fields == b"\x0f"  # name, version, chainId, verifyingContract; no salt
-    assert (name, version) == (DOMAIN_NAME, DOMAIN_VERSION) == ("CardlessEscrow", "1")
+    assert (name, version) == (DOMAIN_NAME, DOMAIN_VERSION) == ("CardlessEscrow", "2")
     assert chain_id == env.domain.chain_id == env.w3.eth.chain_id
     assert verifying_contract == env.domain.verifying_contract == env.escrow.address
     assert (salt, extensions) == (b"\x00" * 32, [])
@@ -215,7 +215,7 @@ def test_single_settle_attests_python_fulfilment_digest(env: EscrowEnv) -> None:
 
     (attested,) = env.events(receipt, "FulfilmentsAttested")
     assert bytes(attested.args.digest) == fulfilment_digest(env.domain, fulfilment)
-    assert (attested.args.signer, attested.args.orders) == (env.oracle_key.address, 1)
+    assert (attested.args.signers, attested.args.orders) == ([env.oracle_key.address], 1)
     (settled,) = env.events(receipt, "OrderSettled")
     assert (bytes(settled.args.receiptHash), settled.args.fulfilledAt) == fulfilment.as_tuple()
 
@@ -276,7 +276,7 @@ def test_refund_signature_from_python_is_accepted(env: EscrowEnv) -> None:
     receipt = env.refund(order, RefundReason.OUT_OF_STOCK)
     assert env.status(order) == OrderStatus.REFUNDED
     (refunded,) = env.events(receipt, "OrderRefunded")
-    assert (refunded.args.reasonCode, refunded.args.signer) == (3, env.oracle_key.address)
+    assert (refunded.args.reasonCode, refunded.args.signers) == (3, [env.oracle_key.address])
 
 
 def test_refund_signature_binds_reason_code(env: EscrowEnv) -> None:
@@ -284,7 +284,7 @@ def test_refund_signature_binds_reason_code(env: EscrowEnv) -> None:
     env.pay(order)
     signature = env.oracle_sign(refund_typed_data(env.domain, order.order_id, RefundReason.OPERATOR))
     call = env.escrow.functions.refund(
-        order.as_tuple(), RefundReason.INVALID_ACCOUNT, env.oracle_key.address, signature
+        order.as_tuple(), RefundReason.INVALID_ACCOUNT, [env.oracle_key.address], [signature]
     )
     expected = refund_digest(env.domain, order.order_id, RefundReason.INVALID_ACCOUNT)
     with env.reverts("InvalidSignature", env.oracle_key.address, expected):
@@ -294,12 +294,12 @@ def test_refund_signature_binds_reason_code(env: EscrowEnv) -> None:
 def test_contract_signer_via_explicit_signer_argument(env: EscrowEnv) -> None:
     """EIP-1271: the signer argument names a contract; its owner key signs the same typed data."""
     wallet = env.deploy_helper("ERC1271Signer", env.oracle_key.address)
-    env.send(env.escrow.functions.setOracleSigner(wallet.address, True), env.owner)
+    env.add_oracle_signer(wallet.address)
     order = env.make_order()
     env.pay(order)
     receipt = env.settle(order, signer=wallet.address)
     (attested,) = env.events(receipt, "FulfilmentsAttested")
-    assert attested.args.signer == wallet.address
+    assert attested.args.signers == [wallet.address]
     assert env.status(order) == OrderStatus.SETTLED
 
 
@@ -491,8 +491,9 @@ def test_doc_recipe_verifies_a_single_settle(env: EscrowEnv, recipe: dict[str, A
 
     result = recipe["verify_settlement"](env.w3, env.escrow.address, order.order_id)
 
-    assert result["signer"] == env.oracle_key.address
-    assert result["signer_kind"] == "eoa"
+    assert result["signers"] == [env.oracle_key.address]
+    assert result["signer_kinds"] == {env.oracle_key.address: "eoa"}
+    assert result["threshold"] == 1
     assert result["digest"] == fulfilment_digest(env.domain, proof)
     assert (result["receipt_hash"], result["fulfilled_at"]) == proof.as_tuple()
     assert result["order"] == order.as_message()
@@ -515,7 +516,7 @@ def test_doc_recipe_verifies_every_order_of_a_batch(env: EscrowEnv, recipe: dict
     for order in batch:
         result = recipe["verify_settlement"](env.w3, env.escrow.address, order.order_id)
         assert result["digest"] == batch_digest(env.domain, proofs)
-        assert result["signer"] == env.oracle_key.address
+        assert result["signers"] == [env.oracle_key.address]
         assert result["order"] == order.as_message()
 
 
@@ -523,9 +524,10 @@ def test_doc_recipe_judges_authorisation_at_the_settlement(env: EscrowEnv, recip
     order = env.make_order()
     env.pay(order)
     env.settle(order)
-    env.send(env.escrow.functions.setOracleSigner(env.oracle_key.address, False), env.owner)
+    env.send(env.escrow.functions.revokeOracleSigner(env.oracle_key.address), env.owner)
     # Revoked afterwards: the settlement was still proven by a then-authorised signer.
-    assert recipe["verify_settlement"](env.w3, env.escrow.address, order.order_id)["signer_kind"] == "eoa"
+    result = recipe["verify_settlement"](env.w3, env.escrow.address, order.order_id)
+    assert result["signer_kinds"] == {env.oracle_key.address: "eoa"}
     assert not recipe["_was_authorised"](
         env.w3,
         env.escrow.address,
@@ -542,13 +544,33 @@ def test_doc_recipe_judges_authorisation_at_the_settlement(env: EscrowEnv, recip
 
 def test_doc_recipe_verifies_a_contract_signer(env: EscrowEnv, recipe: dict[str, Any]) -> None:
     wallet = env.deploy_helper("ERC1271Signer", env.oracle_key.address)
-    env.send(env.escrow.functions.setOracleSigner(wallet.address, True), env.owner)
+    env.add_oracle_signer(wallet.address)
     order = env.make_order()
     env.pay(order)
     env.settle(order, signer=wallet.address)
 
     result = recipe["verify_settlement"](env.w3, env.escrow.address, order.order_id)
-    assert (result["signer"], result["signer_kind"]) == (wallet.address, "erc1271")
+    assert (result["signers"], result["signer_kinds"]) == ([wallet.address], {wallet.address: "erc1271"})
+
+
+def test_doc_recipe_verifies_two_of_n_and_upper_case_ids(env: EscrowEnv, recipe: dict[str, Any]) -> None:
+    """Protocol v2: k-of-n signers (each checked, the threshold read from OracleThresholdSet at the
+    settlement), and an order id given as an upper-case hex string (as block explorers print them)."""
+    second = Account.from_key(keccak(b"protocol-test-second-oracle"))
+    env.add_oracle_signer(second.address)
+    env.set_oracle_threshold(2)
+    order = env.make_order()
+    env.pay(order)
+    env.settle(order, keys=[env.oracle_key, second])
+
+    upper = "0x" + order.order_id.hex().upper()
+    result = recipe["verify_settlement"](env.w3, env.escrow.address, upper)
+    expected = sorted([env.oracle_key.address, second.address], key=lambda a: int(a, 16))
+    assert (result["signers"], result["threshold"]) == (expected, 2)
+    assert set(result["signer_kinds"].values()) == {"eoa"}
+    assert recipe["verify_quote"](env.w3, env.escrow.address, upper)["order"] == order.as_message()
+    with pytest.raises(recipe["NotVerified"]):  # an id that is not 32 bytes of hex
+        recipe["verify_settlement"](env.w3, env.escrow.address, upper[:-2])
 
 
 def test_doc_recipe_verifies_the_quote(env: EscrowEnv, recipe: dict[str, Any]) -> None:
