@@ -191,3 +191,47 @@ def test_a_scan_that_starts_between_an_announcement_and_its_execution(history: H
     assert not any(v["rule"].startswith("admin.") for v in report["violations"]), report["violations"]
     assert any("announced before this scan began" in note for note in report["notes"])
     assert report["admin"]["threshold"] == 2
+
+
+def test_one_signer_named_twice_does_not_make_two(history: History) -> None:
+    """Threshold 2, met by naming one key twice with its signature twice: the escrow refuses it
+    (SignersNotAscending); calldata and attestation edited to show what an escrow without the check
+    would have accepted."""
+    from eth_abi import encode as abi_encode
+
+    from cardless.audit.abi import escrow_abi
+
+    abi = escrow_abi()
+    settled = next(
+        log
+        for log in _logs(history)
+        if log["topics"][0] == ORDER_SETTLED
+        and log["topics"][1] == "0x" + history.settled_by_two.order_id.hex()
+    )
+    target = settled["transactionHash"]
+    signer = history.new_oracle.address
+
+    def twice_in_calldata(tx: dict[str, Any]) -> dict[str, Any]:
+        if tx["hash"] != target:
+            return tx
+        data = bytes.fromhex(tx["input"][2:])
+        _, names, types = abi.functions[data[:4]]
+        values = dict(zip(names, abi_decode(types, data[4:]), strict=True))
+        position = [a.lower() for a in values["signers"]].index(signer.lower())
+        values["signers"] = [signer, signer]
+        values["signatures"] = [values["signatures"][position]] * 2
+        return {**tx, "input": "0x" + (data[:4] + abi_encode(types, [values[n] for n in names])).hex()}
+
+    def twice_in_attestation(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        attested = topic("FulfilmentsAttested(bytes32,address[],uint256)")
+        return [
+            {**log, "data": "0x" + abi_encode(["address[]", "uint256"], [[signer, signer], 1]).hex()}
+            if log["transactionHash"] == target and log["topics"][0] == attested
+            else log
+            for log in logs
+        ]
+
+    report = _run(history, TamperedReader(history.w3, edit=twice_in_attestation, edit_tx=twice_in_calldata))
+    assert _rules(report, history.settled_by_two.order_id) == {"settle.below-threshold"}
+    assert "not strictly ascending" in next(v["evidence"] for v in report["violations"])
+    assert _rules(report) == {"settle.below-threshold"}
