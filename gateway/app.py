@@ -11,7 +11,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cardless.ledger.logcontext import order_scope
 from cardless.protocol.jsonlimits import BoundedJsonMiddleware
-from gateway.api import analytics, merchants, money, order_lists, reviews, webhooks
+from gateway.api import analytics, audit, merchants, money, order_lists, reviews, webhooks
 from gateway.api.deps import GatewayContext
 from gateway.api.errors import install_error_handlers, problem_openapi
 from gateway.api.idempotency import IdempotencyMiddleware, idempotency_openapi
@@ -74,6 +74,7 @@ def create_app(context: GatewayContext) -> FastAPI:
         app.include_router(module.own_router)
     app.include_router(operations_router)
     app.include_router(pages_router)  # the pages + their public routes (issue 13)
+    app.include_router(audit.router)
 
     def openapi() -> dict[str, Any]:
         # Error bodies are problem+json; FastAPI would list a `responses=` model as application/json.

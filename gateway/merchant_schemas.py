@@ -36,8 +36,15 @@ __all__ = [
     "SkuUpdate",
 ]
 
-Scope = Literal["catalogue:write", "orders:read", "webhooks:write", "payouts:read", "risk:review"]
-SCOPES: tuple[str, ...] = ("catalogue:write", "orders:read", "webhooks:write", "payouts:read", "risk:review")
+Scope = Literal["catalogue:write", "orders:read", "webhooks:write", "payouts:read", "risk:review", "audit:read"]
+SCOPES: tuple[str, ...] = (
+    "catalogue:write",
+    "orders:read",
+    "webhooks:write",
+    "payouts:read",
+    "risk:review",
+    "audit:read",
+)
 
 Slug = Annotated[
     str, Field(pattern=r"^[a-z0-9][a-z0-9-]{1,63}$", description="Lower-case letters, digits and hyphens")
@@ -108,7 +115,7 @@ class PayoutTransactionOut(_Out):
 
 class ApiKeyCreate(_In):
     name: str = Field(min_length=1, max_length=100)
-    scopes: list[Scope] = Field(min_length=1, max_length=5, json_schema_extra={"uniqueItems": True})
+    scopes: list[Scope] = Field(min_length=1, max_length=6, json_schema_extra={"uniqueItems": True})
     expires_in_days: int | None = Field(default=None, ge=1, le=3_650, description="None: never expires")
     rate_limit: RateLimit | None = Field(default=None, description="None: the gateway's default quota")
 

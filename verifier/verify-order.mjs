@@ -8,8 +8,10 @@
 //   1. OrderPaid: the order; the pay calldata carries it and a quote signature by the named quote signer,
 //      who was an authorised quote signer at that point (QuoteSignerSet replayed);
 //   2. its end, if any: OrderSettled + FulfilmentsAttested (the settle/settleBatch calldata rebuilt into the
-//      attested EIP-712 digest, signed by an oracle signer authorised then, OrderRef = the paid order,
-//      fulfilledAt <= deadline), OrderRefunded (refund calldata and its authorisation), or OrderReclaimed;
+//      attested EIP-712 digest, signed by at least the threshold in force of distinct oracle signers, each
+//      authorised then (protocol v2: k-of-n, signers strictly ascending), OrderRef = the paid order,
+//      fulfilledAt <= deadline), OrderRefunded (refund calldata and its authorisations, k-of-n likewise), or
+//      OrderReclaimed (after fulfilmentDeadline + SETTLEMENT_GRACE);
 //   3. money: fee = amount * feeBps / 10000, merchant = amount - fee.
 // Prints one JSON object ({"verified": true, ...} or {"verified": false, "error": ...}); exit 0 or 1.
 // Signatures are checked with viem's verifyTypedData at the block (EOA recovery, else EIP-1271).
@@ -22,9 +24,10 @@ import {
 const abi = parseAbi([
   'event OrderPaid(bytes32 indexed orderId, address indexed buyer, address indexed merchant, address token, uint256 amount, uint16 feeBps, uint48 quoteExpiry, uint48 fulfilmentDeadline, bytes32 skuHash, bytes32 accountCommitment, address quoteSigner)',
   'event OrderSettled(bytes32 indexed orderId, bytes32 receiptHash, uint48 fulfilledAt)',
-  'event OrderRefunded(bytes32 indexed orderId, uint16 reasonCode, address signer)',
+  'event OrderRefunded(bytes32 indexed orderId, uint16 reasonCode, address[] signers)',
   'event OrderReclaimed(bytes32 indexed orderId, address caller)',
-  'event FulfilmentsAttested(bytes32 indexed digest, address indexed signer, uint256 orders)',
+  'event FulfilmentsAttested(bytes32 indexed digest, address[] signers, uint256 orders)',
+  'event OracleThresholdSet(uint8 threshold)',
   'event OracleSignerSet(address indexed signer, bool authorised)',
   'event QuoteSignerSet(address indexed signer, bool authorised)',
   'struct Order { bytes32 orderId; address buyer; address merchant; address token; uint256 amount; uint16 feeBps; uint48 quoteExpiry; uint48 fulfilmentDeadline; bytes32 skuHash; bytes32 accountCommitment; }',
@@ -32,9 +35,10 @@ const abi = parseAbi([
   'struct Fulfilment { bytes32 receiptHash; uint48 fulfilledAt; }',
   'function pay(Order order, address quoteSigner, bytes quoteSignature)',
   'function payWithPermit(Order order, address quoteSigner, bytes quoteSignature, uint256 permitDeadline, uint8 v, bytes32 r, bytes32 s)',
-  'function settle(OrderRef order, Fulfilment fulfilment, address oracleSigner, bytes signature)',
-  'function settleBatch(OrderRef[] orders, Fulfilment[] fulfilments, address oracleSigner, bytes signature)',
-  'function refund(Order order, uint16 reasonCode, address oracleSigner, bytes signature)',
+  'function settle(OrderRef order, Fulfilment fulfilment, address[] signers, bytes[] signatures)',
+  'function settleBatch(OrderRef[] orders, Fulfilment[] fulfilments, address[] signers, bytes[] signatures)',
+  'function refund(Order order, uint16 reasonCode, address[] signers, bytes[] signatures)',
+  'function SETTLEMENT_GRACE() view returns (uint256)',
   'function eip712Domain() view returns (bytes1 fields, string name, string version, uint256 chainId, address verifyingContract, bytes32 salt, uint256[] extensions)',
 ])
 
@@ -74,6 +78,34 @@ async function authorisedThen(client, escrow, eventName, signer, at, fromBlock) 
   })
   const earlier = logs.filter((l) => before(l, at))
   return earlier.length > 0 && earlier.at(-1).args.authorised === true
+}
+
+async function thresholdThen(client, escrow, at, fromBlock) {
+  const logs = await client.getLogs({
+    address: escrow, event: abi.find((x) => x.name === 'OracleThresholdSet'), fromBlock, toBlock: at.blockNumber,
+  })
+  const earlier = logs.filter((l) => before(l, at))
+  return earlier.length > 0 ? Number(earlier.at(-1).args.threshold) : 1
+}
+
+// k-of-n (protocol v2): the signers the event names are the calldata's, strictly ascending (so distinct),
+// each authorised then, each signature verifies, and there are at least as many as the threshold then.
+async function checkSigners(client, escrow, typed, eventSigners, callSigners, signatures, at, fromBlock, what) {
+  const named = callSigners.map((a) => getAddress(a))
+  require(named.length === eventSigners.length && named.every((s, i) => s === getAddress(eventSigners[i])),
+    `${what} calldata signers differ from the event's`)
+  require(signatures.length === named.length, `${what}: not one signature per signer`)
+  for (let i = 1; i < named.length; i++)
+    require(BigInt(named[i - 1]) < BigInt(named[i]), `${what} signers are not strictly ascending`)
+  for (let i = 0; i < named.length; i++) {
+    require(await client.verifyTypedData({ ...typed, address: named[i], signature: signatures[i], blockNumber: at.blockNumber }),
+      `the ${what} signature of ${named[i]} does not verify`)
+    require(await authorisedThen(client, escrow, 'OracleSignerSet', named[i], at, fromBlock),
+      `${named[i]} was not an authorised oracle signer then (${what})`)
+  }
+  const threshold = await thresholdThen(client, escrow, at, fromBlock)
+  require(named.length >= threshold, `${what}: ${named.length} signers, threshold ${threshold} in force`)
+  return { signers: named, threshold }
 }
 
 async function calldata(client, escrow, hash) {
@@ -133,8 +165,6 @@ export async function verifyOrder(client, escrow, orderId, fromBlock = 0n) {
       const { functionName, args } = await calldata(client, escrow, end.transactionHash)
       require(functionName === 'settle' || functionName === 'settleBatch', 'not settle/settleBatch')
       const [refs, fulfilments] = functionName === 'settle' ? [[args[0]], [args[1]]] : [args[0], args[1]]
-      const signer = attested[0].args.signer
-      require(getAddress(args[2]) === getAddress(signer), 'calldata signer differs from FulfilmentsAttested')
       const i = refs.findIndex((r) => r.orderId === orderId)
       require(i >= 0, 'the order is not in the settle calldata')
       const detailsHash = keccak256(encodeAbiParameters(parseAbiParameters('address, uint48, bytes32, bytes32'),
@@ -152,28 +182,24 @@ export async function verifyOrder(client, escrow, orderId, fromBlock = 0n) {
         : { domain, types: { FulfilmentBatch: [{ name: 'fulfilments', type: 'Fulfilment[]' }], Fulfilment: FULFILMENT_TYPE },
             primaryType: 'FulfilmentBatch', message: { fulfilments: refs.map((ref, j) => leaf(ref, fulfilments[j])) } }
       require(hashTypedData(typed) === attested[0].args.digest, 'rebuilt digest differs from FulfilmentsAttested.digest')
-      require(await client.verifyTypedData({ ...typed, address: signer, signature: args[3], blockNumber: end.blockNumber }),
-        'the proof signature does not verify')
-      require(await authorisedThen(client, escrow, 'OracleSignerSet', signer, end, fromBlock),
-        `${signer} was not an authorised oracle signer when the order was settled`)
-      steps.push({ step: 'proof', kind: functionName, signer: getAddress(signer), digest: attested[0].args.digest,
+      const { signers, threshold } = await checkSigners(
+        client, escrow, typed, attested[0].args.signers, args[2], args[3], end, fromBlock, 'proof')
+      steps.push({ step: 'proof', kind: functionName, signers, threshold, digest: attested[0].args.digest,
         receiptHash: end.args.receiptHash, block: Number(end.blockNumber) })
     } else if (end.eventName === 'OrderRefunded') {
       status = 'refunded'
       const { functionName, args } = await calldata(client, escrow, end.transactionHash)
       require(functionName === 'refund', 'the OrderRefunded transaction is not refund')
-      require(args[0].orderId === orderId && args[1] === end.args.reasonCode &&
-        getAddress(args[2]) === getAddress(end.args.signer), 'refund calldata differs from OrderRefunded')
+      require(args[0].orderId === orderId && args[1] === end.args.reasonCode, 'refund calldata differs from OrderRefunded')
       const typed = { domain, types: { Refund: REFUND_TYPE }, primaryType: 'Refund', message: { orderId, reasonCode: args[1] } }
-      require(await client.verifyTypedData({ ...typed, address: args[2], signature: args[3], blockNumber: end.blockNumber }),
-        'the refund authorisation does not verify')
-      require(await authorisedThen(client, escrow, 'OracleSignerSet', getAddress(args[2]), end, fromBlock),
-        'the refund signer was not an authorised oracle signer then')
-      steps.push({ step: 'refund', signer: getAddress(args[2]), reasonCode: Number(args[1]), block: Number(end.blockNumber) })
+      const { signers, threshold } = await checkSigners(
+        client, escrow, typed, end.args.signers, args[2], args[3], end, fromBlock, 'refund')
+      steps.push({ step: 'refund', signers, threshold, reasonCode: Number(args[1]), block: Number(end.blockNumber) })
     } else {
       status = 'reclaimed'
       const block = await client.getBlock({ blockNumber: end.blockNumber })
-      require(block.timestamp > p.fulfilmentDeadline, 'reclaimed before the deadline')
+      const grace = await client.readContract({ address: escrow, abi, functionName: 'SETTLEMENT_GRACE' })
+      require(block.timestamp > BigInt(p.fulfilmentDeadline) + grace, 'reclaimed before the settlement window closed')
       steps.push({ step: 'reclaim', caller: getAddress(end.args.caller), block: Number(end.blockNumber) })
     }
   }

@@ -41,6 +41,8 @@ def normalise(abi_type: str, value: Any) -> Any:
     """Addresses checksummed, everything else as eth-abi returns it (bytes, int, bool, tuples)."""
     if abi_type == "address":
         return checksum(value)
+    if abi_type == "address[]":
+        return tuple(checksum(v) for v in value)
     return value
 
 
@@ -73,10 +75,12 @@ class EscrowAbi:
         self.events: dict[bytes, tuple[str, list[tuple[str, str, bool]]]] = {}
         self.functions: dict[bytes, tuple[str, list[Any], list[str]]] = {}
         self.names: set[str] = set()
+        self.event_names: set[str] = set()
         for item in abi:
             if item.get("type") == "event" and not item.get("anonymous"):
                 inputs = [(i["name"], i["type"], bool(i.get("indexed"))) for i in item["inputs"]]
                 self.events[event_abi_to_log_topic(item)] = (item["name"], inputs)  # type: ignore[arg-type]
+                self.event_names.add(item["name"])
             elif item.get("type") == "function":
                 selector = function_abi_to_4byte_selector(item)  # type: ignore[arg-type]
                 types = get_abi_input_types(item)  # type: ignore[arg-type]

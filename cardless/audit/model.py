@@ -48,6 +48,20 @@ RULES: Final[dict[str, str]] = {
     "refund.calldata-mismatch": "the refund calldata is missing or differs from the paid order or the event",
     "refund.signature": "the refund authorisation does not verify for its signer",
     "reclaim.before-deadline": "reclaimed before the deadline (v2: before the settlement window closed)",
+    "withdraw.unauthorised-caller": "a withdrawal was sent by neither the account, its payout address nor "
+    "a sweeper authorised at that block",
+    "withdraw.wrong-payout": "a withdrawal was paid somewhere other than the account's payout address then",
+    "skim.below-owed": "a SurplusSkimmed left the escrow holding less of a token than it owes (protocol v2)",
+    "admin.unscheduled-change": "a timelocked change (adding a signer, fee recipient, raising the fee cap, "
+    "threshold) took effect without a matching announced change executed after its delay (protocol v2)",
+    "admin.executed-early": "an announced change was executed before its eta (protocol v2)",
+    "admin.executed-expired": "an announced change was executed after eta + ADMIN_GRACE (protocol v2)",
+    "admin.delay-too-short": "a change was announced with an eta sooner than ADMIN_DELAY (protocol v2)",
+    "admin.schedule-mismatch": "an AdminChangeScheduled id is not keccak256(abi.encode(action, value, eta))",
+    "settle.below-threshold": "fewer distinct authorised oracle signers than the threshold in force, or "
+    "signers not strictly ascending (protocol v2)",
+    "refund.below-threshold": "a refund with fewer distinct authorised oracle signers than the threshold in "
+    "force, or signers not strictly ascending (protocol v2)",
     "books.overdrawn": "more was withdrawn for an account or the fees than was credited to it",
     "books.view-mismatch": "the contract's balanceOf/feeBalance differs from the books rebuilt from events",
     "balance.shortfall": "the contract holds less of a token than it owes (open escrow + balances + fees)",
@@ -152,6 +166,7 @@ class TokenBooks:
     deferred: int = 0  # refunds credited to a buyer's balance instead of sent
     withdrawn: int = 0
     fees_withdrawn: int = 0
+    skimmed: int = 0  # protocol v2: surplus paid to the fee recipient (never owed to anyone)
 
     @property
     def liabilities(self) -> int:
@@ -188,6 +203,8 @@ class AdminState:
     sweepers: dict[str, bool] = dataclasses.field(
         default_factory=dict
     )  # protocol v2: may withdraw for others
+    # account -> where its withdrawals are paid (PayoutAddressSet); an account absent pays itself
+    payouts: dict[str, str] = dataclasses.field(default_factory=dict)
     paused: bool = False
     owner: str | None = None
     # protocol v2 timelock: changes scheduled and not yet effective or cancelled, by their key

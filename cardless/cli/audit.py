@@ -185,7 +185,10 @@ def audit(
         _err.print(f"[red]audit failed:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from exc
     if as_json:
-        print(json.dumps(report.as_json()))
+        doc = report.as_json()
+        if entries is not None:
+            doc["receipts_checked"] = len(entries)
+        print(json.dumps(doc))
     else:
         _summary(report)
     raise typer.Exit(1 if report.state.violations else 0)

@@ -112,7 +112,7 @@ def disable(
 def key_create(
     merchant_id: str,
     scope: Annotated[
-        list[str], typer.Option(help="catalogue:write, orders:read, webhooks:write, payouts:read")
+        list[str], typer.Option(help="catalogue:write, orders:read, webhooks:write, payouts:read, audit:read")
     ],
     name: Annotated[str, typer.Option(help="What the key is for")] = "default",
     expires_in_days: Annotated[int | None, typer.Option(min=1, max=3650)] = None,

@@ -158,6 +158,9 @@ class Order(Base):
         Index("ix_orders_sku_paid", "sku", "paid_at"),
         Index("ix_orders_merchant_paid", "merchant", "paid_at"),
         Index("ix_orders_paid_at", "paid_at"),
+        # The receipts export (GET /v1/audit/receipts): settled orders, oldest settlement first.
+        Index("ix_orders_state_closed", "state", "closed_at", "id"),
+        Index("ix_orders_merchant_state_closed", "merchant", "state", "closed_at", "id"),
     )
 
 

@@ -2,8 +2,10 @@
 
 The history (``history`` fixture) has every path an auditor meets: single and batch settlements, a
 refund, an ETH order, an order reclaimed after its deadline, an order still open past its deadline, an
-oracle key rotated mid-history (the old key settled before, the new one after), withdrawals of merchant
-and fee balances, and tokens sent to the escrow outside ``pay`` (surplus). Tests only read it; those
+oracle key rotated mid-history through the v2 timelock (the old key settled before, the new one after),
+the threshold raised to 2 (a settlement, a batch and a refund on two signatures), withdrawals by the
+sweeper and by a payout address, fee withdrawals, and tokens sent to the escrow outside ``pay`` (one lot
+skimmed, one left as surplus). Tests only read it; those
 that tamper wrap the reader (``tests/audit/tampering.py``), never the chain.
 """
 
@@ -31,6 +33,9 @@ class History:
     settled_single: Order
     settled_batch: list[Order]
     settled_by_new_key: Order
+    settled_by_two: Order  # threshold 2: a single settlement on two signatures
+    batch_by_two: list[Order]
+    refunded_by_two: Order
     refunded: Order
     native: Order
     reclaimed: Order
@@ -38,8 +43,12 @@ class History:
     open_in_time: Order
     old_oracle: LocalAccount
     new_oracle: LocalAccount
+    second_oracle: LocalAccount
     rotation_block: int
+    threshold_block: int  # the threshold became 2
     surplus: int
+    skimmed: int
+    payout: str  # merchant 1's payout address, which withdrew itself
     receipts: dict[str, dict[str, object]]
     accounts: dict[str, tuple[str, bytes]]
 
@@ -112,13 +121,32 @@ def history(audit_node: DevNode) -> History:
     env.pay(native)
     env.settle(native, fulfilment=fulfilment(native))
 
-    # The oracle key is rotated: the new one is granted, the old one revoked.
-    env.send(env.escrow.functions.setOracleSigner(new_oracle.address, True), env.owner)
-    receipt = env.send(env.escrow.functions.setOracleSigner(old_oracle.address, False), env.owner)
+    # The oracle key is rotated: the new one is granted (announced, then executed: the timelock), the
+    # old one revoked (immediate).
+    env.add_oracle_signer(new_oracle.address)
+    receipt = env.send(env.escrow.functions.revokeOracleSigner(old_oracle.address), env.owner)
     rotation_block = int(receipt["blockNumber"])
     by_new = order(amount=7 * TOKEN_UNIT)
     env.pay(by_new)
     env.settle(by_new, fulfilment=fulfilment(by_new), signer=new_oracle.address, key=new_oracle)
+
+    # k-of-n: a second proof key, and the threshold raised to 2 (both through the timelock); a single
+    # settlement, a batch and a refund each carry two signatures.
+    second_oracle = Account.from_key(keccak(b"cardless-audit-second-oracle"))
+    env.add_oracle_signer(second_oracle.address)
+    receipt = env.set_oracle_threshold(2)
+    threshold_block = int(receipt["blockNumber"])
+    two = [new_oracle, second_oracle]
+    by_two = order()
+    env.pay(by_two)
+    env.settle(by_two, fulfilment=fulfilment(by_two), keys=two)
+    batch_by_two = [order(), order()]
+    for o in batch_by_two:
+        env.pay(o)
+    env.settle_batch(batch_by_two, fulfilments=[fulfilment(o) for o in batch_by_two], keys=two)
+    refunded_by_two = order()
+    env.pay(refunded_by_two)
+    env.refund(refunded_by_two, reason=3, keys=two)
 
     reclaimed = order(deadline_ttl=700)
     env.pay(reclaimed)
@@ -131,11 +159,21 @@ def history(audit_node: DevNode) -> History:
     open_in_time = order()
     env.pay(open_in_time)
 
-    env.withdraw(env.merchants[0].address, env.usdc.address)
+    env.withdraw(env.merchants[0].address, env.usdc.address)  # by the sweeper
+    # merchant 1 pays out to the bystander's wallet, and the payout address itself withdraws
+    payout = env.bystander
+    env.set_payout(env.merchants[1].address, payout)
+    env.withdraw(env.merchants[1].address, env.usdc.address, sender=payout)
     env.withdraw_fees(env.usdc.address)
 
-    surplus = 123_456
-    env.send(env.usdc.functions.mint(env.bystander, surplus), env.owner)
+    # Tokens sent outside pay: the first lot is skimmed to the fee recipient (protocol v2), the second stays.
+    skimmed, surplus = 55_555, 123_456
+    env.send(env.usdc.functions.mint(env.bystander, skimmed + surplus), env.owner)
+    env.send(env.usdc.functions.transfer(env.escrow.address, skimmed), env.bystander)
+    # refunded and reclaimed orders stay in owed() until reconciled; whoever skims reconciles first
+    closed = [refunded, refunded_by_two, reclaimed]
+    env.send(env.escrow.functions.reconcile([o.as_tuple() for o in closed]), env.bystander)
+    env.send(env.escrow.functions.skimSurplus(env.usdc.address), env.bystander)
     env.send(env.usdc.functions.transfer(env.escrow.address, surplus), env.bystander)
 
     return History(
@@ -145,6 +183,9 @@ def history(audit_node: DevNode) -> History:
         settled_single=single,
         settled_batch=batch,
         settled_by_new_key=by_new,
+        settled_by_two=by_two,
+        batch_by_two=batch_by_two,
+        refunded_by_two=refunded_by_two,
         refunded=refunded,
         native=native,
         reclaimed=reclaimed,
@@ -152,8 +193,12 @@ def history(audit_node: DevNode) -> History:
         open_in_time=open_in_time,
         old_oracle=old_oracle,
         new_oracle=new_oracle,
+        second_oracle=second_oracle,
         rotation_block=rotation_block,
+        threshold_block=threshold_block,
         surplus=surplus,
+        skimmed=skimmed,
+        payout=payout,
         receipts=receipts,
         accounts=accounts,
     )

@@ -25,9 +25,9 @@ def test_an_honest_history_has_no_violation_and_its_totals(history: History) -> 
     assert report["violations"] == []
     assert report["unverified"] == []
     assert (report["orders"], report["settled"], report["refunded"], report["reclaimed"], report["open"]) == (
-        10,
-        6,
-        1,
+        14,
+        9,
+        2,
         1,
         2,
     )
@@ -35,7 +35,14 @@ def test_an_honest_history_has_no_violation_and_its_totals(history: History) -> 
     usdc = history.env.usdc.address
     assert report["surplus"] == {usdc: str(history.surplus)}
     assert NATIVE_TOKEN not in report["surplus"]
-    assert report["protocol_version"] == "1"
+    assert report["protocol_version"] == "2"
+    assert report["tokens"][usdc]["skimmed"] == str(history.skimmed)
+    admin = report["admin"]
+    assert admin["threshold"] == 2 and admin["pending"] == {}
+    assert {s for s, on in admin["oracle_signers"].items() if on} == {
+        history.new_oracle.address,
+        history.second_oracle.address,
+    }
     assert report["rpc"]["calls"] > 0
 
 

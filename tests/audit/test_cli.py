@@ -44,7 +44,7 @@ def test_json_totals_and_exit_zero(history: History) -> None:
     assert code == 0, report["violations"]
     for key in ("orders", "settled", "refunded", "reclaimed", "open", "surplus", "violations"):
         assert key in report
-    assert report["orders"] == 10
+    assert report["orders"] == 14
 
 
 def test_receipts_recomputed_and_a_tampered_receipt_or_account_exits_one(
@@ -112,9 +112,10 @@ def test_audit_order_explains_each_step(history: History, tmp_path: Path) -> Non
         "paid",
         "quote signer authorised",
         "quote signature",
-        "oracle signer authorised",
+        "oracle signers authorised",
+        "signature threshold",
         "proof digest",
-        "proof signature",
+        "proof signatures",
         "committed fields",
         "fulfilled by the deadline",
         "receipt hash",
@@ -145,7 +146,7 @@ def test_a_node_that_refuses_large_ranges_is_paged_smaller(history: History) -> 
     report = Auditor(capped, history.escrow).run(0, latest).as_json()
     assert capped.stats.log_range_splits >= 4  # (latest + 1) blocks halved until at most 4
     assert max(served) <= 4 and sum(served) == latest + 1  # every block read exactly once
-    assert report["violations"] == [] and report["orders"] == 10
+    assert report["violations"] == [] and report["orders"] == 14
 
 
 def test_an_address_that_is_not_an_escrow_exits_two(history: History) -> None:

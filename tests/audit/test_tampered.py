@@ -79,10 +79,17 @@ def test_a_settlement_by_a_key_no_longer_an_oracle_signer_after_a_rotation(histo
         return [*logs[:at], moved, *logs[at:]]
 
     report = _run(history, TamperedReader(history.w3, edit=revoke_early))
-    assert _rules(report, history.settled_single.order_id) == {"settle.signer-unauthorised"}
+    # its one signer no longer counts, so the threshold of 1 is not met either
+    assert _rules(report, history.settled_single.order_id) == {
+        "settle.signer-unauthorised",
+        "settle.below-threshold",
+    }
     assert _rules(report, history.settled_by_new_key.order_id) == set()
     (violation,) = [
-        v for v in report["violations"] if v["order_id"] == "0x" + history.settled_single.order_id.hex()
+        v
+        for v in report["violations"]
+        if v["order_id"] == "0x" + history.settled_single.order_id.hex()
+        and v["rule"] == "settle.signer-unauthorised"
     ]
     assert violation["block"] == int(history.env.w3.eth.get_transaction(violation["tx"])["blockNumber"])
     assert history.old_oracle.address in violation["evidence"]
@@ -154,3 +161,54 @@ def test_a_settlement_after_the_window_and_a_reclaim_before_the_deadline(history
     if auditor_grace is not None:
         assert _rules(report, settled.order_id) == {"settle.window-closed"}
     assert _rules(report) <= {"reclaim.before-deadline", "settle.window-closed"}
+
+
+WITHDRAWN = topic("Withdrawn(address,address,address,uint256)")
+SWEEPER_SET = topic("SweeperSet(address,bool)")
+PAYOUT_SET = topic("PayoutAddressSet(address,address)")
+
+
+def _withdrawals(report: dict[str, Any]) -> list[tuple[str, str]]:
+    return sorted((v["rule"], v["tx"]) for v in report["violations"] if v["rule"].startswith("withdraw."))
+
+
+def test_withdrawals_by_the_sweeper_and_the_payout_address_stand(history: History) -> None:
+    report = _run(history, ChainReader(history.w3))
+    assert _withdrawals(report) == [] and report["unverified"] == []
+    assert report["admin"]["payouts"] == {history.env.merchants[1].address: history.payout}
+
+
+def test_a_withdrawal_by_a_caller_that_may_not_withdraw(history: History) -> None:
+    """The escrow refuses such a call (UnauthorisedWithdrawal); a node that names another sender for
+    the withdrawals shows what an escrow that skipped the check would have done."""
+    stranger = "0x" + "5e" * 20
+    withdrawals = {
+        log["transactionHash"]
+        for log in ChainReader(history.w3).get_logs(history.escrow, 0, history.w3.eth.block_number)
+        if log["topics"][0] == WITHDRAWN
+    }
+    assert len(withdrawals) == 2
+
+    def from_stranger(tx: dict[str, Any]) -> dict[str, Any]:
+        return {**tx, "from": stranger} if tx["hash"] in withdrawals else tx
+
+    report = _run(history, TamperedReader(history.w3, edit_tx=from_stranger))
+    assert _withdrawals(report) == sorted(("withdraw.unauthorised-caller", tx) for tx in withdrawals)
+    assert {v["rule"] for v in report["violations"]} == {"withdraw.unauthorised-caller"}
+
+
+def test_a_sweeper_never_granted_and_a_payout_address_never_set(history: History) -> None:
+    def drop(topic0: str) -> Any:
+        return lambda logs: [log for log in logs if log["topics"][0] != topic0]
+
+    no_sweeper = _run(history, TamperedReader(history.w3, edit=drop(SWEEPER_SET)))
+    (sweep,) = _withdrawals(no_sweeper)
+    assert sweep[0] == "withdraw.unauthorised-caller"
+    assert history.env.merchants[0].address in next(
+        v["evidence"] for v in no_sweeper["violations"] if v["tx"] == sweep[1]
+    )
+
+    # without its PayoutAddressSet, merchant 1's withdrawal went to a stranger, called by that stranger
+    no_payout = _run(history, TamperedReader(history.w3, edit=drop(PAYOUT_SET)))
+    rules = [rule for rule, _ in _withdrawals(no_payout)]
+    assert rules == ["withdraw.unauthorised-caller", "withdraw.wrong-payout"]

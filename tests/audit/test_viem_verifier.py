@@ -40,22 +40,28 @@ def _verify(history: History, order_id: str) -> tuple[int, dict[str, Any]]:
     return proc.returncode, json.loads(lines[-1])
 
 
-def test_the_viem_verifier_proves_a_batch_settlement(history: History) -> None:
-    order = history.settled_batch[2]
+def test_the_viem_verifier_proves_a_batch_settlement_on_two_signatures(history: History) -> None:
+    order = history.batch_by_two[1]
     code, result = _verify(history, "0x" + order.order_id.hex())
     assert code == 0, result
     assert result["verified"] is True and result["status"] == "settled"
     proof = next(s for s in result["steps"] if s["step"] == "proof")
-    assert proof["kind"] == "settleBatch"
-    assert proof["signer"] == history.old_oracle.address
+    assert proof["kind"] == "settleBatch" and proof["threshold"] == 2
+    assert proof["signers"] == sorted(
+        [history.new_oracle.address, history.second_oracle.address], key=lambda a: int(a, 16)
+    )
     assert int(result["fee"]) == order.fee and int(result["merchantAmount"]) == order.merchant_amount
 
 
 @pytest.mark.long
 def test_the_viem_verifier_proves_a_refund_and_rejects_an_unknown_order(history: History) -> None:
-    code, result = _verify(history, "0x" + history.refunded.order_id.hex())
+    code, result = _verify(history, "0x" + history.refunded_by_two.order_id.hex())
     assert code == 0, result
     assert result["status"] == "refunded"
+    assert next(s for s in result["steps"] if s["step"] == "refund")["threshold"] == 2
+    code, result = _verify(history, "0x" + history.settled_batch[2].order_id.hex())  # one signer, threshold 1
+    assert code == 0, result
+    assert next(s for s in result["steps"] if s["step"] == "proof")["signers"] == [history.old_oracle.address]
     code, result = _verify(history, "0x" + "cd" * 32)
     assert code == 1 and result["verified"] is False
     assert "OrderPaid" in result["error"]

@@ -24,6 +24,7 @@ OPERATIONS = {
     ("get", "/healthz"): "getLiveness",
     ("get", "/readyz"): "getReadiness",
     ("get", "/v1/orders"): "listOrderPage",
+    ("get", "/v1/audit/receipts"): "exportAuditReceipts",
     ("post", "/v1/auth/siwe/nonce"): "createSiweNonce",
     ("post", "/v1/auth/siwe"): "createSiweSession",
     ("post", "/v1/merchants"): "createMerchant",
