@@ -6,7 +6,7 @@ in, ``*Out`` out, money as decimal strings in base units, every input bounded.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -36,15 +36,10 @@ __all__ = [
     "SkuUpdate",
 ]
 
-Scope = Literal["catalogue:write", "orders:read", "webhooks:write", "payouts:read", "risk:review", "audit:read"]
-SCOPES: tuple[str, ...] = (
-    "catalogue:write",
-    "orders:read",
-    "webhooks:write",
-    "payouts:read",
-    "risk:review",
-    "audit:read",
-)
+Scope = Literal[
+    "catalogue:write", "orders:read", "webhooks:write", "payouts:read", "risk:review", "audit:read"
+]
+SCOPES: tuple[str, ...] = get_args(Scope)
 
 Slug = Annotated[
     str, Field(pattern=r"^[a-z0-9][a-z0-9-]{1,63}$", description="Lower-case letters, digits and hyphens")
