@@ -145,6 +145,7 @@ class OracleRunner:
             start_block=self.deployment.deployed_block,
             risk=RiskPolicy(
                 engine=RiskEngine(
+                    defaults=settings.default_risk_rules,
                     cipher=self.cipher,
                     screening=ScreeningList(settings.risk_screening_file)
                     if settings.risk_screening_file

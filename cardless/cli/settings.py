@@ -31,6 +31,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cardless.ledger.risk.rules import RiskRules
 from cardless.protocol.chains import ChainProfile, chain_profile
 
 __all__ = ["PLACEHOLDERS", "Settings", "get_settings"]
@@ -137,6 +138,12 @@ class Settings(BaseSettings):
     risk_screening_file: Path | None = None
     """Address screening list for the risk engine (one address a line, ``#`` comments): a paid order from
     a listed wallet is refunded. Read at start and again whenever the file changes."""
+    risk_rules: RiskRules | None = None
+    """The operator's default risk rules, as JSON with the fields of ``RiskRules`` (docs/risk.md); each
+    merchant's own settings apply over them. Unset: the built-in defaults for a consumer top-up shop,
+    except in development, where the velocity, new-wallet and score rules are off (``DEVELOPMENT_RISK``:
+    the embedded system's ten dev wallets buy hundreds of orders in minutes, which those rules rightly
+    hold); block lists, the screening list and amount ceilings apply everywhere."""
     risk_signal_retention_days: int = Field(30, ge=1, le=365)
     """Days the client network and user agent (keyed hashes) of a quote are kept for the risk engine."""
 
@@ -240,6 +247,13 @@ class Settings(BaseSettings):
         return self.environment == "development"
 
     @property
+    def default_risk_rules(self) -> RiskRules:
+        """The rules the oracle applies to a merchant that set none of its own (see ``risk_rules``)."""
+        if self.risk_rules is not None:
+            return self.risk_rules
+        return DEVELOPMENT_RISK if self.is_development else RiskRules()
+
+    @property
     def effective_log_format(self) -> str:
         return self.log_format or ("text" if self.is_development else "json")
 
@@ -276,6 +290,19 @@ class Settings(BaseSettings):
                 "deployment_file": self.deployment_file or self.embedded_dir / "deployment.json",
             }
         )
+
+
+# The development system's default rules: the built-in ones without velocity limits, the new-wallet
+# limit and the score (burst, new network, new client), which a demo's few wallets always trip.
+DEVELOPMENT_RISK = RiskRules(
+    wallet_velocity=(),
+    account_velocity=(),
+    sku_velocity=(),
+    new_wallet_max_orders=10_000,
+    burst_points=0,
+    new_network_points=0,
+    new_agent_points=0,
+)
 
 
 @lru_cache

@@ -45,7 +45,11 @@ def screenshot_dir() -> Path:
     return target
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps its asyncio loop marked as running in this
+# thread while it is open, so any later test on the same xdist worker that calls asyncio.run() (the
+# in-process gateway tests) would fail. Closing it after each browser module ends that; the browser
+# modules run as one xdist group, so it costs one Chromium start per module.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if shutil.which(CHROMIUM) is None and not Path(CHROMIUM).is_file():
         pytest.fail(f"Chromium is not installed at {CHROMIUM}: run .ci/chromium (apt-get install chromium)")
