@@ -52,7 +52,7 @@ from web3 import HTTPProvider, Web3
 from adapters.simulator.config import default_config
 from adapters.simulator.server import SimulatorServer
 from cardless.cli.demo import pay_quote
-from cardless.cli.settings import Settings
+from cardless.cli.settings import DEVELOPMENT_RISK, Settings
 from cardless.cli.system import System, simulator_secrets
 from cardless.devchain.deploy import deploy_dev_system
 from cardless.devchain.node import DevNode
@@ -281,6 +281,8 @@ class Harness:
         # What the gateway (here) and every oracle subprocess read from the environment.
         self.env = {
             "CARDLESS_ENVIRONMENT": "test",
+            # A few wallets place every order in seconds: the shop defaults' velocity rules would hold them.
+            "CARDLESS_RISK_RULES": DEVELOPMENT_RISK.model_dump_json(),
             "CARDLESS_VAR_DIR": str(self.var),
             "CARDLESS_CHAIN_RPC_URL": self.node.url,
             "CARDLESS_DEPLOYMENT_FILE": str(deployment_file),
@@ -666,6 +668,7 @@ def test_crash_at_failpoint_then_recover(harness: Harness, scenario: Scenario) -
         ) from None
 
 
+@pytest.mark.long  # a soak over random moments; the failpoint matrix above covers each crash point in make test
 @pytest.mark.xdist_group("crash-random")
 def test_random_sigkills_while_orders_flow(harness: Harness) -> None:
     """Ten orders (settling, refused, reply lost after commit, slow provider; tUSDC and ETH) are paid one

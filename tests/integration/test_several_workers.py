@@ -53,6 +53,7 @@ from web3 import HTTPProvider, Web3
 
 from adapters.simulator.config import default_config
 from cardless.cli.demo import FAULT_PLAN, pay_quote
+from cardless.cli.settings import DEVELOPMENT_RISK
 from cardless.cli.system import simulator_secrets
 from cardless.devchain.anvil import AnvilNode, dev_accounts
 from cardless.devchain.deploy import deploy_dev_system
@@ -269,6 +270,8 @@ class Chaos:
         self.env = {
             **os.environ,
             "CARDLESS_ENVIRONMENT": "test",
+            # A few wallets place every order in seconds: the shop defaults' velocity rules would hold them.
+            "CARDLESS_RISK_RULES": DEVELOPMENT_RISK.model_dump_json(),
             "CARDLESS_VAR_DIR": str(self.var),
             "CARDLESS_CHAIN_RPC_URL": self.node.url,
             "CARDLESS_DEPLOYMENT_FILE": str(deployment_file),
