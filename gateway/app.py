@@ -58,7 +58,7 @@ def create_app(context: GatewayContext) -> FastAPI:
     if context.quote_limits is not None:
         context.quote_limits.on_refused = metrics.count_rate_limited
     # Inside the body-size middleware (added after it, so it runs second): it gets the body in one piece.
-    app.add_middleware(IdempotencyMiddleware, credentialed=("/v1/merchants", "/v1/merchant"))
+    app.add_middleware(IdempotencyMiddleware, credentialed=("/v1/merchants", "/v1/merchant", "/v1/risk"))
     # Before any route reads the body: a deeply nested body would otherwise crash the process
     # (see cardless.protocol.jsonlimits).
     app.add_middleware(BoundedJsonMiddleware)

@@ -149,6 +149,7 @@ class System:
         purpose), so the shipped dev merchants cannot appear in a real catalogue. Only the process that
         serves the gateway seeds (the oracle does not read the catalogue)."""
         from sqlalchemy import select
+        from sqlalchemy.exc import IntegrityError
 
         from cardless.ledger.models import Merchant
         from gateway.services.skus import seed_catalogue
@@ -158,7 +159,14 @@ class System:
             return
         with self.sessions() as session:
             if self.embedded or session.scalar(select(Merchant.id).limit(1)) is None:
-                seed_catalogue(session, self.catalogue)
+                try:
+                    seed_catalogue(session, self.catalogue)
+                except IntegrityError:
+                    # Two gateway processes of one system started on an empty database at once: the
+                    # other one seeded it first. Its catalogue is the same file's; anything else is an error.
+                    session.rollback()
+                    if session.scalar(select(Merchant.id).limit(1)) is None:
+                        raise
 
     def _simulator_config(self) -> SimulatorConfig:
         if self.simulator_config is None:

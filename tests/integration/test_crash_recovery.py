@@ -668,7 +668,8 @@ def test_crash_at_failpoint_then_recover(harness: Harness, scenario: Scenario) -
         ) from None
 
 
-@pytest.mark.long  # a soak over random moments; the failpoint matrix above covers each crash point in make test
+# A soak over random moments: the failpoint matrix above covers each crash point in make test.
+@pytest.mark.long
 @pytest.mark.xdist_group("crash-random")
 def test_random_sigkills_while_orders_flow(harness: Harness) -> None:
     """Ten orders (settling, refused, reply lost after commit, slow provider; tUSDC and ETH) are paid one
