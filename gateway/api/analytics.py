@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from eth_utils import to_checksum_address
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from cardless.ledger import analytics
@@ -141,8 +141,13 @@ MerchantAddress = Annotated[
 
 
 def _range(
-    principal: PrincipalDep, days: int, until: datetime | None, offset: int, merchant: str | None
+    principal: PrincipalDep,
+    days: Days = 30,
+    until: Until = None,
+    tz_offset_minutes: Offset = 0,
+    merchant: MerchantAddress = None,
 ) -> analytics.Range:
+    """The caller's range: who may read which merchant's figures, over which days, at which offset."""
     end = until or datetime.now(UTC)
     if end.tzinfo is None:
         end = end.replace(tzinfo=UTC)
@@ -158,7 +163,18 @@ def _range(
         raise Unauthorized("analytics need the operator key or a merchant API key")
     else:
         raise Forbidden("analytics are for the operator and merchants")
-    return analytics.Range(end - timedelta(days=days), end, merchant=who, tz_offset_minutes=offset)
+    return analytics.Range(end - timedelta(days=days), end, merchant=who, tz_offset_minutes=tz_offset_minutes)
+
+
+def _utc_range(
+    principal: PrincipalDep, days: Days = 30, until: Until = None, merchant: MerchantAddress = None
+) -> analytics.Range:
+    """The same, for the figures that are not calendar figures (no local offset)."""
+    return _range(principal, days, until, 0, merchant)
+
+
+LocalRange = Annotated[analytics.Range, Depends(_range)]
+UtcRange = Annotated[analytics.Range, Depends(_utc_range)]
 
 
 def _figure(name: str, session: SessionDep, r: analytics.Range) -> dict[str, Any]:
@@ -166,94 +182,42 @@ def _figure(name: str, session: SessionDep, r: analytics.Range) -> dict[str, Any
 
 
 @router.get("/heatmap")
-def get_sales_heatmap(
-    principal: PrincipalDep,
-    session: SessionDep,
-    days: Days = 30,
-    until: Until = None,
-    tz_offset_minutes: Offset = 0,
-    merchant: MerchantAddress = None,
-) -> HeatmapOut:
+def get_sales_heatmap(session: SessionDep, r: LocalRange) -> HeatmapOut:
     """Paid orders by local weekday x hour, and the busiest cell."""
-    return HeatmapOut.model_validate(
-        _figure("heatmap", session, _range(principal, days, until, tz_offset_minutes, merchant))
-    )
+    return HeatmapOut.model_validate(_figure("heatmap", session, r))
 
 
 @router.get("/sku-daily")
-def get_sku_daily_volume(
-    principal: PrincipalDep,
-    session: SessionDep,
-    days: Days = 30,
-    until: Until = None,
-    tz_offset_minutes: Offset = 0,
-    merchant: MerchantAddress = None,
-) -> SkuDailyOut:
+def get_sku_daily_volume(session: SessionDep, r: LocalRange) -> SkuDailyOut:
     """Orders and volume per local day, SKU and token."""
-    return SkuDailyOut.model_validate(
-        _figure("sku_daily", session, _range(principal, days, until, tz_offset_minutes, merchant))
-    )
+    return SkuDailyOut.model_validate(_figure("sku_daily", session, r))
 
 
 @router.get("/repeat")
-def get_repeat_purchases(
-    principal: PrincipalDep,
-    session: SessionDep,
-    days: Days = 30,
-    until: Until = None,
-    merchant: MerchantAddress = None,
-) -> RepeatOut:
+def get_repeat_purchases(session: SessionDep, r: UtcRange) -> RepeatOut:
     """Buyers, repeat buyers (two or more orders) and the repeat-purchase rate."""
-    return RepeatOut.model_validate(_figure("repeat", session, _range(principal, days, until, 0, merchant)))
+    return RepeatOut.model_validate(_figure("repeat", session, r))
 
 
 @router.get("/cohorts")
-def get_wallet_cohorts(
-    principal: PrincipalDep,
-    session: SessionDep,
-    days: Days = 30,
-    until: Until = None,
-    merchant: MerchantAddress = None,
-) -> CohortsOut:
+def get_wallet_cohorts(session: SessionDep, r: UtcRange) -> CohortsOut:
     """Buyers by the week of their first order, and how many bought in each later week."""
-    return CohortsOut.model_validate(_figure("cohorts", session, _range(principal, days, until, 0, merchant)))
+    return CohortsOut.model_validate(_figure("cohorts", session, r))
 
 
 @router.get("/fulfilment")
-def get_fulfilment_time(
-    principal: PrincipalDep,
-    session: SessionDep,
-    days: Days = 30,
-    until: Until = None,
-    merchant: MerchantAddress = None,
-) -> FulfilmentOut:
+def get_fulfilment_time(session: SessionDep, r: UtcRange) -> FulfilmentOut:
     """Seconds from payment to confirmed top-up: histogram, mean, maximum."""
-    return FulfilmentOut.model_validate(
-        _figure("fulfilment", session, _range(principal, days, until, 0, merchant))
-    )
+    return FulfilmentOut.model_validate(_figure("fulfilment", session, r))
 
 
 @router.get("/providers")
-def get_provider_stats(
-    principal: PrincipalDep,
-    session: SessionDep,
-    days: Days = 30,
-    until: Until = None,
-    merchant: MerchantAddress = None,
-) -> ProvidersOut:
+def get_provider_stats(session: SessionDep, r: UtcRange) -> ProvidersOut:
     """Per provider: attempts, outcomes, success rate and latency."""
-    return ProvidersOut.model_validate(
-        _figure("providers", session, _range(principal, days, until, 0, merchant))
-    )
+    return ProvidersOut.model_validate(_figure("providers", session, r))
 
 
 @router.get("/refunds")
-def get_refund_reasons(
-    principal: PrincipalDep,
-    session: SessionDep,
-    days: Days = 30,
-    until: Until = None,
-    merchant: MerchantAddress = None,
-) -> RefundsOut:
+def get_refund_reasons(session: SessionDep, r: UtcRange) -> RefundsOut:
     """Refunded orders by reason."""
-    return RefundsOut.model_validate(_figure("refunds", session, _range(principal, days, until, 0, merchant)))
+    return RefundsOut.model_validate(_figure("refunds", session, r))

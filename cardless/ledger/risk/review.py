@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -75,34 +76,35 @@ def approve(
     session: Session, order_id: str, *, reviewer: str, merchant: str | None = None, note: str = ""
 ) -> Order:
     """Release a held order to its top-up (the caller commits)."""
-    order, decision = _held(session, order_id, merchant)
-    now = utcnow()
-    order.risk_hold_at = None
-    decision.review_action, decision.reviewer, decision.reviewed_at = "approve", reviewer, now
-    transition(
-        session,
-        order,
-        OrderState.RISK_CHECKED,
-        f"risk hold approved by {reviewer}" + (f": {note}" if note else ""),
-        at=now,
-    )
-    return order
+    return _review(session, order_id, "approve", reviewer, merchant, note, OrderState.RISK_CHECKED, None)
 
 
 def refund(
     session: Session, order_id: str, *, reviewer: str, merchant: str | None = None, note: str = ""
 ) -> Order:
     """Refund a held order (reason RISK_REJECTED); the caller commits, the oracle signs the refund."""
+    reason = int(RefundReason.RISK_REJECTED)
+    return _review(session, order_id, "refund", reviewer, merchant, note, OrderState.FAILED_FINAL, reason)
+
+
+def _review(
+    session: Session,
+    order_id: str,
+    action: str,
+    reviewer: str,
+    merchant: str | None,
+    note: str,
+    to: OrderState,
+    refund_reason: int | None,
+) -> Order:
+    """Record the reviewer's action on the hold decision and move the order on, in the caller's
+    transaction."""
     order, decision = _held(session, order_id, merchant)
     now = utcnow()
     order.risk_hold_at = None
-    decision.review_action, decision.reviewer, decision.reviewed_at = "refund", reviewer, now
-    transition(
-        session,
-        order,
-        OrderState.FAILED_FINAL,
-        f"risk hold refunded by {reviewer}" + (f": {note}" if note else ""),
-        at=now,
-        refund_reason=int(RefundReason.RISK_REJECTED),
-    )
+    decision.review_action, decision.reviewer, decision.reviewed_at = action, reviewer, now
+    verb = "approved" if action == "approve" else "refunded"
+    detail = f"risk hold {verb} by {reviewer}" + (f": {note}" if note else "")
+    fields: dict[str, Any] = {} if refund_reason is None else {"refund_reason": refund_reason}
+    transition(session, order, to, detail, at=now, **fields)
     return order
