@@ -21,6 +21,8 @@ import json, threading, time
 import httpx, py_ecc, sys
 assert sys.getrecursionlimit() >= 100_000, sys.getrecursionlimit()
 DEEP = b"[" * 100_000 + b"]" * 100_000
+JSON = {"content-type": "application/json"}
+T = 60  # httpx's 5 s default is too short on a loaded 2-core machine; a dead server still fails at once
 def report(name, deep, normal):
     print(json.dumps({"server": name, "deep": deep, "normal": normal}))
 """
@@ -37,24 +39,25 @@ threading.Thread(target=server.run, daemon=True).start()
 while not server.started:
     time.sleep(0.02)
 url = "http://127.0.0.1:%d" % server.servers[0].sockets[0].getsockname()[1]
-deep = httpx.post(url + "/v1/quotes", content=DEEP, headers={"content-type": "application/json"})
-normal = httpx.get(url + "/openapi.json")
+deep = httpx.post(url + "/v1/quotes", content=DEEP, headers=JSON, timeout=T)
+normal = httpx.get(url + "/openapi.json", timeout=T)  # built on first request
 report("gateway", [deep.status_code, deep.headers["content-type"]], normal.status_code)
 """,
     "simulator": """
 from adapters.simulator.server import SimulatorServer
 sim = SimulatorServer(port=0)
 sim.start()
-deep = httpx.post(sim.url + "/api/topup", content=DEEP, headers={"content-type": "application/json"})
-normal = httpx.get(sim.url + "/_sim/ledger")
+deep = httpx.post(sim.url + "/api/topup", content=DEEP, headers=JSON, timeout=T)
+normal = httpx.get(sim.url + "/_sim/ledger", timeout=T)
 report("simulator", [deep.status_code, deep.headers["content-type"]], normal.status_code)
 sim.stop()
 """,
     "dev chain": """
 from cardless.devchain.node import DevNode
 node = DevNode(port=0).start()
-deep = httpx.post(node.url, content=DEEP, headers={"content-type": "application/json"})
-normal = httpx.post(node.url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []})
+deep = httpx.post(node.url, content=DEEP, headers=JSON, timeout=T)
+chain_id = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
+normal = httpx.post(node.url, json=chain_id, timeout=T)
 report("dev chain", [deep.status_code, deep.json()["error"]["code"]], normal.status_code)
 node.stop()
 """,

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,5 +64,12 @@ def test_viem_buyer_pays_and_sees_the_order_settled(node_binary: str, running: S
     assert result["chainId"] == 31337
     assert [t["step"] for t in result["transactions"]] == ["approve", "pay"]
 
-    order = httpx.get(f"{running.gateway_url}/v1/orders/{result['orderId']}", timeout=10).json()
+    # The chain is the truth and the gateway follows it: the oracle records "settled" once it has seen
+    # its settlement's receipt, a tick after the OrderSettled log the script waited for.
+    deadline = time.monotonic() + 60
+    while True:
+        order = httpx.get(f"{running.gateway_url}/v1/orders/{result['orderId']}", timeout=10).json()
+        if order["state"] != "proof_pending" or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert order["state"] == "settled", order
