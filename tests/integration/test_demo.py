@@ -53,7 +53,10 @@ def test_demo_settles_every_order(tmp_path: Path) -> None:
     }
 
 
-@pytest.mark.slow
+# `long`: 30 s of a 2-core machine, and what it checks `make test` covers fault by fault
+# (tests/integration/test_fault_modes.py) while `make test-long`'s chaos test runs 500 orders with the
+# same mixed faults, worker kills and PostgreSQL.
+@pytest.mark.long
 def test_demo_with_mixed_faults_ends_every_order_exactly_once(tmp_path: Path) -> None:
     # 26 orders = two rounds of every fault in cardless.cli.demo.FAULT_PLAN
     totals = _demo(tmp_path, "--orders", "26", "--faults", "mixed")
