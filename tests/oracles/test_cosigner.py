@@ -522,6 +522,7 @@ def test_a_cosigner_that_is_down_means_nothing_is_posted(
     cooling.close()
 
 
+@pytest.mark.long  # starts a second Python process (~5 s of CPU); CI runs it in `make test-long`
 def test_oracle_and_a_cardless_cosigner_process_settle_an_order(
     w3: Web3,
     node: DevNode,
