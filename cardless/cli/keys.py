@@ -215,8 +215,6 @@ def cosigner_secret(settings: Settings) -> bytes:
             "no co-signer secret: set CARDLESS_COSIGNER_SECRET_FILE (or CARDLESS_COSIGNER_SECRET), the same "
             "for the oracle and its co-signers"
         )
-    if len(value) < 32:
+    if len(value) < 32:  # also rules out every placeholder word
         raise KeystoreError(f"{where}: the co-signer secret must be at least 32 characters")
-    if not settings.is_development and value.lower() in PLACEHOLDERS:
-        raise KeystoreError(f"{where}: holds a placeholder, not a secret")
     return value.encode()
