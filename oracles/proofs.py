@@ -142,7 +142,10 @@ class HttpCoSigner:
 
     A co-signer that gave no answer is not asked again for ``cooldown`` seconds (``CoSignerUnavailableError``
     at once): a black-holed co-signer must not cost the timeout for every batch of every tick. A refusal
-    (``CoSignerRefusedError``) names the orders and why; either way the settlement waits for the next tick.
+    (``CoSignerRefusedError``) names the orders and why; the same item (the same fulfilment, or the same
+    refund and reason) is then refused here without asking for ``refusal_backoff`` seconds, so a refused
+    order does not make the co-signer query the chain and the provider every tick. Either way the
+    settlement waits for a later tick.
     """
 
     def __init__(
@@ -155,6 +158,7 @@ class HttpCoSigner:
         timeout: float = 10.0,
         attempts: int = 2,
         cooldown: float = 5.0,
+        refusal_backoff: float = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url = url.rstrip("/")
@@ -164,6 +168,9 @@ class HttpCoSigner:
         self.attempts = attempts
         self.cooldown = cooldown
         self._down_until = 0.0
+        self.refusal_backoff = refusal_backoff
+        self._refused: dict[tuple[Any, ...], tuple[float, str]] = {}
+        """What the co-signer refused, by the exact request item, until when it is not asked again."""
         self.client = httpx.Client(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 3.0)),
             transport=transport,
@@ -178,15 +185,36 @@ class HttpCoSigner:
         self.client.close()
 
     def sign_fulfilments(self, fulfilments: Sequence[Fulfilment]) -> tuple[str, bytes]:
+        keys = {"0x" + f.order_id.hex(): ("fulfilment", f) for f in fulfilments}
+        self._refused_recently(keys)
         context = self._context([f.order_id for f in fulfilments])
         requests = [FulfilmentRequest(f, *context["0x" + f.order_id.hex()]) for f in fulfilments]
         body = {"fulfilments": [r.as_json() for r in requests]}
-        return self._ask(FULFILMENTS_PATH, body, fulfilments_message(self.domain, fulfilments))
+        return self._ask(FULFILMENTS_PATH, body, fulfilments_message(self.domain, fulfilments), keys)
 
     def sign_refund(self, order_id: bytes, reason_code: int) -> tuple[str, bytes]:
+        keys = {"0x" + order_id.hex(): ("refund", order_id, reason_code)}
+        self._refused_recently(keys)
         paid_tx, _ = self._context([order_id])["0x" + order_id.hex()]
         body = RefundRequest(order_id, reason_code, paid_tx).as_json()
-        return self._ask(REFUND_PATH, body, protocol.refund_typed_data(self.domain, order_id, reason_code))
+        message = protocol.refund_typed_data(self.domain, order_id, reason_code)
+        return self._ask(REFUND_PATH, body, message, keys)
+
+    def _refused_recently(self, keys: dict[str, tuple[Any, ...]]) -> None:
+        """Raise, without asking, for the items the co-signer refused within ``refusal_backoff``: the
+        settlement stage runs every tick (0.1 s when idle), and each request makes the co-signer query the
+        chain and the providers again for an answer that rarely changes that fast."""
+        now = time.monotonic()
+        self._refused = {k: v for k, v in self._refused.items() if v[0] > now}
+        recent = [
+            Refusal(
+                order_id, f"{self._refused[key][1]} (not asked again for {self._refused[key][0] - now:.0f} s)"
+            )
+            for order_id, key in keys.items()
+            if key in self._refused
+        ]
+        if recent:
+            raise CoSignerRefusedError(recent)
 
     def _context(self, order_ids: Sequence[bytes]) -> dict[str, tuple[bytes, str]]:
         """Per order: the payment transaction and the provider of its current (delivered) attempt."""
@@ -204,7 +232,9 @@ class HttpCoSigner:
                 found[key] = (protocol.hash32_from_hex("paid_tx", row.paid_tx), provider)
         return found
 
-    def _ask(self, path: str, document: dict[str, Any], message: SignableMessage) -> tuple[str, bytes]:
+    def _ask(
+        self, path: str, document: dict[str, Any], message: SignableMessage, keys: dict[str, tuple[Any, ...]]
+    ) -> tuple[str, bytes]:
         if time.monotonic() < self._down_until:
             raise CoSignerUnavailableError(f"{self.url} did not answer recently; not asked again yet")
         body = json.dumps(document, separators=(",", ":")).encode()
@@ -223,6 +253,10 @@ class HttpCoSigner:
                 for r in answer["refused"][:200]
                 if isinstance(r, dict)
             ]
+            until = time.monotonic() + self.refusal_backoff
+            for refusal in refusals:
+                if refusal.order_id in keys:
+                    self._refused[keys[refusal.order_id]] = (until, refusal.reason)
             raise CoSignerRefusedError(refusals)
         if reply.status_code != 200 or not isinstance(answer, dict):
             raise CoSignerUnavailableError(f"{self.url}{path}: HTTP {reply.status_code}")

@@ -311,6 +311,8 @@ def test_a_delivered_batch_settles_with_both_signatures_and_an_undelivered_order
     assert [(r.order_id, r.reason) for r in refused.value.refusals] == [
         (undelivered, "provider simulator reports unknown, not delivered")
     ]
+    with pytest.raises(CoSignerRefusedError, match=r"not delivered \(not asked again for 30 s\)"):
+        client.sign_fulfilments([_fulfilment(ledger, undelivered)])  # the same item: not asked again
 
     assert settlement.post(_now(w3)) == 1
     (record,) = tx.confirm()
