@@ -7,8 +7,9 @@ The checks, the journal and the key live in :mod:`oracles.cosigner`; this module
   provider}, ...]}`` -> ``{"signer", "signature"}`` over a ``Fulfilment`` (one) or ``FulfilmentBatch``;
 - ``POST /v1/sign/refund`` ``{order_id, reason_code, paid_tx}`` -> ``{"signer", "signature"}``;
 
-and ``GET /healthz`` (``{"status": "ok", "signer": address}``, unauthenticated: the address is public on
-chain). Answers: 401 ``unauthorised`` (the reason is logged, not returned), 413 body too large, 400 bad
+``GET /healthz`` (``{"status": "ok", "signer": address}``, unauthenticated: the address is public on
+chain) and ``GET /metrics`` (Prometheus: ``cardless_cosigner_requests_total{route, outcome}``, counts
+only). Answers: 401 ``unauthorised`` (the reason is logged, not returned), 413 body too large, 400 bad
 request (the field at fault), 422 ``refused`` with ``[{order_id, reason}]``, 500 ``internal error`` with
 nothing else. The body is capped at 128 KiB and 4 levels of JSON before any handler reads it.
 """
@@ -24,6 +25,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -60,6 +62,13 @@ ServiceFactory = Callable[[list[httpx.AsyncClient]], CoSignerService]
 
 def create_cosigner_app(build_service: ServiceFactory, auth: RequestAuth) -> BoundedJsonMiddleware:
     holder: dict[str, CoSignerService] = {}
+    registry = CollectorRegistry()
+    requests_total = Counter(
+        "cardless_cosigner_requests",
+        "Signing requests by route and outcome (signed, refused, unauthorised, bad_request, error)",
+        ["route", "outcome"],
+        registry=registry,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -81,7 +90,13 @@ def create_cosigner_app(build_service: ServiceFactory, auth: RequestAuth) -> Bou
             return JSONResponse({"error": "unauthorised"}, status_code=401)
         return body
 
-    async def answer(request: Request, sign: Callable[[Any], Awaitable[Any]]) -> Response:
+    async def answer(request: Request, route: str, sign: Callable[[Any], Awaitable[Any]]) -> Response:
+        reply = await _answer(request, sign)
+        outcome = {200: "signed", 422: "refused", 401: "unauthorised", 400: "bad_request"}
+        requests_total.labels(route, outcome.get(reply.status_code, "error")).inc()
+        return reply
+
+    async def _answer(request: Request, sign: Callable[[Any], Awaitable[Any]]) -> Response:
         body = await authenticated(request)
         if isinstance(body, Response):
             return body
@@ -103,10 +118,14 @@ def create_cosigner_app(build_service: ServiceFactory, auth: RequestAuth) -> Bou
         return JSONResponse({"signer": signed.signer, "signature": Web3.to_hex(signed.signature)})
 
     async def fulfilments(request: Request) -> Response:
-        return await answer(request, lambda d: holder["service"].sign_fulfilments(parse_fulfilments(d)))
+        sign = holder["service"].sign_fulfilments
+        return await answer(request, "fulfilments", lambda d: sign(parse_fulfilments(d)))
 
     async def refund(request: Request) -> Response:
-        return await answer(request, lambda d: holder["service"].sign_refund(parse_refund(d)))
+        return await answer(request, "refund", lambda d: holder["service"].sign_refund(parse_refund(d)))
+
+    async def metrics(_: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok", "signer": holder["service"].key.address})
@@ -116,6 +135,7 @@ def create_cosigner_app(build_service: ServiceFactory, auth: RequestAuth) -> Bou
             Route(FULFILMENTS_PATH, fulfilments, methods=["POST"]),
             Route(REFUND_PATH, refund, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
         ],
         lifespan=lifespan,
     )

@@ -493,6 +493,21 @@ def test_bad_auth_oversized_deep_and_replayed_requests_are_refused_without_inter
     reply = _post(url, FULFILMENTS_PATH, extra, sign_headers(SECRET, "POST", FULFILMENTS_PATH, extra))
     assert reply.status_code == 400 and "Traceback" not in reply.text
 
+    counted = _metrics(url)
+    assert counted["refund", "unauthorised"] >= 5 and counted["refund", "refused"] >= 1
+    assert counted["fulfilments", "bad_request"] >= 2
+
+
+def _metrics(url: str) -> dict[tuple[str, str], float]:
+    """``cardless_cosigner_requests_total`` by (route, outcome) from the co-signer's /metrics."""
+    found = {}
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith("cardless_cosigner_requests_total{"):
+            labels, value = line.removeprefix("cardless_cosigner_requests_total{").split("} ")
+            fields = dict(part.split("=") for part in labels.split(","))
+            found[fields["route"].strip('"'), fields["outcome"].strip('"')] = float(value)
+    return found
+
 
 def test_a_cosigner_that_is_down_means_nothing_is_posted(
     w3: Web3,
