@@ -324,6 +324,8 @@ class CoSignerService:
         if view.order is None:
             return Refusal(order_hex, view.problem or "not paid")
         order = view.order
+        if not self.adapters:
+            return Refusal(order_hex, "no provider is configured here to ask")
         past_deadline = view.now > order.fulfilment_deadline
         window_closed = view.now > order.fulfilment_deadline + SETTLEMENT_GRACE
         for name, adapter in self.adapters.items():

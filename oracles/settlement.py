@@ -163,7 +163,11 @@ class Settlement:
             if exc.refused and 0 < len(rest) < len(rows):
                 # a co-signer refused some orders: the others must not wait for them (one bad order delays
                 # no other); the refused ones stay for the next tick or the refund path
-                log.warning("co-signers refused %s: settling the other %d without them", exc, len(rest))
+                log.warning(
+                    "co-signers refused %s: settling the other %d without them",
+                    sorted(exc.refused),
+                    len(rest),
+                )
                 return self._send_settlement(rest)
             log.warning("settlement of %s waits for co-signatures: %s", batch.order_ids, exc)
             return 0
