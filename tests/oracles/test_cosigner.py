@@ -53,6 +53,7 @@ from oracles.cosigner_wire import (
     REFUND_PATH,
     CoSignerRefusedError,
     CoSignerUnavailableError,
+    RefundRequest,
     RequestAuth,
     sign_headers,
 )
@@ -437,6 +438,46 @@ def test_a_fulfilment_after_a_signed_refund_is_refused_by_the_journal(
         client.sign_fulfilments([fulfilment])
     assert [r.reason for r in refused.value.refusals] == ["a refund was already signed for this order"]
     client.close()
+
+
+def test_the_payment_evidence_must_be_this_orders_payment_on_this_escrow_and_confirmed(
+    w3: Web3,
+    escrow: Contract,
+    system: Deployment,
+    ledger: sessionmaker[Session],
+    simulator: SimulatorServer,
+    cosigner: CoSignerServer,
+) -> None:
+    """The request names where the payment is; the co-signer reads it there: another order's payment, or
+    a payment not yet under the confirmation depth, is no evidence for this order."""
+    paid = _pay(w3, escrow, system, 2)
+    first, second = _ledger(w3, ledger, system.domain, paid, simulator)
+    with ledger.begin() as session:
+        row = session.get(OrderRow, second)
+        assert row is not None
+        row.paid_tx = paid[0][1]  # the first order's payment
+    client = HttpCoSigner(cosigner.url, SECRET, ledger, system.domain, cooldown=0)
+    with pytest.raises(CoSignerRefusedError) as refused:
+        client.sign_fulfilments([_fulfilment(ledger, second)])
+    assert [(r.order_id, r.reason) for r in refused.value.refusals] == [
+        (second, "the payment transaction did not pay this order into this escrow")
+    ]
+    client.close()
+
+    deep = CoSignerService(
+        key=COSIGNER_KEY,
+        domain=system.domain,
+        escrow=escrow,
+        adapters={},
+        journal=CoSignerJournal(cosigner.journal.path.parent / "deep.db"),  # type: ignore[attr-defined]
+        confirmations=1_000,
+    )
+    request = RefundRequest(
+        paid[0][0].order_id, int(RefundReason.PROVIDER_REJECTED), bytes.fromhex(paid[0][1][2:])
+    )
+    with pytest.raises(CoSignerRefusedError, match="fewer than 1000 confirmations"):
+        asyncio.run(deep.sign_refund(request))
+    assert first not in dict(cosigner.journal.rows())  # type: ignore[attr-defined]
 
 
 def _post(url: str, path: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
