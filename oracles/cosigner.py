@@ -47,7 +47,7 @@ from web3.contract import Contract
 from web3.exceptions import TransactionNotFound
 from web3.logs import DISCARD
 
-from adapters import ProviderAdapter, TopupStatus
+from adapters import ProviderAdapter, TopupResult, TopupStatus
 from cardless import protocol
 from cardless.ledger.private_files import private_dir
 from cardless.protocol import SETTLEMENT_GRACE, EscrowDomain, Order, OrderStatus
@@ -147,6 +147,8 @@ class CoSignerService:
         adapters: Mapping[str, ProviderAdapter],
         journal: CoSignerJournal,
         confirmations: int,
+        query_timeout: float = 5.0,
+        query_concurrency: int = 16,
     ) -> None:
         if escrow.address != domain.verifying_contract:
             raise ValueError("the escrow contract and the signing domain disagree")
@@ -157,6 +159,10 @@ class CoSignerService:
         self.adapters = dict(adapters)
         self.journal = journal
         self.confirmations = confirmations
+        self.query_timeout = query_timeout
+        """Each provider query's bound: the whole request must answer within the oracle's timeout (10 s)."""
+        self._queries = asyncio.Semaphore(query_concurrency)
+        """Provider queries in flight at once, whatever the batch size (200 orders must not be 200 calls)."""
 
     # -- the two calls -----------------------------------------------------------------------------
 
@@ -273,6 +279,11 @@ class CoSignerService:
 
     # -- the checks --------------------------------------------------------------------------------
 
+    async def _query(self, adapter: ProviderAdapter, order_hex: str) -> TopupResult:
+        """A status query by our order id (the provider's idempotency key): never a submit."""
+        async with self._queries:
+            return await asyncio.wait_for(adapter.query(order_hex), self.query_timeout)
+
     async def _check_fulfilment(self, request: FulfilmentRequest, view: _ChainView) -> Refusal | None:
         order_hex = request.order_hex
         if view.order is None:
@@ -288,9 +299,9 @@ class CoSignerService:
         if adapter is None:
             return Refusal(order_hex, f"provider {request.provider!r} is not configured here")
         try:
-            result = await adapter.query(order_hex)
+            result = await self._query(adapter, order_hex)
         except Exception as exc:  # an adapter error is an answer we cannot use: refuse, the order waits
-            log.warning("query of %s at %s failed: %s", order_hex, request.provider, exc)
+            log.warning("query of %s at %s failed: %r", order_hex, request.provider, exc)
             return Refusal(order_hex, f"provider {request.provider} could not be asked")
         if result.status is not TopupStatus.SUCCEEDED or result.receipt is None:
             return Refusal(
@@ -330,9 +341,9 @@ class CoSignerService:
         window_closed = view.now > order.fulfilment_deadline + SETTLEMENT_GRACE
         for name, adapter in self.adapters.items():
             try:
-                result = await adapter.query(order_hex)
+                result = await self._query(adapter, order_hex)
             except Exception as exc:
-                log.warning("query of %s at %s failed: %s", order_hex, name, exc)
+                log.warning("query of %s at %s failed: %r", order_hex, name, exc)
                 return Refusal(order_hex, f"provider {name} could not be asked")
             if result.status is TopupStatus.SUCCEEDED and result.receipt is not None:
                 if result.receipt.completed_at <= order.fulfilment_deadline and not window_closed:
