@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -563,7 +564,9 @@ def test_a_cosigner_that_is_down_means_nothing_is_posted(
     _ledger(w3, ledger, system.domain, paid[:1], simulator)
     _ledger(w3, ledger, system.domain, paid[1:], simulator, deliver=False, state=S.REFUND_PENDING)
     tx = TxManager(w3, ledger, GAS_KEY, RevertDecoder([ESCROW_ABI, TOKEN_ABI]))
-    closed = "http://127.0.0.1:9"  # the discard port: nothing listens
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
     settlement, client = _settlement(escrow, system.domain, ledger, tx, closed)
     assert settlement.post(_now(w3)) == 0
     assert tx.pending_order_ids() == set() and tx.confirm() == []
