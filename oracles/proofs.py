@@ -12,10 +12,14 @@ settlement batches (docs/protocol.md).
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import time
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
+import httpx
+import tenacity
 from eth_account.messages import SignableMessage
 from eth_account.signers.local import LocalAccount
 from sqlalchemy.orm import Session, sessionmaker
@@ -26,11 +30,22 @@ from cardless.ledger.models import Order, OrderState, utcnow
 from cardless.ledger.store import candidates, order_from_row
 from cardless.ledger.transitions import transition
 from cardless.protocol import EscrowDomain, Fulfilment, RefundReason
+from oracles.cosigner_wire import (
+    FULFILMENTS_PATH,
+    REFUND_PATH,
+    CoSignerRefusedError,
+    CoSignerUnavailableError,
+    FulfilmentRequest,
+    RefundRequest,
+    Refusal,
+    sign_headers,
+)
 from oracles.failpoints import failpoint
 
 __all__ = [
     "Batch",
     "CoSigner",
+    "HttpCoSigner",
     "LocalCoSigner",
     "Proofs",
     "assemble_batches",
@@ -110,6 +125,167 @@ class LocalCoSigner:
     def sign_refund(self, order_id: bytes, reason_code: int) -> tuple[str, bytes]:
         message = protocol.refund_typed_data(self.domain, order_id, reason_code)
         return self.key.address, protocol.sign(self.key.key, message)
+
+
+class _RetryableError(Exception):
+    """A failure worth one more attempt: no answer, or the co-signer's 502/503/504."""
+
+
+class HttpCoSigner:
+    """A co-signer in another process (``cardless cosigner``), asked over HTTP (``oracles.cosigner_wire``).
+
+    Each request carries, besides what is signed, where the co-signer checks it: the order's payment
+    transaction and the provider that delivered (read from the ledger here). A signing request is
+    idempotent (the co-signer's journal accepts the same request again and ECDSA here is deterministic),
+    so a request without an answer is retried, at most ``attempts`` times, each with a fresh timestamp and
+    nonce. The answer's signature is checked to be the named signer's over the expected message.
+
+    A co-signer that gave no answer is not asked again for ``cooldown`` seconds (``CoSignerUnavailableError``
+    at once): a black-holed co-signer must not cost the timeout for every batch of every tick. A refusal
+    (``CoSignerRefusedError``) names the orders and why; the same item (the same fulfilment, or the same
+    refund and reason) is then refused here without asking for ``refusal_backoff`` seconds, so a refused
+    order does not make the co-signer query the chain and the provider every tick. Either way the
+    settlement waits for a later tick.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        secret: bytes,
+        sessions: sessionmaker[Session],
+        domain: EscrowDomain,
+        *,
+        timeout: float = 10.0,
+        attempts: int = 2,
+        cooldown: float = 5.0,
+        refusal_backoff: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.secret = secret
+        self.sessions = sessions
+        self.domain = domain
+        self.attempts = attempts
+        self.cooldown = cooldown
+        self._down_until = 0.0
+        self.refusal_backoff = refusal_backoff
+        self._refused: dict[tuple[Any, ...], tuple[float, str]] = {}
+        """What the co-signer refused, by the exact request item, until when it is not asked again."""
+        self.client = httpx.Client(
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 3.0)),
+            transport=transport,
+            follow_redirects=False,
+            headers={"Content-Type": "application/json"},
+        )
+
+    def __repr__(self) -> str:
+        return f"HttpCoSigner({self.url})"
+
+    def close(self) -> None:
+        self.client.close()
+
+    def sign_fulfilments(self, fulfilments: Sequence[Fulfilment]) -> tuple[str, bytes]:
+        keys = {"0x" + f.order_id.hex(): ("fulfilment", f) for f in fulfilments}
+        self._refused_recently(keys)
+        context = self._context([f.order_id for f in fulfilments])
+        requests = [FulfilmentRequest(f, *context["0x" + f.order_id.hex()]) for f in fulfilments]
+        body = {"fulfilments": [r.as_json() for r in requests]}
+        return self._ask(FULFILMENTS_PATH, body, fulfilments_message(self.domain, fulfilments), keys)
+
+    def sign_refund(self, order_id: bytes, reason_code: int) -> tuple[str, bytes]:
+        keys = {"0x" + order_id.hex(): ("refund", order_id, reason_code)}
+        self._refused_recently(keys)
+        paid_tx, _ = self._context([order_id])["0x" + order_id.hex()]
+        body = RefundRequest(order_id, reason_code, paid_tx).as_json()
+        message = protocol.refund_typed_data(self.domain, order_id, reason_code)
+        return self._ask(REFUND_PATH, body, message, keys)
+
+    def _refused_recently(self, keys: dict[str, tuple[Any, ...]]) -> None:
+        """Raise, without asking, for the items the co-signer refused within ``refusal_backoff``: the
+        settlement stage runs every tick (0.1 s when idle), and each request makes the co-signer query the
+        chain and the providers again for an answer that rarely changes that fast."""
+        now = time.monotonic()
+        self._refused = {k: v for k, v in self._refused.items() if v[0] > now}
+        recent = [
+            Refusal(
+                order_id, f"{self._refused[key][1]} (not asked again for {self._refused[key][0] - now:.0f} s)"
+            )
+            for order_id, key in keys.items()
+            if key in self._refused
+        ]
+        if recent:
+            raise CoSignerRefusedError(recent)
+
+    def _context(self, order_ids: Sequence[bytes]) -> dict[str, tuple[bytes, str]]:
+        """Per order: the payment transaction and the provider of its current (delivered) attempt."""
+        found: dict[str, tuple[bytes, str]] = {}
+        with self.sessions() as session:
+            for order_id in order_ids:
+                key = "0x" + order_id.hex()
+                row = session.get(Order, key)
+                if row is None or not row.paid_tx:
+                    raise CoSignerRefusedError([Refusal(key, "no payment transaction in the ledger")])
+                provider = (row.receipt or {}).get("provider")
+                if not isinstance(provider, str):
+                    index = row.provider_index
+                    provider = row.providers[index] if 0 <= index < len(row.providers) else ""
+                found[key] = (protocol.hash32_from_hex("paid_tx", row.paid_tx), provider)
+        return found
+
+    def _ask(
+        self, path: str, document: dict[str, Any], message: SignableMessage, keys: dict[str, tuple[Any, ...]]
+    ) -> tuple[str, bytes]:
+        if time.monotonic() < self._down_until:
+            raise CoSignerUnavailableError(f"{self.url} did not answer recently; not asked again yet")
+        body = json.dumps(document, separators=(",", ":")).encode()
+        try:
+            reply = self._post(path, body)
+        except (_RetryableError, httpx.HTTPError) as exc:
+            self._down_until = time.monotonic() + self.cooldown
+            raise CoSignerUnavailableError(f"{self.url}{path}: no answer ({exc})") from exc
+        try:
+            answer = reply.json()
+        except ValueError:
+            answer = None
+        if reply.status_code == 422 and isinstance(answer, dict) and isinstance(answer.get("refused"), list):
+            refusals = [
+                Refusal(str(r.get("order_id", "?")), str(r.get("reason", "?"))[:200])
+                for r in answer["refused"][:200]
+                if isinstance(r, dict)
+            ]
+            until = time.monotonic() + self.refusal_backoff
+            for refusal in refusals:
+                if refusal.order_id in keys:
+                    self._refused[keys[refusal.order_id]] = (until, refusal.reason)
+            raise CoSignerRefusedError(refusals)
+        if reply.status_code != 200 or not isinstance(answer, dict):
+            raise CoSignerUnavailableError(f"{self.url}{path}: HTTP {reply.status_code}")
+        try:
+            signer = Web3.to_checksum_address(answer["signer"])
+            signature = bytes.fromhex(str(answer["signature"]).removeprefix("0x"))
+            recovered = protocol.recover_signer(message, signature)
+        except Exception as exc:  # anything malformed is not a signature
+            raise CoSignerUnavailableError(f"{self.url}{path}: not a signature ({exc})") from exc
+        if recovered != signer:
+            raise CoSignerUnavailableError(
+                f"{self.url}{path}: the signature is not {signer}'s over this message"
+            )
+        return signer, signature
+
+    def _post(self, path: str, body: bytes) -> httpx.Response:
+        for attempt in tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.attempts),
+            wait=tenacity.wait_exponential(multiplier=0.2, max=1.0),
+            retry=tenacity.retry_if_exception_type((_RetryableError, httpx.TransportError)),
+            reraise=True,
+        ):
+            with attempt:
+                headers = sign_headers(self.secret, "POST", path, body)
+                reply = self.client.post(self.url + path, content=body, headers=headers)
+                if reply.status_code in (502, 503, 504):
+                    raise _RetryableError(f"HTTP {reply.status_code}")
+                return reply
+        raise AssertionError("unreachable")  # pragma: no cover
 
 
 def fulfilments_message(domain: EscrowDomain, fulfilments: Sequence[Fulfilment]) -> SignableMessage:

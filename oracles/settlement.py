@@ -29,6 +29,7 @@ from cardless.ledger.models import Order, OrderState, utcnow
 from cardless.ledger.store import candidates, claim, order_from_row, release
 from cardless.ledger.transitions import transition
 from cardless.protocol import SETTLEMENT_GRACE, ContractRevert, RefundReason
+from oracles.cosigner_wire import CoSignerRefusedError
 from oracles.proofs import Batch, CoSigner, Proofs, assemble_batches, fulfilment_of
 from oracles.txmanager import TxManager
 
@@ -43,7 +44,12 @@ _REFUNDS_PER_POST = 20
 
 
 class CoSigningError(RuntimeError):
-    """Fewer oracle signatures than the escrow's threshold could be collected."""
+    """Fewer oracle signatures than the escrow's threshold could be collected. ``refused``: the order ids a
+    co-signer checked and refused (``CoSignerRefusedError``), which the batch can be sent without."""
+
+    def __init__(self, message: str, refused: frozenset[str] = frozenset()) -> None:
+        super().__init__(message)
+        self.refused = refused
 
 
 class Settlement:
@@ -153,6 +159,16 @@ class Settlement:
         try:
             signers, signatures = self._with_cosigners(own, lambda c: c.sign_fulfilments(fulfilments))
         except CoSigningError as exc:
+            rest = [r for r in rows if r.id not in exc.refused]
+            if exc.refused and 0 < len(rest) < len(rows):
+                # a co-signer refused some orders: the others must not wait for them (one bad order delays
+                # no other); the refused ones stay for the next tick or the refund path
+                log.warning(
+                    "co-signers refused %s: settling the other %d without them",
+                    sorted(exc.refused),
+                    len(rest),
+                )
+                return self._send_settlement(rest)
             log.warning("settlement of %s waits for co-signatures: %s", batch.order_ids, exc)
             return 0
         if len(rows) == 1:
@@ -206,6 +222,7 @@ class Settlement:
         order stays claimable for the next tick."""
         threshold = int(self.escrow.functions.oracleThreshold().call())
         collected = {own[0]: own[1]}
+        refused: set[str] = set()
         for cosigner in self.proofs.cosigners:
             if len(collected) >= threshold:
                 break
@@ -213,6 +230,8 @@ class Settlement:
                 signer, signature = ask(cosigner)
             except Exception as exc:  # a co-signer down or refusing must not stop the others
                 log.warning("co-signer %s did not sign: %s", cosigner, exc)
+                if isinstance(exc, CoSignerRefusedError):
+                    refused.update(r.order_id for r in exc.refusals)
                 continue
             signer = Web3.to_checksum_address(signer)
             if signer in collected or not self.escrow.functions.isOracleSigner(signer).call():
@@ -222,7 +241,7 @@ class Settlement:
                 continue
             collected[signer] = signature
         if len(collected) < threshold:
-            raise CoSigningError(f"{len(collected)} of {threshold} oracle signatures")
+            raise CoSigningError(f"{len(collected)} of {threshold} oracle signatures", frozenset(refused))
         ordered = sorted(collected, key=lambda a: int(a, 16))
         return ordered, [collected[a] for a in ordered]
 

@@ -34,6 +34,8 @@ __all__ = [
     "Keys",
     "Role",
     "account_cipher",
+    "cosigner_key",
+    "cosigner_secret",
     "keystore_password",
     "load_keys",
     "operator_key",
@@ -166,3 +168,53 @@ def operator_key(settings: Settings) -> str | None:
     token = secrets.token_urlsafe(32)
     write_private(path, token + "\n")
     return token
+
+
+def cosigner_key(settings: Settings) -> LocalAccount:
+    """The co-signer's own proof key (``CARDLESS_COSIGNER_KEYSTORE``), opened with the keystore password;
+    created in development only. It must not be the oracle's key: one process would then hold both."""
+    path = settings.effective_cosigner_keystore
+    password = keystore_password(settings)
+    if settings.is_development:
+        key = load_or_create_keystore(path, password, scrypt_n=settings.keystore_scrypt_n)
+    elif not path.exists():
+        raise KeystoreError(
+            f"keystore {path}: missing (CARDLESS_COSIGNER_KEYSTORE); keystores are only generated with "
+            "CARDLESS_ENVIRONMENT=development"
+        )
+    else:
+        key = load_keystore(path, password)
+    oracle_path = settings.effective_keystore_dir / KEYSTORE_FILES["oracle"]
+    if oracle_path.exists() and oracle_path.resolve() == path.resolve():
+        raise KeystoreError(f"CARDLESS_COSIGNER_KEYSTORE={path} is the oracle's own proof keystore")
+    return key
+
+
+def cosigner_secret(settings: Settings) -> bytes:
+    """The secret oracle and co-signers share (``CARDLESS_COSIGNER_SECRET`` or ``..._SECRET_FILE``); in
+    development only, a generated file var/cosigner-secret both read."""
+    value: str | None = None
+    if settings.cosigner_secret is not None and settings.cosigner_secret.get_secret_value():
+        value = settings.cosigner_secret.get_secret_value()
+        where = "CARDLESS_COSIGNER_SECRET"
+    elif (path := settings.cosigner_secret_file) is not None:
+        where = f"CARDLESS_COSIGNER_SECRET_FILE={path}"
+        try:
+            value = path.read_text().strip()
+        except OSError as exc:
+            raise KeystoreError(f"{where}: cannot read the secret file ({exc.strerror})") from exc
+    elif settings.is_development:
+        path = settings.var_dir / "cosigner-secret"
+        where = str(path)
+        if not path.exists():
+            private_dir(path.parent)
+            write_private(path, secrets.token_urlsafe(32) + "\n")
+        value = path.read_text().strip()
+    else:
+        raise KeystoreError(
+            "no co-signer secret: set CARDLESS_COSIGNER_SECRET_FILE (or CARDLESS_COSIGNER_SECRET), the same "
+            "for the oracle and its co-signers"
+        )
+    if len(value) < 32:  # also rules out every placeholder word
+        raise KeystoreError(f"{where}: the co-signer secret must be at least 32 characters")
+    return value.encode()

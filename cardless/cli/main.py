@@ -24,6 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cardless.cli.audit import audit_app
+from cardless.cli.cosigner import cosigner as cosigner_command
 from cardless.cli.merchants import catalogue_app, merchant_app
 from cardless.cli.report import report as report_command
 from cardless.cli.settings import Settings
@@ -41,6 +42,7 @@ app.add_typer(merchant_app, name="merchant")
 app.add_typer(catalogue_app, name="catalogue")
 app.add_typer(audit_app, name="audit")
 app.command("report")(report_command)
+app.command("cosigner")(cosigner_command)
 # Keys and addresses must print whole even when stderr is a pipe or a log file (Rich assumes 80 columns).
 console = Console(stderr=True)
 if not console.is_terminal:

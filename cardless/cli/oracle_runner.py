@@ -23,7 +23,7 @@ from web3 import Web3
 from web3.contract import Contract
 
 from adapters import ProviderAdapter
-from cardless.cli.keys import Keys
+from cardless.cli.keys import Keys, cosigner_secret
 from cardless.cli.settings import Settings
 from cardless.ledger.cipher import AccountCipher
 from cardless.ledger.risk import RiskEngine, ScreeningList
@@ -31,6 +31,7 @@ from cardless.protocol.artifacts import load_artifact
 from cardless.protocol.deployment import Deployment
 from cardless.protocol.reverts import RevertDecoder
 from gateway.catalogue import Catalogue
+from oracles.proofs import HttpCoSigner
 from oracles.risk import RiskPolicy
 from oracles.service import OracleService
 from oracles.settlement import MerchantSweep
@@ -163,7 +164,24 @@ class OracleRunner:
                 unpaid_retention=settings.unpaid_retention_seconds,
             ),
             callback_base=self.callback_base,
+            cosigners=self._cosigners(),
         )
+
+    def _cosigners(self) -> list[HttpCoSigner]:
+        """The co-signers (``CARDLESS_COSIGNER_URLS``) the settlement stage asks while the escrow's
+        threshold wants more signatures than the oracle's own."""
+        settings = self.settings
+        if not settings.cosigner_urls:
+            return []
+        secret = cosigner_secret(settings)
+        found = [
+            HttpCoSigner(
+                url, secret, self.sessions, self.deployment.domain, timeout=settings.cosigner_timeout_seconds
+            )
+            for url in settings.cosigner_urls
+        ]
+        log.info("co-signers: %s", ", ".join(settings.cosigner_urls))
+        return found
 
     def _merchant_addresses(self) -> list[str]:
         """Every merchant in the database (disabled ones too: their balances are still theirs), else the

@@ -173,6 +173,25 @@ class Settings(BaseSettings):
     """The first retry of a failed webhook delivery waits this long, doubling to an hour per retry;
     deliveries are retried for 72 h and an endpoint failing for 24 h is disabled."""
 
+    cosigner_urls: list[str] = []
+    """The co-signers the oracle asks for another proof key's signature (``cardless cosigner`` processes,
+    each with its own key) while the escrow's ``oracleThreshold`` wants more signatures than its own; JSON,
+    e.g. ``["http://10.0.0.5:8700"]``. Empty: the oracle signs alone (threshold 1)."""
+    cosigner_secret: SecretStr | None = None
+    """The secret the oracle and its co-signers authenticate requests with (HMAC, at least 32 characters).
+    Prefer ``cosigner_secret_file``; in development, with neither, the file var/cosigner-secret."""
+    cosigner_secret_file: Path | None = None
+    cosigner_timeout_seconds: float = Field(10.0, gt=0, le=60)
+    """The oracle's timeout for one co-signer request (the co-signer asks the chain and the provider)."""
+    cosigner_host: str = Field("127.0.0.1", min_length=1, pattern=r"^[A-Za-z0-9.:\-\[\]]+$")
+    cosigner_port: int = Field(8700, ge=0, le=65535)
+    """Where ``cardless cosigner`` listens."""
+    cosigner_keystore: Path | None = None
+    """The co-signer's own proof key (empty: ``cosigner-signer.json`` in the keystore directory), opened
+    with the keystore password like the oracle's; never the oracle's own key."""
+    cosigner_journal: Path | None = None
+    """The co-signer's record of what it signed (SQLite; empty: var/cosigner/journal.db)."""
+
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str) -> str:
@@ -202,6 +221,16 @@ class Settings(BaseSettings):
             raise ValueError(
                 "must be 32 to 256 characters of base64 or base64url (e.g. `openssl rand -base64 32`)"
             )
+        return value
+
+    @field_validator("cosigner_urls")
+    @classmethod
+    def _cosigner_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not re.fullmatch(_URL, url):
+                raise ValueError(f"{url!r} is not an http(s) URL")
+        if len(set(value)) != len(value):
+            raise ValueError("a co-signer is listed twice")
         return value
 
     @field_validator("provider_files")
@@ -276,6 +305,14 @@ class Settings(BaseSettings):
     @property
     def operator_key_file(self) -> Path:
         return self.var_dir / "operator-key"
+
+    @property
+    def effective_cosigner_keystore(self) -> Path:
+        return self.cosigner_keystore or self.effective_keystore_dir / "cosigner-signer.json"
+
+    @property
+    def effective_cosigner_journal(self) -> Path:
+        return self.cosigner_journal or self.var_dir / "cosigner" / "journal.db"
 
     @property
     def embedded_dir(self) -> Path:
