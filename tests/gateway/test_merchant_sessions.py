@@ -153,6 +153,15 @@ def test_only_a_merchants_settlement_wallet_signing_the_dashboard_statement_gets
         assert "nonce" in assert_problem(anonymous.post(SIGN_IN, json=signed), 401)["detail"]
 
 
+def test_a_message_that_expires_sooner_shortens_the_session(gw: MerchantApp) -> None:
+    soon = (datetime.now(UTC) + timedelta(minutes=30)).replace(microsecond=0)
+    with gw.client() as anonymous:
+        body = _signed(anonymous, PAIMON_WALLET, expiration=soon.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        signed = anonymous.post(SIGN_IN, json=body)
+    assert signed.status_code == 201, signed.text
+    assert datetime.fromisoformat(signed.json()["expires_at"]) == soon
+
+
 @pytest.mark.parametrize(
     ("change", "status", "words"),
     [
@@ -188,6 +197,10 @@ def test_a_session_ends_on_sign_out_at_expiry_and_when_the_merchant_is_disabled(
         session.commit()
     with gw.client(expiring) as merchant:
         assert "expired" in assert_problem(merchant.get("/v1/merchant/skus"), 401)["detail"]
+    with gw.client() as anonymous:  # issuing a nonce sweeps expired sessions
+        assert anonymous.post("/v1/auth/siwe/nonce").status_code == 201
+    with gw.sessions() as session:
+        assert session.get(MerchantSession, hashlib.sha256(expiring.encode()).hexdigest()) is None
     with gw.client("cm_sess_" + "A" * 43) as forged:
         assert_problem(forged.get("/v1/merchant"), 401)
     # An API key does not sign out (the operator revokes keys).
