@@ -153,6 +153,18 @@ def test_only_a_merchants_settlement_wallet_signing_the_dashboard_statement_gets
         assert "nonce" in assert_problem(anonymous.post(SIGN_IN, json=signed), 401)["detail"]
 
 
+def test_a_buyers_sign_in_answer_is_not_kept_by_the_idempotency_store_either(gw: MerchantApp) -> None:
+    with gw.client(**{"Idempotency-Key": "buyer-sign-in-1"}) as anonymous:
+        body = _signed(anonymous, STRANGER, statement="Sign in to see your Cardless orders.")
+        signed = anonymous.post("/v1/auth/siwe", json=body)
+        assert signed.status_code == 201, signed.text
+        # Not replayed: the retry runs, and finds its nonce spent.
+        assert "nonce" in assert_problem(anonymous.post("/v1/auth/siwe", json=body), 401)["detail"]
+    with gw.sessions() as session:
+        stored = session.scalars(select(IdempotencyRecord.response_body)).all()
+        assert not any(b and signed.json()["token"].encode() in b for b in stored)
+
+
 def test_a_message_that_expires_sooner_shortens_the_session(gw: MerchantApp) -> None:
     soon = (datetime.now(UTC) + timedelta(minutes=30)).replace(microsecond=0)
     with gw.client() as anonymous:
