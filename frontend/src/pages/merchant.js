@@ -77,8 +77,9 @@ export function Merchant() {
     }
   }
 
-  function signOut() {
-    if (isSession(key)) api('/v1/auth/siwe/merchant', { method: 'DELETE', token: key }).catch(() => {})
+  // A wallet session ends on the gateway first (whatever it answers, this tab forgets it after).
+  async function signOut() {
+    if (isSession(key)) await api('/v1/auth/siwe/merchant', { method: 'DELETE', token: key }).catch(() => {})
     sessionStorage.removeItem(KEY)
     setKey(null)
   }
