@@ -22,6 +22,8 @@ __all__ = [
     "MerchantAccountOut",
     "MerchantCreate",
     "MerchantDisable",
+    "MerchantSessionOut",
+    "MerchantSignOutOut",
     "OrderListOut",
     "OrderSummaryOut",
     "PayoutAddressCreate",
@@ -246,3 +248,17 @@ class SiweSessionOut(_Out):
     token: str = Field(description="Send as `Authorization: Bearer <token>`")
     address: Address
     expires_at: datetime
+
+
+class MerchantSessionOut(_Out):
+    token: str = Field(description="`cm_sess_...`: send as `Authorization: Bearer <token>`; shown once")
+    merchant: str = Field(description="The merchant this session acts for")
+    address: Address = Field(description="The merchant's settlement address, which signed in")
+    scopes: list[Scope] = Field(description="What the session may do (the dashboard's scopes)")
+    expires_at: datetime
+
+
+class MerchantSignOutOut(_Out):
+    merchant: str
+    address: Address
+    signed_out_at: datetime = Field(description="From now on the session's token is refused (401)")

@@ -36,6 +36,7 @@ __all__ = [
     "ChainTxState",
     "IdempotencyRecord",
     "Merchant",
+    "MerchantSession",
     "Order",
     "OrderEvent",
     "OrderState",
@@ -404,3 +405,18 @@ class BuyerSession(Base):
     address: Mapped[str] = mapped_column(String(42), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class MerchantSession(Base):
+    """A merchant signed in to the dashboard with the wallet of its settlement address (Sign-In with
+    Ethereum): the bearer token's SHA-256, whose merchant and address, the expiry, and ``revoked_at``
+    once signed out (kept, not deleted, so a sign-out is on the record until the row expires)."""
+
+    __tablename__ = "merchant_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), index=True)
+    address: Mapped[str] = mapped_column(String(42))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    revoked_at: Mapped[datetime | None]

@@ -30,6 +30,9 @@ HEADER = "Idempotency-Key"
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _NOT_KEPT = frozenset({429, 503})
 _KEPT_HEADERS = ("content-type", "location", "retry-after", "www-authenticate")
+_BEARER_ANSWERS = frozenset({"/v1/auth/siwe", "/v1/auth/siwe/merchant"})
+"""Sign-ins answer with a new bearer token, which is kept only as its SHA-256: their answers are never
+stored here. A retry signs in again with a new nonce (the first one is spent either way)."""
 
 
 class IdempotencyMiddleware:
@@ -44,7 +47,7 @@ class IdempotencyMiddleware:
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         key = headers.get("idempotency-key")
-        if key is None:
+        if key is None or scope["path"] in _BEARER_ANSWERS:
             await self.app(scope, receive, send)
             return
         if not _KEY.match(key):

@@ -29,7 +29,7 @@ from gateway.merchant_schemas import (
     SkuCreate,
     SkuUpdate,
 )
-from gateway.services import api_keys, merchants, skus
+from gateway.services import Forbidden, api_keys, merchants, skus
 from gateway.services.api_keys import MerchantKey
 
 __all__ = ["router"]
@@ -173,7 +173,10 @@ def get_own_merchant(key: MerchantKeyDep, session: SessionDep) -> MerchantAccoun
 )
 def rotate_own_api_key(body: ApiKeyRotate, key: MerchantKeyDep, session: SessionDep) -> ApiKeyCreatedOut:
     """Replace the calling key (any scope): the answer holds the new key, once; the calling key keeps
-    working for `overlap_seconds`, then expires. A key rotates once (404 the second time)."""
+    working for `overlap_seconds`, then expires. A key rotates once (404 the second time). A wallet
+    session has no key to rotate (403)."""
+    if key.key_id is None:
+        raise Forbidden("a wallet session has no API key to rotate")
     return api_keys.rotate_key(session, key.merchant_id, key.key_id, body.overlap_seconds)
 
 

@@ -1,4 +1,5 @@
-"""Routes for order lists and buyers' Sign-In with Ethereum.
+"""Routes for order lists and Sign-In with Ethereum: buyers' sessions and merchants' dashboard sessions
+(one nonce route for both).
 
 ``GET /v1/orders`` lists what the caller may see: the operator every order, a merchant key with
 `orders:read` its own, a signed-in buyer its wallet's. Without credentials it is 401.
@@ -12,12 +13,19 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from cardless.ledger.models import OrderState
-from gateway.api.auth import PrincipalDep, visibility_of
+from gateway.api.auth import MerchantKeyDep, PrincipalDep, visibility_of
 from gateway.api.deps import ContextDep, SessionDep
 from gateway.api.errors import problem_responses
 from gateway.api.routes import operation_id
-from gateway.merchant_schemas import OrderListOut, SiweLogin, SiweNonceOut, SiweSessionOut
-from gateway.services import Forbidden, InvalidField, ServiceUnavailable
+from gateway.merchant_schemas import (
+    MerchantSessionOut,
+    MerchantSignOutOut,
+    OrderListOut,
+    SiweLogin,
+    SiweNonceOut,
+    SiweSessionOut,
+)
+from gateway.services import Forbidden, InvalidField, ServiceUnavailable, merchant_sessions
 from gateway.services import siwe as siwe_service
 from gateway.services.order_lists import MAX_PAGE, OrderFilter, list_orders
 
@@ -104,3 +112,39 @@ def create_siwe_session(
         domain=context.siwe_domain,
         chain_id=context.deployment.chain_id,
     )
+
+
+@router.post(
+    "/auth/siwe/merchant",
+    status_code=201,
+    tags=["auth"],
+    responses=problem_responses(400, 401, 403, 413, 422, 503),
+    openapi_extra={"security": [{}]},
+)
+def create_merchant_session(
+    body: SiweLogin, principal: PrincipalDep, context: ContextDep, session: SessionDep
+) -> MerchantSessionOut:
+    """Sign a merchant in to the dashboard with the wallet of its settlement address: an EIP-4361 message
+    (nonce from `POST /v1/auth/siwe/nonce`) whose statement is exactly `Sign in to the Cardless merchant
+    dashboard.`, and its `personal_sign` signature. The `cm_sess_` session acts for that merchant with the
+    dashboard's scopes (`catalogue:write`, `orders:read`, `payouts:read`, `webhooks:write`) for 8 hours.
+    422 and 401 as `POST /v1/auth/siwe`; 403 when the statement differs, or the address is no merchant's
+    settlement address or its merchant is disabled."""
+    if context.siwe_domain is None:
+        raise ServiceUnavailable("Sign-In with Ethereum is not configured on this gateway")
+    if not principal.anonymous:
+        raise Forbidden("sign in without other credentials")
+    return merchant_sessions.sign_in_merchant(
+        session,
+        message=body.message,
+        signature=body.signature,
+        domain=context.siwe_domain,
+        chain_id=context.deployment.chain_id,
+    )
+
+
+@router.delete("/auth/siwe/merchant", tags=["auth"], responses=problem_responses(401, 403, 429))
+def delete_merchant_session(credential: MerchantKeyDep, session: SessionDep) -> MerchantSignOutOut:
+    """Sign out: the calling wallet session stops working at once (401 afterwards). 403 for an API key,
+    which the operator revokes instead."""
+    return merchant_sessions.sign_out_merchant(session, credential)

@@ -53,14 +53,33 @@ LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 @dataclasses.dataclass(frozen=True)
 class MerchantKey:
-    """A key that verified: whose, what it may do, and its quota."""
+    """A merchant credential that verified: whose, what it may do, and its quota. Either an API key
+    (``key_id`` and ``prefix``) or a dashboard wallet session (``session``: the token's SHA-256; see
+    ``gateway.services.merchant_sessions``); routes that act on "the calling key" refuse the latter."""
 
-    key_id: int
-    prefix: str
+    key_id: int | None
+    prefix: str | None
     merchant_id: str
     merchant_address: str
     scopes: frozenset[str]
     rate_limit: str | None
+    session: str | None = None
+
+    @property
+    def noun(self) -> str:
+        return "wallet session" if self.session is not None else "API key"
+
+    @property
+    def actor(self) -> str:
+        """Who acted, for records: ``key <prefix>`` or ``wallet <address> (session <hash prefix>)``."""
+        if self.session is not None:
+            return f"wallet {self.merchant_address} (session {self.session[:12]})"
+        return f"key {self.prefix}"
+
+    @property
+    def quota_id(self) -> str:
+        """Whose quota a request counts against: the key's, or the wallet session's."""
+        return f"session:{self.session}" if self.session is not None else str(self.key_id)
 
 
 def _hash(key: str) -> str:
@@ -205,7 +224,7 @@ def authenticate_key(session: Session, key: str, now: datetime | None = None) ->
 
 def require_scope(key: MerchantKey, scope: str) -> None:
     if scope not in key.scopes:
-        raise Forbidden(f"this API key lacks the {scope!r} scope")
+        raise Forbidden(f"this {key.noun} lacks the {scope!r} scope")
 
 
 class KeyQuota:
@@ -225,7 +244,7 @@ class KeyQuota:
 
     def hit(self, key: MerchantKey) -> list[Allowance]:
         item = self._item(key.rate_limit or self.default)
-        ident = str(key.key_id)
+        ident = key.quota_id
         allowed = self._limiter.hit(item, "api_key", ident)
         stats = self._limiter.get_window_stats(item, "api_key", ident)
         allowance = Allowance(
@@ -237,7 +256,7 @@ class KeyQuota:
         )
         if not allowed:
             raise RateLimited(
-                f"this API key's quota is spent; retry after {max(allowance.reset, 1)} s",
+                f"this {key.noun}'s quota is spent; retry after {max(allowance.reset, 1)} s",
                 retry_after=max(allowance.reset, 1),
                 allowances=[allowance],
             )

@@ -1,5 +1,7 @@
-"""Sign-In with Ethereum (EIP-4361) for buyers: a single-use nonce, a strictly parsed message, its
-domain, chain and times checked, the signature recovered with eth-account; then a bearer session.
+"""Sign-In with Ethereum (EIP-4361): a single-use nonce, a strictly parsed message, its domain, chain
+and times checked, the signature recovered with eth-account (:func:`verify`); then a bearer session.
+Buyers' sessions are made here; merchants' (the dashboard) in ``gateway.services.merchant_sessions``,
+through the same :func:`verify` and the same nonces.
 
 The ``siwe`` package on PyPI pins web3 < 8 (we run 8), so the message is parsed here, to the EIP's
 ABNF: the lines in their order, nothing else. Only externally owned accounts sign in (EIP-191
@@ -20,7 +22,7 @@ from eth_utils import is_checksum_address
 from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
-from cardless.ledger.models import BuyerSession, SiweNonce, utcnow
+from cardless.ledger.models import BuyerSession, MerchantSession, SiweNonce, utcnow
 from gateway.merchant_schemas import SiweNonceOut, SiweSessionOut
 from gateway.services._exceptions import InvalidField, Unauthorized
 
@@ -31,8 +33,12 @@ __all__ = [
     "SiweMessage",
     "authenticate_session",
     "issue_nonce",
+    "new_token",
     "parse_message",
+    "session_expiry",
     "sign_in",
+    "token_hash",
+    "verify",
 ]
 
 NONCE_TTL = timedelta(minutes=10)
@@ -163,21 +169,22 @@ def issue_nonce(session: Session, *, domain: str, chain_id: int) -> SiweNonceOut
     # Expired nonces and sessions are useless: sweep them as new ones are made.
     session.execute(delete(SiweNonce).where(SiweNonce.expires_at < now - NONCE_TTL))
     session.execute(delete(BuyerSession).where(BuyerSession.expires_at < now))
+    session.execute(delete(MerchantSession).where(MerchantSession.expires_at < now))
     session.commit()
     return SiweNonceOut(
         nonce=nonce, domain=domain, chain_id=chain_id, issued_at=now, expires_at=row.expires_at
     )
 
 
-def sign_in(
-    session: Session, *, message: str, signature: str, domain: str, chain_id: int, now: datetime | None = None
-) -> SiweSessionOut:
-    """Verify ``message`` and its ``signature``; on success a session token (shown once, stored hashed).
+def verify(
+    session: Session, *, message: str, signature: str, domain: str, chain_id: int, now: datetime
+) -> SiweMessage:
+    """Check ``message`` and its ``signature`` and spend its nonce (flushed, not committed: the caller
+    commits with the session it makes). Shared by the buyers' and the merchants' sign-in.
 
-    422 names ``message`` when it is not an EIP-4361 message; 401 when it is one but does not sign this
-    buyer in here and now (wrong domain or chain, unknown, used or expired nonce, outside its validity
-    window, or a signature by another key)."""
-    now = now or utcnow()
+    422 names ``message`` when it is not an EIP-4361 message; 401 when it is one but does not sign in
+    here and now (wrong domain or chain, unknown, used or expired nonce, outside its validity window, or
+    a signature by another key)."""
     parsed = parse_message(message)
     if parsed.domain != domain:
         raise Unauthorized(f"the message is for {parsed.domain!r}, not this gateway ({domain!r})")
@@ -205,11 +212,33 @@ def sign_in(
     if used.rowcount != 1:  # type: ignore[attr-defined]
         session.rollback()
         raise Unauthorized("the nonce is unknown, already used or expired; ask for a new one")
-    token = SESSION_PREFIX + secrets.token_urlsafe(32)
-    expires = now + SESSION_TTL
+    return parsed
+
+
+def session_expiry(parsed: SiweMessage, now: datetime, ttl: timedelta) -> datetime:
+    """``now + ttl``, or the message's own Expiration Time if sooner."""
+    expires = now + ttl
     if parsed.expiration_time is not None:
         expires = min(expires, parsed.expiration_time)
-    session.add(BuyerSession(token_hash=_hash(token), address=parsed.address, expires_at=expires))
+    return expires
+
+
+def new_token(prefix: str) -> tuple[str, str]:
+    """A fresh bearer token (shown once) and its SHA-256 (what is stored)."""
+    token = prefix + secrets.token_urlsafe(32)
+    return token, token_hash(token)
+
+
+def sign_in(
+    session: Session, *, message: str, signature: str, domain: str, chain_id: int, now: datetime | None = None
+) -> SiweSessionOut:
+    """Verify ``message`` and its ``signature`` (:func:`verify`); on success a buyer session token
+    (shown once, stored hashed)."""
+    now = now or utcnow()
+    parsed = verify(session, message=message, signature=signature, domain=domain, chain_id=chain_id, now=now)
+    token, hashed = new_token(SESSION_PREFIX)
+    expires = session_expiry(parsed, now, SESSION_TTL)
+    session.add(BuyerSession(token_hash=hashed, address=parsed.address, expires_at=expires))
     session.commit()
     return SiweSessionOut(token=token, address=parsed.address, expires_at=expires)
 
@@ -217,7 +246,7 @@ def sign_in(
 def authenticate_session(session: Session, token: str, now: datetime | None = None) -> str:
     """The buyer address a session token stands for; :class:`Unauthorized` otherwise."""
     now = now or utcnow()
-    row = session.get(BuyerSession, _hash(token)) if _SESSION.match(token) else None
+    row = session.get(BuyerSession, token_hash(token)) if _SESSION.match(token) else None
     if row is None:
         raise Unauthorized("invalid session token")
     expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=UTC)
@@ -226,5 +255,5 @@ def authenticate_session(session: Session, token: str, now: datetime | None = No
     return row.address
 
 
-def _hash(token: str) -> str:
+def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()

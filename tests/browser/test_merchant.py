@@ -1,6 +1,7 @@
 """The merchant dashboard in Chromium, signed in with a ck_live_ key the operator made: orders with a
 filter and one order's timeline, balances and payouts, webhooks with their delivery log, and an edit
-of the catalogue through the merchant API."""
+of the catalogue through the merchant API; and signed in with the merchant's settlement wallet (the
+injected test wallet, tests/browser/wallet.py), declined, refused and signed out."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser.conftest import Visit
+from tests.browser.wallet import TestWallet
 from tests.support.shop import Shop, dev_wallet
 
 # Chromium against the whole embedded system: `make test` runs it, `make test-fast` does not. One xdist
@@ -45,10 +47,10 @@ def test_a_merchant_signs_in_with_an_api_key_and_runs_the_shop(
     v = visit()
     page = v.open("/merchant")
     page.get_by_label("API key").fill("ck_live_wrong_key")
-    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("button", name="Sign in", exact=True).click()
     expect(page.get_by_role("alert")).to_contain_text("That key was refused")
     page.get_by_label("API key").fill(key)
-    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("button", name="Sign in", exact=True).click()
     expect(page.get_by_role("heading", level=1)).to_contain_text("Paimon Top-up Shop")
 
     page.get_by_test_id("filter-state").select_option("settled")
@@ -94,5 +96,55 @@ def test_a_merchant_signs_in_with_an_api_key_and_runs_the_shop(
         )
         assert restored.status_code == 200, restored.text
     v.shot("merchant-dashboard")
+    assert v.axe() == []
+    assert v.errors == [], v.errors
+
+
+def test_a_merchant_signs_in_with_the_settlement_wallet_by_keyboard_and_signs_out(
+    visit: Callable[..., Visit], wallet_of: Callable[[int], TestWallet], shop: Shop
+) -> None:
+    """Dev key 6 is paimon-shop's settlement address: "Sign in with wallet" (EIP-1193 accounts, then
+    personal_sign of the dashboard's EIP-4361 message) opens a wallet session; declining in the wallet
+    is told and changes nothing; "Sign out" ends the session on the gateway too."""
+    wallet = wallet_of(6)
+    v = visit(wallet=wallet)
+    page = v.open("/merchant")
+    button = page.get_by_role("button", name="Sign in with wallet")
+    expect(page.get_by_label("API key")).to_be_visible()  # the key form stays beside it
+    v.shot("merchant-sign-in")
+    wallet.reject("personal_sign")
+    button.click()
+    expect(page.get_by_role("alert")).to_contain_text("You declined in your wallet. You are not signed in")
+    assert page.evaluate("sessionStorage.getItem('cardless_merchant_key')") is None
+    assert v.axe() == []
+
+    button.focus()  # by keyboard: the button is an ordinary, focusable <button>
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Paimon Top-up Shop")
+    expect(page.get_by_test_id("signed-in-as")).to_contain_text(wallet.address)
+    expect(page.get_by_test_id("balances")).to_contain_text("tUSDC")
+    token = page.evaluate("sessionStorage.getItem('cardless_merchant_key')")
+    assert token.startswith("cm_sess_")
+    assert wallet.calls.count("personal_sign") == 2 and wallet.sent() == 0
+    assert shop.api.get("/v1/merchant", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+
+    page.get_by_role("button", name="Sign out").click()
+    expect(button).to_be_visible()
+    signed_out = shop.api.get("/v1/merchant", headers={"Authorization": f"Bearer {token}"})
+    assert signed_out.status_code == 401, signed_out.text
+    assert v.errors == [], v.errors
+
+
+def test_a_wallet_that_is_no_merchants_is_told_so_in_chinese(
+    visit: Callable[..., Visit], wallet_of: Callable[[int], TestWallet]
+) -> None:
+    wallet = wallet_of(22)
+    v = visit(wallet=wallet, locale="zh-CN")
+    page = v.open("/merchant")
+    page.get_by_role("button", name="用钱包登录").click()
+    alert = page.get_by_role("alert")
+    expect(alert).to_contain_text(f"{wallet.address} 不是本网关任何商户的结算地址")
+    v.shot("merchant-wallet-not-a-merchant-zh")
+    assert page.evaluate("sessionStorage.getItem('cardless_merchant_key')") is None
     assert v.axe() == []
     assert v.errors == [], v.errors

@@ -27,6 +27,8 @@ OPERATIONS = {
     ("get", "/v1/audit/receipts"): "exportAuditReceipts",
     ("post", "/v1/auth/siwe/nonce"): "createSiweNonce",
     ("post", "/v1/auth/siwe"): "createSiweSession",
+    ("post", "/v1/auth/siwe/merchant"): "createMerchantSession",
+    ("delete", "/v1/auth/siwe/merchant"): "deleteMerchantSession",
     ("post", "/v1/merchants"): "createMerchant",
     ("get", "/v1/merchants"): "listMerchants",
     ("get", "/v1/merchants/{merchant_id}"): "getMerchant",

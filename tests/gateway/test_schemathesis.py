@@ -29,7 +29,8 @@ CASES_PER_OPERATION = 300
 # is 404; the provider refusing the account, or the zero address as buyer, is 422; 503 when no
 # provider can take it); the account check (checkAccount) answers the same. The callback needs the
 # provider's signature, so only its own value of `provider` reaches past the 404. A schema-valid
-# sign-in message is rarely an EIP-4361 one (422) and never one signed for this gateway (401).
+# sign-in message is rarely an EIP-4361 one (422) and never one signed for this gateway (401); the
+# merchants' sign-in also answers 403 (a signed message by no merchant's settlement address).
 # Schemathesis reuses Idempotency-Key values ("0") with other bodies, which is the client error 409
 # says.
 CONFIG = f"""
@@ -47,6 +48,9 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "404", "409", "422",
 [[operations]]
 include-operation-id = "createSiweSession"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "409", "422", "429"]
+[[operations]]
+include-operation-id = "createMerchantSession"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "409", "422", "429"]
 [[operations]]
 include-operation-id = "receiveProviderCallback"
 parameters = {{ "provider" = "simulator" }}

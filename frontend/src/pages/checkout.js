@@ -8,6 +8,7 @@ import { lang, t } from '../i18n.js'
 import { Notice } from '../layout.js'
 import { useSignal } from '../signal.js'
 import { ApiError, NetworkError, api, formatUnits, short } from '../api.js'
+import * as siwe from '../siwe.js'
 import * as wallet from '../wallet.js'
 import { OrderStatus, OrderTable } from '../orders.js'
 
@@ -303,12 +304,6 @@ export function Checkout() {
     <${MyOrders} address=${address} catalogue=${catalogue} tokens=${tokens} onOpen=${(id) => setWatching({ orderId: id })} />`
 }
 
-function siweMessage({ domain, address, chainId, nonce }) {
-  return `${domain} wants you to sign in with your Ethereum account:\n${address}\n\n` +
-    'Sign in to Cardless to see your orders.\n\n' +
-    `URI: ${location.origin}\nVersion: 1\nChain ID: ${chainId}\nNonce: ${nonce}\nIssued At: ${new Date().toISOString()}`
-}
-
 function MyOrders({ address, tokens, onOpen }) {
   const [session, setSession] = useState(() => { try { return JSON.parse(sessionStorage.getItem('cardless_siwe')) } catch { return null } })
   const [orders, setOrders] = useState(null)
@@ -326,10 +321,7 @@ function MyOrders({ address, tokens, onOpen }) {
     setError(null)
     try {
       const who = address ?? getAddress(await wallet.connect())
-      const nonce = await api('/v1/auth/siwe/nonce', { method: 'POST' })
-      const message = siweMessage({ domain: nonce.domain, address: who, chainId: nonce.chain_id, nonce: nonce.nonce })
-      const signature = await wallet.personalSign(who, message)
-      const created = await api('/v1/auth/siwe', { method: 'POST', body: { message, signature } })
+      const created = await siwe.signIn({ path: '/v1/auth/siwe', statement: 'Sign in to Cardless to see your orders.', address: who })
       sessionStorage.setItem('cardless_siwe', JSON.stringify(created))
       setSession(created)
     } catch (e) {

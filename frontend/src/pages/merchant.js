@@ -1,17 +1,38 @@
-// Merchant dashboard: signed in with the merchant's API key (ck_live_...), kept in this tab only
-// (sessionStorage). Everything is the merchant API: /v1/merchant, /v1/orders, balances, the
-// settlement report, webhooks and their delivery log, the catalogue (PATCH /v1/merchant/skus/{id}).
+// Merchant dashboard: signed in with the merchant's API key (ck_live_...) or, through "Sign in with
+// wallet", a wallet session (cm_sess_...) that the merchant's settlement address opens with Sign-In with
+// Ethereum (POST /v1/auth/siwe/merchant). Either is kept in this tab only (sessionStorage); signing out
+// of a wallet session ends it on the gateway too. Everything is the merchant API: /v1/merchant,
+// /v1/orders, balances, the settlement report, webhooks and their delivery log, the catalogue.
 import { useEffect, useState } from 'preact/hooks'
+import { getAddress } from 'viem'
 import { html } from '../html.js'
 import { formatTime, lang, t } from '../i18n.js'
 import { Hash, Notice } from '../layout.js'
 import { useSignal } from '../signal.js'
-import { ApiError, api, formatUnits, short } from '../api.js'
+import { ApiError, NetworkError, api, formatUnits, short } from '../api.js'
+import * as siwe from '../siwe.js'
+import * as wallet from '../wallet.js'
 import { OrderTable, stateLabel } from '../orders.js'
 
 const KEY = 'cardless_merchant_key'
+// The gateway requires exactly this statement for a merchant session (gateway/services/merchant_sessions.py).
+const STATEMENT = 'Sign in to the Cardless merchant dashboard.'
 const STATES = ['quoted', 'paid', 'submitting', 'unknown', 'proof_pending', 'settled', 'refund_pending', 'refunded', 'reclaimed', 'expired']
 const detail = (e) => (e instanceof ApiError ? e.fieldMessage || e.message : String(e.message ?? e))
+const isSession = (token) => token?.startsWith('cm_sess_')
+
+function walletSignInText(error, address) {
+  if (error instanceof wallet.WalletError) {
+    if (error.kind === 'missing') return t('m.wallet.none')
+    if (error.kind === 'rejected') return t('m.wallet.rejected')
+    return t('m.wallet.refused', { detail: error.message })
+  }
+  if (error instanceof NetworkError) return t('err.network')
+  if (error instanceof ApiError && error.status === 403 && /not a merchant's settlement address/.test(error.message)) {
+    return t('m.wallet.notmerchant', { address })
+  }
+  return t('m.wallet.refused', { detail: detail(error) })
+}
 
 export function Merchant() {
   useSignal(lang)
@@ -19,38 +40,74 @@ export function Merchant() {
   const [me, setMe] = useState(null)
   const [error, setError] = useState(null)
   const [draft, setDraft] = useState('')
+  const [waiting, setWaiting] = useState(false)
 
   useEffect(() => {
     if (!key) { setMe(null); return }
     api('/v1/merchant', { token: key }).then(setMe).catch((e) => {
-      sessionStorage.removeItem(KEY); setKey(null); setError(t('m.nokey', { detail: detail(e) }))
+      sessionStorage.removeItem(KEY); setKey(null)
+      setError(t(isSession(key) ? 'm.session.ended' : 'm.nokey', { detail: detail(e) }))
     })
   }, [key])
+
+  function use(token) {
+    sessionStorage.setItem(KEY, token)
+    setKey(token)
+  }
 
   function signIn(e) {
     e.preventDefault()
     setError(null)
-    sessionStorage.setItem(KEY, draft.trim())
-    setKey(draft.trim())
+    use(draft.trim())
     setDraft('')
+  }
+
+  async function signInWithWallet() {
+    setError(null)
+    let address = null
+    setWaiting(true)
+    try {
+      address = getAddress(await wallet.connect())
+      const created = await siwe.signIn({ path: '/v1/auth/siwe/merchant', statement: STATEMENT, address })
+      use(created.token)
+    } catch (e) {
+      setError(walletSignInText(e, address))
+    } finally {
+      setWaiting(false)
+    }
+  }
+
+  // A wallet session ends on the gateway first (whatever it answers, this tab forgets it after).
+  async function signOut() {
+    if (isSession(key)) await api('/v1/auth/siwe/merchant', { method: 'DELETE', token: key }).catch(() => {})
+    sessionStorage.removeItem(KEY)
+    setKey(null)
   }
 
   if (!key || !me) return html`
     <h1>${t('m.title')}</h1>
-    <form class="panel narrow" onSubmit=${signIn}>
-      <label for="api-key">${t('m.key')}</label>
-      <input id="api-key" type="password" autocomplete="off" spellcheck="false" value=${draft}
-        aria-describedby="api-key-hint" onInput=${(e) => setDraft(e.currentTarget.value)} />
-      <p id="api-key-hint" class="hint">${t('m.key.hint')}</p>
-      <button type="submit" class="primary" disabled=${!draft.trim()}>${t('m.signin')}</button>
+    <div class="panel narrow signin">
+      <form onSubmit=${signIn}>
+        <label for="api-key">${t('m.key')}</label>
+        <input id="api-key" type="password" autocomplete="off" spellcheck="false" value=${draft}
+          aria-describedby="api-key-hint" onInput=${(e) => setDraft(e.currentTarget.value)} />
+        <p id="api-key-hint" class="hint">${t('m.key.hint')}</p>
+        <button type="submit" class="primary" disabled=${!draft.trim()}>${t('m.signin')}</button>
+      </form>
+      <p class="or"><span>${t('m.or')}</span></p>
+      <button type="button" class="secondary" onClick=${signInWithWallet} aria-describedby="wallet-hint"
+        aria-busy=${waiting ? 'true' : 'false'} disabled=${waiting} data-testid="merchant-siwe">${t('m.wallet')}</button>
+      <p id="wallet-hint" class="hint">${t('m.wallet.hint')}</p>
+      ${waiting && html`<${Notice}>${t('m.wallet.wait')}<//>`}
       <${Notice} kind="error">${error}<//>
-    </form>`
+    </div>`
 
   return html`
     <div class="title-row">
       <h1>${t('m.title')}: ${me.name}</h1>
-      <button type="button" class="secondary" onClick=${() => { sessionStorage.removeItem(KEY); setKey(null) }}>${t('m.signout')}</button>
+      <button type="button" class="secondary" onClick=${signOut}>${t('m.signout')}</button>
     </div>
+    ${isSession(key) && html`<p class="hint" data-testid="signed-in-as">${t('m.signedin.wallet', { address: me.address })}</p>`}
     <div class="grid">
       <${Balances} token=${key} />
       <${Charts} token=${key} />
