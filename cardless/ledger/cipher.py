@@ -37,6 +37,7 @@ _NONCE = 12
 _SALT_KEY_INFO = b"cardless/account-salt-key/v1"
 _SALT_LABEL = b"cardless/account-salt/v1"
 _RISK_KEY_INFO = b"cardless/risk-keyed-hash/v1"
+_SEAL_KEY_INFO = b"cardless/sealed-at-rest/v1"
 
 
 class CipherError(LedgerError):
@@ -56,6 +57,8 @@ class AccountCipher:
         self._salt_key = hkdf.derive(key)
         risk = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_RISK_KEY_INFO)
         self._risk_key = risk.derive(key)
+        seal = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_SEAL_KEY_INFO)
+        self._seal = AESGCM(seal.derive(key))
 
     def keyed_hash(self, label: str, value: str) -> str:
         """HMAC-SHA256 (hex) of ``value`` under a subkey of the account key, separated by ``label``:
@@ -85,6 +88,18 @@ class AccountCipher:
     def encrypt(self, account: str, order_id: str) -> bytes:
         nonce = secrets.token_bytes(_NONCE)
         return nonce + self._aead.encrypt(nonce, account.encode("utf-8"), order_id.encode())
+
+    def seal(self, data: bytes, label: str) -> bytes:
+        """Other bytes kept at rest that may carry an account or a secret (a stored API answer),
+        AES-256-GCM under their own subkey, bound to ``label`` (the row they belong to)."""
+        nonce = secrets.token_bytes(_NONCE)
+        return nonce + self._seal.encrypt(nonce, data, label.encode())
+
+    def unseal(self, blob: bytes, label: str) -> bytes:
+        try:
+            return self._seal.decrypt(blob[:_NONCE], blob[_NONCE:], label.encode())
+        except (InvalidTag, ValueError) as exc:
+            raise CipherError(f"{label}: does not decrypt with this key") from exc
 
     def decrypt(self, blob: bytes, order_id: str) -> str:
         try:

@@ -8,7 +8,8 @@ through untouched: it is answered 401, and a stranger cannot probe which keys ar
 
 The fingerprint covers the method, path, query and raw body. The first answer is stored, errors
 included, and replayed for 24 h with ``Idempotent-Replayed: true``; except 429 and 503, which say
-"nothing was done, retry later", and are released so the retry runs.
+"nothing was done, retry later", and are released so the retry runs. Stored bodies are sealed with a
+subkey of the account key: they may hold a new API key or a buyer's game account.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ _NOT_KEPT = frozenset({429, 503})
 _KEPT_HEADERS = ("content-type", "location", "retry-after", "www-authenticate")
 _BEARER_ANSWERS = frozenset({"/v1/auth/siwe", "/v1/auth/siwe/merchant"})
 """Sign-ins answer with a new bearer token, which is kept only as its SHA-256: their answers are never
-stored here. A retry signs in again with a new nonce (the first one is spent either way)."""
+stored here, even sealed. A retry signs in again with a new nonce (the first one is spent either way)."""
 
 
 class IdempotencyMiddleware:
@@ -74,7 +75,8 @@ class IdempotencyMiddleware:
         sessions = context.sessions
         query = scope.get("query_string", b"").decode("latin-1")
         print_ = idempotency.fingerprint("POST", scope["path"], query, body)
-        outcome = await anyio.to_thread.run_sync(idempotency.claim, sessions, owner, key, print_)
+        cipher = context.quotes.cipher
+        outcome = await anyio.to_thread.run_sync(idempotency.claim, sessions, cipher, owner, key, print_)
         if isinstance(outcome, idempotency.Mismatch):
             await _problem(
                 send, 409, "header.Idempotency-Key", "was used with other parameters; use a new key"
@@ -83,6 +85,11 @@ class IdempotencyMiddleware:
         if isinstance(outcome, idempotency.InFlight):
             await _problem(
                 send, 409, "header.Idempotency-Key", "a request with this key is still running; retry"
+            )
+            return
+        if isinstance(outcome, idempotency.Unreadable):
+            await _problem(
+                send, 409, "header.Idempotency-Key", "its stored answer can no longer be read; use a new key"
             )
             return
         if isinstance(outcome, idempotency.Replay):
@@ -129,7 +136,7 @@ class IdempotencyMiddleware:
             await anyio.to_thread.run_sync(idempotency.release, sessions, record)
         else:
             await anyio.to_thread.run_sync(
-                idempotency.complete, sessions, record, status, kept, b"".join(chunks)
+                idempotency.complete, sessions, cipher, record, status, kept, b"".join(chunks)
             )
         for event in events:
             await send(event)

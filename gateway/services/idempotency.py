@@ -6,7 +6,11 @@ two, exactly one inserts and runs; the other finds the row. The outcomes:
 - ``Claimed``: run the request, then :func:`complete` (or :func:`release` when it must not be kept);
 - ``Replay``: the stored answer, for the same parameters;
 - ``Mismatch``: the key was used with other parameters (409);
-- ``InFlight``: the first request with this key is still running (409; retry shortly).
+- ``InFlight``: the first request with this key is still running (409; retry shortly);
+- ``Unreadable``: the stored answer no longer decrypts (409; use a new key).
+
+Answer bodies are stored sealed with a subkey of the account key (AES-256-GCM, bound to the row): they
+carry new API keys and buyers' game accounts, which a copy of the database must not reveal.
 
 Records live 24 hours. A claim left by a process that died mid-request is taken over after
 :data:`STALE_CLAIM`.
@@ -22,6 +26,7 @@ from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from cardless.ledger.cipher import AccountCipher, CipherError
 from cardless.ledger.models import IdempotencyRecord, utcnow
 
 __all__ = [
@@ -31,6 +36,7 @@ __all__ = [
     "InFlight",
     "Mismatch",
     "Replay",
+    "Unreadable",
     "claim",
     "complete",
     "fingerprint",
@@ -66,6 +72,12 @@ class InFlight:
     pass
 
 
+@dataclasses.dataclass(frozen=True)
+class Unreadable:
+    """The stored answer does not decrypt (the account key was rotated since): it cannot be replayed,
+    and running the request again could do it twice."""
+
+
 def fingerprint(method: str, path: str, query: str, body: bytes) -> str:
     digest = hashlib.sha256()
     for part in (method.encode(), path.encode(), query.encode(), body):
@@ -78,9 +90,18 @@ def _utc(at: datetime) -> datetime:
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
+def _label(record_id: int) -> str:
+    return f"idempotency/{record_id}"
+
+
 def claim(
-    sessions: sessionmaker[Session], scope: str, key: str, print_: str, now: datetime | None = None
-) -> Claimed | Replay | Mismatch | InFlight:
+    sessions: sessionmaker[Session],
+    cipher: AccountCipher,
+    scope: str,
+    key: str,
+    print_: str,
+    now: datetime | None = None,
+) -> Claimed | Replay | Mismatch | InFlight | Unreadable:
     now = now or utcnow()
     for _ in range(3):
         with sessions() as session:
@@ -108,24 +129,32 @@ def claim(
                 return Mismatch()
             if existing.response_status is None:
                 return InFlight()
+            try:
+                body = cipher.unseal(existing.response_body or b"", _label(existing.id))
+            except CipherError:
+                return Unreadable()
             return Replay(
-                status=existing.response_status,
-                headers=dict(existing.response_headers or {}),
-                body=existing.response_body or b"",
+                status=existing.response_status, headers=dict(existing.response_headers or {}), body=body
             )
     return InFlight()
 
 
 def complete(
-    sessions: sessionmaker[Session], record_id: int, status: int, headers: dict[str, str], body: bytes
+    sessions: sessionmaker[Session],
+    cipher: AccountCipher,
+    record_id: int,
+    status: int,
+    headers: dict[str, str],
+    body: bytes,
 ) -> None:
+    """Store the answer, its body sealed: answers carry new API keys and the buyer's game account."""
     with sessions() as session:
         row = session.get(IdempotencyRecord, record_id)
         if row is None:
             return
         row.response_status = status
         row.response_headers = headers
-        row.response_body = body
+        row.response_body = cipher.seal(body, _label(record_id))
         session.commit()
 
 

@@ -350,6 +350,47 @@ def test_an_error_is_stored_and_replayed_too(gw: MerchantApp, admin: httpx.Clien
         )
 
 
+def test_a_stored_answer_is_sealed_and_a_new_account_key_cannot_replay_it(
+    gw: MerchantApp, admin: httpx.Client
+) -> None:
+    """A new API key is in its creation's answer: a copy of the database must not hold it in clear,
+    and a stored answer that no longer decrypts is a 409, never a second key."""
+    from cardless.ledger.cipher import AccountCipher
+    from gateway.services import idempotency
+
+    merchant = admin.post("/v1/merchants", json=_merchant_body(7)).json()["id"]
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    body = {"name": "server", "scopes": ["orders:read"]}
+    first = admin.post(f"/v1/merchants/{merchant}/keys", json=body, headers=key)
+    assert first.status_code == 201, first.text
+    secret = first.json()["key"]
+    assert secret.startswith("ck_")
+    replay = admin.post(f"/v1/merchants/{merchant}/keys", json=body, headers=key)
+    assert (replay.json()["key"], replay.headers["Idempotent-Replayed"]) == (secret, "true")
+    with gw.sessions() as session:
+        record = session.scalar(
+            select(IdempotencyRecord).where(IdempotencyRecord.key == key["Idempotency-Key"])
+        )
+        assert record is not None and record.response_body is not None
+        assert secret.encode() not in record.response_body and b"ck_" not in record.response_body
+        scope, print_ = record.scope, record.fingerprint
+
+    other = AccountCipher(bytes(range(100, 132)))  # the account key rotated since
+    assert isinstance(
+        idempotency.claim(gw.sessions, other, scope, key["Idempotency-Key"], print_), idempotency.Unreadable
+    )
+    with gw.sessions() as session:
+        record = session.scalar(
+            select(IdempotencyRecord).where(IdempotencyRecord.key == key["Idempotency-Key"])
+        )
+        assert record is not None
+        record.response_body = other.seal(b"{}", f"idempotency/{record.id}")
+        session.commit()
+    unreadable = admin.post(f"/v1/merchants/{merchant}/keys", json=body, headers=key)
+    assert_problem(unreadable, 409, "header.Idempotency-Key")
+    assert len(admin.get(f"/v1/merchants/{merchant}/keys").json()) == 1
+
+
 def test_keys_are_scoped_to_their_sender(gw: MerchantApp, admin: httpx.Client) -> None:
     key = {"Idempotency-Key": str(uuid.uuid4())}
     assert admin.post("/v1/merchants", json=_merchant_body(3), headers=key).status_code == 201
@@ -406,13 +447,14 @@ def test_expired_idempotency_records_are_purged_and_a_key_is_reusable_after_a_da
     from gateway.services import idempotency
 
     now = datetime.now(UTC)
-    first = idempotency.claim(gw.sessions, "test", "k-1", "print-a", now - timedelta(days=2))
+    cipher = gw.context.quotes.cipher
+    first = idempotency.claim(gw.sessions, cipher, "test", "k-1", "print-a", now - timedelta(days=2))
     assert isinstance(first, idempotency.Claimed)
-    idempotency.complete(gw.sessions, first.record_id, 201, {}, b"{}")
+    idempotency.complete(gw.sessions, cipher, first.record_id, 201, {}, b"{}")
     # A day later the key is free again, even with other parameters.
-    again = idempotency.claim(gw.sessions, "test", "k-1", "print-b", now)
+    again = idempotency.claim(gw.sessions, cipher, "test", "k-1", "print-b", now)
     assert isinstance(again, idempotency.Claimed)
-    old = idempotency.claim(gw.sessions, "test", "k-2", "print-a", now - timedelta(days=2))
+    old = idempotency.claim(gw.sessions, cipher, "test", "k-2", "print-a", now - timedelta(days=2))
     assert isinstance(old, idempotency.Claimed)
     assert idempotency.purge(gw.sessions, now) >= 1
     with gw.sessions() as session:
