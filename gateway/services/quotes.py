@@ -155,8 +155,7 @@ class QuoteService:
             account_commitment=protocol.account_commitment(account, salt),
         )
         domain = self.deployment.domain
-        typed = protocol.quote_typed_data(domain, order)
-        signature = protocol.sign(self.quote_key.key, typed)
+        signature = protocol.sign_digest(self.quote_key.key, protocol.quote_digest(domain, order))
         providers = [provider_name] + [p for p in sku.providers if p != provider_name]
         account_hash = self.cipher.account_hash(account)
         with self.sessions.begin() as session:
