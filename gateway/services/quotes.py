@@ -94,6 +94,10 @@ class QuoteService:
     """Provider name -> the ``[account]`` format its provider file declares."""
     catalogue: QuotableCache = dataclasses.field(default_factory=QuotableCache)
     """The SKUs on sale, cached until edited (see :class:`gateway.services.skus.QuotableCache`)."""
+    _domain: protocol.EscrowDomain = dataclasses.field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._domain = self.deployment.domain  # validated once, not per quote
 
     async def create(
         self,
@@ -130,8 +134,9 @@ class QuoteService:
             # would bind a buyer who is not the payer (pay reverts BuyerMismatch).
             raise InvalidField("buyer", "mixed-case address with a wrong EIP-55 checksum (a typo?)")
         self._check_buyer(to_checksum_address(buyer))
-        with self.sessions() as session:
-            check_daily_limits(session, sku, buyer)
+        if sku.daily_limit is not None or sku.buyer_daily_limit is not None:
+            with self.sessions() as session:
+                check_daily_limits(session, sku, buyer)
         account = clean_account(account)
         check_account_format(account, sku_id, sku.providers, self.account_formats)
         provider_name, validation = await self._validate_account(sku.providers, sku_id, account)
@@ -154,7 +159,7 @@ class QuoteService:
             sku_hash=keccak(text=sku.id),
             account_commitment=protocol.account_commitment(account, salt),
         )
-        domain = self.deployment.domain
+        domain = self._domain
         signature = protocol.sign_digest(self.quote_key.key, protocol.quote_digest(domain, order))
         providers = [provider_name] + [p for p in sku.providers if p != provider_name]
         account_hash = self.cipher.account_hash(account)
@@ -226,7 +231,7 @@ class QuoteService:
     def _quote_out(
         self, order: protocol.Order, signature: bytes, salt: bytes, token: TokenOut, check: AccountCheck
     ) -> QuoteOut:
-        domain = self.deployment.domain
+        domain = self._domain
         pay_data = _calldata("CardlessEscrow", "pay", [order.as_tuple(), self.quote_key.address, signature])
         transactions: list[TransactionStep] = []
         if not order.is_native:
