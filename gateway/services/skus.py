@@ -189,7 +189,8 @@ def _catalogue_rolled_back(session: Session) -> None:
 
 
 class QuotableCache:
-    """:func:`quotable` per SKU, kept until the catalogue is edited or ``ttl`` seconds pass.
+    """:func:`quotable` per SKU (and the public catalogue), kept until the catalogue is edited or ``ttl``
+    seconds pass.
 
     Every quote read the SKU, its prices and its merchant (three queries, a tenth of a quote's CPU).
     An edit committed in this process (the merchants' API, the CLI in-process, a test's session) empties
@@ -204,6 +205,8 @@ class QuotableCache:
         # Per database (a copied service may point at another one), then per SKU id.
         self._by_db: weakref.WeakKeyDictionary[Any, dict[str, tuple[int, float, QuotableSku | None]]]
         self._by_db = weakref.WeakKeyDictionary()
+        self._described: weakref.WeakKeyDictionary[Any, tuple[int, float, Deployment, CatalogueOut]]
+        self._described = weakref.WeakKeyDictionary()
 
     def get(self, sessions: sessionmaker[Session], sku_id: str) -> QuotableSku | None:
         bind = sessions.kw.get("bind")
@@ -217,6 +220,19 @@ class QuotableCache:
         if len(entries) >= self.max_entries:
             entries.clear()
         entries[sku_id] = (generation, now, found)
+        return found
+
+    def describe(self, sessions: sessionmaker[Session], deployment: Deployment) -> CatalogueOut:
+        """:func:`describe_catalogue` (``GET /v1/catalogue``), kept on the same terms as the SKUs."""
+        bind = sessions.kw.get("bind")
+        key = bind if bind is not None else sessions
+        generation, now = _generation, time.monotonic()
+        hit = self._described.get(key)
+        if hit is not None and hit[0] == generation and now - hit[1] < self.ttl and hit[2] is deployment:
+            return hit[3]
+        with sessions() as session:
+            found = describe_catalogue(session, deployment)
+        self._described[key] = (generation, now, deployment, found)
         return found
 
 
