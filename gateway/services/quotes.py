@@ -12,6 +12,7 @@ import secrets
 from collections.abc import Mapping
 from typing import Any, Final
 
+import anyio.to_thread
 from eth_abi import encode
 from eth_account.signers.local import LocalAccount
 from eth_utils import (
@@ -157,7 +158,10 @@ class QuoteService:
         check_account_format(account, sku_id, sku.providers, self.account_formats)
         provider_name, validation = await self._validate_account(sku.providers, sku_id, account)
 
-        now = _chain_now(self.w3)
+        # The two round trips of a quote (the chain's time, the insert) run on a worker thread: on the
+        # event loop they held every other request for their whole wait (the node's answer, SQLite's
+        # write lock while the oracle commits), which serialised concurrent quotes.
+        now = await anyio.to_thread.run_sync(_chain_now, self.w3)
         order_id = secrets.token_bytes(32)
         order_hex = Web3.to_hex(order_id)
         # Derived from the account key, not stored: a copy of the database alone cannot test guesses
@@ -204,16 +208,19 @@ class QuoteService:
         )
         # One transaction, three plain INSERTs of the rows the ledger's own constructors built: the ORM's
         # unit of work (flush bookkeeping, statement compilation) was most of a quote's database time.
+        await anyio.to_thread.run_sync(self._store, row, signal)
+        # A mistyped account of a valid shape passes validation; the nickname the provider returns
+        # for it is what lets the buyer notice before paying.
+        check = AccountCheck(account=account, provider=provider_name, nickname=validation.nickname)
+        return self._quote_out(order, signature, salt, TokenOut(**token.model_dump(mode="json")), check)
+
+    def _store(self, row: Order, signal: RequestSignal | None) -> None:
         with self.sessions.begin() as session:
             connection = session.connection()
             connection.execute(_ORDERS, _column_values(row))
             connection.execute(_ORDER_EVENTS, [{**_column_values(e), "order_id": row.id} for e in row.events])
             if signal is not None:
                 connection.execute(_SIGNALS, _column_values(signal))
-        # A mistyped account of a valid shape passes validation; the nickname the provider returns
-        # for it is what lets the buyer notice before paying.
-        check = AccountCheck(account=account, provider=provider_name, nickname=validation.nickname)
-        return self._quote_out(order, signature, salt, TokenOut(**token.model_dump(mode="json")), check)
 
     def _check_buyer(self, buyer: str) -> None:
         """Refuse a buyer that can never sign the payment: nobody holds the zero address's key, and the
