@@ -41,10 +41,15 @@ class PublicOrderStatus:
             if scope["type"] == "http" and scope["method"] == "GET" and not scope.get("query_string")
             else None
         )
-        if found is None or any(name.lower() in _CREDENTIALS for name, _ in scope["headers"]):
+        engine = scope["app"].state.context.sessions.kw.get("bind") if found is not None else None
+        # Not this request, credentials of any kind, or sessions without one engine: the route answers.
+        if (
+            found is None
+            or not isinstance(engine, Engine)
+            or any(name.lower() in _CREDENTIALS for name, _ in scope["headers"])
+        ):
             await self.app(scope, receive, send)
             return
-        engine: Engine = scope["app"].state.context.sessions.kw["bind"]
         order_id = found.group(1)
         if engine.dialect.name == "sqlite":
             body = _read(engine, order_id)
