@@ -7,7 +7,6 @@ disabled; anything else reads as unknown, exactly like an id that never existed.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import threading
 import time
 import weakref
@@ -18,7 +17,7 @@ from typing import Any
 from eth_utils import to_checksum_address
 from sqlalchemy import event, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, selectinload, sessionmaker
+from sqlalchemy.orm import Session, object_session, selectinload, sessionmaker
 
 from cardless.ledger.models import Merchant, Order, OrderState, Sku, SkuPrice, utcnow
 from cardless.protocol.deployment import Deployment
@@ -162,17 +161,20 @@ def quotable(session: Session, sku_id: str) -> QuotableSku | None:
 # ------------------------------------------------------------------------------ the quote's cache
 
 _generation = 0
-"""Bumped after every commit in this process that wrote a SKU, a price or a merchant."""
+"""Bumped after every commit in this process that wrote a SKU, a price or a merchant (ORM flushes)."""
 _generation_lock = threading.Lock()
 
 
-@event.listens_for(Session, "after_flush")
-def _note_catalogue_edit(session: Session, _context: Any) -> None:
-    if any(
-        isinstance(o, Sku | SkuPrice | Merchant)
-        for o in itertools.chain(session.new, session.dirty, session.deleted)
-    ):
+def _note_catalogue_edit(_mapper: Any, _connection: Any, target: Any) -> None:
+    # Mapper events: they fire for these three classes only, so other flushes (the oracle's) pay nothing.
+    session = object_session(target)
+    if session is not None:
         session.info["catalogue_edited"] = True
+
+
+for _model in (Sku, SkuPrice, Merchant):
+    for _name in ("after_insert", "after_update", "after_delete"):
+        event.listen(_model, _name, _note_catalogue_edit)
 
 
 @event.listens_for(Session, "after_commit")
