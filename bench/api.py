@@ -112,13 +112,17 @@ def main(argv: list[str] | None = None) -> int:
                 str(args.concurrency),
             ]
             results: dict[str, Any] = {}
+            idle = _idle_cpu_rate()
             for key, kind in (("healthz", "healthz"), ("order_status", "status"), ("quote", "quote")):
                 extra = ["--order-ids", str(ids)] if kind == "status" else []
                 spy = _Spy(args.profile, kind)
+                cpu0, wall0 = _cpu(), time.monotonic()
                 try:
                     results[key] = loadgen([*common, "--kind", kind, *extra], work / f"{kind}.json")
                 finally:
                     spy.stop()
+                cpu, wall = _cpu() - cpu0, time.monotonic() - wall0
+                results[key].update(_cpu_figures(results[key], cpu, wall, idle))
         finally:
             system.stop()
     ceiling = results["healthz"]["rps"]
@@ -131,6 +135,32 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     _table(results)
     return 0
+
+
+def _cpu() -> float:
+    """CPU seconds of this process, every thread (chain, gateway, oracle, simulator)."""
+    times = os.times()
+    return times.user + times.system
+
+
+def _idle_cpu_rate(seconds: float = 2.0) -> float:
+    """CPU seconds per second this process spends with no request to answer (the oracle polling the
+    chain, the dev node's timers): subtracted from each load's CPU before it is divided by requests."""
+    cpu0, wall0 = _cpu(), time.monotonic()
+    time.sleep(seconds)
+    return (_cpu() - cpu0) / (time.monotonic() - wall0)
+
+
+def _cpu_figures(result: dict[str, Any], cpu: float, wall: float, idle: float) -> dict[str, Any]:
+    """The server's CPU per request (ms; less sensitive to the machine's load than rps) and the cores it
+    kept busy, with the generator's own CPU per request beside it."""
+    requests = max(1, int(result.get("requests_total", result["requests"])))
+    return {
+        "server_cpu_ms_per_request": round(1000 * max(0.0, cpu - idle * wall) / requests, 3),
+        "server_cores_busy": round(cpu / wall, 2),
+        "idle_cpu_cores": round(idle, 3),
+        "loadgen_cpu_ms_per_request": round(1000 * float(result.get("loadgen_cpu_s", 0)) / requests, 3),
+    }
 
 
 class _Spy:
@@ -168,10 +198,16 @@ class _Spy:
 def _table(results: dict[str, Any]) -> None:
     load = results["order_status"]["load"]
     print(f"API on loopback, {results['chain']} chain; {load['cores']} cores, load {load['loadavg_1m']}")
-    print(f"{'route':<14}{'rps':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
+    print(
+        f"{'route':<14}{'rps':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}"
+        f"{'CPU ms/req':>12}{'gen ms/req':>12}"
+    )
     for key in ("healthz", "order_status", "quote"):
         r = results[key]
-        print(f"{key:<14}{r['rps']:>10}{r['p50_ms']:>10}{r['p99_ms']:>10}{r['errors']:>8}")
+        print(
+            f"{key:<14}{r['rps']:>10}{r['p50_ms']:>10}{r['p99_ms']:>10}{r['errors']:>8}"
+            f"{r['server_cpu_ms_per_request']:>12}{r['loadgen_cpu_ms_per_request']:>12}"
+        )
 
 
 if __name__ == "__main__":

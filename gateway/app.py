@@ -16,6 +16,7 @@ from gateway.api.deps import GatewayContext
 from gateway.api.errors import install_error_handlers, problem_openapi
 from gateway.api.idempotency import IdempotencyMiddleware, idempotency_openapi
 from gateway.api.operations import router as operations_router
+from gateway.api.order_status import PublicOrderStatus
 from gateway.api.pages import router as pages_router
 from gateway.api.routes import router
 from gateway.services.operations import Metrics
@@ -57,6 +58,9 @@ def create_app(context: GatewayContext) -> FastAPI:
     )
     if context.quote_limits is not None:
         context.quote_limits.on_refused = metrics.count_rate_limited
+    # Innermost: the anonymous order-status read, answered without the framework (see its module); it
+    # still runs inside the body limit, the order's log context and the 500 problem handler.
+    app.add_middleware(PublicOrderStatus)
     # Inside the body-size middleware (added after it, so it runs second): it gets the body in one piece.
     app.add_middleware(IdempotencyMiddleware, credentialed=("/v1/merchants", "/v1/merchant", "/v1/risk"))
     # Before any route reads the body: a deeply nested body would otherwise crash the process

@@ -196,7 +196,7 @@ class SignedCall:
         return value
 
 
-def _runtime(request: Request) -> SimulatorRuntime:
+async def _runtime(request: Request) -> SimulatorRuntime:  # async: no worker-thread hop per request
     runtime: SimulatorRuntime = request.app.state.runtime
     return runtime
 

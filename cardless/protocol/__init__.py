@@ -29,6 +29,7 @@ from cardless.protocol._eip712 import (
     batch_digest,
     batch_typed_data,
     bytes32_from_hex,
+    domain_separator,
     fulfilment_digest,
     fulfilment_typed_data,
     hash32_from_hex,
@@ -43,6 +44,7 @@ from cardless.protocol._eip712 import (
     refund_digest,
     refund_typed_data,
     sign,
+    sign_digest,
 )
 from cardless.protocol._exceptions import (
     ArtifactError,
@@ -78,6 +80,7 @@ __all__ = [
     "batch_digest",
     "batch_typed_data",
     "bytes32_from_hex",
+    "domain_separator",
     "fulfilment_digest",
     "fulfilment_typed_data",
     "hash32_from_hex",
@@ -92,4 +95,5 @@ __all__ = [
     "refund_digest",
     "refund_typed_data",
     "sign",
+    "sign_digest",
 ]

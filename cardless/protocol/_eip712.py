@@ -19,10 +19,12 @@ See docs/protocol.md for the format and how to verify it without Cardless code.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
 from enum import IntEnum
 from typing import Any, Final, NewType
 
+import coincurve
 import rfc8785
 from eth_abi import encode as abi_encode
 from eth_account import Account
@@ -53,6 +55,7 @@ __all__ = [
     "batch_digest",
     "batch_typed_data",
     "bytes32_from_hex",
+    "domain_separator",
     "fulfilment_digest",
     "fulfilment_typed_data",
     "hash32_from_hex",
@@ -67,6 +70,7 @@ __all__ = [
     "refund_digest",
     "refund_typed_data",
     "sign",
+    "sign_digest",
 ]
 
 Wei = NewType("Wei", int)
@@ -437,7 +441,37 @@ def _digest(message: SignableMessage) -> bytes:
 
 
 def quote_digest(domain: EscrowDomain, order: Order) -> bytes:
-    return _digest(quote_typed_data(domain, order))
+    """The EIP-712 digest of :func:`quote_typed_data`, computed directly: the domain separator once per
+    domain, the struct hash as ``keccak(typeHash || abi.encode(fields))`` (every field is a static type,
+    so EIP-712's encodeData is the ABI encoding). A quote is signed on every request; the generic
+    typed-data encoder parsed the types and walked the message each time. The tests check both against
+    the contract's ``quoteDigest``."""
+    return keccak(b"\x19\x01" + domain_separator(domain) + order_struct_hash(order))
+
+
+def _type_string(name: str, fields: Sequence[Mapping[str, str]]) -> str:
+    return name + "(" + ",".join(f"{f['type']} {f['name']}" for f in fields) + ")"
+
+
+_ORDER_TYPEHASH: Final = keccak(text=_type_string("Order", _ORDER_FIELDS))
+_ORDER_TYPES: Final = tuple(f["type"] for f in _ORDER_FIELDS)
+
+
+@functools.lru_cache(maxsize=64)
+def domain_separator(domain: EscrowDomain) -> bytes:
+    """EIP-712 ``hashStruct(domain)``, the contract's ``_domainSeparatorV4()``."""
+    return keccak(
+        abi_encode(
+            ["bytes32", "bytes32", "bytes32", "uint256", "address"],
+            [
+                keccak(text=_type_string("EIP712Domain", EIP712_DOMAIN_FIELDS)),
+                keccak(text=DOMAIN_NAME),
+                keccak(text=DOMAIN_VERSION),
+                domain.chain_id,
+                domain.verifying_contract,
+            ],
+        )
+    )
 
 
 def fulfilment_digest(domain: EscrowDomain, fulfilment: Fulfilment) -> bytes:
@@ -454,12 +488,23 @@ def refund_digest(domain: EscrowDomain, order_id: bytes, reason_code: int) -> by
 
 def order_struct_hash(order: Order) -> bytes:
     """EIP-712 ``hashStruct(order)``; its first 31 bytes are what the escrow stores per order."""
-    return bytes(quote_typed_data(EscrowDomain(1, NATIVE_TOKEN), order).body)
+    return keccak(_ORDER_TYPEHASH + abi_encode(_ORDER_TYPES, order.as_tuple()))
 
 
 def sign(private_key: bytes | str, message: SignableMessage) -> bytes:
     """A 65-byte ``r || s || v`` signature, the layout the contract expects."""
     return bytes(Account.sign_message(message, private_key).signature)
+
+
+def sign_digest(private_key: bytes | str, digest: bytes) -> bytes:
+    """:func:`sign` of a digest already computed (:func:`quote_digest`): the same 65 bytes (RFC 6979
+    nonces, low ``s``, ``v`` 27 or 28), straight from libsecp256k1 through coincurve, which is also the
+    backend eth_keys signs with here; eth_account's wrapping cost more than the signature itself."""
+    if len(digest) != 32:
+        raise ProtocolError("digest", f"must be 32 bytes, got {len(digest)}")
+    secret = bytes.fromhex(private_key.removeprefix("0x")) if isinstance(private_key, str) else private_key
+    raw = coincurve.PrivateKey(bytes(secret)).sign_recoverable(digest, hasher=None)
+    return raw[:64] + bytes([raw[64] + 27])
 
 
 def recover_signer(message: SignableMessage, signature: bytes) -> ChecksumAddress:

@@ -63,7 +63,9 @@ class GatewayContext:
     """More Prometheus collectors for /metrics (the wiring's provider latency and errors)."""
 
 
-def get_context(request: Request) -> GatewayContext:
+# The plain lookups are ``async def``: FastAPI runs a ``def`` dependency on a worker thread, a hop
+# that cost more than the lookup itself on every request.
+async def get_context(request: Request) -> GatewayContext:
     context: GatewayContext = request.app.state.context
     return context
 
@@ -79,21 +81,21 @@ def get_session(context: ContextDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def get_catalogue(context: ContextDep) -> Catalogue:
+async def get_catalogue(context: ContextDep) -> Catalogue:
     return context.catalogue
 
 
 CatalogueDep = Annotated[Catalogue, Depends(get_catalogue)]
 
 
-def get_quotes(context: ContextDep) -> QuoteService:
+async def get_quotes(context: ContextDep) -> QuoteService:
     return context.quotes
 
 
 QuotesDep = Annotated[QuoteService, Depends(get_quotes)]
 
 
-def get_quote_limits(context: ContextDep) -> QuoteLimits:
+async def get_quote_limits(context: ContextDep) -> QuoteLimits:
     return context.quote_limits
 
 

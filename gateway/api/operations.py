@@ -27,7 +27,7 @@ class NotReady(ServiceUnavailable):
 
 
 @router.get("/healthz")
-def get_liveness() -> LiveOut:
+async def get_liveness() -> LiveOut:  # async: nothing to wait for, so no hop to a worker thread
     """The process answers (no dependency is checked: a restart would not fix them)."""
     return LiveOut(status="ok")
 

@@ -48,9 +48,10 @@ _BODY = (400, 413)
 
 
 @router.get("/catalogue", tags=["catalogue"])
-def get_catalogue(context: ContextDep, session: SessionDep) -> CatalogueOut:
+def get_catalogue(context: ContextDep) -> CatalogueOut:
     """Active merchants and the SKUs on sale, with their prices per token accepted by this escrow."""
-    return services.describe_catalogue(session, context.deployment)
+    # Cached with the quotes' SKU terms: emptied by any catalogue edit in this process, else 1 s old at most.
+    return context.quotes.catalogue.describe(context.sessions, context.deployment)
 
 
 @router.post(

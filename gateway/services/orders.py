@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
 from cardless.ledger.models import ChainTx, ChainTxOrder, Order, OrderState
@@ -24,12 +24,42 @@ from gateway.schemas import (
 )
 from gateway.services._exceptions import NotFound
 
-__all__ = ["order_status", "public_order_status"]
+__all__ = ["find_public_order_status", "order_status", "public_order_status"]
+
+# The public view's columns only, by primary key: one indexed read, no ORM identity map or full row
+# (the order's ciphertext, receipt and review detail are never needed for it).
+_PUBLIC = select(
+    Order.id,
+    Order.state,
+    Order.paid_tx,
+    Order.paid_block,
+    Order.settle_tx,
+    Order.refund_tx,
+    Order.receipt_hash,
+    Order.proof_signature,
+    Order.fulfilled_at,
+    Order.refund_reason,
+).where(Order.id == bindparam("order_id"))
 
 
 def public_order_status(session: Session, order_id: str) -> OrderPublicOut:
     """What anyone may read of ``order_id``. Raises :class:`NotFound` when there is none."""
-    row = _order(session, order_id)
+    found = find_public_order_status(session, order_id)
+    if found is None:
+        raise NotFound("order_id", f"order {order_id} not found")
+    return found
+
+
+def find_public_order_status(db: Session | Connection, order_id: str) -> OrderPublicOut | None:
+    """:func:`public_order_status` on a session or a plain connection; None when there is no such order."""
+    row = db.execute(_PUBLIC, {"order_id": order_id.lower()}).first()
+    if row is None:
+        return None
+    proof = None
+    if row.proof_signature is not None and row.fulfilled_at is not None:
+        proof = ProofOut(
+            signature=row.proof_signature, fulfilled_at=row.fulfilled_at, receipt_hash=row.receipt_hash
+        )
     return OrderPublicOut(
         order_id=row.id,
         state=OrderState(row.state),
@@ -37,7 +67,7 @@ def public_order_status(session: Session, order_id: str) -> OrderPublicOut:
             paid_tx=row.paid_tx, paid_block=row.paid_block, settle_tx=row.settle_tx, refund_tx=row.refund_tx
         ),
         receipt_hash=row.receipt_hash,
-        proof=_proof(row),
+        proof=proof,
         refund_reason=row.refund_reason,
     )
 

@@ -7,13 +7,17 @@ disabled; anything else reads as unknown, exactly like an id that never existed.
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
+import weakref
 from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from eth_utils import to_checksum_address
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, object_session, selectinload, sessionmaker
 
 from cardless.ledger.models import Merchant, Order, OrderState, Sku, SkuPrice, utcnow
 from cardless.protocol.deployment import Deployment
@@ -23,6 +27,7 @@ from gateway.schemas import CatalogueOut, MerchantOut, PriceOut, SkuOut
 from gateway.services._exceptions import Conflict, InvalidField, NotFound, ServiceUnavailable
 
 __all__ = [
+    "QuotableCache",
     "QuotableSku",
     "check_daily_limits",
     "create_sku",
@@ -151,6 +156,86 @@ def quotable(session: Session, sku_id: str) -> QuotableSku | None:
         daily_limit=row.daily_limit,
         buyer_daily_limit=row.buyer_daily_limit,
     )
+
+
+# ------------------------------------------------------------------------------ the quote's cache
+
+_generation = 0
+"""Bumped after every commit in this process that wrote a SKU, a price or a merchant (ORM flushes)."""
+_generation_lock = threading.Lock()
+
+
+def _note_catalogue_edit(_mapper: Any, _connection: Any, target: Any) -> None:
+    # Mapper events: they fire for these three classes only, so other flushes (the oracle's) pay nothing.
+    session = object_session(target)
+    if session is not None:
+        session.info["catalogue_edited"] = True
+
+
+for _model in (Sku, SkuPrice, Merchant):
+    for _name in ("after_insert", "after_update", "after_delete"):
+        event.listen(_model, _name, _note_catalogue_edit)
+
+
+@event.listens_for(Session, "after_commit")
+def _catalogue_committed(session: Session) -> None:
+    global _generation
+    if session.info.pop("catalogue_edited", False):
+        with _generation_lock:
+            _generation += 1
+
+
+@event.listens_for(Session, "after_rollback")
+def _catalogue_rolled_back(session: Session) -> None:
+    session.info.pop("catalogue_edited", None)
+
+
+class QuotableCache:
+    """:func:`quotable` per SKU (and the public catalogue), kept until the catalogue is edited or ``ttl``
+    seconds pass.
+
+    Every quote read the SKU, its prices and its merchant (three queries, a tenth of a quote's CPU).
+    An edit committed in this process (the merchants' API, the CLI in-process, a test's session) empties
+    the cache at once: ORM flushes that touch a SKU, a price or a merchant are noted and the commit bumps
+    a generation. An edit by another process (a second gateway, ``cardless merchant`` run elsewhere)
+    takes effect within ``ttl``. An entry is stored under the generation read *before* its query, so a
+    read racing an edit is never kept past it. Unknown ids are cached too, within ``max_entries``."""
+
+    def __init__(self, ttl: float = 1.0, max_entries: int = 1024) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        # Per database (a copied service may point at another one), then per SKU id.
+        self._by_db: weakref.WeakKeyDictionary[Any, dict[str, tuple[int, float, QuotableSku | None]]]
+        self._by_db = weakref.WeakKeyDictionary()
+        self._described: weakref.WeakKeyDictionary[Any, tuple[int, float, Deployment, CatalogueOut]]
+        self._described = weakref.WeakKeyDictionary()
+
+    def get(self, sessions: sessionmaker[Session], sku_id: str) -> QuotableSku | None:
+        bind = sessions.kw.get("bind")
+        entries = self._by_db.setdefault(bind if bind is not None else sessions, {})
+        generation, now = _generation, time.monotonic()
+        hit = entries.get(sku_id)
+        if hit is not None and hit[0] == generation and now - hit[1] < self.ttl:
+            return hit[2]
+        with sessions() as session:
+            found = quotable(session, sku_id)
+        if len(entries) >= self.max_entries:
+            entries.clear()
+        entries[sku_id] = (generation, now, found)
+        return found
+
+    def describe(self, sessions: sessionmaker[Session], deployment: Deployment) -> CatalogueOut:
+        """:func:`describe_catalogue` (``GET /v1/catalogue``), kept on the same terms as the SKUs."""
+        bind = sessions.kw.get("bind")
+        key = bind if bind is not None else sessions
+        generation, now = _generation, time.monotonic()
+        hit = self._described.get(key)
+        if hit is not None and hit[0] == generation and now - hit[1] < self.ttl and hit[2] is deployment:
+            return hit[3]
+        with sessions() as session:
+            found = describe_catalogue(session, deployment)
+        self._described[key] = (generation, now, deployment, found)
+        return found
 
 
 def check_daily_limits(session: Session, sku: QuotableSku, buyer: str, now: datetime | None = None) -> None:

@@ -64,6 +64,46 @@ def test_answers_other_than_the_expected_status_count_as_errors(server: str, tmp
     assert isinstance(result["errors"], int) and result["errors"] > 0
 
 
+class _Chunked(BaseHTTPRequestHandler):
+    """Every other answer chunked, every third one closing the connection: the generator's hand-written
+    HTTP/1.1 client must read each whole and reconnect when told."""
+
+    protocol_version = "HTTP/1.1"
+    count = 0
+
+    def do_GET(self) -> None:
+        type(self).count += 1
+        n = type(self).count
+        self.send_response(200)
+        if n % 3 == 0:
+            self.send_header("Connection", "close")
+        if n % 2:
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b'5\r\n{"a":\r\n2\r\n1}\r\n0\r\n\r\n')
+        else:
+            self.send_header("Content-Length", "7")
+            self.end_headers()
+            self.wfile.write(b'{"a":1}')
+        if n % 3 == 0:
+            self.close_connection = True
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_the_generator_reads_chunked_answers_and_reconnects_after_connection_close(tmp_path: Path) -> None:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Chunked)
+    threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        result = _run(f"http://127.0.0.1:{httpd.server_address[1]}", tmp_path, ["0x" + "11" * 32])
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert result["errors"] == 0
+    assert isinstance(result["requests"], int) and result["requests"] > 3
+
+
 def test_percentiles_and_the_e2e_summary_keys() -> None:
     assert loadgen.percentiles(list(range(1, 101))) == {
         "p50": 50.5,

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy.orm import Session, sessionmaker
 
 from cardless.cli.system import System
+from cardless.ledger.models import Merchant, Sku
 from cardless.protocol import NATIVE_TOKEN
 from gateway.catalogue import Catalogue, CatalogueError, load_catalogue
 from tests.support.shop import Shop
@@ -151,3 +154,44 @@ def test_catalogue_lookups() -> None:
     assert catalogue.sku("genshin-60") is not None
     assert catalogue.sku("nope") is None
     assert catalogue.merchant("paimon-shop").fee_bps == 250
+
+
+def test_the_quotes_catalogue_cache_follows_edits_at_once_and_other_processes_within_its_ttl(
+    migrated_db: sessionmaker[Session],
+) -> None:
+    from sqlalchemy import text
+
+    from gateway.services.skus import QuotableCache, seed_catalogue
+
+    with migrated_db() as session:
+        seed_catalogue(session, load_catalogue(Path(__file__).parents[2] / "gateway" / "catalogue.toml"))
+        session.commit()
+        merchant_id = session.get_one(Sku, "genshin-60").merchant_id
+    cache = QuotableCache(ttl=0.5)
+    first = cache.get(migrated_db, "genshin-60")
+    assert first is not None and first.prices["tUSDC"] > 0
+    assert cache.get(migrated_db, "genshin-60") is first  # no query: the same object
+    assert cache.get(migrated_db, "no-such-sku") is None
+
+    # An ORM edit committed in this process is seen by the very next quote.
+    with migrated_db.begin() as session:
+        session.get_one(Sku, "genshin-60").enabled = False
+    assert cache.get(migrated_db, "genshin-60") is None
+    with migrated_db.begin() as session:
+        session.get_one(Sku, "genshin-60").enabled = True
+        session.get_one(Merchant, merchant_id).fee_bps = 123
+    again = cache.get(migrated_db, "genshin-60")
+    assert again is not None and again.fee_bps == 123
+    # A rolled-back edit changes nothing, and empties nothing.
+    with migrated_db() as session:
+        session.get_one(Sku, "genshin-60").enabled = False
+        session.flush()
+        session.rollback()
+    assert cache.get(migrated_db, "genshin-60") is again
+
+    # An edit the ORM never sees (another process): within the TTL the cached terms, then the new ones.
+    with migrated_db.begin() as session:
+        session.execute(text("UPDATE skus SET enabled = 0 WHERE id = 'genshin-60'"))
+    assert cache.get(migrated_db, "genshin-60") is again
+    time.sleep(0.6)
+    assert cache.get(migrated_db, "genshin-60") is None

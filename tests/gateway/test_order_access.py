@@ -460,3 +460,48 @@ def test_expired_idempotency_records_are_purged_and_a_key_is_reusable_after_a_da
     with gw.sessions() as session:
         keys = set(session.scalars(select(IdempotencyRecord.key).where(IdempotencyRecord.scope == "test")))
     assert keys == {"k-1"}
+
+
+def test_the_anonymous_order_read_in_front_of_the_framework_answers_exactly_as_the_route(
+    gw: MerchantApp,
+) -> None:
+    """gateway.api.order_status answers GET /v1/orders/{id} without credentials; a query string sends
+    the same request to the FastAPI route, whose answer must be the same bytes and headers."""
+    with gw.sessions.begin() as session:
+        settled = add_order(
+            session,
+            state=OrderState.SETTLED,
+            paid_tx="0x" + "a1" * 32,
+            paid_block=12,
+            settle_tx="0x" + "a2" * 32,
+            receipt_hash="0x" + "a3" * 32,
+            proof_signature="0x" + "a4" * 65,
+            fulfilled_at=1_700_000_000,
+        ).id
+        refunding = add_order(session, state=OrderState.PAID, refund_reason=2, paid_tx="0x" + "b1" * 32).id
+    with gw.client() as anonymous:
+        for order_id in (settled, refunding, settled.upper().replace("0X", "0x")):
+            fast = anonymous.get(f"/v1/orders/{order_id}")
+            framework = anonymous.get(f"/v1/orders/{order_id}?via=framework")
+            assert fast.status_code == framework.status_code == 200
+            assert fast.content == framework.content
+            assert [(k, v) for k, v in fast.headers.items() if k not in ("date", "server")] == [
+                (k, v) for k, v in framework.headers.items() if k not in ("date", "server")
+            ]
+        body = anonymous.get(f"/v1/orders/{settled}").json()
+        assert body["order_id"] == settled and body["state"] == "settled"
+        assert body["proof"] == {
+            "signature": "0x" + "a4" * 65,
+            "fulfilled_at": 1_700_000_000,
+            "receipt_hash": "0x" + "a3" * 32,
+        }
+        assert anonymous.get(f"/v1/orders/{refunding}").json()["proof"] is None
+        # Not found, a malformed id, another method: the framework's problems, as before.
+        assert_problem(anonymous.get("/v1/orders/0x" + "cd" * 32), 404, "order_id")
+        assert_problem(anonymous.get("/v1/orders/0x" + "cd" * 31), 422)
+        assert_problem(anonymous.delete(f"/v1/orders/{settled}"), 405)
+    # Credentials of any kind are never passed over for the public view.
+    with gw.client("not-a-key") as wrong:
+        assert_problem(wrong.get(f"/v1/orders/{settled}"), 401)
+    with gw.client(Cookie="session=x") as cookie:  # left to the framework, which reads no cookie here
+        assert cookie.get(f"/v1/orders/{settled}").content == framework.content

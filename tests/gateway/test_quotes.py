@@ -111,6 +111,23 @@ def test_quote_commits_to_the_account_with_the_returned_salt_and_stores_it_encry
     assert system.cipher is not None
     assert system.cipher.decrypt(row.account_ciphertext, row.id) == "12345678"
     assert row.quote_signature == quote["quote_signature"]
+    # Written with plain INSERTs: every column as the ledger's constructor and defaults make it.
+    order = quote["order"]
+    assert (row.amount, row.fee_bps, row.quote_expiry, row.fulfilment_deadline) == (
+        int(order["amount"]),
+        order["feeBps"],
+        order["quoteExpiry"],
+        order["fulfilmentDeadline"],
+    )
+    assert (row.buyer, row.merchant, row.token, row.sku_hash) == (
+        order["buyer"],
+        order["merchant"],
+        order["token"],
+        order["skuHash"],
+    )
+    assert (row.chain_id, row.escrow, row.sku) == (shop.chain_id, shop.escrow.address, "genshin-60")
+    assert (row.provider_index, row.attempts, row.providers[0]) == (0, 0, "simulator")
+    assert row.created_at is not None and row.updated_at is not None and row.account_hash is not None
     status = shop.order(quote["order_id"])
     assert status["state"] == "quoted"
     assert [(e["from"], e["to"]) for e in status["timeline"]] == [(None, "quoted")]

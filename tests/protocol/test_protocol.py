@@ -51,6 +51,7 @@ from cardless.protocol import (
     refund_digest,
     refund_typed_data,
     sign,
+    sign_digest,
 )
 from cardless.protocol._exceptions import ProtocolError
 from tests.contracts.harness import TOKEN_UNIT, EscrowEnv
@@ -67,6 +68,8 @@ UINT256_MAX = 2**256 - 1
 chain_property = settings(suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
 
 # ---------------------------------------------------------------------------------------------- strategies
+
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 addresses = st.binary(min_size=20, max_size=20).map(to_checksum_address)
 words = st.binary(min_size=32, max_size=32)
@@ -147,6 +150,24 @@ def test_quote_digest_equals_contract(env: EscrowEnv, order: Order) -> None:
     expected = bytes(env.escrow.functions.quoteDigest(order.as_tuple()).call())
     assert quote_digest(env.domain, order) == expected
     assert ethereum_digest(quote_typed_data(env.domain, order)) == expected
+
+
+@settings(max_examples=40)  # eth_account's signing is the slow side; the digest is also checked above
+@given(
+    order=orders(),
+    secret=st.integers(min_value=1, max_value=SECP256K1_N - 1).map(lambda k: k.to_bytes(32, "big")),
+    chain_id=st.integers(min_value=1, max_value=2**64),
+    contract=addresses,
+)
+def test_the_quote_fast_path_signs_the_same_bytes_as_eth_account(
+    order: Order, secret: bytes, chain_id: int, contract: str
+) -> None:
+    domain = EscrowDomain(chain_id, contract)
+    typed = quote_typed_data(domain, order)
+    assert quote_digest(domain, order) == ethereum_digest(typed)
+    signature = sign_digest(secret, quote_digest(domain, order))
+    assert signature == sign(secret, typed) == sign_digest("0x" + secret.hex(), quote_digest(domain, order))
+    assert recover_signer(typed, signature) == Account.from_key(secret).address
 
 
 @chain_property

@@ -1,0 +1,117 @@
+"""CPU of each part of the API path that a fix of issue 12 replaced, old way against new, in one process.
+
+    PYTHONPATH=. python -m bench.api_parts
+
+Starts the ``make run`` system (as ``bench.api`` does), then calls each part a few hundred times and
+prints the CPU per call of the calling thread (the gateway's share; insensitive to the machine's load,
+unlike rates) and of the whole process (with the in-process dev node's answer, and whatever the idle
+oracle does meanwhile). The old ways are still in the code base, so both sides are measured today.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.api import quoted_orders, start_system
+from bench.loadgen import load_info
+
+
+def _cpu() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def timed(fn: Callable[[], Any], n: int) -> tuple[float, float]:
+    """(process CPU ms, this thread's CPU ms) per call, after 20 warm-up calls."""
+    for _ in range(20):
+        fn()
+    process, thread = _cpu(), time.thread_time()
+    for _ in range(n):
+        fn()
+    return 1000 * (_cpu() - process) / n, 1000 * (time.thread_time() - thread) / n
+
+
+def main() -> int:
+    from eth_utils import to_checksum_address
+
+    from cardless import protocol
+    from cardless.ledger.models import Order
+    from gateway.services.orders import find_public_order_status
+    from gateway.services.quotes import _chain_now
+    from gateway.services.skus import QuotableCache, quotable
+
+    with tempfile.TemporaryDirectory(prefix="cardless-bench-parts-") as tmp:
+        system = start_system(Path(tmp) / "var", "embedded")
+        try:
+            context = system.gateway_context
+            assert context is not None
+            w3, sessions, key = context.w3, context.sessions, context.quotes.quote_key.key
+            engine = sessions.kw["bind"]
+            domain = context.deployment.domain
+            order_id = quoted_orders(system.gateway_url, 1)[0]
+            order = protocol.Order(
+                order_id=secrets.token_bytes(32),
+                buyer=to_checksum_address("0x" + "11" * 20),
+                merchant=to_checksum_address("0x" + "22" * 20),
+                token=to_checksum_address("0x" + "33" * 20),
+                amount=10**6,
+                fee_bps=250,
+                quote_expiry=2_000_000_000,
+                fulfilment_deadline=2_000_003_600,
+                sku_hash=secrets.token_bytes(32),
+                account_commitment=secrets.token_bytes(32),
+            )
+            cache = QuotableCache()
+
+            def sku_queries() -> None:
+                with sessions() as session:
+                    quotable(session, "genshin-60")
+
+            def full_row() -> None:
+                with sessions() as session:
+                    row = session.get(Order, order_id)
+                    assert row is not None
+
+            def public_columns() -> None:
+                with engine.connect() as connection:
+                    found = find_public_order_status(connection, order_id)
+                    assert found is not None
+                    found.model_dump_json()
+
+            parts: list[tuple[str, Callable[[], Any], int]] = [
+                ("SKU terms: 3 queries", sku_queries, 400),
+                ("SKU terms: QuotableCache hit", lambda: cache.get(sessions, "genshin-60"), 4000),
+                ("chain time: w3.eth.get_block", lambda: w3.eth.get_block("latest")["timestamp"], 300),
+                ("chain time: one raw eth_getBlockByNumber", lambda: _chain_now(w3), 300),
+                (
+                    "quote signature: typed data + eth_account",
+                    lambda: protocol.sign(key, protocol.quote_typed_data(domain, order)),
+                    400,
+                ),
+                (
+                    "quote signature: quote_digest + coincurve",
+                    lambda: protocol.sign_digest(key, protocol.quote_digest(domain, order)),
+                    4000,
+                ),
+                ("order read: ORM session.get (full row)", full_row, 1000),
+                ("order read: public columns + JSON", public_columns, 1000),
+            ]
+            print(f"load {load_info()['loadavg_1m']}; CPU ms per call")
+            print(f"{'part':<45}{'thread':>10}{'process':>10}")
+            for name, fn, n in parts:
+                process, thread = timed(fn, n)
+                print(f"{name:<45}{thread:>10.3f}{process:>10.3f}")
+        finally:
+            system.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
