@@ -71,6 +71,7 @@ ORDER_COLUMNS = [
     "updated_at",
 ]
 EVENT_COLUMNS = ("order_id", "at", "from_state", "to_state", "reason", "detail")
+ATTEMPT_COLUMNS = ("order_id", "merchant", "provider", "submitted_at", "outcome", "answered_at")
 SIGNAL_COLUMNS = ("order_id", "buyer", "account_hash", "network_hash", "agent_hash", "seen_at")
 
 
@@ -137,12 +138,13 @@ def main(orders: int) -> dict[str, Any]:
             result["copy_seconds"] = {
                 "orders": copy(connection, "orders", ORDER_COLUMNS, data.orders),
                 "order_events": copy(connection, "order_events", EVENT_COLUMNS, data.events),
+                "provider_attempts": copy(connection, "provider_attempts", ATTEMPT_COLUMNS, data.attempts),
                 "risk_signals": copy(connection, "risk_signals", SIGNAL_COLUMNS, data.signals),
             }
         log(f"COPY: {result['copy_seconds']}")
         with engine.connect() as connection:
             connection.execution_options(isolation_level="AUTOCOMMIT").execute(text("VACUUM ANALYZE"))
-        del data.events, data.signals
+        del data.events, data.signals, data.attempts
 
         # -- analytics: every figure over the last 30 days (the API's default), then over the whole year
         end = config.start + timedelta(days=config.days)
