@@ -149,17 +149,19 @@ def repeat(session: Session, r: Range) -> dict[str, Any]:
 
 def cohorts(session: Session, r: Range) -> dict[str, Any]:
     """Wallet cohorts: buyers grouped by the week (from ``since``) of their first order in the range,
-    and how many of each cohort bought again in each later week."""
-    first, paid = _epoch(session, "f.first_paid"), _epoch(session, "o.paid_at")
+    and how many of each cohort bought again in each later week.
+
+    One pass over the range: each buyer's weeks with an order (distinct), the first of them by a window
+    over that much smaller set; a buyer's first week is the week of its first order."""
+    paid = _epoch(session, "o.paid_at")
     start = int(r.since.timestamp())
     rows = _rows(
         session,
-        f"WITH f AS (SELECT o.buyer, MIN(o.paid_at) AS first_paid FROM orders o WHERE {_where(r)} "
-        "GROUP BY o.buyer) "
-        f"SELECT ({first} - :start) / 604800 AS cohort, "
-        f"({paid} - :start) / 604800 - ({first} - :start) / 604800 AS week, "
-        "COUNT(DISTINCT o.buyer) AS buyers "
-        f"FROM orders o JOIN f ON f.buyer = o.buyer WHERE {_where(r)} GROUP BY 1, 2 ORDER BY 1, 2",
+        f"WITH w AS (SELECT o.buyer AS buyer, ({paid} - :start) / 604800 AS wk FROM orders o "
+        f"WHERE {_where(r)} GROUP BY o.buyer, ({paid} - :start) / 604800), "
+        "c AS (SELECT w.wk AS wk, MIN(w.wk) OVER (PARTITION BY w.buyer) AS cohort FROM w) "
+        "SELECT c.cohort AS cohort, c.wk - c.cohort AS week, COUNT(*) AS buyers "
+        "FROM c GROUP BY c.cohort, c.wk - c.cohort ORDER BY 1, 2",
         r,
         start=start,
     )

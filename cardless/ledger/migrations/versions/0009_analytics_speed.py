@@ -6,6 +6,11 @@ the pair as one row (provider, merchant, submitted_at, outcome, answered_at), wr
 ``cardless.ledger.transitions.transition``; the figure reads its rows by ``submitted_at`` (or per
 merchant). The existing timelines are copied in here, with the same pairing the figure used.
 
+Risk decisions: "has this wallet (account) been seen from this network (client) before?" walked every
+signal of the wallet through ``(buyer, seen_at)``: 86 ms for a buyer with 6,700 signals paying from a
+new network. ``(buyer|account_hash, network_hash|agent_hash, seen_at)`` answer it with one probe each
+and replace the two ``(…, seen_at)`` indexes.
+
 Revision ID: 0009_analytics_speed
 Revises: 0008
 Create Date: 2026-12-03 18:30:00
@@ -54,9 +59,19 @@ def upgrade() -> None:
     op.create_index(
         "ix_provider_attempts_merchant_submitted", "provider_attempts", ["merchant", "submitted_at"]
     )
+    for key in ("buyer", "account"):
+        column = "buyer" if key == "buyer" else "account_hash"
+        op.create_index(f"ix_risk_signals_{key}_network", "risk_signals", [column, "network_hash", "seen_at"])
+        op.create_index(f"ix_risk_signals_{key}_agent", "risk_signals", [column, "agent_hash", "seen_at"])
+        op.drop_index(f"ix_risk_signals_{key}_seen", table_name="risk_signals")
 
 
 def downgrade() -> None:
+    for key in ("buyer", "account"):
+        column = "buyer" if key == "buyer" else "account_hash"
+        op.create_index(f"ix_risk_signals_{key}_seen", "risk_signals", [column, "seen_at"])
+        op.drop_index(f"ix_risk_signals_{key}_agent", table_name="risk_signals")
+        op.drop_index(f"ix_risk_signals_{key}_network", table_name="risk_signals")
     op.drop_index("ix_provider_attempts_merchant_submitted", table_name="provider_attempts")
     op.drop_index("ix_provider_attempts_submitted", table_name="provider_attempts")
     op.drop_index("ix_provider_attempts_order_id", table_name="provider_attempts")
