@@ -1,6 +1,7 @@
 """Analytics over the orders: one SQL statement per figure, grouped in the database (no Python loop over
 the rows), on SQLite and PostgreSQL alike, each served by an index on the payment time
-(``ix_orders_paid_at``, ``ix_orders_merchant_paid``; ``ix_order_events_at`` for provider attempts).
+(``ix_orders_paid_at``, ``ix_orders_merchant_paid``; provider calls: ``provider_attempts``, one row per
+call, by ``ix_provider_attempts_submitted`` and ``ix_provider_attempts_merchant_submitted``).
 
 Every figure covers the orders paid in ``[since, until)``, one merchant's or all. Calendar figures
 (weekday x hour, days, cohort weeks) are read in a fixed UTC offset, ``tz_offset_minutes`` (0: UTC; a
@@ -148,17 +149,19 @@ def repeat(session: Session, r: Range) -> dict[str, Any]:
 
 def cohorts(session: Session, r: Range) -> dict[str, Any]:
     """Wallet cohorts: buyers grouped by the week (from ``since``) of their first order in the range,
-    and how many of each cohort bought again in each later week."""
-    first, paid = _epoch(session, "f.first_paid"), _epoch(session, "o.paid_at")
+    and how many of each cohort bought again in each later week.
+
+    One pass over the range: each buyer's weeks with an order (distinct), the first of them by a window
+    over that much smaller set; a buyer's first week is the week of its first order."""
+    paid = _epoch(session, "o.paid_at")
     start = int(r.since.timestamp())
     rows = _rows(
         session,
-        f"WITH f AS (SELECT o.buyer, MIN(o.paid_at) AS first_paid FROM orders o WHERE {_where(r)} "
-        "GROUP BY o.buyer) "
-        f"SELECT ({first} - :start) / 604800 AS cohort, "
-        f"({paid} - :start) / 604800 - ({first} - :start) / 604800 AS week, "
-        "COUNT(DISTINCT o.buyer) AS buyers "
-        f"FROM orders o JOIN f ON f.buyer = o.buyer WHERE {_where(r)} GROUP BY 1, 2 ORDER BY 1, 2",
+        f"WITH w AS (SELECT o.buyer AS buyer, ({paid} - :start) / 604800 AS wk FROM orders o "
+        f"WHERE {_where(r)} GROUP BY o.buyer, ({paid} - :start) / 604800), "
+        "c AS (SELECT w.wk AS wk, MIN(w.wk) OVER (PARTITION BY w.buyer) AS cohort FROM w) "
+        "SELECT c.cohort AS cohort, c.wk - c.cohort AS week, COUNT(*) AS buyers "
+        "FROM c GROUP BY c.cohort, c.wk - c.cohort ORDER BY 1, 2",
         r,
         start=start,
     )
@@ -195,28 +198,25 @@ def fulfilment(session: Session, r: Range) -> dict[str, Any]:
 
 
 def providers(session: Session, r: Range) -> dict[str, Any]:
-    """Per provider: submit attempts (from the orders' timelines), how each ended (succeeded, failed,
-    unknown, retried) and the mean and maximum seconds from submit to answer."""
-    provider = "(e.detail ->> 'provider')" if _pg(session) else "json_extract(e.detail, '$.provider')"
-    merchant = (
-        "AND e.order_id IN (SELECT o.id FROM orders o WHERE o.merchant = :merchant) " if r.merchant else ""
-    )
-    latency = _seconds_between(session, "a.at", "a.next_at")
+    """Per provider: the calls submitted in the range (``provider_attempts``, one row per call, written
+    with the timeline), how each had ended by ``until`` (succeeded, failed, unknown, retried: refused
+    and failed over, or the breaker refused it; a call unanswered by ``until`` counts only as an
+    attempt) and the mean and maximum seconds from submit to answer."""
+    merchant = " AND p.merchant = :merchant" if r.merchant is not None else ""
+    latency = _seconds_between(session, "p.submitted_at", "p.answered_at")
+    done = "p.answered_at < :until"
     rows = _rows(
         session,
-        "WITH a AS (SELECT e.order_id, e.at, e.to_state, "
-        f"CASE WHEN e.to_state = 'submitting' THEN {provider} END AS provider, "
-        "LEAD(e.at) OVER (PARTITION BY e.order_id ORDER BY e.id) AS next_at, "
-        "LEAD(e.to_state) OVER (PARTITION BY e.order_id ORDER BY e.id) AS next_state "
-        "FROM order_events e WHERE e.at >= :since AND e.at < :until "
-        f"AND (e.to_state = 'submitting' OR e.from_state = 'submitting') {merchant}) "
-        "SELECT a.provider AS provider, COUNT(*) AS attempts, "
-        "SUM(CASE WHEN a.next_state = 'succeeded' THEN 1 ELSE 0 END) AS succeeded, "
-        "SUM(CASE WHEN a.next_state = 'failed_final' THEN 1 ELSE 0 END) AS failed, "
-        "SUM(CASE WHEN a.next_state = 'unknown' THEN 1 ELSE 0 END) AS unknown, "
-        "SUM(CASE WHEN a.next_state IN ('submitting', 'risk_checked') THEN 1 ELSE 0 END) AS retried, "
-        f"AVG({latency}) AS mean_seconds, MAX({latency}) AS max_seconds "
-        "FROM a WHERE a.provider IS NOT NULL GROUP BY a.provider ORDER BY a.provider",
+        "SELECT p.provider AS provider, COUNT(*) AS attempts, "
+        f"SUM(CASE WHEN {done} AND p.outcome = 'succeeded' THEN 1 ELSE 0 END) AS succeeded, "
+        f"SUM(CASE WHEN {done} AND p.outcome = 'failed_final' THEN 1 ELSE 0 END) AS failed, "
+        f"SUM(CASE WHEN {done} AND p.outcome = 'unknown' THEN 1 ELSE 0 END) AS unknown, "
+        f"SUM(CASE WHEN {done} AND p.outcome IN ('submitting', 'risk_checked') THEN 1 ELSE 0 END) "
+        "AS retried, "
+        f"AVG(CASE WHEN {done} THEN {latency} END) AS mean_seconds, "
+        f"MAX(CASE WHEN {done} THEN {latency} END) AS max_seconds "
+        "FROM provider_attempts p WHERE p.submitted_at >= :since AND p.submitted_at < :until"
+        f"{merchant} GROUP BY p.provider ORDER BY p.provider",
         r,
     )
     out = []

@@ -40,6 +40,7 @@ __all__ = [
     "Order",
     "OrderEvent",
     "OrderState",
+    "ProviderAttempt",
     "SeenLog",
     "SignerNonce",
     "SiweNonce",
@@ -179,6 +180,39 @@ class OrderEvent(Base):
     detail: Mapped[dict[str, Any] | None]
 
     order: Mapped[Order] = relationship(back_populates="events")
+
+
+class ProviderAttempt(Base):
+    """One call of a provider for an order (the move to ``submitting`` that names the provider) and its
+    answer: the state the order's next change moved it to, and when. ``transition`` writes both, in the
+    transaction of the timeline entries they mirror, so the providers figure reads one row per attempt
+    (by ``submitted_at``, or per merchant) instead of pairing every order's timeline events."""
+
+    __tablename__ = "provider_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    order_id: Mapped[str] = mapped_column(ForeignKey("orders.id"))
+    merchant: Mapped[str] = mapped_column(String(42))
+    provider: Mapped[str] = mapped_column(String(64))
+    submitted_at: Mapped[datetime]
+    outcome: Mapped[str | None] = mapped_column(String(32))
+    """The order's state after the answer: succeeded, failed_final, unknown, or submitting/risk_checked
+    (refused and failed over, or the breaker refused the call); None while the call is open."""
+    answered_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ix_provider_attempts_order_id", "order_id"),
+        # Covering: the providers figure reads these indexes only (no table access).
+        Index("ix_provider_attempts_submitted", "submitted_at", "provider", "outcome", "answered_at"),
+        Index(
+            "ix_provider_attempts_merchant_submitted",
+            "merchant",
+            "submitted_at",
+            "provider",
+            "outcome",
+            "answered_at",
+        ),
+    )
 
 
 class ChainCursor(Base):

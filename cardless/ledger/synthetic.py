@@ -12,7 +12,8 @@ order (provider, latency, fulfilment time, refund reason), and injected fraud bu
   from a new network and client.
 
 The rows are plain dicts of column values, so tests insert them with the ORM (``load``) and the bench
-with PostgreSQL ``COPY``.
+with PostgreSQL ``COPY``. Each provider call is both on the timeline (submit and answer events) and in
+``attempts`` (the ``provider_attempts`` rows ``transition`` writes for it).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from cardless.ledger.cipher import AccountCipher
-from cardless.ledger.models import Order, OrderEvent, OrderState
+from cardless.ledger.models import Order, OrderEvent, OrderState, ProviderAttempt
 from cardless.ledger.risk.models import RequestSignal
 from cardless.ledger.risk.signals import network_of
 from cardless.protocol import RefundReason
@@ -94,6 +95,7 @@ class Synthetic:
     bursts: list[Burst]
     fraud: dict[str, int]
     """Order id -> the burst it belongs to."""
+    attempts: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     @property
     def normal_ids(self) -> list[str]:
@@ -146,6 +148,7 @@ class _Builder:
         self.orders: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
         self.signals: list[dict[str, Any]] = []
+        self.attempts: list[dict[str, Any]] = []
         self._hashes: dict[str, str] = {}
         self._networks: dict[str, str] = {}
         self._agents: dict[str, str] = {}
@@ -240,6 +243,11 @@ class _Builder:
                  "to_state": (S.SUCCEEDED if ok else S.FAILED_FINAL).value,
                  "reason": "provider answered", "detail": None}
             )  # fmt: skip
+            self.attempts.append(
+                {"order_id": order_id, "merchant": c.merchant, "provider": provider,
+                 "submitted_at": submitted, "outcome": (S.SUCCEEDED if ok else S.FAILED_FINAL).value,
+                 "answered_at": done}
+            )  # fmt: skip
         return order_id
 
 
@@ -314,7 +322,7 @@ def generate(config: SyntheticConfig, cipher: AccountCipher) -> Synthetic:
         bursts.append(Burst(n, kind, tuple(ids), start))
         fraud.update({i: n for i in ids})
     b.orders.sort(key=lambda o: o["paid_at"])
-    return Synthetic(config, b.orders, b.events, b.signals, bursts, fraud)
+    return Synthetic(config, b.orders, b.events, b.signals, bursts, fraud, b.attempts)
 
 
 def _chunks(rows: list[dict[str, Any]], size: int = 2_000) -> Iterator[list[dict[str, Any]]]:
@@ -323,10 +331,13 @@ def _chunks(rows: list[dict[str, Any]], size: int = 2_000) -> Iterator[list[dict
 
 
 def load(session: Session, data: Synthetic) -> None:
-    """Insert the synthetic orders, their events and signals (bulk ``INSERT``; the caller commits)."""
+    """Insert the synthetic orders, their events, provider calls and signals (bulk ``INSERT``; the caller
+    commits)."""
     for chunk in _chunks(data.orders):
         session.execute(insert(Order), chunk)
     for chunk in _chunks(data.events):
         session.execute(insert(OrderEvent), chunk)
+    for chunk in _chunks(data.attempts):
+        session.execute(insert(ProviderAttempt), chunk)
     for chunk in _chunks(data.signals):
         session.execute(insert(RequestSignal), chunk)

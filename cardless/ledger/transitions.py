@@ -25,10 +25,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from cardless.ledger._exceptions import LedgerError
-from cardless.ledger.models import Order, OrderEvent, OrderState, utcnow
+from cardless.ledger.models import Order, OrderEvent, OrderState, ProviderAttempt, utcnow
 from cardless.ledger.outbox import record_order_event
 
 __all__ = ["ALLOWED", "IllegalTransition", "transition"]
@@ -107,4 +108,36 @@ def transition(
             detail=detail,
         )
     )
+    _record_attempt(session, order, current, to, detail, now)
     record_order_event(session, order, to, now)
+
+
+def _record_attempt(
+    session: Session,
+    order: Order,
+    current: OrderState,
+    to: OrderState,
+    detail: dict[str, Any] | None,
+    now: datetime,
+) -> None:
+    """Mirror the provider calls into ``provider_attempts``: the first move out of ``submitting`` answers
+    the open attempt (at most one: a new one starts only from ``risk_checked``); a move to ``submitting``
+    naming a provider opens one. Bookkeeping moves through ``submitting`` name no provider and find no
+    open attempt, so they change nothing."""
+    if current is S.SUBMITTING:
+        session.execute(
+            update(ProviderAttempt)
+            .where(ProviderAttempt.order_id == order.id, ProviderAttempt.answered_at.is_(None))
+            .values(outcome=to.value, answered_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    provider = (detail or {}).get("provider")
+    if to is S.SUBMITTING and provider is not None:
+        session.add(
+            ProviderAttempt(
+                order_id=order.id,
+                merchant=order.merchant,
+                provider=str(provider),
+                submitted_at=now,
+            )
+        )

@@ -79,6 +79,13 @@ def test_repeat_rate_and_cohorts(ledger: sessionmaker[Session], data: Synthetic)
     rows = figure(ledger, "cohorts")["rows"]
     assert sum(r["buyers"] for r in rows if r["week"] == 0) == len(per_buyer)  # every buyer has one cohort
     assert all(r["week"] >= 0 for r in rows)
+    # Exactly the cohort table counted by hand: a buyer's cohort is the week of its first order.
+    start = int(RANGE.since.timestamp())
+    weeks: dict[str, set[int]] = {}
+    for o in data.orders:
+        weeks.setdefault(o["buyer"], set()).add((int(o["paid_at"].timestamp()) - start) // 604_800)
+    expected = Counter((min(w), wk - min(w)) for w in weeks.values() for wk in w)
+    assert {(r["cohort"], r["week"]): r["buyers"] for r in rows} == expected
 
 
 def test_time_to_fulfil_providers_and_refund_reasons(ledger: sessionmaker[Session], data: Synthetic) -> None:

@@ -4,6 +4,10 @@ window is keyed on ``(buyer|account_hash|sku, paid_at)``): a decision costs one 
 The statement's shape depends only on how many windows the rules have and on whether the order has a
 game-account hash and a request signal; it is built once per shape (bound parameters for everything
 else), so a decision pays no SQL construction.
+
+On PostgreSQL the statement runs under a generic plan (``plan_cache_mode``, set once per transaction):
+psycopg prepares it after five runs on a connection, but the server kept re-planning it for each
+decision's parameters (a custom plan, about 1 ms for 24 sub-queries), always to the same index probes.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import functools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, bindparam, exists, false, func, literal, or_, select
+from sqlalchemy import ColumnElement, Select, bindparam, exists, false, func, literal, or_, select, text
 from sqlalchemy.orm import Session
 
 from cardless.ledger.models import Order
@@ -87,6 +91,22 @@ def _statement(windows: tuple[int, int, int], has_account: bool) -> Select[Any]:
     return select(*columns)
 
 
+_GENERIC_PLAN = "cardless.risk.generic_plan"
+
+
+def _generic_plan(session: Session) -> None:
+    """``SET LOCAL plan_cache_mode = force_generic_plan`` on PostgreSQL, once per transaction (the risk
+    stage decides a whole batch in one): every sub-query of the facts statement is a keyed index probe,
+    so the plan does not depend on the values and need not be made again for each decision."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    transaction = session.get_transaction()
+    if transaction is not None and session.info.get(_GENERIC_PLAN) is transaction:
+        return
+    session.execute(text("SET LOCAL plan_cache_mode = force_generic_plan"))
+    session.info[_GENERIC_PLAN] = session.get_transaction()
+
+
 def gather(
     session: Session, order: Order, rules: RiskRules, *, at: datetime, screening: ScreeningList | None = None
 ) -> Facts:
@@ -113,6 +133,7 @@ def gather(
         for i, limit in enumerate(limits):
             params[f"{prefix}{i}"] = t - timedelta(seconds=limit.seconds)
     statement = _statement((nw, na, ns), account is not None)
+    _generic_plan(session)
     row = list(session.execute(statement, params).one())
     wallet_counts = tuple(int(v) for v in row[:nw])
     account_counts = tuple(int(v) for v in row[nw : nw + na])

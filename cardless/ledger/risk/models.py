@@ -67,9 +67,13 @@ class RequestSignal(Base):
     agent_hash: Mapped[str] = mapped_column(String(64))
     seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
+    # "Seen from this network (client) before?" is one index probe per question, however many signals
+    # a heavy buyer or account has; the same indexes answer "any signal before?" from their first entry.
     __table_args__ = (
-        Index("ix_risk_signals_buyer_seen", "buyer", "seen_at"),
-        Index("ix_risk_signals_account_seen", "account_hash", "seen_at"),
+        Index("ix_risk_signals_buyer_network", "buyer", "network_hash", "seen_at"),
+        Index("ix_risk_signals_buyer_agent", "buyer", "agent_hash", "seen_at"),
+        Index("ix_risk_signals_account_network", "account_hash", "network_hash", "seen_at"),
+        Index("ix_risk_signals_account_agent", "account_hash", "agent_hash", "seen_at"),
     )
 
 
