@@ -11,8 +11,8 @@ signal of the wallet through ``(buyer, seen_at)``: 86 ms for a buyer with 6,700 
 new network. ``(buyer|account_hash, network_hash|agent_hash, seen_at)`` answer it with one probe each
 and replace the two ``(…, seen_at)`` indexes.
 
-Revision ID: 0009_analytics_speed
-Revises: 0008
+Revision ID: 0010_analytics_speed
+Revises: 0009_merchant_sessions
 Create Date: 2026-12-03 18:30:00
 """
 
@@ -21,8 +21,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009_analytics_speed"
-down_revision = "0008"
+revision = "0010_analytics_speed"
+down_revision = "0009_merchant_sessions"
 branch_labels = None
 depends_on = None
 
