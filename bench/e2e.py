@@ -34,6 +34,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from contextlib import ExitStack
 from datetime import UTC
@@ -247,6 +248,35 @@ def _tree_cpu_seconds(pid: int) -> float:
     return total
 
 
+class _CpuSampler:
+    """The CPU seconds of a process tree, sampled every 0.2 s in a thread, so the CPU from a moment known
+    only afterwards (the first pay sent, in the load generator) can be read: the oracle's idle polling
+    while the quotes are taken is left out."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self.samples.append((time.time(), _tree_cpu_seconds(self.pid)))
+            if self._stop.wait(0.2):
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def since(self, when: float) -> float:
+        """CPU seconds from the last sample at or before ``when`` to now (stops the sampler)."""
+        self.stop()
+        before = [cpu for at, cpu in self.samples if at <= when] or [self.samples[0][1]]
+        return self.samples[-1][1] - before[-1]
+
+
 def _stop_spy(spy: subprocess.Popen[bytes] | None) -> None:
     if spy is not None:
         spy.send_signal(signal.SIGINT)
@@ -279,8 +309,7 @@ def run_phase(
         stack_exit.callback(stack.stop)
         stack.start()
         spy = _spy(stack, profile, name)
-        oracle_pid = stack.oracle.pid if stack.oracle is not None else None
-        cpu_before = _tree_cpu_seconds(oracle_pid) if oracle_pid else 0.0
+        cpu = _CpuSampler(stack.oracle.pid) if stack.oracle is not None else None
         started = time.time()
         gen = _loadgen(stack, orders, rate, phase_dir / "loadgen.json")
         result: dict[str, Any] = {
@@ -300,6 +329,8 @@ def run_phase(
         }
         if workers == 0:
             _stop_spy(spy)
+            if cpu is not None:
+                cpu.stop()
             return result
         pays = {p["order_id"]: p["sent_at"] for p in gen["pays"]}
         deadline = time.monotonic() + timeout
@@ -309,7 +340,7 @@ def run_phase(
             if len(settled) >= len(pays):
                 break
             time.sleep(0.25)
-        oracle_cpu = _tree_cpu_seconds(oracle_pid) - cpu_before if oracle_pid else None
+        oracle_cpu = cpu.since(gen["pay_start"]) if cpu is not None else None
         _stop_spy(spy)
         latencies = [(settled[o] - pays[o]) * 1000 for o in settled]
         span = max(settled.values()) - gen["pay_start"] if settled else 0.0
@@ -335,7 +366,7 @@ def run_phase(
                 "p99_ms": p["p99"],
                 "max_ms": round(max(latencies), 1) if latencies else None,
                 "phase_seconds": round(time.time() - started, 1),
-                # the oracle process(es)' CPU (user + system) from the first quote to the last
+                # the oracle process(es)' CPU (user + system) from the first pay sent to the last
                 # settlement, per settled order: the measure the machine's load disturbs least
                 "oracle_cpu_ms_per_order": (
                     round(1000 * oracle_cpu / len(settled), 2) if oracle_cpu is not None and settled else None
