@@ -20,7 +20,7 @@ from hexbytes import HexBytes
 from web3 import Web3
 from web3.exceptions import Web3RPCError
 
-__all__ = ["EventDecoder", "call_batch", "selector"]
+__all__ = ["EventDecoder", "RawCall", "RawFunction", "call_batch", "encode_call", "selector"]
 
 
 def _canonical(item: Mapping[str, Any]) -> str:
@@ -120,3 +120,34 @@ def call_batch(w3: Web3, to: str, calls: Sequence[bytes], block: str = "latest")
             raise Web3RPCError(f"eth_call failed: {response.get('error', response)}")
         out.append(bytes(HexBytes(response["result"])))
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class RawFunction:
+    """One function of an ABI, encoded with ``eth_abi`` (``encode``) instead of through web3's contract
+    layer, which matches the function by its arguments and validates them again on every call."""
+
+    name: str
+    types: tuple[str, ...]
+
+    @classmethod
+    def of(cls, abi: Iterable[Mapping[str, Any]], name: str) -> RawFunction:
+        found = [i for i in abi if i.get("type") == "function" and i.get("name") == name]
+        if len(found) != 1:
+            raise ValueError(f"the ABI has {len(found)} functions named {name!r}")
+        return cls(name, tuple(_canonical(i) for i in found[0].get("inputs", [])))
+
+    @property
+    def selector(self) -> bytes:
+        return selector(f"{self.name}({','.join(self.types)})")
+
+    def encode(self, *args: Any) -> bytes:
+        return encode_call(self.selector, self.types, args)
+
+
+@dataclasses.dataclass(frozen=True)
+class RawCall:
+    """A contract call already encoded: what ``TxManager.send`` estimates, signs and sends."""
+
+    to: str
+    data: bytes

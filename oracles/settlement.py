@@ -32,7 +32,7 @@ from cardless.ledger.transitions import transition
 from cardless.protocol import SETTLEMENT_GRACE, ContractRevert, RefundReason
 from oracles.cosigner_wire import CoSignerRefusedError
 from oracles.proofs import Batch, CoSigner, Proofs, assemble_batches, fulfilment_of
-from oracles.rawabi import call_batch, encode_call, selector
+from oracles.rawabi import RawCall, RawFunction, call_batch, encode_call, selector
 from oracles.txmanager import TxManager
 
 __all__ = ["CoSigningError", "MerchantSweep", "Settlement", "settleable"]
@@ -44,6 +44,7 @@ S = OrderState
 _BATCHES_PER_POST = 4
 _REFUNDS_PER_POST = 20
 _ORDER_STATUS = selector("orderStatus(bytes32)")
+_ORACLE_THRESHOLD = selector("oracleThreshold()")
 
 
 class CoSigningError(RuntimeError):
@@ -74,6 +75,7 @@ class Settlement:
         self.owner = owner
         self.lease_ttl = lease_ttl
         self.max_batch = max_batch
+        self._functions: dict[str, RawFunction] = {}
 
     def post(self, chain_now: int | None = None) -> int:
         """Stage: send a transaction for every signed proof and refund not already on its way; returns
@@ -115,6 +117,13 @@ class Settlement:
                 if claim(session, row.id, self.owner, states=[state], ttl=self.lease_ttl, now=now):
                     wanted.append(row)
         return proofs, refunds
+
+    def _fn(self, name: str) -> RawFunction:
+        """The escrow's function ``name``, encoded with ``eth_abi`` (looked up once)."""
+        found = self._functions.get(name)
+        if found is None:
+            found = self._functions[name] = RawFunction.of(self.escrow.abi, name)
+        return found
 
     def _refund_instead(self, rows: Sequence[Order]) -> int:
         """Move proofs that can never settle to ``failed_final``; the refund stage signs and posts them."""
@@ -175,15 +184,16 @@ class Settlement:
             log.warning("settlement of %s waits for co-signatures: %s", batch.order_ids, exc)
             return 0
         if len(rows) == 1:
-            call = self.escrow.functions.settle(
+            data = self._fn("settle").encode(
                 orders[0].as_ref_tuple(), fulfilments[0].as_tuple(), signers, signatures
             )
             purpose = "settle"
         else:
-            call = self.escrow.functions.settleBatch(
+            data = self._fn("settleBatch").encode(
                 [o.as_ref_tuple() for o in orders], [f.as_tuple() for f in fulfilments], signers, signatures
             )
             purpose = "settle_batch"
+        call = RawCall(self.escrow.address, data)
         try:
             record = self.tx.send(purpose, batch.order_ids, call)
         except ContractRevert as exc:
@@ -208,7 +218,10 @@ class Settlement:
         except CoSigningError as exc:
             log.warning("refund of %s waits for co-signatures: %s", row.id, exc)
             return 0
-        call = self.escrow.functions.refund(order_from_row(row).as_tuple(), reason, signers, signatures)
+        call = RawCall(
+            self.escrow.address,
+            self._fn("refund").encode(order_from_row(row).as_tuple(), reason, signers, signatures),
+        )
         try:
             self.tx.send("refund", [row.id], call)
         except ContractRevert as exc:
@@ -223,7 +236,8 @@ class Settlement:
         co-signers (other proof keys in other processes), each checked to be authorised and distinct; the
         signers come out ascending, as the escrow requires. Raises CoSigningError when too few answer: the
         order stays claimable for the next tick."""
-        threshold = int(self.escrow.functions.oracleThreshold().call())
+        (result,) = call_batch(self.escrow.w3, self.escrow.address, [_ORACLE_THRESHOLD])
+        threshold = int(decode(["uint8"], result)[0])
         collected = {own[0]: own[1]}
         refused: set[str] = set()
         for cosigner in self.proofs.cosigners:

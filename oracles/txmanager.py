@@ -58,6 +58,7 @@ from cardless.protocol.reverts import RevertDecoder
 from oracles import metrics
 from oracles._exceptions import OracleError
 from oracles.failpoints import failpoint
+from oracles.rawabi import RawCall
 
 __all__ = ["TxManager", "TxSendError"]
 
@@ -114,12 +115,18 @@ class TxManager:
 
     # ------------------------------------------------------------------ sending
 
-    def send(self, purpose: str, order_ids: Sequence[str], call: ContractFunction) -> ChainTx:
-        """Sign, persist and broadcast ``call``.
+    def send(self, purpose: str, order_ids: Sequence[str], call: ContractFunction | RawCall) -> ChainTx:
+        """Sign, persist and broadcast ``call`` (a web3 contract call, or one already encoded: the
+        settlement hot path encodes with ``eth_abi``, ``oracles.rawabi``).
 
         Raises ContractRevert if it would revert (estimated first, before a nonce is reserved)."""
         try:
-            gas = call.estimate_gas({"from": self.account.address})
+            if isinstance(call, RawCall):
+                gas = self.w3.eth.estimate_gas(
+                    {"from": self.account.address, "to": call.to, "data": HexBytes(call.data)}
+                )
+            else:
+                gas = call.estimate_gas({"from": self.account.address})
         except Exception as exc:
             decoded = self.decoder.from_exception(exc)
             if decoded is not None:
@@ -136,8 +143,11 @@ class TxManager:
                     "gas": int(gas * self.gas_margin),
                 }
                 params.update(fees)  # type: ignore[typeddict-item]
-                tx = call.build_transaction(params)
-                record = self._sign_and_store(session, purpose, list(order_ids), dict(tx))
+                if isinstance(call, RawCall):
+                    tx: dict[str, Any] = {**params, "to": call.to, "data": HexBytes(call.data), "value": 0}
+                else:
+                    tx = dict(call.build_transaction(params))
+                record = self._sign_and_store(session, purpose, list(order_ids), tx)
             self._broadcast(record)
         return record
 

@@ -12,7 +12,7 @@ from hexbytes import HexBytes
 from web3 import Web3
 
 from cardless.protocol.artifacts import load_artifact
-from oracles.rawabi import EventDecoder, _canonical, selector
+from oracles.rawabi import EventDecoder, RawFunction, _canonical, selector
 
 ESCROW = to_checksum_address("0x" + "55" * 20)
 
@@ -82,3 +82,24 @@ def test_selectors_match_the_abi() -> None:
         escrow.encode_abi("orderStatus", [order_id])
         == "0x" + (selector("orderStatus(bytes32)") + encode(["bytes32"], [order_id])).hex()
     )
+
+
+def test_the_settlement_calls_encode_as_web3_encodes_them() -> None:
+    abi = load_artifact("CardlessEscrow").abi
+    escrow = Web3().eth.contract(address=ESCROW, abi=abi)
+    rng = random.Random(7)
+    for name in ("settle", "settleBatch", "refund", "orderStatus", "oracleThreshold"):
+        (item,) = [i for i in abi if i.get("type") == "function" and i["name"] == name]
+        fn = RawFunction.of(abi, name)
+        args = [_arg(i, rng) for i in item["inputs"]]
+        assert "0x" + fn.encode(*args).hex() == escrow.encode_abi(name, args), name
+
+
+def _arg(item: dict[str, Any], rng: random.Random) -> Any:
+    kind = item["type"]
+    if kind.startswith("tuple"):
+        one = lambda: tuple(_arg(c, rng) for c in item["components"])  # noqa: E731
+        return [one() for _ in range(rng.randint(1, 3))] if kind.endswith("[]") else one()
+    if kind == "bytes[]":
+        return [rng.randbytes(65) for _ in range(rng.randint(1, 3))]
+    return _value(kind, rng)
