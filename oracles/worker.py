@@ -49,7 +49,7 @@ from cardless.ledger.store import due as attempt_due
 from cardless.protocol import EscrowDomain
 from oracles.deadlines import expire_quotes, purge_unpaid_quotes, refund_near_deadline
 from oracles.events import apply_event
-from oracles.outcomes import OutcomePolicy, Outcomes, aware
+from oracles.outcomes import CallOutcome, OutcomePolicy, Outcomes, aware
 from oracles.proofs import CoSigner, Proofs
 from oracles.risk import RiskPolicy, purge_request_signals, risk_check_paid
 from oracles.settlement import Settlement
@@ -192,6 +192,7 @@ class OracleWorker:
             max_range=self.config.max_log_range,
         )
         self._in_flight: set[str] = set()
+        self._outcomes: list[tuple[str, CallOutcome | None]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._provider_slots = asyncio.Semaphore(self.config.submit_concurrency)
         self._recovered = False
@@ -276,9 +277,11 @@ class OracleWorker:
         await self.drain()
 
     async def drain(self) -> None:
-        """Wait for provider calls already started (used at shutdown and by tests)."""
+        """Wait for provider calls already started and record their outcomes (used at shutdown and by
+        tests)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        self.record_outcomes()
 
     # ------------------------------------------------------------------ provider calls
 
@@ -292,6 +295,7 @@ class OracleWorker:
         top-up that may complete after the deadline could never be settled (the escrow refuses the proof),
         so such an order is refunded instead when no provider can have charged for it (and otherwise left
         to the provider's answer or the buyer's reclaim)."""
+        self.record_outcomes()
         refunded = 0
         late = None
         if chain_now is not None and S.RISK_CHECKED in states:
@@ -302,6 +306,7 @@ class OracleWorker:
             return refunded
         now = utcnow()
         jobs: list[tuple[str, str]] = []
+        calls: list[tuple[str, str, Any]] = []
         with self.sessions.begin() as session:
             # Lock only a few due rows: the rest stay visible to the other workers' claims meanwhile. Orders
             # too late to submit are left out in SQL too, or enough of them (the oldest) would fill the
@@ -321,35 +326,69 @@ class OracleWorker:
                 if state is S.RISK_CHECKED and late is not None and row.fulfilment_deadline <= late:
                     continue
                 if claim(session, row.id, self.worker_id, states=[state], ttl=self.config.lease_ttl, now=now):
-                    jobs.append((row.id, "submit" if state is S.RISK_CHECKED else "query"))
-        # The claims are committed: from here no other worker starts a call for these orders.
+                    kind = "submit" if state is S.RISK_CHECKED else "query"
+                    jobs.append((row.id, kind))
+                    # The intent, in the claim's transaction: `submitting` (or what a query needs) is
+                    # committed with the lease, before any call starts (one transaction for all).
+                    if kind == "submit":
+                        asked: Any = self.outcomes.begin_submit(session, row, claimed=True)
+                    else:
+                        asked = self.outcomes.begin_query(row, claimed=True)
+                    if asked is not None:
+                        calls.append((row.id, kind, asked))
+        # The claims and intents are committed: from here no other worker starts a call for these orders.
         if jobs:  # who took which order: with several workers, the trail of a takeover
             claimed = " ".join(f"{kind}:{order_id}" for order_id, kind in jobs)
             log.info("%s claimed %s", self.worker_id, claimed)
+        planned = {order_id: (kind, asked) for order_id, kind, asked in calls}
         for order_id, kind in jobs:
             self._in_flight.add(order_id)
-            task = asyncio.create_task(self._provider_step(order_id, kind), name=f"{kind}:{order_id}")
+            plan = planned.get(order_id)
+            task = asyncio.create_task(self._provider_step(order_id, plan), name=f"{kind}:{order_id}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return refunded + len(jobs)
 
-    async def _provider_step(self, order_id: str, kind: str) -> None:
+    async def _provider_step(self, order_id: str, plan: tuple[str, Any] | None) -> None:
+        """One provider call whose intent is committed; its outcome waits in ``_outcomes`` for the next
+        :meth:`record_outcomes` (the order stays in flight, its lease renewed, until then)."""
         ORDER_ID.set(order_id)  # this task's own context: every log line of the step names the order
+        outcome: CallOutcome | None = None
         try:
-            async with self._provider_slots:
-                if kind == "submit":
-                    await self.outcomes.submit(order_id)
-                else:
-                    await self.outcomes.query(order_id)
+            if plan is not None:
+                kind, asked = plan
+                async with self._provider_slots:
+                    if kind == "submit":
+                        outcome = await self.outcomes.call_submit(*asked)
+                    else:
+                        outcome = await self.outcomes.call_query(*asked)
         except Exception:
-            log.exception("provider step %s for %s failed", kind, order_id)
-        finally:
-            try:
+            log.exception("provider step for %s failed", order_id)
+        self._outcomes.append((order_id, outcome))
+
+    def record_outcomes(self) -> int:
+        """Record the provider calls' outcomes that came back since the last call and release their
+        leases, all in one transaction (one per order was a third of the oracle's database time)."""
+        if not self._outcomes:
+            return 0
+        done, self._outcomes = self._outcomes, []
+        outcomes = [outcome for _, outcome in done if outcome is not None]
+        try:
+            failed = self.outcomes.record_all(outcomes, release_owner=self.worker_id)
+            bare = [order_id for order_id, outcome in done if outcome is None]
+            if bare:  # nothing to record (the call failed unexpectedly): the lease only
                 with self.sessions.begin() as session:
-                    release(session, [order_id], self.worker_id)
-            except Exception:  # the lease lapses on its own
-                log.exception("could not release the lease on %s", order_id)
-            self._in_flight.discard(order_id)
+                    release(session, bare, self.worker_id)
+        except Exception:  # the database is unreachable: try again next tick, the leases are renewed
+            log.exception("could not record %d provider outcomes; retrying", len(done))
+            self._outcomes[:0] = done
+            return 0
+        retry = {outcome.order_id for outcome in failed}
+        self._outcomes[:0] = [(order_id, outcome) for order_id, outcome in done if order_id in retry]
+        for order_id, _ in done:
+            if order_id not in retry:
+                self._in_flight.discard(order_id)
+        return len(done) - len(retry)
 
     def release_leases_of_dead_local_workers(self) -> int:
         """At start-up: free the leases of workers on this host whose process has died (this process's
