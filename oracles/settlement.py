@@ -27,7 +27,7 @@ from web3.contract import Contract
 
 from cardless import protocol
 from cardless.ledger.models import Order, OrderState, utcnow
-from cardless.ledger.store import candidates, claim, order_from_row, release
+from cardless.ledger.store import candidates, claim_many, order_from_row, release
 from cardless.ledger.transitions import transition
 from cardless.protocol import SETTLEMENT_GRACE, ContractRevert, RefundReason
 from oracles.cosigner_wire import CoSignerRefusedError
@@ -114,9 +114,24 @@ class Settlement:
                 limit = self.max_batch * _BATCHES_PER_POST if state is S.PROOF_PENDING else _REFUNDS_PER_POST
                 if row.id in exclude or len(wanted) >= limit:
                     continue
-                if claim(session, row.id, self.owner, states=[state], ttl=self.lease_ttl, now=now):
-                    wanted.append(row)
-        return proofs, refunds
+                wanted.append(row)
+            # one UPDATE per state for all the rows chosen, each only if still in the state it was read in
+            taken = claim_many(
+                session,
+                [r.id for r in proofs],
+                self.owner,
+                states=[S.PROOF_PENDING],
+                ttl=self.lease_ttl,
+                now=now,
+            ) | claim_many(
+                session,
+                [r.id for r in refunds],
+                self.owner,
+                states=[S.REFUND_PENDING],
+                ttl=self.lease_ttl,
+                now=now,
+            )
+        return [r for r in proofs if r.id in taken], [r for r in refunds if r.id in taken]
 
     def _fn(self, name: str) -> RawFunction:
         """The escrow's function ``name``, encoded with ``eth_abi`` (looked up once)."""

@@ -44,7 +44,7 @@ from cardless.ledger.cipher import AccountCipher
 from cardless.ledger.logcontext import ORDER_ID
 from cardless.ledger.models import Order, OrderState, utcnow
 from cardless.ledger.risk import RiskEngine
-from cardless.ledger.store import candidates, claim, lease_holders, release, release_holders, renew
+from cardless.ledger.store import candidates, claim_many, lease_holders, release, release_holders, renew
 from cardless.ledger.store import due as attempt_due
 from cardless.protocol import EscrowDomain
 from oracles.deadlines import expire_quotes, purge_unpaid_quotes, refund_near_deadline
@@ -314,8 +314,9 @@ class OracleWorker:
             wanted = [attempt_due(now)]
             if late is not None:
                 wanted.append(or_(Order.state != S.RISK_CHECKED.value, Order.fulfilment_deadline > late))
+            chosen: list[Order] = []
             for row in candidates(session, states, now=now, where=wanted, limit=4 * capacity):
-                if len(jobs) >= capacity:
+                if len(chosen) >= capacity:
                     break
                 if row.id in self._in_flight:
                     continue
@@ -325,17 +326,28 @@ class OracleWorker:
                 state = OrderState(row.state)
                 if state is S.RISK_CHECKED and late is not None and row.fulfilment_deadline <= late:
                     continue
-                if claim(session, row.id, self.worker_id, states=[state], ttl=self.config.lease_ttl, now=now):
-                    kind = "submit" if state is S.RISK_CHECKED else "query"
-                    jobs.append((row.id, kind))
-                    # The intent, in the claim's transaction: `submitting` (or what a query needs) is
-                    # committed with the lease, before any call starts (one transaction for all).
-                    if kind == "submit":
-                        asked: Any = self.outcomes.begin_submit(session, row, claimed=True)
-                    else:
-                        asked = self.outcomes.begin_query(row, claimed=True)
-                    if asked is not None:
-                        calls.append((row.id, kind, asked))
+                chosen.append(row)
+            # One UPDATE per state (at most three), each only for rows still in the state they were read
+            # in, instead of one per order.
+            taken: set[str] = set()
+            for state in dict.fromkeys(OrderState(row.state) for row in chosen):
+                ids = [row.id for row in chosen if row.state == state.value]
+                taken |= claim_many(
+                    session, ids, self.worker_id, states=[state], ttl=self.config.lease_ttl, now=now
+                )
+            for row in chosen:
+                if row.id not in taken:
+                    continue
+                kind = "submit" if row.state == S.RISK_CHECKED.value else "query"
+                jobs.append((row.id, kind))
+                # The intent, in the claim's transaction: `submitting` (or what a query needs) is
+                # committed with the lease, before any call starts (one transaction for all).
+                if kind == "submit":
+                    asked: Any = self.outcomes.begin_submit(session, row, claimed=True)
+                else:
+                    asked = self.outcomes.begin_query(row, claimed=True)
+                if asked is not None:
+                    calls.append((row.id, kind, asked))
         # The claims and intents are committed: from here no other worker starts a call for these orders.
         if jobs:  # who took which order: with several workers, the trail of a takeover
             claimed = " ".join(f"{kind}:{order_id}" for order_id, kind in jobs)
