@@ -20,7 +20,16 @@ from hexbytes import HexBytes
 from web3 import Web3
 from web3.exceptions import Web3RPCError
 
-__all__ = ["EventDecoder", "RawCall", "RawFunction", "call_batch", "encode_call", "selector"]
+__all__ = [
+    "EventDecoder",
+    "RawCall",
+    "RawFunction",
+    "call_batch",
+    "encode_call",
+    "quantity",
+    "rpc_batch",
+    "selector",
+]
 
 
 def _canonical(item: Mapping[str, Any]) -> str:
@@ -103,23 +112,36 @@ def encode_call(fn_selector: bytes, types: Sequence[str], args: Sequence[Any]) -
     return fn_selector + encode(list(types), list(args))
 
 
+def quantity(value: Any) -> int:
+    """A JSON-RPC quantity ("0x1a"; some dev nodes answer a plain integer) as an int."""
+    return int(value, 16) if isinstance(value, str) else int(value)
+
+
+def rpc_batch(w3: Web3, requests: Sequence[tuple[str, list[Any]]]) -> list[Any]:
+    """The raw ``result`` of each JSON-RPC request, sent as one batch, in order. An error (of the batch or
+    of any request) raises ``Web3RPCError``."""
+    if not requests:
+        return []
+    responses: Any = w3.provider.make_batch_request(list(requests))  # type: ignore[attr-defined]
+    if not isinstance(responses, list):
+        raise Web3RPCError(f"batch of {len(requests)} requests refused: {responses.get('error', responses)}")
+    if len(responses) != len(requests):
+        raise Web3RPCError(f"batch of {len(requests)} requests answered with {len(responses)} responses")
+    out = []
+    for (method, _), response in zip(requests, responses, strict=True):
+        if "error" in response or "result" not in response:
+            raise Web3RPCError(f"{method} failed: {response.get('error', response)}")
+        out.append(response["result"])
+    return out
+
+
 def call_batch(w3: Web3, to: str, calls: Sequence[bytes], block: str = "latest") -> list[bytes]:
     """``eth_call`` of each calldata in ``calls`` against ``to``, in one JSON-RPC batch; the raw return
     data of each, in order. A call the node answers with an error raises ``Web3RPCError``."""
     if not calls:
         return []
     requests = [("eth_call", [{"to": to, "data": "0x" + bytes(data).hex()}, block]) for data in calls]
-    responses: Any = w3.provider.make_batch_request(requests)  # type: ignore[attr-defined]
-    if not isinstance(responses, list):
-        raise Web3RPCError(f"batch of {len(calls)} eth_call refused: {responses.get('error', responses)}")
-    if len(responses) != len(calls):
-        raise Web3RPCError(f"batch of {len(calls)} eth_call answered with {len(responses)} responses")
-    out = []
-    for response in responses:
-        if "error" in response or "result" not in response:
-            raise Web3RPCError(f"eth_call failed: {response.get('error', response)}")
-        out.append(bytes(HexBytes(response["result"])))
-    return out
+    return [bytes(HexBytes(result)) for result in rpc_batch(w3, requests)]
 
 
 @dataclasses.dataclass(frozen=True)
