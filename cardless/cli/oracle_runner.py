@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import threading
 from collections.abc import Callable, Mapping
 from datetime import timedelta
@@ -43,8 +42,6 @@ from oracles.worker import OracleWorker, WorkerConfig
 __all__ = ["AdapterFactory", "OracleRunner"]
 
 log = logging.getLogger("cardless")
-_SWITCH_INTERVAL = 0.001
-"""Seconds a thread may hold the GIL while another waits for it (CPython's default: 0.005)."""
 
 AdapterFactory = Callable[[list[httpx.AsyncClient]], Mapping[str, ProviderAdapter]]
 """Builds the worker's adapters on the oracle's own loop, registering their clients for closing."""
@@ -82,10 +79,6 @@ class OracleRunner:
         return self.w3.eth.contract(address=self.deployment.escrow, abi=load_artifact("CardlessEscrow").abi)
 
     def start(self, timeout: float = 30) -> None:
-        # The oracle's loop shares the GIL with its stage thread (``asyncio.to_thread``): at the default
-        # 5 ms switch interval every wake-up of a provider call waited for a 5 ms slice of the thread,
-        # several times per HTTP exchange (docs/benchmarks.md). 1 ms keeps the calls moving.
-        sys.setswitchinterval(min(sys.getswitchinterval(), _SWITCH_INTERVAL))
         ready = threading.Event()
         errors: list[BaseException] = []
 
