@@ -11,6 +11,7 @@ every event of the escrow's ABI.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -46,10 +47,16 @@ def selector(signature: str) -> bytes:
     return bytes(function_signature_to_4byte_selector(signature))
 
 
+@functools.lru_cache(maxsize=4_096)
+def _checksummed(address: str) -> str:
+    """EIP-55 costs a keccak per call; an event's addresses (merchant, token, the escrow's wallets) repeat."""
+    return to_checksum_address(address)
+
+
 def _normalise(kind: str, value: Any) -> Any:
     """What web3 returns for an ``eth_abi`` value of ``kind``: checksummed addresses, arrays as lists."""
     if kind == "address":
-        return to_checksum_address(value)
+        return _checksummed(value)
     if kind.endswith("]") and isinstance(value, tuple | list):
         return [_normalise(kind[: kind.rindex("[")], v) for v in value]
     return value
