@@ -34,6 +34,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from contextlib import ExitStack
 from datetime import UTC
@@ -221,6 +222,61 @@ def _spy(stack: Stack, profile: Path | None, name: str) -> subprocess.Popen[byte
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def _tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its live descendants (``/proc``; 0.0 where it has none)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        # after the command: state, ppid, ..., utime (11), stime (12), counted from state = 0
+        stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks)
+    tree, total = {pid}, 0.0
+    grew = True
+    while grew:
+        grew = False
+        for child, (parent, _) in stats.items():
+            if parent in tree and child not in tree:
+                tree.add(child)
+                grew = True
+    for member in tree:
+        total += stats.get(member, (0, 0.0))[1]
+    return total
+
+
+class _CpuSampler:
+    """The CPU seconds of a process tree, sampled every 0.2 s in a thread, so the CPU from a moment known
+    only afterwards (the first pay sent, in the load generator) can be read: the oracle's idle polling
+    while the quotes are taken is left out."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self.samples.append((time.time(), _tree_cpu_seconds(self.pid)))
+            if self._stop.wait(0.2):
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def since(self, when: float) -> float:
+        """CPU seconds from the last sample at or before ``when`` to now (stops the sampler)."""
+        self.stop()
+        before = [cpu for at, cpu in self.samples if at <= when] or [self.samples[0][1]]
+        return self.samples[-1][1] - before[-1]
+
+
 def _stop_spy(spy: subprocess.Popen[bytes] | None) -> None:
     if spy is not None:
         spy.send_signal(signal.SIGINT)
@@ -253,6 +309,7 @@ def run_phase(
         stack_exit.callback(stack.stop)
         stack.start()
         spy = _spy(stack, profile, name)
+        cpu = _CpuSampler(stack.oracle.pid) if stack.oracle is not None else None
         started = time.time()
         gen = _loadgen(stack, orders, rate, phase_dir / "loadgen.json")
         result: dict[str, Any] = {
@@ -272,6 +329,8 @@ def run_phase(
         }
         if workers == 0:
             _stop_spy(spy)
+            if cpu is not None:
+                cpu.stop()
             return result
         pays = {p["order_id"]: p["sent_at"] for p in gen["pays"]}
         deadline = time.monotonic() + timeout
@@ -281,6 +340,7 @@ def run_phase(
             if len(settled) >= len(pays):
                 break
             time.sleep(0.25)
+        oracle_cpu = cpu.since(gen["pay_start"]) if cpu is not None else None
         _stop_spy(spy)
         latencies = [(settled[o] - pays[o]) * 1000 for o in settled]
         span = max(settled.values()) - gen["pay_start"] if settled else 0.0
@@ -306,6 +366,11 @@ def run_phase(
                 "p99_ms": p["p99"],
                 "max_ms": round(max(latencies), 1) if latencies else None,
                 "phase_seconds": round(time.time() - started, 1),
+                # the oracle process(es)' CPU (user + system) from the first pay sent to the last
+                # settlement, per settled order: the measure the machine's load disturbs least
+                "oracle_cpu_ms_per_order": (
+                    round(1000 * oracle_cpu / len(settled), 2) if oracle_cpu is not None and settled else None
+                ),
                 "load_after": load_info(),
             }
         )
@@ -333,6 +398,33 @@ def summarise(phases: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "settled_tps_pg_4_workers": get("d4", "settled_tps"),
     }
     return summary
+
+
+def merge_report(out: Path, *, chain: str, orders: int, phases: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The report to write to ``out``: the phases just run over those already in the file, when the file
+    is a run of the same chain and N (a ``--phases`` subset replaces only its own phases, and the summary
+    keys of the others keep their values); a file of another chain or N is replaced whole, since its
+    figures would not be comparable. Each phase keeps its own ``load_during``."""
+    merged: dict[str, dict[str, Any]] = {}
+    try:
+        previous = json.loads(out.read_text())
+    except (OSError, ValueError):
+        previous = None
+    if isinstance(previous, dict) and previous.get("chain") == chain and previous.get("orders") == orders:
+        old = previous.get("phases")
+        if isinstance(old, dict):
+            merged.update({name: r for name, r in old.items() if name not in phases and isinstance(r, dict)})
+    merged.update(phases)
+    order = {name: i for i, name in enumerate(PHASES)}
+    merged = dict(sorted(merged.items(), key=lambda kv: order.get(kv[0], len(order))))
+    return {
+        **summarise(merged),
+        "chain": chain,
+        "orders": orders,
+        "load": load_info(),
+        "phases": merged,
+        "summary": summarise(merged),
+    }
 
 
 def _table(report: dict[str, Any]) -> None:
@@ -378,15 +470,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             shown = {k: v for k, v in phases[name].items() if k != "load_during"}
             print(f"{name}: {json.dumps(shown)}", flush=True)
-    report = {
-        **summarise(phases),
-        "chain": chain,
-        "orders": args.orders,
-        "load": load_info(),
-        "phases": phases,
-        "summary": summarise(phases),
-    }
     out = args.out or RESULTS / ("e2e-embedded.json" if args.embedded else "e2e.json")
+    report = merge_report(out, chain=chain, orders=args.orders, phases=phases)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     _table(report)

@@ -58,6 +58,7 @@ from cardless.protocol.reverts import RevertDecoder
 from oracles import metrics
 from oracles._exceptions import OracleError
 from oracles.failpoints import failpoint
+from oracles.rawabi import RawCall, quantity, rpc_batch
 
 __all__ = ["TxManager", "TxSendError"]
 
@@ -114,12 +115,18 @@ class TxManager:
 
     # ------------------------------------------------------------------ sending
 
-    def send(self, purpose: str, order_ids: Sequence[str], call: ContractFunction) -> ChainTx:
-        """Sign, persist and broadcast ``call``.
+    def send(self, purpose: str, order_ids: Sequence[str], call: ContractFunction | RawCall) -> ChainTx:
+        """Sign, persist and broadcast ``call`` (a web3 contract call, or one already encoded: the
+        settlement hot path encodes with ``eth_abi``, ``oracles.rawabi``).
 
         Raises ContractRevert if it would revert (estimated first, before a nonce is reserved)."""
         try:
-            gas = call.estimate_gas({"from": self.account.address})
+            if isinstance(call, RawCall):
+                gas = self.w3.eth.estimate_gas(
+                    {"from": self.account.address, "to": call.to, "data": HexBytes(call.data)}
+                )
+            else:
+                gas = call.estimate_gas({"from": self.account.address})
         except Exception as exc:
             decoded = self.decoder.from_exception(exc)
             if decoded is not None:
@@ -136,8 +143,11 @@ class TxManager:
                     "gas": int(gas * self.gas_margin),
                 }
                 params.update(fees)  # type: ignore[typeddict-item]
-                tx = call.build_transaction(params)
-                record = self._sign_and_store(session, purpose, list(order_ids), dict(tx))
+                if isinstance(call, RawCall):
+                    tx: dict[str, Any] = {**params, "to": call.to, "data": HexBytes(call.data), "value": 0}
+                else:
+                    tx = dict(call.build_transaction(params))
+                record = self._sign_and_store(session, purpose, list(order_ids), tx)
             self._broadcast(record)
         return record
 
@@ -279,15 +289,26 @@ class TxManager:
         # Counted before the receipts are read: a transaction mined in between has its receipt found,
         # so a used nonce without any receipt of ours really is someone else's transaction.
         used = self._chain_nonce("latest")
-        receipts = {record.id: self._receipt(record.tx_hash) for record in pending}
+        receipts = dict(
+            zip([r.id for r in pending], self._receipts([r.tx_hash for r in pending]), strict=True)
+        )
         mined = {(r.sender, r.nonce) for r in pending if receipts[r.id] is not None}
         newest = {(r.sender, r.nonce): r.id for r in pending}  # pending() is ordered by id
-        for record in pending:
-            receipt = receipts[record.id]
-            key = (record.sender, record.nonce)
-            with self.sessions.begin() as session:
-                row = session.get(ChainTx, record.id)
-                assert row is not None
+        # One transaction for every pending transaction's verdict (one each before); what it decides
+        # to broadcast is sent after it commits, as before.
+        with self.sessions.begin() as session:
+            held = {  # loaded together; held here, since the session's identity map is weak
+                row.id: row
+                for row in session.execute(
+                    select(ChainTx).where(ChainTx.id.in_([r.id for r in pending]))
+                ).scalars()
+            }
+            for record in pending:
+                receipt = receipts[record.id]
+                key = (record.sender, record.nonce)
+                row = held.get(record.id)
+                if row is None:  # gone meanwhile (not expected: transactions are never deleted)
+                    continue
                 if row.state not in _PENDING:  # resolved above as a sibling of the mined version
                     continue
                 if receipt is None:
@@ -339,6 +360,24 @@ class TxManager:
                 metrics.TX_RESENT.inc()
                 self._broadcast(record)
         return done
+
+    def _receipts(self, tx_hashes: list[str]) -> list[Any]:
+        """The receipts of ``tx_hashes`` (None: not mined), in one raw JSON-RPC batch; the fields this
+        manager reads (``status``, ``blockNumber``, ``gasUsed``) as ints. A node that refuses the batch is
+        asked one by one."""
+        try:
+            raw = rpc_batch(self.w3, [("eth_getTransactionReceipt", [h]) for h in tx_hashes])
+        except Exception:  # e.g. a node without batches: the per-transaction path
+            return [self._receipt(h) for h in tx_hashes]
+        return [
+            None
+            if r is None
+            else {
+                **r,
+                **{k: quantity(r[k]) for k in ("status", "blockNumber", "gasUsed") if r.get(k) is not None},
+            }
+            for r in raw
+        ]
 
     def _receipt(self, tx_hash: str) -> Any:
         try:

@@ -31,8 +31,9 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import BlockNotFound, Web3RPCError
 
-from cardless.ledger.models import ChainCursor, SeenLog
+from cardless.ledger.models import ChainCursor, Order, SeenLog
 from oracles.failpoints import failpoint
+from oracles.rawabi import EventDecoder, quantity, rpc_batch
 from oracles.reorgs import undo_dropped_logs
 
 __all__ = ["EventHandler", "Watcher"]
@@ -71,6 +72,7 @@ class Watcher:
         self.finality = finality
         self.cursor_name = cursor_name
         events = [cast(ABIEvent, item) for item in escrow.abi if item.get("type") == "event"]
+        self._decoder = EventDecoder(escrow.abi)
         self._events = {
             HexBytes(event_abi_to_log_topic(item)): getattr(escrow.events, item["name"])() for item in events
         }
@@ -112,7 +114,8 @@ class Watcher:
     def confirmed_head(self) -> int:
         """The newest block the watcher may apply: ``confirmations`` below the head, and not past the
         ``finality`` tag's block when there is one (a node without the tag: the depth alone, logged)."""
-        head = int(self.w3.eth.block_number)
+        (head_quantity,) = rpc_batch(self.w3, [("eth_blockNumber", [])])
+        head = quantity(head_quantity)
         confirmed = head - self.confirmations
         if self.finality != "latest":
             try:
@@ -131,12 +134,12 @@ class Watcher:
             return None if row is None else (row.block_number, row.block_hash)
 
     def _hash_at(self, number: int) -> str | None:
-        """The hash of canonical block ``number``, or None if the node has no such block (yet)."""
-        try:
-            block = self.w3.eth.get_block(number)
-        except BlockNotFound:
+        """The hash of canonical block ``number``, or None if the node has no such block (yet). Raw
+        JSON-RPC: read three times per poll, and web3's block formatters cost more than the round trip."""
+        (block,) = rpc_batch(self.w3, [("eth_getBlockByNumber", [hex(number), False])])
+        if not block:
             return None
-        return Web3.to_hex(block["hash"])
+        return str(block["hash"]).lower()
 
     def _roll_back(self, cursor: tuple[int, str], *, cursor_block_exists: bool) -> bool:
         """Move the cursor back to the newest applied log whose block is still canonical.
@@ -219,16 +222,25 @@ class Watcher:
         with self.sessions.begin() as session:
             if not self._cursor_at(session, from_block - 1):
                 return None  # another worker applied this range meanwhile
+            # One query each for the range's seen logs and orders, not one per log: the handler's
+            # ``session.get`` of an order then finds it in the session (docs/benchmarks.md).
+            seen = self._seen(session, logs)
+            orders = self._load_orders(session, logs)  # held: the session's identity map is weak
             for entry in logs:
                 topic = HexBytes(entry["topics"][0]) if entry["topics"] else None
                 event = self._events.get(topic) if topic is not None else None
                 if event is None:
                     continue
                 key = (Web3.to_hex(entry["transactionHash"]), int(entry["logIndex"]))
-                if session.get(SeenLog, key) is not None:
+                if key in seen:
                     continue
-                decoded = event.process_log(entry)
-                args = dict(decoded["args"])
+                seen.add(key)
+                raw = self._decoder.decode(entry)
+                if raw is not None:
+                    name, args = raw
+                else:  # an event the raw decoder leaves to web3
+                    decoded = event.process_log(entry)
+                    name, args = decoded["event"], dict(decoded["args"])
                 order_id = args.get("orderId")
                 session.add(
                     SeenLog(
@@ -236,7 +248,7 @@ class Watcher:
                         log_index=key[1],
                         block_number=int(entry["blockNumber"]),
                         block_hash=Web3.to_hex(entry["blockHash"]),
-                        event=decoded["event"],
+                        event=name,
                         order_id=Web3.to_hex(order_id) if order_id is not None else "",
                     )
                 )
@@ -246,8 +258,9 @@ class Watcher:
                     "block_number": int(entry["blockNumber"]),
                     "block_hash": Web3.to_hex(entry["blockHash"]),
                 }
-                self.handler(session, decoded["event"], args, meta)
+                self.handler(session, name, args, meta)
                 applied += 1
+            del orders
             failpoint("watcher.after_logs_before_commit")
             row = session.get(ChainCursor, self.cursor_name)
             if row is None:
@@ -257,6 +270,31 @@ class Watcher:
                 row.block_hash = end_hash
         return applied
 
+    def _seen(self, session: Session, logs: list[Any]) -> set[tuple[str, int]]:
+        """The (tx hash, log index) keys among ``logs`` already applied."""
+        hashes = sorted({Web3.to_hex(entry["transactionHash"]) for entry in logs})
+        seen: set[tuple[str, int]] = set()
+        for start in range(0, len(hashes), _IN_CHUNK):
+            chunk = hashes[start : start + _IN_CHUNK]
+            rows = session.execute(
+                select(SeenLog.tx_hash, SeenLog.log_index).where(SeenLog.tx_hash.in_(chunk))
+            ).all()
+            seen.update((tx_hash, int(index)) for tx_hash, index in rows)
+        return seen
+
+    def _load_orders(self, session: Session, logs: list[Any]) -> list[Order]:
+        """Load the orders the range's logs name into the session (their first topic after the event's is
+        the order id for every order event; other ids simply match nothing)."""
+        ids = sorted({Web3.to_hex(entry["topics"][1]) for entry in logs if len(entry["topics"]) > 1})
+        loaded: list[Order] = []
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[start : start + _IN_CHUNK]
+            loaded.extend(session.execute(select(Order).where(Order.id.in_(chunk))).scalars())
+        return loaded
+
+
+_IN_CHUNK = 500
+"""Values per ``IN (...)`` list (SQLite's default limit on bound parameters is far above it)."""
 
 _RANGE_REFUSALS = (
     "block range",

@@ -28,6 +28,7 @@ from cardless.ledger.models import Order, OrderEvent, OrderState
 __all__ = [
     "candidates",
     "claim",
+    "claim_many",
     "due",
     "lease_free",
     "lease_holders",
@@ -152,6 +153,29 @@ def claim(
     )
     assert isinstance(result, CursorResult)
     return result.rowcount == 1
+
+
+def claim_many(
+    session: Session,
+    order_ids: Collection[str],
+    owner: str,
+    *,
+    states: Collection[OrderState],
+    ttl: timedelta,
+    now: datetime,
+) -> set[str]:
+    """:func:`claim` for many orders in one statement (``UPDATE ... RETURNING``): returns the ids this call
+    leased. The caller must commit before acting on them."""
+    if not order_ids:
+        return set()
+    result = session.execute(
+        update(Order)
+        .where(Order.id.in_(list(order_ids)), Order.state.in_([s.value for s in states]), lease_free(now))
+        .values(lease_owner=owner, lease_until=now + ttl)
+        .returning(Order.id)
+        .execution_options(synchronize_session=False)
+    )
+    return set(result.scalars())
 
 
 def renew(session: Session, order_ids: Collection[str], owner: str, *, ttl: timedelta, now: datetime) -> int:

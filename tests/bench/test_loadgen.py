@@ -124,3 +124,27 @@ def test_percentiles_and_the_e2e_summary_keys() -> None:
     assert summary["settled_tps_provider_200ms"] == 60.0
     assert summary["settled_tps_pg_4_workers"] == 70.0
     assert summary["settled_tps_pg_1_worker"] is None
+
+
+def test_a_phases_subset_merges_into_the_existing_e2e_file(tmp_path: Path) -> None:
+    out = tmp_path / "e2e.json"
+    full = {
+        "a": {"raw_pay_tps": 100.0},
+        "b50": {"settled_tps": 40.0, "p50_ms": 300.0, "p95_ms": 700.0, "p99_ms": 900.0},
+        "bmax": {"settled_tps": 50.0},
+        "c": {"settled_tps": 45.0},
+        "d1": {"settled_tps": 30.0},
+        "d4": {"settled_tps": 31.0},
+    }
+    out.write_text(json.dumps(e2e.merge_report(out, chain="anvil", orders=200, phases=full)))
+    report = e2e.merge_report(
+        out, chain="anvil", orders=200, phases={"a": {"raw_pay_tps": 80.0}, "bmax": {"settled_tps": 64.0}}
+    )
+    assert report["phases"]["a"] == {"raw_pay_tps": 80.0}
+    assert list(report["phases"]) == ["a", "b50", "bmax", "c", "d1", "d4"]
+    assert report["ratio"] == report["summary"]["ratio"] == 0.8
+    assert (report["p50_ms"], report["settled_tps_provider_200ms"]) == (300.0, 45.0)
+    assert report["settled_tps_pg_4_workers"] == 31.0
+    # another N is another experiment: it replaces the file instead of mixing with it
+    other = e2e.merge_report(out, chain="anvil", orders=1000, phases={"a": {"raw_pay_tps": 90.0}})
+    assert list(other["phases"]) == ["a"] and other["p50_ms"] is None

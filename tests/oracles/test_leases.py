@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
+from adapters._exceptions import ProviderUnreachable
 from cardless.ledger import Order, OrderState
 from cardless.ledger.store import claim, release, renew
 from oracles.worker import WorkerConfig, default_worker_id
@@ -205,3 +206,39 @@ def test_a_restart_on_the_same_host_frees_the_leases_of_its_dead_life_at_once(
         earlier_life: None,
         dead: None,
     }
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_batch_of_calls_commits_every_intent_first_and_records_the_answers_together(
+    ledger: sessionmaker[Session], anyio_backend: str
+) -> None:
+    """Batching by stage keeps exactly-once: when the provider sees a submit, the order is already
+    ``submitting`` under our lease in the database (another connection reads it); the answers are recorded
+    and the leases released at the next claim stage, all orders in one transaction; a failing call
+    becomes an unknown outcome, queried later, never resubmitted."""
+    orders = [add_order(ledger, providers=["alpha"]) for _ in range(6)]
+    seen: dict[str, tuple[str, str | None]] = {}
+    provider = FakeAdapter("alpha")
+    original = provider.submit
+
+    async def checked(request: Any) -> Any:
+        row = get(ledger, request.order_key)  # a session of its own: only what was committed
+        seen[request.order_key] = (row.state, row.lease_owner)
+        result = await original(request)
+        if request.order_key == orders[0]:  # it did the top-up, but its answer never came back
+            raise ProviderUnreachable("read timeout", provider="alpha")
+        return result
+
+    provider.submit = checked  # type: ignore[method-assign]
+    w = worker(ledger, provider, "worker-a", submit_concurrency=8)
+    assert w.start_provider_calls(S.RISK_CHECKED) == 6
+    while w._tasks:
+        await asyncio.sleep(0.01)
+    assert seen == dict.fromkeys(orders, (S.SUBMITTING.value, "worker-a"))
+    assert {get(ledger, o).state for o in orders} == {S.SUBMITTING.value}  # answered, not yet recorded
+    assert w.start_provider_calls(S.RISK_CHECKED) == 0  # records them first; nothing left to claim
+    rows = [get(ledger, o) for o in orders]
+    assert [r.state for r in rows] == [S.UNKNOWN.value] + [S.SUCCEEDED.value] * 5
+    assert all(r.lease_owner is None for r in rows) and not w._in_flight
+    assert provider.submits == Counter(dict.fromkeys(orders, 1))

@@ -377,3 +377,42 @@ def test_the_event_commits_with_the_state_change_or_not_at_all(ledger: sessionma
         event = session.scalars(select(WebhookEvent)).one()
         assert (event.type, event.order_id, event.merchant) == ("order.paid", order_id, MERCHANT)
         assert session.scalars(select(WebhookDelivery)).one().status == "pending"
+
+
+def test_endpoints_are_read_once_per_transaction_and_a_change_is_seen_at_once(
+    ledger: sessionmaker[Session],
+) -> None:
+    """A stage moving many orders in one transaction reads the merchant's endpoints once; an endpoint
+    added in the same session, or by another one before the next transaction, gets its deliveries."""
+    first, _ = register(ledger, "http://127.0.0.1:9/a")
+    with ledger() as session:
+        one = add_order(session, merchant=MERCHANT)
+        two = add_order(session, merchant=MERCHANT)
+        session.commit()
+        transition(session, one, OrderState.PAID, "OrderPaid in block 7")  # reads and keeps [first]
+        session.add(
+            WebhookEndpoint(
+                id="we_" + "0" * 24,
+                merchant=MERCHANT,
+                url="http://127.0.0.1:9/b",
+                event_types=["order.paid"],
+                secret_ciphertext=b"x",
+            )
+        )
+        transition(session, two, OrderState.PAID, "OrderPaid in block 7")  # sees its own new endpoint
+        session.commit()
+        third, _ = register(ledger, "http://127.0.0.1:9/c")  # another session, between transactions
+        three = add_order(session, merchant=MERCHANT)
+        transition(session, three, OrderState.PAID, "OrderPaid in block 8")
+        session.commit()
+        deliveries = session.execute(
+            select(WebhookEvent.order_id, WebhookDelivery.endpoint_id).join(
+                WebhookDelivery, WebhookDelivery.event_id == WebhookEvent.id
+            )
+        ).all()
+    got: dict[str, set[str]] = {}
+    for order_id, endpoint_id in deliveries:
+        got.setdefault(order_id, set()).add(endpoint_id)
+    assert got[one.id] == {first}
+    assert got[two.id] == {first, "we_" + "0" * 24}
+    assert got[three.id] == {first, "we_" + "0" * 24, third}
