@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -51,6 +52,10 @@ def test_demo_settles_every_order(tmp_path: Path) -> None:
         "bad_signatures": 0,
         "orders_missing_events": 0,
     }
+    # The analytics' record of provider calls was written on the oracle's path: one answered call each.
+    with sqlite3.connect(tmp_path / "var" / "embedded" / "cardless.db") as db:
+        calls = db.execute("SELECT outcome, COUNT(*) FROM provider_attempts GROUP BY outcome").fetchall()
+    assert calls == [("succeeded", 12)], calls
 
 
 # `long`: 30 s of a 2-core machine, and what it checks `make test` covers fault by fault
