@@ -38,7 +38,10 @@ $(STAMP_PY): pyproject.toml requirements.lock
 	$(PIP) install -q --no-deps -e .
 	touch $@
 
+# A worktree that links node_modules to another checkout's must not `npm ci` through the link: npm
+# empties the target first, under the other checkout's feet.
 $(STAMP_NPM): package.json package-lock.json
+	@if [ -L node_modules ]; then echo "node_modules links to $$(readlink node_modules): run npm ci there, not through the link" >&2; exit 1; fi
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
