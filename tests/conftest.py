@@ -29,7 +29,7 @@ pytest_plugins = [
 # Property-test budgets: `ci` (default, `make test`), `long` (`make test-long`), `dev` (`make test-fast`).
 # The escrow state machine uses these example counts; see tests/contracts/test_invariants.py.
 settings.register_profile(
-    "ci", max_examples=200, stateful_step_count=20, deadline=None, suppress_health_check=list(HealthCheck)
+    "ci", max_examples=200, stateful_step_count=15, deadline=None, suppress_health_check=list(HealthCheck)
 )
 # `dev` is for the edit loop (`make test-fast`): every property still runs, on fewer examples.
 settings.register_profile(

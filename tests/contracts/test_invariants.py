@@ -21,7 +21,7 @@ settle after the deadline, reclaim before it, end an ended order, act on a tampe
 nothing, pause twice. Each must revert with the exact error (checked on a dry run), and the same
 transaction is then mined and must change nothing.
 
-Speed (``ci``: 200 examples of 20 steps in ~70 s on the 2-core CI machine, in four shards that
+Speed (``ci``: 200 examples of 15 steps in ~100 s on the 2-core CI machine, in four shards that
 pytest-xdist spreads over both cores; see ``SHARDS``): one escrow is deployed per
 session (``_shared_base``) with the buyers funded and max-approved once, and every example reverts to
 that block; transactions go straight to eth-tester with the gas given (estimating it re-runs the
@@ -1304,7 +1304,7 @@ class EscrowMachine(RuleBasedStateMachine):
 # should it go, `run_state_machine_as_test(EscrowMachine, settings=...)` in a plain test runs the same,
 # without statistics.
 #
-# The active profile's budget (ci: 200 examples of 20 steps; long: 2,000 of 30) is split into SHARDS
+# The active profile's budget (ci: 200 examples of 15 steps; long: 2,000 of 30) is split into SHARDS
 # tests of max_examples / SHARDS each, so pytest-xdist can run them on both workers: the same number
 # of random operation sequences of the same length, each checked after every step. Each shard is an
 # independent Hypothesis run that replays any failure saved in the example database. Outside CI each
