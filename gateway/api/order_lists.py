@@ -13,8 +13,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from cardless.ledger.models import OrderState
-from gateway.api.auth import MerchantKeyDep, PrincipalDep, visibility_of
-from gateway.api.deps import ContextDep, SessionDep
+from gateway.api.auth import MerchantKeyDep, Principal, PrincipalDep, visibility_of
+from gateway.api.deps import ContextDep, GatewayContext, SessionDep
 from gateway.api.errors import problem_responses
 from gateway.api.routes import operation_id
 from gateway.merchant_schemas import (
@@ -79,6 +79,16 @@ def list_order_page(
     )
 
 
+def _sign_in_domain(context: GatewayContext, principal: Principal) -> str:
+    """The EIP-4361 domain a sign-in must name: 503 when SIWE is not configured, 403 when the request
+    carries other credentials."""
+    if context.siwe_domain is None:
+        raise ServiceUnavailable("Sign-In with Ethereum is not configured on this gateway")
+    if not principal.anonymous:
+        raise Forbidden("sign in without other credentials")
+    return context.siwe_domain
+
+
 @router.post("/auth/siwe/nonce", status_code=201, tags=["auth"], responses=problem_responses(503))
 def create_siwe_nonce(context: ContextDep, session: SessionDep) -> SiweNonceOut:
     """A single-use nonce (10 minutes) and the domain and chain id the EIP-4361 message must name."""
@@ -101,15 +111,12 @@ def create_siwe_session(
     """Sign in with a wallet: the EIP-4361 message and its `personal_sign` signature. 422 names
     `message` when it is not an EIP-4361 message; 401 when it is one that does not sign in here and now
     (domain, chain, nonce unknown, used or expired, expiry, signature)."""
-    if context.siwe_domain is None:
-        raise ServiceUnavailable("Sign-In with Ethereum is not configured on this gateway")
-    if not principal.anonymous:
-        raise Forbidden("sign in without other credentials")
+    domain = _sign_in_domain(context, principal)
     return siwe_service.sign_in(
         session,
         message=body.message,
         signature=body.signature,
-        domain=context.siwe_domain,
+        domain=domain,
         chain_id=context.deployment.chain_id,
     )
 
@@ -130,15 +137,12 @@ def create_merchant_session(
     dashboard's scopes (`catalogue:write`, `orders:read`, `payouts:read`, `webhooks:write`) for 8 hours.
     422 and 401 as `POST /v1/auth/siwe`; 403 when the statement differs, or the address is no merchant's
     settlement address or its merchant is disabled."""
-    if context.siwe_domain is None:
-        raise ServiceUnavailable("Sign-In with Ethereum is not configured on this gateway")
-    if not principal.anonymous:
-        raise Forbidden("sign in without other credentials")
+    domain = _sign_in_domain(context, principal)
     return merchant_sessions.sign_in_merchant(
         session,
         message=body.message,
         signature=body.signature,
-        domain=context.siwe_domain,
+        domain=domain,
         chain_id=context.deployment.chain_id,
     )
 
