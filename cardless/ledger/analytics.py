@@ -26,6 +26,7 @@ __all__ = [
     "FIGURES",
     "Range",
     "cohorts",
+    "exact_cohorts",
     "exact_fulfilment",
     "exact_heatmap",
     "exact_refunds",
@@ -154,7 +155,7 @@ def repeat(session: Session, r: Range) -> dict[str, Any]:
     }
 
 
-def cohorts(session: Session, r: Range) -> dict[str, Any]:
+def exact_cohorts(session: Session, r: Range) -> dict[str, Any]:
     """Wallet cohorts: buyers grouped by the week (from ``since``) of their first order in the range,
     and how many of each cohort bought again in each later week.
 
@@ -173,6 +174,46 @@ def cohorts(session: Session, r: Range) -> dict[str, Any]:
         start=start,
     )
     return {"week_seconds": 604_800, "rows": [{k: int(v) for k, v in row.items()} for row in rows]}
+
+
+_WEEK = 604_800
+_MASK_WEEKS = 63
+"""Weeks a buyer's BIGINT bit mask can hold: 441 days, more than the API's 366."""
+
+
+def cohorts(session: Session, r: Range) -> dict[str, Any]:
+    """Wallet cohorts: buyers grouped by the week (from ``since``) of their first order in the range,
+    and how many of each cohort bought again in each later week.
+
+    On PostgreSQL, one pass over the range grouped by buyer (the ``(buyer, paid_at)`` index gives the
+    rows in buyer order, so no sort): each buyer's first week and a bit mask of its weeks; then one
+    aggregate per cohort counts the buyers with each week's bit set. The week is found by binary search
+    of the week boundaries (``width_bucket``) instead of numeric epoch arithmetic per order. Twice as fast
+    as the exact statement over a year (a year has 800k distinct buyer-weeks in 1M orders, so a
+    buyer x period rollup would save little); SQLite, and ranges over 63 weeks, use the exact one."""
+    start = int(r.since.timestamp())
+    weeks = (int(r.until.timestamp()) - start) // _WEEK + 1
+    if not _pg(session) or weeks > _MASK_WEEKS:
+        return exact_cohorts(session, r)
+    columns = ", ".join(f"SUM((b.weeks >> {j}) & 1) AS w{j}" for j in range(weeks))
+    rows = _rows(
+        session,
+        "WITH b AS (SELECT MIN(x.wk) AS cohort, BIT_OR(CAST(1 AS BIGINT) << x.wk) AS weeks FROM ("
+        "SELECT o.buyer AS buyer, WIDTH_BUCKET(o.paid_at, ARRAY(SELECT TO_TIMESTAMP(:start + :week * g) "
+        f"FROM GENERATE_SERIES(0, :weeks) g)) - 1 AS wk FROM orders o WHERE {_where(r)}) x GROUP BY x.buyer) "
+        f"SELECT b.cohort AS cohort, {columns} FROM b GROUP BY b.cohort ORDER BY 1",
+        r,
+        start=start,
+        week=_WEEK,
+        weeks=weeks,
+    )
+    out = [
+        {"cohort": int(row["cohort"]), "week": j - int(row["cohort"]), "buyers": int(row[f"w{j}"])}
+        for row in rows
+        for j in range(int(row["cohort"]), weeks)
+        if row[f"w{j}"]
+    ]
+    return {"week_seconds": _WEEK, "rows": out}
 
 
 _BUCKETS = (5, 10, 30, 60, 300, 900)
@@ -449,6 +490,7 @@ EXACT_FIGURES = {
     **FIGURES,
     "heatmap": exact_heatmap,
     "sku_daily": exact_sku_daily,
+    "cohorts": exact_cohorts,
     "fulfilment": exact_fulfilment,
     "refunds": exact_refunds,
 }

@@ -33,7 +33,7 @@ DAYS = 6
 MERCHANTS = ("0x" + "33" * 20, "0x" + "99" * 20)
 SKUS = ("genshin-60", "pubg-60", "honor-80")
 TOKENS = ("0x" + "aa" * 20, "0x" + "bb" * 20)
-ROLLED = ("heatmap", "sku_daily", "fulfilment", "refunds")
+ROLLED = ("heatmap", "sku_daily", "fulfilment", "refunds", "cohorts")
 REASONS = (RefundReason.PROVIDER_REJECTED, RefundReason.RISK_REJECTED, RefundReason.DEADLINE_APPROACHING)
 
 
