@@ -89,8 +89,10 @@ def _epoch(session: Session, column: str) -> str:
 
 
 def _seconds_between(session: Session, start: str, end: str) -> str:
+    # date_part is double precision (microseconds exact at these magnitudes); EXTRACT is NUMERIC since
+    # PostgreSQL 14, and that arithmetic was a third of the providers figure over a year.
     if _pg(session):
-        return f"EXTRACT(EPOCH FROM ({end} - {start}))"
+        return f"date_part('epoch', {end} - {start})"
     return f"((julianday({end}) - julianday({start})) * 86400.0)"
 
 
