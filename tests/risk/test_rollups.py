@@ -138,6 +138,18 @@ def test_every_rolled_up_figure_equals_the_exact_one_on_random_ranges(
     assert_same_as_exact(sessions, rng, 40)
 
 
+@pytest.mark.long
+def test_every_rolled_up_figure_equals_the_exact_one_on_a_larger_ledger(
+    sessions: sessionmaker[Session],
+) -> None:
+    """The same on 1,500 orders (several per bucket, so rows combine many shares) and 300 ranges."""
+    rng = random.Random(1_400)
+    with sessions.begin() as session:
+        ids = quoted(session, rng, 1_500)
+    drive(sessions, ids, rng, batch=60)
+    assert_same_as_exact(sessions, rng, 300)
+
+
 def test_the_maximum_falls_back_when_its_order_moves_and_a_rollback_writes_nothing(
     sessions: sessionmaker[Session],
 ) -> None:
