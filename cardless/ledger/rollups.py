@@ -41,6 +41,7 @@ from cardless.ledger.models import BUCKET_SECONDS, FULFIL_BOUNDS, Order, RefundR
 __all__ = [
     "HISTOGRAM_COLUMNS",
     "Share",
+    "backfill_sql",
     "epoch_seconds",
     "epoch_sql",
     "rebuild",
