@@ -322,8 +322,10 @@ class _Split:
     hi: int
 
 
-def _split(r: Range) -> _Split | None:
-    if r.tz_offset_minutes % 15:
+def _split(r: Range, *, calendar: bool = True) -> _Split | None:
+    """The whole buckets of ``r``; None when there are none, or when a calendar figure's offset is not a
+    whole number of quarter hours (a bucket could then straddle a local hour)."""
+    if calendar and r.tz_offset_minutes % 15:
         return None
     step = BUCKET_SECONDS * 1_000_000
     since = (r.since - _EPOCH) // timedelta(microseconds=1)
@@ -420,7 +422,7 @@ def sku_daily(session: Session, r: Range) -> dict[str, Any]:
 def fulfilment(session: Session, r: Range) -> dict[str, Any]:
     """Seconds from payment to the provider's confirmed top-up, as a histogram (upper bounds, the last
     bucket open), with the count, mean and maximum."""
-    split = _split(r)
+    split = _split(r, calendar=False)
     if split is None:
         return exact_fulfilment(session, r)
     paid = epoch_sql(session.get_bind().dialect.name, "o.paid_at")
@@ -460,7 +462,7 @@ def fulfilment(session: Session, r: Range) -> dict[str, Any]:
 
 def refunds(session: Session, r: Range) -> dict[str, Any]:
     """Refunded (or refunding) orders paid in the range, by refund reason."""
-    split = _split(r)
+    split = _split(r, calendar=False)
     if split is None:
         return exact_refunds(session, r)
     source, params = _union(
