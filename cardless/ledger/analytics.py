@@ -97,7 +97,8 @@ def _seconds_between(session: Session, start: str, end: str) -> str:
 
 
 def _amount(session: Session, column: str) -> str:
-    return f"SUM(CAST({column} AS NUMERIC))" if _pg(session) else f"SUM(CAST({column} AS INTEGER))"
+    # SQLite: the exact u256_sum (cardless.ledger.types); CAST(... AS INTEGER) clamps at 2**63.
+    return f"SUM(CAST({column} AS NUMERIC))" if _pg(session) else f"u256_sum({column})"
 
 
 WORK_MEM = "64MB"
@@ -394,7 +395,7 @@ def sku_daily(session: Session, r: Range) -> dict[str, Any]:
         return exact_sku_daily(session, r)
     pg = _pg(session)
     paid = epoch_sql(session.get_bind().dialect.name, "o.paid_at")
-    amount = "CAST(o.amount AS NUMERIC)" if pg else "CAST(o.amount AS INTEGER)"
+    amount = "CAST(o.amount AS NUMERIC)" if pg else "o.amount"
     source, params = _union(
         session, r, split, "analytics_sales",
         "s.bucket AS t, s.sku AS sku, s.token AS token, s.orders AS n, s.amount AS amount",
@@ -403,7 +404,8 @@ def sku_daily(session: Session, r: Range) -> dict[str, Any]:
     rows = _typed_rows(
         session,
         "SELECT (x.t + :off) / 86400 AS day, x.sku AS sku, x.token AS token, SUM(x.n) AS orders, "
-        f"SUM(x.amount) AS amount FROM ({source}) x GROUP BY 1, 2, 3 HAVING SUM(x.n) > 0 ORDER BY 1, 2, 3",
+        f"{'SUM' if pg else 'u256_sum'}(x.amount) AS amount FROM ({source}) x "
+        "GROUP BY 1, 2, 3 HAVING SUM(x.n) > 0 ORDER BY 1, 2, 3",
         {**params, "off": r.tz_offset_minutes * 60},
     )
     out = [

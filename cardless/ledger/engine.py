@@ -22,6 +22,7 @@ from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from cardless.ledger.private_files import DIR_MODE, FILE_MODE, restrict
+from cardless.ledger.types import install_sqlite_u256
 
 __all__ = ["create_engine_for", "is_postgresql", "migrate", "normalise_url", "session_factory"]
 
@@ -66,6 +67,7 @@ def create_engine_for(url: str) -> Engine:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA secure_delete=ON")
             cursor.close()
+            install_sqlite_u256(dbapi_connection)
             if path is not None:
                 for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
                     restrict(name)

@@ -17,14 +17,13 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
-    Numeric,
     String,
     Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from cardless.ledger.types import Uint256
+from cardless.ledger.types import AmountSum, Uint256
 
 __all__ = [
     "BUCKET_SECONDS",
@@ -228,10 +227,6 @@ one local hour and one local day; ``cardless.ledger.analytics`` reads any other 
 FULFIL_BOUNDS = (5, 10, 30, 60, 300, 900)
 """The fulfilment histogram's upper bounds in seconds (exclusive); one more, open bucket above them."""
 
-_Sum = BigInteger().with_variant(Numeric(78, 0), "postgresql")
-"""A sum of uint256 amounts: PostgreSQL's NUMERIC holds it exactly; SQLite's INTEGER stops at 2**63, as
-the exact figure's own ``SUM`` does there."""
-
 
 class SalesRollup(Base):
     """The paid orders of one 15-minute bucket, merchant, SKU and token (by ``paid_at``): how many, their
@@ -247,7 +242,7 @@ class SalesRollup(Base):
     sku: Mapped[str] = mapped_column(String(64), primary_key=True)
     token: Mapped[str] = mapped_column(String(42), primary_key=True)
     orders: Mapped[int] = mapped_column(BigInteger)
-    amount: Mapped[int] = mapped_column(_Sum)
+    amount: Mapped[int] = mapped_column(AmountSum)
     fulfilled: Mapped[int] = mapped_column(BigInteger)
     fulfil_seconds: Mapped[int] = mapped_column(BigInteger)
     fulfil_max: Mapped[int | None] = mapped_column(BigInteger)

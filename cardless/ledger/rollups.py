@@ -30,7 +30,7 @@ import functools
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import DateTime, bindparam, case, event, text
+from sqlalchemy import DateTime, bindparam, case, event, func, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -194,6 +194,8 @@ def _statements(dialect: str) -> tuple[Any, Any, Any]:
     sales = SalesRollup.__table__
     insert = make(sales).values({c.name: bindparam(c.name) for c in sales.columns})
     update = {name: sales.c[name] + insert.excluded[name] for name in _SALES_SUMS}
+    if dialect != "postgresql":  # decimal text: SQLite's + would overflow to a float past 2**63
+        update["amount"] = func.u256_add(sales.c.amount, insert.excluded.amount)
     update["fulfil_max"] = _greater(sales.c.fulfil_max, insert.excluded.fulfil_max)
     upsert = insert.on_conflict_do_update(index_elements=list(_SALES_KEY), set_=update)
     refunds = RefundRollup.__table__
@@ -291,7 +293,7 @@ def backfill_sql(dialect: str) -> list[str]:
     """The two ``INSERT ... SELECT`` statements that fill empty rollups from the orders (migration 0011
     keeps its own copy, frozen with the schema it creates)."""
     paid = epoch_sql(dialect, "paid_at")
-    amount = "CAST(amount AS NUMERIC)" if dialect == "postgresql" else "CAST(amount AS INTEGER)"
+    amount = "SUM(CAST(amount AS NUMERIC))" if dialect == "postgresql" else "u256_sum(amount)"
     slots = []
     lower = None
     for bound in (*FULFIL_BOUNDS, None):
@@ -307,7 +309,7 @@ def backfill_sql(dialect: str) -> list[str]:
     return [
         "INSERT INTO analytics_sales (bucket, merchant, sku, token, orders, amount, fulfilled, "
         f"fulfil_seconds, fulfil_max, {', '.join(HISTOGRAM_COLUMNS)}) "
-        f"SELECT x.t - x.t % {b}, x.merchant, x.sku, x.token, COUNT(*), SUM({amount}), COUNT(x.d), "
+        f"SELECT x.t - x.t % {b}, x.merchant, x.sku, x.token, COUNT(*), {amount}, COUNT(x.d), "
         f"COALESCE(SUM(x.d), 0), MAX(x.d), {', '.join(slots)} "
         f"FROM ({paid_orders}) x GROUP BY x.t - x.t % {b}, x.merchant, x.sku, x.token",
         "INSERT INTO analytics_refunds (bucket, merchant, reason, orders) "

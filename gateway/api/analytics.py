@@ -134,7 +134,15 @@ class RefundsOut(_Out):
 
 Days = Annotated[int, Query(ge=1, le=366, description="How many days before `until`")]
 Until = Annotated[datetime | None, Query(description="End of the range (exclusive); default now")]
-Offset = Annotated[int, Query(ge=-720, le=840, description="Local time = UTC + this many minutes")]
+Offset = Annotated[
+    int,
+    Query(
+        ge=-720,
+        le=840,
+        multiple_of=15,
+        description="Local time = UTC + this many minutes: a whole number of quarter hours, as every zone is",
+    ),
+]
 MerchantAddress = Annotated[
     str | None, Query(pattern=r"^0x[0-9a-fA-F]{40}$", description="Operator only: one merchant's orders")
 ]

@@ -175,6 +175,10 @@ def test_analytics_for_a_merchant_key_and_the_operator(gw: MerchantApp, admin: h
         other = client.get("/v1/analytics/repeat", params={"merchant": "0x" + "99" * 20})
         assert other.status_code == 403
         assert client.get("/v1/analytics/heatmap", params={"tz_offset_minutes": 900}).status_code == 422
+        # Every zone is a whole number of quarter hours (+5:45 is); +0:07 is no zone's offset.
+        odd = client.get("/v1/analytics/heatmap", params={"tz_offset_minutes": 7})
+        assert odd.status_code == 422 and "tz_offset_minutes" in odd.text
+        assert client.get("/v1/analytics/heatmap", params={"tz_offset_minutes": 345}).status_code == 200
     with gw.client(no_orders) as client:
         assert client.get("/v1/analytics/heatmap").status_code == 403
     everyone = admin.get(

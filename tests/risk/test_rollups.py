@@ -259,3 +259,39 @@ def test_split_reads_whole_buckets_only() -> None:
     assert analytics._split(exact) == analytics._Split(int(T0.timestamp()), int(T0.timestamp()) + 3_600)
     assert analytics._split(analytics.Range(T0, T0 + timedelta(minutes=14))) is None
     assert analytics._split(analytics.Range(T0, T0 + timedelta(days=1), tz_offset_minutes=7)) is None
+
+
+def test_amount_sums_stay_exact_past_the_64_bit_integer(sessions: sessionmaker[Session]) -> None:
+    """Four 5-ETH orders in one bucket, and one of 2**80 wei: SQLite's own SUM and ``+`` would overflow
+    or turn to floats past 2**63; the rollup and the exact statement both give the integer sum."""
+    amounts = [5 * 10**18] * 4 + [2**80 + 7]
+    with sessions.begin() as session:
+        rows = [
+            order_row(state=S.QUOTED, merchant=MERCHANTS[0], sku=SKUS[0], token=TOKENS[0], amount=a)
+            for a in amounts
+        ]
+        session.add_all(rows)
+        session.flush()
+        for i, order in enumerate(rows):
+            paid = T0 + timedelta(seconds=60 + i)
+            transition(session, order, S.PAID, "paid", paid_at=paid, paid_block=1, paid_tx="0x" + "ab" * 32)
+    with sessions.begin() as session:  # a second commit adds to the stored row (the upsert's u256_add)
+        late = order_row(state=S.QUOTED, merchant=MERCHANTS[0], sku=SKUS[0], token=TOKENS[0], amount=2**70)
+        session.add(late)
+        session.flush()
+        transition(
+            session,
+            late,
+            S.PAID,
+            "paid",
+            paid_at=T0 + timedelta(seconds=120),
+            paid_block=2,
+            paid_tx="0x" + "cd" * 32,
+        )
+    total = sum(amounts) + 2**70
+    whole = analytics.Range(T0, T0 + timedelta(days=1))
+    with sessions() as session:
+        assert session.scalar(select(SalesRollup.amount)) == total
+        for figure in (analytics.sku_daily, analytics.exact_sku_daily):
+            (row,) = figure(session, whole)["rows"]
+            assert (row["orders"], row["amount"]) == (6, str(total)), figure

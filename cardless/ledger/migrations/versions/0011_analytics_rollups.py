@@ -18,6 +18,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from cardless.ledger.types import install_sqlite_u256
+
 revision = "0011_analytics_rollups"
 down_revision = "0010_analytics_speed"
 branch_labels = None
@@ -31,10 +33,10 @@ HISTOGRAM = (*(f"h_{b}" for b in BOUNDS), "h_open")
 def _backfill(dialect: str) -> list[str]:
     if dialect == "postgresql":
         paid = "CAST(FLOOR(EXTRACT(EPOCH FROM paid_at)) AS BIGINT)"
-        amount = "CAST(amount AS NUMERIC)"
+        amount = "SUM(CAST(amount AS NUMERIC))"
     else:
         paid = "CAST(strftime('%s', paid_at) AS INTEGER)"
-        amount = "CAST(amount AS INTEGER)"
+        amount = "u256_sum(amount)"  # registered in upgrade(): SQLite's SUM stops at 2**63
     slots = []
     lower = None
     for bound in (*BOUNDS, None):
@@ -49,7 +51,7 @@ def _backfill(dialect: str) -> list[str]:
     return [
         "INSERT INTO analytics_sales (bucket, merchant, sku, token, orders, amount, fulfilled, "
         f"fulfil_seconds, fulfil_max, {', '.join(HISTOGRAM)}) "
-        f"SELECT x.t - x.t % {BUCKET}, x.merchant, x.sku, x.token, COUNT(*), SUM({amount}), COUNT(x.d), "
+        f"SELECT x.t - x.t % {BUCKET}, x.merchant, x.sku, x.token, COUNT(*), {amount}, COUNT(x.d), "
         f"COALESCE(SUM(x.d), 0), MAX(x.d), {', '.join(slots)} "
         f"FROM ({paid_orders}) x GROUP BY x.t - x.t % {BUCKET}, x.merchant, x.sku, x.token",
         "INSERT INTO analytics_refunds (bucket, merchant, reason, orders) "
@@ -59,7 +61,8 @@ def _backfill(dialect: str) -> list[str]:
 
 
 def upgrade() -> None:
-    total = sa.BigInteger().with_variant(sa.Numeric(78, 0), "postgresql")
+    # Amount sums: exact NUMERIC on PostgreSQL, decimal text on SQLite (its INTEGER stops at 2**63).
+    total = sa.String(80).with_variant(sa.Numeric(78, 0), "postgresql")
     op.create_table(
         "analytics_sales",
         sa.Column("bucket", sa.BigInteger(), nullable=False),
@@ -82,7 +85,10 @@ def upgrade() -> None:
         sa.Column("orders", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("bucket", "merchant", "reason"),
     )
-    for statement in _backfill(op.get_bind().dialect.name):
+    bind = op.get_bind()
+    if bind.dialect.name == "sqlite":  # the engine registers u256_sum; alembic's own CLI engine does not
+        install_sqlite_u256(bind.connection.driver_connection)
+    for statement in _backfill(bind.dialect.name):
         op.execute(statement)
     op.create_index("ix_analytics_sales_merchant_bucket", "analytics_sales", ["merchant", "bucket"])
     op.create_index("ix_analytics_refunds_merchant_bucket", "analytics_refunds", ["merchant", "bucket"])
