@@ -75,7 +75,9 @@ class GatewayServer:
             adapters=adapters,
             quotes=quotes,
             quote_limits=QuoteLimits(
-                per_client=settings.quote_rate_per_client, per_buyer=settings.quote_rate_per_buyer
+                per_client=settings.quote_rate_per_client,
+                per_buyer=settings.quote_rate_per_buyer,
+                sessions=sessions,  # shared by every gateway process on this database
             ),
             simulator_url=simulator_url,
             operator_key=operator_key,
