@@ -5,6 +5,7 @@ Imports FastAPI and uvicorn: only ``cardless run``, ``cardless gateway`` and the
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from urllib.parse import urlsplit
@@ -60,6 +61,7 @@ class GatewayServer:
             quote_key=quote_key,
             cipher=cipher,
             quote_ttl=settings.quote_ttl_seconds,
+            chain_time_ttl=settings.effective_chain_time_cache_seconds,
             fulfilment_window=settings.fulfilment_window_seconds,
             account_formats={
                 name: found
@@ -105,7 +107,12 @@ class GatewayServer:
     def start(self, timeout: float = 15) -> str:
         """Serve from a thread; returns the URL once the socket listens."""
         settings, server = self.settings, self._server
-        thread = threading.Thread(target=server.run, name="gateway", daemon=True)
+        sockets = (
+            [_reuse_port_socket(settings.gateway_host, settings.gateway_port)]
+            if settings.gateway_reuse_port
+            else None
+        )
+        thread = threading.Thread(target=server.run, kwargs={"sockets": sockets}, name="gateway", daemon=True)
         thread.start()
         self._thread = thread
         deadline = time.monotonic() + timeout
@@ -125,6 +132,18 @@ class GatewayServer:
         self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=10)
+
+
+def _reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A listening socket other processes may bind too (SO_REUSEPORT): the kernel hands each new
+    connection to one of them. Only processes of the same user can join (Linux checks the uid)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host.strip("[]"), port))
+    sock.listen(2048)
+    return sock
 
 
 def _confirmations(settings: Settings, chain_id: int) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import secrets
+import time
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -111,7 +112,13 @@ class QuoteService:
     """Provider name -> the ``[account]`` format its provider file declares."""
     catalogue: QuotableCache = dataclasses.field(default_factory=QuotableCache)
     """The SKUs on sale, cached until edited (see :class:`gateway.services.skus.QuotableCache`)."""
+    chain_time_ttl: float = 0.0
+    """Seconds a read of the chain's time is reused by later quotes (0: read for every quote). A reused
+    time is older than a fresh one, never newer, so a quote expires at most this much earlier; it must
+    stay 0 where a dev chain's clock is moved forward between quotes (the tests)."""
     _domain: protocol.EscrowDomain = dataclasses.field(init=False, repr=False)
+    _chain_time: tuple[float, int] | None = dataclasses.field(default=None, init=False, repr=False)
+    """(monotonic time of the read, the chain's time it gave)."""
 
     def __post_init__(self) -> None:
         self._domain = self.deployment.domain  # validated once, not per quote
@@ -161,7 +168,7 @@ class QuoteService:
         # The two round trips of a quote (the chain's time, the insert) run on a worker thread: on the
         # event loop they held every other request for their whole wait (the node's answer, SQLite's
         # write lock while the oracle commits), which serialised concurrent quotes.
-        now = await anyio.to_thread.run_sync(_chain_now, self.w3)
+        now = await self._now()
         order_id = secrets.token_bytes(32)
         order_hex = Web3.to_hex(order_id)
         # Derived from the account key, not stored: a copy of the database alone cannot test guesses
@@ -213,6 +220,18 @@ class QuoteService:
         # for it is what lets the buyer notice before paying.
         check = AccountCheck(account=account, provider=provider_name, nickname=validation.nickname)
         return self._quote_out(order, signature, salt, TokenOut(**token.model_dump(mode="json")), check)
+
+    async def _now(self) -> int:
+        """The chain's time: read on a worker thread, or the last read while it is under
+        ``chain_time_ttl`` old (one JSON-RPC round trip was a tenth of a quote's CPU)."""
+        cached = self._chain_time
+        if cached is not None and time.monotonic() - cached[0] < self.chain_time_ttl:
+            return cached[1]
+        read_at = time.monotonic()  # the age counts from before the read: never older than the TTL
+        now = await anyio.to_thread.run_sync(_chain_now, self.w3)
+        if self.chain_time_ttl > 0:
+            self._chain_time = (read_at, now)
+        return now
 
     def _store(self, row: Order, signal: RequestSignal | None) -> None:
         with self.sessions.begin() as session:
