@@ -33,6 +33,7 @@ request (simulated provider, chain, load generator), the cores and the machine's
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -55,7 +56,9 @@ BENCH_QUOTE_RATE = "10000000/minute"
 """Per client and per buyer during a bench: the limiter answers 429 long before the server's limit."""
 
 
-def start_system(var_dir: Path, chain: str, *, gateway: bool = True, oracle: bool = True) -> Any:
+def start_system(
+    var_dir: Path, chain: str, *, gateway: bool = True, oracle: bool = True, database_url: str = ""
+) -> Any:
     from cardless.cli.settings import Settings
     from cardless.cli.system import System
 
@@ -66,6 +69,7 @@ def start_system(var_dir: Path, chain: str, *, gateway: bool = True, oracle: boo
         chain_port=0,
         gateway_port=0,
         simulator_port=0,
+        database_url=database_url,
         quote_rate_per_client=BENCH_QUOTE_RATE,
         quote_rate_per_buyer=BENCH_QUOTE_RATE,
     )
@@ -76,8 +80,8 @@ class Production:
     """anvil and the simulated provider (``System`` with neither gateway nor oracle: anvil in its own
     process, the simulator in this one), then ``count`` ``cardless gateway`` processes on one port."""
 
-    def __init__(self, work: Path, count: int) -> None:
-        self.work, self.count = work, count
+    def __init__(self, work: Path, count: int, database_url: str = "") -> None:
+        self.work, self.count, self.database_url = work, count, database_url
         self.system: Any = None
         self.gateways: list[subprocess.Popen[bytes]] = []
         self.gateway_url = ""
@@ -85,7 +89,9 @@ class Production:
     def start(self) -> Production:
         from cardless.cli.system import simulator_secrets
 
-        self.system = system = start_system(self.work / "var", "anvil", gateway=False, oracle=False)
+        self.system = system = start_system(
+            self.work / "var", "anvil", gateway=False, oracle=False, database_url=self.database_url
+        )
         settings = system.settings
         port = _free_port()
         env = {
@@ -191,16 +197,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--setup", choices=("production", "embedded"), default="production")
     parser.add_argument("--gateways", type=int, default=2, help="gateway processes (production setup)")
+    parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--chain", choices=("embedded", "anvil"), default="embedded", help="embedded setup")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--profile", type=Path, help="write py-spy profiles of the server here")
     args = parser.parse_args(argv)
 
-    with tempfile.TemporaryDirectory(prefix="cardless-bench-api-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="cardless-bench-api-") as tmp, contextlib.ExitStack() as dbs:
         work = Path(tmp)
         stack: Any
         if args.setup == "production":
-            stack = Production(work, args.gateways)
+            database_url = ""
+            if args.database == "postgresql":
+                from bench.e2e import _pg_admin_url
+                from tests.support.postgres import PostgresServer
+
+                database_url = dbs.enter_context(PostgresServer(_pg_admin_url()).database(migrated=False))
+            stack = Production(work, args.gateways, database_url)
             server_pids: list[int] | None = None
             try:
                 stack.start()
@@ -218,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             if chain_pid is not None:
                 sides["chain"] = lambda: _proc_cpu([chain_pid])
             chain = "anvil"
-            server = f"{args.gateways} `cardless gateway` processes (SO_REUSEPORT, one SQLite database)"
+            server = f"{args.gateways} `cardless gateway` processes on one port, one {args.database} database"
         else:
             stack = start_system(work / "var", args.chain)
             server_pids = [os.getpid()]

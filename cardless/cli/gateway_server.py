@@ -5,6 +5,7 @@ Imports FastAPI and uvicorn: only ``cardless run``, ``cardless gateway`` and the
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -112,7 +113,7 @@ class GatewayServer:
             if settings.gateway_reuse_port
             else None
         )
-        thread = threading.Thread(target=server.run, kwargs={"sockets": sockets}, name="gateway", daemon=True)
+        thread = threading.Thread(target=self._run, args=(sockets,), name="gateway", daemon=True)
         thread.start()
         self._thread = thread
         deadline = time.monotonic() + timeout
@@ -127,6 +128,19 @@ class GatewayServer:
         if self.context.siwe_domain is None:
             self.context.siwe_domain = f"{settings.gateway_host}:{port}"
         return self.url
+
+    def _run(self, sockets: list[socket.socket] | None) -> None:
+        """uvicorn's ``Server.run``, then the provider clients closed on the loop that used them."""
+
+        async def serve() -> None:
+            try:
+                await self._server.serve(sockets=sockets)
+            finally:
+                for client in self.clients:
+                    await client.aclose()
+
+        with asyncio.Runner(loop_factory=self._server.config.get_loop_factory()) as runner:
+            runner.run(serve())
 
     def stop(self) -> None:
         self._server.should_exit = True

@@ -51,6 +51,7 @@ from gateway.schemas import (
     TransactionStep,
 )
 from gateway.services._exceptions import InvalidField, NotFound, ServiceUnavailable
+from gateway.services._writes import write_turn
 from gateway.services.accounts import check_account_format, clean_account
 from gateway.services.skus import QuotableCache, check_daily_limits
 
@@ -234,7 +235,7 @@ class QuoteService:
         return now
 
     def _store(self, row: Order, signal: RequestSignal | None) -> None:
-        with self.sessions.begin() as session:
+        with write_turn(self.sessions), self.sessions.begin() as session:
             connection = session.connection()
             connection.execute(_ORDERS, _column_values(row))
             connection.execute(_ORDER_EVENTS, [{**_column_values(e), "order_id": row.id} for e in row.events])

@@ -40,6 +40,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cardless.ledger.models import IdempotencyRecord
 from gateway.services._exceptions import RateLimited
+from gateway.services._writes import write_turn
 
 __all__ = ["COUNTER_SCOPE", "Allowance", "QuoteLimits"]
 
@@ -114,7 +115,7 @@ class _DatabaseWindows:
         self._taken = 0
 
     def take(self, counters: Sequence[_Counter], now: float) -> tuple[bool, list[int]]:
-        with self._sessions() as session:
+        with write_turn(self._sessions), self._sessions() as session:
             insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
             table = IdempotencyRecord.__table__
             assert isinstance(table, Table)
