@@ -235,8 +235,8 @@ class QuoteService:
         return now
 
     def _store(self, row: Order, signal: RequestSignal | None) -> None:
-        with write_turn(self.sessions), self.sessions.begin() as session:
-            connection = session.connection()
+        engine = self.sessions.kw["bind"]  # Core INSERTs: no ORM session needed
+        with write_turn(self.sessions), engine.begin() as connection:
             connection.execute(_ORDERS, _column_values(row))
             connection.execute(_ORDER_EVENTS, [{**_column_values(e), "order_id": row.id} for e in row.events])
             if signal is not None:

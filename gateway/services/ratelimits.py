@@ -34,8 +34,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from limits import RateLimitItem, parse
-from sqlalchemy import Table, delete
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Engine, Table, bindparam, delete, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from cardless.ledger.models import IdempotencyRecord
@@ -107,52 +106,58 @@ class _MemoryWindows:
             del self._counts[key]
 
 
+_TABLE = IdempotencyRecord.__table__
+assert isinstance(_TABLE, Table)
+# One statement for SQLite (3.35+) and PostgreSQL, built once: constructing the dialect's insert with
+# its conflict clause for every request cost more than executing it.
+_COUNT = text(
+    "INSERT INTO idempotency_records (scope, key, fingerprint, response_status, created_at, expires_at) "
+    "VALUES (:scope, :key, '', 1, :created_at, :expires_at) "
+    "ON CONFLICT (scope, key) DO UPDATE SET response_status = idempotency_records.response_status + 1 "
+    "RETURNING response_status"
+).bindparams(
+    bindparam("created_at", type_=_TABLE.c.created_at.type),
+    bindparam("expires_at", type_=_TABLE.c.expires_at.type),
+)
+
+
 class _DatabaseWindows:
     """The counters as rows every gateway process on this database shares."""
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
+        bind = sessions.kw.get("bind")
+        assert isinstance(bind, Engine), "the quote limits need sessions bound to an engine"
+        self._engine = bind
         self._taken = 0
 
     def take(self, counters: Sequence[_Counter], now: float) -> tuple[bool, list[int]]:
-        with write_turn(self._sessions), self._sessions() as session:
-            insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-            table = IdempotencyRecord.__table__
-            assert isinstance(table, Table)
+        # A Core connection, not an ORM session: nothing here is an object.
+        with write_turn(self._sessions), self._engine.connect() as connection:
             before = []
+            created = datetime.fromtimestamp(now, UTC)
             # Always in the same order (client, then buyer): two transactions lock the rows in one order,
             # so PostgreSQL never has them wait for each other in a cycle.
             for counter in counters:
-                statement = (
-                    insert(table)
-                    .values(
-                        scope=COUNTER_SCOPE,
-                        key=counter.key(now),
-                        fingerprint="",
-                        response_status=1,
-                        created_at=datetime.fromtimestamp(now, UTC),
-                        expires_at=datetime.fromtimestamp(counter.window(now)[1], UTC),
-                    )
-                    .on_conflict_do_update(
-                        index_elements=["scope", "key"],
-                        set_={"response_status": table.c.response_status + 1},
-                    )
-                    .returning(table.c.response_status)
-                )
-                before.append(int(session.execute(statement).scalar_one()) - 1)
+                values = {
+                    "scope": COUNTER_SCOPE,
+                    "key": counter.key(now),
+                    "created_at": created,
+                    "expires_at": datetime.fromtimestamp(counter.window(now)[1], UTC),
+                }
+                before.append(int(connection.execute(_COUNT, values).scalar_one()) - 1)
             taken = all(n < c.item.amount for n, c in zip(before, counters, strict=True))
             if not taken:
-                session.rollback()  # counts nothing: the other limit keeps its allowance
+                connection.rollback()  # counts nothing: the other limit keeps its allowance
                 return False, before
             self._taken += 1  # a race between threads only moves the purge by a request
             if self._taken % _PURGE_EVERY == 0:
-                session.execute(
+                connection.execute(
                     delete(IdempotencyRecord).where(
-                        IdempotencyRecord.scope == COUNTER_SCOPE,
-                        IdempotencyRecord.expires_at < datetime.fromtimestamp(now, UTC),
+                        IdempotencyRecord.scope == COUNTER_SCOPE, IdempotencyRecord.expires_at < created
                     )
                 )
-            session.commit()
+            connection.commit()
             return True, before
 
 
