@@ -19,8 +19,6 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import (
     function_abi_to_4byte_selector,
     get_abi_input_types,
-    is_address,
-    is_checksum_address,
     keccak,
     to_checksum_address,
 )
@@ -148,17 +146,15 @@ class QuoteService:
             token = self.deployment.token(token_symbol)
         except KeyError:
             raise InvalidField("token", f"{token_symbol!r} is not accepted by this escrow") from None
-        if not is_address(buyer):
+        # Mixed case is an EIP-55 checksum; a wrong one means a mistyped address, and the order would
+        # bind a buyer who is not the payer (pay reverts BuyerMismatch).
+        payer = protocol.checksum_address(buyer)
+        if payer is None:
             raise InvalidField("buyer", "must be a 20-byte hex address")
-        if (
-            buyer[2:] != buyer[2:].lower()
-            and buyer[2:] != buyer[2:].upper()
-            and not is_checksum_address(buyer)
-        ):
-            # Mixed case is an EIP-55 checksum; a wrong one means a mistyped address, and the order
-            # would bind a buyer who is not the payer (pay reverts BuyerMismatch).
+        digits = buyer[-40:]
+        if digits != digits.lower() and digits != digits.upper() and digits != payer[2:]:
             raise InvalidField("buyer", "mixed-case address with a wrong EIP-55 checksum (a typo?)")
-        self._check_buyer(to_checksum_address(buyer))
+        self._check_buyer(payer)
         if sku.daily_limit is not None or sku.buyer_daily_limit is not None:
             with self.sessions() as session:
                 check_daily_limits(session, sku, buyer)
@@ -177,7 +173,7 @@ class QuoteService:
         salt = self.cipher.salt(order_hex)
         order = protocol.Order(
             order_id=order_id,
-            buyer=to_checksum_address(buyer),
+            buyer=payer,
             merchant=sku.merchant_address,
             token=token.address,
             amount=sku.prices[token_symbol],
