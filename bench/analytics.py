@@ -1,8 +1,12 @@
-"""Analytics and risk benchmark (issue 14): N synthetic orders (default 1,000,000, 30 days) bulk-loaded
-into a fresh PostgreSQL database with COPY, then every analytics figure timed over the whole range and a
-sample of risk decisions timed; the slowest figure's plan is kept (EXPLAIN ANALYZE).
+"""Analytics and risk benchmark (issue 14): N synthetic orders (default 1,000,000 over a year) bulk-loaded
+into a fresh PostgreSQL database with COPY, the analytics rollups filled from them (set-based, as
+migration 0011 does), then every analytics figure timed over the last 30 days, over 366 days (the API's
+longest range), and over 366 days with edges inside buckets at a half-hour offset; a sample of risk
+decisions timed; the slowest figure's plan of each range is kept (EXPLAIN ANALYZE).
 
-    PYTHONPATH=. python -m bench.analytics [ORDERS]     (writes bench/results/analytics.json)
+    PYTHONPATH=. python -m bench.analytics [ORDERS] [--keep]     (writes bench/results/analytics.json)
+
+``--keep`` leaves the database in place (its URL is printed) for looking at plans by hand.
 
 The server is CARDLESS_BENCH_PG_URL, else CARDLESS_TEST_PG_URL (a role that may create databases;
 ``.ci/postgres`` prints one). The database is dropped at the end.
@@ -25,7 +29,7 @@ from typing import Any
 from sqlalchemy import create_engine, event, make_url, text
 from sqlalchemy.engine import Connection
 
-from cardless.ledger import Order, analytics, create_engine_for, migrate, session_factory
+from cardless.ledger import Order, analytics, create_engine_for, migrate, rollups, session_factory
 from cardless.ledger.cipher import AccountCipher
 from cardless.ledger.engine import normalise_url
 from cardless.ledger.risk import RiskEngine
@@ -80,7 +84,7 @@ def log(message: str) -> None:
 
 
 @contextmanager
-def database(admin_url: str) -> Iterator[str]:
+def database(admin_url: str, keep: bool = False) -> Iterator[str]:
     url = make_url(normalise_url(admin_url))
     admin = create_engine(url, isolation_level="AUTOCOMMIT")
     name = f"cardless_bench_{os.getpid()}"
@@ -90,8 +94,11 @@ def database(admin_url: str) -> Iterator[str]:
     try:
         yield url.set(database=name).render_as_string(hide_password=False)
     finally:
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        if keep:
+            log(f"kept: {url.set(database=name).render_as_string(hide_password=False)}")
+        else:
+            with admin.connect() as c:
+                c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
 
 
@@ -111,7 +118,7 @@ def copy(
     return time.perf_counter() - started
 
 
-def main(orders: int) -> dict[str, Any]:
+def main(orders: int, keep: bool = False) -> dict[str, Any]:
     admin_url = os.environ.get("CARDLESS_BENCH_PG_URL") or os.environ.get("CARDLESS_TEST_PG_URL")
     if not admin_url:
         raise SystemExit('set CARDLESS_BENCH_PG_URL or CARDLESS_TEST_PG_URL (eval "$(.ci/postgres)")')
@@ -131,7 +138,7 @@ def main(orders: int) -> dict[str, Any]:
         "events": len(data.events),
         "generate_seconds": generated,
     }
-    with database(admin_url) as url:
+    with database(admin_url, keep) as url:
         engine = create_engine_for(url)
         migrate(engine)
         with engine.begin() as connection:
@@ -142,6 +149,16 @@ def main(orders: int) -> dict[str, Any]:
                 "risk_signals": copy(connection, "risk_signals", SIGNAL_COLUMNS, data.signals),
             }
         log(f"COPY: {result['copy_seconds']}")
+        started = time.perf_counter()
+        with engine.begin() as connection:
+            rollups.rebuild(connection)
+        result["rollup_fill_seconds"] = time.perf_counter() - started
+        with engine.connect() as connection:
+            result["rollup_rows"] = {
+                table: connection.execute(text(f"SELECT COUNT(*) FROM {table}")).scalar_one()
+                for table in ("analytics_sales", "analytics_refunds")
+            }
+        log(f"rollups: {result['rollup_rows']} in {result['rollup_fill_seconds']:.1f} s")
         with engine.connect() as connection:
             connection.execution_options(isolation_level="AUTOCOMMIT").execute(text("VACUUM ANALYZE"))
         del data.events, data.signals, data.attempts
@@ -158,12 +175,20 @@ def main(orders: int) -> dict[str, Any]:
 
         sessions = session_factory(engine)
         result["load_average_at_figures"] = os.getloadavg()
-        for label, since in (("last_30_days", end - timedelta(days=30)), ("whole_range", config.start)):
-            r = analytics.Range(since, end, tz_offset_minutes=480)
+        odd_end = end - timedelta(minutes=7, seconds=13, microseconds=500_000)
+        ranges = (
+            ("last_30_days", analytics.Range(end - timedelta(days=30), end, tz_offset_minutes=480)),
+            ("last_366_days", analytics.Range(end - timedelta(days=366), end, tz_offset_minutes=480)),
+            (
+                "last_366_days_odd_edges_offset_330",
+                analytics.Range(odd_end - timedelta(days=366), odd_end, tz_offset_minutes=330),
+            ),
+        )
+        for label, r in ranges:
             with sessions() as session:
                 in_range = session.execute(
                     text("SELECT COUNT(*) FROM orders WHERE paid_at >= :a AND paid_at < :b"),
-                    {"a": since, "b": end},
+                    {"a": r.since, "b": r.until},
                 ).scalar_one()
             figures: dict[str, Any] = {}
             statements: dict[str, tuple[str, Any]] = {}
@@ -190,7 +215,11 @@ def main(orders: int) -> dict[str, Any]:
                     cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + statement, parameters)
                     plan = [row[0] for row in cursor.fetchall()]
             result[label] = {
+                "since": r.since.isoformat(),
+                "until": r.until.isoformat(),
+                "tz_offset_minutes": r.tz_offset_minutes,
                 "orders_in_range": in_range,
+                "load_average": os.getloadavg(),
                 "figures": figures,
                 "all_under_1s": all(f["median_seconds"] < 1 for f in figures.values()),
                 "slowest": {"figure": slowest, "sql": statement, "plan": plan},
@@ -267,12 +296,15 @@ def main(orders: int) -> dict[str, Any]:
     return result
 
 
+LABELS = ("last_30_days", "last_366_days", "last_366_days_odd_edges_offset_330")
+
 if __name__ == "__main__":
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
-    out = main(n)
+    args = [a for a in sys.argv[1:] if a != "--keep"]
+    n = int(args[0]) if args else 1_000_000
+    out = main(n, keep="--keep" in sys.argv[1:])
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=1, default=str) + "\n")
-    for label in ("last_30_days", "whole_range"):
+    for label in LABELS:
         print(label, json.dumps({k: v for k, v in out[label].items() if k != "slowest"}, indent=1))
         print(f"slowest: {out[label]['slowest']['figure']}")
         print("\n".join(out[label]["slowest"]["plan"]))

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
+    Numeric,
     String,
     Text,
     UniqueConstraint,
@@ -26,6 +27,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from cardless.ledger.types import Uint256
 
 __all__ = [
+    "BUCKET_SECONDS",
+    "FULFIL_BOUNDS",
     "ApiKey",
     "Base",
     "BuyerSession",
@@ -41,6 +44,8 @@ __all__ = [
     "OrderEvent",
     "OrderState",
     "ProviderAttempt",
+    "RefundRollup",
+    "SalesRollup",
     "SeenLog",
     "SignerNonce",
     "SiweNonce",
@@ -213,6 +218,63 @@ class ProviderAttempt(Base):
             "answered_at",
         ),
     )
+
+
+BUCKET_SECONDS = 900
+"""The rollups' bucket: 15 minutes of UTC, named by its start in whole seconds since the epoch. Every
+allowed local offset that is a whole number of quarter hours (all the world's zones) keeps a bucket inside
+one local hour and one local day; ``cardless.ledger.analytics`` reads any other offset exactly."""
+
+FULFIL_BOUNDS = (5, 10, 30, 60, 300, 900)
+"""The fulfilment histogram's upper bounds in seconds (exclusive); one more, open bucket above them."""
+
+_Sum = BigInteger().with_variant(Numeric(78, 0), "postgresql")
+"""A sum of uint256 amounts: PostgreSQL's NUMERIC holds it exactly; SQLite's INTEGER stops at 2**63, as
+the exact figure's own ``SUM`` does there."""
+
+
+class SalesRollup(Base):
+    """The paid orders of one 15-minute bucket, merchant, SKU and token (by ``paid_at``): how many, their
+    amount, and of those fulfilled, the seconds from payment to top-up as count, sum, maximum and
+    histogram. Kept by ``cardless.ledger.rollups`` in the transaction of every order change that moves an
+    order in or out (applied at commit, keys in sorted order), filled from the orders by migration 0011;
+    the analytics figures read it for every whole bucket of their range (docs/risk.md)."""
+
+    __tablename__ = "analytics_sales"
+
+    bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    merchant: Mapped[str] = mapped_column(String(42), primary_key=True)
+    sku: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token: Mapped[str] = mapped_column(String(42), primary_key=True)
+    orders: Mapped[int] = mapped_column(BigInteger)
+    amount: Mapped[int] = mapped_column(_Sum)
+    fulfilled: Mapped[int] = mapped_column(BigInteger)
+    fulfil_seconds: Mapped[int] = mapped_column(BigInteger)
+    fulfil_max: Mapped[int | None] = mapped_column(BigInteger)
+    """None when no order of the row is fulfilled. Removing the maximum recomputes it from the orders."""
+    h_5: Mapped[int] = mapped_column(BigInteger)
+    h_10: Mapped[int] = mapped_column(BigInteger)
+    h_30: Mapped[int] = mapped_column(BigInteger)
+    h_60: Mapped[int] = mapped_column(BigInteger)
+    h_300: Mapped[int] = mapped_column(BigInteger)
+    h_900: Mapped[int] = mapped_column(BigInteger)
+    h_open: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_analytics_sales_merchant_bucket", "merchant", "bucket"),)
+
+
+class RefundRollup(Base):
+    """Orders with a refund reason, per 15-minute bucket of ``paid_at``, merchant and reason code; kept
+    like :class:`SalesRollup`."""
+
+    __tablename__ = "analytics_refunds"
+
+    bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    merchant: Mapped[str] = mapped_column(String(42), primary_key=True)
+    reason: Mapped[int] = mapped_column(Integer, primary_key=True)
+    orders: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_analytics_refunds_merchant_bucket", "merchant", "bucket"),)
 
 
 class ChainCursor(Base):

@@ -30,6 +30,7 @@ from eth_utils import to_checksum_address
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
+from cardless.ledger import rollups
 from cardless.ledger.cipher import AccountCipher
 from cardless.ledger.models import Order, OrderEvent, OrderState, ProviderAttempt
 from cardless.ledger.risk.models import RequestSignal
@@ -332,7 +333,7 @@ def _chunks(rows: list[dict[str, Any]], size: int = 2_000) -> Iterator[list[dict
 
 def load(session: Session, data: Synthetic) -> None:
     """Insert the synthetic orders, their events, provider calls and signals (bulk ``INSERT``; the caller
-    commits)."""
+    commits), and add the orders to the analytics rollups (set-based: they bypass ``transition``)."""
     for chunk in _chunks(data.orders):
         session.execute(insert(Order), chunk)
     for chunk in _chunks(data.events):
@@ -341,3 +342,4 @@ def load(session: Session, data: Synthetic) -> None:
         session.execute(insert(ProviderAttempt), chunk)
     for chunk in _chunks(data.signals):
         session.execute(insert(RequestSignal), chunk)
+    rollups.rebuild(session.connection())

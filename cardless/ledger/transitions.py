@@ -5,6 +5,9 @@ that go with it and appends the timeline entry, all in the caller's database tra
 commits *before* any external effect that depends on the new state (the outbox rule): a crash after
 the commit and before the effect is recovered from the persisted state, never by guessing.
 
+The analytics rollups follow the order here too: the change of its share (payment time, amount, seconds
+to fulfil, refund reason) is staged with ``cardless.ledger.rollups.record`` and written at commit.
+
 The states merchants hear about (paid, succeeded = fulfilled, settled, refunded, reclaimed) also stage
 their webhook event here (``cardless.ledger.outbox.record_order_event``), so the event commits or rolls
 back with the state change itself.
@@ -31,6 +34,8 @@ from sqlalchemy.orm import Session
 from cardless.ledger._exceptions import LedgerError
 from cardless.ledger.models import Order, OrderEvent, OrderState, ProviderAttempt, utcnow
 from cardless.ledger.outbox import record_order_event
+from cardless.ledger.rollups import record as record_rollups
+from cardless.ledger.rollups import share
 
 __all__ = ["ALLOWED", "IllegalTransition", "transition"]
 
@@ -89,6 +94,7 @@ def transition(
     current = OrderState(order.state)
     if to not in ALLOWED[current]:
         raise IllegalTransition(order.id, current, to)
+    before = share(order)
     for name, value in fields.items():
         if not hasattr(Order, name):
             raise AttributeError(f"Order has no field {name!r}")
@@ -110,6 +116,7 @@ def transition(
     )
     _record_attempt(session, order, current, to, detail, now)
     record_order_event(session, order, to, now)
+    record_rollups(session, before, share(order))
 
 
 def _record_attempt(
