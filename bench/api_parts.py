@@ -85,7 +85,38 @@ def main() -> int:
                     assert found is not None
                     found.model_dump_json()
 
+            import asyncio
+
+            from eth_utils import is_address
+            from eth_utils import to_checksum_address as eth_utils_checksum
+
+            from cardless.cli.provider_http import AiohttpTransport
+            from gateway.services.ratelimits import QuoteLimits
+
+            def validations(inner: Callable[[], Any] | None) -> Callable[[], Any]:
+                """50 account checks on one event loop, through httpx's transport or aiohttp's."""
+                clients: list[Any] = []
+                adapter = system._adapters(clients, inner)["simulator"]
+                loop = asyncio.new_event_loop()  # one loop for every call: the pools stay warm
+
+                async def run() -> None:
+                    for i in range(50):
+                        await adapter.validate("genshin-60", str(20_000_000 + i))
+
+                return lambda: loop.run_until_complete(run())
+
+            buyer = "0x" + secrets.token_hex(20)
+            limits = QuoteLimits(per_client="1000000/minute", per_buyer="1000000/minute", sessions=sessions)
             parts: list[tuple[str, Callable[[], Any], int]] = [
+                ("50 account checks: httpx transport", validations(None), 10),
+                ("50 account checks: aiohttp transport", validations(AiohttpTransport), 10),
+                (
+                    "EIP-55: eth_utils is_address + checksum",
+                    lambda: eth_utils_checksum(buyer) if is_address(buyer) else None,
+                    2000,
+                ),
+                ("EIP-55: protocol.checksum_address", lambda: protocol.checksum_address(buyer), 2000),
+                ("quote limits: database counter", lambda: limits.hit(client="10.1.1.1", buyer=buyer), 400),
                 ("SKU terms: 3 queries", sku_queries, 400),
                 ("SKU terms: QuotableCache hit", lambda: cache.get(sessions, "genshin-60"), 4000),
                 ("chain time: w3.eth.get_block", lambda: w3.eth.get_block("latest")["timestamp"], 300),

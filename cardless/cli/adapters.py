@@ -7,7 +7,7 @@ third-party adapter needs no change here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import httpx
 
@@ -26,13 +26,16 @@ def build_adapters(
     base_url: str | None,
     secret_values: Mapping[str, str],
     adapters_registry: AdapterRegistry = registry,
+    inner_transport: Callable[[], httpx.AsyncBaseTransport] | None = None,
 ) -> dict[str, ProviderAdapter]:
     """One adapter per provider file, each with its own HTTP client (appended to ``clients`` for closing),
-    so a provider that hangs cannot exhaust a connection pool the others need."""
+    so a provider that hangs cannot exhaust a connection pool the others need. ``inner_transport`` makes
+    what sends the bytes (default: httpx's own)."""
     adapters: dict[str, ProviderAdapter] = {}
     for path in settings.provider_files:
         # Timed per provider file (its stem until the adapter names itself): latency and errors for /metrics.
-        client = httpx.AsyncClient(transport=TimedTransport(path.stem))
+        inner = inner_transport() if inner_transport is not None else None
+        client = httpx.AsyncClient(transport=TimedTransport(path.stem, inner))
         clients.append(client)
         adapter = adapters_registry.from_file(path, client, secrets=secret_values, base_url=base_url)
         name = str(getattr(adapter, "name", path.stem))

@@ -5,6 +5,8 @@ Imports FastAPI and uvicorn: only ``cardless run``, ``cardless gateway`` and the
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import threading
 import time
 from urllib.parse import urlsplit
@@ -60,6 +62,7 @@ class GatewayServer:
             quote_key=quote_key,
             cipher=cipher,
             quote_ttl=settings.quote_ttl_seconds,
+            chain_time_ttl=settings.effective_chain_time_cache_seconds,
             fulfilment_window=settings.fulfilment_window_seconds,
             account_formats={
                 name: found
@@ -75,7 +78,9 @@ class GatewayServer:
             adapters=adapters,
             quotes=quotes,
             quote_limits=QuoteLimits(
-                per_client=settings.quote_rate_per_client, per_buyer=settings.quote_rate_per_buyer
+                per_client=settings.quote_rate_per_client,
+                per_buyer=settings.quote_rate_per_buyer,
+                sessions=sessions,  # shared by every gateway process on this database
             ),
             simulator_url=simulator_url,
             operator_key=operator_key,
@@ -103,7 +108,12 @@ class GatewayServer:
     def start(self, timeout: float = 15) -> str:
         """Serve from a thread; returns the URL once the socket listens."""
         settings, server = self.settings, self._server
-        thread = threading.Thread(target=server.run, name="gateway", daemon=True)
+        sockets = (
+            [_reuse_port_socket(settings.gateway_host, settings.gateway_port)]
+            if settings.gateway_reuse_port
+            else None
+        )
+        thread = threading.Thread(target=self._run, args=(sockets,), name="gateway", daemon=True)
         thread.start()
         self._thread = thread
         deadline = time.monotonic() + timeout
@@ -119,10 +129,35 @@ class GatewayServer:
             self.context.siwe_domain = f"{settings.gateway_host}:{port}"
         return self.url
 
+    def _run(self, sockets: list[socket.socket] | None) -> None:
+        """uvicorn's ``Server.run``, then the provider clients closed on the loop that used them."""
+
+        async def serve() -> None:
+            try:
+                await self._server.serve(sockets=sockets)
+            finally:
+                for client in self.clients:
+                    await client.aclose()
+
+        with asyncio.Runner(loop_factory=self._server.config.get_loop_factory()) as runner:
+            runner.run(serve())
+
     def stop(self) -> None:
         self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=10)
+
+
+def _reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A listening socket other processes may bind too (SO_REUSEPORT): the kernel hands each new
+    connection to one of them. Only processes of the same user can join (Linux checks the uid)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host.strip("[]"), port))
+    sock.listen(2048)
+    return sock
 
 
 def _confirmations(settings: Settings, chain_id: int) -> int:

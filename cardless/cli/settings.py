@@ -88,6 +88,10 @@ class Settings(BaseSettings):
 
     gateway_host: str = Field("127.0.0.1", min_length=1, pattern=r"^[A-Za-z0-9.:\-\[\]]+$")
     gateway_port: int = Field(8000, ge=0, le=65535)
+    gateway_reuse_port: bool = False
+    """Bind the gateway's port with SO_REUSEPORT: several ``cardless gateway`` processes on one host
+    listen on one port and the kernel spreads connections among them (one process per core). They share
+    the database and nothing else; the quote limits are counted there (docs/architecture.md)."""
     simulator_port: int = Field(8601, ge=0, le=65535)
 
     public_rpc_url: str | None = Field(None, pattern=_URL)
@@ -123,6 +127,10 @@ class Settings(BaseSettings):
     ]
 
     quote_ttl_seconds: int = Field(600, ge=30, le=86_400)
+    chain_time_cache_seconds: float | None = Field(None, ge=0, le=5)
+    """How long the gateway reuses the chain's time (the latest block's timestamp) that quotes are
+    priced from; None: 1 s, or 0 in development, where tests move a dev chain's clock forward and quote
+    at once. A reused time is older, never newer: a quote's expiry comes at most this much earlier."""
     fulfilment_window_seconds: int = Field(3_600, ge=600, le=7 * 86_400)
     max_batch: int = Field(50, ge=1, le=200)
     provider_concurrency: int = Field(64, ge=1, le=1_024)
@@ -148,7 +156,8 @@ class Settings(BaseSettings):
     """Days the client network and user agent (keyed hashes) of a quote are kept for the risk engine."""
 
     quote_rate_per_client: str = Field("120/minute", pattern=_RATE)
-    """Quotes one client address may ask for (``N/second|minute|hour|day``, a moving window). Each
+    """Quotes one client address may ask for (``N/second|minute|hour|day``, a fixed window counted in
+    the database, so every gateway process shares it). Each
     quote is a stored row and a provider validation call; ``cardless demo --orders 50`` asks for 50
     from loopback within about a minute."""
     quote_rate_per_buyer: str = Field("30/minute", pattern=_RATE)
@@ -270,6 +279,12 @@ class Settings(BaseSettings):
             bump_after_seconds=self.tx_bump_after_seconds,
             low_balance_wei=self.gas_low_balance_wei,
         )
+
+    @property
+    def effective_chain_time_cache_seconds(self) -> float:
+        if self.chain_time_cache_seconds is not None:
+            return self.chain_time_cache_seconds
+        return 0.0 if self.is_development else 1.0
 
     @property
     def is_development(self) -> bool:

@@ -18,6 +18,7 @@ FastAPI nor uvicorn nor the simulator (tests/cli/test_oracle_imports.py).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -223,13 +224,22 @@ class System:
     def _secret_values(self) -> dict[str, str]:
         return simulator_secrets(self._simulator_config()) if self.embedded else {}
 
-    def _adapters(self, clients: list[httpx.AsyncClient]) -> dict[str, ProviderAdapter]:
+    def _adapters(
+        self,
+        clients: list[httpx.AsyncClient],
+        inner_transport: Callable[[], httpx.AsyncBaseTransport] | None = None,
+    ) -> dict[str, ProviderAdapter]:
         return build_adapters(
-            self.settings, clients, base_url=self._adapter_base_url(), secret_values=self._secret_values()
+            self.settings,
+            clients,
+            base_url=self._adapter_base_url(),
+            secret_values=self._secret_values(),
+            inner_transport=inner_transport,
         )
 
     def _start_gateway(self) -> None:
         from cardless.cli.gateway_server import GatewayServer
+        from cardless.cli.provider_http import AiohttpTransport
 
         assert self.w3 and self.sessions and self.catalogue and self.deployment and self.keys and self.cipher
         clients: list[httpx.AsyncClient] = []
@@ -239,7 +249,8 @@ class System:
             sessions=self.sessions,
             catalogue=self.catalogue,
             deployment=self.deployment,
-            adapters=self._adapters(clients),
+            # Account checks through aiohttp: httpcore's pure-Python HTTP was a fifth of a quote's CPU.
+            adapters=self._adapters(clients, AiohttpTransport),
             clients=clients,
             quote_key=self.keys.require("quote"),
             cipher=self.cipher,

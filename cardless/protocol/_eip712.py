@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from collections.abc import Mapping, Sequence
 from enum import IntEnum
 from typing import Any, Final, NewType
@@ -29,8 +30,9 @@ import rfc8785
 from eth_abi import encode as abi_encode
 from eth_account import Account
 from eth_account.messages import SignableMessage, encode_typed_data
-from eth_typing import ChecksumAddress
-from eth_utils import is_address, keccak, to_checksum_address
+from eth_hash.auto import keccak as keccak_256
+from eth_typing import ChecksumAddress, HexAddress, HexStr
+from eth_utils import keccak, to_checksum_address
 
 from cardless.protocol._exceptions import ProtocolError
 
@@ -168,10 +170,33 @@ def hash32_from_hex(field: str, value: str | None) -> Hash32:
     return Hash32(bytes32_from_hex(field, value))
 
 
+_HEX_ADDRESS: Final = re.compile(r"(?:0[xX])?[0-9a-fA-F]{40}")
+
+
+def checksum_address(value: str) -> ChecksumAddress | None:
+    """``value`` (20 bytes of hex, ``0x`` optional, any case) in its EIP-55 form, or None when it is not
+    one: ``eth_utils.to_checksum_address`` of what ``eth_utils.is_address`` accepts (a property test
+    compares them; neither checks a mixed-case checksum), in one keccak instead of their validation
+    layers, which were a tenth of a quote's CPU."""
+    if not _HEX_ADDRESS.fullmatch(value):
+        return None
+    lower = value[-40:].lower()
+    digest = keccak_256(lower.encode()).hex()[:40]
+    return ChecksumAddress(
+        HexAddress(
+            HexStr(
+                "0x"
+                + "".join(c.upper() if d in "89abcdef" else c for c, d in zip(lower, digest, strict=True))
+            )
+        )
+    )
+
+
 def _address(field: str, value: str) -> ChecksumAddress:
-    if not isinstance(value, str) or not is_address(value):
+    checksummed = checksum_address(value) if isinstance(value, str) else None
+    if checksummed is None:
         raise ProtocolError(field, f"must be a 20-byte hex address, got {value!r}")
-    return to_checksum_address(value)
+    return checksummed
 
 
 def _uint(field: str, value: int, maximum: int) -> int:

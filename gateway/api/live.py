@@ -47,7 +47,7 @@ async def check_account(
     The answer carries the nickname the provider knows the account by. 422 names `account` on a typo,
     404 `sku`; counted against the per-client quote limit (429)."""
     client = request.client.host if request.client else "unknown"
-    allowances = limits.hit_client(client)
+    allowances = await anyio.to_thread.run_sync(limits.hit_client, client)  # a shared counter: a write
     request.state.rate_limits = allowances
     response.headers.update(rate_limit_headers(allowances))
     return await quotes.check_account(sku_id=body.sku, account=body.account)

@@ -8,8 +8,10 @@ is the whole contract; operation ids are the handlers' names in camelCase (``cre
 
 from __future__ import annotations
 
+import functools
 import time
 
+import anyio.to_thread
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.routing import APIRoute
 
@@ -85,7 +87,9 @@ async def create_quote(
     # The peer's address: behind a proxy every client would share the proxy's (forwarded-for headers
     # are not trusted, since any client can write them).
     client = request.client.host if request.client else "unknown"
-    allowances = limits.hit(client=client, buyer=body.buyer)
+    # The counters are rows every gateway process shares: a write transaction, off the event loop.
+    hit = functools.partial(limits.hit, client=client, buyer=body.buyer)
+    allowances = await anyio.to_thread.run_sync(hit)
     request.state.rate_limits = allowances  # for the error handlers, should the quote be refused
     response.headers.update(rate_limit_headers(allowances))
     return await quotes.create(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import secrets
+import time
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -18,8 +19,6 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import (
     function_abi_to_4byte_selector,
     get_abi_input_types,
-    is_address,
-    is_checksum_address,
     keccak,
     to_checksum_address,
 )
@@ -50,6 +49,7 @@ from gateway.schemas import (
     TransactionStep,
 )
 from gateway.services._exceptions import InvalidField, NotFound, ServiceUnavailable
+from gateway.services._writes import write_turn
 from gateway.services.accounts import check_account_format, clean_account
 from gateway.services.skus import QuotableCache, check_daily_limits
 
@@ -111,7 +111,13 @@ class QuoteService:
     """Provider name -> the ``[account]`` format its provider file declares."""
     catalogue: QuotableCache = dataclasses.field(default_factory=QuotableCache)
     """The SKUs on sale, cached until edited (see :class:`gateway.services.skus.QuotableCache`)."""
+    chain_time_ttl: float = 0.0
+    """Seconds a read of the chain's time is reused by later quotes (0: read for every quote). A reused
+    time is older than a fresh one, never newer, so a quote expires at most this much earlier; it must
+    stay 0 where a dev chain's clock is moved forward between quotes (the tests)."""
     _domain: protocol.EscrowDomain = dataclasses.field(init=False, repr=False)
+    _chain_time: tuple[float, int] | None = dataclasses.field(default=None, init=False, repr=False)
+    """(monotonic time of the read, the chain's time it gave)."""
 
     def __post_init__(self) -> None:
         self._domain = self.deployment.domain  # validated once, not per quote
@@ -140,17 +146,15 @@ class QuoteService:
             token = self.deployment.token(token_symbol)
         except KeyError:
             raise InvalidField("token", f"{token_symbol!r} is not accepted by this escrow") from None
-        if not is_address(buyer):
+        # Mixed case is an EIP-55 checksum; a wrong one means a mistyped address, and the order would
+        # bind a buyer who is not the payer (pay reverts BuyerMismatch).
+        payer = protocol.checksum_address(buyer)
+        if payer is None:
             raise InvalidField("buyer", "must be a 20-byte hex address")
-        if (
-            buyer[2:] != buyer[2:].lower()
-            and buyer[2:] != buyer[2:].upper()
-            and not is_checksum_address(buyer)
-        ):
-            # Mixed case is an EIP-55 checksum; a wrong one means a mistyped address, and the order
-            # would bind a buyer who is not the payer (pay reverts BuyerMismatch).
+        digits = buyer[-40:]
+        if digits != digits.lower() and digits != digits.upper() and digits != payer[2:]:
             raise InvalidField("buyer", "mixed-case address with a wrong EIP-55 checksum (a typo?)")
-        self._check_buyer(to_checksum_address(buyer))
+        self._check_buyer(payer)
         if sku.daily_limit is not None or sku.buyer_daily_limit is not None:
             with self.sessions() as session:
                 check_daily_limits(session, sku, buyer)
@@ -161,7 +165,7 @@ class QuoteService:
         # The two round trips of a quote (the chain's time, the insert) run on a worker thread: on the
         # event loop they held every other request for their whole wait (the node's answer, SQLite's
         # write lock while the oracle commits), which serialised concurrent quotes.
-        now = await anyio.to_thread.run_sync(_chain_now, self.w3)
+        now = await self._now()
         order_id = secrets.token_bytes(32)
         order_hex = Web3.to_hex(order_id)
         # Derived from the account key, not stored: a copy of the database alone cannot test guesses
@@ -169,7 +173,7 @@ class QuoteService:
         salt = self.cipher.salt(order_hex)
         order = protocol.Order(
             order_id=order_id,
-            buyer=to_checksum_address(buyer),
+            buyer=payer,
             merchant=sku.merchant_address,
             token=token.address,
             amount=sku.prices[token_symbol],
@@ -214,9 +218,21 @@ class QuoteService:
         check = AccountCheck(account=account, provider=provider_name, nickname=validation.nickname)
         return self._quote_out(order, signature, salt, TokenOut(**token.model_dump(mode="json")), check)
 
+    async def _now(self) -> int:
+        """The chain's time: read on a worker thread, or the last read while it is under
+        ``chain_time_ttl`` old (one JSON-RPC round trip was a tenth of a quote's CPU)."""
+        cached = self._chain_time
+        if cached is not None and time.monotonic() - cached[0] < self.chain_time_ttl:
+            return cached[1]
+        read_at = time.monotonic()  # the age counts from before the read: never older than the TTL
+        now = await anyio.to_thread.run_sync(_chain_now, self.w3)
+        if self.chain_time_ttl > 0:
+            self._chain_time = (read_at, now)
+        return now
+
     def _store(self, row: Order, signal: RequestSignal | None) -> None:
-        with self.sessions.begin() as session:
-            connection = session.connection()
+        engine = self.sessions.kw["bind"]  # Core INSERTs: no ORM session needed
+        with write_turn(self.sessions), engine.begin() as connection:
             connection.execute(_ORDERS, _column_values(row))
             connection.execute(_ORDER_EVENTS, [{**_column_values(e), "order_id": row.id} for e in row.events])
             if signal is not None:

@@ -1,30 +1,53 @@
 """Rate limits on quotes, per client address and per buyer wallet.
 
 Every quote is a stored row and a validation call to a provider, so one client (or one wallet spread
-over many clients) must not be able to make them as fast as it can send requests. The counting is the
-``limits`` library's moving window, kept in this process's memory: one gateway process is one set of
-counters (several processes behind a balancer would each allow the full rate; a shared ``limits``
-storage such as Redis is the change to make then).
+over many clients) must not be able to make them as fast as it can send requests.
+
+The counting is a **fixed window** per limit: ``q`` requests per window of ``w`` seconds aligned on the
+epoch (``60/minute``: each UTC minute), one counter per (limit, client or wallet, window). Given
+``sessions``, the counters are rows of the database every gateway process shares, so N processes (or N
+machines) behind a balancer allow the limit once, not N times; without, they live in this process's
+memory (tests, a tool that serves one process). Within a window the count is exact in both: a counter
+is one atomic ``INSERT … ON CONFLICT DO UPDATE … RETURNING`` (SQLite and PostgreSQL), and the two limits
+of a request are counted in one transaction, rolled back when either is spent. Across a window's edge a
+client can get ``q`` at the end of one window and ``q`` at the start of the next (at most ``2q`` in any
+``w`` seconds): the price of one row per window instead of one per request, and what the RateLimit
+headers' ``t`` (the seconds until the window resets) describes exactly.
 
 Both limits are checked before either is counted, so a refused request does not use up the other
 allowance. The outcome is plain data (:class:`Allowance`); :mod:`gateway.api.ratelimits` turns it into
 ``RateLimit`` headers.
+
+The database counters are rows of ``idempotency_records`` under the scope :data:`COUNTER_SCOPE` (a
+scope no credential or client address produces): a keyed row with an expiry and a unique (scope, key),
+which the idempotency purge already deletes once expired. A table of their own is a migration for
+another round (docs/architecture.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 
 from limits import RateLimitItem, parse
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
+from sqlalchemy import Engine, Table, bindparam, delete, text
+from sqlalchemy.orm import Session, sessionmaker
 
+from cardless.ledger.models import IdempotencyRecord
 from gateway.services._exceptions import RateLimited
+from gateway.services._writes import write_turn
 
-__all__ = ["Allowance", "QuoteLimits"]
+__all__ = ["COUNTER_SCOPE", "Allowance", "QuoteLimits"]
+
+COUNTER_SCOPE = "rate-limit-window"
+"""The ``idempotency_records.scope`` of the counters: idempotency scopes are ``client:<address>``,
+``operator``, ``merchant:<id>``, ``buyer:<address>`` or a 64-hex digest, never this."""
+_PURGE_EVERY = 1024
+"""Every this many counted requests, the counters of closed windows are deleted."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,69 +62,168 @@ class Allowance:
     reset: int
 
 
-class QuoteLimits:
-    """The quote limits: ``per_client`` and ``per_buyer`` in the ``limits`` notation (``60/minute``)."""
+@dataclasses.dataclass(frozen=True)
+class _Counter:
+    policy: str
+    item: RateLimitItem
+    subject: str
 
-    def __init__(self, *, per_client: str, per_buyer: str, clock: Callable[[], float] = time.time) -> None:
+    def window(self, now: float) -> tuple[int, int]:
+        """(start, end) of the window ``now`` falls in, epoch seconds."""
+        width = self.item.get_expiry()
+        start = int(now // width) * width
+        return start, start + width
+
+    def key(self, now: float) -> str:
+        # idempotency_records.key is 255 characters: a subject (an IP address, a wallet) fits many times.
+        return f"{self.policy}:{self.subject}@{self.window(now)[0]}"[:255]
+
+
+class _MemoryWindows:
+    """The counters in this process (one process is one set of counters)."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._taken = 0
+
+    def take(self, counters: Sequence[_Counter], now: float) -> tuple[bool, list[int]]:
+        with self._lock:
+            keys = [c.key(now) for c in counters]
+            before = [self._counts.get(k, 0) for k in keys]
+            taken = all(n < c.item.amount for n, c in zip(before, counters, strict=True))
+            if taken:
+                for k in keys:
+                    self._counts[k] = self._counts.get(k, 0) + 1
+                self._taken += 1
+                if self._taken % _PURGE_EVERY == 0:
+                    self._purge(now)
+            return taken, before
+
+    def _purge(self, now: float) -> None:
+        # A key ends in "@<window start>"; windows are at most a day wide here.
+        for key in [k for k in self._counts if int(k.rsplit("@", 1)[1]) < now - 86_400]:
+            del self._counts[key]
+
+
+_TABLE = IdempotencyRecord.__table__
+assert isinstance(_TABLE, Table)
+# One statement for SQLite (3.35+) and PostgreSQL, built once: constructing the dialect's insert with
+# its conflict clause for every request cost more than executing it.
+_COUNT = text(
+    "INSERT INTO idempotency_records (scope, key, fingerprint, response_status, created_at, expires_at) "
+    "VALUES (:scope, :key, '', 1, :created_at, :expires_at) "
+    "ON CONFLICT (scope, key) DO UPDATE SET response_status = idempotency_records.response_status + 1 "
+    "RETURNING response_status"
+).bindparams(
+    bindparam("created_at", type_=_TABLE.c.created_at.type),
+    bindparam("expires_at", type_=_TABLE.c.expires_at.type),
+)
+
+
+class _DatabaseWindows:
+    """The counters as rows every gateway process on this database shares."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+        bind = sessions.kw.get("bind")
+        assert isinstance(bind, Engine), "the quote limits need sessions bound to an engine"
+        self._engine = bind
+        self._taken = 0
+
+    def take(self, counters: Sequence[_Counter], now: float) -> tuple[bool, list[int]]:
+        # A Core connection, not an ORM session: nothing here is an object.
+        with write_turn(self._sessions), self._engine.connect() as connection:
+            before = []
+            created = datetime.fromtimestamp(now, UTC)
+            # Always in the same order (client, then buyer): two transactions lock the rows in one order,
+            # so PostgreSQL never has them wait for each other in a cycle.
+            for counter in counters:
+                values = {
+                    "scope": COUNTER_SCOPE,
+                    "key": counter.key(now),
+                    "created_at": created,
+                    "expires_at": datetime.fromtimestamp(counter.window(now)[1], UTC),
+                }
+                before.append(int(connection.execute(_COUNT, values).scalar_one()) - 1)
+            taken = all(n < c.item.amount for n, c in zip(before, counters, strict=True))
+            if not taken:
+                connection.rollback()  # counts nothing: the other limit keeps its allowance
+                return False, before
+            self._taken += 1  # a race between threads only moves the purge by a request
+            if self._taken % _PURGE_EVERY == 0:
+                connection.execute(
+                    delete(IdempotencyRecord).where(
+                        IdempotencyRecord.scope == COUNTER_SCOPE, IdempotencyRecord.expires_at < created
+                    )
+                )
+            connection.commit()
+            return True, before
+
+
+class QuoteLimits:
+    """The quote limits: ``per_client`` and ``per_buyer`` in the ``limits`` notation (``60/minute``),
+    counted in the database ``sessions`` opens (shared by every gateway process), or in this process's
+    memory without it."""
+
+    def __init__(
+        self,
+        *,
+        per_client: str,
+        per_buyer: str,
+        sessions: sessionmaker[Session] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._items: dict[str, RateLimitItem] = {"client": parse(per_client), "buyer": parse(per_buyer)}
-        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self._windows = _MemoryWindows() if sessions is None else _DatabaseWindows(sessions)
         self._clock = clock
         self.on_refused: Callable[[list[str]], None] | None = None
         """Told the exhausted limits' names on every refusal (the metrics count them)."""
 
+    @property
+    def shared(self) -> bool:
+        """True when the counters are in the database (every process on it counts once)."""
+        return isinstance(self._windows, _DatabaseWindows)
+
     def hit(self, *, client: str, buyer: str) -> list[Allowance]:
         """Count one quote for ``client`` (an IP address) and ``buyer`` (a wallet address, any case).
-        Raises :class:`RateLimited` naming the exhausted limit(s), counting nothing, when one is spent."""
-        keys = {"client": client, "buyer": buyer.lower()}
-        spent = [
-            policy
-            for policy, item in self._items.items()
-            if not self._limiter.test(item, "quotes", policy, keys[policy])
-        ]
-        if spent:
-            if self.on_refused is not None:
-                self.on_refused(spent)
-            allowances = self._allowances(keys)
-            retry_after = max(a.reset for a in allowances if a.policy in spent)
-            raise RateLimited(
-                f"too many quotes per {' and per '.join(spent)}; retry after {retry_after} s",
-                retry_after=max(retry_after, 1),
-                allowances=allowances,
-            )
-        for policy, item in self._items.items():
-            self._limiter.hit(item, "quotes", policy, keys[policy])
-        return self._allowances(keys)
+        Raises :class:`RateLimited` naming the exhausted limit(s), counting nothing, when one is spent.
+        With database counters this is a write transaction: call it off the event loop."""
+        return self._take(
+            [
+                _Counter("client", self._items["client"], client),
+                _Counter("buyer", self._items["buyer"], buyer.lower()),
+            ],
+            "quotes",
+        )
 
     def hit_client(self, client: str) -> list[Allowance]:
         """Count one account check for ``client`` against the per-client limit only: a check calls a
         provider as a quote does, but names no wallet yet. Raises :class:`RateLimited` when spent."""
-        item = self._items["client"]
-        if not self._limiter.test(item, "quotes", "client", client):
-            if self.on_refused is not None:
-                self.on_refused(["client"])
-            allowances = [
-                a for a in self._allowances({"client": client, "buyer": ""}) if a.policy == "client"
-            ]
-            raise RateLimited(
-                f"too many requests per client; retry after {allowances[0].reset} s",
-                retry_after=max(allowances[0].reset, 1),
-                allowances=allowances,
-            )
-        self._limiter.hit(item, "quotes", "client", client)
-        return [a for a in self._allowances({"client": client, "buyer": ""}) if a.policy == "client"]
+        return self._take([_Counter("client", self._items["client"], client)], "requests")
 
-    def _allowances(self, keys: dict[str, str]) -> list[Allowance]:
+    def _take(self, counters: list[_Counter], what: str) -> list[Allowance]:
         now = self._clock()
-        result = []
-        for policy, item in self._items.items():
-            stats = self._limiter.get_window_stats(item, "quotes", policy, keys[policy])
-            result.append(
-                Allowance(
-                    policy=policy,
-                    limit=item.amount,
-                    window=item.get_expiry(),
-                    remaining=stats.remaining,
-                    reset=max(0, math.ceil(stats.reset_time - now)),
-                )
+        taken, before = self._windows.take(counters, now)
+        used = before if not taken else [n + 1 for n in before]
+        allowances = [
+            Allowance(
+                policy=c.policy,
+                limit=c.item.amount,
+                window=c.item.get_expiry(),
+                remaining=max(0, c.item.amount - n),
+                reset=max(0, math.ceil(c.window(now)[1] - now)),
             )
-        return result
+            for c, n in zip(counters, used, strict=True)
+        ]
+        if taken:
+            return allowances
+        spent = [c.policy for c, n in zip(counters, before, strict=True) if n >= c.item.amount]
+        if self.on_refused is not None:
+            self.on_refused(spent)
+        retry_after = max(a.reset for a in allowances if a.policy in spent)
+        raise RateLimited(
+            f"too many {what} per {' and per '.join(spent)}; retry after {retry_after} s",
+            retry_after=max(retry_after, 1),
+            allowances=allowances,
+        )

@@ -6,9 +6,12 @@ with the reason and Retry-After) and leaves nothing behind: no order row, no tim
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import sqlite3
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +19,7 @@ import pytest
 from eth_account.messages import encode_typed_data
 from eth_utils import keccak
 from sqlalchemy import make_url
-from web3 import Web3
+from web3 import HTTPProvider, Web3
 
 from cardless import protocol
 from cardless.cli.keys import KEYSTORE_FILES
@@ -407,3 +410,36 @@ def test_sold_out_sku_is_503_and_writes_nothing(shop: Shop) -> None:
     assert "out_of_stock" in body["detail"]
     assert "retry-after" in response.headers
     assert shop.counts() == before
+
+
+# ---------------------------------------------------------------------------------------- chain time
+
+
+class _CountingProvider(HTTPProvider):
+    """The node's own JSON-RPC over HTTP, counting the calls made."""
+
+    calls = 0
+
+    def make_request(self, method: Any, params: Any) -> Any:
+        type(self).calls += 1
+        return super().make_request(method, params)
+
+
+def test_the_chain_time_is_reused_for_its_ttl_and_read_again_after(system: System) -> None:
+    """Quotes are priced from the chain's time; outside development a read serves the quotes of the
+    next second (``CARDLESS_CHAIN_TIME_CACHE_SECONDS``), and a reused time is never newer than the node's."""
+    assert system.gateway_context is not None and system.deployment is not None
+    w3 = Web3(_CountingProvider(system.deployment.rpc_url))
+    quotes = dataclasses.replace(system.gateway_context.quotes, w3=w3, chain_time_ttl=0.3)
+    node_now = int(system.w3.eth.get_block("latest")["timestamp"]) if system.w3 else 0
+    first = asyncio.run(quotes._now())
+    second = asyncio.run(quotes._now())
+    assert _CountingProvider.calls == 1
+    assert node_now <= first == second <= int(w3.eth.get_block("latest")["timestamp"])
+    time.sleep(0.35)
+    asyncio.run(quotes._now())
+    assert _CountingProvider.calls == 3  # the get_block above, and a new read once the TTL ran out
+    fresh = dataclasses.replace(quotes, chain_time_ttl=0.0)
+    asyncio.run(fresh._now())
+    asyncio.run(fresh._now())
+    assert _CountingProvider.calls == 5  # development's default: every quote reads the node

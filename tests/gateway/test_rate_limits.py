@@ -1,18 +1,26 @@
 """Quotes are rate limited per client address and per buyer wallet (429 problem+json with Retry-After
 and RateLimit headers). The running system's limits are generous, so the refusals are tested on a second
 app over the same context with tiny limits, in process: an unknown SKU is refused (404) after the limit
-is counted and before any provider call, which keeps these fast."""
+is counted and before any provider call, which keeps these fast.
+
+The counters are shared through the database: two apps (two gateway processes) on one database allow a
+limit once between them, and threads racing through two engines on SQLite and PostgreSQL never get one
+more quote than the limit."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from cardless.cli.system import System
+from cardless.ledger import create_engine_for, session_factory
 from gateway.app import create_app
 from gateway.services import QuoteLimits, RateLimited
 from tests.support.shop import Shop, assert_problem, dev_wallet
@@ -22,10 +30,16 @@ def _post(system: System, limits: QuoteLimits, requests: list[tuple[str, str]]) 
     """POST /v1/quotes once per ``(client address, buyer)`` to an app whose quotes use ``limits``."""
     assert system.gateway_context is not None
     app = create_app(dataclasses.replace(system.gateway_context, quote_limits=limits))
+    return _post_to([app], requests)
+
+
+def _post_to(apps: Sequence[FastAPI], requests: list[tuple[str, str]]) -> list[httpx.Response]:
+    """POST /v1/quotes once per ``(client address, buyer)``, to ``apps`` in turn."""
 
     async def run() -> list[httpx.Response]:
         answers = []
-        for client, buyer in requests:
+        for i, (client, buyer) in enumerate(requests):
+            app = apps[i % len(apps)]
             transport = httpx.ASGITransport(app=app, client=(client, 40_000))
             async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
                 body: dict[str, Any] = {"sku": "no-such-sku", "account": "12345678", "token": "tUSDC"}
@@ -90,3 +104,80 @@ def test_a_refusal_counts_against_neither_limit() -> None:
     with pytest.raises(RateLimited) as refused:
         limits.hit(client="a", buyer="0xb")
     assert [(a.policy, a.remaining) for a in refused.value.allowances] == [("client", 0), ("buyer", 4)]
+
+
+def test_two_gateways_on_one_database_allow_the_limit_once_between_them(system: System) -> None:
+    """Two apps, each with its own engine (its own connections, as a second process has) on the
+    system's database: a client's third quote is refused by whichever gateway it reaches."""
+    assert system.gateway_context is not None
+    engines = [create_engine_for(system.settings.effective_database_url) for _ in range(2)]
+    try:
+        apps = [
+            create_app(
+                dataclasses.replace(
+                    system.gateway_context,
+                    quote_limits=QuoteLimits(
+                        per_client="2/minute", per_buyer="100/minute", sessions=session_factory(engine)
+                    ),
+                )
+            )
+            for engine in engines
+        ]
+        buyers = [dev_wallet(i).address for i in (12, 13, 14, 15)]
+        requests = [("10.0.1.1", b) for b in buyers[:3]] + [("10.0.1.2", buyers[3])]
+        first, second, third, elsewhere = _post_to(apps, requests)
+    finally:
+        for engine in engines:
+            engine.dispose()
+    assert_problem(first, 404, "sku")  # gateway 1
+    assert first.headers["RateLimit-Remaining"] == "1"
+    assert_problem(second, 404, "sku")  # gateway 2 saw gateway 1's count
+    assert second.headers["RateLimit-Remaining"] == "0"
+    body = assert_problem(third, 429)  # gateway 1 saw gateway 2's
+    assert "per client" in body["detail"]
+    assert_problem(elsewhere, 404, "sku")
+
+
+@pytest.mark.slow
+def test_racing_threads_on_two_engines_get_exactly_the_limit(backend_url: str) -> None:
+    """8 threads on two engines (two processes' pools) ask 60 times for a limit of 25 per client in one
+    window: exactly 25 are counted; and the refusals left every buyer's allowance untouched."""
+    engines = [create_engine_for(backend_url) for _ in range(2)]
+    now = 1_800_000_000.0  # one fixed moment: the window cannot turn during the test
+    limits = [
+        QuoteLimits(
+            per_client="25/minute", per_buyer="1000/minute", sessions=session_factory(e), clock=lambda: now
+        )
+        for e in engines
+    ]
+    granted: list[str] = []
+    refused: list[str] = []
+    lock = threading.Lock()
+
+    def ask(worker: int) -> None:
+        for i in range(60 // 8 + (1 if worker < 60 % 8 else 0)):
+            buyer = f"0x{worker:02x}{i:038x}"
+            try:
+                limits[worker % 2].hit(client="10.9.9.9", buyer=buyer)
+            except RateLimited:
+                with lock:
+                    refused.append(buyer)
+            else:
+                with lock:
+                    granted.append(buyer)
+
+    try:
+        threads = [threading.Thread(target=ask, args=(w,)) for w in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert (len(granted), len(refused)) == (25, 35)
+        # A refused request counted nothing against its buyer; a granted one counted one.
+        allowances = limits[0].hit(client="10.9.9.10", buyer=refused[0])
+        assert [(a.policy, a.remaining) for a in allowances] == [("client", 24), ("buyer", 999)]
+        allowances = limits[1].hit(client="10.9.9.10", buyer=granted[0])
+        assert [(a.policy, a.remaining) for a in allowances] == [("client", 23), ("buyer", 998)]
+    finally:
+        for engine in engines:
+            engine.dispose()

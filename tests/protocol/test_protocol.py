@@ -694,3 +694,29 @@ def test_order_event_round_trip(env: EscrowEnv) -> None:
     rebuilt = Order.from_event(event.args)
     assert rebuilt == order
     assert dataclasses.replace(rebuilt, amount=order.amount + 1).digest != order.digest
+
+
+_HEX = "0123456789abcdefABCDEF"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    digits=st.text(alphabet=_HEX, min_size=38, max_size=42),
+    prefix=st.sampled_from(["0x", "0X", "", "x", "00x"]),
+    case=st.sampled_from(["as drawn", "lower", "upper", "checksummed"]),
+)
+def test_checksum_address_answers_as_eth_utils(digits: str, prefix: str, case: str) -> None:
+    """The quote path's one-keccak EIP-55 gives what eth_utils gives, and refuses what it refuses."""
+    from eth_utils import is_address
+
+    from cardless.protocol import checksum_address
+
+    if case == "lower":
+        digits = digits.lower()
+    elif case == "upper":
+        digits = digits.upper()
+    elif case == "checksummed" and len(digits) == 40:
+        digits = to_checksum_address("0x" + digits)[2:]
+    value = prefix + digits
+    expected = to_checksum_address(value) if is_address(value) else None
+    assert checksum_address(value) == expected
