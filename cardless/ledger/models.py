@@ -476,6 +476,20 @@ class IdempotencyRecord(Base):
     __table_args__ = (UniqueConstraint("scope", "key", name="uq_idempotency_scope_key"),)
 
 
+class RateLimitWindow(Base):
+    """One fixed window of one rate limit for one client or wallet: how many requests it has counted.
+    Bumped by one atomic upsert (``gateway.services.ratelimits``), so every gateway process on the
+    database counts against the same row; deleted once the window has closed."""
+
+    __tablename__ = "rate_limit_windows"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    """``<limit>:<client or wallet>@<window start, epoch seconds>``."""
+    hits: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    """The window's end."""
+
+
 class SiweNonce(Base):
     """A Sign-In with Ethereum nonce the gateway issued; used once (``used_at``), within its lifetime."""
 

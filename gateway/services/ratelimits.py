@@ -18,10 +18,8 @@ Both limits are checked before either is counted, so a refused request does not 
 allowance. The outcome is plain data (:class:`Allowance`); :mod:`gateway.api.ratelimits` turns it into
 ``RateLimit`` headers.
 
-The database counters are rows of ``idempotency_records`` under the scope :data:`COUNTER_SCOPE` (a
-scope no credential or client address produces): a keyed row with an expiry and a unique (scope, key),
-which the idempotency purge already deletes once expired. A table of their own is a migration for
-another round (docs/architecture.md).
+The database counters are rows of ``rate_limit_windows`` (migration 0012), deleted every
+:data:`_PURGE_EVERY` counted requests once their window has closed.
 """
 
 from __future__ import annotations
@@ -37,15 +35,12 @@ from limits import RateLimitItem, parse
 from sqlalchemy import Engine, Table, bindparam, delete, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from cardless.ledger.models import IdempotencyRecord
+from cardless.ledger.models import RateLimitWindow
 from gateway.services._exceptions import RateLimited
 from gateway.services._writes import write_turn
 
-__all__ = ["COUNTER_SCOPE", "Allowance", "QuoteLimits"]
+__all__ = ["Allowance", "QuoteLimits"]
 
-COUNTER_SCOPE = "rate-limit-window"
-"""The ``idempotency_records.scope`` of the counters: idempotency scopes are ``client:<address>``,
-``operator``, ``merchant:<id>``, ``buyer:<address>`` or a 64-hex digest, never this."""
 _PURGE_EVERY = 1024
 """Every this many counted requests, the counters of closed windows are deleted."""
 
@@ -75,7 +70,7 @@ class _Counter:
         return start, start + width
 
     def key(self, now: float) -> str:
-        # idempotency_records.key is 255 characters: a subject (an IP address, a wallet) fits many times.
+        # rate_limit_windows.key is 255 characters: a subject (an IP address, a wallet) fits many times.
         return f"{self.policy}:{self.subject}@{self.window(now)[0]}"[:255]
 
 
@@ -106,19 +101,14 @@ class _MemoryWindows:
             del self._counts[key]
 
 
-_TABLE = IdempotencyRecord.__table__
+_TABLE = RateLimitWindow.__table__
 assert isinstance(_TABLE, Table)
 # One statement for SQLite (3.35+) and PostgreSQL, built once: constructing the dialect's insert with
 # its conflict clause for every request cost more than executing it.
 _COUNT = text(
-    "INSERT INTO idempotency_records (scope, key, fingerprint, response_status, created_at, expires_at) "
-    "VALUES (:scope, :key, '', 1, :created_at, :expires_at) "
-    "ON CONFLICT (scope, key) DO UPDATE SET response_status = idempotency_records.response_status + 1 "
-    "RETURNING response_status"
-).bindparams(
-    bindparam("created_at", type_=_TABLE.c.created_at.type),
-    bindparam("expires_at", type_=_TABLE.c.expires_at.type),
-)
+    "INSERT INTO rate_limit_windows (key, hits, expires_at) VALUES (:key, 1, :expires_at) "
+    "ON CONFLICT (key) DO UPDATE SET hits = rate_limit_windows.hits + 1 RETURNING hits"
+).bindparams(bindparam("expires_at", type_=_TABLE.c.expires_at.type))
 
 
 class _DatabaseWindows:
@@ -140,9 +130,7 @@ class _DatabaseWindows:
             # so PostgreSQL never has them wait for each other in a cycle.
             for counter in counters:
                 values = {
-                    "scope": COUNTER_SCOPE,
                     "key": counter.key(now),
-                    "created_at": created,
                     "expires_at": datetime.fromtimestamp(counter.window(now)[1], UTC),
                 }
                 before.append(int(connection.execute(_COUNT, values).scalar_one()) - 1)
@@ -152,11 +140,7 @@ class _DatabaseWindows:
                 return False, before
             self._taken += 1  # a race between threads only moves the purge by a request
             if self._taken % _PURGE_EVERY == 0:
-                connection.execute(
-                    delete(IdempotencyRecord).where(
-                        IdempotencyRecord.scope == COUNTER_SCOPE, IdempotencyRecord.expires_at < created
-                    )
-                )
+                connection.execute(delete(RateLimitWindow).where(RateLimitWindow.expires_at < created))
             connection.commit()
             return True, before
 
