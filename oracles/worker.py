@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import re
@@ -123,6 +124,9 @@ class WorkerConfig:
     max_log_range: int = 2_000
     worker_id: str = dataclasses.field(default_factory=default_worker_id)
     """Written into the leases this worker holds (at most 64 characters)."""
+    heads_url: str = ""
+    """A WebSocket JSON-RPC endpoint (``ws://``) whose ``eth_subscribe newHeads`` wakes the idle loop
+    at once when a block arrives; empty, or a node without it: the loop polls every ``idle_sleep``."""
     lease_ttl: timedelta = timedelta(seconds=10)
     """How long a claim holds without renewal. Leases of running calls are renewed every third of it, so
     it bounds how long the orders of a worker that died on another host wait for another worker, not how
@@ -199,6 +203,8 @@ class OracleWorker:
         self._recovered = False
         self._renewed_at = utcnow()
         self._block_times: dict[str, int] = {}
+        self._wake: asyncio.Event | None = None
+        """Set when there is news for the loop: a provider answer came back or a block arrived."""
 
     # ------------------------------------------------------------------ loop
 
@@ -266,15 +272,28 @@ class OracleWorker:
         return purge_request_signals(self.sessions, self.risk)
 
     async def run(self, stop: asyncio.Event, idle_sleep: float = 0.1, *, housekeeping: bool = True) -> None:
-        while not stop.is_set():
-            try:
-                work = await self.tick(housekeeping=housekeeping)
-            except Exception:
-                log.exception("oracle tick failed; retrying")
-                work = 0
-            # Yield to provider tasks every tick; sleep longer when there was nothing to do.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=idle_sleep if work == 0 else 0.01)
+        """Tick until ``stop``. Between ticks the loop yields to the provider tasks, and when there was
+        nothing to do it sleeps up to ``idle_sleep``, woken early by a provider answer (recorded and the
+        order moved on at once) or, with ``heads_url``, by a new block (its events applied at once)."""
+        wake = self._wake = asyncio.Event()
+        helpers = [asyncio.create_task(_set_when(stop, wake), name="oracle-stop")]
+        if self.config.heads_url:
+            heads = follow_heads(self.config.heads_url, wake)
+            helpers.append(asyncio.create_task(heads, name="oracle-heads"))
+        try:
+            while not stop.is_set():
+                wake.clear()
+                try:
+                    work = await self.tick(housekeeping=housekeeping)
+                except Exception:
+                    log.exception("oracle tick failed; retrying")
+                    work = 0
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), timeout=idle_sleep if work == 0 else 0.01)
+        finally:
+            for helper in helpers:
+                helper.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
         await self.drain()
 
     async def drain(self) -> None:
@@ -378,6 +397,8 @@ class OracleWorker:
         except Exception:
             log.exception("provider step for %s failed", order_id)
         self._outcomes.append((order_id, outcome))
+        if self._wake is not None:  # record it and move the order on now, not at the next idle poll
+            self._wake.set()
 
     def record_outcomes(self) -> int:
         """Record the provider calls' outcomes that came back since the last call and release their
@@ -466,3 +487,43 @@ class OracleWorker:
             cached = int(self.w3.eth.get_block(HexStr(block_hash))["timestamp"])
             self._block_times[block_hash] = cached
         return cached
+
+
+async def _set_when(event: asyncio.Event, other: asyncio.Event) -> None:
+    await event.wait()
+    other.set()
+
+
+_HEADS_RETRY_MAX = 60.0
+
+
+async def follow_heads(url: str, wake: asyncio.Event) -> None:
+    """Set ``wake`` whenever the node announces a block (``eth_subscribe newHeads`` over WebSocket):
+    the watcher reads a block's events as soon as it is mined instead of at the next idle poll. Only a
+    wake-up: the block itself is read by the watcher as before (a missed or duplicate notification
+    changes nothing but latency). A node without WebSockets or the subscription is retried with a
+    doubling delay, and the loop polls meanwhile."""
+    from websockets.asyncio.client import connect
+
+    delay = 1.0
+    said = False
+    while True:
+        try:
+            async with connect(url, open_timeout=5, max_size=1 << 20, ping_interval=20) as socket_:
+                request = {"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["newHeads"]}
+                await socket_.send(json.dumps(request))
+                reply = json.loads(await asyncio.wait_for(socket_.recv(), timeout=5))
+                if not isinstance(reply, dict) or not isinstance(reply.get("result"), str):
+                    raise ValueError(f"eth_subscribe newHeads refused: {str(reply)[:200]}")
+                log.info("following new blocks at %s", url)
+                said, delay = False, 1.0
+                async for _ in socket_:
+                    wake.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the node has no WebSocket endpoint, or it went away: poll meanwhile
+            if not said:
+                log.info("no newHeads subscription at %s (%s); polling", url, exc)
+                said = True
+        await asyncio.sleep(delay)
+        delay = min(_HEADS_RETRY_MAX, delay * 2)

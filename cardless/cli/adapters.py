@@ -32,7 +32,13 @@ def build_adapters(
     adapters: dict[str, ProviderAdapter] = {}
     for path in settings.provider_files:
         # Timed per provider file (its stem until the adapter names itself): latency and errors for /metrics.
-        client = httpx.AsyncClient(transport=TimedTransport(path.stem))
+        # As many kept-alive connections as calls in flight (httpx keeps 20 by default: past that every
+        # call paid a TCP connect and close, CPU in the oracle and the provider), still bounded.
+        limits = httpx.Limits(
+            max_connections=settings.provider_concurrency,
+            max_keepalive_connections=settings.provider_concurrency,
+        )
+        client = httpx.AsyncClient(transport=TimedTransport(path.stem, limits=limits))
         clients.append(client)
         adapter = adapters_registry.from_file(path, client, secrets=secret_values, base_url=base_url)
         name = str(getattr(adapter, "name", path.stem))
