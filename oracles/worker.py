@@ -29,7 +29,7 @@ import os
 import re
 import secrets
 import socket
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -50,6 +50,7 @@ from cardless.ledger.store import due as attempt_due
 from cardless.protocol import EscrowDomain
 from oracles.deadlines import expire_quotes, purge_unpaid_quotes, refund_near_deadline
 from oracles.events import apply_event
+from oracles.leader import WatchLeadership
 from oracles.outcomes import CallOutcome, OutcomePolicy, Outcomes, aware
 from oracles.proofs import CoSigner, Proofs
 from oracles.rawabi import quantity, rpc_batch
@@ -204,6 +205,10 @@ class OracleWorker:
         self._renewed_at = utcnow()
         self._block_times: dict[str, int] = {}
         self._wake: asyncio.Event | None = None
+        self._head_time: int | None = None
+        """The newest block's time as the ``newHeads`` subscription announced it; None without one."""
+        self.leadership = WatchLeadership(sessions)
+        """On PostgreSQL one worker of several reads the chain every tick; the others now and then."""
         """Set when there is news for the loop: a provider answer came back or a block arrived."""
 
     # ------------------------------------------------------------------ loop
@@ -235,7 +240,7 @@ class OracleWorker:
     def _ingest(self) -> tuple[int, int]:
         """Watcher and risk check; returns the work done and the latest block's time (read once per tick:
         it was read three times, a round trip each)."""
-        work = self.watcher.poll()
+        work = self.watcher.poll() if self.leadership.should_watch() else 0
         work += risk_check_paid(self.sessions, self.risk)
         return work, self._chain_now()
 
@@ -246,7 +251,7 @@ class OracleWorker:
         work += self.settlement.post(chain_now)
         confirmed = self.tx.confirm()
         work += len(confirmed)
-        if confirmed:
+        if confirmed and self.leadership.leading:
             work += self.watcher.poll()
         return work
 
@@ -278,7 +283,7 @@ class OracleWorker:
         wake = self._wake = asyncio.Event()
         helpers = [asyncio.create_task(_set_when(stop, wake), name="oracle-stop")]
         if self.config.heads_url:
-            heads = follow_heads(self.config.heads_url, wake)
+            heads = follow_heads(self.config.heads_url, wake, on_head=self._on_head)
             helpers.append(asyncio.create_task(heads, name="oracle-heads"))
         try:
             while not stop.is_set():
@@ -294,7 +299,9 @@ class OracleWorker:
             for helper in helpers:
                 helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
+            self._head_time = None
         await self.drain()
+        await asyncio.to_thread(self.leadership.close)
 
     async def drain(self) -> None:
         """Wait for provider calls already started and record their outcomes (used at shutdown and by
@@ -450,8 +457,17 @@ class OracleWorker:
 
     # ------------------------------------------------------------------ chain clock
 
+    def _on_head(self, head: Mapping[str, Any] | None) -> None:
+        try:
+            self._head_time = None if head is None else quantity(head["timestamp"])
+        except (KeyError, TypeError, ValueError):
+            self._head_time = None
+
     def _chain_now(self) -> int:
-        """The latest block's time (raw JSON-RPC: read every tick)."""
+        """The latest block's time: as the ``newHeads`` subscription last announced it, else read (raw
+        JSON-RPC, every tick: one round trip per tick and worker)."""
+        if self._head_time is not None:
+            return self._head_time
         (block,) = rpc_batch(self.w3, [("eth_getBlockByNumber", ["latest", False])])
         return quantity(block["timestamp"])
 
@@ -497,12 +513,15 @@ async def _set_when(event: asyncio.Event, other: asyncio.Event) -> None:
 _HEADS_RETRY_MAX = 60.0
 
 
-async def follow_heads(url: str, wake: asyncio.Event) -> None:
+async def follow_heads(
+    url: str, wake: asyncio.Event, *, on_head: Callable[[Mapping[str, Any] | None], None] | None = None
+) -> None:
     """Set ``wake`` whenever the node announces a block (``eth_subscribe newHeads`` over WebSocket):
     the watcher reads a block's events as soon as it is mined instead of at the next idle poll. Only a
     wake-up: the block itself is read by the watcher as before (a missed or duplicate notification
-    changes nothing but latency). A node without WebSockets or the subscription is retried with a
-    doubling delay, and the loop polls meanwhile."""
+    changes nothing but latency). ``on_head`` gets each announced header, and None when the subscription
+    is lost. A node without WebSockets or the subscription is retried with a doubling delay, and the loop
+    polls meanwhile."""
     from websockets.asyncio.client import connect
 
     delay = 1.0
@@ -517,11 +536,21 @@ async def follow_heads(url: str, wake: asyncio.Event) -> None:
                     raise ValueError(f"eth_subscribe newHeads refused: {str(reply)[:200]}")
                 log.info("following new blocks at %s", url)
                 said, delay = False, 1.0
-                async for _ in socket_:
+                async for message in socket_:
+                    if on_head is not None:
+                        note = json.loads(message)
+                        params = note.get("params") if isinstance(note, dict) else None
+                        head = params.get("result") if isinstance(params, dict) else None
+                        if isinstance(head, dict):
+                            on_head(head)
                     wake.set()
         except asyncio.CancelledError:
+            if on_head is not None:
+                on_head(None)
             raise
         except Exception as exc:  # the node has no WebSocket endpoint, or it went away: poll meanwhile
+            if on_head is not None:
+                on_head(None)
             if not said:
                 log.info("no newHeads subscription at %s (%s); polling", url, exc)
                 said = True
