@@ -29,6 +29,7 @@ import os
 import re
 import secrets
 import socket
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
@@ -65,6 +66,8 @@ log = logging.getLogger(__name__)
 
 _BLOCK_TIME_CACHE = 4_096
 """Block times kept by hash (a block's time is fixed by its hash, so a reorg cannot make one stale)."""
+_REFUND_EVERY = 1.0
+"""Seconds between the provider stage's checks for orders too near their deadline to submit."""
 _BLOCK_BATCH = 500
 """Blocks per JSON-RPC batch when a range's block times are read ahead."""
 S = OrderState
@@ -205,6 +208,7 @@ class OracleWorker:
         self._renewed_at = utcnow()
         self._block_times: dict[str, int] = {}
         self._wake: asyncio.Event | None = None
+        self._refunds_checked = float("-inf")
         self._head_time: int | None = None
         """The newest block's time as the ``newHeads`` subscription announced it; None without one."""
         self.leadership = WatchLeadership(sessions)
@@ -326,7 +330,13 @@ class OracleWorker:
         refunded = 0
         late = None
         if chain_now is not None and S.RISK_CHECKED in states:
-            refunded = refund_near_deadline(self.sessions, chain_now, self.config.deadline_margin)
+            # The refund's query once a second, not every tick (a tick is ~10 ms under load, and the
+            # query was 5 % of four workers' time): the claim below leaves late orders out in SQL anyway,
+            # so one waits at most a second more for its refund, against a margin of minutes.
+            clock = time.monotonic()
+            if clock - self._refunds_checked >= _REFUND_EVERY:
+                self._refunds_checked = clock
+                refunded = refund_near_deadline(self.sessions, chain_now, self.config.deadline_margin)
             late = chain_now + self.config.deadline_margin
         capacity = self.config.submit_concurrency - len(self._in_flight)
         if capacity <= 0:
@@ -342,7 +352,10 @@ class OracleWorker:
             if late is not None:
                 wanted.append(or_(Order.state != S.RISK_CHECKED.value, Order.fulfilment_deadline > late))
             chosen: list[Order] = []
-            for row in candidates(session, states, now=now, where=wanted, limit=4 * capacity):
+            # ``capacity`` rows, not more: leased, not-due and late rows are left out in SQL already, and
+            # every row read is an ORM object and, on PostgreSQL, a row the other workers skip meanwhile
+            # (four times the capacity was a quarter of four workers' time).
+            for row in candidates(session, states, now=now, where=wanted, limit=capacity):
                 if len(chosen) >= capacity:
                     break
                 if row.id in self._in_flight:
