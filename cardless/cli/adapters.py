@@ -13,6 +13,7 @@ import httpx
 
 from adapters import ProviderAdapter
 from adapters.registry import AdapterRegistry, registry
+from adapters.transport import LeanTransport
 from cardless.cli.provider_metrics import TimedTransport
 from cardless.cli.settings import Settings
 
@@ -38,7 +39,7 @@ def build_adapters(
             max_connections=settings.provider_concurrency,
             max_keepalive_connections=settings.provider_concurrency,
         )
-        client = httpx.AsyncClient(transport=TimedTransport(path.stem, limits=limits))
+        client = httpx.AsyncClient(transport=TimedTransport(path.stem, LeanTransport(limits)))
         clients.append(client)
         adapter = adapters_registry.from_file(path, client, secrets=secret_values, base_url=base_url)
         name = str(getattr(adapter, "name", path.stem))
