@@ -287,7 +287,7 @@ class OracleWorker:
         wake = self._wake = asyncio.Event()
         helpers = [asyncio.create_task(_set_when(stop, wake), name="oracle-stop")]
         if self.config.heads_url:
-            heads = follow_heads(self.config.heads_url, wake, on_head=self._on_head)
+            heads = follow_heads(self.config.heads_url, None, on_head=self._on_head)
             helpers.append(asyncio.create_task(heads, name="oracle-heads"))
         try:
             while not stop.is_set():
@@ -298,7 +298,10 @@ class OracleWorker:
                     log.exception("oracle tick failed; retrying")
                     work = 0
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), timeout=idle_sleep if work == 0 else 0.01)
+                    if work:  # busy: yield 10 ms to the provider tasks, and let the next batch gather
+                        await asyncio.wait_for(stop.wait(), timeout=0.01)
+                    else:
+                        await asyncio.wait_for(wake.wait(), timeout=idle_sleep)
         finally:
             for helper in helpers:
                 helper.cancel()
@@ -471,10 +474,15 @@ class OracleWorker:
     # ------------------------------------------------------------------ chain clock
 
     def _on_head(self, head: Mapping[str, Any] | None) -> None:
+        """A block was announced (None: the subscription is lost). Its time is the chain's now; it wakes
+        the worker that reads the chain (the others have nothing to do with a block itself, and woken by
+        every block, four workers ran four times the ticks for the same work)."""
         try:
             self._head_time = None if head is None else quantity(head["timestamp"])
         except (KeyError, TypeError, ValueError):
             self._head_time = None
+        if head is not None and self._wake is not None and self.leadership.leading:
+            self._wake.set()
 
     def _chain_now(self) -> int:
         """The latest block's time: as the ``newHeads`` subscription last announced it, else read (raw
@@ -527,10 +535,14 @@ _HEADS_RETRY_MAX = 60.0
 
 
 async def follow_heads(
-    url: str, wake: asyncio.Event, *, on_head: Callable[[Mapping[str, Any] | None], None] | None = None
+    url: str,
+    wake: asyncio.Event | None,
+    *,
+    on_head: Callable[[Mapping[str, Any] | None], None] | None = None,
 ) -> None:
-    """Set ``wake`` whenever the node announces a block (``eth_subscribe newHeads`` over WebSocket):
-    the watcher reads a block's events as soon as it is mined instead of at the next idle poll. Only a
+    """Set ``wake`` (if given) and call ``on_head`` whenever the node announces a block (``eth_subscribe
+    newHeads`` over WebSocket): the watcher reads a block's events as soon as it is mined instead of at
+    the next idle poll. Only a
     wake-up: the block itself is read by the watcher as before (a missed or duplicate notification
     changes nothing but latency). ``on_head`` gets each announced header, and None when the subscription
     is lost. A node without WebSockets or the subscription is retried with a doubling delay, and the loop
@@ -556,7 +568,8 @@ async def follow_heads(
                         head = params.get("result") if isinstance(params, dict) else None
                         if isinstance(head, dict):
                             on_head(head)
-                    wake.set()
+                    if wake is not None:
+                        wake.set()
         except asyncio.CancelledError:
             if on_head is not None:
                 on_head(None)
