@@ -226,6 +226,32 @@ def _post_plain(w3: Web3, payload: list[dict[str, Any]]) -> Any:
     raise AssertionError("unreachable")
 
 
+def get_logs(w3: Web3, address: str, from_block: int, to_block: int) -> list[dict[str, Any]]:
+    """``eth_getLogs`` of ``address`` over ``from_block..to_block`` as a raw JSON-RPC read, each entry in
+    the shape web3's ``eth.get_logs`` gives (bytes as ``HexBytes``, numbers as ``int``, the address
+    checksummed): web3's request and result formatters cost more than the node's answer. A node's error
+    (a range too large, say) raises ``Web3RPCError`` with its message, as web3 does."""
+    params = [{"address": address, "fromBlock": hex(from_block), "toBlock": hex(to_block)}]
+    (raw,) = rpc_batch(w3, [("eth_getLogs", params)])
+    if not isinstance(raw, list):
+        raise Web3RPCError(f"eth_getLogs answered {str(raw)[:200]}")
+    return [_log_entry(entry) for entry in raw]
+
+
+def _log_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "address": _checksummed(str(entry["address"]).lower()),
+        "topics": [HexBytes(topic) for topic in entry.get("topics") or ()],
+        "data": HexBytes(entry.get("data") or "0x"),
+        "blockNumber": quantity(entry["blockNumber"]),
+        "blockHash": HexBytes(entry["blockHash"]),
+        "transactionHash": HexBytes(entry["transactionHash"]),
+        "transactionIndex": quantity(entry.get("transactionIndex", 0)),
+        "logIndex": quantity(entry["logIndex"]),
+        "removed": bool(entry.get("removed", False)),
+    }
+
+
 def call_batch(w3: Web3, to: str, calls: Sequence[bytes], block: str = "latest") -> list[bytes]:
     """``eth_call`` of each calldata in ``calls`` against ``to``, in one JSON-RPC batch; the raw return
     data of each, in order. A call the node answers with an error raises ``Web3RPCError``."""
