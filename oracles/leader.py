@@ -5,9 +5,11 @@ correct (``oracles.watcher``). But each poll costs the node four round trips and
 transaction, and N workers polling every tick cost N times that for the same logs: with four workers on
 two cores the polling took the cores from the node itself (docs/benchmarks.md). So one worker leads:
 the one holding a session-level PostgreSQL advisory lock on a connection of its own. The others claim
-their work from the database as before and run the watcher only every ``follower_poll`` seconds, a
-safety net: a leader whose host vanished without closing its connection (the server notices only when
-TCP keep-alive gives up) delays events by at most that, and never loses or repeats one.
+their work from the database as before and run the watcher, and the confirmation of pending
+transactions (the signer is shared: each worker's confirmation reads every pending one), only every
+``follower_poll`` seconds, a safety net: a leader whose host vanished without closing its connection
+(the server notices only when TCP keep-alive gives up) delays events and receipts by at most that, and
+never loses or repeats one.
 
 The lock is released when the leader's connection closes, whatever ends it (a clean stop, a crash, a
 kill), and a follower takes it at its next try (``retry`` seconds). SQLite is one machine's database
@@ -51,6 +53,7 @@ class WatchLeadership:
         self._next_try = 0.0
         self._checked = 0.0
         self._polled = float("-inf")
+        self._confirmed = float("-inf")
 
     @property
     def leading(self) -> bool:
@@ -64,6 +67,18 @@ class WatchLeadership:
             return True
         if now - self._polled >= self.follower_poll:
             self._polled = now
+            return True
+        return False
+
+    def should_confirm(self) -> bool:
+        """Whether this tick reads the pending transactions' receipts: the signer is shared, so every
+        worker's confirmation reads every pending transaction; the leader does it every tick, the others
+        every ``follower_poll`` (their own transactions are confirmed by the leader meanwhile)."""
+        now = self._clock()
+        if self._lead(now):
+            return True
+        if now - self._confirmed >= self.follower_poll:
+            self._confirmed = now
             return True
         return False
 

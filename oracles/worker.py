@@ -253,7 +253,7 @@ class OracleWorker:
         work = self.proofs.sign_fulfilments(chain_now)
         work += self.proofs.sign_refunds()
         work += self.settlement.post(chain_now)
-        confirmed = self.tx.confirm()
+        confirmed = self.tx.confirm() if self.leadership.should_confirm() else []
         work += len(confirmed)
         if confirmed and self.leadership.leading:
             work += self.watcher.poll()

@@ -48,6 +48,9 @@ def test_one_worker_leads_and_a_follower_takes_over_when_it_stops(
     clock.now += 2.0
     assert [w.should_watch() for w in workers] == [True, True, True]  # ... then poll once
     assert [w.leading for w in workers] == [True, False, False]
+    assert [w.should_confirm() for w in workers] == [True, True, True]  # the same rhythm for receipts
+    clock.now += 0.5
+    assert [w.should_confirm() for w in workers] == [True, False, False]
 
     workers[0].close()
     clock.now += 1.0
