@@ -41,12 +41,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.curve")
     parser.add_argument("--orders", default="100,1000,10000")
     parser.add_argument("--phases", default="a,bmax")
+    parser.add_argument(
+        "--run", help="the N to run now (default: all); the others are read from their e2e-n<N>.json"
+    )
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--out", type=Path, default=e2e.RESULTS / "e2e-curve.json")
     args = parser.parse_args(argv)
     points = []
+    run = {int(x) for x in (args.run or args.orders).split(",")}
     for n in [int(x) for x in args.orders.split(",")]:
         out = args.out.with_name(f"e2e-n{n}.json")
+        if n not in run:
+            points.append(point(json.loads(out.read_text())))
+            continue
         out.unlink(missing_ok=True)
         e2e.main(
             ["--orders", str(n), "--phases", args.phases, "--timeout", str(args.timeout), "--out", str(out)]

@@ -382,17 +382,24 @@ async def _buyers(args: argparse.Namespace) -> dict[str, Any]:
                     delay = start + i * interval - time.time()
                     if delay > 0:
                         await asyncio.sleep(delay)
-                try:
-                    hashes[i] = await rpc.call("eth_sendRawTransaction", raw)
-                    sent_at[i] = time.time()
-                except RuntimeError as exc:
-                    if "known" in str(exc) or "nonce too low" in str(exc):  # a retry of one the node took
-                        hashes[i] = "0x" + keccak(hexstr=raw).hex()
+                # A pay that never reaches the node leaves a nonce gap: every later pay of its wallet
+                # would wait in the pool forever. So a transport error is retried (the same signed
+                # bytes: the node takes them once, and says "known" to a repeat).
+                for attempt in range(6):
+                    try:
+                        hashes[i] = await rpc.call("eth_sendRawTransaction", raw)
                         sent_at[i] = time.time()
-                    else:
+                    except RuntimeError as exc:
+                        if "known" in str(exc) or "nonce too low" in str(exc):  # a retry the node took
+                            hashes[i] = "0x" + keccak(hexstr=raw).hex()
+                            sent_at[i] = time.time()
+                        else:
+                            send_errors.append(repr(exc)[:200])
+                    except Exception as exc:  # reported; retried, then the run goes on
                         send_errors.append(repr(exc)[:200])
-                except Exception as exc:  # reported, the run goes on
-                    send_errors.append(repr(exc)[:200])
+                        await asyncio.sleep(0.1 * 2**attempt)
+                        continue
+                    break
 
         await asyncio.sleep(max(0.0, start - time.time()))
         pay_start = time.time()
