@@ -168,6 +168,8 @@ class _Connections(threading.local):
 
 
 _CONNECTIONS = _Connections()
+_MAX_NODES = 4
+"""Nodes a thread keeps a connection to (an oracle talks to one)."""
 
 
 def _post_plain(w3: Web3, payload: list[dict[str, Any]]) -> Any:
@@ -195,6 +197,10 @@ def _post_plain(w3: Web3, payload: list[dict[str, Any]]) -> Any:
         connection = _CONNECTIONS.by_uri.get(uri)
         reused = connection is not None
         if connection is None:
+            if len(_CONNECTIONS.by_uri) >= _MAX_NODES:  # nodes come and go (tests): never hoard sockets
+                for stale in _CONNECTIONS.by_uri.values():
+                    stale.close()
+                _CONNECTIONS.by_uri.clear()
             cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
             connection = cls(parts.hostname, parts.port, timeout=float(timeout))
             _CONNECTIONS.by_uri[uri] = connection
