@@ -410,7 +410,8 @@ async def _buyers(args: argparse.Namespace) -> dict[str, Any]:
         for jobs in per_wallet.values():
             last = max((i for i, _ in jobs if i in hashes), default=None)
             if last is not None:
-                receipt = await rpc.receipt(hashes[last])
+                # anvil answers a send before it mines: under load 10,000 pays queue for minutes
+                receipt = await rpc.receipt(hashes[last], timeout=max(120.0, args.orders / 10))
                 reverted += int(receipt["status"], 16) != 1
         mined_done = time.time()
     paid = len(sent_at)
