@@ -41,6 +41,8 @@ SKUS = ("genshin-60", "pubg-60uc")
 FUNDER_KEY = 1
 """Dev account 1 (the deployer): 1,000,000 ETH on every dev chain."""
 PAY_GAS = 250_000
+PAY_WINDOW = 16
+"""A wallet's pays sent and not yet mined, at most (see ``sender``)."""
 
 
 def load_info() -> dict[str, Any]:
@@ -376,8 +378,17 @@ async def _buyers(args: argparse.Namespace) -> dict[str, Any]:
         start = time.time() + 0.2
         interval = 1.0 / args.rate if args.rate > 0 else 0.0
 
-        async def sender(jobs: list[tuple[int, str]]) -> None:
-            for i, raw in jobs:
+        async def sender(address: str, jobs: list[tuple[int, str]]) -> None:
+            mined = 2  # the wallet's nonce count on chain: mint and approve
+            for k, (i, raw) in enumerate(jobs):
+                # At most PAY_WINDOW of a wallet's pays sent and not yet mined: anvil answers a send
+                # before it mines, and with thousands pending (N=10,000 at full speed) its mining
+                # stalled; the window still lets 32 x PAY_WINDOW pays wait, far more than it mines
+                # between two polls, so the rate is the node's own.
+                while 2 + k - mined >= PAY_WINDOW:
+                    mined = int(await rpc.call("eth_getTransactionCount", address, "latest"), 16)
+                    if 2 + k - mined >= PAY_WINDOW:
+                        await asyncio.sleep(0.01)
                 if interval:
                     delay = start + i * interval - time.time()
                     if delay > 0:
@@ -403,7 +414,7 @@ async def _buyers(args: argparse.Namespace) -> dict[str, Any]:
 
         await asyncio.sleep(max(0.0, start - time.time()))
         pay_start = time.time()
-        await asyncio.gather(*(sender(jobs) for jobs in per_wallet.values()))
+        await asyncio.gather(*(sender(wallets[key].address, jobs) for key, jobs in per_wallet.items()))
         sent_done = time.time()
         # Mined: every wallet's last pay has a receipt (nonces are in order, so all before it are in too).
         reverted = 0
