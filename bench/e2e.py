@@ -12,8 +12,9 @@ Each phase starts a fresh system and measures one thing:
 - ``d1`` / ``d4``: ``bmax`` on PostgreSQL (a fresh database on the local server, ``CARDLESS_TEST_PG_URL``
   or ``.ci/postgres``) with ``cardless oracle --workers 1`` and ``--workers 4``.
 
-On anvil, the chain is anvil (npm, pinned), the simulated provider and the gateway run in this process,
-and the oracle is ``cardless oracle`` in processes of its own, as in production. ``--embedded`` is
+On anvil, the chain is anvil (npm, pinned), the gateway runs in this process, the simulated provider
+is ``python -m bench.provider`` and the oracle ``cardless oracle``, in processes of their own, as in
+production. ``--embedded`` is
 ``make run``: the py-evm node, gateway, oracle and simulator in this one process (phases a, b50, bmax, c).
 The buyers are ``python -m bench.loadgen buyers``, another process: they take the quotes first, sign
 every ``pay``, then send them at the offered rate (see bench/loadgen.py).
@@ -44,6 +45,7 @@ from typing import Any
 import httpx
 
 from bench.loadgen import load_info, percentiles
+from bench.provider import ProviderProcess, bench_simulator_config
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -51,19 +53,6 @@ PHASES = ("a", "b50", "bmax", "c", "d1", "d4")
 EMBEDDED_PHASES = ("a", "b50", "bmax", "c")
 BENCH_QUOTE_RATE = "10000000/minute"
 """Per client and per buyer during a bench: the limiter answers 429 long before the server's limit."""
-
-
-def _bench_simulator_config() -> Any:
-    """The default simulated provider with stock and balances for 10,000 orders and more."""
-    from adapters.simulator.config import default_config
-
-    config = default_config()
-    return config.model_copy(
-        update={
-            "merchants": tuple(m.model_copy(update={"balance_cents": 10**9}) for m in config.merchants),
-            "skus": tuple(s.model_copy(update={"stock": 10**7}) if s.stock else s for s in config.skus),
-        }
-    )
 
 
 def _pg_admin_url() -> str:
@@ -103,7 +92,11 @@ class Stack:
         )
         in_process_oracle = self.chain == "embedded" and self.workers > 0
         self.system = System(settings, oracle=in_process_oracle)
-        self.system.simulator_config = _bench_simulator_config()
+        self.system.simulator_config = bench_simulator_config()
+        if self.chain == "anvil":
+            # The simulated provider in a process of its own, as a real provider is another server: in
+            # this process it shared a GIL with the gateway and answered in 0.3-1 s under load.
+            self.system.simulator = ProviderProcess(self.work / "provider.log").start()
         self.system.start()
         if self.latency_ms:
             httpx.post(

@@ -41,6 +41,8 @@ SKUS = ("genshin-60", "pubg-60uc")
 FUNDER_KEY = 1
 """Dev account 1 (the deployer): 1,000,000 ETH on every dev chain."""
 PAY_GAS = 250_000
+PAY_WINDOW = 16
+"""A wallet's pays sent and not yet mined, at most (see ``sender``)."""
 
 
 def load_info() -> dict[str, Any]:
@@ -376,34 +378,51 @@ async def _buyers(args: argparse.Namespace) -> dict[str, Any]:
         start = time.time() + 0.2
         interval = 1.0 / args.rate if args.rate > 0 else 0.0
 
-        async def sender(jobs: list[tuple[int, str]]) -> None:
-            for i, raw in jobs:
+        async def sender(address: str, jobs: list[tuple[int, str]]) -> None:
+            mined = 2  # the wallet's nonce count on chain: mint and approve
+            for k, (i, raw) in enumerate(jobs):
+                # At most PAY_WINDOW of a wallet's pays sent and not yet mined: anvil answers a send
+                # before it mines, and with thousands pending (N=10,000 at full speed) its mining
+                # stalled; the window still lets 32 x PAY_WINDOW pays wait, far more than it mines
+                # between two polls, so the rate is the node's own.
+                while 2 + k - mined >= PAY_WINDOW:
+                    mined = int(await rpc.call("eth_getTransactionCount", address, "latest"), 16)
+                    if 2 + k - mined >= PAY_WINDOW:
+                        await asyncio.sleep(0.01)
                 if interval:
                     delay = start + i * interval - time.time()
                     if delay > 0:
                         await asyncio.sleep(delay)
-                try:
-                    hashes[i] = await rpc.call("eth_sendRawTransaction", raw)
-                    sent_at[i] = time.time()
-                except RuntimeError as exc:
-                    if "known" in str(exc) or "nonce too low" in str(exc):  # a retry of one the node took
-                        hashes[i] = "0x" + keccak(hexstr=raw).hex()
+                # A pay that never reaches the node leaves a nonce gap: every later pay of its wallet
+                # would wait in the pool forever. So a transport error is retried (the same signed
+                # bytes: the node takes them once, and says "known" to a repeat).
+                for attempt in range(6):
+                    try:
+                        hashes[i] = await rpc.call("eth_sendRawTransaction", raw)
                         sent_at[i] = time.time()
-                    else:
+                    except RuntimeError as exc:
+                        if "known" in str(exc) or "nonce too low" in str(exc):  # a retry the node took
+                            hashes[i] = "0x" + keccak(hexstr=raw).hex()
+                            sent_at[i] = time.time()
+                        else:
+                            send_errors.append(repr(exc)[:200])
+                    except Exception as exc:  # reported; retried, then the run goes on
                         send_errors.append(repr(exc)[:200])
-                except Exception as exc:  # reported, the run goes on
-                    send_errors.append(repr(exc)[:200])
+                        await asyncio.sleep(0.1 * 2**attempt)
+                        continue
+                    break
 
         await asyncio.sleep(max(0.0, start - time.time()))
         pay_start = time.time()
-        await asyncio.gather(*(sender(jobs) for jobs in per_wallet.values()))
+        await asyncio.gather(*(sender(wallets[key].address, jobs) for key, jobs in per_wallet.items()))
         sent_done = time.time()
         # Mined: every wallet's last pay has a receipt (nonces are in order, so all before it are in too).
         reverted = 0
         for jobs in per_wallet.values():
             last = max((i for i, _ in jobs if i in hashes), default=None)
             if last is not None:
-                receipt = await rpc.receipt(hashes[last])
+                # anvil answers a send before it mines: under load 10,000 pays queue for minutes
+                receipt = await rpc.receipt(hashes[last], timeout=max(120.0, args.orders / 10))
                 reverted += int(receipt["status"], 16) != 1
         mined_done = time.time()
     paid = len(sent_at)

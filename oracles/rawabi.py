@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import http.client
+import json
+import threading
+import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from eth_abi import decode, encode
 from eth_utils import function_signature_to_4byte_selector, keccak, to_checksum_address
 from hexbytes import HexBytes
-from web3 import Web3
+from web3 import HTTPProvider, Web3
 from web3.exceptions import Web3RPCError
 
 __all__ = [
@@ -126,20 +130,132 @@ def quantity(value: Any) -> int:
 
 def rpc_batch(w3: Web3, requests: Sequence[tuple[str, list[Any]]]) -> list[Any]:
     """The raw ``result`` of each JSON-RPC request, sent as one batch, in order. An error (of the batch or
-    of any request) raises ``Web3RPCError``."""
+    of any request) raises ``Web3RPCError``. Only reads go through here (a batch may be sent twice, below)."""
     if not requests:
         return []
-    responses: Any = w3.provider.make_batch_request(list(requests))  # type: ignore[attr-defined]
+    payload = [
+        {"jsonrpc": "2.0", "id": index, "method": method, "params": params}
+        for index, (method, params) in enumerate(requests)
+    ]
+    responses: Any = _post_plain(w3, payload)
+    if responses is _NOT_PLAIN:
+        responses = w3.provider.make_batch_request(list(requests))  # type: ignore[attr-defined]
     if not isinstance(responses, list):
         raise Web3RPCError(f"batch of {len(requests)} requests refused: {responses.get('error', responses)}")
     if len(responses) != len(requests):
         raise Web3RPCError(f"batch of {len(requests)} requests answered with {len(responses)} responses")
+    if responses and isinstance(responses[0], dict) and isinstance(responses[0].get("id"), int):
+        responses = sorted(responses, key=lambda r: r.get("id", 0) if isinstance(r, dict) else 0)
     out = []
     for (method, _), response in zip(requests, responses, strict=True):
-        if "error" in response or "result" not in response:
-            raise Web3RPCError(f"{method} failed: {response.get('error', response)}")
+        if not isinstance(response, dict) or "error" in response or "result" not in response:
+            error = response.get("error", response) if isinstance(response, dict) else response
+            raise Web3RPCError(f"{method} failed: {error}")
         out.append(response["result"])
     return out
+
+
+_NOT_PLAIN: Any = object()
+_MAX_RPC_REPLY = 256 * 1024 * 1024
+"""The largest JSON-RPC reply read (a range's logs or a batch of receipts; a node's own caps are lower)."""
+
+
+class _Connections(threading.local):
+    """One kept-alive connection to the node per thread (the stages run on the loop's worker threads)."""
+
+    def __init__(self) -> None:
+        self.by_uri: dict[str, http.client.HTTPConnection] = {}
+
+
+_CONNECTIONS = _Connections()
+_MAX_NODES = 4
+"""Nodes a thread keeps a connection to (an oracle talks to one)."""
+
+
+def _post_plain(w3: Web3, payload: list[dict[str, Any]]) -> Any:
+    """POST a JSON-RPC batch straight over ``http.client`` when the provider is a plain ``HTTPProvider``
+    (no credentials in the URL): web3's session, middleware and batch machinery cost more CPU than the
+    node's answer (a tenth of the oracle's time per order, docs/benchmarks.md). Any other provider:
+    ``_NOT_PLAIN``, and the caller goes through web3. A kept-alive connection the node closed meanwhile
+    is replaced and the batch sent once more (reads only: sending one twice changes nothing)."""
+    provider = w3.provider
+    if type(provider) is not HTTPProvider:
+        return _NOT_PLAIN
+    uri = str(provider.endpoint_uri)
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme not in ("http", "https") or parts.username or parts.password or not parts.hostname:
+        return _NOT_PLAIN
+    kwargs = getattr(provider, "_request_kwargs", None) or {}
+    if set(kwargs) - {"timeout"}:
+        return _NOT_PLAIN  # headers, proxies, certificates: web3's session knows what to do with them
+    timeout = kwargs.get("timeout", 30)
+    timeout = timeout[-1] if isinstance(timeout, tuple) else timeout
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    for attempt in (1, 2):
+        connection = _CONNECTIONS.by_uri.get(uri)
+        reused = connection is not None
+        if connection is None:
+            if len(_CONNECTIONS.by_uri) >= _MAX_NODES:  # nodes come and go (tests): never hoard sockets
+                for stale in _CONNECTIONS.by_uri.values():
+                    stale.close()
+                _CONNECTIONS.by_uri.clear()
+            cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+            connection = cls(parts.hostname, parts.port, timeout=float(timeout))
+            _CONNECTIONS.by_uri[uri] = connection
+        try:
+            connection.request("POST", target, body=body, headers=headers)
+            response = connection.getresponse()
+            data = response.read(_MAX_RPC_REPLY + 1)
+        except (OSError, http.client.HTTPException) as exc:
+            connection.close()
+            _CONNECTIONS.by_uri.pop(uri, None)
+            if reused and attempt == 1:
+                continue  # the node closed the idle connection: a new one, once
+            raise Web3RPCError(
+                f"JSON-RPC to {parts.hostname}:{parts.port}: {type(exc).__name__}: {exc}"
+            ) from exc
+        if len(data) > _MAX_RPC_REPLY:
+            connection.close()
+            _CONNECTIONS.by_uri.pop(uri, None)
+            raise Web3RPCError(f"JSON-RPC reply larger than {_MAX_RPC_REPLY} bytes")
+        if response.will_close:
+            connection.close()
+            _CONNECTIONS.by_uri.pop(uri, None)
+        if response.status != 200:
+            raise Web3RPCError(f"JSON-RPC answered HTTP {response.status}: {data[:200]!r}")
+        try:
+            return json.loads(data)
+        except ValueError as exc:
+            raise Web3RPCError(f"JSON-RPC reply is not JSON: {data[:200]!r}") from exc
+    raise AssertionError("unreachable")
+
+
+def get_logs(w3: Web3, address: str, from_block: int, to_block: int) -> list[dict[str, Any]]:
+    """``eth_getLogs`` of ``address`` over ``from_block..to_block`` as a raw JSON-RPC read, each entry in
+    the shape web3's ``eth.get_logs`` gives (bytes as ``HexBytes``, numbers as ``int``, the address
+    checksummed): web3's request and result formatters cost more than the node's answer. A node's error
+    (a range too large, say) raises ``Web3RPCError`` with its message, as web3 does."""
+    params = [{"address": address, "fromBlock": hex(from_block), "toBlock": hex(to_block)}]
+    (raw,) = rpc_batch(w3, [("eth_getLogs", params)])
+    if not isinstance(raw, list):
+        raise Web3RPCError(f"eth_getLogs answered {str(raw)[:200]}")
+    return [_log_entry(entry) for entry in raw]
+
+
+def _log_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "address": _checksummed(str(entry["address"]).lower()),
+        "topics": [HexBytes(topic) for topic in entry.get("topics") or ()],
+        "data": HexBytes(entry.get("data") or "0x"),
+        "blockNumber": quantity(entry["blockNumber"]),
+        "blockHash": HexBytes(entry["blockHash"]),
+        "transactionHash": HexBytes(entry["transactionHash"]),
+        "transactionIndex": quantity(entry.get("transactionIndex", 0)),
+        "logIndex": quantity(entry["logIndex"]),
+        "removed": bool(entry.get("removed", False)),
+    }
 
 
 def call_batch(w3: Web3, to: str, calls: Sequence[bytes], block: str = "latest") -> list[bytes]:

@@ -13,6 +13,7 @@ import httpx
 
 from adapters import ProviderAdapter
 from adapters.registry import AdapterRegistry, registry
+from adapters.transport import LeanTransport
 from cardless.cli.provider_metrics import TimedTransport
 from cardless.cli.settings import Settings
 
@@ -34,7 +35,14 @@ def build_adapters(
     adapters: dict[str, ProviderAdapter] = {}
     for path in settings.provider_files:
         # Timed per provider file (its stem until the adapter names itself): latency and errors for /metrics.
-        inner = inner_transport() if inner_transport is not None else None
+        # As many kept-alive connections as calls in flight (httpx keeps 20 by default: past that every
+        # call paid a TCP connect and close, CPU in the oracle and the provider), still bounded. The
+        # gateway passes its own (aiohttp) transport; the oracle uses LeanTransport.
+        limits = httpx.Limits(
+            max_connections=settings.provider_concurrency,
+            max_keepalive_connections=settings.provider_concurrency,
+        )
+        inner = inner_transport() if inner_transport is not None else LeanTransport(limits)
         client = httpx.AsyncClient(transport=TimedTransport(path.stem, inner))
         clients.append(client)
         adapter = adapters_registry.from_file(path, client, secrets=secret_values, base_url=base_url)

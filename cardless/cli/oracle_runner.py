@@ -162,10 +162,23 @@ class OracleRunner:
                 max_log_range=profile.max_log_range,
                 not_found_grace=timedelta(seconds=settings.not_found_grace_seconds),
                 unpaid_retention=settings.unpaid_retention_seconds,
+                heads_url=self._heads_url(),
             ),
             callback_base=self.callback_base,
             cosigners=self._cosigners(),
         )
+
+    def _heads_url(self) -> str:
+        """Where the worker subscribes to new blocks: ``CARDLESS_CHAIN_WS_URL``, else the node's own URL
+        with ws:// for http:// ("off": none, the worker polls)."""
+        configured = self.settings.chain_ws_url
+        if configured:
+            return "" if configured == "off" else configured
+        uri = str(getattr(self.w3.provider, "endpoint_uri", "") or "")
+        for plain, secure in (("http://", "ws://"), ("https://", "wss://")):
+            if uri.startswith(plain):
+                return secure + uri[len(plain) :]
+        return ""
 
     def _cosigners(self) -> list[HttpCoSigner]:
         """The co-signers (``CARDLESS_COSIGNER_URLS``) the settlement stage asks while the escrow's

@@ -33,9 +33,15 @@ PROVIDER_ERRORS = Counter(
 
 
 class TimedTransport(httpx.AsyncBaseTransport):
-    def __init__(self, provider: str, inner: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        provider: str,
+        inner: httpx.AsyncBaseTransport | None = None,
+        *,
+        limits: httpx.Limits | None = None,
+    ) -> None:
         self.provider = provider
-        self.inner = inner or httpx.AsyncHTTPTransport()
+        self.inner = inner or httpx.AsyncHTTPTransport(limits=limits or httpx.Limits())
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         started = time.perf_counter()

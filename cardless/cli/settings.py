@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     and gateways on several machines share one PostgreSQL database; an SQLite file is for one machine."""
 
     chain_rpc_url: str = Field("http://127.0.0.1:8545", pattern=_URL)
+    chain_ws_url: str = Field("", pattern=r"^(|off|wss?://[^\s/:]+(:\d{1,5})?(/\S*)?)$")
+    """The node's WebSocket endpoint, for the oracle's ``newHeads`` subscription (a block wakes it at
+    once). Empty: ``chain_rpc_url`` with ws:// for http:// (anvil, geth and most hosted nodes serve both
+    on related URLs); "off": poll only. A node without it is retried with a doubling delay while the
+    oracle polls every 100 ms as before."""
     chain_port: int = Field(8545, ge=0, le=65535)
     """Port of the embedded chain's JSON-RPC server (0: any free port)."""
     dev_chain: Literal["embedded", "anvil"] = "embedded"
@@ -133,9 +138,12 @@ class Settings(BaseSettings):
     at once. A reused time is older, never newer: a quote's expiry comes at most this much earlier."""
     fulfilment_window_seconds: int = Field(3_600, ge=600, le=7 * 86_400)
     max_batch: int = Field(50, ge=1, le=200)
-    provider_concurrency: int = Field(64, ge=1, le=1_024)
-    """Provider calls one oracle worker has in flight at most (and claims at once); at 16 the claims,
-    once per tick, held paid orders back for seconds at 50 orders/s (docs/benchmarks.md)."""
+    provider_concurrency: int = Field(256, ge=1, le=1_024)
+    """Provider calls one oracle worker has in flight at most (and claims at once), and the kept-alive
+    connections of each provider's HTTP client. At 16 the claims, once per tick, held paid orders back for
+    seconds at 50 orders/s; at 64, a provider answering in 200 ms capped a worker near 64 / 0.2 s minus
+    the queueing, and httpx kept only 20 connections alive, so the rest were opened and closed per call
+    (docs/benchmarks.md)."""
     not_found_grace_seconds: float = Field(10.0, gt=0, le=3_600)
     """How long after a submit the oracle still treats a provider's "not found" as "maybe in flight"
     before resubmitting under the same key."""

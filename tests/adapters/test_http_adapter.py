@@ -52,6 +52,7 @@ from adapters.signing import callback_message, sign_params, sign_string, verify_
 from adapters.simulator import signing as simulator_signing
 from adapters.simulator.config import default_config
 from adapters.simulator.server import SimulatorServer
+from adapters.transport import LeanTransport
 from tests.adapters.conformance import AdapterConformance, Callback, Fault
 
 pytestmark = pytest.mark.anyio
@@ -1040,3 +1041,16 @@ class TestSimulatorMd5Conformance(TestSimulatorConformance):
     """``simulator-md5.toml``: the same provider through its MD5-of-sorted-params merchant."""
 
     provider_file = "simulator-md5"
+
+
+class TestSimulatorConformanceLeanTransport(TestSimulatorConformance):
+    """The same suite through ``adapters.transport.LeanTransport``, the transport the oracle and the
+    gateway give their provider clients (``cardless.cli.adapters``): every fault mode (timeouts, resets,
+    5xx, garbage, lost replies) must mean to the adapter exactly what it means through httpx's own."""
+
+    @pytest.fixture
+    async def adapter(self, simulator, backend) -> AsyncIterator[HttpAdapter]:
+        config = load_provider_file(bundled_provider_file(self.provider_file))
+        config = config.model_copy(update={"timeouts": Timeouts(connect=2, read=1, write=2, pool=2)})
+        async with httpx.AsyncClient(transport=LeanTransport(httpx.Limits(max_connections=8))) as client:
+            yield HttpAdapter(config, client, secrets=SIMULATOR_SECRETS, base_url=simulator.url)

@@ -356,6 +356,17 @@ class WatcherSuite:
         assert watcher.poll() == 0
         assert cursor(sessions) == head_cursor(w3, int(w3.eth.block_number) - 3)
 
+    def test_the_watchers_raw_logs_are_what_web3_gives(self, w3: Web3, env: EscrowEnv, start: int) -> None:
+        """``oracles.rawabi.get_logs`` (raw JSON-RPC) formats every field as web3's ``eth.get_logs``."""
+        pay_native(env)
+        pay_native(env, 1)
+        head = int(w3.eth.block_number)
+        raw = watcher_module.get_logs(w3, env.escrow.address, start, head)
+        web3s = w3.eth.get_logs({"address": env.escrow.address, "fromBlock": start, "toBlock": head})
+        assert len(raw) == len(web3s) >= 2
+        for ours, theirs in zip(raw, web3s, strict=True):
+            assert ours == {key: theirs[key] for key in ours}
+
     def test_max_range_splits_the_scan_into_contiguous_ranges(
         self,
         w3: Web3,
@@ -369,13 +380,13 @@ class WatcherSuite:
         receipts += [pay_native(env), pay_native(env, 1)]
         expected = escrow_logs(env, *receipts)
         ranges: list[tuple[int, int]] = []
-        get_logs = w3.eth.get_logs
+        get_logs = watcher_module.get_logs  # the watcher's raw eth_getLogs
 
-        def spy(params: Any) -> Any:
-            ranges.append((params["fromBlock"], params["toBlock"]))
-            return get_logs(params)
+        def spy(w3_: Web3, address: str, from_block: int, to_block: int) -> Any:
+            ranges.append((from_block, to_block))
+            return get_logs(w3_, address, from_block, to_block)
 
-        monkeypatch.setattr(w3.eth, "get_logs", spy)
+        monkeypatch.setattr(watcher_module, "get_logs", spy)
         recorder = Recorder()
         head = int(w3.eth.block_number)
         assert make_watcher(w3, env, sessions, recorder, start_block=start, max_range=3).poll() == len(
@@ -586,18 +597,18 @@ class WatcherSuite:
         fork = rpc(w3, "evm_snapshot")
         orphaned = pay_native(env)
         mine(w3)
-        get_logs = w3.eth.get_logs
+        get_logs = watcher_module.get_logs
         replacement: list[TxReceipt] = []
 
-        def reorg_during_the_call(params: Any) -> Any:
-            logs = get_logs(params)
+        def reorg_during_the_call(w3_: Web3, address: str, from_block: int, to_block: int) -> Any:
+            logs = get_logs(w3_, address, from_block, to_block)
             if not replacement:
                 assert rpc(w3, "evm_revert", fork) is True
                 mine(w3)
                 replacement.append(pay_native(env, 1))
             return logs
 
-        monkeypatch.setattr(w3.eth, "get_logs", reorg_during_the_call)
+        monkeypatch.setattr(watcher_module, "get_logs", reorg_during_the_call)
         recorder = Recorder()
         watcher = make_watcher(w3, env, sessions, recorder, start_block=start)
         assert watcher.poll() == 0
@@ -620,16 +631,16 @@ class WatcherSuite:
         """Hosted nodes cap eth_getLogs (Alchemy, Infura, public RPCs) with errors of their own wording."""
         receipts = [pay_native(env, i % 3) for i in range(3)]
         mine(w3, 6)
-        get_logs = w3.eth.get_logs
+        get_logs = watcher_module.get_logs
         ranges: list[int] = []
 
-        def capped(params: Any) -> Any:
-            ranges.append(params["toBlock"] - params["fromBlock"] + 1)
+        def capped(w3_: Web3, address: str, from_block: int, to_block: int) -> Any:
+            ranges.append(to_block - from_block + 1)
             if ranges[-1] > 2:
                 raise Web3RPCError(str({"code": -32005, "message": "query exceeds max block range 2"}))
-            return get_logs(params)
+            return get_logs(w3_, address, from_block, to_block)
 
-        monkeypatch.setattr(w3.eth, "get_logs", capped)
+        monkeypatch.setattr(watcher_module, "get_logs", capped)
         recorder = Recorder()
         with caplog.at_level(logging.WARNING, logger="oracles.watcher"):
             assert make_watcher(w3, env, sessions, recorder, start_block=start, max_range=16).poll() == 3

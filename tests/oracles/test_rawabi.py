@@ -103,3 +103,59 @@ def _arg(item: dict[str, Any], rng: random.Random) -> Any:
     if kind == "bytes[]":
         return [rng.randbytes(65) for _ in range(rng.randint(1, 3))]
     return _value(kind, rng)
+
+
+def test_raw_reads_keep_one_connection_and_survive_the_node_closing_it() -> None:
+    """``rpc_batch`` over ``http.client``: one kept-alive connection for many reads, a new one (the read
+    sent once more) when the node closed the idle one, answers matched by id, errors raised."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import pytest
+    from web3 import HTTPProvider
+    from web3.exceptions import Web3RPCError
+
+    from oracles.rawabi import rpc_batch
+
+    peers: list[tuple[str, int]] = []
+
+    class Node(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            peers.append(self.client_address)
+            batch = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            replies = [
+                {"jsonrpc": "2.0", "id": r["id"], "error": {"code": -1, "message": "no"}}
+                if r["method"] == "bad"
+                else {"jsonrpc": "2.0", "id": r["id"], "result": r["params"][0]}
+                for r in reversed(batch)  # out of order, as a batch may come back
+            ]
+            body = json.dumps(replies).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            if len(peers) == 3:
+                self.send_header("Connection", "close")
+                self.close_connection = True
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Node)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        w3 = Web3(HTTPProvider(f"http://127.0.0.1:{server.server_address[1]}", request_kwargs={"timeout": 5}))
+        for n in range(5):
+            assert rpc_batch(w3, [("echo", [n]), ("echo", [n + 1])]) == [n, n + 1]
+        with pytest.raises(Web3RPCError, match="bad failed"):
+            rpc_batch(w3, [("echo", [1]), ("bad", [2])])
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len({port for _, port in peers[:3]}) == 1  # three reads, one connection
+    assert peers[3][1] != peers[2][1]  # the node closed it: a new one
