@@ -13,8 +13,9 @@ is the bench's own) and every ``pay`` is signed before the clock starts. Then tw
   (each wallet in nonce order, as ``bench/loadgen.py`` does), then every wallet's last receipt awaited:
   pays/s as a wallet sees them, and the node process's CPU per pay (``/proc``, every thread).
 
-``--block-time`` runs the node with interval mining (``DevNode(block_time=S)``) instead of a block per
-transaction. The JSON records the machine's load average beside every figure.
+The node mines every transaction before it answers, and transactions that arrive while a block is being
+mined share the next one (:mod:`cardless.devchain.mining`): ``blocks`` says how many the pays took. The
+JSON records the machine's load average beside every figure.
 """
 
 from __future__ import annotations
@@ -187,7 +188,6 @@ def in_process(shop: Shop, count: int) -> dict[str, Any]:
         if "error" in reply:
             raise RuntimeError(reply["error"])
         hashes.append(reply["result"])
-    getattr(shop.node, "flush", lambda: None)()  # interval mining: the last block now, not at the next tick
     cpu, seconds = time.thread_time() - cpu0, time.perf_counter() - t0
     blocks = _check_mined(shop.node, hashes)
     return {
@@ -283,7 +283,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.devnode")
     parser.add_argument("--pays", type=int, default=200)
     parser.add_argument("--wallets", type=int, default=16)
-    parser.add_argument("--block-time", type=float, default=0.0, help="seconds; 0: a block per transaction")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--client", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -291,10 +290,9 @@ def main(argv: list[str] | None = None) -> int:
         return _client(args.client)
     from cardless.devchain.node import DevNode
 
-    with DevNode(port=0, **({"block_time": args.block_time} if args.block_time else {})) as node:
+    with DevNode(port=0) as node:
         shop = Shop(node, args.wallets)
         report = {
-            "block_time": args.block_time,
             "inprocess": in_process(shop, args.pays),
             "http": over_http(shop, args.pays),
         }
