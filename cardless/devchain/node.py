@@ -423,13 +423,13 @@ class DevNode:
                     for queued in batch:  # the other senders learn nothing of the fault; it is logged once
                         queued.result = RpcError(INTERNAL_ERROR, "internal error")
                     raise
-                for queued, result in zip(batch, results, strict=True):
-                    queued.result = result
-        result = submission.result
-        if isinstance(result, RpcError):
-            raise result
-        assert result is not None
-        return encode_hex(result)
+                for queued, mined in zip(batch, results, strict=True):
+                    queued.result = mined
+        outcome = submission.result
+        if isinstance(outcome, RpcError):
+            raise outcome
+        assert outcome is not None
+        return encode_hex(outcome)
 
     # ------------------------------------------------------------------ dev methods (anvil's shapes)
 
