@@ -10,7 +10,7 @@ STAMP_NPM := node_modules/.installed
 WEB_BUNDLE := gateway/web/static/build.json
 HYPOTHESIS_PROFILE ?= ci
 
-.PHONY: help setup run test test-fast test-long check lint imports typecheck slither contracts bench-gas bench-audit bench-analytics bench-api bench-e2e bench-e2e-curve bench-e2e-embedded clean web screenshots
+.PHONY: help setup run test test-fast test-long check lint imports typecheck slither contracts bench-gas bench-audit bench-analytics bench-api bench-e2e bench-e2e-curve bench-e2e-embedded bench-devnode clean web screenshots
 
 help:
 	@echo "make run        set up and start the embedded system"
@@ -25,6 +25,7 @@ help:
 	@echo "make bench-e2e  anvil: raw pay rate, then orders paid -> settled -> bench/results/e2e.json (N=200)"
 	@echo "make bench-e2e-curve  phases a and bmax at N = 100, 1,000, 10,000 -> bench/results/e2e-curve.json"
 	@echo "make bench-e2e-embedded  the same on the make-run system -> bench/results/e2e-embedded.json"
+	@echo "make bench-devnode  the py-evm dev node alone: CPU per pay -> bench/results/devnode.json"
 	@echo "make contracts  recompile and re-export contracts/build"
 	@echo "make web        rebuild the pages' bundle (frontend/ -> gateway/web/static, committed)"
 	@echo "make screenshots  run the browser tests and keep their screenshots in docs/screenshots"
@@ -148,6 +149,10 @@ bench-e2e-curve: setup $(STAMP_NPM)
 
 bench-e2e-embedded: setup
 	$(PY) -m bench.e2e --embedded --orders $(or $(EMBEDDED_N),50) $(if $(PROFILE),--profile $(PROFILE))
+
+# The py-evm dev node alone (no gateway, no oracle): CPU per pay in process and over HTTP.
+bench-devnode: setup
+	$(PY) -m bench.devnode --pays $(or $(DEVNODE_PAYS),200)
 
 clean:
 	rm -rf $(VENV) $(SLITHER_VENV) node_modules .hardhat

@@ -29,6 +29,8 @@ clock. The dev accounts' keys are public, so the server binds only to loopback.
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import http.server
 import ipaddress
 import json
@@ -66,6 +68,7 @@ from cardless.devchain.rpc import (
     EthRpc,
     RpcError,
     quantity,
+    raw_transaction_param,
     revert_message,
 )
 from cardless.protocol.jsonlimits import JsonLimitError, loads_bounded
@@ -84,6 +87,14 @@ _MAX_BATCH: Final = 1_000
 """Requests in one batch (geth's default BatchRequestLimit): each runs under the node's one lock."""
 _LOOPBACK_ORIGIN: Final = re.compile(r"https?://(?:127\.0\.0\.1|localhost|\[::1\])(?::[0-9]{1,5})?")
 """Browser origins allowed to read the JSON-RPC answers (CORS): pages served from this machine only."""
+
+
+@dataclasses.dataclass(eq=False)
+class _Submission:
+    """A decoded transaction waiting to be mined, and then its hash or the error that refused it."""
+
+    tx: Any
+    result: bytes | RpcError | None = None
 
 
 class _RevertedCall(TransactionFailed):  # type: ignore[misc]  # eth-tester ships no type hints
@@ -109,7 +120,7 @@ class IndexedPyEVMBackend(DevPyEVMBackend):
 
     # ------------------------------------------------------------------ keeping the index
 
-    def _index_block(self, block: Any) -> None:
+    def index_block(self, block: Any) -> None:
         hashes = [tx.hash for tx in block.transactions]
         self._block_txs[block.number] = hashes
         for position, tx_hash in enumerate(hashes):
@@ -129,13 +140,13 @@ class IndexedPyEVMBackend(DevPyEVMBackend):
     def mine_blocks(self, num_blocks: int = 1, coinbase: bytes = ZERO_ADDRESS) -> tuple[bytes, ...]:
         block_hashes: tuple[bytes, ...] = super().mine_blocks(num_blocks, coinbase)
         for block_hash in block_hashes:
-            self._index_block(self.chain.get_block_by_hash(block_hash))
+            self.index_block(self.chain.get_block_by_hash(block_hash))
         return block_hashes
 
     def apply_withdrawals(self, withdrawals_list: list[dict[str, Any]]) -> None:
         super().apply_withdrawals(withdrawals_list)
         head = self.chain.get_block().number  # the pending block; the mined one is below it
-        self._index_block(self.chain.get_canonical_block_by_number(head - 1))
+        self.index_block(self.chain.get_canonical_block_by_number(head - 1))
 
     def revert_to_snapshot(self, snapshot: Any) -> None:
         super().revert_to_snapshot(snapshot)
@@ -281,6 +292,7 @@ class DevNode:
         self.rpc = EthRpc(tester, backend.account_keys)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._submissions: collections.deque[_Submission] = collections.deque()
         self._handlers: dict[str, Callable[[list[Any]], Any]] = {
             "evm_snapshot": lambda _: hex(self.chain.tester.take_snapshot()),
             "evm_revert": self._revert,
@@ -370,8 +382,11 @@ class DevNode:
                 params = []
             if not isinstance(params, list):
                 raise RpcError(INVALID_PARAMS, "params: only positional (array) params are supported")
-            with self.lock:
-                result = self._dispatch(method, params)
+            if method == "eth_sendRawTransaction":
+                result = self._send_raw_transaction(params)  # takes the lock itself, to mine
+            else:
+                with self.lock:
+                    result = self._dispatch(method, params)
         except RpcError as exc:
             error = exc
         except Exception as exc:
@@ -389,6 +404,32 @@ class DevNode:
         if handler is None:
             raise RpcError(METHOD_NOT_FOUND, f"the method {method} does not exist/is not available")
         return handler(params)
+
+    def _send_raw_transaction(self, params: list[Any]) -> str:
+        """Group commit: the transaction is decoded and its signature recovered outside the lock, queued,
+        and mined before the answer. Whoever holds the lock next mines everything queued by then in one
+        block, so transactions sent while a block is being mined share the next one: under load a block
+        per batch, alone a block per transaction (:mod:`cardless.devchain.mining`)."""
+        submission = _Submission(self.rpc.decode_raw(raw_transaction_param(params)))
+        self._submissions.append(submission)
+        with self.lock:
+            if submission.result is None:
+                batch: list[_Submission] = []
+                while self._submissions:
+                    batch.append(self._submissions.popleft())
+                try:
+                    results = self.rpc.mine([queued.tx for queued in batch])
+                except Exception:
+                    for queued in batch:  # the other senders learn nothing of the fault; it is logged once
+                        queued.result = RpcError(INTERNAL_ERROR, "internal error")
+                    raise
+                for queued, mined in zip(batch, results, strict=True):
+                    queued.result = mined
+        outcome = submission.result
+        if isinstance(outcome, RpcError):
+            raise outcome
+        assert outcome is not None
+        return encode_hex(outcome)
 
     # ------------------------------------------------------------------ dev methods (anvil's shapes)
 

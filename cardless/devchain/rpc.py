@@ -39,6 +39,7 @@ from eth_utils import ValidationError as EVMValidationError
 from eth_utils import encode_hex, keccak, to_checksum_address
 
 from cardless.devchain.chain import DEV_CHAIN_ID
+from cardless.devchain.mining import RefusedByVMError, feed_tester_filters, mine_transactions
 
 __all__ = [
     "EXECUTION_REVERTED",
@@ -51,6 +52,7 @@ __all__ = [
     "EthRpc",
     "RpcError",
     "quantity",
+    "raw_transaction_param",
     "revert_message",
 ]
 
@@ -177,6 +179,11 @@ def _param(params: Sequence[Any], index: int, name: str, default: Any = ...) -> 
     if default is ...:
         raise _invalid(name, "required")
     return default
+
+
+def raw_transaction_param(params: Sequence[Any]) -> bytes:
+    """``eth_sendRawTransaction``'s one parameter, the signed transaction's bytes."""
+    return _data(_param(params, 0, "transaction"), "transaction")
 
 
 def _object(value: Any, name: str) -> dict[str, Any]:
@@ -437,6 +444,8 @@ class EthRpc:
         self._keys = {bytes(key.public_key.to_canonical_address()): key for key in keys}
         self._accounts = [to_checksum_address(a) for a in self._keys]
         self._filters: dict[int, _Filter] = {}
+        # One fork from genesis on the dev chain, so one builder decodes every transaction.
+        self._transaction_builder = self._chain.get_vm().get_transaction_builder()
         self._filter_ids = itertools.count(1)
         self.methods: dict[str, Callable[[list[Any]], Any]] = {
             "web3_clientVersion": lambda _: CLIENT_VERSION,
@@ -480,9 +489,7 @@ class EthRpc:
             "eth_estimateGas": self._estimate_gas,
             "eth_createAccessList": self._create_access_list,
             "eth_sendTransaction": self._send_transaction,
-            "eth_sendRawTransaction": lambda p: encode_hex(
-                self._send_raw(_data(_param(p, 0, "transaction"), "transaction"))
-            ),
+            "eth_sendRawTransaction": lambda p: encode_hex(self._send_raw(raw_transaction_param(p))),
             "eth_getLogs": self._get_logs,
             "eth_newFilter": self._new_filter,
             "eth_newBlockFilter": lambda _: self._install(_Filter("blocks", self._latest_number() + 1)),
@@ -916,14 +923,23 @@ class EthRpc:
         return encode_hex(self._send_raw(bytes(signed.raw_transaction)))
 
     def _send_raw(self, raw: bytes) -> bytes:
-        pending = self._pending_header()
-        vm = self._chain.get_vm(at_header=pending)
+        """Decode, admit and mine one transaction (the node batches concurrent ones: ``mine``)."""
+        (result,) = self.mine([self.decode_raw(raw)])
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def decode_raw(self, raw: bytes) -> Any:
+        """A signed transaction from its bytes, with the checks that need no state (signature, chain id).
+
+        Reads nothing of the chain but the fork's transaction builder, so the node runs it outside its lock.
+        """
         if not raw or raw[0] == 3:
             raise _invalid("transaction", "blob transactions are not supported by the dev node")
         try:
-            tx = vm.get_transaction_builder().decode(raw)
+            tx = self._transaction_builder.decode(raw)
             tx.validate()
-            sender = tx.sender
+            tx.sender  # noqa: B018  # recovered here, once (py-evm caches it on the transaction)
         except Exception:  # any decoding or signature failure is the client's
             raise _invalid("transaction", "not a valid signed transaction") from None
         chain_id = tx.chain_id
@@ -931,24 +947,40 @@ class EthRpc:
             raise RpcError(SERVER_ERROR, "only replay-protected (EIP-155) transactions allowed over RPC")
         if chain_id != DEV_CHAIN_ID:
             raise RpcError(SERVER_ERROR, f"invalid chain id for signer: have {chain_id} want {DEV_CHAIN_ID}")
-        state = vm.state
-        expected = state.get_nonce(sender)
-        if tx.nonce < expected:
-            raise RpcError(SERVER_ERROR, f"nonce too low: next nonce {expected}, tx nonce {tx.nonce}")
-        if tx.nonce > expected:  # the dev node mines at once and keeps no queue
-            raise RpcError(SERVER_ERROR, f"nonce too high: next nonce {expected}, tx nonce {tx.nonce}")
-        intrinsic = tx.intrinsic_gas
-        if tx.gas < intrinsic:
-            raise RpcError(SERVER_ERROR, f"intrinsic gas too low: gas {tx.gas}, minimum needed {intrinsic}")
-        if tx.gas > pending.gas_limit:
-            raise RpcError(SERVER_ERROR, "exceeds block gas limit")
-        _check_fee_cap(tx.max_fee_per_gas, pending.base_fee_per_gas)
-        _check_funds(state.get_balance(sender), tx.gas * tx.max_fee_per_gas + tx.value)
+        return tx
+
+    def mine(self, transactions: Sequence[Any]) -> list[bytes | RpcError]:
+        """Mine decoded ``transactions`` in arrival order (:mod:`cardless.devchain.mining`); per
+        transaction its hash, or the error a transaction sent alone would have got.
+
+        With eth-tester's automine switched off (tests hold transactions pending that way), each goes to
+        eth-tester's pool instead, as before, and is mined by ``evm_mine``."""
+        if not self.tester.auto_mine_transactions:
+            return [self._to_tester_pool(tx) for tx in transactions]
+        results, blocks = mine_transactions(self.backend, transactions, _admit)
+        for block in blocks:
+            self.backend.index_block(block)
+            feed_tester_filters(self.tester, block)
+        out: list[bytes | RpcError] = []
+        for result in results:
+            if isinstance(result, RefusedByVMError):
+                _log.info("dev node: transaction refused by the VM: %s", result)
+                result = RpcError(SERVER_ERROR, "invalid transaction")
+            elif isinstance(result, Exception) and not isinstance(result, RpcError):
+                raise result
+            out.append(result)
+        return out
+
+    def _to_tester_pool(self, tx: Any) -> bytes | RpcError:
+        pending = self._pending_header()
         try:
-            self.tester.send_raw_transaction(encode_hex(raw))
+            _admit(self._chain.get_vm(at_header=pending).state, pending, tx)
+            self.tester.send_raw_transaction(encode_hex(tx.encode()))
+        except RpcError as exc:
+            return exc
         except EVMValidationError as exc:
             _log.info("dev node: transaction refused by the VM: %s", exc)
-            raise RpcError(SERVER_ERROR, "invalid transaction") from None
+            return RpcError(SERVER_ERROR, "invalid transaction")
         return bytes(tx.hash)
 
     # ------------------------------------------------------------------ logs and filters
@@ -1125,3 +1157,20 @@ def _check_fee_cap(fee_cap: int, base_fee: int) -> None:
 def _check_funds(have: int, want: int) -> None:
     if have < want:
         raise RpcError(SERVER_ERROR, f"insufficient funds for gas * price + value: have {have} want {want}")
+
+
+def _admit(state: Any, header: Any, tx: Any) -> None:
+    """What geth checks before it takes a transaction, against the state the block has reached: the
+    dev node mines at once and keeps no queue, so a nonce ahead of the sender's is refused."""
+    expected = state.get_nonce(tx.sender)
+    if tx.nonce < expected:
+        raise RpcError(SERVER_ERROR, f"nonce too low: next nonce {expected}, tx nonce {tx.nonce}")
+    if tx.nonce > expected:
+        raise RpcError(SERVER_ERROR, f"nonce too high: next nonce {expected}, tx nonce {tx.nonce}")
+    intrinsic = tx.intrinsic_gas
+    if tx.gas < intrinsic:
+        raise RpcError(SERVER_ERROR, f"intrinsic gas too low: gas {tx.gas}, minimum needed {intrinsic}")
+    if tx.gas > header.gas_limit:
+        raise RpcError(SERVER_ERROR, "exceeds block gas limit")
+    _check_fee_cap(tx.max_fee_per_gas, header.base_fee_per_gas)
+    _check_funds(state.get_balance(tx.sender), tx.gas * tx.max_fee_per_gas + tx.value)

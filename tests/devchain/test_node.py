@@ -398,3 +398,79 @@ def test_json_rpc_protocol_errors(node: DevNode) -> None:
 def test_binds_only_to_loopback() -> None:
     with pytest.raises(ValueError, match="loopback"):
         DevNode(host="0.0.0.0")
+
+
+# ---------------------------------------------------------------- group commit (cardless.devchain.mining)
+
+
+def _transfer(key: LocalAccount, to: str, nonce: int, value: int = 1) -> bytes:
+    tx = {
+        "to": to,
+        "value": value,
+        "gas": 21_000,
+        "nonce": nonce,
+        "chainId": 31337,
+        "maxFeePerGas": 10 * 10**9,
+        "maxPriorityFeePerGas": 10**9,
+    }
+    return bytes(key.sign_transaction(tx).raw_transaction)
+
+
+def test_transactions_queued_together_are_mined_in_one_block_each_admitted_on_its_own(
+    node: DevNode, w3: Web3, dev_keys: list[LocalAccount]
+) -> None:
+    a, b, sink = dev_keys[2], dev_keys[3], dev_keys[4].address
+    nonce_a = w3.eth.get_transaction_count(a.address)
+    nonce_b = w3.eth.get_transaction_count(b.address)
+    head = w3.eth.block_number
+    raws = [
+        _transfer(a, sink, nonce_a),
+        _transfer(a, sink, nonce_a + 1),  # the next nonce of the same sender: admitted after the first
+        _transfer(b, sink, nonce_b + 5),  # a gap: refused as it would be alone
+        _transfer(b, sink, nonce_b),
+        _transfer(a, sink, nonce_a),  # replayed: its nonce is now used
+    ]
+    with node.lock:
+        results = node.rpc.mine([node.rpc.decode_raw(raw) for raw in raws])
+    mined = [r for r in results if isinstance(r, bytes)]
+    errors = [str(r) for r in results if not isinstance(r, bytes)]
+    assert len(mined) == 3
+    assert errors == [
+        f"nonce too high: next nonce {nonce_b}, tx nonce {nonce_b + 5}",
+        f"nonce too low: next nonce {nonce_a + 2}, tx nonce {nonce_a}",
+    ]
+    assert w3.eth.block_number == head + 1  # one block for the three
+    receipts = [w3.eth.get_transaction_receipt(tx_hash) for tx_hash in mined]
+    assert [r["transactionIndex"] for r in receipts] == [0, 1, 2]
+    assert {r["blockNumber"] for r in receipts} == {head + 1} and all(r["status"] == 1 for r in receipts)
+    assert [r["cumulativeGasUsed"] for r in receipts] == [21_000, 42_000, 63_000]
+    assert w3.eth.get_transaction_count(a.address) == nonce_a + 2
+
+
+def test_concurrent_senders_over_http_each_get_their_transaction_mined_before_the_answer(
+    node: DevNode, w3: Web3, dev_keys: list[LocalAccount]
+) -> None:
+    senders, per_sender = dev_keys[2:6], 5
+    sink = dev_keys[6].address
+    head = w3.eth.block_number
+    answers: dict[str, list[Any]] = {}
+
+    def send(key: LocalAccount) -> None:
+        nonce = w3.eth.get_transaction_count(key.address)
+        client = Web3(HTTPProvider(node.url))
+        answers[key.address] = [
+            client.provider.make_request("eth_sendRawTransaction", ["0x" + _transfer(key, sink, n).hex()])  # type: ignore[arg-type]
+            for n in range(nonce, nonce + per_sender)
+        ]
+
+    threads = [threading.Thread(target=send, args=(key,)) for key in senders]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    hashes = [reply["result"] for replies in answers.values() for reply in replies]
+    assert len(hashes) == len(senders) * per_sender
+    receipts = [w3.eth.get_transaction_receipt(h) for h in hashes]  # mined before each answer
+    assert all(r["status"] == 1 for r in receipts)
+    blocks = {r["blockNumber"] for r in receipts}
+    assert max(blocks) - head == len(blocks) <= len(hashes)  # consecutive blocks, none empty
