@@ -12,7 +12,11 @@ What the adapters rely on is kept:
 - the per-request timeouts httpx carries (connect, read, write, pool) become aiohttp's; every failure
   is an :class:`httpx.RequestError` (a timeout an :class:`httpx.TimeoutException`), which the adapters
   already read as "no answer";
-- at most ``limit`` connections at once, kept alive between calls.
+- at most ``limit`` connections at once, kept alive between calls;
+- the provider's reply bounded as :class:`adapters.transport.LeanTransport` bounds the oracle's:
+  ``Accept-Encoding: identity`` (a compressed reply could inflate past any bound) and at most
+  ``max_reply_bytes`` (1 MiB) read, else :class:`httpx.RemoteProtocolError`, which the adapters read as
+  "no answer". A hostile provider cannot make the gateway hold more than that per call.
 """
 
 from __future__ import annotations
@@ -22,15 +26,21 @@ import asyncio
 import aiohttp
 import httpx
 
+from adapters.transport import MAX_REPLY_BYTES
+
 __all__ = ["AiohttpTransport"]
 
-_NOT_FORWARDED = frozenset({b"host", b"content-length", b"transfer-encoding", b"connection"})
-"""aiohttp writes these itself from the URL and the body."""
+_NOT_FORWARDED = frozenset(
+    {b"host", b"content-length", b"transfer-encoding", b"connection", b"accept-encoding"}
+)
+"""aiohttp writes the first four itself from the URL and the body; the encoding is always identity."""
+_READ_CHUNK = 64 * 1024
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
-    def __init__(self, *, limit: int = 100) -> None:
+    def __init__(self, *, limit: int = 100, max_reply_bytes: int = MAX_REPLY_BYTES) -> None:
         self.limit = limit
+        self.max_reply_bytes = max_reply_bytes
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
@@ -56,6 +66,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             for k, v in request.headers.raw
             if k.lower() not in _NOT_FORWARDED
         ]
+        headers.append(("Accept-Encoding", "identity"))
         body = await request.aread()
         try:
             async with self._client().request(
@@ -66,7 +77,21 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 timeout=timeout,
                 allow_redirects=False,
             ) as reply:
-                content = await reply.read()
+                if (reply.content_length or 0) > self.max_reply_bytes:
+                    raise httpx.RemoteProtocolError(
+                        f"reply of {reply.content_length} bytes, larger than {self.max_reply_bytes}",
+                        request=request,
+                    )
+                parts: list[bytes] = []
+                size = 0
+                async for part in reply.content.iter_chunked(_READ_CHUNK):
+                    size += len(part)
+                    if size > self.max_reply_bytes:
+                        raise httpx.RemoteProtocolError(
+                            f"reply larger than {self.max_reply_bytes} bytes", request=request
+                        )
+                    parts.append(part)
+                content = b"".join(parts)
                 return httpx.Response(
                     reply.status,
                     headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in reply.raw_headers],

@@ -148,3 +148,40 @@ def test_calls_beyond_max_connections_wait_for_a_free_one_then_time_out() -> Non
         return sorted(type(r).__name__ for r in results)
 
     assert asyncio.run(scenario()) == ["PoolTimeout", "Response", "Response"]
+
+
+def test_the_gateways_aiohttp_transport_bounds_replies_and_asks_for_identity() -> None:
+    """``cardless.cli.provider_http.AiohttpTransport`` (the gateway's account checks) keeps the same
+    bounds: identity encoding whatever the client asked, and no reply read past ``max_reply_bytes``."""
+    from cardless.cli.provider_http import AiohttpTransport
+
+    seen: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await _read_request(reader)
+        seen.append(request)
+        if b"/chunked" in request:
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for _ in range(40):
+                writer.write(b"400\r\n" + b"x" * 1024 + b"\r\n")
+            writer.write(b"0\r\n\r\n")
+        elif b"/length" in request:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 50000000\r\n\r\n" + b"x" * 65536)
+        else:
+            writer.write(_reply(b'{"ok":true}', extra=b"Connection: close\r\n"))
+        await writer.drain()
+        writer.close()
+
+    async def scenario() -> None:
+        server, url = await _serve(handler)
+        transport = AiohttpTransport(max_reply_bytes=32 * 1024)
+        async with server, httpx.AsyncClient(transport=transport) as client:
+            ok = await client.post(url + "/small", json={}, headers={"Accept-Encoding": "gzip, br"})
+            assert ok.json() == {"ok": True}
+            for path in ("/chunked", "/length"):
+                with pytest.raises(httpx.RemoteProtocolError, match="larger than"):
+                    await client.post(url + path, json={})
+
+    asyncio.run(scenario())
+    heads = [r.split(b"\r\n\r\n")[0].lower() for r in seen]
+    assert all(h.count(b"accept-encoding:") == 1 and b"accept-encoding: identity" in h for h in heads)
