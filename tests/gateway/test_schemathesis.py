@@ -79,7 +79,9 @@ def test_the_openapi_document_holds_for_every_generated_request(system: System, 
         ],
         capture_output=True,
         text=True,
-        timeout=900,
+        # A hang guard, not a speed check: 520-540 s on an idle CI machine, past 900 s when the machine
+        # is shared (the cases grow with the operations the document has).
+        timeout=1800,
         check=False,
     )
     summary = run.stdout[run.stdout.find("SUMMARY") :] if "SUMMARY" in run.stdout else run.stdout[-4000:]

@@ -79,6 +79,10 @@ MIN_LIFE = 3.0  # a worker is killed once it has run this long: time to work, so
 PASSWORD = "chaos-test-keystore-password"
 ACCOUNT_KEY = base64.b64encode(bytes(range(32, 64))).decode()
 BUYER_KEYS = (3, 4, 5, 8, 9, 10)  # dev accounts (1 deploys, 2 collects fees, 6 and 7 are the merchants)
+# uvicorn closes a connection idle for 5 s, and httpx keeps one 5 s: a request sent on a connection the
+# server is closing at that moment gets "Server disconnected" (seen when a payment on a loaded machine
+# took about 5 s between two quotes). A client's idle timeout must be below the server's.
+IDLE_BELOW_THE_SERVERS = httpx.Limits(keepalive_expiry=2.0)
 GAS_FUNDING = 1_000 * 10**18
 START_TIMEOUT = 120.0
 SETTLE_TIMEOUT = 1200.0  # after the last payment, for every order to close (a bound, not a target)
@@ -242,7 +246,7 @@ class Chaos:
         simulator = start_process(["simulator", "--port", "0"], os.environ.copy(), sim_log, "simulator")
         self.stack.append(lambda: stop_process(simulator))
         self.simulator_url = wait_for_line(simulator, r"simulated provider at (http://127\.0\.0\.1:\d+)")[1]
-        self.sim = httpx.Client(base_url=self.simulator_url, timeout=30)
+        self.sim = httpx.Client(base_url=self.simulator_url, timeout=30, limits=IDLE_BELOW_THE_SERVERS)
         self.stack.append(self.sim.close)
 
         database = self.postgres.database()
@@ -300,7 +304,9 @@ class Chaos:
         self.gateway_urls = [
             wait_for_line(g, r"gateway running: (http://127\.0\.0\.1:\d+)")[1] for g in self.gateways
         ]
-        self.http = [httpx.Client(base_url=url, timeout=60) for url in self.gateway_urls]
+        self.http = [
+            httpx.Client(base_url=url, timeout=60, limits=IDLE_BELOW_THE_SERVERS) for url in self.gateway_urls
+        ]
         for client in self.http:
             self.stack.append(client.close)
         # Asynchronous top-ups call back to the first gateway (a hint to query at once).
