@@ -18,12 +18,12 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from cardless.ledger.models import Order, OrderEvent, OrderState, utcnow
+from cardless.ledger.models import Order, OrderState, utcnow
 from cardless.ledger.risk import Decision, RiskEngine
 from cardless.ledger.risk.rules import Verdict
 from cardless.ledger.risk.signals import purge_signals
 from cardless.ledger.store import candidates
-from cardless.ledger.transitions import transition
+from cardless.ledger.transitions import stage_event, transition
 from cardless.protocol import RefundReason
 from oracles.failpoints import failpoint
 
@@ -60,15 +60,14 @@ def act(session: Session, row: Order, verdict: Verdict) -> Decision:
         now = utcnow()
         row.risk_hold_at = row.updated_at = now
         # The state does not change (transition() is not called), but the timeline says why it waits.
-        session.add(
-            OrderEvent(
-                order_id=row.id,
-                at=now,
-                from_state=row.state,
-                to_state=row.state,
-                reason=f"risk: held for review: {why}",
-                detail={"score": verdict.score},
-            )
+        stage_event(
+            session,
+            row.id,
+            at=now,
+            from_state=row.state,
+            to_state=row.state,
+            reason=f"risk: held for review: {why}",
+            detail={"score": verdict.score},
         )
         log.info("order %s held for review (score %d): %s", row.id, verdict.score, why)
     else:
