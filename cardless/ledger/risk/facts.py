@@ -23,7 +23,6 @@ from sqlalchemy import (
     Select,
     String,
     bindparam,
-    column,
     exists,
     false,
     func,
@@ -31,7 +30,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
-    values,
+    union_all,
 )
 from sqlalchemy.orm import Session
 
@@ -142,25 +141,22 @@ def _statement(windows: tuple[int, int, int], has_account: bool) -> Select[Any]:
 
 
 @functools.lru_cache(maxsize=64)
-def _batch_statement(windows: tuple[int, int, int], rows: int) -> Select[Any]:
-    """The facts of ``rows`` orders in one statement: their parameters as a ``VALUES`` list (``p``, with the
-    row's position ``k``), each sub-query correlated to its row. Always the game-account shape: an order
+def _batch_statement(windows: tuple[int, int, int], size: int) -> Select[Any]:
+    """The facts of ``size`` orders in one statement: their parameters as rows (``p``, with the row's
+    position ``k``), each sub-query correlated to its row. Always the game-account shape: an order
     without an account hash compares ``NULL``, which matches no row, so its counts and flags come out as
     the single-order statement's constants do."""
     names = _names(windows)
-    rows_cte = (
-        values(column("k", Integer()), *(column(n, _type(n)) for n in names), name="p")
-        .data(
-            [
-                (
-                    bindparam(f"p{k}_k", type_=Integer()),
-                    *(bindparam(f"p{k}_{n}", type_=_type(n)) for n in names),
-                )
-                for k in range(rows)
-            ]
+    rows = [
+        select(
+            bindparam(f"p{k}_k", type_=Integer()).label("k"),
+            *(bindparam(f"p{k}_{n}", type_=_type(n)).label(n) for n in names),
         )
-        .cte("p")
-    )
+        for k in range(size)
+    ]
+    # ``UNION ALL`` of one-row selects rather than ``VALUES``: SQLAlchemy caches the compiled form of a
+    # select, but compiles a ``VALUES`` construct again on every execution.
+    rows_cte = (union_all(*rows) if size > 1 else rows[0]).cte("p")
     return select(rows_cte.c.k, *_columns(lambda n: rows_cte.c[n], windows, True, batch=True)).select_from(
         rows_cte
     )
