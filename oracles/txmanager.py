@@ -168,7 +168,7 @@ class TxManager:
         orders = len(dict.fromkeys(order_ids))
         key = (purpose, orders)
         tabled = self.gas_table and isinstance(call, RawCall) and purpose in _TABLED
-        known = self._gas_limits.get(key) if tabled else None
+        known = self._table_limit(purpose, orders) if tabled else None
         if known is not None and not self._reverted_before(order_ids):
             return known
         try:
@@ -187,6 +187,16 @@ class TxManager:
         if tabled:
             self._gas_limits[key] = max(self._gas_limits.get(key, 0), limit + _SLOT_HEADROOM * orders)
         return limit
+
+    def _table_limit(self, purpose: str, orders: int) -> int | None:
+        """The table's limit for a call of ``orders`` orders: its own size's, else the nearest larger size's
+        up to twice as many orders (a call's gas grows with its orders, so a larger size's limit covers a
+        smaller call; beyond twice it would hold far more of the key's balance than the call needs)."""
+        for size in range(orders, 2 * orders + 1):
+            found = self._gas_limits.get((purpose, size))
+            if found is not None:
+                return found
+        return None
 
     def _reverted_before(self, order_ids: Sequence[str]) -> bool:
         """Whether a transaction for any of ``order_ids`` ended reverted (replaced versions aside)."""
@@ -211,25 +221,25 @@ class TxManager:
         of that size is estimated again."""
         if row.purpose not in _TABLED or receipt.get("gasUsed") is None:
             return
-        key = (row.purpose, len(dict.fromkeys(row.order_ids)))
-        known = self._gas_limits.get(key)
-        if known is None:
-            return
+        orders = len(dict.fromkeys(row.order_ids))
         used = int(receipt["gasUsed"])
-        sent_with = int(_unsigned_fields(row.raw_tx)["gas"])
-        if receipt["status"] != 1 and used >= sent_with * _OUT_OF_GAS_SHARE:
-            log.warning(
-                "%s %s ran out of gas (%d of %d): estimating that size again",
-                row.purpose,
-                row.tx_hash,
-                used,
-                sent_with,
-            )
-            self._gas_limits.pop(key, None)
+        if receipt["status"] != 1:
+            sent_with = int(_unsigned_fields(row.raw_tx)["gas"])
+            if used >= sent_with * _OUT_OF_GAS_SHARE:
+                log.warning(
+                    "%s %s ran out of gas (%d of %d): estimating its size again",
+                    row.purpose,
+                    row.tx_hash,
+                    used,
+                    sent_with,
+                )
+                for size in range(orders, 2 * orders + 1):  # whichever entry it was sent with
+                    self._gas_limits.pop((row.purpose, size), None)
             return
-        wanted = int(used * self.gas_margin) + _SLOT_HEADROOM * key[1]
-        if wanted > known:
-            self._gas_limits[key] = wanted
+        known = self._gas_limits.get((row.purpose, orders))
+        wanted = int(used * self.gas_margin) + _SLOT_HEADROOM * orders
+        if known is not None and wanted > known:
+            self._gas_limits[(row.purpose, orders)] = wanted
 
     def _sign_and_store(
         self, session: Session, purpose: str, order_ids: list[str], tx: dict[str, Any]
@@ -347,7 +357,16 @@ class TxManager:
             )
 
     def pending_order_ids(self) -> set[str]:
-        return {order_id for tx in self.pending() for order_id in tx.order_ids}
+        """The orders of every pending transaction, read by key (``chain_tx_orders``) without loading the
+        transactions: the settlement stage asks twice per post."""
+        with self.sessions() as session:
+            return set(
+                session.execute(
+                    select(ChainTxOrder.order_id)
+                    .join(ChainTx, ChainTx.id == ChainTxOrder.chain_tx_id)
+                    .where(ChainTx.state.in_(_PENDING))
+                ).scalars()
+            )
 
     def recover(self) -> None:
         """After a restart: broadcast again every transaction that was signed but maybe never sent, then

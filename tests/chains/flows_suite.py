@@ -572,6 +572,16 @@ class EscrowFlowSuite(FlowFixtures):
         _, receipt = settle(paid_order)  # reverted before: estimated, whatever the table says
         assert receipt["status"] == 1 and len(estimates) == 2
         assert env.status(paid_order) == protocol.OrderStatus.SETTLED
+        # A batch takes its own size's limit, else the nearest larger size's up to twice its orders.
+        tm._gas_limits.update({("settle_batch", 6): 600_000, ("settle_batch", 9): 900_000})
+        assert [tm._table_limit("settle_batch", n) for n in (2, 3, 5, 6, 7, 10)] == [
+            None,
+            600_000,
+            600_000,
+            600_000,
+            900_000,
+            None,
+        ]
 
 
 def txs_of(tm: TxManager, tx_hash: str) -> list[ChainTx]:
