@@ -265,3 +265,23 @@ def test_a_stages_rows_are_written_at_its_flush_in_order_and_only_if_it_commits(
     with sessions() as session:
         fulfilled = session.execute(select(WebhookEvent).where(WebhookEvent.order_id == order_id)).scalars()
         assert [e.type for e in fulfilled] == ["order.fulfilled"]
+
+
+def test_rows_staged_in_a_savepoint_that_rolls_back_are_not_written(sessions: sessionmaker[Session]) -> None:
+    order_id = new_order(sessions, S.QUOTED)
+    with sessions.begin() as session:
+        row = session.get(Order, order_id)
+        assert row is not None
+        transition(session, row, S.PAID, "OrderPaid in block 7")  # staged, written by the savepoint's flush
+        savepoint = session.begin_nested()
+        transition(session, row, S.RISK_CHECKED, "risk checks passed")
+        savepoint.rollback()
+    assert [to for _, to, _ in timeline(sessions, order_id)] == ["paid"]
+    assert row_state(sessions, order_id) == "paid"
+
+
+def row_state(sessions: sessionmaker[Session], order_id: str) -> str:
+    with sessions() as session:
+        found = session.get(Order, order_id)
+        assert found is not None
+        return found.state
