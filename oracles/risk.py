@@ -18,11 +18,12 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from cardless.ledger.models import Order, OrderEvent, OrderState, utcnow
+from cardless.ledger.models import Order, OrderState, utcnow
 from cardless.ledger.risk import Decision, RiskEngine
+from cardless.ledger.risk.rules import Verdict
 from cardless.ledger.risk.signals import purge_signals
 from cardless.ledger.store import candidates
-from cardless.ledger.transitions import transition
+from cardless.ledger.transitions import stage_event, transition
 from cardless.protocol import RefundReason
 from oracles.failpoints import failpoint
 
@@ -47,6 +48,11 @@ def _summary(reasons: tuple[object, ...]) -> str:
 def decide(session: Session, engine: RiskEngine, row: Order) -> Decision:
     """Decide one paid order and act on it in ``session`` (the caller commits)."""
     verdict, _ = engine.decide(session, row)
+    return act(session, row, verdict)
+
+
+def act(session: Session, row: Order, verdict: Verdict) -> Decision:
+    """Act on ``verdict`` for ``row`` in ``session``: allow, hold or refund (the caller commits)."""
     why = _summary(verdict.reasons)
     if verdict.decision is Decision.ALLOW:
         transition(session, row, OrderState.RISK_CHECKED, f"risk checks passed (score {verdict.score})")
@@ -54,15 +60,14 @@ def decide(session: Session, engine: RiskEngine, row: Order) -> Decision:
         now = utcnow()
         row.risk_hold_at = row.updated_at = now
         # The state does not change (transition() is not called), but the timeline says why it waits.
-        session.add(
-            OrderEvent(
-                order_id=row.id,
-                at=now,
-                from_state=row.state,
-                to_state=row.state,
-                reason=f"risk: held for review: {why}",
-                detail={"score": verdict.score},
-            )
+        stage_event(
+            session,
+            row.id,
+            at=now,
+            from_state=row.state,
+            to_state=row.state,
+            reason=f"risk: held for review: {why}",
+            detail={"score": verdict.score},
         )
         log.info("order %s held for review (score %d): %s", row.id, verdict.score, why)
     else:
@@ -81,8 +86,11 @@ def risk_check_paid(sessions: sessionmaker[Session], policy: RiskPolicy) -> int:
     """Stage: decide every paid order not already held (one transaction); returns how many."""
     changed = 0
     with sessions.begin() as session:
-        for row in candidates(session, [OrderState.PAID], now=utcnow(), where=[Order.risk_hold_at.is_(None)]):
-            decide(session, policy.engine, row)
+        rows = candidates(session, [OrderState.PAID], now=utcnow(), where=[Order.risk_hold_at.is_(None)])
+        # Every order's facts in one read, then the verdicts: a read between two decisions flushed the
+        # decision before it (a tenth of the oracle's CPU per order, docs/benchmarks.md).
+        for row, (verdict, _) in zip(rows, policy.engine.decide_many(session, rows), strict=True):
+            act(session, row, verdict)
             changed += 1
     if changed:
         failpoint("fulfilment.after_risk_commit")

@@ -44,7 +44,7 @@ import rlp  # type: ignore[import-untyped]
 from eth_account.signers.local import LocalAccount
 from eth_account.typed_transactions.typed_transaction import TypedTransaction
 from hexbytes import HexBytes
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
@@ -74,6 +74,15 @@ _ALREADY_DONE = {
     "refund": {OrderStatus.REFUNDED, OrderStatus.RECLAIMED},
 }
 _LOW_BALANCE_REPEAT = 600.0  # seconds between repeated low-balance alarms
+# Calls whose gas comes from the gas table (see ``TxManager._gas``): the escrow's per-order calls, whose
+# cost depends on how many orders they carry and little else.
+_TABLED = frozenset({"settle", "settle_batch", "refund"})
+# Added per order to a tabled limit: a call may write storage slots the estimated one found already set
+# (a merchant's or the fee recipient's first balance, a token's first use): two fresh slots an order,
+# 22,100 gas each (20,000 to set, 2,100 cold). Unused gas is not charged.
+_SLOT_HEADROOM = 44_200
+# A reverted transaction that used at least this share of its limit ran out of gas.
+_OUT_OF_GAS_SHARE = 0.98
 
 
 class TxSendError(OracleError):
@@ -95,6 +104,8 @@ class TxManager:
         resend_after: timedelta = timedelta(seconds=3),
         reconcile_every: timedelta = timedelta(seconds=5),
         low_balance_wei: int = 0,
+        gas_table: bool = True,
+        fee_ttl: timedelta = timedelta(seconds=1),
     ) -> None:
         self.w3 = w3
         self.sessions = sessions
@@ -112,6 +123,11 @@ class TxManager:
         self._reconciled_at = 0.0
         self._resent_at: dict[int, float] = {}  # ChainTx id -> when this process last re-broadcast it
         self._low_alarm_at: float | None = None
+        self.gas_table = gas_table
+        self.fee_ttl = fee_ttl
+        # (purpose, number of orders) -> gas limit, margin and headroom included
+        self._gas_limits: dict[tuple[str, int], int] = {}
+        self._fees_at: tuple[float, dict[str, Wei]] | None = None  # when read, and the fee fields
 
     # ------------------------------------------------------------------ sending
 
@@ -119,19 +135,10 @@ class TxManager:
         """Sign, persist and broadcast ``call`` (a web3 contract call, or one already encoded: the
         settlement hot path encodes with ``eth_abi``, ``oracles.rawabi``).
 
-        Raises ContractRevert if it would revert (estimated first, before a nonce is reserved)."""
-        try:
-            if isinstance(call, RawCall):
-                gas = self.w3.eth.estimate_gas(
-                    {"from": self.account.address, "to": call.to, "data": HexBytes(call.data)}
-                )
-            else:
-                gas = call.estimate_gas({"from": self.account.address})
-        except Exception as exc:
-            decoded = self.decoder.from_exception(exc)
-            if decoded is not None:
-                raise decoded from exc
-            raise TxSendError(f"{purpose}: gas estimation failed: {exc}") from exc
+        Raises ContractRevert if it would revert (estimated first, before a nonce is reserved). The
+        escrow's settlements and refunds take their gas from the gas table once their size has been
+        estimated (``_gas``): a call that reverts on chain is estimated again before it is re-sent."""
+        gas = self._gas(purpose, order_ids, call)
         fees = self._fee_fields()
         with self._lock:
             with self.sessions.begin() as session:
@@ -140,7 +147,7 @@ class TxManager:
                     "from": self.account.address,
                     "nonce": Nonce(nonce),
                     "chainId": self._chain_id,
-                    "gas": int(gas * self.gas_margin),
+                    "gas": gas,
                 }
                 params.update(fees)  # type: ignore[typeddict-item]
                 if isinstance(call, RawCall):
@@ -150,6 +157,89 @@ class TxManager:
                 record = self._sign_and_store(session, purpose, list(order_ids), tx)
             self._broadcast(record)
         return record
+
+    def _gas(self, purpose: str, order_ids: Sequence[str], call: ContractFunction | RawCall) -> int:
+        """The gas limit to send ``call`` with. The escrow's settlements and refunds use the gas table:
+        the first call of each (purpose, number of orders) is estimated, and the estimate with the margin
+        plus ``_SLOT_HEADROOM`` per order is the limit of every later one of that size, raised by any
+        receipt that used more than it left (``_learn``). Every other call, and a call for orders a
+        transaction already reverted for (the estimate then raises the revert, so the caller can split
+        the batch), is estimated, as is every call with the table off."""
+        orders = len(dict.fromkeys(order_ids))
+        key = (purpose, orders)
+        tabled = self.gas_table and isinstance(call, RawCall) and purpose in _TABLED
+        known = self._table_limit(purpose, orders) if tabled else None
+        if known is not None and not self._reverted_before(order_ids):
+            return known
+        try:
+            if isinstance(call, RawCall):
+                estimate = self.w3.eth.estimate_gas(
+                    {"from": self.account.address, "to": call.to, "data": HexBytes(call.data)}
+                )
+            else:
+                estimate = call.estimate_gas({"from": self.account.address})
+        except Exception as exc:
+            decoded = self.decoder.from_exception(exc)
+            if decoded is not None:
+                raise decoded from exc
+            raise TxSendError(f"{purpose}: gas estimation failed: {exc}") from exc
+        limit = int(estimate * self.gas_margin)
+        if tabled:
+            self._gas_limits[key] = max(self._gas_limits.get(key, 0), limit + _SLOT_HEADROOM * orders)
+        return limit
+
+    def _table_limit(self, purpose: str, orders: int) -> int | None:
+        """The table's limit for a call of ``orders`` orders: its own size's, else the nearest larger size's
+        up to twice as many orders (a call's gas grows with its orders, so a larger size's limit covers a
+        smaller call; beyond twice it would hold far more of the key's balance than the call needs)."""
+        for size in range(orders, 2 * orders + 1):
+            found = self._gas_limits.get((purpose, size))
+            if found is not None:
+                return found
+        return None
+
+    def _reverted_before(self, order_ids: Sequence[str]) -> bool:
+        """Whether a transaction for any of ``order_ids`` ended reverted (replaced versions aside)."""
+        if not order_ids:
+            return False
+        with self.sessions() as session:
+            found = session.execute(
+                select(ChainTx.id)
+                .join(ChainTxOrder, ChainTxOrder.chain_tx_id == ChainTx.id)
+                .where(
+                    ChainTxOrder.order_id.in_(list(dict.fromkeys(order_ids))),
+                    ChainTx.state == ChainTxState.REVERTED.value,
+                    or_(ChainTx.error.is_(None), ChainTx.error.not_like("replaced by %")),
+                )
+                .limit(1)
+            ).first()
+        return found is not None
+
+    def _learn(self, row: ChainTx, receipt: Any) -> None:
+        """Keep the gas table safe from what a mined transaction used: a tabled call that used more than
+        its limit less the headroom raises its entry; one that ran out of gas drops it, so the next call
+        of that size is estimated again."""
+        if row.purpose not in _TABLED or receipt.get("gasUsed") is None:
+            return
+        orders = len(dict.fromkeys(row.order_ids))
+        used = int(receipt["gasUsed"])
+        if receipt["status"] != 1:
+            sent_with = int(_unsigned_fields(row.raw_tx)["gas"])
+            if used >= sent_with * _OUT_OF_GAS_SHARE:
+                log.warning(
+                    "%s %s ran out of gas (%d of %d): estimating its size again",
+                    row.purpose,
+                    row.tx_hash,
+                    used,
+                    sent_with,
+                )
+                for size in range(orders, 2 * orders + 1):  # whichever entry it was sent with
+                    self._gas_limits.pop((row.purpose, size), None)
+            return
+        known = self._gas_limits.get((row.purpose, orders))
+        wanted = int(used * self.gas_margin) + _SLOT_HEADROOM * orders
+        if known is not None and wanted > known:
+            self._gas_limits[(row.purpose, orders)] = wanted
 
     def _sign_and_store(
         self, session: Session, purpose: str, order_ids: list[str], tx: dict[str, Any]
@@ -195,10 +285,20 @@ class TxManager:
         return int(taken) - 1
 
     def _fee_fields(self) -> dict[str, Wei]:
+        """The fee fields of a new transaction, read from the node at most once per ``fee_ttl`` (the
+        transactions one stage posts go out within it, into the same block or the next; a max fee of twice
+        the base fee covers six full blocks of base-fee rises, and a stuck one is bumped)."""
+        now = time.monotonic()
+        if self._fees_at is not None and now - self._fees_at[0] < self.fee_ttl.total_seconds():
+            return dict(self._fees_at[1])
+        fields: dict[str, Wei]
         if self.fee_mode == "legacy":
-            return {"gasPrice": Wei(int(self.w3.eth.gas_price))}
-        max_fee, priority = self._fees()
-        return {"maxFeePerGas": Wei(max_fee), "maxPriorityFeePerGas": Wei(priority)}
+            fields = {"gasPrice": Wei(int(self.w3.eth.gas_price))}
+        else:
+            max_fee, priority = self._fees()
+            fields = {"maxFeePerGas": Wei(max_fee), "maxPriorityFeePerGas": Wei(priority)}
+        self._fees_at = (now, fields)
+        return dict(fields)
 
     def _fees(self) -> tuple[int, int]:
         latest = self.w3.eth.get_block("latest")
@@ -257,7 +357,16 @@ class TxManager:
             )
 
     def pending_order_ids(self) -> set[str]:
-        return {order_id for tx in self.pending() for order_id in tx.order_ids}
+        """The orders of every pending transaction, read by key (``chain_tx_orders``) without loading the
+        transactions: the settlement stage asks twice per post."""
+        with self.sessions() as session:
+            return set(
+                session.execute(
+                    select(ChainTxOrder.order_id)
+                    .join(ChainTx, ChainTx.id == ChainTxOrder.chain_tx_id)
+                    .where(ChainTx.state.in_(_PENDING))
+                ).scalars()
+            )
 
     def recover(self) -> None:
         """After a restart: broadcast again every transaction that was signed but maybe never sent, then
@@ -339,6 +448,7 @@ class TxManager:
                     metrics.TX_ALREADY_DONE.inc()
                 row.confirmed_block = receipt["blockNumber"]
                 row.gas_used = receipt["gasUsed"]
+                self._learn(row, receipt)
                 # Any other version of this nonce can never be mined now.
                 for sibling in session.execute(
                     select(ChainTx).where(

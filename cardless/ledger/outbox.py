@@ -19,6 +19,7 @@ redelivery is byte-identical and carries the same ``id``; receivers de-duplicate
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 import secrets
@@ -35,6 +36,8 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    event,
+    insert,
     select,
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
@@ -51,11 +54,13 @@ __all__ = [
     "WebhookEndpoint",
     "WebhookEvent",
     "aware",
+    "has_staged_order_events",
     "new_endpoint_id",
     "order_data",
     "record_event",
     "record_order_event",
     "secret_context",
+    "write_staged_order_events",
 ]
 
 S = OrderState
@@ -250,11 +255,7 @@ def record_event(
     ``type`` (disabled ones included: they hold it until re-enabled). Does not commit."""
     now = at or utcnow()
     event_id = _new_event_id()
-    body = json.dumps(
-        {"id": event_id, "type": type, "created": int(now.timestamp()), "data": data},
-        sort_keys=True,
-        separators=(",", ":"),
-    )
+    body = _body(event_id, type, data, now)
     event = WebhookEvent(
         id=event_id, merchant=merchant, type=type, order_id=order_id, body=body, created_at=now
     )
@@ -272,6 +273,14 @@ def record_event(
                 )
             )
     return event
+
+
+def _body(event_id: str, type: str, data: dict[str, Any], at: datetime) -> str:
+    return json.dumps(
+        {"id": event_id, "type": type, "created": int(at.timestamp()), "data": data},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
 
 
 _SUBSCRIBERS = "cardless.outbox.subscribers"
@@ -299,15 +308,78 @@ def _subscribers(session: Session, merchant: str) -> list[tuple[str, frozenset[s
     return found
 
 
+@dataclasses.dataclass
+class _StagedEvents:
+    transaction: Any
+    events: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    deliveries: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+_STAGED = "cardless.outbox.staged"
+
+
+def _staged(session: Session) -> _StagedEvents:
+    transaction = session.get_transaction()
+    kept = session.info.get(_STAGED)
+    if not isinstance(kept, _StagedEvents) or kept.transaction is not transaction:
+        kept = session.info[_STAGED] = _StagedEvents(transaction)
+    return kept
+
+
 def record_order_event(session: Session, order: Order, state: OrderState, at: datetime) -> None:
-    """The event ``order`` reaching ``state`` causes, if merchants hear about that state."""
+    """The event ``order`` reaching ``state`` causes, if merchants hear about that state: staged with its
+    deliveries, and written with the transition's other rows after the flush that writes the order
+    (``cardless.ledger.transitions``), one multi-row ``INSERT`` per table for a whole stage. Does not
+    commit."""
     event_type = ORDER_EVENT_TYPES.get(state)
-    if event_type is not None:
-        record_event(
-            session,
-            merchant=order.merchant,
-            type=event_type,
-            data={"order": order_data(order)},
-            at=at,
-            order_id=order.id,
-        )
+    if event_type is None:
+        return
+    # Read first: the read may flush, and a flush writes (and empties) what is staged so far.
+    subscribers = _subscribers(session, order.merchant)
+    event_id = _new_event_id()
+    body = _body(event_id, event_type, {"order": order_data(order)}, at)
+    staged = _staged(session)
+    staged.events.append(
+        {
+            "id": event_id,
+            "merchant": order.merchant,
+            "type": event_type,
+            "order_id": order.id,
+            "body": body,
+            "created_at": at,
+        }
+    )
+    for endpoint_id, event_types in subscribers:
+        if event_type in event_types:
+            staged.deliveries.append(
+                {
+                    "event_id": event_id,
+                    "endpoint_id": endpoint_id,
+                    "status": DeliveryStatus.PENDING.value,
+                    "attempts": 0,
+                    "next_attempt_at": at,
+                    "created_at": at,
+                }
+            )
+
+
+def has_staged_order_events(session: Session) -> bool:
+    kept = session.info.get(_STAGED)
+    return isinstance(kept, _StagedEvents) and bool(kept.events)
+
+
+def write_staged_order_events(session: Session) -> None:
+    """Write the staged order events, then their deliveries (in the caller's transaction, after a flush)."""
+    kept = session.info.pop(_STAGED, None)
+    if not isinstance(kept, _StagedEvents) or kept.transaction is not session.get_transaction():
+        return
+    connection = session.connection()
+    if kept.events:
+        connection.execute(insert(WebhookEvent.__table__), kept.events)  # type: ignore[arg-type]
+    if kept.deliveries:
+        connection.execute(insert(WebhookDelivery.__table__), kept.deliveries)  # type: ignore[arg-type]
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop(session: Session) -> None:
+    session.info.pop(_STAGED, None)

@@ -25,19 +25,20 @@ back with the state change itself.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, event, insert, update
 from sqlalchemy.orm import Session
 
 from cardless.ledger._exceptions import LedgerError
 from cardless.ledger.models import Order, OrderEvent, OrderState, ProviderAttempt, utcnow
-from cardless.ledger.outbox import record_order_event
+from cardless.ledger.outbox import has_staged_order_events, record_order_event, write_staged_order_events
 from cardless.ledger.rollups import record as record_rollups
 from cardless.ledger.rollups import share
 
-__all__ = ["ALLOWED", "IllegalTransition", "transition"]
+__all__ = ["ALLOWED", "IllegalTransition", "stage_event", "transition"]
 
 S = OrderState
 
@@ -104,23 +105,125 @@ def transition(
     order.updated_at = now
     # closed_at marks when the order stopped needing work; a late payment re-opens an expired quote.
     order.closed_at = now if to in (S.SETTLED, S.REFUNDED, S.RECLAIMED, S.EXPIRED) else None
-    session.add(
-        OrderEvent(
-            order_id=order.id,
-            at=now,
-            from_state=current.value,
-            to_state=to.value,
-            reason=reason,
-            detail=detail,
-        )
+    staged = _staged(session)
+    staged.events.append(
+        {
+            "order_id": order.id,
+            "at": now,
+            "from_state": current.value,
+            "to_state": to.value,
+            "reason": reason,
+            "detail": detail,
+        }
     )
-    _record_attempt(session, order, current, to, detail, now)
+    _record_attempt(staged, order, current, to, detail, now)
     record_order_event(session, order, to, now)
     record_rollups(session, before, share(order))
 
 
-def _record_attempt(
+def stage_event(
     session: Session,
+    order_id: str,
+    *,
+    at: datetime,
+    from_state: str | None,
+    to_state: str,
+    reason: str,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """Stage a timeline entry that is not a state change (a hold for review, say) behind the order's
+    staged changes, so the timeline keeps the order in which they happened. Does not commit."""
+    _staged(session).events.append(
+        {
+            "order_id": order_id,
+            "at": at,
+            "from_state": from_state,
+            "to_state": to_state,
+            "reason": reason,
+            "detail": detail,
+        }
+    )
+
+
+@dataclasses.dataclass
+class _Staged:
+    """The rows a transaction's transitions add beside the orders' own: written after the session's next
+    flush (which writes the orders) as one multi-row statement per table, instead of one ORM object and
+    unit-of-work entry each, and one ``UPDATE`` (and so one autoflush) per answered provider call."""
+
+    transaction: Any
+    events: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    attempts: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    """The provider calls opened in this transaction (answered in it, too, if they were)."""
+    open: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    """order id -> its call among ``attempts`` not answered yet."""
+    answers: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    """order id -> the answer to its open call written before (the first answer wins, as the
+    ``answered_at IS NULL`` guard makes any later one match nothing)."""
+
+    def empty(self) -> bool:
+        return not (self.events or self.attempts or self.answers)
+
+
+_STAGED = "cardless.ledger.transitions.staged"
+
+
+def _staged(session: Session) -> _Staged:
+    transaction = session.get_transaction()
+    kept = session.info.get(_STAGED)
+    if not isinstance(kept, _Staged) or kept.transaction is not transaction:
+        kept = session.info[_STAGED] = _Staged(transaction)
+    return kept
+
+
+_ANSWER = (
+    update(ProviderAttempt.__table__)  # type: ignore[arg-type]
+    .where(
+        ProviderAttempt.__table__.c.order_id == bindparam("answer_order_id"),
+        ProviderAttempt.__table__.c.answered_at.is_(None),
+    )
+    .values(outcome=bindparam("answer_outcome"), answered_at=bindparam("answer_at"))
+)
+
+
+def _write_staged(session: Session) -> None:
+    """Write what the transitions staged, in the order that keeps their meaning: the answers to calls
+    opened before, then the calls opened now (so an answer never closes a call opened after it)."""
+    kept = session.info.pop(_STAGED, None)
+    if not isinstance(kept, _Staged) or kept.transaction is not session.get_transaction() or kept.empty():
+        write_staged_order_events(session)
+        return
+    connection = session.connection()
+    if kept.events:
+        connection.execute(insert(OrderEvent.__table__), kept.events)  # type: ignore[arg-type]
+    if kept.answers:
+        connection.execute(_ANSWER, list(kept.answers.values()))
+    if kept.attempts:
+        connection.execute(insert(ProviderAttempt.__table__), kept.attempts)  # type: ignore[arg-type]
+    write_staged_order_events(session)
+
+
+@event.listens_for(Session, "after_flush")
+def _after_flush(session: Session, _context: Any) -> None:
+    _write_staged(session)
+
+
+@event.listens_for(Session, "before_commit")
+def _before_commit(session: Session) -> None:
+    # Normally the commit's flush writes them; a session with nothing else to flush writes them here.
+    kept = session.info.get(_STAGED)
+    if (isinstance(kept, _Staged) and not kept.empty()) or has_staged_order_events(session):
+        session.flush()
+        _write_staged(session)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop(session: Session) -> None:
+    session.info.pop(_STAGED, None)
+
+
+def _record_attempt(
+    staged: _Staged,
     order: Order,
     current: OrderState,
     to: OrderState,
@@ -132,19 +235,21 @@ def _record_attempt(
     naming a provider opens one. Bookkeeping moves through ``submitting`` name no provider and find no
     open attempt, so they change nothing."""
     if current is S.SUBMITTING:
-        session.execute(
-            update(ProviderAttempt)
-            .where(ProviderAttempt.order_id == order.id, ProviderAttempt.answered_at.is_(None))
-            .values(outcome=to.value, answered_at=now)
-            .execution_options(synchronize_session=False)
-        )
+        opened = staged.open.pop(order.id, None)
+        if opened is not None:
+            opened["outcome"], opened["answered_at"] = to.value, now
+        else:
+            staged.answers.setdefault(
+                order.id, {"answer_order_id": order.id, "answer_outcome": to.value, "answer_at": now}
+            )
     provider = (detail or {}).get("provider")
     if to is S.SUBMITTING and provider is not None:
-        session.add(
-            ProviderAttempt(
-                order_id=order.id,
-                merchant=order.merchant,
-                provider=str(provider),
-                submitted_at=now,
-            )
-        )
+        opened = staged.open[order.id] = {
+            "order_id": order.id,
+            "merchant": order.merchant,
+            "provider": str(provider),
+            "submitted_at": now,
+            "outcome": None,
+            "answered_at": None,
+        }
+        staged.attempts.append(opened)

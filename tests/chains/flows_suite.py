@@ -30,6 +30,7 @@ from cardless.ledger import ChainReorg, ChainTx, ChainTxState, Order, OrderState
 from cardless.ledger.store import new_order_row
 from cardless.protocol.artifacts import load_artifact
 from cardless.protocol.reverts import RevertDecoder
+from oracles.rawabi import RawCall
 from oracles.txmanager import TxManager
 from oracles.worker import OracleWorker, WorkerConfig
 from tests.chains.backends import ChainBackend, ChainEscrowEnv, wait
@@ -513,3 +514,76 @@ class EscrowFlowSuite(FlowFixtures):
         backend.send({"from": backend.accounts[0].address, "to": GAS.address, "value": 5 * 10**18})
         assert tm.check_balance() >= 11 * 10**18
         assert metric("cardless_gas_balance_low", address=GAS.address) == 0
+
+    # ------------------------------------------------------------------ gas table
+
+    def test_settlements_take_their_gas_from_the_table_and_always_have_enough_to_finish(
+        self,
+        backend: ChainBackend,
+        env: ChainEscrowEnv,
+        make_worker: Callable[..., OracleWorker],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """The first settlement of a size is estimated; later ones take the table's limit without asking
+        the node, and finish even where they write storage the estimated one found set (a merchant's
+        first balance). One that runs out of gas anyway drops the entry, and its order is estimated when
+        it is posted again."""
+        tm = make_worker().tx
+        estimates: list[object] = []
+        estimate_gas = backend.w3.eth.estimate_gas
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            estimates.append(args)
+            return estimate_gas(*args, **kwargs)
+
+        monkeypatch.setattr(backend.w3.eth, "estimate_gas", counted)
+
+        def paid(merchant: int) -> protocol.Order:
+            order = env.make_order(token=None, merchant=env.merchants[merchant].address, amount=10**15)
+            env.pay(order)
+            return order
+
+        def settle(order: protocol.Order) -> tuple[ChainTx, Any]:
+            fulfilment = env.fulfilment(order)
+            signature = env.oracle_sign(protocol.fulfilment_typed_data(env.domain, fulfilment))
+            data = env.escrow.functions.settle(
+                order.as_ref_tuple(), fulfilment.as_tuple(), [env.oracle_key.address], [signature]
+            )._encode_transaction_data()
+            record = tm.send("settle", [Web3.to_hex(order.order_id)], RawCall(env.escrow.address, data))
+            receipt = wait(backend.w3, record.tx_hash)
+            tm.confirm()
+            return record, receipt
+
+        env.settle(paid(0))  # merchant 0's balance is set: the estimated settlement below costs less
+        _, receipt = settle(paid(0))
+        assert receipt["status"] == 1 and len(estimates) == 1
+        limit = tm._gas_limits[("settle", 1)]
+        record, receipt = settle(paid(2))  # merchant 2's first balance: a slot set from zero
+        assert receipt["status"] == 1 and len(estimates) == 1  # from the table
+        assert backend.w3.eth.get_transaction(record.tx_hash)["gas"] == limit
+        paid_order = paid(1)
+
+        tm._gas_limits[("settle", 1)] = int(receipt["gasUsed"]) * 3 // 4  # an entry that is too low
+        record, receipt = settle(paid_order)
+        assert receipt["status"] == 0 and len(estimates) == 1
+        assert [t.state for t in txs_of(tm, record.tx_hash)] == [ChainTxState.REVERTED.value]
+        assert ("settle", 1) not in tm._gas_limits  # dropped: the next one of the size is estimated
+        tm._gas_limits[("settle", 1)] = limit
+        _, receipt = settle(paid_order)  # reverted before: estimated, whatever the table says
+        assert receipt["status"] == 1 and len(estimates) == 2
+        assert env.status(paid_order) == protocol.OrderStatus.SETTLED
+        # A batch takes its own size's limit, else the nearest larger size's up to twice its orders.
+        tm._gas_limits.update({("settle_batch", 6): 600_000, ("settle_batch", 9): 900_000})
+        assert [tm._table_limit("settle_batch", n) for n in (2, 3, 5, 6, 7, 10)] == [
+            None,
+            600_000,
+            600_000,
+            600_000,
+            900_000,
+            None,
+        ]
+
+
+def txs_of(tm: TxManager, tx_hash: str) -> list[ChainTx]:
+    with tm.sessions() as session:
+        return list(session.execute(select(ChainTx).where(ChainTx.tx_hash == tx_hash)).scalars())

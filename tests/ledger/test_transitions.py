@@ -15,8 +15,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from cardless.ledger import Order, OrderEvent, OrderState
-from cardless.ledger.models import TERMINAL_STATES
+from cardless.ledger import Order, OrderEvent, OrderState, WebhookEvent
+from cardless.ledger.models import TERMINAL_STATES, ProviderAttempt
 from cardless.ledger.transitions import ALLOWED, IllegalTransition, transition
 from tests.support.db import migrated, sqlite_url
 from tests.support.orders import add_order
@@ -202,3 +202,86 @@ def test_chain_closing_an_order_whose_payment_was_never_applied(
         assert order is not None and order.state == expected.value
         assert [e.to_state for e in order.events][-2:] == [S.PAID.value, expected.value]
         assert order.closed_at is not None
+
+
+def attempts(sessions: sessionmaker[Session], order_id: str) -> list[tuple[str, str | None, bool]]:
+    with sessions() as session:
+        rows = session.execute(
+            select(ProviderAttempt).where(ProviderAttempt.order_id == order_id).order_by(ProviderAttempt.id)
+        ).scalars()
+        return [(a.provider, a.outcome, a.answered_at is not None) for a in rows]
+
+
+def test_a_stages_rows_are_written_at_its_flush_in_order_and_only_if_it_commits(
+    sessions: sessionmaker[Session],
+) -> None:
+    """The timeline entries, provider calls and webhook events a transaction's transitions stage are
+    written after the flush that writes the orders: an open call committed earlier is answered by the
+    first move out of ``submitting`` and never by a later one, a call opened and answered in the same
+    transaction keeps its answer, and a rollback writes none of them."""
+    order_id = new_order(sessions, S.RISK_CHECKED)
+    with sessions.begin() as session:
+        row = session.get(Order, order_id)
+        assert row is not None
+        transition(session, row, S.SUBMITTING, "to a", detail={"provider": "a"})
+    assert attempts(sessions, order_id) == [("a", None, False)]
+    with sessions.begin() as session:
+        row = session.get(Order, order_id)
+        assert row is not None
+        transition(session, row, S.RISK_CHECKED, "a unavailable, not called")  # answers a's call
+        transition(session, row, S.SUBMITTING, "to b", detail={"provider": "b"})
+        transition(session, row, S.UNKNOWN, "b timed out")  # answers b's, opened just now
+        transition(session, row, S.SUBMITTING, "bookkeeping")  # names no provider: opens nothing
+        transition(session, row, S.RISK_CHECKED, "requeued")  # no call open: answers nothing
+        transition(session, row, S.SUBMITTING, "to c", detail={"provider": "c"})
+    assert attempts(sessions, order_id) == [
+        ("a", "risk_checked", True),
+        ("b", "unknown", True),
+        ("c", None, False),
+    ]
+    assert [to for _, to, _ in timeline(sessions, order_id)] == [
+        "submitting",
+        "risk_checked",
+        "submitting",
+        "unknown",
+        "submitting",
+        "risk_checked",
+        "submitting",
+    ]
+    with pytest.raises(RuntimeError), sessions.begin() as session:
+        row = session.get(Order, order_id)
+        assert row is not None
+        transition(session, row, S.SUCCEEDED, "c credited")
+        session.flush()  # written to the database, then rolled back with the state
+        transition(session, row, S.PROOF_PENDING, "signed")
+        raise RuntimeError("crash before commit")
+    assert attempts(sessions, order_id)[-1] == ("c", None, False)
+    assert len(timeline(sessions, order_id)) == 7
+    with sessions.begin() as session:
+        row = session.get(Order, order_id)
+        assert row is not None
+        transition(session, row, S.SUCCEEDED, "c credited")
+    assert attempts(sessions, order_id)[-1] == ("c", "succeeded", True)
+    with sessions() as session:
+        fulfilled = session.execute(select(WebhookEvent).where(WebhookEvent.order_id == order_id)).scalars()
+        assert [e.type for e in fulfilled] == ["order.fulfilled"]
+
+
+def test_rows_staged_in_a_savepoint_that_rolls_back_are_not_written(sessions: sessionmaker[Session]) -> None:
+    order_id = new_order(sessions, S.QUOTED)
+    with sessions.begin() as session:
+        row = session.get(Order, order_id)
+        assert row is not None
+        transition(session, row, S.PAID, "OrderPaid in block 7")  # staged, written by the savepoint's flush
+        savepoint = session.begin_nested()
+        transition(session, row, S.RISK_CHECKED, "risk checks passed")
+        savepoint.rollback()
+    assert [to for _, to, _ in timeline(sessions, order_id)] == ["paid"]
+    assert row_state(sessions, order_id) == "paid"
+
+
+def row_state(sessions: sessionmaker[Session], order_id: str) -> str:
+    with sessions() as session:
+        found = session.get(Order, order_id)
+        assert found is not None
+        return found.state

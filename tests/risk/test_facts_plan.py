@@ -63,5 +63,11 @@ def test_generic_plan_once_per_transaction_same_decisions(pg_url: str) -> None: 
             ("hold", ["burst_wallet", "new_wallet_orders", "wallet_velocity"]),
             ("hold", ["burst_wallet", "new_wallet_orders", "wallet_velocity"]),
         ]
+        # The oracle's risk stage reads the six orders' facts in one statement: the same verdicts.
+        with sessions() as session:
+            rows = [session.get(type(orders[0]), order_id) for order_id in ids]
+            together = risk.decide_many(session, rows)  # type: ignore[arg-type]
+            session.rollback()
+        assert [(v.decision.value, sorted(r.rule for r in v.reasons)) for v, _ in together] == first
     finally:
         engine.dispose()

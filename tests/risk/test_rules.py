@@ -24,6 +24,7 @@ from cardless.ledger.risk import (
     ScreeningList,
     VelocityLimit,
 )
+from cardless.ledger.risk.facts import gather, gather_many
 from cardless.ledger.risk.rules import burst_z
 from cardless.ledger.risk.signals import network_of, purge_signals, request_signal
 from tests.support import orders as support_orders
@@ -87,10 +88,21 @@ def paid(
 def decide(
     session: Session, order: Order, rules: RiskRules = QUIET, **engine: object
 ) -> tuple[Decision, set[str]]:
-    verdict, row = RiskEngine(defaults=rules, **engine).decide(session, order)  # type: ignore[arg-type]
+    risk = RiskEngine(defaults=rules, **engine)  # type: ignore[arg-type]
+    verdict, row = risk.decide(session, order)
     session.flush()
+    same_facts_in_one_statement(session, risk)
     assert row.decision == verdict.decision.value and row.score == verdict.score
     return verdict.decision, {r["rule"] for r in row.reasons}
+
+
+def same_facts_in_one_statement(session: Session, risk: RiskEngine) -> None:
+    """The oracle's risk stage reads a batch's facts in one statement (``gather_many``): for every paid
+    order so far, each as of its payment time, it finds what ``gather`` finds for the order alone."""
+    orders = list(session.execute(select(Order).where(Order.paid_at.is_not(None))).scalars())
+    asked = [(o, risk.rules(session, o.merchant), o.paid_at) for o in orders]
+    alone = [gather(session, o, r, at=t, screening=risk.screening) for o, r, t in asked]  # type: ignore[arg-type]
+    assert gather_many(session, asked, screening=risk.screening) == alone  # type: ignore[arg-type]
 
 
 def test_a_quiet_order_is_allowed_with_no_reasons(session: Session) -> None:

@@ -13,10 +13,25 @@ decision's parameters (a custom plan, about 1 ms for 24 sub-queries), always to 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, bindparam, exists, false, func, literal, or_, select, text
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    String,
+    bindparam,
+    exists,
+    false,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    union_all,
+)
 from sqlalchemy.orm import Session
 
 from cardless.ledger.models import Order
@@ -24,71 +39,127 @@ from cardless.ledger.risk.models import ALL_MERCHANTS, RequestSignal, RiskListEn
 from cardless.ledger.risk.rules import Facts, RiskRules
 from cardless.ledger.risk.screening import ScreeningList
 
-__all__ = ["gather"]
+__all__ = ["gather", "gather_many"]
 
 
 def _utc(at: datetime) -> datetime:
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
-def _count(column: Any, value: str, since: str, until: str = "t") -> Any:
+Param = Callable[[str], Any]
+"""Where a statement takes a named value from: a bound parameter (one order), or the column of that name
+in the ``p`` rows of a batch (one row per order)."""
+
+
+def _count(p: Param, column: Any, value: str, since: str, until: str = "t") -> Any:
     return (
         select(func.count())
         .select_from(Order)
-        .where(
-            column == bindparam(value), Order.paid_at > bindparam(since), Order.paid_at <= bindparam(until)
-        )
+        .where(column == p(value), Order.paid_at > p(since), Order.paid_at <= p(until))
         .scalar_subquery()
     )
 
 
-def _listed(kind: str, value: str) -> ColumnElement[bool]:
+def _listed(p: Param, kind: str, value: str) -> ColumnElement[bool]:
     return exists().where(
         RiskListEntry.kind == kind,
-        RiskListEntry.value == bindparam(value),
-        RiskListEntry.merchant.in_([bindparam("merchant"), ALL_MERCHANTS]),
+        RiskListEntry.value == p(value),
+        RiskListEntry.merchant.in_([p("merchant"), ALL_MERCHANTS]),
     )
 
 
-def _seen(has_account: bool, *extra: ColumnElement[bool]) -> ColumnElement[bool]:
+def _seen(p: Param, has_account: bool, *extra: ColumnElement[bool]) -> ColumnElement[bool]:
     """A signal of this wallet (or game account) older than the burst window, matching ``extra``."""
-    before = RequestSignal.seen_at < bindparam("cut")
-    by_wallet = exists().where(RequestSignal.buyer == bindparam("buyer"), before, *extra)
+    before = RequestSignal.seen_at < p("cut")
+    by_wallet = exists().where(RequestSignal.buyer == p("buyer"), before, *extra)
     if not has_account:
         return by_wallet
-    return or_(by_wallet, exists().where(RequestSignal.account_hash == bindparam("account"), before, *extra))
+    return or_(by_wallet, exists().where(RequestSignal.account_hash == p("account"), before, *extra))
 
 
-def _of_order(column: Any) -> Any:
-    return select(column).where(RequestSignal.order_id == bindparam("order_id")).scalar_subquery()
+def _of_order(p: Param, name: str, batch: bool) -> Any:
+    """A column of the order's own request signal. In a batch it is read through an alias correlated to
+    the order's row (the table itself would correlate to the enclosing ``EXISTS`` over the signals)."""
+    if batch:
+        own = RequestSignal.__table__.alias("own_signal")
+        row = p("order_id")
+        return select(own.c[name]).where(own.c.order_id == row).correlate(row.table).scalar_subquery()
+    return (
+        select(getattr(RequestSignal, name)).where(RequestSignal.order_id == p("order_id")).scalar_subquery()
+    )
+
+
+def _columns(p: Param, windows: tuple[int, int, int], has_account: bool, *, batch: bool = False) -> list[Any]:
+    nw, na, ns = windows
+    columns: list[Any] = [_count(p, Order.buyer, "buyer", f"w{i}") for i in range(nw)]
+    columns += [
+        _count(p, Order.account_hash, "account", f"a{i}") if has_account else literal(0) for i in range(na)
+    ]
+    columns += [_count(p, Order.sku, "sku", f"s{i}") for i in range(ns)]
+    columns += [
+        select(func.min(Order.paid_at))
+        .where(Order.buyer == p("buyer"), Order.paid_at < p("t"))
+        .scalar_subquery(),
+        _count(p, Order.buyer, "buyer", "new_since"),
+        _listed(p, "wallet", "buyer"),
+        _listed(p, "account", "account") if has_account else false(),
+        _count(p, Order.buyer, "buyer", "cut"),
+        _count(p, Order.buyer, "buyer", "base", "cut"),
+        _count(p, Order.account_hash, "account", "cut") if has_account else literal(0),
+        _count(p, Order.account_hash, "account", "base", "cut") if has_account else literal(0),
+        # The order's own request signal (from its quote), and whether its network and client are new.
+        exists().where(RequestSignal.order_id == p("order_id")),
+        _seen(p, has_account),
+        ~_seen(p, has_account, RequestSignal.network_hash == _of_order(p, "network_hash", batch)),
+        ~_seen(p, has_account, RequestSignal.agent_hash == _of_order(p, "agent_hash", batch)),
+    ]
+    return columns
+
+
+def _names(windows: tuple[int, int, int]) -> list[str]:
+    nw, na, ns = windows
+    return [
+        *_TIMES,
+        *_TEXTS,
+        *(f"w{i}" for i in range(nw)),
+        *(f"a{i}" for i in range(na)),
+        *(f"s{i}" for i in range(ns)),
+    ]
+
+
+_TIMES = ("t", "new_since", "cut", "base")
+_TEXTS = ("buyer", "account", "sku", "merchant", "order_id")
+
+
+def _type(name: str) -> Any:
+    return String() if name in _TEXTS else Order.paid_at.type
 
 
 @functools.lru_cache(maxsize=64)
 def _statement(windows: tuple[int, int, int], has_account: bool) -> Select[Any]:
-    nw, na, ns = windows
-    columns: list[Any] = [_count(Order.buyer, "buyer", f"w{i}") for i in range(nw)]
-    columns += [
-        _count(Order.account_hash, "account", f"a{i}") if has_account else literal(0) for i in range(na)
+    return select(*_columns(bindparam, windows, has_account))
+
+
+@functools.lru_cache(maxsize=64)
+def _batch_statement(windows: tuple[int, int, int], size: int) -> Select[Any]:
+    """The facts of ``size`` orders in one statement: their parameters as rows (``p``, with the row's
+    position ``k``), each sub-query correlated to its row. Always the game-account shape: an order
+    without an account hash compares ``NULL``, which matches no row, so its counts and flags come out as
+    the single-order statement's constants do."""
+    names = _names(windows)
+    rows = [
+        select(
+            bindparam(f"p{k}_k", type_=Integer()).label("k"),
+            *(bindparam(f"p{k}_{n}", type_=_type(n)).label(n) for n in names),
+        )
+        for k in range(size)
     ]
-    columns += [_count(Order.sku, "sku", f"s{i}") for i in range(ns)]
-    columns += [
-        select(func.min(Order.paid_at))
-        .where(Order.buyer == bindparam("buyer"), Order.paid_at < bindparam("t"))
-        .scalar_subquery(),
-        _count(Order.buyer, "buyer", "new_since"),
-        _listed("wallet", "buyer"),
-        _listed("account", "account") if has_account else false(),
-        _count(Order.buyer, "buyer", "cut"),
-        _count(Order.buyer, "buyer", "base", "cut"),
-        _count(Order.account_hash, "account", "cut") if has_account else literal(0),
-        _count(Order.account_hash, "account", "base", "cut") if has_account else literal(0),
-        # The order's own request signal (from its quote), and whether its network and client are new.
-        exists().where(RequestSignal.order_id == bindparam("order_id")),
-        _seen(has_account),
-        ~_seen(has_account, RequestSignal.network_hash == _of_order(RequestSignal.network_hash)),
-        ~_seen(has_account, RequestSignal.agent_hash == _of_order(RequestSignal.agent_hash)),
-    ]
-    return select(*columns)
+    # ``UNION ALL`` of one-row selects rather than ``VALUES``: SQLAlchemy caches the compiled form of a
+    # select, but compiles a ``VALUES`` construct again on every execution.
+    rows_cte = (union_all(*rows) if size > 1 else rows[0]).cte("p")
+    return select(rows_cte.c.k, *_columns(lambda n: rows_cte.c[n], windows, True, batch=True)).select_from(
+        rows_cte
+    )
 
 
 _GENERIC_PLAN = "cardless.risk.generic_plan"
@@ -107,21 +178,19 @@ def _generic_plan(session: Session) -> None:
     session.info[_GENERIC_PLAN] = session.get_transaction()
 
 
-def gather(
-    session: Session, order: Order, rules: RiskRules, *, at: datetime, screening: ScreeningList | None = None
-) -> Facts:
-    t = _utc(at)
-    account = order.account_hash
-    nw, na, ns = len(rules.wallet_velocity), len(rules.account_velocity), len(rules.sku_velocity)
-    cut = t - timedelta(seconds=rules.burst_window_seconds)
+def _windows(rules: RiskRules) -> tuple[int, int, int]:
+    return len(rules.wallet_velocity), len(rules.account_velocity), len(rules.sku_velocity)
+
+
+def _params(order: Order, rules: RiskRules, t: datetime) -> dict[str, Any]:
     params: dict[str, Any] = {
         "t": t,
         "buyer": order.buyer,
-        "account": account,
+        "account": order.account_hash,
         "sku": order.sku,
         "merchant": order.merchant,
         "new_since": t - timedelta(seconds=rules.new_wallet_seconds),
-        "cut": cut,
+        "cut": t - timedelta(seconds=rules.burst_window_seconds),
         "base": t - timedelta(seconds=rules.baseline_seconds),
         "order_id": order.id,
     }
@@ -132,9 +201,72 @@ def gather(
     ):
         for i, limit in enumerate(limits):
             params[f"{prefix}{i}"] = t - timedelta(seconds=limit.seconds)
-    statement = _statement((nw, na, ns), account is not None)
+    return params
+
+
+def gather(
+    session: Session, order: Order, rules: RiskRules, *, at: datetime, screening: ScreeningList | None = None
+) -> Facts:
+    t = _utc(at)
+    windows = _windows(rules)
+    statement = _statement(windows, order.account_hash is not None)
     _generic_plan(session)
-    row = list(session.execute(statement, params).one())
+    row = list(session.execute(statement, _params(order, rules, t)).one())
+    return _facts(order, windows, t, row, screening)
+
+
+_CHUNKS = (64, 16, 4, 1)
+"""Batch statement sizes: a batch is cut into chunks of these (largest first), so only four statements per
+rule shape are ever built and a chunk never pads with empty rows."""
+
+
+def gather_many(
+    session: Session,
+    asked: Sequence[tuple[Order, RiskRules, datetime]],
+    *,
+    screening: ScreeningList | None = None,
+) -> list[Facts]:
+    """The facts of several orders (each with its rules, as of its own time), in one statement per chunk
+    of ``_CHUNKS`` orders with the same rule shape; the same facts :func:`gather` finds for each alone.
+    Reads only: the caller decides the orders after all their facts are read, so no decision's writes
+    are flushed between two reads."""
+    found: list[Facts | None] = [None] * len(asked)
+    by_shape: dict[tuple[int, int, int], list[int]] = {}
+    for position, (_, rules, _) in enumerate(asked):
+        by_shape.setdefault(_windows(rules), []).append(position)
+    if asked:
+        _generic_plan(session)
+    for windows, positions in by_shape.items():
+        start = 0
+        while start < len(positions):
+            size = next(c for c in _CHUNKS if c <= len(positions) - start)
+            chunk = positions[start : start + size]
+            start += size
+            params: dict[str, Any] = {}
+            times: list[datetime] = []
+            for k, position in enumerate(chunk):
+                order, rules, at = asked[position]
+                t = _utc(at)
+                times.append(t)
+                params[f"p{k}_k"] = k
+                for name, value in _params(order, rules, t).items():
+                    params[f"p{k}_{name}"] = value
+            for row in session.execute(_batch_statement(windows, size), params):
+                k, *values = row
+                order = asked[chunk[k]][0]
+                found[chunk[k]] = _facts(order, windows, times[k], values, screening)
+    assert all(f is not None for f in found)  # every row of every chunk was read
+    return found  # type: ignore[return-value]
+
+
+def _facts(
+    order: Order,
+    windows: tuple[int, int, int],
+    t: datetime,
+    row: Sequence[Any],
+    screening: ScreeningList | None,
+) -> Facts:
+    nw, na, ns = windows
     wallet_counts = tuple(int(v) for v in row[:nw])
     account_counts = tuple(int(v) for v in row[nw : nw + na])
     sku_counts = tuple(int(v) for v in row[nw + na : nw + na + ns])
