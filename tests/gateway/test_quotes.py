@@ -445,6 +445,14 @@ def test_the_chain_time_is_reused_for_its_ttl_and_read_again_after(system: Syste
     asyncio.run(fresh._now())
     assert _CountingProvider.calls == 5  # development's default: every quote reads the node
 
+    async def together() -> list[int]:
+        return list(await asyncio.gather(*(quotes._now() for _ in range(12))))
+
+    time.sleep(0.35)
+    times = asyncio.run(together())
+    assert _CountingProvider.calls == 6  # twelve quotes found the time stale at once: one read
+    assert len(set(times)) == 1 and times[0] >= first
+
 
 # ------------------------------------------------------------------- in front of the framework
 
