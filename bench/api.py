@@ -11,8 +11,12 @@ port (``CARDLESS_GATEWAY_REUSE_PORT``: the kernel spreads the connections) shari
 the system in this process as ``make run`` does (the chain, ``--chain embedded`` or anvil, the simulated
 provider, the gateway under uvicorn and one oracle worker).
 
-The load comes from ``python -m bench.loadgen api`` in a process of its own: 16 clients, each one
-keep-alive connection, requests back to back for ``--seconds`` after a one-second warm-up. Order status
+The load comes from ``python -m bench.loadgen api`` in a process of its own, twice per route. First at
+the issue's rate (``--status-rate`` 1,000/s, ``--quote-rate`` 300/s) in an open loop: requests due on a
+fixed schedule, each latency counted from when it was due, so a server that falls behind shows it (the
+issue's keys, ``order_status`` and ``quote``, hold these figures). Then at saturation, a closed loop
+(``saturation`` in the JSON): 16 clients, each one keep-alive connection, requests back to back for
+``--seconds`` after a one-second warm-up. Order status
 is the public view (no credentials) of 64 quoted orders; quotes are for random wallets and game
 accounts, so each one is validated by the simulated provider, signed and written as a production quote
 is. The per-client and per-buyer quote rate limits are raised for the run (they answer 429 long before
@@ -25,7 +29,8 @@ them by function and by component).
 First the liveness probe ``/healthz`` (no database, no chain): the ceiling of the HTTP stack on this
 machine at this moment, the baseline the two routes are compared with on a shared machine.
 
-Writes ``bench/results/api.json``: ``{"order_status": {"rps", "p50_ms", "p99_ms", ...}, "quote": {...}}``
+Writes ``bench/results/api.json``: ``{"order_status": {"rps", "p50_ms", "p99_ms", ...}, "quote": {...},
+"saturation": {"order_status": {...}, "quote": {...}}, "targets": {...}}``
 with the setup, the server's CPU per request (every gateway process), the other processes' CPU per
 request (simulated provider, chain, load generator), the cores and the machine's load average.
 """

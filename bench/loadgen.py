@@ -283,6 +283,7 @@ async def _offer(
 
 def run_api(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
+    query = f"?{args.query}" if args.query else ""
     if args.kind == "healthz":
 
         async def healthz(http: _Connection, n: int) -> tuple[int, bytes]:
@@ -293,7 +294,7 @@ def run_api(args: argparse.Namespace) -> dict[str, Any]:
         ids: list[str] = json.loads(Path(args.order_ids).read_text())
 
         async def status(http: _Connection, n: int) -> tuple[int, bytes]:
-            return await http.request("GET", f"/v1/orders/{ids[n % len(ids)]}")
+            return await http.request("GET", f"/v1/orders/{ids[n % len(ids)]}{query}")
 
         request, ok = status, (200,)
     else:
@@ -303,7 +304,7 @@ def run_api(args: argparse.Namespace) -> dict[str, Any]:
 
         async def quote(http: _Connection, n: int) -> tuple[int, bytes]:
             body = json.dumps(_quote_body(rng, buyers[n % len(buyers)])).encode()
-            return await http.request("POST", "/v1/quotes", body)
+            return await http.request("POST", "/v1/quotes" + query, body)
 
         request, ok = quote, (201,)
     started = os.times()
@@ -557,6 +558,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     api.add_argument("--concurrency", type=int, default=16, help="closed loop: clients, back to back")
     api.add_argument("--rate", type=float, default=0, help="open loop: requests per second on a schedule")
     api.add_argument("--connections", type=int, default=256, help="open loop: connections at most")
+    api.add_argument(
+        "--query", default="", help="a query string for every request (via=framework: the route)"
+    )
     buyers = sub.add_parser("buyers")
     buyers.add_argument("--gateway", required=True)
     buyers.add_argument("--rpc", required=True)
