@@ -6,7 +6,7 @@ copied into a second one for the headers) was about a fifth of a quote's CPU (do
 This ASGI middleware answers the request the route answers — ``POST /v1/quotes``, no query string, a
 JSON body (no ``Content-Type``, or ``application/json``) that is a valid
 :class:`gateway.schemas.QuoteCreate` — by the same steps in the same order: the rate limits counted
-(on a worker thread: they are rows every gateway process shares), then
+(:meth:`gateway.services.ratelimits.QuoteLimits.count`), then
 :meth:`gateway.services.quotes.QuoteService.create`, and the same answer: 201 with the quote's JSON
 bytes as FastAPI serialises the route's response model and the RateLimit headers, or the problem
 :func:`gateway.api.errors.domain_problem` renders for a refusal, with the same headers.
@@ -20,11 +20,9 @@ registered, so the OpenAPI document is unchanged; tests compare the two answers.
 
 from __future__ import annotations
 
-import functools
 import json
 from typing import Any
 
-import anyio.to_thread
 from pydantic import ValidationError
 
 from cardless.protocol.jsonlimits import ASGIApp, Message, Receive, Scope, Send
@@ -67,8 +65,7 @@ class QuoteCreation:
                 break
         allowances = None
         try:
-            hit = functools.partial(context.quote_limits.hit, client=client, buyer=request.buyer)
-            allowances = await anyio.to_thread.run_sync(hit)
+            allowances = await context.quote_limits.count(client=client, buyer=request.buyer)
             quote = await context.quotes.create(
                 sku_id=request.sku,
                 account=request.account,

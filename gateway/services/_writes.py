@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["write_turn"]
+__all__ = ["write_lock", "write_turn"]
 
 _LOCKS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
 _GUARD = threading.Lock()
@@ -27,9 +27,15 @@ _GUARD = threading.Lock()
 
 def write_turn(sessions: sessionmaker[Session]) -> contextlib.AbstractContextManager[Any]:
     """Hold while a write transaction of ``sessions`` runs: this process's turn at an SQLite database."""
+    lock = write_lock(sessions)
+    return contextlib.nullcontext() if lock is None else lock
+
+
+def write_lock(sessions: sessionmaker[Session]) -> threading.Lock | None:
+    """The lock :func:`write_turn` holds for ``sessions``' SQLite database; None for any other."""
     bind = sessions.kw.get("bind")
     if not isinstance(bind, Engine) or bind.dialect.name != "sqlite":
-        return contextlib.nullcontext()
+        return None
     with _GUARD:
         lock = _LOCKS.get(bind)
         if lock is None:
