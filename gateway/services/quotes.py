@@ -24,7 +24,7 @@ from eth_utils import (
     keccak,
     to_checksum_address,
 )
-from sqlalchemy import insert
+from sqlalchemy import Connection, insert
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
@@ -51,7 +51,7 @@ from gateway.schemas import (
     TransactionStep,
 )
 from gateway.services._exceptions import InvalidField, NotFound, ServiceUnavailable
-from gateway.services._writes import write_turn
+from gateway.services._writes import write_now, write_turn
 from gateway.services.accounts import check_account_format, clean_account
 from gateway.services.skus import QuotableCache, check_daily_limits
 
@@ -225,9 +225,11 @@ class QuoteService:
         check_account_format(account, sku_id, sku.providers, self.account_formats)
         provider_name, validation = await self._validate_account(sku.providers, sku_id, account)
 
-        # The two round trips of a quote (the chain's time, the insert) run on a worker thread: on the
-        # event loop they held every other request for their whole wait (the node's answer, SQLite's
-        # write lock while the oracle commits), which serialised concurrent quotes.
+        # The two round trips of a quote (the chain's time, the insert) never wait on the event loop: there
+        # they held every other request for their whole wait (the node's answer, SQLite's write lock
+        # while the oracle commits), which serialised concurrent quotes. The chain's time is read on a
+        # worker thread; the insert runs on the loop only when SQLite's write lock is free at once
+        # (gateway.services._writes.write_now), else on a worker thread.
         now = await self._now()
         order_id = secrets.token_bytes(32)
         order_hex = Web3.to_hex(order_id)
@@ -275,7 +277,8 @@ class QuoteService:
         )
         # One transaction, three plain INSERTs of the rows the ledger's own constructors built: the ORM's
         # unit of work (flush bookkeeping, statement compilation) was most of a quote's database time.
-        await anyio.to_thread.run_sync(self._store, row, signal)
+        if not write_now(self.sessions, functools.partial(self._insert, row, signal)):
+            await anyio.to_thread.run_sync(self._store, row, signal)
         # A mistyped account of a valid shape passes validation; the nickname the provider returns
         # for it is what lets the buyer notice before paying.
         check = AccountCheck(account=account, provider=provider_name, nickname=validation.nickname)
@@ -310,10 +313,14 @@ class QuoteService:
     def _store(self, row: Order, signal: RequestSignal | None) -> None:
         engine = self.sessions.kw["bind"]  # Core INSERTs: no ORM session needed
         with write_turn(self.sessions), engine.begin() as connection:
-            connection.execute(_ORDERS, _column_values(row))
-            connection.execute(_ORDER_EVENTS, [{**_column_values(e), "order_id": row.id} for e in row.events])
-            if signal is not None:
-                connection.execute(_SIGNALS, _column_values(signal))
+            self._insert(row, signal, connection)
+
+    @staticmethod
+    def _insert(row: Order, signal: RequestSignal | None, connection: Connection) -> None:
+        connection.execute(_ORDERS, _column_values(row))
+        connection.execute(_ORDER_EVENTS, [{**_column_values(e), "order_id": row.id} for e in row.events])
+        if signal is not None:
+            connection.execute(_SIGNALS, _column_values(signal))
 
     def _check_buyer(self, buyer: str) -> None:
         """Refuse a buyer that can never sign the payment: nobody holds the zero address's key, and the
