@@ -48,6 +48,10 @@ SKUS = ("genshin-60", "pubg-60uc")
 FUNDER_KEY = 1
 """Dev account 1 (the deployer): 1,000,000 ETH on every dev chain."""
 PAY_GAS = 250_000
+STALE_KEEP_ALIVE = 4.0
+"""Seconds after which the open loop reconnects an idle connection rather than reuse it: uvicorn closes
+a keep-alive connection after 5 idle seconds, and a request written as it does so is lost (a client
+would retry it; the generator would count it as an error)."""
 PAY_WINDOW = 16
 """A wallet's pays sent and not yet mined, at most (see ``sender``)."""
 
@@ -223,6 +227,7 @@ async def _offer(
     where = httpx.URL(url)
     idle: list[_Connection] = []
     opened: list[_Connection] = []
+    used: dict[int, float] = {}
     slots = asyncio.Semaphore(connections)
     start = time.perf_counter()
     measure_from = start + warmup
@@ -234,7 +239,9 @@ async def _offer(
         most_in_flight = max(most_in_flight, in_flight)
         async with slots:
             if idle:
-                connection = idle.pop()
+                connection = idle.pop()  # the most recently used one
+                if time.perf_counter() - used.get(id(connection), 0.0) > STALE_KEEP_ALIVE:
+                    connection.close()  # the server may have closed it: connect again (counted)
             else:
                 connection = _Connection(where.host, where.port or 80)
                 opened.append(connection)
@@ -245,7 +252,7 @@ async def _offer(
                 connection.close()  # reconnects on its next request
                 good = False
             idle.append(connection)
-        done = time.perf_counter()
+        done = used[id(connection)] = time.perf_counter()
         in_flight -= 1
         answered += 1
         if due >= measure_from:
