@@ -1,11 +1,18 @@
 """CPU of each part of the API path that a fix of issue 12 replaced, old way against new, in one process.
 
     PYTHONPATH=. python -m bench.api_parts
+    PYTHONPATH=. python -m bench.api_parts --framework-ab [--rounds 3] [--seconds 5] [--concurrency 4]
 
 Starts the ``make run`` system (as ``bench.api`` does), then calls each part a few hundred times and
 prints the CPU per call of the calling thread (the gateway's share; insensitive to the machine's load,
 unlike rates) and of the whole process (with the in-process dev node's answer, and whatever the idle
 oracle does meanwhile). The old ways are still in the code base, so both sides are measured today.
+
+``--framework-ab`` measures the requests answered in front of FastAPI (``gateway.api.quote_creation``,
+``gateway.api.order_status``) against the same requests sent to the route (a query string sends them
+there), on the production setup of ``bench.api`` (anvil, the simulated provider, two gateway
+processes): rounds of a closed loop of ``--concurrency`` clients, one way then the other, in the same
+minutes, and the gateway processes' CPU per request of each round.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.api import quoted_orders, start_system
+from bench.api import Production, _proc_cpu, loadgen, quoted_orders, start_system
 from bench.loadgen import load_info
 
 
@@ -38,7 +45,59 @@ def timed(fn: Callable[[], Any], n: int) -> tuple[float, float]:
     return 1000 * (_cpu() - process) / n, 1000 * (time.thread_time() - thread) / n
 
 
+def framework_ab(rounds: int, seconds: float, concurrency: int) -> int:
+    import json
+
+    with tempfile.TemporaryDirectory(prefix="cardless-bench-ab-") as tmp:
+        work = Path(tmp)
+        stack = Production(work, 2)
+        try:
+            stack.start()
+            ids = work / "ids.json"
+            ids.write_text(json.dumps(quoted_orders(stack.gateway_url, 64)))
+            print(f"load {load_info()['loadavg_1m']}; gateway CPU ms per request, {concurrency} clients")
+            print(f"{'round':<7}{'route':<14}{'in front':>10}{'framework':>11}")
+            for n in range(rounds):
+                for kind in ("quote", "status"):
+                    row = []
+                    for query in ("", "via=framework"):
+                        extra = ["--order-ids", str(ids)] if kind == "status" else []
+                        cpu0 = _proc_cpu(stack.pids)
+                        result = loadgen(
+                            [
+                                *(
+                                    "api",
+                                    "--url",
+                                    stack.gateway_url,
+                                    "--kind",
+                                    kind,
+                                    "--seconds",
+                                    str(seconds),
+                                ),
+                                *("--concurrency", str(concurrency), "--query", query, *extra),
+                            ],
+                            work / "ab.json",
+                        )
+                        total = max(1, int(result["requests_total"]))
+                        row.append(1000 * (_proc_cpu(stack.pids) - cpu0) / total)
+                    print(f"{n + 1:<7}{kind:<14}{row[0]:>10.3f}{row[1]:>11.3f}")
+            print(f"load {load_info()['loadavg_1m']}")
+        finally:
+            stack.stop()
+    return 0
+
+
 def main() -> int:
+    if "--framework-ab" in sys.argv:
+        import argparse
+
+        parser = argparse.ArgumentParser(prog="python -m bench.api_parts")
+        parser.add_argument("--framework-ab", action="store_true")
+        parser.add_argument("--rounds", type=int, default=3)
+        parser.add_argument("--seconds", type=float, default=5)
+        parser.add_argument("--concurrency", type=int, default=4)
+        args = parser.parse_args()
+        return framework_ab(args.rounds, args.seconds, args.concurrency)
     from eth_utils import to_checksum_address
 
     from cardless import protocol

@@ -1,12 +1,19 @@
 """The benchmarks' load generator: a process of its own, so it never shares a GIL with what it measures.
 
     python -m bench.loadgen api --url URL --kind status|quote --seconds S [--concurrency 16] --out F
+    python -m bench.loadgen api --url URL --kind status|quote --seconds S --rate R [--connections 256] --out F
     python -m bench.loadgen buyers --gateway URL --rpc URL --orders N [--rate R] --out F [--pay-only]
 
 ``api``: ``concurrency`` asyncio clients (one keep-alive HTTP/1.1 connection each, a minimal hand-written
 client on uvloop, so the generator's own CPU per request stays far below the server's) send requests
 back to back for ``seconds`` after a one-second warm-up; the JSON gives rps, p50/p99 (ms), the error
-count and the generator's own CPU seconds.
+count and the generator's own CPU seconds. That is a closed loop: at saturation its latency is mostly
+the clients' own queue (Little's law: 16 clients / rate). With ``--rate R`` the load is an open loop
+instead: request ``i`` is due at ``start + i / R`` whatever the earlier ones are doing, is sent then on an
+idle keep-alive connection (a new one when none is idle, at most ``--connections``; past that it waits
+for one), and its latency counts from when it was due, not from when it could be sent, so a server
+that falls behind shows it in the percentiles instead of slowing the generator down ("coordinated
+omission"). ``rps`` is then the achieved rate of good answers.
 
 ``buyers``: ``--buyers`` wallets (deterministic keys, funded from dev account 1 with ETH, each minting the
 test stablecoin to itself and approving the escrow once, all before the clock starts) take ``N`` quotes
@@ -41,6 +48,10 @@ SKUS = ("genshin-60", "pubg-60uc")
 FUNDER_KEY = 1
 """Dev account 1 (the deployer): 1,000,000 ETH on every dev chain."""
 PAY_GAS = 250_000
+STALE_KEEP_ALIVE = 4.0
+"""Seconds after which the open loop reconnects an idle connection rather than reuse it: uvicorn closes
+a keep-alive connection after 5 idle seconds, and a request written as it does so is lost (a client
+would retry it; the generator would count it as an error)."""
 PAY_WINDOW = 16
 """A wallet's pays sent and not yet mined, at most (see ``sender``)."""
 
@@ -198,8 +209,88 @@ async def _hammer(
     return {**summarise(latencies, time.perf_counter() - measure_from, errors), "requests_total": sent}
 
 
+async def _offer(
+    request: Callable[[_Connection, int], Awaitable[tuple[int, bytes]]],
+    *,
+    url: str,
+    rate: float,
+    connections: int,
+    seconds: float,
+    warmup: float,
+    ok: tuple[int, ...],
+) -> dict[str, Any]:
+    """The open loop (see the module's docstring): request ``n`` is due at ``start + n / rate``."""
+    latencies: list[float] = []
+    errors = 0
+    answered = 0
+    in_flight = most_in_flight = 0
+    where = httpx.URL(url)
+    idle: list[_Connection] = []
+    opened: list[_Connection] = []
+    used: dict[int, float] = {}
+    slots = asyncio.Semaphore(connections)
+    start = time.perf_counter()
+    measure_from = start + warmup
+    stop_at = measure_from + seconds
+
+    async def one(n: int, due: float) -> None:
+        nonlocal errors, answered, in_flight, most_in_flight
+        in_flight += 1
+        most_in_flight = max(most_in_flight, in_flight)
+        async with slots:
+            if idle:
+                connection = idle.pop()  # the most recently used one
+                if time.perf_counter() - used.get(id(connection), 0.0) > STALE_KEEP_ALIVE:
+                    connection.close()  # the server may have closed it: connect again (counted)
+            else:
+                connection = _Connection(where.host, where.port or 80)
+                opened.append(connection)
+            try:
+                status, _ = await asyncio.wait_for(request(connection, n), 30)
+                good = status in ok
+            except (OSError, asyncio.IncompleteReadError, ValueError, TimeoutError):
+                connection.close()  # reconnects on its next request
+                good = False
+            idle.append(connection)
+        done = used[id(connection)] = time.perf_counter()
+        in_flight -= 1
+        answered += 1
+        if due >= measure_from:
+            if good:
+                latencies.append(done - due)  # from when it was due: waiting to be sent counts
+            else:
+                errors += 1
+
+    tasks: set[asyncio.Task[None]] = set()
+    n = 0
+    while (due := start + n / rate) < stop_at:
+        now = time.perf_counter()
+        if due > now:
+            await asyncio.sleep(due - now)
+        # Everything due by now goes out, even after a late wake-up: the schedule, not the loop, decides.
+        task = asyncio.create_task(one(n, due))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        n += 1
+    offered_until = time.perf_counter()
+    while tasks:
+        await asyncio.gather(*tasks)
+    for connection in opened:
+        connection.close()
+    result = summarise(latencies, seconds, errors)
+    return {
+        **result,
+        "requests_total": answered,
+        "offered_rps": rate,
+        "schedule_lag_ms": round(1000 * max(0.0, offered_until - stop_at), 1),
+        "connections_opened": len(opened),
+        "most_in_flight": most_in_flight,
+    }
+
+
 def run_api(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
+    query = f"?{args.query}" if args.query else ""
     if args.kind == "healthz":
 
         async def healthz(http: _Connection, n: int) -> tuple[int, bytes]:
@@ -210,7 +301,7 @@ def run_api(args: argparse.Namespace) -> dict[str, Any]:
         ids: list[str] = json.loads(Path(args.order_ids).read_text())
 
         async def status(http: _Connection, n: int) -> tuple[int, bytes]:
-            return await http.request("GET", f"/v1/orders/{ids[n % len(ids)]}")
+            return await http.request("GET", f"/v1/orders/{ids[n % len(ids)]}{query}")
 
         request, ok = status, (200,)
     else:
@@ -220,12 +311,23 @@ def run_api(args: argparse.Namespace) -> dict[str, Any]:
 
         async def quote(http: _Connection, n: int) -> tuple[int, bytes]:
             body = json.dumps(_quote_body(rng, buyers[n % len(buyers)])).encode()
-            return await http.request("POST", "/v1/quotes", body)
+            return await http.request("POST", "/v1/quotes" + query, body)
 
         request, ok = quote, (201,)
     started = os.times()
-    result = _run(
-        _hammer(
+    if args.rate:
+        load = _offer(
+            request,
+            url=args.url,
+            rate=args.rate,
+            connections=args.connections,
+            seconds=args.seconds,
+            warmup=args.warmup,
+            ok=ok,
+        )
+        shape = {"loop": "open", "connections": args.connections}
+    else:
+        load = _hammer(
             request,
             url=args.url,
             concurrency=args.concurrency,
@@ -233,10 +335,11 @@ def run_api(args: argparse.Namespace) -> dict[str, Any]:
             warmup=args.warmup,
             ok=ok,
         )
-    )
+        shape = {"loop": "closed", "concurrency": args.concurrency}
+    result = _run(load)
     used = os.times()
     cpu = used.user + used.system - started.user - started.system
-    return {**result, "concurrency": args.concurrency, "kind": args.kind, "loadgen_cpu_s": round(cpu, 2)}
+    return {**result, **shape, "kind": args.kind, "loadgen_cpu_s": round(cpu, 2)}
 
 
 def _run(coroutine: Any) -> Any:
@@ -459,7 +562,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     api.add_argument("--order-ids", help="JSON file: a list of order ids (kind status)")
     api.add_argument("--seconds", type=float, default=10)
     api.add_argument("--warmup", type=float, default=1)
-    api.add_argument("--concurrency", type=int, default=16)
+    api.add_argument("--concurrency", type=int, default=16, help="closed loop: clients, back to back")
+    api.add_argument("--rate", type=float, default=0, help="open loop: requests per second on a schedule")
+    api.add_argument("--connections", type=int, default=256, help="open loop: connections at most")
+    api.add_argument(
+        "--query", default="", help="a query string for every request (via=framework: the route)"
+    )
     buyers = sub.add_parser("buyers")
     buyers.add_argument("--gateway", required=True)
     buyers.add_argument("--rpc", required=True)

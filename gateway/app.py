@@ -18,6 +18,7 @@ from gateway.api.idempotency import IdempotencyMiddleware, idempotency_openapi
 from gateway.api.operations import router as operations_router
 from gateway.api.order_status import PublicOrderStatus
 from gateway.api.pages import router as pages_router
+from gateway.api.quote_creation import QuoteCreation
 from gateway.api.routes import router
 from gateway.services.operations import Metrics
 
@@ -61,6 +62,9 @@ def create_app(context: GatewayContext) -> FastAPI:
     # Innermost: the anonymous order-status read, answered without the framework (see its module); it
     # still runs inside the body limit, the order's log context and the 500 problem handler.
     app.add_middleware(PublicOrderStatus)
+    # Quote creation, likewise (see gateway.api.quote_creation): inside the idempotency middleware, so a
+    # retried quote is still replayed.
+    app.add_middleware(QuoteCreation)
     # Inside the body-size middleware (added after it, so it runs second): it gets the body in one piece.
     app.add_middleware(IdempotencyMiddleware, credentialed=("/v1/merchants", "/v1/merchant", "/v1/risk"))
     # Before any route reads the body: a deeply nested body would otherwise crash the process

@@ -7,6 +7,7 @@ Commands import what they run and nothing more: ``oracle`` loads no web framewor
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import signal
@@ -170,6 +171,12 @@ def _serve_against_node(role: str, *, gateway: bool, oracle: bool) -> None:
     SIGTERM are handled (whoever waits for the line can stop it cleanly from then on), run until told."""
     _logging()
     system = start_system(embedded=False, gateway=gateway, oracle=oracle)
+    if gateway and not oracle:
+        # What start-up built (modules, the app, the adapters, the caches) lives as long as the process:
+        # frozen, a full pass of the cyclic collector no longer walks it. A pass walked ~250,000 objects
+        # in ~120 ms, every request in flight stopped meanwhile: the API's p99 (docs/benchmarks.md).
+        gc.collect()
+        gc.freeze()
     escrow = system.deployment.escrow if system.deployment else "?"
     where = f"chain {system.settings.chain_rpc_url}, escrow {escrow}"
     try:

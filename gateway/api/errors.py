@@ -20,6 +20,7 @@ from starlette.routing import Match
 from gateway.api.ratelimits import RATE_LIMIT_HEADERS, rate_limit_headers
 from gateway.schemas import FieldError, Problem
 from gateway.services import (
+    Allowance,
     CallbackRejected,
     Conflict,
     Forbidden,
@@ -35,6 +36,7 @@ __all__ = [
     "MAX_FIELD_ERRORS",
     "PROBLEM",
     "STATUS",
+    "domain_problem",
     "install_error_handlers",
     "problem",
     "problem_openapi",
@@ -109,6 +111,23 @@ def problem(status: int, detail: str, *, errors: list[FieldError] | None = None)
     )
 
 
+def domain_problem(exc: GatewayError, allowances: list[Allowance] | None = None) -> JSONResponse:
+    """The problem answering a service's error, with its headers; ``allowances``: the rate limits the
+    request was counted against before the service refused it (the client still learns them)."""
+    status = status_of(exc)
+    errors = None if exc.field is None else [FieldError(field=exc.field, message=exc.message)]
+    response = problem(status, str(exc), errors=errors)
+    if isinstance(exc, ServiceUnavailable | RateLimited):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, Unauthorized):
+        response.headers["WWW-Authenticate"] = 'Bearer realm="cardless"'
+    if isinstance(exc, RateLimited):
+        response.headers.update(rate_limit_headers(exc.allowances))
+    elif allowances:
+        response.headers.update(rate_limit_headers(allowances))
+    return response
+
+
 def status_of(exc: GatewayError) -> int:
     """The status of ``exc``: its nearest mapped ancestor's, else 500."""
     return next((STATUS[c] for c in type(exc).__mro__ if c in STATUS), 500)
@@ -128,19 +147,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(GatewayError)
     async def _domain(request: Request, exc: GatewayError) -> JSONResponse:
-        status = status_of(exc)
-        errors = None if exc.field is None else [FieldError(field=exc.field, message=exc.message)]
-        response = problem(status, str(exc), errors=errors)
-        if isinstance(exc, ServiceUnavailable | RateLimited):
-            response.headers["Retry-After"] = str(exc.retry_after)
-        if isinstance(exc, Unauthorized):
-            response.headers["WWW-Authenticate"] = 'Bearer realm="cardless"'
-        if isinstance(exc, RateLimited):
-            response.headers.update(rate_limit_headers(exc.allowances))
-        elif allowances := getattr(request.state, "rate_limits", None):
-            # A counted request that the service then refused: the client still learns its allowance.
-            response.headers.update(rate_limit_headers(allowances))
-        return response
+        return domain_problem(exc, getattr(request.state, "rate_limits", None))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

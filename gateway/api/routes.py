@@ -8,10 +8,8 @@ is the whole contract; operation ids are the handlers' names in camelCase (``cre
 
 from __future__ import annotations
 
-import functools
 import time
 
-import anyio.to_thread
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.routing import APIRoute
 
@@ -87,9 +85,9 @@ async def create_quote(
     # The peer's address: behind a proxy every client would share the proxy's (forwarded-for headers
     # are not trusted, since any client can write them).
     client = request.client.host if request.client else "unknown"
-    # The counters are rows every gateway process shares: a write transaction, off the event loop.
-    hit = functools.partial(limits.hit, client=client, buyer=body.buyer)
-    allowances = await anyio.to_thread.run_sync(hit)
+    # The counters are rows every gateway process shares: a write transaction, on the loop only when it
+    # needs no wait (gateway.services.ratelimits).
+    allowances = await limits.count(client=client, buyer=body.buyer)
     request.state.rate_limits = allowances  # for the error handlers, should the quote be refused
     response.headers.update(rate_limit_headers(allowances))
     return await quotes.create(

@@ -7,19 +7,34 @@ worker thread, with its own pooled connection) lost those sleeps to each other: 
 near a second at 170 quotes/s (docs/benchmarks.md). Behind a lock the next writer starts the moment
 the previous one commits. Writers in other processes still meet the busy handler, one per process.
 PostgreSQL locks rows, not the database: no lock there.
+
+:func:`write_now` runs a write on the calling thread (the event loop) instead, when it needs no wait:
+this process's turn free, and SQLite's write lock free at once. Its connection is one taken out of the
+engine's pool for good that never waits for the lock (``busy_timeout=0``: a held lock fails the first
+write statement at once, nothing is written, and the caller takes the worker-thread way) and never
+checkpoints the WAL (a checkpoint writes the database file and syncs it: not on the loop). Every
+:data:`_HAND_OVER_EVERY`-th write is declined anyway, so the pool's connections, which do checkpoint,
+keep the WAL short even when nothing else writes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import QueuePool, StaticPool
 
-__all__ = ["write_turn"]
+__all__ = ["write_lock", "write_now", "write_turn"]
+
+_HAND_OVER_EVERY = 64
+_INLINE: weakref.WeakKeyDictionary[Engine, tuple[Engine, list[int]]] = weakref.WeakKeyDictionary()
 
 _LOCKS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
 _GUARD = threading.Lock()
@@ -27,11 +42,62 @@ _GUARD = threading.Lock()
 
 def write_turn(sessions: sessionmaker[Session]) -> contextlib.AbstractContextManager[Any]:
     """Hold while a write transaction of ``sessions`` runs: this process's turn at an SQLite database."""
+    lock = write_lock(sessions)
+    return contextlib.nullcontext() if lock is None else lock
+
+
+def write_lock(sessions: sessionmaker[Session]) -> threading.Lock | None:
+    """The lock :func:`write_turn` holds for ``sessions``' SQLite database; None for any other."""
     bind = sessions.kw.get("bind")
     if not isinstance(bind, Engine) or bind.dialect.name != "sqlite":
-        return contextlib.nullcontext()
+        return None
     with _GUARD:
         lock = _LOCKS.get(bind)
         if lock is None:
             lock = _LOCKS[bind] = threading.Lock()
     return lock
+
+
+def write_now(sessions: sessionmaker[Session], write: Callable[[Connection], None]) -> bool:
+    """Run ``write`` in one transaction on this thread if that needs no wait (see the module's
+    docstring) and return True; False when it would wait (or the database is not an SQLite file): then
+    nothing was written, and the caller writes on a worker thread under :func:`write_turn`."""
+    lock = write_lock(sessions)
+    bind = sessions.kw.get("bind")
+    if lock is None or not isinstance(bind, Engine) or not isinstance(bind.pool, QueuePool):
+        return False
+    if not lock.acquire(blocking=False):  # a thread of this process is writing
+        return False
+    try:
+        inline, count = _inline_engine(bind)
+        count[0] += 1
+        if count[0] % _HAND_OVER_EVERY == 0:
+            return False  # this one through the pool, which checkpoints
+        try:
+            with inline.begin() as connection:
+                write(connection)
+        except OperationalError as exc:
+            code = getattr(exc.orig, "sqlite_errorcode", None)
+            if code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                return False  # another process holds the write lock: rolled back, nothing written
+            raise
+        return True
+    finally:
+        lock.release()
+
+
+def _inline_engine(engine: Engine) -> tuple[Engine, list[int]]:
+    """An engine over one connection of ``engine``'s (its pragmas and SQL functions), taken out of its
+    pool, that never waits for the write lock nor checkpoints. Used under the write lock only."""
+    with _GUARD:
+        found = _INLINE.get(engine)
+        if found is None:
+            pooled = engine.raw_connection()
+            pooled.detach()
+            connection = pooled.dbapi_connection
+            assert isinstance(connection, sqlite3.Connection)
+            connection.execute("PRAGMA busy_timeout=0")
+            connection.execute("PRAGMA wal_autocheckpoint=0")
+            inline = create_engine(engine.url, creator=lambda: connection, poolclass=StaticPool)
+            found = _INLINE[engine] = (inline, [0])
+    return found

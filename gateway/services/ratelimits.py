@@ -20,24 +20,35 @@ allowance. The outcome is plain data (:class:`Allowance`); :mod:`gateway.api.rat
 
 The database counters are rows of ``rate_limit_windows`` (migration 0012), deleted every
 :data:`_PURGE_EVERY` counted requests once their window has closed.
+
+:meth:`QuoteLimits.count` is the event loop's way in. On SQLite it counts on the loop itself when it can
+do so at once: this process's write turn free and the database's write lock free (``BEGIN IMMEDIATE``
+on a connection of its own that never waits for the lock and never checkpoints the WAL, so the loop
+never sleeps in SQLite's busy handler or waits for a checkpoint's writes). Otherwise, and on PostgreSQL,
+it counts on a worker thread as :meth:`QuoteLimits.hit` does. The hop to a worker thread and back cost
+more of a quote's CPU than the count (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
+import anyio.to_thread
 from limits import RateLimitItem, parse
 from sqlalchemy import Engine, Table, bindparam, delete, text
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import QueuePool
 
 from cardless.ledger.models import RateLimitWindow
 from gateway.services._exceptions import RateLimited
-from gateway.services._writes import write_turn
+from gateway.services._writes import write_lock, write_turn
 
 __all__ = ["Allowance", "QuoteLimits"]
 
@@ -95,6 +106,9 @@ class _MemoryWindows:
                     self._purge(now)
             return taken, before
 
+    def take_now(self, counters: Sequence[_Counter], now: float) -> tuple[bool, list[int]] | None:
+        return self.take(counters, now)  # a dict under a lock held for microseconds
+
     def _purge(self, now: float) -> None:
         # A key ends in "@<window start>"; windows are at most a day wide here.
         for key in [k for k in self._counts if int(k.rsplit("@", 1)[1]) < now - 86_400]:
@@ -111,6 +125,13 @@ _COUNT = text(
 ).bindparams(bindparam("expires_at", type_=_TABLE.c.expires_at.type))
 
 
+_SQLITE_COUNT = (
+    "INSERT INTO rate_limit_windows (key, hits, expires_at) VALUES (?, 1, ?) "
+    "ON CONFLICT (key) DO UPDATE SET hits = rate_limit_windows.hits + 1 RETURNING hits"
+)
+_SQLITE_PURGE = "DELETE FROM rate_limit_windows WHERE expires_at < ?"
+
+
 class _DatabaseWindows:
     """The counters as rows every gateway process on this database shares."""
 
@@ -120,6 +141,66 @@ class _DatabaseWindows:
         assert isinstance(bind, Engine), "the quote limits need sessions bound to an engine"
         self._engine = bind
         self._taken = 0
+        self._inline: sqlite3.Connection | None = None
+        # A file database with a pool of its own connections: one can be taken out of it for good (an
+        # in-memory database's single shared connection cannot).
+        self._inline_ok = bind.dialect.name == "sqlite" and isinstance(bind.pool, QueuePool)
+        dialect = bind.dialect
+        # The column's own formatting of a time (as the Core statement binds it), so both paths write and
+        # compare the same text.
+        stamp = _TABLE.c.expires_at.type.dialect_impl(dialect).bind_processor(dialect)
+        self._stamp: Callable[[datetime], Any] = stamp if stamp is not None else (lambda at: at)
+
+    def take_now(self, counters: Sequence[_Counter], now: float) -> tuple[bool, list[int]] | None:
+        """:meth:`take` on the calling thread if it needs no wait (see the module's docstring); None when
+        it would (another writer holds the lock, or not SQLite): then nothing was counted."""
+        turn = write_lock(self._sessions) if self._inline_ok else None
+        if turn is None or not turn.acquire(blocking=False):  # not an SQLite file, or a thread of ours writes
+            return None
+        try:
+            connection = self._inline_connection()
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError:
+                return None  # another process is writing: not worth a wait on the loop
+            try:
+                before = []
+                for counter in counters:
+                    values = (
+                        counter.key(now),
+                        self._stamp(datetime.fromtimestamp(counter.window(now)[1], UTC)),
+                    )
+                    before.append(int(connection.execute(_SQLITE_COUNT, values).fetchone()[0]) - 1)
+                taken = all(n < c.item.amount for n, c in zip(before, counters, strict=True))
+                if not taken:
+                    connection.execute("ROLLBACK")
+                    return False, before
+                self._taken += 1
+                if self._taken % _PURGE_EVERY == 0:
+                    connection.execute(_SQLITE_PURGE, (self._stamp(datetime.fromtimestamp(now, UTC)),))
+                connection.execute("COMMIT")
+                return True, before
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+        finally:
+            turn.release()
+
+    def _inline_connection(self) -> sqlite3.Connection:
+        """A connection of the engine's (its pragmas and functions), taken out of the pool for good and
+        made never to wait for the write lock (``busy_timeout=0``) nor checkpoint (the pool's
+        connections, on worker threads, do)."""
+        if self._inline is None:
+            pooled = self._engine.raw_connection()
+            pooled.detach()
+            connection = pooled.dbapi_connection
+            assert isinstance(connection, sqlite3.Connection)
+            connection.isolation_level = None  # explicit BEGIN IMMEDIATE / COMMIT
+            connection.execute("PRAGMA busy_timeout=0")
+            connection.execute("PRAGMA wal_autocheckpoint=0")
+            self._inline = connection
+        return self._inline
 
     def take(self, counters: Sequence[_Counter], now: float) -> tuple[bool, list[int]]:
         # A Core connection, not an ORM session: nothing here is an object.
@@ -173,13 +254,23 @@ class QuoteLimits:
         """Count one quote for ``client`` (an IP address) and ``buyer`` (a wallet address, any case).
         Raises :class:`RateLimited` naming the exhausted limit(s), counting nothing, when one is spent.
         With database counters this is a write transaction: call it off the event loop."""
-        return self._take(
-            [
-                _Counter("client", self._items["client"], client),
-                _Counter("buyer", self._items["buyer"], buyer.lower()),
-            ],
-            "quotes",
-        )
+        return self._take(self._quote_counters(client, buyer), "quotes")
+
+    async def count(self, *, client: str, buyer: str) -> list[Allowance]:
+        """:meth:`hit` from the event loop: on the loop when it needs no wait, else on a worker thread
+        (see the module's docstring). Raises what :meth:`hit` raises."""
+        counters = self._quote_counters(client, buyer)
+        now = self._clock()
+        outcome = self._windows.take_now(counters, now)
+        if outcome is None:
+            outcome = await anyio.to_thread.run_sync(self._windows.take, counters, now)
+        return self._outcome(counters, now, outcome, "quotes")
+
+    def _quote_counters(self, client: str, buyer: str) -> list[_Counter]:
+        return [
+            _Counter("client", self._items["client"], client),
+            _Counter("buyer", self._items["buyer"], buyer.lower()),
+        ]
 
     def hit_client(self, client: str) -> list[Allowance]:
         """Count one account check for ``client`` against the per-client limit only: a check calls a
@@ -188,7 +279,12 @@ class QuoteLimits:
 
     def _take(self, counters: list[_Counter], what: str) -> list[Allowance]:
         now = self._clock()
-        taken, before = self._windows.take(counters, now)
+        return self._outcome(counters, now, self._windows.take(counters, now), what)
+
+    def _outcome(
+        self, counters: list[_Counter], now: float, outcome: tuple[bool, list[int]], what: str
+    ) -> list[Allowance]:
+        taken, before = outcome
         used = before if not taken else [n + 1 for n in before]
         allowances = [
             Allowance(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -102,6 +103,51 @@ def test_the_generator_reads_chunked_answers_and_reconnects_after_connection_clo
         httpd.server_close()
     assert result["errors"] == 0
     assert isinstance(result["requests"], int) and result["requests"] > 3
+
+
+class _Stall(BaseHTTPRequestHandler):
+    """Answers at once, except the 10th request, which takes 300 ms."""
+
+    protocol_version = "HTTP/1.1"
+    count = 0
+
+    def do_GET(self) -> None:
+        type(self).count += 1
+        if type(self).count == 10:
+            time.sleep(0.3)
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_the_open_loop_counts_latency_from_when_a_request_was_due(tmp_path: Path) -> None:
+    # One connection, 100 requests/s: the ~30 requests due during the 300 ms stall wait for it. A closed
+    # loop would count one slow request; the open loop counts every one that waited, from its due time.
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Stall)
+    threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
+    (tmp_path / "ids.json").write_text(json.dumps(["0x" + "11" * 32]))
+    out = tmp_path / "out.json"
+    try:
+        loadgen.main(
+            [
+                *("api", "--url", f"http://127.0.0.1:{httpd.server_address[1]}", "--kind", "status"),
+                *("--order-ids", str(tmp_path / "ids.json"), "--seconds", "0.5", "--warmup", "0.05"),
+                *("--rate", "100", "--connections", "1", "--out", str(out)),
+            ]
+        )
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    result = json.loads(out.read_text())
+    assert result["loop"] == "open" and result["offered_rps"] == 100 and result["connections_opened"] == 1
+    assert result["errors"] == 0 and 45 <= result["requests"] <= 50
+    assert result["p99_ms"] >= 250
+    assert result["p50_ms"] > 20  # a closed loop's median here is about 1 ms
+    assert result["most_in_flight"] >= 20
 
 
 def test_percentiles_and_the_e2e_summary_keys() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import sqlite3
 import stat
 import time
@@ -443,3 +444,107 @@ def test_the_chain_time_is_reused_for_its_ttl_and_read_again_after(system: Syste
     asyncio.run(fresh._now())
     asyncio.run(fresh._now())
     assert _CountingProvider.calls == 5  # development's default: every quote reads the node
+
+    async def together() -> list[int]:
+        return list(await asyncio.gather(*(quotes._now() for _ in range(12))))
+
+    time.sleep(0.35)
+    times = asyncio.run(together())
+    assert _CountingProvider.calls == 6  # twelve quotes found the time stale at once: one read
+    assert len(set(times)) == 1 and times[0] >= first
+
+
+# ------------------------------------------------------------------- in front of the framework
+
+
+def _headers(response: Any) -> list[tuple[str, str]]:
+    """Names and values in order; a RateLimit value's remaining count and reset blanked (each request
+    counts one, and a second may pass between two)."""
+    counted = ("ratelimit", "ratelimit-remaining", "ratelimit-reset")
+    return [
+        (k, "" if k in counted else v) for k, v in response.headers.items() if k not in ("date", "server")
+    ]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param({"sku": "genshin-9999"}, id="404-unknown-sku"),
+        pytest.param({"sku": "genshin-980", "token": "ETH"}, id="422-token-not-sold"),
+        pytest.param({"token": "DOGE"}, id="422-unknown-token"),
+        pytest.param(
+            {"buyer": BUYER.address[:-1] + ("a" if BUYER.address[-1] != "a" else "b")}, id="422-checksum"
+        ),
+        pytest.param({"buyer": "0x" + "00" * 20}, id="422-zero-address"),
+        pytest.param({"account": "99999999"}, id="422-provider-refuses-the-account"),
+        pytest.param({"account": "   "}, id="422-blank-account"),
+        pytest.param({"sku": ""}, id="422-schema-framework"),
+        pytest.param({"colour": "red"}, id="422-unknown-field-framework"),
+    ],
+)
+def test_the_quote_path_in_front_of_the_framework_refuses_exactly_as_the_route(
+    shop: Shop, change: dict[str, Any]
+) -> None:
+    """gateway.api.quote_creation answers POST /v1/quotes; a query string sends the same request to the
+    FastAPI route. A refusal is the same status, headers and bytes either way."""
+    body = {**GOOD, **change}
+    fast = shop.api.post("/v1/quotes", json=body)
+    framework = shop.api.post("/v1/quotes?via=framework", json=body)
+    assert fast.status_code == framework.status_code and fast.status_code in (404, 422)
+    assert fast.content == framework.content
+    assert _headers(fast) == _headers(framework)
+
+
+def test_the_quote_path_in_front_of_the_framework_issues_the_routes_answer(shop: Shop) -> None:
+    fast = shop.api.post("/v1/quotes", json=GOOD)
+    framework = shop.api.post("/v1/quotes?via=framework", json=GOOD)
+    assert fast.status_code == framework.status_code == 201
+    assert _headers(fast) == _headers(framework)
+    assert [k for k, _ in _headers(fast)][:2] == ["content-length", "content-type"]
+    assert "ratelimit-policy" in fast.headers
+    one, other = fast.json(), framework.json()
+    # The same document but for what is new in every quote (the order id, its salt, signature and
+    # commitment); serialised the same way (compact, keys in the model's order).
+    fresh = ("orderId", "accountCommitment", "order_id", "account_salt", "quote_signature", "data")
+
+    def same(a: Any, b: Any) -> None:
+        if isinstance(a, dict):
+            assert list(a) == list(b)
+            for k in a:
+                if k not in fresh:
+                    same(a[k], b[k])
+        elif isinstance(a, list):
+            assert len(a) == len(b)
+            for x, y in zip(a, b, strict=True):
+                same(x, y)
+        else:
+            assert a == b
+
+    same(one, other)
+    for response in (fast, framework):
+        assert response.content == json.dumps(response.json(), separators=(",", ":")).encode()
+    # Not JSON, another media type, an empty body: the framework's own answers.
+    assert_problem(
+        shop.api.post("/v1/quotes", content=b"{not json", headers={"content-type": "application/json"}),
+        422,
+        "body",
+    )
+    assert (
+        shop.api.post(
+            "/v1/quotes", content=json.dumps(GOOD).encode(), headers={"content-type": "text/plain"}
+        ).status_code
+        == 422
+    )
+    assert_problem(shop.api.post("/v1/quotes"), 422)
+    assert_problem(shop.api.put("/v1/quotes", json=GOOD), 405)
+
+
+def test_a_retried_quote_is_replayed_through_the_path_in_front_of_the_framework(shop: Shop) -> None:
+    before = shop.counts()
+    headers = {"Idempotency-Key": f"quote-{time.time_ns()}"}
+    first = shop.api.post("/v1/quotes", json=GOOD, headers=headers)
+    again = shop.api.post("/v1/quotes", json=GOOD, headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json()["order_id"] == first.json()["order_id"]
+    assert shop.counts()[0] == before[0] + 1  # one order, created once

@@ -11,18 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sqlite3
 import threading
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import make_url, text
 
 from cardless.cli.system import System
-from cardless.ledger import create_engine_for, session_factory
+from cardless.ledger import create_engine_for, migrate, session_factory
 from gateway.app import create_app
 from gateway.services import QuoteLimits, RateLimited
+from tests.support.postgres import sqlite_url
 from tests.support.shop import Shop, assert_problem, dev_wallet
 
 
@@ -141,7 +146,8 @@ def test_two_gateways_on_one_database_allow_the_limit_once_between_them(system: 
 @pytest.mark.slow
 def test_racing_threads_on_two_engines_get_exactly_the_limit(backend_url: str) -> None:
     """8 threads on two engines (two processes' pools) ask 60 times for a limit of 25 per client in one
-    window: exactly 25 are counted; and the refusals left every buyer's allowance untouched."""
+    window, half of them through ``count`` (the event loop's path): exactly 25 are counted; and the
+    refusals left every buyer's allowance untouched."""
     engines = [create_engine_for(backend_url) for _ in range(2)]
     now = 1_800_000_000.0  # one fixed moment: the window cannot turn during the test
     limits = [
@@ -158,7 +164,10 @@ def test_racing_threads_on_two_engines_get_exactly_the_limit(backend_url: str) -
         for i in range(60 // 8 + (1 if worker < 60 % 8 else 0)):
             buyer = f"0x{worker:02x}{i:038x}"
             try:
-                limits[worker % 2].hit(client="10.9.9.9", buyer=buyer)
+                if worker < 4:
+                    limits[worker % 2].hit(client="10.9.9.9", buyer=buyer)
+                else:  # the event loop's way in: on SQLite on the calling thread whenever it can
+                    asyncio.run(limits[worker % 2].count(client="10.9.9.9", buyer=buyer))
             except RateLimited:
                 with lock:
                     refused.append(buyer)
@@ -181,3 +190,51 @@ def test_racing_threads_on_two_engines_get_exactly_the_limit(backend_url: str) -
     finally:
         for engine in engines:
             engine.dispose()
+
+
+def test_the_loops_count_waits_for_no_writer_and_writes_what_the_threads_count_writes(
+    tmp_path: Path,
+) -> None:
+    """On SQLite ``count`` counts on the calling thread only when the write lock is free at once. While
+    another connection (another process) holds it, it counts on a worker thread, which waits its turn;
+    either way once, in the same row, with the window's end written as the Core statement writes it."""
+    url = sqlite_url(tmp_path)
+    engine = create_engine_for(url)
+    migrate(engine)
+    now = 1_800_000_000.0
+    limits = QuoteLimits(
+        per_client="10/minute", per_buyer="10/minute", sessions=session_factory(engine), clock=lambda: now
+    )
+    try:
+        first = asyncio.run(limits.count(client="10.7.7.7", buyer="0xA"))  # on this thread
+        assert limits._windows._inline is not None  # type: ignore[attr-defined]
+        assert [(a.policy, a.remaining) for a in first] == [("client", 9), ("buyer", 9)]
+        second = limits.hit(client="10.7.7.7", buyer="0xB")  # the worker-thread path, the same row
+        assert [(a.policy, a.remaining) for a in second] == [("client", 8), ("buyer", 9)]
+        other = sqlite3.connect(str(make_url(url).database), isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process is writing
+        outcome: list[Any] = []
+        waiting = threading.Thread(
+            target=lambda: outcome.append(asyncio.run(limits.count(client="10.7.7.7", buyer="0xa")))
+        )
+        waiting.start()
+        time.sleep(0.3)
+        assert waiting.is_alive() and not outcome  # waiting for the lock, off the loop
+        other.execute("COMMIT")
+        waiting.join(30)
+        other.close()
+        assert [(a.policy, a.remaining) for a in outcome[0]] == [("client", 7), ("buyer", 8)]
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text("SELECT key, hits, expires_at FROM rate_limit_windows ORDER BY key")
+            )
+            stored = [tuple(r) for r in rows]
+        # One text format for the window's end whichever path wrote the row (0xa: loop first, then thread).
+        assert [(k.split("@")[0], n) for k, n, _ in stored] == [
+            ("buyer:0xa", 2),
+            ("buyer:0xb", 1),
+            ("client:10.7.7.7", 3),
+        ]
+        assert len({at for _, _, at in stored}) == 1
+    finally:
+        engine.dispose()
