@@ -13,21 +13,31 @@ State: the chain lives in memory, so everything bound to it (database, deploymen
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 
+import httpx
 from eth_account.signers.local import LocalAccount
 from web3 import HTTPProvider, Web3
 from web3.types import Wei
 
 from adapters.simulator.config import SimulatorConfig
-from adapters.simulator.server import SimulatorServer
+from adapters.simulator.server import CONFIG_ENV, SimulatorServer
+from cardless.cli.child import ChildProcess, ChildStartError
 from cardless.cli.settings import Settings
 from cardless.devchain.anvil import AnvilNode, dev_accounts
 from cardless.devchain.deploy import deploy_dev_system
 from cardless.devchain.node import DevNode
 from cardless.protocol.deployment import Deployment
 
-__all__ = ["EmbeddedChain", "simulator_secrets", "start_embedded_chain", "start_simulator"]
+__all__ = [
+    "EmbeddedChain",
+    "SimulatorProcess",
+    "simulator_secrets",
+    "start_embedded_chain",
+    "start_simulator",
+]
 
 # Dev ETH for the oracle's gas-paying key on the embedded chain.
 _GAS_FUNDING = 100 * 10**18
@@ -74,7 +84,65 @@ def start_embedded_chain(
     return EmbeddedChain(node, w3, deployment)
 
 
+class SimulatorProcess:
+    """The simulated provider as a child process (``python -m adapters.simulator --announce``), as a real
+    provider is a server of its own: its CPU is not taken from the GIL of the gateway, the oracle and
+    the node. Same ``url``, ``config`` and ``stop()`` as :class:`SimulatorServer`; its books are read over
+    HTTP (``/_sim/ledger``), not in memory. ``spawn()`` starts it without waiting, so its start-up
+    overlaps the chain's; ``ready()`` reads the port it announces and checks that it answers."""
+
+    def __init__(self, config: SimulatorConfig, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.config = config
+        self._host = host
+        self.child = ChildProcess(
+            "the simulated provider",
+            "adapters.simulator",
+            ["--host", host, "--port", str(port), "--log-level", "warning", "--announce"],
+            env={**os.environ, CONFIG_ENV: config.model_dump_json()},
+        )
+        self.url = ""
+
+    @property
+    def pid(self) -> int | None:
+        return self.child.pid
+
+    def spawn(self) -> SimulatorProcess:
+        self.child.spawn()
+        return self
+
+    def ready(self, timeout: float = 60.0) -> SimulatorProcess:
+        line = self.child.ready(timeout)
+        try:
+            word, port = line.split()
+            if word != "port" or not port.isdigit():
+                raise ValueError(line)
+            host = f"[{self._host}]" if ":" in self._host else self._host
+            url = f"http://{host}:{int(port)}"
+            deadline = time.monotonic() + timeout
+            while True:  # the health check: the app itself answers, not only the socket
+                try:
+                    httpx.get(f"{url}/_sim/faults", timeout=5).raise_for_status()
+                    break
+                except httpx.HTTPError:
+                    if not self.child.alive() or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+        except (ValueError, httpx.HTTPError) as exc:
+            self.stop()
+            raise ChildStartError(f"the simulated provider did not start: {exc}") from exc
+        self.url = url
+        return self
+
+    def start(self) -> SimulatorProcess:
+        return self.spawn().ready()
+
+    def stop(self) -> None:
+        self.child.stop()
+        self.url = ""
+
+
 def start_simulator(settings: Settings, config: SimulatorConfig) -> SimulatorServer:
+    """The simulated provider in a thread of this process (tests that drive its ``runtime``)."""
     simulator = SimulatorServer(config, port=settings.simulator_port)
     simulator.start()
     return simulator
