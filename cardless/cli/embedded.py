@@ -32,6 +32,7 @@ from cardless.devchain.node import DevNode
 from cardless.protocol.deployment import Deployment
 
 __all__ = [
+    "DevNodeProcess",
     "EmbeddedChain",
     "SimulatorProcess",
     "simulator_secrets",
@@ -43,26 +44,76 @@ __all__ = [
 _GAS_FUNDING = 100 * 10**18
 
 
+class DevNodeProcess:
+    """The py-evm dev node as a child process (``python -m cardless.devchain --announce``), served on a
+    port the OS picked and read back: its CPU no longer waits for the GIL of the gateway's process. It
+    has the ``url`` and ``stop()`` of :class:`DevNode` and :class:`AnvilNode`; the chain is driven over
+    JSON-RPC only (``evm_snapshot``, ``evm_increaseTime``...), not in memory."""
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._host = host
+        self.child = ChildProcess(
+            "the dev chain", "cardless.devchain", ["--host", host, "--port", str(port), "--announce"]
+        )
+        self.url = ""
+
+    @property
+    def pid(self) -> int | None:
+        return self.child.pid
+
+    def spawn(self) -> DevNodeProcess:
+        self.child.spawn()
+        return self
+
+    def ready(self, timeout: float = 60.0) -> DevNodeProcess:
+        line = self.child.ready(timeout)
+        word, _, port = line.partition(" ")
+        if word != "port" or not port.isdigit():
+            self.stop()
+            raise ChildStartError(f"the dev chain said {line!r}, not `port N`")
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        self.url = f"http://{host}:{int(port)}"
+        return self
+
+    def start(self) -> DevNodeProcess:
+        return self.spawn().ready()
+
+    def stop(self) -> None:
+        self.child.stop()
+
+
 class EmbeddedChain:
-    def __init__(self, node: DevNode | AnvilNode, w3: Web3, deployment: Deployment) -> None:
+    def __init__(self, node: DevNode | AnvilNode | DevNodeProcess, w3: Web3, deployment: Deployment) -> None:
         self.node, self.w3, self.deployment = node, w3, deployment
 
 
 def start_embedded_chain(
-    settings: Settings, *, quote: LocalAccount, oracle: LocalAccount, gas: LocalAccount
+    settings: Settings,
+    *,
+    quote: LocalAccount,
+    oracle: LocalAccount,
+    gas: LocalAccount,
+    node: DevNodeProcess | None = None,
 ) -> EmbeddedChain:
-    """Start a fresh dev chain, fund the gas key, deploy the dev system and save the deployment file."""
+    """Start a fresh dev chain, fund the gas key, deploy the dev system and save the deployment file.
+    ``node``: a dev node child process already spawned (its start-up overlapping the caller's), used on
+    the embedded chain instead of a node in this process."""
     state = settings.embedded_dir
     if state.exists():
         shutil.rmtree(state)
     state.mkdir(mode=0o700, parents=True)  # the embedded database lives here
-    node: DevNode | AnvilNode
+    running: DevNode | AnvilNode | DevNodeProcess
     if settings.dev_chain == "anvil":
-        node = AnvilNode(port=settings.chain_port, log_file=state / "anvil.log").start()
+        if node is not None:
+            node.stop()
+        running = AnvilNode(port=settings.chain_port, log_file=state / "anvil.log").start()
+    elif node is not None:
+        running = node.ready()
     else:
-        node = DevNode(port=settings.chain_port).start()
+        running = DevNode(port=settings.chain_port).start()
+    node = None
     try:
-        w3 = Web3(HTTPProvider(node.url, request_kwargs={"timeout": 30}))
+        w3 = Web3(HTTPProvider(running.url, request_kwargs={"timeout": 30}))
         # The dev accounts by key, not by eth_accounts order (anvil lists unlocked accounts unordered).
         accounts = [a.address for a in dev_accounts()]
         tx = w3.eth.send_transaction({"from": accounts[0], "to": gas.address, "value": Wei(_GAS_FUNDING)})
@@ -74,14 +125,14 @@ def start_embedded_chain(
             owner=accounts[0],
             fee_recipient=accounts[1],
             funded_accounts=accounts,
-            rpc_url=node.url,
+            rpc_url=running.url,
             sweeper=gas.address,  # the oracle's sweep job sends withdraw() from the gas key
         )
         deployment.save(settings.effective_deployment_file)
     except BaseException:
-        node.stop()
+        running.stop()
         raise
-    return EmbeddedChain(node, w3, deployment)
+    return EmbeddedChain(running, w3, deployment)
 
 
 class SimulatorProcess:

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from adapters.simulator.config import SimulatorConfig
     from adapters.simulator.server import SimulatorServer
     from cardless.cli.child import ChildProcess
-    from cardless.cli.embedded import SimulatorProcess
+    from cardless.cli.embedded import DevNodeProcess, SimulatorProcess
     from cardless.cli.gateway_server import GatewayServer
     from cardless.cli.oracle_runner import OracleRunner
     from cardless.devchain.anvil import AnvilNode
@@ -81,10 +81,11 @@ class System:
         self.run_gateway = gateway
         self.run_oracle = oracle
         self.children = children
-        """Embedded: the simulated provider and the oracle worker in child processes (``cardless run``,
-        ``cardless demo``; ``cardless.cli.child``), not in threads of this one (tests that drive the
-        simulator's ``runtime`` or ``System.worker`` in memory)."""
-        self.node: DevNode | AnvilNode | None = None
+        """Embedded: the py-evm node, the simulated provider and the oracle worker in child processes
+        (``cardless run``, ``cardless demo``; ``cardless.cli.child``), not in threads of this one (tests
+        that drive the node, the simulator's ``runtime`` or ``System.worker`` in memory)."""
+        self._node_process: DevNodeProcess | None = None
+        self.node: DevNode | AnvilNode | DevNodeProcess | None = None
         self.simulator: SimulatorServer | SimulatorProcess | None = None
         self.simulator_config: SimulatorConfig | None = None
         """The embedded simulator's configuration (default: ``default_config()``); tests may set it."""
@@ -132,6 +133,8 @@ class System:
                 self.oracle_process.stop(timeout=30)
             if self.children and self.simulator is not None:
                 self.simulator.stop()
+            if self._node_process is not None:
+                self._node_process.stop()
             raise
 
     def _start(self) -> System:
@@ -149,12 +152,15 @@ class System:
         if self.run_gateway:
             self.operator_key = operator_key(settings)
         spawned = None
-        if self.embedded and self.children and self.simulator is None:
-            from cardless.cli.embedded import SimulatorProcess
+        if self.embedded and self.children:
+            from cardless.cli.embedded import DevNodeProcess, SimulatorProcess
 
-            # Started now, checked after the chain is up: its start-up overlaps the chain's.
-            spawned = SimulatorProcess(self._simulator_config(), port=settings.simulator_port).spawn()
-            self.simulator = spawned
+            # Started together, each checked when first needed: their start-ups overlap.
+            if settings.dev_chain == "embedded":
+                self._node_process = DevNodeProcess(port=settings.chain_port).spawn()
+            if self.simulator is None:
+                spawned = SimulatorProcess(self._simulator_config(), port=settings.simulator_port).spawn()
+                self.simulator = spawned
         if self.embedded:
             self._start_embedded_chain()
         else:
@@ -242,6 +248,7 @@ class System:
             quote=self.keys.require("quote"),
             oracle=self.keys.require("oracle"),
             gas=self.keys.require("gas"),
+            node=self._node_process,
         )
         self.node, self.w3, self.deployment = chain.node, chain.w3, chain.deployment
 
