@@ -21,7 +21,9 @@ from cardless.cli.child import ChildProcess, ChildStartError
 ROOT = Path(__file__).resolve().parents[2]
 
 PARENT = """
-import sys, time
+import time
+from adapters.simulator.config import default_config
+from cardless.cli.embedded import SimulatorProcess
 sim = SimulatorProcess(default_config()).start()
 print(sim.pid, sim.url, flush=True)
 time.sleep(120)
