@@ -53,9 +53,11 @@ class DevNodeProcess:
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self._host = host
         self.child = ChildProcess(
-            "the dev chain", "cardless.devchain", ["--host", host, "--port", str(port), "--announce"]
+            "the dev chain", "cardless.devchain", ["--host", host, "--port", str(port), "--ws", "--announce"]
         )
         self.url = ""
+        self.ws_url = ""
+        """``eth_subscribe newHeads`` over WebSocket (the oracle's ``CARDLESS_CHAIN_WS_URL``)."""
 
     @property
     def pid(self) -> int | None:
@@ -67,12 +69,13 @@ class DevNodeProcess:
 
     def ready(self, timeout: float = 60.0) -> DevNodeProcess:
         line = self.child.ready(timeout)
-        word, _, port = line.partition(" ")
-        if word != "port" or not port.isdigit():
+        words = line.split()
+        if len(words) != 4 or words[0::2] != ["port", "ws"] or not all(w.isdigit() for w in words[1::2]):
             self.stop()
-            raise ChildStartError(f"the dev chain said {line!r}, not `port N`")
+            raise ChildStartError(f"the dev chain said {line!r}, not `port N ws M`")
         host = f"[{self._host}]" if ":" in self._host else self._host
-        self.url = f"http://{host}:{int(port)}"
+        self.url = f"http://{host}:{int(words[1])}"
+        self.ws_url = f"ws://{host}:{int(words[3])}"
         return self
 
     def start(self) -> DevNodeProcess:

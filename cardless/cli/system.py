@@ -345,6 +345,9 @@ class System:
                 database_url=settings.effective_database_url,
                 provider_base_url=self._adapter_base_url(),
                 public_url=self.gateway_url or settings.public_url,
+                # The dev node child announces blocks on a WebSocket port of its own: the oracle wakes
+                # on each block instead of polling every 100 ms.
+                chain_ws_url=settings.chain_ws_url or getattr(self.node, "ws_url", ""),
             ),
             **self._secret_values(),
         }
