@@ -15,7 +15,8 @@ Each phase starts a fresh system and measures one thing:
 On anvil, the chain is anvil (npm, pinned), the gateway runs in this process, the simulated provider
 is ``python -m bench.provider`` and the oracle ``cardless oracle``, in processes of their own, as in
 production. ``--embedded`` is
-``make run``: the py-evm node, gateway, oracle and simulator in this one process (phases a, b50, bmax, c).
+``make run``: the gateway in this process, the py-evm node, the simulator and the oracle in its child
+processes (``System(children=True)``; phases a, b50, bmax, c).
 The buyers are ``python -m bench.loadgen buyers``, another process: they take the quotes first, sign
 every ``pay``, then send them at the offered rate (see bench/loadgen.py).
 
@@ -90,8 +91,9 @@ class Stack:
             quote_rate_per_client=BENCH_QUOTE_RATE,
             quote_rate_per_buyer=BENCH_QUOTE_RATE,
         )
-        in_process_oracle = self.chain == "embedded" and self.workers > 0
-        self.system = System(settings, oracle=in_process_oracle)
+        embedded_oracle = self.chain == "embedded" and self.workers > 0
+        # Embedded: as `make run` starts it, the node, the simulator and the oracle in child processes.
+        self.system = System(settings, oracle=embedded_oracle, children=self.chain == "embedded")
         self.system.simulator_config = bench_simulator_config()
         if self.chain == "anvil":
             # The simulated provider in a process of its own, as a real provider is another server: in
@@ -133,6 +135,14 @@ class Stack:
             if self.oracle.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the oracle did not start; see {log_path}")
             time.sleep(0.2)
+
+    @property
+    def oracle_pid(self) -> int | None:
+        """The oracle's process: ``cardless oracle`` on anvil, the embedded system's oracle child."""
+        if self.oracle is not None:
+            return self.oracle.pid
+        child = getattr(self.system, "oracle_process", None)
+        return child.pid if child is not None else None
 
     def stop(self) -> None:
         if self.oracle is not None:
@@ -202,10 +212,11 @@ def _loadgen(stack: Stack, orders: int, rate: float, out: Path) -> dict[str, Any
 
 
 def _spy(stack: Stack, profile: Path | None, name: str) -> subprocess.Popen[bytes] | None:
-    """py-spy on the oracle (its process on anvil, this one on the embedded system), GIL holder only."""
+    """py-spy on the oracle's process (``cardless oracle``, or the embedded system's oracle child), GIL
+    holder only."""
     if profile is None:
         return None
-    pid = stack.oracle.pid if stack.oracle is not None else os.getpid()
+    pid = stack.oracle_pid or os.getpid()
     profile.mkdir(parents=True, exist_ok=True)
     spy = Path(sys.executable).with_name("py-spy")
     out = profile / f"e2e-{stack.chain}-{name}.txt"
@@ -302,7 +313,7 @@ def run_phase(
         stack_exit.callback(stack.stop)
         stack.start()
         spy = _spy(stack, profile, name)
-        cpu = _CpuSampler(stack.oracle.pid) if stack.oracle is not None else None
+        cpu = _CpuSampler(stack.oracle_pid) if stack.oracle_pid is not None else None
         started = time.time()
         gen = _loadgen(stack, orders, rate, phase_dir / "loadgen.json")
         result: dict[str, Any] = {

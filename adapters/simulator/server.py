@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import socket
+import sys
 import threading
 import time
 from types import TracebackType
@@ -16,7 +18,10 @@ from fastapi import FastAPI
 from adapters.simulator.app import SimulatorRuntime, create_app
 from adapters.simulator.config import SimulatorConfig, default_config, load_config
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "SimulatorServer", "main"]
+__all__ = ["CONFIG_ENV", "DEFAULT_HOST", "DEFAULT_PORT", "SimulatorServer", "main"]
+
+CONFIG_ENV = "CARDLESS_SIMULATOR_CONFIG"
+"""A whole ``SimulatorConfig`` as JSON, for a parent that starts the simulator as its child process."""
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8601
@@ -152,21 +157,39 @@ class SimulatorServer:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Serve the simulated provider in the foreground until interrupted."""
+    """Serve the simulated provider in the foreground until interrupted (SIGINT or SIGTERM)."""
     parser = argparse.ArgumentParser(prog="python -m adapters.simulator", description=main.__doc__)
     parser.add_argument("--host", default=DEFAULT_HOST)
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="0: one the OS picks (see --announce)")
     parser.add_argument("--config", help="TOML file (see adapters/simulator/config.py); default built in")
     parser.add_argument(
         "--async", dest="async_mode", action="store_true", help="reply PROCESSING, then call back"
     )
     parser.add_argument("--log-level", default="info")
+    parser.add_argument(
+        "--announce",
+        action="store_true",
+        help="once listening, print `port N` on stdout (then stdout goes to stderr): for a parent process",
+    )
     args = parser.parse_args(argv)
-    config = load_config(args.config) if args.config else default_config()
+    if args.config:
+        config = load_config(args.config)
+    elif os.environ.get(CONFIG_ENV):
+        config = SimulatorConfig.model_validate_json(os.environ[CONFIG_ENV])
+    else:
+        config = default_config()
     if args.async_mode:
         config = config.model_copy(update={"async_mode": True})
     app = create_app(config)
     sock = _bind(args.host, args.port)
-    server = _uvicorn_server(app, args.host, args.port, args.log_level)
+    port = int(sock.getsockname()[1])
+    server = _uvicorn_server(app, args.host, port, args.log_level)
+    if args.announce:
+        # Listening before the port is announced: a request sent at once waits in the backlog while
+        # uvicorn starts, rather than being refused.
+        sock.listen(2048)
+        sys.stdout.write(f"port {port}\n")
+        sys.stdout.flush()
+        os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     with contextlib.suppress(KeyboardInterrupt):
         server.run(sockets=[sock])

@@ -161,19 +161,19 @@ def send_step(
     *,
     nonce: int | None = None,
     value: int | None = None,
+    base_fee: int | None = None,
 ) -> TxReceipt:
     """Sign one of a quote's ``transactions`` (approve or pay) with ``wallet``, send it and return its
-    receipt, reverted or not (callers decide). ``value`` overrides the quoted value (tests underpay)."""
-    base = int(w3.eth.get_block("latest").get("baseFeePerGas", 0) or 0)
+    receipt, reverted or not (callers decide). ``value`` overrides the quoted value (tests underpay);
+    ``base_fee``: the latest block's, when the caller has just read it."""
+    base = int(w3.eth.get_block("latest").get("baseFeePerGas", 0) or 0) if base_fee is None else base_fee
     if nonce is None:
         nonce = int(w3.eth.get_transaction_count(wallet.address, "pending"))
     tx: TxParams = {
         "to": Web3.to_checksum_address(step["to"]),
         "data": step["data"],
         "value": Wei(int(step["value"]) if value is None else value),
-        "nonce": Nonce(
-            int(w3.eth.get_transaction_count(wallet.address, "pending")) if nonce is None else nonce
-        ),
+        "nonce": Nonce(nonce),
         "chainId": chain_id,
         "gas": 400_000,
         "maxFeePerGas": Wei(2 * base + 10**9),
@@ -187,10 +187,13 @@ def pay_quote(w3: Web3, wallet: LocalAccount, quote: dict[str, Any], chain_id: i
     """Send every transaction of a quote from ``wallet`` (approve then pay, or pay in ETH), as a wallet
     would. Returns the pay transaction hash and the ETH spent on gas; raises if any step reverts."""
     nonce = int(w3.eth.get_transaction_count(wallet.address, "pending"))
+    # One read of the base fee per order, as a wallet does: maxFeePerGas (2 x base + tip) covers the
+    # next blocks' rises; a read per step cost the node and this process a block each (issue 12).
+    base = int(w3.eth.get_block("latest").get("baseFeePerGas", 0) or 0)
     gas_spent = 0
     pay_hash = ""
     for step in quote["transactions"]:
-        receipt = send_step(w3, wallet, step, chain_id, nonce=nonce)
+        receipt = send_step(w3, wallet, step, chain_id, nonce=nonce, base_fee=base)
         nonce += 1
         gas_spent += int(receipt["gasUsed"]) * int(receipt["effectiveGasPrice"])
         if receipt["status"] != 1:

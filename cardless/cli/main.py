@@ -90,6 +90,7 @@ def start_system(
     embedded: bool = True,
     gateway: bool = True,
     oracle: bool = True,
+    children: bool = False,
     overrides: dict[str, Any] | None = None,
 ) -> System:
     """Read the settings (``overrides``: command-line options over the environment) and start a System; a
@@ -100,7 +101,7 @@ def start_system(
     system: System | None = None
     try:
         settings = Settings(**(overrides or {}))
-        system = System(settings, embedded=embedded, gateway=gateway, oracle=oracle)
+        system = System(settings, embedded=embedded, gateway=gateway, oracle=oracle, children=children)
         system.start()
     except BaseException as exc:  # Ctrl-C during start-up too: a started dev chain must not outlive us
         if system is not None:
@@ -136,7 +137,8 @@ def run(
     if chain not in (None, "embedded", "anvil"):
         raise typer.BadParameter("'embedded' or 'anvil'", param_hint="--chain")
     _logging()
-    system = start_system(overrides={"dev_chain": chain} if chain else None)
+    # The simulated provider in a child process: a provider is a server of its own (cardless.cli.child).
+    system = start_system(children=True, overrides={"dev_chain": chain} if chain else None)
     info = system.describe()
     table = Table(title="Cardless embedded system", show_header=False)
     for key, value in info.items():
@@ -442,7 +444,10 @@ def demo(
             console.print(f"[red]no gateway answers at {gateway_url}[/red]")
             raise typer.Exit(1) from None
         console.print("no running system found: starting an embedded one")
-        system = System(settings.model_copy(update={"chain_port": 0, "gateway_port": 0, "simulator_port": 0}))
+        system = System(
+            settings.model_copy(update={"chain_port": 0, "gateway_port": 0, "simulator_port": 0}),
+            children=True,
+        )
         system.start()
         url = system.gateway_url
         operator = system.operator_key

@@ -41,6 +41,8 @@ from gateway.catalogue import Catalogue, load_catalogue
 if TYPE_CHECKING:
     from adapters.simulator.config import SimulatorConfig
     from adapters.simulator.server import SimulatorServer
+    from cardless.cli.child import ChildProcess
+    from cardless.cli.embedded import DevNodeProcess, SimulatorProcess
     from cardless.cli.gateway_server import GatewayServer
     from cardless.cli.oracle_runner import OracleRunner
     from cardless.devchain.anvil import AnvilNode
@@ -66,14 +68,25 @@ class StartupError(RuntimeError):
 
 class System:
     def __init__(
-        self, settings: Settings, *, embedded: bool = True, gateway: bool = True, oracle: bool = True
+        self,
+        settings: Settings,
+        *,
+        embedded: bool = True,
+        gateway: bool = True,
+        oracle: bool = True,
+        children: bool = False,
     ) -> None:
         self.settings = settings.for_embedded() if embedded else settings
         self.embedded = embedded
         self.run_gateway = gateway
         self.run_oracle = oracle
-        self.node: DevNode | AnvilNode | None = None
-        self.simulator: SimulatorServer | None = None
+        self.children = children
+        """Embedded: the py-evm node, the simulated provider and the oracle worker in child processes
+        (``cardless run``, ``cardless demo``; ``cardless.cli.child``), not in threads of this one (tests
+        that drive the node, the simulator's ``runtime`` or ``System.worker`` in memory)."""
+        self._node_process: DevNodeProcess | None = None
+        self.node: DevNode | AnvilNode | DevNodeProcess | None = None
+        self.simulator: SimulatorServer | SimulatorProcess | None = None
         self.simulator_config: SimulatorConfig | None = None
         """The embedded simulator's configuration (default: ``default_config()``); tests may set it."""
         self.keys: Keys | None = None
@@ -88,6 +101,8 @@ class System:
         self.gateway_url = ""
         self._gateway: GatewayServer | None = None
         self._oracle: OracleRunner | None = None
+        self.oracle_process: ChildProcess | None = None
+        """The embedded oracle worker's child process (``children``), else None."""
 
     @property
     def worker(self) -> OracleWorker | None:
@@ -109,6 +124,20 @@ class System:
     # ------------------------------------------------------------------ start
 
     def start(self) -> System:
+        try:
+            return self._start()
+        except BaseException:
+            # A child process already started must not outlive a failed start (the caller may not call
+            # stop() on a System that never started).
+            if self.oracle_process is not None:
+                self.oracle_process.stop(timeout=30)
+            if self.children and self.simulator is not None:
+                self.simulator.stop()
+            if self._node_process is not None:
+                self._node_process.stop()
+            raise
+
+    def _start(self) -> System:
         settings = self.settings
         if self.embedded and settings.environment == "production":
             raise StartupError(
@@ -122,6 +151,16 @@ class System:
             self.cipher = account_cipher(settings)
         if self.run_gateway:
             self.operator_key = operator_key(settings)
+        spawned = None
+        if self.embedded and self.children:
+            from cardless.cli.embedded import DevNodeProcess, SimulatorProcess
+
+            # Started together, each checked when first needed: their start-ups overlap.
+            if settings.dev_chain == "embedded":
+                self._node_process = DevNodeProcess(port=settings.chain_port).spawn()
+            if self.simulator is None:
+                spawned = SimulatorProcess(self._simulator_config(), port=settings.simulator_port).spawn()
+                self.simulator = spawned
         if self.embedded:
             self._start_embedded_chain()
         else:
@@ -133,6 +172,8 @@ class System:
         migrate(self.engine)
         self.sessions = session_factory(self.engine)
         self._seed_catalogue()
+        if spawned is not None:
+            spawned.ready()
         if self.embedded and self.simulator is None:
             from cardless.cli.embedded import start_simulator
 
@@ -207,6 +248,7 @@ class System:
             quote=self.keys.require("quote"),
             oracle=self.keys.require("oracle"),
             gas=self.keys.require("gas"),
+            node=self._node_process,
         )
         self.node, self.w3, self.deployment = chain.node, chain.w3, chain.deployment
 
@@ -264,6 +306,9 @@ class System:
         self.gateway_url = self._gateway.start()
 
     def _start_oracle(self) -> None:
+        if self.embedded and self.children:
+            self._start_oracle_process()
+            return
         from cardless.cli.oracle_runner import OracleRunner
 
         assert self.w3 and self.sessions and self.catalogue and self.deployment and self.keys and self.cipher
@@ -280,9 +325,46 @@ class System:
         )
         self._oracle.start()
 
+    def _start_oracle_process(self) -> None:
+        """``cardless oracle`` as it runs in production, as a child process: against the node's JSON-RPC,
+        the deployment file and this system's database, with the simulated provider and this gateway (for
+        callbacks) by URL. Its own interpreter: its CPU no longer waits for this process's GIL."""
+        import os
+
+        from cardless.cli.child import ChildProcess
+        from cardless.cli.embedded_oracle import READY, settings_environment
+
+        assert self.deployment is not None and self.simulator is not None
+        settings = self.settings
+        env = {
+            **os.environ,
+            **settings_environment(
+                settings,
+                chain_rpc_url=self.deployment.rpc_url,
+                deployment_file=settings.effective_deployment_file,
+                database_url=settings.effective_database_url,
+                provider_base_url=self._adapter_base_url(),
+                public_url=self.gateway_url or settings.public_url,
+                # The dev node child announces blocks on a WebSocket port of its own: the oracle wakes
+                # on each block instead of polling every 100 ms.
+                chain_ws_url=settings.chain_ws_url or getattr(self.node, "ws_url", ""),
+            ),
+            **self._secret_values(),
+        }
+        level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
+        self.oracle_process = ChildProcess(
+            "the oracle worker", "cardless.cli.embedded_oracle", ["--log-level", str(level)], env=env
+        )
+        line = self.oracle_process.start(timeout=120)
+        if line != READY:
+            raise RuntimeError(f"the oracle worker said {line!r}, not {READY!r}")
+
     # ------------------------------------------------------------------ stop
 
     def stop(self) -> None:
+        if self.oracle_process is not None:
+            self.oracle_process.stop(timeout=30)  # it finishes the provider calls it started
+            self.oracle_process = None
         if self._oracle is not None:
             self._oracle.stop()
         if self._gateway is not None:

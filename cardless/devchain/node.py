@@ -39,7 +39,7 @@ import re
 import socket
 import threading
 from collections.abc import Callable
-from typing import Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final, Self
 
 from eth.constants import ZERO_ADDRESS
 from eth.exceptions import Revert as EVMRevert
@@ -72,6 +72,9 @@ from cardless.devchain.rpc import (
     revert_message,
 )
 from cardless.protocol.jsonlimits import JsonLimitError, loads_bounded
+
+if TYPE_CHECKING:
+    from cardless.devchain.heads import HeadsServer
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "DevNode", "IndexedPyEVMBackend"]
 
@@ -116,6 +119,8 @@ class IndexedPyEVMBackend(DevPyEVMBackend):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._tx_location: dict[bytes, tuple[int, int]] = {}
         self._block_txs: dict[int, list[bytes]] = {}
+        self.on_block: Callable[[Any], None] | None = None
+        """Called with every block once it is mined and indexed (``newHeads``), under the node's lock."""
         super().__init__(*args, **kwargs)
 
     # ------------------------------------------------------------------ keeping the index
@@ -125,6 +130,8 @@ class IndexedPyEVMBackend(DevPyEVMBackend):
         self._block_txs[block.number] = hashes
         for position, tx_hash in enumerate(hashes):
             self._tx_location[tx_hash] = (block.number, position)
+        if self.on_block is not None:
+            self.on_block(block)
 
     def _prune_from(self, first_dropped: int) -> None:
         for number in [n for n in self._block_txs if n >= first_dropped]:
@@ -292,6 +299,7 @@ class DevNode:
         self.rpc = EthRpc(tester, backend.account_keys)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._heads: HeadsServer | None = None
         self._submissions: collections.deque[_Submission] = collections.deque()
         self._handlers: dict[str, Callable[[list[Any]], Any]] = {
             "evm_snapshot": lambda _: hex(self.chain.tester.take_snapshot()),
@@ -327,7 +335,22 @@ class DevNode:
         _log.info("dev chain %d serving JSON-RPC at %s", self.chain_id, self.url)
         return self
 
+    def serve_heads(self, port: int = 0) -> str:
+        """Announce every block to ``eth_subscribe newHeads`` subscribers over WebSocket on ``port`` of
+        the node's host (0: a free one); the ``ws://`` URL (:mod:`cardless.devchain.heads`)."""
+        if self._heads is None:
+            from cardless.devchain.heads import HeadsServer
+
+            self._heads = HeadsServer(self.host, port)
+            self.backend.on_block = self._heads.announce
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"ws://{host}:{self._heads.port}"
+
     def stop(self) -> None:
+        heads, self._heads = self._heads, None
+        if heads is not None:
+            self.backend.on_block = None
+            heads.close()
         server, thread = self._server, self._thread
         self._server = self._thread = None
         if server is not None:

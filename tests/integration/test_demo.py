@@ -1,5 +1,6 @@
 """`cardless demo` end to end, as a user runs it: a subprocess that starts its own embedded system
-(dev chain node, contracts, simulated provider, gateway, oracle) and prints JSON totals last."""
+(dev chain node, contracts, simulated provider, gateway, oracle; the provider and the oracle in child
+processes) and prints JSON totals last."""
 
 from __future__ import annotations
 
@@ -13,6 +14,23 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _processes_of(var_dir: Path) -> list[int]:
+    """Processes started with ``CARDLESS_VAR_DIR=var_dir`` (the demo's children inherit it)."""
+    marker = f"CARDLESS_VAR_DIR={var_dir}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker in (entry / "environ").read_bytes().split(b"\0"):
+                state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
+                if state != "Z":
+                    found.append(int(entry.name))
+        except OSError:  # gone meanwhile, or not ours
+            continue
+    return found
 
 
 def _demo(tmp_path: Path, *args: str) -> dict[str, object]:
@@ -34,6 +52,8 @@ def _demo(tmp_path: Path, *args: str) -> dict[str, object]:
     assert proc.stdout.strip(), f"no output; stderr:\n{proc.stderr[-4000:]}"
     totals = json.loads(proc.stdout.strip().splitlines()[-1])
     assert proc.returncode == 0, f"demo failed: {totals}\n{proc.stderr[-4000:]}"
+    # The simulated provider and the oracle worker ran as its child processes; it stopped and reaped them.
+    assert _processes_of(tmp_path / "var") == []
     return totals
 
 
