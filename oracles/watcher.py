@@ -128,6 +128,10 @@ class Watcher:
                 confirmed = min(confirmed, tagged)
         return confirmed
 
+    def cursor(self) -> tuple[int, str] | None:
+        """The last block applied (number, hash); None before the first range."""
+        return self._cursor()
+
     def _cursor(self) -> tuple[int, str] | None:
         with self.sessions() as session:
             row = session.get(ChainCursor, self.cursor_name)

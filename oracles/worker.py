@@ -162,7 +162,7 @@ class WorkerConfig:
     have waited this long (the leader, ticking every 10 ms, is behind), or when a worker said its slots
     are full (``claims``). A follower taking fresh orders splits every batch the leader would have made
     into several, each costing a tick's queries."""
-    follower_idle: float = 0.25
+    follower_idle: float = 0.5
     """Seconds an idle follower sleeps between ticks while it listens for the other workers' news."""
     lease_ttl: timedelta = timedelta(seconds=10)
     """How long a claim holds without renewal. Leases of running calls are renewed every third of it, so
@@ -253,6 +253,8 @@ class OracleWorker:
         """A worker said its provider slots were full: a follower's next claim takes fresh orders too."""
         self._unsigned = 0
         """Outcomes this worker recorded since its last signing stage."""
+        self._cursor_seen: tuple[int, str] | None = None
+        """The chain cursor at this follower's last sweep."""
 
     # ------------------------------------------------------------------ loop
 
@@ -287,24 +289,34 @@ class OracleWorker:
         """Which stages this tick runs. The leader (and every worker on SQLite) runs all of them, every
         tick. A follower records and signs what its own provider calls answered, and claims orders the
         leader has left waiting ``steal_after`` (or all due ones when a claimer said its slots were
-        full); every ``follower_poll`` it also reads the chain and the receipts, and runs the stages whose
-        orders have waited ``steal_after`` (one query says which). Run every tick by every worker, those
+        full); every ``follower_poll`` it runs the stages whose orders have waited ``steal_after`` (one
+        query says which), and reads the chain and the receipts when the leader has read nothing since
+        its last sweep. Run every tick by every worker, those
         stages cost the same queries four times over for a share of the same orders, and split the
         leader's batches: a follower is a safety net and spare capacity, not a competitor."""
         watch = self.leadership.should_watch()  # the leader: every tick; a follower: every follower_poll
         if self.leadership.leading:
             return _FULL
-        confirm = self.leadership.should_confirm()
         if not watch:
-            return _Plan(confirm=confirm)
+            return _Plan()
         waiting = self._waiting_states()
+        unread = self._chain_unread()
         return _Plan(
-            watch=True,
+            watch=unread,
             risk=S.PAID in waiting,
             sign=bool({S.SUCCEEDED, S.FAILED_FINAL} & waiting),
             post=bool({S.PROOF_PENDING, S.REFUND_PENDING} & waiting),
-            confirm=confirm,
+            confirm=unread,
         )
+
+    def _chain_unread(self) -> bool:
+        """Whether a follower's sweep reads the chain: when the cursor has not moved since its last sweep
+        (the leader read nothing meanwhile: no new blocks, then the poll is cheap, or a leader stalled).
+        A follower reading blocks the leader reads too made both wait on the cursor's lock, and one of
+        them read the logs for nothing."""
+        cursor = self.watcher.cursor()
+        seen, self._cursor_seen = self._cursor_seen, cursor
+        return cursor is None or cursor == seen
 
     def _waiting_states(self) -> set[OrderState]:
         """The states of the stages a follower's sweep runs in which an unleased order has waited

@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import Engine, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from cardless.ledger import Order, OrderState, create_engine_for, migrate, session_factory
+from cardless.ledger import ChainCursor, Order, OrderState, create_engine_for, migrate, session_factory
 from oracles.leader import CLAIMS, PROOFS, WatchLeadership, WorkSignal
 from oracles.worker import OracleWorker
 from tests.oracles._ledger import FakeAdapter, add_order, get, worker
@@ -233,7 +233,7 @@ def test_a_followers_sweep_runs_only_the_stages_where_orders_waited(
     first = follower._plan()
     assert first.watch and not (first.risk or first.sign or first.post)  # nothing has waited yet
     clock.now += 0.5
-    assert follower._plan() == type(first)(confirm=False)  # between sweeps: its own work only
+    assert follower._plan() == type(first)()  # between sweeps: its own work only
     proof = add_order(ledger, state=S.PROOF_PENDING)
     _age(ledger, proof, 5)
     clock.now += 2.0
@@ -250,6 +250,13 @@ def test_a_followers_sweep_runs_only_the_stages_where_orders_waited(
     _age(ledger, paid, 5)
     clock.now += 2.0
     assert follower._plan().risk
+    with ledger.begin() as session:
+        session.add(ChainCursor(name="escrow", block_number=7, block_hash="0x" + "11" * 32))
+    clock.now += 2.0
+    assert not follower._plan().watch  # the leader read blocks since the last sweep
+    clock.now += 2.0
+    swept = follower._plan()
+    assert swept.watch and swept.confirm  # ... and nothing since: the follower reads the chain
     leader.leadership.close()
     clock.now += 1.0
     assert follower._plan().sign and follower.leadership.leading  # took over: every stage again
