@@ -10,7 +10,7 @@ STAMP_NPM := node_modules/.installed
 WEB_BUNDLE := gateway/web/static/build.json
 HYPOTHESIS_PROFILE ?= ci
 
-.PHONY: help setup run test test-fast test-long check lint imports typecheck slither contracts bench-gas bench-audit bench-analytics bench-api bench-e2e bench-e2e-curve bench-e2e-embedded bench-devnode clean web screenshots
+.PHONY: help setup run test test-fast test-long check lint imports typecheck slither contracts bench-gas bench-audit bench-analytics bench-api bench-e2e bench-e2e-pg bench-e2e-curve bench-e2e-embedded bench-devnode clean web screenshots
 
 help:
 	@echo "make run        set up and start the embedded system"
@@ -23,6 +23,7 @@ help:
 	@echo "make bench-analytics  1M orders in PostgreSQL: analytics and risk timings -> bench/results/analytics.json"
 	@echo "make bench-api  order status and quotes under 16 clients -> bench/results/api.json"
 	@echo "make bench-e2e  anvil: raw pay rate, then orders paid -> settled -> bench/results/e2e.json (N=200)"
+	@echo "make bench-e2e-pg  phases d1 and d4 alone (PostgreSQL, 1 and 4 workers) -> bench/results/e2e-pg.json"
 	@echo "make bench-e2e-curve  phases a and bmax at N = 100, 1,000, 10,000 -> bench/results/e2e-curve.json"
 	@echo "make bench-e2e-embedded  the same on the make-run system -> bench/results/e2e-embedded.json"
 	@echo "make bench-devnode  the py-evm dev node alone: CPU per pay -> bench/results/devnode.json"
@@ -143,6 +144,10 @@ bench-api: setup
 # N=1000 takes about 3 times as long per phase as N=200 (docs/benchmarks.md); PHASES=a,bmax for a subset.
 bench-e2e: setup $(STAMP_NPM)
 	$(PG_SETUP) $(PY) -m bench.e2e --orders $(N) $(if $(PHASES),--phases $(PHASES)) $(if $(PROFILE),--profile $(PROFILE))
+
+# PostgreSQL, one oracle worker against four (issue 12's d1/d4), in a file of their own.
+bench-e2e-pg: setup $(STAMP_NPM)
+	$(PG_SETUP) $(PY) -m bench.e2e --orders $(N) --phases d1,d4 --out bench/results/e2e-pg.json $(if $(PROFILE),--profile $(PROFILE))
 
 bench-e2e-curve: setup $(STAMP_NPM)
 	$(PY) -m bench.curve $(if $(CURVE_N),--orders $(CURVE_N))

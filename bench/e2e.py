@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -152,6 +153,10 @@ class Stack:
             except subprocess.TimeoutExpired:
                 self.oracle.kill()
                 self.oracle.wait()
+            keep = os.environ.get("CARDLESS_BENCH_KEEP_LOGS")
+            if keep:  # the oracle's log outlives the phase's temporary directory
+                Path(keep).mkdir(parents=True, exist_ok=True)
+                shutil.copy(self.work / "oracle.log", Path(keep) / f"oracle-{self.work.name}.log")
         if self.system is not None:
             self.system.stop()
 
@@ -228,6 +233,11 @@ def _spy(stack: Stack, profile: Path | None, name: str) -> subprocess.Popen[byte
 
 def _tree_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of ``pid`` and its live descendants (``/proc``; 0.0 where it has none)."""
+    return sum(_tree_cpu_by_process(pid).values())
+
+
+def _tree_cpu_by_process(pid: int) -> dict[int, float]:
+    """User + system CPU seconds of ``pid`` and of each of its live descendants, by process id."""
     ticks = os.sysconf("SC_CLK_TCK")
     stats: dict[int, tuple[int, float]] = {}
     for entry in Path("/proc").iterdir():
@@ -239,7 +249,7 @@ def _tree_cpu_seconds(pid: int) -> float:
             continue
         # after the command: state, ppid, ..., utime (11), stime (12), counted from state = 0
         stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks)
-    tree, total = {pid}, 0.0
+    tree = {pid}
     grew = True
     while grew:
         grew = False
@@ -247,9 +257,7 @@ def _tree_cpu_seconds(pid: int) -> float:
             if parent in tree and child not in tree:
                 tree.add(child)
                 grew = True
-    for member in tree:
-        total += stats.get(member, (0, 0.0))[1]
-    return total
+    return {member: stats.get(member, (0, 0.0))[1] for member in tree}
 
 
 class _CpuSampler:
@@ -259,14 +267,14 @@ class _CpuSampler:
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
-        self.samples: list[tuple[float, float]] = []
+        self.samples: list[tuple[float, dict[int, float]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while True:
-            self.samples.append((time.time(), _tree_cpu_seconds(self.pid)))
+            self.samples.append((time.time(), _tree_cpu_by_process(self.pid)))
             if self._stop.wait(0.2):
                 return
 
@@ -276,9 +284,15 @@ class _CpuSampler:
 
     def since(self, when: float) -> float:
         """CPU seconds from the last sample at or before ``when`` to now (stops the sampler)."""
+        return sum(self.by_process(when).values())
+
+    def by_process(self, when: float) -> dict[int, float]:
+        """CPU seconds of each process from the last sample at or before ``when`` to now (stops the
+        sampler); a process that started later counts from 0, one that exited is left out."""
         self.stop()
         before = [cpu for at, cpu in self.samples if at <= when] or [self.samples[0][1]]
-        return self.samples[-1][1] - before[-1]
+        last = self.samples[-1][1]
+        return {pid: cpu - before[-1].get(pid, 0.0) for pid, cpu in last.items()}
 
 
 def _stop_spy(spy: subprocess.Popen[bytes] | None) -> None:
@@ -344,7 +358,8 @@ def run_phase(
             if len(settled) >= len(pays):
                 break
             time.sleep(0.25)
-        oracle_cpu = cpu.since(gen["pay_start"]) if cpu is not None else None
+        oracle_cpus = cpu.by_process(gen["pay_start"]) if cpu is not None else None
+        oracle_cpu = sum(oracle_cpus.values()) if oracle_cpus is not None else None
         _stop_spy(spy)
         latencies = [(settled[o] - pays[o]) * 1000 for o in settled]
         span = max(settled.values()) - gen["pay_start"] if settled else 0.0
@@ -374,6 +389,12 @@ def run_phase(
                 # settlement, per settled order: the measure the machine's load disturbs least
                 "oracle_cpu_ms_per_order": (
                     round(1000 * oracle_cpu / len(settled), 2) if oracle_cpu is not None and settled else None
+                ),
+                # the same per process (the pool supervisor among them with several workers), busiest first
+                "oracle_cpu_ms_per_order_by_process": (
+                    sorted((round(1000 * c / len(settled), 2) for c in oracle_cpus.values()), reverse=True)
+                    if oracle_cpus is not None and settled
+                    else None
                 ),
                 "load_after": load_info(),
             }

@@ -14,10 +14,25 @@ never loses or repeats one.
 The lock is released when the leader's connection closes, whatever ends it (a clean stop, a crash, a
 kill), and a follower takes it at its next try (``retry`` seconds). SQLite is one machine's database
 with a single writer: every worker there leads, as before.
+
+The leader also runs the risk check, signs and posts settlement and refund transactions every tick: its
+batches hold every proof signed since the last one, where four posters split them into four times the
+transactions (four times the gas estimates, receipts and events for the same orders). A follower calls
+providers for what it claims, signs what they answered, and runs the leader's stages only for orders that
+have waited there (``oracles.worker``: the same safety net as above). Exactly-once does not rest on this:
+any worker may run any stage (the claims, the outbox check in ``oracles.settlement``, nonces reserved in
+the database), as when every worker ran all of them; this only decides who normally does.
+
+:class:`WorkSignal` is how workers wake each other on PostgreSQL instead of polling (``LISTEN`` /
+``NOTIFY`` on :data:`WORK_CHANNEL`): a worker whose claim filled its free provider slots says
+``claims`` (more may be waiting), in the claim's transaction; a follower that signed proofs says
+``proofs`` (the leader posts them now rather than at its next idle poll). A notification is a wake-up
+only: a lost one costs latency (each worker still polls, less often), never an order.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -26,12 +41,15 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["WATCH_LOCK", "WatchLeadership"]
+__all__ = ["WATCH_LOCK", "WORK_CHANNEL", "WatchLeadership", "WorkSignal"]
 
 log = logging.getLogger(__name__)
 
 WATCH_LOCK = 0x63617264_77617463
 """pg_try_advisory_lock key of the watcher's leadership ("cardwatc"); the migrations use another."""
+WORK_CHANNEL = "cardless_work"
+"""The ``LISTEN``/``NOTIFY`` channel of :class:`WorkSignal`; the payload says what kind of work."""
+CLAIMS, PROOFS = "claims", "proofs"
 
 
 class WatchLeadership:
@@ -137,3 +155,69 @@ class WatchLeadership:
             connection.invalidate()
         finally:
             connection.close()
+
+
+class WorkSignal:
+    """``LISTEN``/``NOTIFY`` between the workers of one PostgreSQL database (nothing elsewhere: on SQLite
+    :attr:`enabled` is False and every call is a no-op).
+
+    :meth:`follow` runs on the worker's event loop: an asynchronous psycopg connection of its own,
+    ``LISTEN`` on :data:`WORK_CHANNEL`, and ``on_note(payload)`` for every notification. A lost connection
+    is opened again with a doubling delay; :attr:`listening` says whether notifications can arrive now
+    (the worker polls at its short interval while they cannot). :meth:`notify_in` adds a notification to
+    a transaction (PostgreSQL delivers it at the commit, and never if it rolls back); :meth:`notify` sends
+    one on its own."""
+
+    def __init__(self, engine: Engine | None) -> None:
+        self.engine = engine if engine is not None and engine.dialect.name == "postgresql" else None
+        self.listening = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.engine is not None
+
+    def notify_in(self, connection: Connection, kind: str) -> None:
+        if self.enabled:
+            connection.execute(
+                text("SELECT pg_notify(:channel, :kind)"), {"channel": WORK_CHANNEL, "kind": kind}
+            )
+
+    def notify(self, kind: str) -> None:
+        """Send ``kind`` now, outside any transaction; a failure is logged and ignored (a wake-up only)."""
+        if self.engine is None:
+            return
+        try:
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+                self.notify_in(connection, kind)
+        except DBAPIError as exc:
+            log.warning("could not notify the other workers (%s): they find the work at their next poll", exc)
+
+    async def follow(self, on_note: Callable[[str], None], *, retry_max: float = 30.0) -> None:
+        """Call ``on_note`` with each notification's payload until cancelled."""
+        if self.engine is None:
+            return
+        import psycopg
+
+        conninfo = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        delay, said = 1.0, False
+        while True:
+            try:
+                connection = await psycopg.AsyncConnection.connect(
+                    conninfo, autocommit=True, application_name="cardless-listen", connect_timeout=10
+                )
+                async with connection:
+                    await connection.execute(f"LISTEN {WORK_CHANNEL}")
+                    self.listening, said, delay = True, False, 1.0
+                    on_note("")  # news may have been missed while not listening: a full look
+                    async for note in connection.notifies():
+                        on_note(note.payload)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the server went away: poll meanwhile, listen again later
+                if not said:
+                    log.warning("not listening for other workers' news (%s); polling", exc)
+                    said = True
+            finally:
+                self.listening = False
+            await asyncio.sleep(delay)
+            delay = min(retry_max, delay * 2)

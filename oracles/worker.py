@@ -36,7 +36,7 @@ from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from eth_typing import HexStr
-from sqlalchemy import or_
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 from web3.contract import Contract
@@ -46,12 +46,20 @@ from cardless.ledger.cipher import AccountCipher
 from cardless.ledger.logcontext import ORDER_ID
 from cardless.ledger.models import Order, OrderState, utcnow
 from cardless.ledger.risk import RiskEngine
-from cardless.ledger.store import candidates, claim_many, lease_holders, release, release_holders, renew
+from cardless.ledger.store import (
+    candidates,
+    claim_many,
+    lease_free,
+    lease_holders,
+    release,
+    release_holders,
+    renew,
+)
 from cardless.ledger.store import due as attempt_due
 from cardless.protocol import EscrowDomain
 from oracles.deadlines import expire_quotes, purge_unpaid_quotes, refund_near_deadline
 from oracles.events import apply_event
-from oracles.leader import WatchLeadership
+from oracles.leader import CLAIMS, PROOFS, WatchLeadership, WorkSignal
 from oracles.outcomes import CallOutcome, OutcomePolicy, Outcomes, aware
 from oracles.proofs import CoSigner, Proofs
 from oracles.rawabi import quantity, rpc_batch
@@ -110,6 +118,24 @@ def dead_local_workers(owners: Iterable[str], *, me: str, host: str | None = Non
 
 
 @dataclasses.dataclass(frozen=True)
+class _Plan:
+    """The stages one tick runs (``OracleWorker._plan``); the provider calls' outcomes are always
+    recorded, and orders due a call always claimed (``fresh_claims``: not only those left waiting)."""
+
+    watch: bool = False
+    risk: bool = False
+    fresh_claims: bool = False
+    sign: bool = False
+    post: bool = False
+    confirm: bool = False
+
+
+_FULL = _Plan(watch=True, risk=True, fresh_claims=True, sign=True, post=True, confirm=True)
+_SWEPT = (S.PAID, S.SUCCEEDED, S.FAILED_FINAL, S.PROOF_PENDING, S.REFUND_PENDING)
+"""The states whose stages a follower runs only when an order has waited in them (``_plan``)."""
+
+
+@dataclasses.dataclass(frozen=True)
 class WorkerConfig:
     max_batch: int = 50
     submit_concurrency: int = 16
@@ -131,6 +157,13 @@ class WorkerConfig:
     heads_url: str = ""
     """A WebSocket JSON-RPC endpoint (``ws://``) whose ``eth_subscribe newHeads`` wakes the idle loop
     at once when a block arrives; empty, or a node without it: the loop polls every ``idle_sleep``."""
+    steal_after: timedelta = timedelta(seconds=1)
+    """On PostgreSQL with several workers: a follower claims orders due a provider call only once they
+    have waited this long (the leader, ticking every 10 ms, is behind), or when a worker said its slots
+    are full (``claims``). A follower taking fresh orders splits every batch the leader would have made
+    into several, each costing a tick's queries."""
+    follower_idle: float = 0.5
+    """Seconds an idle follower sleeps between ticks while it listens for the other workers' news."""
     lease_ttl: timedelta = timedelta(seconds=10)
     """How long a claim holds without renewal. Leases of running calls are renewed every third of it, so
     it bounds how long the orders of a worker that died on another host wait for another worker, not how
@@ -212,8 +245,16 @@ class OracleWorker:
         self._head_time: int | None = None
         """The newest block's time as the ``newHeads`` subscription announced it; None without one."""
         self.leadership = WatchLeadership(sessions)
-        """On PostgreSQL one worker of several reads the chain every tick; the others now and then."""
-        """Set when there is news for the loop: a provider answer came back or a block arrived."""
+        """On PostgreSQL one worker of several reads the chain and posts every tick; the others now and
+        then."""
+        self.signal = WorkSignal(self.leadership.engine if self.leadership.shared else None)
+        """LISTEN/NOTIFY between the workers of a PostgreSQL database."""
+        self._claims_hint = False
+        """A worker said its provider slots were full: a follower's next claim takes fresh orders too."""
+        self._unsigned = 0
+        """Outcomes this worker recorded since its last signing stage."""
+        self._cursor_seen: tuple[int, str] | None = None
+        """The chain cursor at this follower's last sweep."""
 
     # ------------------------------------------------------------------ loop
 
@@ -232,28 +273,92 @@ class OracleWorker:
         # The chain and database stages block on round trips to the node and the database: they run in a
         # thread, so the provider calls (tasks on this loop) progress meanwhile instead of waiting for
         # the whole tick. Claims and task starts stay on the loop.
-        work, chain_now = await asyncio.to_thread(self._ingest)
+        work, chain_now, plan = await asyncio.to_thread(self._ingest)
         if housekeeping:
             work += await self.expire_and_refund()
-        work += self.start_provider_calls(S.RISK_CHECKED, chain_now=chain_now)
+        stale = None if plan.fresh_claims or self._claims_hint else self.config.steal_after
+        self._claims_hint = False
+        work += self.start_provider_calls(S.RISK_CHECKED, chain_now=chain_now, stale_after=stale)
         if housekeeping:
             work += await self.requery_due()
-        work += await asyncio.to_thread(self._settle, chain_now)
+        sign, self._unsigned = plan.sign or self._unsigned > 0, 0
+        work += await asyncio.to_thread(self._settle, chain_now, dataclasses.replace(plan, sign=sign))
         return work
 
-    def _ingest(self) -> tuple[int, int]:
-        """Watcher and risk check; returns the work done and the latest block's time (read once per tick:
-        it was read three times, a round trip each)."""
-        work = self.watcher.poll() if self.leadership.should_watch() else 0
-        work += risk_check_paid(self.sessions, self.risk)
-        return work, self._chain_now()
+    def _plan(self) -> _Plan:
+        """Which stages this tick runs. The leader (and every worker on SQLite) runs all of them, every
+        tick. A follower records and signs what its own provider calls answered, and claims orders the
+        leader has left waiting ``steal_after`` (or all due ones when a claimer said its slots were
+        full); every ``follower_poll`` it runs the stages whose orders have waited ``steal_after`` (one
+        query says which), and reads the chain and the receipts when the leader has read nothing since
+        its last sweep. Run every tick by every worker, those
+        stages cost the same queries four times over for a share of the same orders, and split the
+        leader's batches: a follower is a safety net and spare capacity, not a competitor."""
+        watch = self.leadership.should_watch()  # the leader: every tick; a follower: every follower_poll
+        if self.leadership.leading:
+            return _FULL
+        if not watch:
+            return _Plan()
+        waiting = self._waiting_states()
+        unread = self._chain_unread()
+        return _Plan(
+            watch=unread,
+            risk=S.PAID in waiting,
+            sign=bool({S.SUCCEEDED, S.FAILED_FINAL} & waiting),
+            post=bool({S.PROOF_PENDING, S.REFUND_PENDING} & waiting),
+            confirm=unread,
+        )
 
-    def _settle(self, chain_now: int) -> int:
-        """Sign proofs and refunds, post them, confirm what was mined and apply its events at once."""
-        work = self.proofs.sign_fulfilments(chain_now)
-        work += self.proofs.sign_refunds()
-        work += self.settlement.post(chain_now)
-        confirmed = self.tx.confirm() if self.leadership.should_confirm() else []
+    def _chain_unread(self) -> bool:
+        """Whether a follower's sweep reads the chain: when the cursor has not moved since its last sweep
+        (the leader read nothing meanwhile: no new blocks, then the poll is cheap, or a leader stalled).
+        A follower reading blocks the leader reads too made both wait on the cursor's lock, and one of
+        them read the logs for nothing."""
+        cursor = self.watcher.cursor()
+        seen, self._cursor_seen = self._cursor_seen, cursor
+        return cursor is None or cursor == seen
+
+    def _waiting_states(self) -> set[OrderState]:
+        """The states of the stages a follower's sweep runs in which an unleased order has waited
+        ``steal_after`` or longer (one query; a risk hold is not waiting, nor an order in back-off)."""
+        now = utcnow()
+        with self.sessions() as session:
+            found = session.scalars(
+                select(Order.state)
+                .where(
+                    Order.state.in_([s.value for s in _SWEPT]),
+                    lease_free(now),
+                    attempt_due(now),
+                    Order.risk_hold_at.is_(None),
+                    Order.updated_at <= now - self.config.steal_after,
+                )
+                .group_by(Order.state)
+            )
+            return {OrderState(state) for state in found}
+
+    def _ingest(self) -> tuple[int, int, _Plan]:
+        """The plan of this tick, then the watcher and the risk check; returns the work done, the latest
+        block's time (read once per tick: it was read three times, a round trip each) and the plan."""
+        plan = self._plan()
+        work = self.watcher.poll() if plan.watch else 0
+        if plan.risk:
+            work += risk_check_paid(self.sessions, self.risk)
+        return work, self._chain_now(), plan
+
+    def _settle(self, chain_now: int, plan: _Plan | None = None) -> int:
+        """Sign proofs and refunds, post them, confirm what was mined and apply its events at once (each
+        as ``plan`` says). A follower that signed wakes the leader to post."""
+        plan = plan or _FULL
+        work = 0
+        if plan.sign:
+            signed = self.proofs.sign_fulfilments(chain_now)
+            signed += self.proofs.sign_refunds()
+            if signed and not self.leadership.leading:
+                self.signal.notify(PROOFS)
+            work += signed
+        if plan.post:
+            work += self.settlement.post(chain_now)
+        confirmed = self.tx.confirm() if plan.confirm else []
         work += len(confirmed)
         if confirmed and self.leadership.leading:
             work += self.watcher.poll()
@@ -265,6 +370,24 @@ class OracleWorker:
         workers each ticking every 10 ms split the same orders into four times the ticks: a quarter of
         their time went to claim queries that found one or two orders each."""
         return 0.01 if self.leadership.leading else 0.04
+
+    def _idle_pause(self, idle_sleep: float) -> float:
+        """Seconds an idle tick waits for news: ``idle_sleep``, or ``follower_idle`` for a follower that
+        listens for the other workers' notifications (woken at once by them)."""
+        if self.signal.listening and not self.leadership.leading:
+            return max(idle_sleep, self.config.follower_idle)
+        return idle_sleep
+
+    def _on_note(self, kind: str) -> None:
+        """Another worker's news (``oracles.leader.WorkSignal``): the leader wakes for proofs to post,
+        followers for orders the claimer could not take; an empty payload (listening again after a lost
+        connection, news may have been missed) wakes everyone for a full look."""
+        leading = self.leadership.leading
+        if kind in (CLAIMS, "") and not leading:
+            self._claims_hint = True
+        wanted = (kind in (PROOFS, "") and leading) or (kind in (CLAIMS, "") and not leading)
+        if wanted and self._wake is not None:
+            self._wake.set()
 
     async def requery_due(self) -> int:
         """Periodic job: query every unknown outcome whose back-off has elapsed, by our key. Orders left in
@@ -296,6 +419,8 @@ class OracleWorker:
         if self.config.heads_url:
             heads = follow_heads(self.config.heads_url, None, on_head=self._on_head)
             helpers.append(asyncio.create_task(heads, name="oracle-heads"))
+        if self.signal.enabled:
+            helpers.append(asyncio.create_task(self.signal.follow(self._on_note), name="oracle-listen"))
         try:
             while not stop.is_set():
                 wake.clear()
@@ -308,7 +433,7 @@ class OracleWorker:
                     if work:  # busy: yield to the provider tasks, and let the next batch gather
                         await asyncio.wait_for(stop.wait(), timeout=self._busy_pause())
                     else:
-                        await asyncio.wait_for(wake.wait(), timeout=idle_sleep)
+                        await asyncio.wait_for(wake.wait(), timeout=self._idle_pause(idle_sleep))
         finally:
             for helper in helpers:
                 helper.cancel()
@@ -326,7 +451,9 @@ class OracleWorker:
 
     # ------------------------------------------------------------------ provider calls
 
-    def start_provider_calls(self, *states: OrderState, chain_now: int | None = None) -> int:
+    def start_provider_calls(
+        self, *states: OrderState, chain_now: int | None = None, stale_after: timedelta | None = None
+    ) -> int:
         """Claim due orders in ``states``, as many as there are free provider slots, and start a provider
         call for each. Calls run as tasks, so one slow provider (a 10 s timeout) never holds up proofs,
         refunds or other orders; the lease keeps every other worker (and a later tick or job of this
@@ -335,7 +462,11 @@ class OracleWorker:
         With ``chain_now``, no order is submitted whose deadline is within ``deadline_margin`` of it: a
         top-up that may complete after the deadline could never be settled (the escrow refuses the proof),
         so such an order is refunded instead when no provider can have charged for it (and otherwise left
-        to the provider's answer or the buyer's reclaim)."""
+        to the provider's answer or the buyer's reclaim).
+
+        With ``stale_after``, only orders unchanged for that long are claimed (a follower's claim: what
+        the leader has left waiting). A claim that fills every free slot says so to the other workers
+        (``claims``, in its transaction): there may be more."""
         self.record_outcomes()
         refunded = 0
         late = None
@@ -361,6 +492,8 @@ class OracleWorker:
             wanted = [attempt_due(now)]
             if late is not None:
                 wanted.append(or_(Order.state != S.RISK_CHECKED.value, Order.fulfilment_deadline > late))
+            if stale_after is not None:
+                wanted.append(Order.updated_at <= now - stale_after)
             chosen: list[Order] = []
             # ``capacity`` rows, not more: leased, not-due and late rows are left out in SQL already, and
             # every row read is an ORM object and, on PostgreSQL, a row the other workers skip meanwhile
@@ -398,6 +531,8 @@ class OracleWorker:
                     asked = self.outcomes.begin_query(row, claimed=True)
                 if asked is not None:
                     calls.append((row.id, kind, asked))
+            if len(chosen) >= capacity:
+                self.signal.notify_in(session.connection(), CLAIMS)
         # The claims and intents are committed: from here no other worker starts a call for these orders.
         if jobs:  # who took which order: with several workers, the trail of a takeover
             claimed = " ".join(f"{kind}:{order_id}" for order_id, kind in jobs)
@@ -448,6 +583,7 @@ class OracleWorker:
             self._outcomes[:0] = done
             return 0
         retry = {outcome.order_id for outcome in failed}
+        self._unsigned += len(done) - len(retry)
         self._outcomes[:0] = [(order_id, outcome) for order_id, outcome in done if order_id in retry]
         for order_id, _ in done:
             if order_id not in retry:

@@ -194,3 +194,28 @@ def test_a_phases_subset_merges_into_the_existing_e2e_file(tmp_path: Path) -> No
     # another N is another experiment: it replaces the file instead of mixing with it
     other = e2e.merge_report(out, chain="anvil", orders=1000, phases={"a": {"raw_pay_tps": 90.0}})
     assert list(other["phases"]) == ["a"] and other["p50_ms"] is None
+
+
+def test_the_oracles_cpu_is_split_by_process() -> None:
+    """The e2e bench's CPU per order per process: each process of a tree by pid, from a moment on."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        sampler = e2e._CpuSampler(os.getpid())
+        start = time.time()
+        busy = time.process_time() + 0.3
+        while time.process_time() < busy:  # burn 0.3 s of this process's CPU
+            pass
+        by_process = sampler.by_process(start)
+        assert set(by_process) >= {os.getpid(), child.pid}
+        assert 0.2 <= by_process[os.getpid()] <= 5.0
+        assert by_process[child.pid] < 0.2  # asleep
+        tree = e2e._tree_cpu_by_process(os.getpid())
+        assert abs(e2e._tree_cpu_seconds(os.getpid()) - sum(tree.values())) < 0.1
+    finally:
+        child.kill()
+        child.wait()
