@@ -1,9 +1,9 @@
 """Child processes of ``cardless run`` and ``cardless demo``: started, announced, stopped, never orphaned.
 
-The embedded system runs the simulated provider (and, with ``CARDLESS_EMBEDDED_ORACLE=process``, the
-oracle worker) as processes of their own, as every real deployment does: a provider is another
-server, and ``cardless oracle`` is its own process in production. They then use the machine's other
-core instead of waiting for the GIL of the process that runs the gateway and the py-evm node.
+``cardless run`` and ``cardless demo`` (``System(children=True)``) run the py-evm node, the simulated
+provider and the oracle worker as processes of their own, as every real deployment does: a provider
+is another server, and ``cardless oracle`` is its own process in production. They then use the
+machine's other core instead of waiting for the GIL of the process that runs the gateway.
 
 How a child is kept from outliving its parent, however the parent ends:
 

@@ -1,4 +1,4 @@
-"""The embedded system's oracle worker as a child process (``CARDLESS_EMBEDDED_ORACLE=process``).
+"""The embedded system's oracle worker as a child process of `cardless run` and `cardless demo`.
 
 What ``cardless oracle`` is in production: ``System(embedded=False, gateway=False)`` against the node's
 JSON-RPC, the deployment file and the database (here the embedded system's SQLite file), started by
