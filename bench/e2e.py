@@ -279,8 +279,11 @@ class _CpuSampler:
                 return
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
+        """Stop sampling, with one last sample now: the thread's last one may be 0.2 s old."""
+        if not self._stop.is_set():
+            self._stop.set()
+            self._thread.join()
+            self.samples.append((time.time(), _tree_cpu_by_process(self.pid)))
 
     def since(self, when: float) -> float:
         """CPU seconds from the last sample at or before ``when`` to now (stops the sampler)."""

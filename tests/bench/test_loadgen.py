@@ -210,9 +210,9 @@ def test_the_oracles_cpu_is_split_by_process() -> None:
         busy = time.process_time() + 0.3
         while time.process_time() < busy:  # burn 0.3 s of this process's CPU
             pass
-        by_process = sampler.by_process(start)
+        by_process = sampler.by_process(start)  # to now: it takes a last sample when it stops
         assert set(by_process) >= {os.getpid(), child.pid}
-        assert 0.2 <= by_process[os.getpid()] <= 5.0
+        assert 0.25 <= by_process[os.getpid()] <= 5.0  # /proc counts in 10 ms ticks
         assert by_process[child.pid] < 0.2  # asleep
         tree = e2e._tree_cpu_by_process(os.getpid())
         assert abs(e2e._tree_cpu_seconds(os.getpid()) - sum(tree.values())) < 0.1
