@@ -42,6 +42,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
+from cardless.ledger._per_transaction import per_transaction
 from cardless.ledger.models import Base, Order, OrderState, utcnow
 from cardless.ledger.types import Uint256
 
@@ -319,11 +320,7 @@ _STAGED = "cardless.outbox.staged"
 
 
 def _staged(session: Session) -> _StagedEvents:
-    transaction = session.get_transaction()
-    kept = session.info.get(_STAGED)
-    if not isinstance(kept, _StagedEvents) or kept.transaction is not transaction:
-        kept = session.info[_STAGED] = _StagedEvents(transaction)
-    return kept
+    return per_transaction(session, _STAGED, _StagedEvents)
 
 
 def record_order_event(session: Session, order: Order, state: OrderState, at: datetime) -> None:

@@ -36,6 +36,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from cardless.ledger._per_transaction import per_transaction
 from cardless.ledger.models import BUCKET_SECONDS, FULFIL_BOUNDS, Order, RefundRollup, SalesRollup
 
 __all__ = [
@@ -145,11 +146,7 @@ class _Pending:
 
 
 def _pending(session: Session) -> _Pending:
-    transaction = session.get_transaction()
-    kept = session.info.get(_PENDING)
-    if not isinstance(kept, _Pending) or kept.transaction is not transaction:
-        kept = session.info[_PENDING] = _Pending(transaction)
-    return kept
+    return per_transaction(session, _PENDING, _Pending)
 
 
 def record(session: Session, before: Share | None, after: Share | None) -> None:

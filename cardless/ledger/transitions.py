@@ -33,6 +33,7 @@ from sqlalchemy import bindparam, event, insert, update
 from sqlalchemy.orm import Session
 
 from cardless.ledger._exceptions import LedgerError
+from cardless.ledger._per_transaction import per_transaction
 from cardless.ledger.models import Order, OrderEvent, OrderState, ProviderAttempt, utcnow
 from cardless.ledger.outbox import has_staged_order_events, record_order_event, write_staged_order_events
 from cardless.ledger.rollups import record as record_rollups
@@ -169,11 +170,7 @@ _STAGED = "cardless.ledger.transitions.staged"
 
 
 def _staged(session: Session) -> _Staged:
-    transaction = session.get_transaction()
-    kept = session.info.get(_STAGED)
-    if not isinstance(kept, _Staged) or kept.transaction is not transaction:
-        kept = session.info[_STAGED] = _Staged(transaction)
-    return kept
+    return per_transaction(session, _STAGED, _Staged)
 
 
 _ANSWER = (
