@@ -31,6 +31,7 @@ __all__ = [
     "JsonLimitError",
     "check_json_depth",
     "loads_bounded",
+    "replay_body",
     "restore_recursion_limit",
 ]
 
@@ -131,16 +132,22 @@ class BoundedJsonMiddleware:
             except JsonLimitError as exc:
                 await _problem(send, exc.status, str(exc))
                 return
-        replayed = False
+        await self.app(scope, replay_body(body, receive), send)
 
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
 
-        await self.app(scope, replay, send)
+def replay_body(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives ``body`` (already read whole from ``receive``) as one message, then
+    hands on to ``receive`` (a disconnect, for an application that waits for one)."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
 
 
 async def _problem(send: Send, status: int, detail: str) -> None:

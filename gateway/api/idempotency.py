@@ -21,7 +21,7 @@ from typing import Any
 
 import anyio.to_thread
 
-from cardless.protocol.jsonlimits import ASGIApp, Message, Receive, Scope, Send
+from cardless.protocol.jsonlimits import ASGIApp, Message, Receive, Scope, Send, replay_body
 from gateway.api.auth import credential_scope
 from gateway.services import idempotency
 
@@ -102,15 +102,6 @@ class IdempotencyMiddleware:
         status = 0
         kept: dict[str, str] = {}
         chunks: list[bytes] = []
-        replayed = False
-
-        async def replay_body() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
         events: list[Message] = []
 
         async def capture(event: Message) -> None:
@@ -128,7 +119,7 @@ class IdempotencyMiddleware:
             events.append(event)
 
         try:
-            await self.app(scope, replay_body, capture)
+            await self.app(scope, replay_body(body, receive), capture)
         except BaseException:
             await anyio.to_thread.run_sync(idempotency.release, sessions, record)
             raise

@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from cardless.protocol.jsonlimits import ASGIApp, Message, Receive, Scope, Send
+from cardless.protocol.jsonlimits import ASGIApp, Receive, Scope, Send, replay_body
 from gateway.api.errors import domain_problem
 from gateway.api.ratelimits import rate_limit_headers
 from gateway.schemas import QuoteCreate, QuoteOut
@@ -96,16 +96,7 @@ async def _read(receive: Receive) -> tuple[bytes, Receive]:
         chunks.append(message.get("body", b""))
         more = message.get("more_body", False)
     body = b"".join(chunks)
-    replayed = False
-
-    async def replay() -> Message:
-        nonlocal replayed
-        if replayed:
-            return await receive()
-        replayed = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return body, replay
+    return body, replay_body(body, receive)
 
 
 def _quote_request(scope: Scope, body: bytes) -> QuoteCreate | None:
