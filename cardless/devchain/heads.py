@@ -23,6 +23,8 @@ from typing import Any
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import Server, ServerConnection, serve
 
+from cardless.protocol.jsonlimits import loads_bounded
+
 __all__ = ["HeadsServer", "header_json"]
 
 _log = logging.getLogger(__name__)
@@ -98,8 +100,8 @@ class HeadsServer:
 
     def _answer(self, connection: ServerConnection, message: str | bytes) -> dict[str, Any]:
         try:
-            request = json.loads(message)
-        except ValueError:
+            request = loads_bounded(message)
+        except ValueError:  # not JSON, or nested past the limit (a JsonLimitError)
             return {"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "parse error"}}
         if not isinstance(request, dict):
             return {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "not a request"}}
@@ -116,7 +118,7 @@ class HeadsServer:
                 if found:
                     del self._subscribers[connection]
             return {"jsonrpc": "2.0", "id": request_id, "result": found}
-        error = {"code": -32601, "message": f"only eth_subscribe newHeads is served here, not {method}"}
+        error = {"code": -32601, "message": "only eth_subscribe newHeads and eth_unsubscribe are served here"}
         return {"jsonrpc": "2.0", "id": request_id, "error": error}
 
     def _publish(self) -> None:

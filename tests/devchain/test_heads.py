@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from cardless.devchain.node import DevNode
@@ -59,3 +60,25 @@ def test_each_mined_block_is_announced_to_subscribers(node: DevNode) -> None:
         rpc(node, "evm_mine")
         with pytest.raises(TimeoutError):
             ws.recv(timeout=0.3)  # unsubscribed: nothing more is announced
+
+
+def test_hostile_messages_get_an_error_and_the_socket_stays_open(node: DevNode) -> None:
+    """Nested past the JSON limit, not JSON, not an object, a huge method name, or past the 64 KiB frame
+    limit: an error for each (the last closes that connection), and the server still serves."""
+    url = node.serve_heads()
+    with connect(url) as ws:
+        ws.send("[" * 30_000 + "]" * 30_000)  # past the recursion limit of a recursive parser
+        assert json.loads(ws.recv(timeout=10))["error"]["code"] == -32700
+        ws.send("not json")
+        assert json.loads(ws.recv(timeout=10))["error"]["code"] == -32700
+        ws.send("[1, 2]")
+        assert json.loads(ws.recv(timeout=10))["error"]["code"] == -32600
+        long = ask(ws, 1, "x" * 50_000, [])
+        assert long["error"]["code"] == -32601 and len(long["error"]["message"]) < 200  # not echoed back
+        assert ask(ws, 2, "eth_subscribe", ["newHeads"])["result"].startswith("0x")
+    with connect(url) as ws:
+        ws.send("x" * (65 * 1024))
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=10)
+    with connect(url) as ws:
+        assert ask(ws, 3, "eth_subscribe", ["newHeads"])["result"].startswith("0x")
