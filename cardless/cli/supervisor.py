@@ -200,7 +200,7 @@ class Supervisor:
                 return False
             delay, entry.delay = entry.delay, min(entry.delay * 2, policy.max_delay)
             log.warning(
-                "restarting %s in %.1f s (failure %d of at most %d in %.0f s)",
+                "restarting %s in %.3g s (failure %d of at most %d in %.0f s)",
                 entry.label,
                 delay,
                 len(entry.failures),
