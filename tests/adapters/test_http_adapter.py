@@ -978,6 +978,11 @@ class SimulatorBackend:
         reply.raise_for_status()
 
 
+# A short read timeout, so the `timeout` fault costs 0.4 s, not the file's ten: the in-process simulator
+# answers everything else within milliseconds (no test here arms a `latency` fault).
+SHORT_TIMEOUTS = Timeouts(connect=2, read=0.4, write=2, pool=2)
+
+
 @pytest.fixture(scope="module")
 def simulator() -> Iterator[Any]:
     # Quick async completion, and a `timeout` fault that lets go soon after our client gives up.
@@ -1007,8 +1012,7 @@ class TestSimulatorConformance(AdapterConformance):
     @pytest.fixture
     async def adapter(self, simulator, backend) -> AsyncIterator[HttpAdapter]:
         config = load_provider_file(bundled_provider_file(self.provider_file))
-        # A short read timeout so the `timeout` fault costs a second, not the file's ten.
-        config = config.model_copy(update={"timeouts": Timeouts(connect=2, read=1, write=2, pool=2)})
+        config = config.model_copy(update={"timeouts": SHORT_TIMEOUTS})
         async with httpx.AsyncClient() as client:
             yield HttpAdapter(config, client, secrets=SIMULATOR_SECRETS, base_url=simulator.url)
 
@@ -1051,6 +1055,6 @@ class TestSimulatorConformanceLeanTransport(TestSimulatorConformance):
     @pytest.fixture
     async def adapter(self, simulator, backend) -> AsyncIterator[HttpAdapter]:
         config = load_provider_file(bundled_provider_file(self.provider_file))
-        config = config.model_copy(update={"timeouts": Timeouts(connect=2, read=1, write=2, pool=2)})
+        config = config.model_copy(update={"timeouts": SHORT_TIMEOUTS})
         async with httpx.AsyncClient(transport=LeanTransport(httpx.Limits(max_connections=8))) as client:
             yield HttpAdapter(config, client, secrets=SIMULATOR_SECRETS, base_url=simulator.url)
