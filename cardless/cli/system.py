@@ -108,6 +108,7 @@ class System:
         self.restart_policy: RestartPolicy | None = None
         """How child processes are restarted (``children``; default ``RestartPolicy()``); tests may set it."""
         self._supervisor: Supervisor | None = None
+        self._oracle_env: dict[str, str] | None = None
         self.halt = threading.Event()
         """Set when the system cannot go on: a child it cannot replace died, or one kept failing
         (``failure`` says which). ``cardless run`` waits on it beside Ctrl-C."""
@@ -350,14 +351,24 @@ class System:
         self._oracle_ready(self.oracle_process)
 
     def _oracle_child(self) -> ChildProcess:
+        """The oracle worker's process, not started. A restart gets the environment of the first start:
+        the simulator's URL then is the one it comes back on, whatever state it is in meanwhile."""
+        from cardless.cli.child import ChildProcess
+
+        if self._oracle_env is None:
+            self._oracle_env = self._oracle_environment()
+        level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
+        module, arguments = "cardless.cli.embedded_oracle", ["--log-level", str(level)]
+        return ChildProcess("the oracle worker", module, arguments, env=self._oracle_env)
+
+    def _oracle_environment(self) -> dict[str, str]:
         import os
 
-        from cardless.cli.child import ChildProcess
         from cardless.cli.embedded_oracle import settings_environment
 
         assert self.deployment is not None and self.simulator is not None
         settings = self.settings
-        env = {
+        return {
             **os.environ,
             **settings_environment(
                 settings,
@@ -372,10 +383,6 @@ class System:
             ),
             **self._secret_values(),
         }
-        level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
-        return ChildProcess(
-            "the oracle worker", "cardless.cli.embedded_oracle", ["--log-level", str(level)], env=env
-        )
 
     @staticmethod
     def _oracle_ready(child: ChildProcess) -> None:
