@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal, Protocol, TypeVar
 
-from cardless.cli.child import ChildProcess, ChildStartError, describe_exit
+from cardless.cli.child import ChildProcess, describe_exit
 
 __all__ = ["ChildState", "Handle", "RestartPolicy", "Supervisor"]
 
@@ -153,6 +153,14 @@ class Supervisor:
     # ------------------------------------------------------------------ the watching threads
 
     def _watch(self, entry: _Entry) -> None:
+        try:
+            self._watch_until_stopped(entry)
+        except Exception as exc:  # a bug here must not leave a child unwatched without a word
+            log.exception("supervising %s failed", entry.label)
+            entry.state = "down"
+            self._fatal(f"supervising {entry.label} failed ({type(exc).__name__}: {exc})")
+
+    def _watch_until_stopped(self, entry: _Entry) -> None:
         while not self._stopping.is_set():
             process = entry.process(entry.handle)
             if process is None:
@@ -214,14 +222,14 @@ class Supervisor:
                     return False
                 try:
                     handle = entry.spawn()
-                except OSError as exc:
+                except Exception as exc:  # counted as a failure, like any other
                     what = f"could not be started ({exc})"
                     log.error("%s %s", entry.label, what)
                     continue
                 entry.starting = handle
             try:
                 entry.ready(handle)
-            except (ChildStartError, RuntimeError, OSError) as exc:
+            except Exception as exc:  # ChildStartError, or whatever its check raised
                 with self._lock:
                     entry.starting = None
                 handle.stop()
