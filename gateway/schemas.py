@@ -352,3 +352,8 @@ class HealthOut(_Out):
     simulator: str | None = Field(
         description="The simulated provider's URL: only from an embedded development system (cardless run)"
     )
+    processes: dict[str, Literal["running", "restarting", "down"]] | None = Field(
+        default=None,
+        description="The child processes of an embedded development system (cardless run: dev_chain, "
+        "simulator, oracle) and their states; null elsewhere. One not running makes the status degraded",
+    )

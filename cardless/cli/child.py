@@ -18,11 +18,15 @@ How a child is kept from outliving its parent, however the parent ends:
   only the parent, which stops them in order (the oracle before the provider it calls).
 
 A child announces itself with one line on stdout (for a server: ``port N``, the port the OS picked,
-read back rather than guessed); its stdout is its stderr afterwards, and its stderr is the parent's.
+read back rather than guessed); its stdout is its stderr afterwards. Its stderr is a pipe the parent
+copies to its own stderr as it comes, keeping the last few KiB (:meth:`ChildProcess.stderr_tail`), so a
+child that dies is reported with its last words (``cardless.cli.supervisor`` restarts or gives up).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import runpy
 import select
@@ -33,9 +37,10 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 
-__all__ = ["ChildProcess", "ChildStartError", "announce"]
+__all__ = ["ChildProcess", "ChildStartError", "announce", "describe_exit"]
 
 _ORPHAN_GRACE_S = 10.0
+_TAIL_BYTES = 4096
 
 
 class ChildStartError(RuntimeError):
@@ -49,6 +54,18 @@ def announce(line: str) -> None:
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
 
 
+def describe_exit(code: int | None) -> str:
+    """``exited with 3``, ``was killed by SIGKILL`` (Popen's negative return code), ``is running``."""
+    if code is None:
+        return "is running"
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with {code}"
+
+
 class ChildProcess:
     """``python -m cardless.cli.child MODULE ARGS...``: ``start()`` returns its announced line."""
 
@@ -60,6 +77,8 @@ class ChildProcess:
         self.env = dict(env) if env is not None else None
         self.process: subprocess.Popen[bytes] | None = None
         self.ready_line = ""
+        self._tail = bytearray()
+        self._tee: threading.Thread | None = None
 
     @property
     def pid(self) -> int | None:
@@ -74,10 +93,47 @@ class ChildProcess:
             self.command,
             stdin=subprocess.PIPE,  # the lifeline: nothing is ever written to it
             stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,  # copied through to ours by _copy_stderr, its tail kept
             env=self.env,
             start_new_session=True,
         )
+        assert self.process.stderr is not None
+        self._tail.clear()
+        self._tee = threading.Thread(
+            target=self._copy_stderr, args=(self.process.stderr,), name=f"stderr of {self.name}", daemon=True
+        )
+        self._tee.start()
         return self
+
+    def _copy_stderr(self, pipe: object) -> None:
+        """The child's stderr to ours, unchanged, as it comes; the last ``_TAIL_BYTES`` kept. Ends when
+        the child (and any process that inherited the pipe) has closed it."""
+        assert isinstance(pipe, io.BufferedReader)
+        fd = pipe.fileno()
+        try:
+            out = sys.stderr.fileno()
+        except (AttributeError, ValueError, OSError):
+            out = 2
+        try:
+            while chunk := os.read(fd, 65536):
+                self._tail += chunk
+                del self._tail[:-_TAIL_BYTES]
+                # Our own stderr gone: keep draining, or the child would block on a full pipe.
+                with contextlib.suppress(OSError):
+                    os.write(out, chunk)
+        except OSError:
+            pass
+        finally:
+            pipe.close()
+
+    def stderr_tail(self, lines: int = 10, wait: float = 1.0) -> list[str]:
+        """The last ``lines`` lines the child wrote to stderr (from its last start). After it has exited,
+        first waits up to ``wait`` s for the copy to reach the end of the pipe."""
+        tee = self._tee
+        if tee is not None and (self.process is None or self.process.poll() is not None):
+            tee.join(wait)
+        text = bytes(self._tail).decode(errors="replace")
+        return [line for line in text.splitlines() if line.strip()][-lines:]
 
     def ready(self, timeout: float = 60.0) -> str:
         """Wait for the child's announcement; a child that exits or stays silent is stopped and raises."""

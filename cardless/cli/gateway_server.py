@@ -9,6 +9,7 @@ import asyncio
 import socket
 import threading
 import time
+from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
 
 import httpx
@@ -50,6 +51,7 @@ class GatewayServer:
         cipher: AccountCipher,
         simulator_url: str | None,
         operator_key: str | None = None,
+        processes: Callable[[], Mapping[str, str]] | None = None,
     ) -> None:
         self.settings = settings
         self.clients = clients
@@ -83,6 +85,7 @@ class GatewayServer:
                 sessions=sessions,  # shared by every gateway process on this database
             ),
             simulator_url=simulator_url,
+            processes=processes,
             operator_key=operator_key,
             key_quota=KeyQuota(default=settings.api_key_rate),
             siwe_domain=settings.siwe_domain

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import os
 import signal
 import threading
 from pathlib import Path
@@ -32,7 +33,12 @@ from cardless.cli.settings import Settings
 from cardless.protocol.jsonlimits import restore_recursion_limit
 
 if TYPE_CHECKING:
+    from cardless.cli.supervisor import RestartPolicy
     from cardless.cli.system import System
+
+EXIT_CHILD_FAILED = 3
+"""``cardless run`` / ``cardless demo``: a child process the system cannot do without died (the dev
+chain), or one kept failing; the message says which (cardless.cli.supervisor)."""
 
 # eth_account (above) brought in py_ecc, which set the recursion limit to 100,000: back to what py-evm
 # needs, before any command runs.
@@ -92,6 +98,7 @@ def start_system(
     oracle: bool = True,
     children: bool = False,
     overrides: dict[str, Any] | None = None,
+    restart_policy: RestartPolicy | None = None,
 ) -> System:
     """Read the settings (``overrides``: command-line options over the environment) and start a System; a
     bad variable, deployment file, keystore password or catalogue ends the command with one line naming
@@ -102,6 +109,7 @@ def start_system(
     try:
         settings = Settings(**(overrides or {}))
         system = System(settings, embedded=embedded, gateway=gateway, oracle=oracle, children=children)
+        system.restart_policy = restart_policy
         system.start()
     except BaseException as exc:  # Ctrl-C during start-up too: a started dev chain must not outlive us
         if system is not None:
@@ -112,10 +120,10 @@ def start_system(
     return system
 
 
-def _wait_for_ctrl_c(ready: str | None = None) -> None:
-    """Block until SIGINT or SIGTERM. ``ready`` is printed once both are handled, so whoever waits for
-    it can stop the process cleanly from then on."""
-    stop = threading.Event()
+def _wait_for_ctrl_c(ready: str | None = None, *, until: threading.Event | None = None) -> None:
+    """Block until SIGINT or SIGTERM (or ``until`` is set otherwise). ``ready`` is printed once both are
+    handled, so whoever waits for it can stop the process cleanly from then on."""
+    stop = until if until is not None else threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     if ready:
@@ -132,13 +140,32 @@ def run(
             "default CARDLESS_DEV_CHAIN, else embedded"
         ),
     ] = None,
+    max_restarts: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=1000,
+            help="Restarts of the oracle worker or the simulated provider within 2 minutes before the "
+            "system gives up and stops (exit 3); 0: the first unexpected exit stops it",
+        ),
+    ] = 5,
 ) -> None:
-    """Start the embedded system: chain, contracts, simulated provider, gateway and oracle."""
+    """Start the embedded system: chain, contracts, simulated provider, gateway and oracle.
+
+    The oracle worker and the simulated provider are restarted if they die (back-off 0.5 s doubling to
+    30 s); if the dev chain dies, or a child keeps failing, the system stops with exit code 3."""
+    from cardless.cli.supervisor import RestartPolicy
+
     if chain not in (None, "embedded", "anvil"):
         raise typer.BadParameter("'embedded' or 'anvil'", param_hint="--chain")
     _logging()
-    # The simulated provider in a child process: a provider is a server of its own (cardless.cli.child).
-    system = start_system(children=True, overrides={"dev_chain": chain} if chain else None)
+    # The node, the simulated provider and the oracle in child processes, supervised (cardless.cli.child,
+    # cardless.cli.supervisor).
+    system = start_system(
+        children=True,
+        overrides={"dev_chain": chain} if chain else None,
+        restart_policy=RestartPolicy(max_restarts=max_restarts),
+    )
     info = system.describe()
     table = Table(title="Cardless embedded system", show_header=False)
     for key, value in info.items():
@@ -162,10 +189,13 @@ def run(
         f"Try: [bold]cardless demo --orders 10[/bold]   API docs: {info['gateway']}/docs   Ctrl-C stops."
     )
     try:
-        _wait_for_ctrl_c()
+        _wait_for_ctrl_c(until=system.halt)
     finally:
         console.print("stopping...")
         system.stop()
+    if system.failure is not None:
+        console.print(f"[red]cardless run stopped:[/red] {escape(system.failure)}", soft_wrap=True)
+        raise typer.Exit(EXIT_CHILD_FAILED)
 
 
 def _serve_against_node(role: str, *, gateway: bool, oracle: bool) -> None:
@@ -448,6 +478,8 @@ def demo(
             settings.model_copy(update={"chain_port": 0, "gateway_port": 0, "simulator_port": 0}),
             children=True,
         )
+        # A child the system cannot do without died: interrupt the demo (KeyboardInterrupt below).
+        system.on_failure = lambda _message: os.kill(os.getpid(), signal.SIGINT)
         system.start()
         url = system.gateway_url
         operator = system.operator_key
@@ -465,6 +497,12 @@ def demo(
         report = run_demo(
             url, orders=orders, faults=faults, timeout=timeout, progress=progress, operator_key=operator
         )
+    except KeyboardInterrupt:
+        if system is None or system.failure is None:
+            raise
+        system.stop()
+        console.print(f"[red]cardless demo stopped:[/red] {escape(system.failure)}", soft_wrap=True)
+        raise typer.Exit(EXIT_CHILD_FAILED) from None
     finally:
         if system is not None:
             system.stop()

@@ -18,6 +18,7 @@ FastAPI nor uvicorn nor the simulator (tests/cli/test_oracle_imports.py).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from cardless.cli.embedded import DevNodeProcess, SimulatorProcess
     from cardless.cli.gateway_server import GatewayServer
     from cardless.cli.oracle_runner import OracleRunner
+    from cardless.cli.supervisor import ChildState, RestartPolicy, Supervisor
     from cardless.devchain.anvil import AnvilNode
     from cardless.devchain.node import DevNode
     from gateway.api.deps import GatewayContext
@@ -103,6 +105,16 @@ class System:
         self._oracle: OracleRunner | None = None
         self.oracle_process: ChildProcess | None = None
         """The embedded oracle worker's child process (``children``), else None."""
+        self.restart_policy: RestartPolicy | None = None
+        """How child processes are restarted (``children``; default ``RestartPolicy()``); tests may set it."""
+        self._supervisor: Supervisor | None = None
+        self._oracle_env: dict[str, str] | None = None
+        self.halt = threading.Event()
+        """Set when the system cannot go on: a child it cannot replace died, or one kept failing
+        (``failure`` says which). ``cardless run`` waits on it beside Ctrl-C."""
+        self.failure: str | None = None
+        self.on_failure: Callable[[str], None] | None = None
+        """Called (from a supervising thread) with ``failure`` when the system halts."""
 
     @property
     def worker(self) -> OracleWorker | None:
@@ -182,6 +194,8 @@ class System:
             self._start_gateway()
         if self.run_oracle:
             self._start_oracle()
+        if self.embedded and self.children:
+            self._supervise()
         return self
 
     def _seed_catalogue(self) -> None:
@@ -302,6 +316,10 @@ class System:
             if self.simulator is not None and self.embedded and self.settings.is_development
             else None,
             operator_key=self.operator_key,
+            # The children's states in /v1/health, for the same embedded development system only.
+            processes=self.process_states
+            if self.children and self.embedded and self.settings.is_development
+            else None,
         )
         self.gateway_url = self._gateway.start()
 
@@ -329,14 +347,28 @@ class System:
         """``cardless oracle`` as it runs in production, as a child process: against the node's JSON-RPC,
         the deployment file and this system's database, with the simulated provider and this gateway (for
         callbacks) by URL. Its own interpreter: its CPU no longer waits for this process's GIL."""
+        self.oracle_process = self._oracle_child().spawn()
+        self._oracle_ready(self.oracle_process)
+
+    def _oracle_child(self) -> ChildProcess:
+        """The oracle worker's process, not started. A restart gets the environment of the first start:
+        the simulator's URL then is the one it comes back on, whatever state it is in meanwhile."""
+        from cardless.cli.child import ChildProcess
+
+        if self._oracle_env is None:
+            self._oracle_env = self._oracle_environment()
+        level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
+        module, arguments = "cardless.cli.embedded_oracle", ["--log-level", str(level)]
+        return ChildProcess("the oracle worker", module, arguments, env=self._oracle_env)
+
+    def _oracle_environment(self) -> dict[str, str]:
         import os
 
-        from cardless.cli.child import ChildProcess
-        from cardless.cli.embedded_oracle import READY, settings_environment
+        from cardless.cli.embedded_oracle import settings_environment
 
         assert self.deployment is not None and self.simulator is not None
         settings = self.settings
-        env = {
+        return {
             **os.environ,
             **settings_environment(
                 settings,
@@ -351,17 +383,97 @@ class System:
             ),
             **self._secret_values(),
         }
-        level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
-        self.oracle_process = ChildProcess(
-            "the oracle worker", "cardless.cli.embedded_oracle", ["--log-level", str(level)], env=env
-        )
-        line = self.oracle_process.start(timeout=120)
+
+    @staticmethod
+    def _oracle_ready(child: ChildProcess) -> None:
+        from cardless.cli.embedded_oracle import READY
+
+        line = child.ready(timeout=120)
         if line != READY:
+            child.stop()
             raise RuntimeError(f"the oracle worker said {line!r}, not {READY!r}")
+
+    # ------------------------------------------------------------------ supervision
+
+    def _supervise(self) -> None:
+        """Watch the children (``cardless.cli.supervisor``): the oracle worker and the simulated provider
+        are restarted; the dev chain is not (its state is in its memory), its death halts the system."""
+        from urllib.parse import urlsplit
+
+        from cardless.cli.embedded import DevNodeProcess, SimulatorProcess
+        from cardless.cli.supervisor import RestartPolicy, Supervisor
+        from cardless.devchain.anvil import AnvilNode
+
+        supervisor = Supervisor(self.restart_policy or RestartPolicy(), self._fail)
+        another_chain = (
+            "it keeps the chain in memory, and a new one would be another chain than the one the gateway, "
+            "the oracle and the database know; start the system again (`make run`)"
+        )
+        node = self.node
+        if isinstance(node, DevNodeProcess):
+            supervisor.watch("dev_chain", node, child=lambda n: n.child, irreplaceable=another_chain)
+        elif isinstance(node, AnvilNode):
+            supervisor.watch(
+                "dev_chain",
+                node,
+                child=lambda n: None,
+                label="anvil",
+                process=lambda n: n._process,  # anvil logs to a file of its own: no stderr tail
+                irreplaceable=another_chain,
+            )
+        simulator = self.simulator
+        if isinstance(simulator, SimulatorProcess):
+            # Same configuration (its secrets are the adapters'), same port (its URL is in the adapters
+            # and the oracle's settings); the OS picked the port at the first start.
+            config, port = simulator.config, urlsplit(simulator.url).port or 0
+
+            def spawn_simulator() -> SimulatorProcess:
+                return SimulatorProcess(config, port=port).spawn()
+
+            def use_simulator(fresh: SimulatorProcess) -> None:
+                self.simulator = fresh
+
+            supervisor.watch(
+                "simulator",
+                simulator,
+                child=lambda sim: sim.child,
+                spawn=spawn_simulator,
+                ready=lambda sim: sim.ready(60),
+                replaced=use_simulator,
+            )
+        if self.oracle_process is not None:
+
+            def use_oracle(fresh: ChildProcess) -> None:
+                self.oracle_process = fresh
+
+            # A new worker frees the leases its previous life held (release_leases_of_dead_local_workers)
+            # and resumes their orders from the database.
+            supervisor.watch(
+                "oracle",
+                self.oracle_process,
+                child=lambda c: c,
+                spawn=lambda: self._oracle_child().spawn(),
+                ready=self._oracle_ready,
+                replaced=use_oracle,
+            )
+        self._supervisor = supervisor
+
+    def process_states(self) -> dict[str, ChildState]:
+        """Each supervised child's state (``running``, ``restarting``, ``down``); empty if none is."""
+        return self._supervisor.states() if self._supervisor is not None else {}
+
+    def _fail(self, message: str) -> None:
+        if self.failure is None:
+            self.failure = message
+        self.halt.set()
+        if self.on_failure is not None:
+            self.on_failure(message)
 
     # ------------------------------------------------------------------ stop
 
     def stop(self) -> None:
+        if self._supervisor is not None:
+            self._supervisor.stop()  # what is stopped from here on is stopped on purpose
         if self.oracle_process is not None:
             self.oracle_process.stop(timeout=30)  # it finishes the provider calls it started
             self.oracle_process = None

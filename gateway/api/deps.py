@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -55,6 +55,8 @@ class GatewayContext:
     """The domain buyers' Sign-In with Ethereum messages must name; None turns sign-in off."""
     public_rpc_url: str | None = None
     """The JSON-RPC URL /v1/health offers wallets; None names none."""
+    processes: Callable[[], Mapping[str, str]] | None = None
+    """The embedded system's child processes and their states (``cardless run``), for /v1/health."""
     webhook_endpoints: WebhookEndpoints | None = None
     """Merchants' webhook endpoints (gateway.api.webhooks); None answers those routes 404."""
     confirmations: int = 0

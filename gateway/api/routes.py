@@ -148,5 +148,10 @@ async def receive_provider_callback(
 def get_health(context: ContextDep, session: SessionDep) -> HealthOut:
     """Whether the chain and the database answer, and the deployment a wallet pays into."""
     return services.check_health(
-        session, context.w3, context.deployment, context.simulator_url, context.public_rpc_url
+        session,
+        context.w3,
+        context.deployment,
+        context.simulator_url,
+        context.public_rpc_url,
+        processes=context.processes() if context.processes is not None else None,
     )

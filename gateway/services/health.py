@@ -8,6 +8,7 @@ URL), no provider names or circuit states; the failure itself goes to the log.""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -27,6 +28,8 @@ def check_health(
     deployment: Deployment,
     simulator_url: str | None,
     public_rpc_url: str | None = None,
+    *,
+    processes: Mapping[str, str] | None = None,
 ) -> HealthOut:
     try:
         chain = ChainHealth(ok=True, block=w3.eth.block_number)
@@ -39,12 +42,14 @@ def check_health(
     except Exception:  # reported, not raised
         log.warning("health: the database does not answer", exc_info=True)
         database = DatabaseHealth(ok=False)
+    children_ok = processes is None or all(state == "running" for state in processes.values())
     return HealthOut(
-        status="ok" if chain.ok and database.ok else "degraded",
+        status="ok" if chain.ok and database.ok and children_ok else "degraded",
         chain=chain,
         database=database,
         deployment=DeploymentOut.model_validate(
             {**deployment.model_dump(mode="json"), "rpc_url": public_rpc_url}
         ),
         simulator=simulator_url,
+        processes=dict(processes) if processes is not None else None,
     )

@@ -978,6 +978,14 @@ class SimulatorBackend:
         reply.raise_for_status()
 
 
+# A short read timeout, so the `timeout` fault costs 0.4 s, not the file's ten: the in-process simulator
+# answers everything else within milliseconds (no test here arms a `latency` fault).
+SHORT_TIMEOUTS = Timeouts(connect=2, read=0.4, write=2, pool=2)
+# httpx builds a TLS context for every client made without one (~25 ms: the CA bundle is read again);
+# the suite made two per test. One, as httpx would build it, for all (the simulator is plain HTTP anyway).
+TLS = httpx.create_ssl_context()
+
+
 @pytest.fixture(scope="module")
 def simulator() -> Iterator[Any]:
     # Quick async completion, and a `timeout` fault that lets go soon after our client gives up.
@@ -999,7 +1007,7 @@ class TestSimulatorConformance(AdapterConformance):
 
     @pytest.fixture
     async def backend(self, simulator, receiver) -> AsyncIterator[SimulatorBackend]:
-        async with httpx.AsyncClient(base_url=simulator.url, timeout=10) as http:
+        async with httpx.AsyncClient(base_url=simulator.url, timeout=10, verify=TLS) as http:
             (await http.post("/_sim/reset")).raise_for_status()
             receiver.drain()
             yield SimulatorBackend(http, receiver)
@@ -1007,15 +1015,14 @@ class TestSimulatorConformance(AdapterConformance):
     @pytest.fixture
     async def adapter(self, simulator, backend) -> AsyncIterator[HttpAdapter]:
         config = load_provider_file(bundled_provider_file(self.provider_file))
-        # A short read timeout so the `timeout` fault costs a second, not the file's ten.
-        config = config.model_copy(update={"timeouts": Timeouts(connect=2, read=1, write=2, pool=2)})
-        async with httpx.AsyncClient() as client:
+        config = config.model_copy(update={"timeouts": SHORT_TIMEOUTS})
+        async with httpx.AsyncClient(verify=TLS) as client:
             yield HttpAdapter(config, client, secrets=SIMULATOR_SECRETS, base_url=simulator.url)
 
     async def test_wrong_secret_is_an_authentication_failure(self, simulator, backend) -> None:
         config = load_provider_file(bundled_provider_file(self.provider_file))
         secrets = {name: "wrong" for name in SIMULATOR_SECRETS}
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(verify=TLS) as client:
             adapter = HttpAdapter(config, client, secrets=secrets, base_url=simulator.url)
             with pytest.raises(AuthenticationFailed):
                 await adapter.submit(TopupRequest("auth-1", backend.valid_sku, backend.valid_account))
@@ -1025,7 +1032,7 @@ class TestSimulatorConformance(AdapterConformance):
         self, simulator, backend
     ) -> None:
         config = load_provider_file(bundled_provider_file(self.provider_file))
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(verify=TLS) as client:
             adapter = HttpAdapter(
                 config,
                 client,
@@ -1051,6 +1058,6 @@ class TestSimulatorConformanceLeanTransport(TestSimulatorConformance):
     @pytest.fixture
     async def adapter(self, simulator, backend) -> AsyncIterator[HttpAdapter]:
         config = load_provider_file(bundled_provider_file(self.provider_file))
-        config = config.model_copy(update={"timeouts": Timeouts(connect=2, read=1, write=2, pool=2)})
+        config = config.model_copy(update={"timeouts": SHORT_TIMEOUTS})
         async with httpx.AsyncClient(transport=LeanTransport(httpx.Limits(max_connections=8))) as client:
             yield HttpAdapter(config, client, secrets=SIMULATOR_SECRETS, base_url=simulator.url)

@@ -64,9 +64,13 @@ def sim() -> Iterator[SimulatorServer]:
         yield server
 
 
+# httpx builds a TLS context (~25 ms, the CA bundle read again) for every client made without one.
+TLS = httpx.create_ssl_context()
+
+
 @pytest.fixture
 def client(sim: SimulatorServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=sim.url, timeout=5.0) as http:
+    with httpx.Client(base_url=sim.url, timeout=5.0, verify=TLS) as http:
         assert http.post("/_sim/reset").json() == {"code": "OK"}
         yield http
 

@@ -379,8 +379,10 @@ def test_unknown_order_is_404_problem(shop: Shop) -> None:
 
 def test_health_reports_chain_database_and_deployment_only(shop: Shop, system: System) -> None:
     health = shop.api.get("/v1/health").raise_for_status().json()
-    assert set(health) == {"status", "chain", "database", "deployment", "simulator"}
+    assert set(health) == {"status", "chain", "database", "deployment", "simulator", "processes"}
     assert health["status"] == "ok"
+    # Children's states only from `cardless run` (tests/cli/test_supervision.py); this system has none.
+    assert health["processes"] is None
     assert health["chain"] == {"ok": True, "block": health["chain"]["block"]}
     assert health["deployment"]["escrow"] == shop.escrow.address
     assert health["database"] == {"ok": True}

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from cardless.ledger import create_engine_for, migrate, session_factory
+from cardless.ledger import create_engine_for, session_factory
+from tests.support.db import migrated_engine
 
 
 @pytest.fixture
@@ -20,8 +21,7 @@ def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sessionma
             yield session_factory(engine)
             engine.dispose()
         return
-    engine = create_engine_for(f"sqlite:///{tmp_path / 'cardless.db'}")
-    migrate(engine)
+    engine = migrated_engine(f"sqlite:///{tmp_path / 'cardless.db'}")  # a copy of a migrated file
     yield session_factory(engine)
     engine.dispose()
 
