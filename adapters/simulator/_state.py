@@ -165,7 +165,10 @@ class SimulatorState:
         self._lock = threading.Lock()
         self._account_re = re.compile(config.account_pattern)
         self._rng = random.Random(config.seed)
-        # Never reset, so a provider_ref is never reused even across `reset()`.
+        # Never reset, so a provider_ref is never reused across `reset()`; the prefix is this state's
+        # birth in milliseconds, so a simulator restarted by `cardless run` does not hand out the refs its
+        # previous life gave orders the database still holds.
+        self._ref_prefix = f"SIM{int(clock() * 1000):x}-"
         self._next_ref = 1
         self._next_fault = 1
         self._merchants: dict[str, _Merchant] = {}
@@ -387,7 +390,7 @@ class SimulatorState:
         return None
 
     def _new_ref(self) -> str:
-        ref = f"SIM{self._next_ref:010d}"
+        ref = f"{self._ref_prefix}{self._next_ref:010d}"
         self._next_ref += 1
         return ref
 

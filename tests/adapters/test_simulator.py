@@ -25,6 +25,7 @@ import pytest
 from pydantic import ValidationError
 
 from adapters.simulator import SimulatorConfig, SimulatorServer, create_app, default_config, load_config
+from adapters.simulator._state import SimulatorState
 from adapters.simulator.signing import (
     UnsignableValueError,
     sign,
@@ -633,3 +634,13 @@ def test_python_dash_m_serves_the_simulator() -> None:
         process.terminate()
         # uvicorn shuts down gracefully, then re-raises the signal it caught.
         assert process.wait(timeout=10) in (0, -signal.SIGTERM)
+
+
+def test_a_restarted_simulator_never_repeats_a_provider_ref() -> None:
+    """`cardless run` restarts a dead simulator with empty books; the refs its previous life gave out
+    are in the database, so the new life's must differ (they carry the state's birth)."""
+    lives = [SimulatorState(_config(), clock=lambda t=t: t) for t in (1_700_000_000.0, 1_700_000_000.5)]
+    refs = [life.topup(HMAC.id, "o-1", "genshin-60", ACCOUNT, None).order for life in lives]
+    assert refs[0] is not None and refs[1] is not None
+    assert refs[0].provider_ref != refs[1].provider_ref
+    assert refs[0].provider_ref.startswith("SIM") and refs[0].provider_ref.endswith("-0000000001")
