@@ -7,7 +7,9 @@ a worker that was killed anywhere resumes from what was committed:
 2. risk-check paid orders (:mod:`oracles.risk`);
 3. claim orders due a provider call and start the calls as tasks (:mod:`oracles.outcomes`):
    ``submitting`` is committed *before* a submit; an order left in ``submitting`` whose lease has
-   lapsed is an unknown outcome and is queried by our key;
+   lapsed is an unknown outcome and is queried by our key. A running worker records the calls'
+   answers as they arrive, and signs and posts their proofs at once, beside the tick (``run``: the
+   answer lane), instead of at the tick's next pass;
 4. sign fulfilment proofs and refund authorisations (:mod:`oracles.proofs`) and post them
    (:mod:`oracles.settlement`);
 5. confirm transactions; the periodic jobs expire quotes and refund orders whose deadline approaches
@@ -29,6 +31,7 @@ import os
 import re
 import secrets
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
@@ -78,6 +81,12 @@ _REFUND_EVERY = 1.0
 """Seconds between the provider stage's checks for orders too near their deadline to submit."""
 _BLOCK_BATCH = 500
 """Blocks per JSON-RPC batch when a range's block times are read ahead."""
+_GATHER = 0.02
+"""Seconds the answer lane waits, at most, for the other calls still running before it records what came
+back: the calls one claim started answer within moments of each other, and one transaction and one
+settlement for all of them cost less than one each."""
+_RETRY_PAUSE = 0.5
+"""Seconds before the answer lane tries again to record answers the database refused."""
 S = OrderState
 
 
@@ -241,6 +250,19 @@ class OracleWorker:
         self._renewed_at = utcnow()
         self._block_times: dict[str, int] = {}
         self._wake: asyncio.Event | None = None
+        self._answered: asyncio.Event | None = None
+        """Set by each provider answer while the answer lanes run (``run``); None otherwise: the tick
+        records the answers then."""
+        self._to_post: asyncio.Event | None = None
+        """Set when the answer lane has signed proofs or refunds: the posting lane sends them."""
+        self._signing = threading.Lock()
+        """The signing stage, run by the tick's thread and the answer lane's: one at a time (two at once
+        would sign one order twice)."""
+        self._posting = threading.Lock()
+        """Posting and confirming, run by the tick's thread and the posting lane's: one at a time (two at
+        once would confirm one transaction twice)."""
+        self._watching = threading.Lock()
+        """The watcher's poll, run by the tick's intake and after a confirmation: one at a time."""
         self._refunds_checked = float("-inf")
         self._head_time: int | None = None
         """The newest block's time as the ``newHeads`` subscription announced it; None without one."""
@@ -282,7 +304,8 @@ class OracleWorker:
         if housekeeping:
             work += await self.requery_due()
         sign, self._unsigned = plan.sign or self._unsigned > 0, 0
-        work += await asyncio.to_thread(self._settle, chain_now, dataclasses.replace(plan, sign=sign))
+        settle = dataclasses.replace(plan, sign=sign)
+        work += await asyncio.to_thread(self._settle, chain_now, settle, wait=self._answered is None)
         return work
 
     def _plan(self) -> _Plan:
@@ -340,28 +363,53 @@ class OracleWorker:
         """The plan of this tick, then the watcher and the risk check; returns the work done, the latest
         block's time (read once per tick: it was read three times, a round trip each) and the plan."""
         plan = self._plan()
-        work = self.watcher.poll() if plan.watch else 0
+        work = self._poll_chain() if plan.watch else 0
         if plan.risk:
             work += risk_check_paid(self.sessions, self.risk)
         return work, self._chain_now(), plan
 
-    def _settle(self, chain_now: int, plan: _Plan | None = None) -> int:
+    def _poll_chain(self) -> int:
+        with self._watching:
+            return self.watcher.poll()
+
+    def _settle(self, chain_now: int, plan: _Plan | None = None, *, wait: bool = True) -> int:
         """Sign proofs and refunds, post them, confirm what was mined and apply its events at once (each
-        as ``plan`` says). A follower that signed wakes the leader to post."""
+        as ``plan`` says). A follower that signed wakes the leader to post.
+
+        Without ``wait`` (the tick, while the answer lanes run), a stage the lanes are running is left to
+        them rather than waited for: they sign and post everything due, not only their own orders."""
         plan = plan or _FULL
         work = 0
-        if plan.sign:
-            signed = self.proofs.sign_fulfilments(chain_now)
-            signed += self.proofs.sign_refunds()
-            if signed and not self.leadership.leading:
-                self.signal.notify(PROOFS)
-            work += signed
-        if plan.post:
-            work += self.settlement.post(chain_now)
+        if plan.sign and self._signing.acquire(blocking=wait):
+            try:
+                work += self._sign(chain_now)
+            finally:
+                self._signing.release()
+        if (plan.post or plan.confirm) and self._posting.acquire(blocking=wait):
+            try:
+                work += self._post(chain_now, plan)
+            finally:
+                self._posting.release()
+        return work
+
+    def _sign(self, chain_now: int) -> int:
+        signed = self.proofs.sign_fulfilments(chain_now)
+        signed += self.proofs.sign_refunds()
+        if signed and not self.leadership.leading:
+            self.signal.notify(PROOFS)
+        return signed
+
+    def _post(self, chain_now: int, plan: _Plan) -> int:
+        work = self.settlement.post(chain_now) if plan.post else 0
         confirmed = self.tx.confirm() if plan.confirm else []
         work += len(confirmed)
-        if confirmed and self.leadership.leading:
-            work += self.watcher.poll()
+        if confirmed and self.leadership.leading and self._watching.acquire(blocking=False):
+            # Not waited for: a poll running now, or the next one (the block's announcement wakes the
+            # tick), applies the events of what was confirmed.
+            try:
+                work += self.watcher.poll()
+            finally:
+                self._watching.release()
         return work
 
     def _busy_pause(self) -> float:
@@ -415,6 +463,12 @@ class OracleWorker:
         nothing to do it sleeps up to ``idle_sleep``, woken early by a provider answer (recorded and the
         order moved on at once) or, with ``heads_url``, by a new block (its events applied at once)."""
         wake = self._wake = asyncio.Event()
+        answered = self._answered = asyncio.Event()
+        to_post = self._to_post = asyncio.Event()
+        lanes = [
+            asyncio.create_task(self._answer_lane(stop, answered), name="oracle-answers"),
+            asyncio.create_task(self._post_lane(stop, to_post), name="oracle-posts"),
+        ]
         helpers = [asyncio.create_task(_set_when(stop, wake), name="oracle-stop")]
         if self.config.heads_url:
             heads = follow_heads(self.config.heads_url, None, on_head=self._on_head)
@@ -437,10 +491,62 @@ class OracleWorker:
         finally:
             for helper in helpers:
                 helper.cancel()
-            await asyncio.gather(*helpers, return_exceptions=True)
+            if not stop.is_set():
+                for lane in lanes:
+                    lane.cancel()
+            answered.set()  # the lanes end their round and stop; drain() records what is left
+            to_post.set()
+            await asyncio.gather(*helpers, *lanes, return_exceptions=True)
+            self._answered = self._to_post = None
             self._head_time = None
         await self.drain()
         await asyncio.to_thread(self.leadership.close)
+
+    async def _answer_lane(self, stop: asyncio.Event, answered: asyncio.Event) -> None:
+        """Beside the tick, until ``stop``: record each provider answer as it arrives, with those of the
+        other calls that answer within ``_GATHER``, and sign their proofs at once
+        (:meth:`record_answers`); then wake the tick (slots are free for new claims)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await answered.wait()
+            deadline = loop.time() + _GATHER
+            while not stop.is_set() and any(not task.done() for task in self._tasks):
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                answered.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(answered.wait(), timeout=left)
+            answered.clear()
+            recorded = 0
+            try:
+                recorded = await self.record_answers()
+            except Exception:
+                log.exception("signing recorded provider answers failed; the tick retries")
+            if self._wake is not None:
+                self._wake.set()
+            if stop.is_set():
+                return
+            if self._outcomes:  # came meanwhile, or could not be recorded (then after a pause)
+                if not recorded:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=_RETRY_PAUSE)
+                answered.set()
+
+    async def _post_lane(self, stop: asyncio.Event, to_post: asyncio.Event) -> None:
+        """Beside the tick, until ``stop``: post what the answer lane signed as soon as the previous
+        settlement has gone out (what was signed meanwhile goes together in the next one)."""
+        while not stop.is_set():
+            await to_post.wait()
+            to_post.clear()
+            if stop.is_set():
+                return
+            try:
+                await self.post_signed()
+            except Exception:
+                log.exception("posting signed proofs failed; the tick retries")
+            if self._wake is not None:
+                self._wake.set()
 
     async def drain(self) -> None:
         """Wait for provider calls already started and record their outcomes (used at shutdown and by
@@ -467,7 +573,8 @@ class OracleWorker:
         With ``stale_after``, only orders unchanged for that long are claimed (a follower's claim: what
         the leader has left waiting). A claim that fills every free slot says so to the other workers
         (``claims``, in its transaction): there may be more."""
-        self.record_outcomes()
+        if self._answered is None:  # no answer lane: the answers wait for this call
+            self.record_outcomes()
         refunded = 0
         late = None
         if chain_now is not None and S.RISK_CHECKED in states:
@@ -547,8 +654,9 @@ class OracleWorker:
         return refunded + len(jobs)
 
     async def _provider_step(self, order_id: str, plan: tuple[str, Any] | None) -> None:
-        """One provider call whose intent is committed; its outcome waits in ``_outcomes`` for the next
-        :meth:`record_outcomes` (the order stays in flight, its lease renewed, until then)."""
+        """One provider call whose intent is committed; its outcome waits in ``_outcomes`` for the answer
+        lane (:meth:`record_answers`), or without one for the next :meth:`record_outcomes` (the order stays
+        in flight, its lease renewed, until then)."""
         ORDER_ID.set(order_id)  # this task's own context: every log line of the step names the order
         outcome: CallOutcome | None = None
         try:
@@ -562,15 +670,58 @@ class OracleWorker:
         except Exception:
             log.exception("provider step for %s failed", order_id)
         self._outcomes.append((order_id, outcome))
-        if self._wake is not None:  # record it and move the order on now, not at the next idle poll
+        # record it and move the order on now, not at the next tick or idle poll
+        if self._answered is not None:
+            self._answered.set()
+        elif self._wake is not None:
             self._wake.set()
 
     def record_outcomes(self) -> int:
         """Record the provider calls' outcomes that came back since the last call and release their
         leases, all in one transaction (one per order was a third of the oracle's database time)."""
-        if not self._outcomes:
+        done = self._take_outcomes()
+        return self._recorded(done, self._store_outcomes(done))
+
+    async def record_answers(self) -> int:
+        """The answer lane's step: record the provider answers that came back (one transaction, in a
+        thread, as :meth:`record_outcomes`) and, if any was recorded, sign their proofs and refunds at
+        once and wake the posting lane (a follower wakes the leader to post), without waiting for the
+        tick (its chain reads and claims, or the stages of its pass that were running when they arrived),
+        nor for a settlement being posted. Returns how many were recorded."""
+        done = self._take_outcomes()
+        if not done:
             return 0
+        recorded = self._recorded(done, await asyncio.to_thread(self._store_outcomes, done))
+        if recorded:
+            await asyncio.to_thread(self._sign_answers)
+            self._unsigned = 0
+            if self._to_post is not None:
+                self._to_post.set()
+        return recorded
+
+    def _sign_answers(self) -> int:
+        return self._settle(self._chain_now(), _Plan(sign=True))
+
+    async def post_signed(self) -> int:
+        """The posting lane's step: the leader posts what is signed and confirms it (a follower leaves
+        that to the leader, which its signing woke)."""
+        if not self.leadership.leading:
+            return 0
+        return await asyncio.to_thread(self._post_signed)
+
+    def _post_signed(self) -> int:
+        return self._settle(self._chain_now(), _Plan(post=True, confirm=True))
+
+    def _take_outcomes(self) -> list[tuple[str, CallOutcome | None]]:
+        """The outcomes waiting (on the event loop, where the calls append them)."""
         done, self._outcomes = self._outcomes, []
+        return done
+
+    def _store_outcomes(self, done: list[tuple[str, CallOutcome | None]]) -> set[str] | None:
+        """Record ``done`` and release their leases (the database's part: any thread). Returns the orders
+        whose outcome could not be recorded, or None when none was (the database is unreachable)."""
+        if not done:
+            return set()
         outcomes = [outcome for _, outcome in done if outcome is not None]
         try:
             failed = self.outcomes.record_all(outcomes, release_owner=self.worker_id)
@@ -578,11 +729,17 @@ class OracleWorker:
             if bare:  # nothing to record (the call failed unexpectedly): the lease only
                 with self.sessions.begin() as session:
                     release(session, bare, self.worker_id)
-        except Exception:  # the database is unreachable: try again next tick, the leases are renewed
+        except Exception:  # the database is unreachable: try again later, the leases are renewed
             log.exception("could not record %d provider outcomes; retrying", len(done))
+            return None
+        return {outcome.order_id for outcome in failed}
+
+    def _recorded(self, done: list[tuple[str, CallOutcome | None]], retry: set[str] | None) -> int:
+        """After :meth:`_store_outcomes` (on the event loop): what was not recorded waits again, the rest
+        leaves this worker's calls in flight. Returns how many were recorded."""
+        if retry is None:
             self._outcomes[:0] = done
             return 0
-        retry = {outcome.order_id for outcome in failed}
         self._unsigned += len(done) - len(retry)
         self._outcomes[:0] = [(order_id, outcome) for order_id, outcome in done if order_id in retry]
         for order_id, _ in done:

@@ -495,7 +495,13 @@ def demo(
 
     try:
         report = run_demo(
-            url, orders=orders, faults=faults, timeout=timeout, progress=progress, operator_key=operator
+            url,
+            orders=orders,
+            faults=faults,
+            timeout=timeout,
+            progress=progress,
+            operator_key=operator,
+            heads_url=(getattr(system.node, "ws_url", "") if system else settings.chain_ws_url) or None,
         )
     except KeyboardInterrupt:
         if system is None or system.failure is None:
