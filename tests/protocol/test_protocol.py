@@ -236,7 +236,8 @@ def test_the_stored_order_digest_is_the_abi_encoding_of_its_ref(order: Order) ->
     order_types += ["bytes32", "bytes32"]
     type_hash = keccak(
         text="Order(bytes32 orderId,address buyer,address merchant,address token,uint256 amount,"
-        "uint16 feeBps,uint48 quoteExpiry,uint48 fulfilmentDeadline,bytes32 skuHash,bytes32 accountCommitment)"
+        "uint16 feeBps,uint48 quoteExpiry,uint48 fulfilmentDeadline,"
+        "bytes32 skuHash,bytes32 accountCommitment)"
     )
     assert order_struct_hash(order) == keccak(type_hash + abi_encode(order_types, order.as_tuple()))
 
