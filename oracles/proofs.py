@@ -322,8 +322,8 @@ class Proofs:
                     receipt_hash=protocol.hash32_from_hex("receipt_hash", row.receipt_hash),
                     fulfilled_at=fulfilled_at,
                 )
-                signature = protocol.sign(
-                    self.proof_key.key, protocol.fulfilment_typed_data(self.domain, fulfilment)
+                signature = protocol.sign_digest(
+                    self.proof_key.key, protocol.fulfilment_digest(self.domain, fulfilment)
                 )
                 transition(
                     session,
@@ -344,9 +344,9 @@ class Proofs:
         with self.sessions.begin() as session:
             for row in candidates(session, [S.FAILED_FINAL], now=utcnow()):
                 reason = row.refund_reason or int(RefundReason.PROVIDER_REJECTED)
-                signature = protocol.sign(
+                signature = protocol.sign_digest(
                     self.proof_key.key,
-                    protocol.refund_typed_data(self.domain, protocol.order_id_from_hex(row.id), reason),
+                    protocol.refund_digest(self.domain, protocol.order_id_from_hex(row.id), reason),
                 )
                 transition(
                     session,
@@ -364,7 +364,7 @@ class Proofs:
     def batch_signature(self, batch: Batch) -> bytes:
         """One signature over all of ``batch``'s fulfilments (``FulfilmentBatch``)."""
         fulfilments = [fulfilment_of(r) for r in batch.rows]
-        return protocol.sign(self.proof_key.key, protocol.batch_typed_data(self.domain, fulfilments))
+        return protocol.sign_digest(self.proof_key.key, protocol.batch_digest(self.domain, fulfilments))
 
     @staticmethod
     def order_refs(batch: Batch) -> list[protocol.Order]:

@@ -176,6 +176,72 @@ def test_the_quote_fast_path_signs_the_same_bytes_as_eth_account(
     assert recover_signer(typed, signature) == Account.from_key(secret).address
 
 
+@settings(max_examples=40)  # eth_account's encoder and signer are the slow side
+@given(
+    fulfilment_list=st.lists(fulfilments, min_size=1, max_size=5),
+    order_id=words,
+    reason=st.integers(min_value=0, max_value=2**16 - 1),
+    secret=st.integers(min_value=1, max_value=SECP256K1_N - 1).map(lambda k: k.to_bytes(32, "big")),
+    chain_id=st.integers(min_value=1, max_value=2**64),
+    contract=addresses,
+)
+def test_the_proof_fast_paths_sign_the_same_bytes_as_eth_account(
+    fulfilment_list: list[Fulfilment],
+    order_id: bytes,
+    reason: int,
+    secret: bytes,
+    chain_id: int,
+    contract: str,
+) -> None:
+    """The oracle signs proofs from digests computed word by word; each equals eth_account's EIP-712
+    digest of the same typed data, and the signature over it is the one eth_account makes."""
+    domain = EscrowDomain(chain_id, contract)
+    single = fulfilment_typed_data(domain, fulfilment_list[0])
+    batch = batch_typed_data(domain, fulfilment_list)
+    refund = refund_typed_data(domain, order_id, reason)
+    assert fulfilment_digest(domain, fulfilment_list[0]) == ethereum_digest(single)
+    assert batch_digest(domain, fulfilment_list) == ethereum_digest(batch)
+    assert refund_digest(domain, order_id, reason) == ethereum_digest(refund)
+    for typed, digest in (
+        (single, fulfilment_digest(domain, fulfilment_list[0])),
+        (batch, batch_digest(domain, fulfilment_list)),
+        (refund, refund_digest(domain, order_id, reason)),
+    ):
+        assert sign_digest(secret, digest) == sign(secret, typed)
+
+
+def test_the_fast_digests_refuse_what_the_typed_data_refuses() -> None:
+    domain = EscrowDomain(1, "0x" + "11" * 20)
+    with pytest.raises(ProtocolError, match="fulfilments"):
+        batch_digest(domain, [])
+    with pytest.raises(ProtocolError, match="order_id"):
+        refund_digest(domain, b"\x01" * 31, 1)
+    with pytest.raises(ProtocolError, match="reason_code"):
+        refund_digest(domain, b"\x01" * 32, 2**16)
+
+
+@given(order=orders())
+def test_the_stored_order_digest_is_the_abi_encoding_of_its_ref(order: Order) -> None:
+    """``Order.digest`` and ``order_struct_hash`` write the ABI words themselves; ``eth_abi`` agrees."""
+    details = keccak(
+        abi_encode(
+            ["address", "uint48", "bytes32", "bytes32"],
+            [order.buyer, order.quote_expiry, order.sku_hash, order.account_commitment],
+        )
+    )
+    ref_types = ["bytes32", "address", "address", "uint256", "uint16", "uint48", "bytes32"]
+    assert order.details_hash == details
+    assert order.digest == keccak(abi_encode(ref_types, list(order.as_ref_tuple())))[:31]
+    order_types = ["bytes32", "address", "address", "address", "uint256", "uint16", "uint48", "uint48"]
+    order_types += ["bytes32", "bytes32"]
+    type_hash = keccak(
+        text="Order(bytes32 orderId,address buyer,address merchant,address token,uint256 amount,"
+        "uint16 feeBps,uint48 quoteExpiry,uint48 fulfilmentDeadline,"
+        "bytes32 skuHash,bytes32 accountCommitment)"
+    )
+    assert order_struct_hash(order) == keccak(type_hash + abi_encode(order_types, order.as_tuple()))
+
+
 @chain_property
 @given(order=orders())
 def test_stored_order_digest_equals_contract(env: EscrowEnv, order: Order) -> None:
