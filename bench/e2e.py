@@ -267,16 +267,16 @@ class _CpuSampler:
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
-        self.samples: list[tuple[float, dict[int, float]]] = []
+        # The first sample here, not in the thread: a moment after construction always has a sample at or
+        # before it (the thread's first one could come after a busy stretch, which was then not counted).
+        self.samples: list[tuple[float, dict[int, float]]] = [(time.time(), _tree_cpu_by_process(pid))]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        while True:
+        while not self._stop.wait(0.2):
             self.samples.append((time.time(), _tree_cpu_by_process(self.pid)))
-            if self._stop.wait(0.2):
-                return
 
     def stop(self) -> None:
         """Stop sampling, with one last sample now: the thread's last one may be 0.2 s old."""
