@@ -220,18 +220,26 @@ def test_the_fast_digests_refuse_what_the_typed_data_refuses() -> None:
         refund_digest(domain, b"\x01" * 32, 2**16)
 
 
-@given(order=orders())
-def test_the_stored_order_digest_is_the_abi_encoding_of_its_ref(order: Order) -> None:
-    """``Order.digest`` and ``order_struct_hash`` write the ABI words themselves; ``eth_abi`` agrees."""
-    details = keccak(
+_REF_TYPES = ["bytes32", "address", "address", "uint256", "uint16", "uint48", "bytes32"]
+"""The OrderRef's ABI types (docs/protocol.md), the last its details hash."""
+
+
+def _details_hash(order: Order) -> bytes:
+    """The OrderRef's details hash, as docs/protocol.md writes it, with eth_abi."""
+    return keccak(
         abi_encode(
             ["address", "uint48", "bytes32", "bytes32"],
             [order.buyer, order.quote_expiry, order.sku_hash, order.account_commitment],
         )
     )
-    ref_types = ["bytes32", "address", "address", "uint256", "uint16", "uint48", "bytes32"]
+
+
+@given(order=orders())
+def test_the_stored_order_digest_is_the_abi_encoding_of_its_ref(order: Order) -> None:
+    """``Order.digest`` and ``order_struct_hash`` write the ABI words themselves; ``eth_abi`` agrees."""
+    details = _details_hash(order)
     assert order.details_hash == details
-    assert order.digest == keccak(abi_encode(ref_types, list(order.as_ref_tuple())))[:31]
+    assert order.digest == keccak(abi_encode(_REF_TYPES, list(order.as_ref_tuple())))[:31]
     order_types = ["bytes32", "address", "address", "address", "uint256", "uint16", "uint48", "uint48"]
     order_types += ["bytes32", "bytes32"]
     type_hash = keccak(
@@ -248,16 +256,10 @@ def test_stored_order_digest_equals_contract(env: EscrowEnv, order: Order) -> No
     expected = bytes(env.escrow.functions.orderDigest(order.as_tuple()).call())
     assert order.digest == expected
     # It is the OrderRef digest of docs/protocol.md, not the EIP-712 struct hash.
-    details = keccak(
-        abi_encode(
-            ["address", "uint48", "bytes32", "bytes32"],
-            [order.buyer, order.quote_expiry, order.sku_hash, order.account_commitment],
-        )
-    )
-    ref_types = ["bytes32", "address", "address", "uint256", "uint16", "uint48", "bytes32"]
+    details = _details_hash(order)
     assert order.details_hash == details
     assert order.as_ref_tuple()[-1] == details
-    assert keccak(abi_encode(ref_types, list(order.as_ref_tuple())))[:31] == expected
+    assert keccak(abi_encode(_REF_TYPES, list(order.as_ref_tuple())))[:31] == expected
     assert order_struct_hash(order)[:31] != expected
 
 
