@@ -224,3 +224,39 @@ def test_the_oracles_cpu_is_split_by_process() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_the_machines_cpu_is_split_by_component() -> None:
+    """The e2e bench's machine table: each process's CPU charged to its component by command line (the
+    oracle by its process tree), over a window, with the cores' busy time beside it."""
+    import subprocess
+    import sys
+    import time
+
+    # each child burns 0.3 s of CPU once told to (a line on stdin), then sleeps
+    burn = (
+        "import sys, time\nsys.stdin.readline()\n"
+        "end = time.process_time() + 0.3\nwhile time.process_time() < end: pass\ntime.sleep(30)"
+    )
+    oracle = subprocess.Popen([sys.executable, "-c", burn], stdin=subprocess.PIPE)
+    generator = subprocess.Popen([sys.executable, "-c", burn + "  # bench.loadgen"], stdin=subprocess.PIPE)
+    try:
+        sampler = e2e._MachineSampler(oracle.pid)
+        start = time.time()
+        for child in (oracle, generator):
+            assert child.stdin is not None
+            child.stdin.write(b"go\n")
+            child.stdin.flush()
+        time.sleep(1.0)  # both burn inside the window
+        window = sampler.window(start)
+        cpu = window["cpu_seconds"]
+        assert 0.2 <= cpu["oracle"] <= 1.0 and 0.2 <= cpu["load generator"] <= 1.0, cpu
+        assert cpu.get("bench (gateway)", 0.0) < 0.2  # this process slept
+        assert window["busy_cores"] is not None and window["busy_cores"] >= 0.4  # 0.6 s busy in ~1 s
+        per = e2e._per_order(window, 100)
+        assert per["cpu_ms_per_order"]["oracle"] == round(10 * cpu["oracle"], 2)
+        assert per["cpu_ms_per_order_total"] == round(sum(per["cpu_ms_per_order"].values()), 2)
+    finally:
+        for child in (oracle, generator):
+            child.kill()
+            child.wait()
