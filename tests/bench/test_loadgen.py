@@ -260,3 +260,62 @@ def test_the_machines_cpu_is_split_by_component() -> None:
         for child in (oracle, generator):
             child.kill()
             child.wait()
+
+
+class _JsonRpc(BaseHTTPRequestHandler):
+    """eth_blockNumber answers; any other method is a JSON-RPC error; every 3rd connection's 2nd request
+    is answered with ``Connection: close``."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # as _Orders
+    connections = 0
+
+    def setup(self) -> None:
+        super().setup()
+        type(self).connections += 1
+        self.served = 0
+
+    def do_POST(self) -> None:
+        call = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.served += 1
+        if call["method"] == "eth_blockNumber":
+            reply = {"jsonrpc": "2.0", "id": call["id"], "result": hex(call["id"])}
+        else:
+            error = {"code": -32601, "message": "no such method"}
+            reply = {"jsonrpc": "2.0", "id": call["id"], "error": error}
+        body = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        if self.connections % 3 == 0 and self.served == 2:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_the_buyers_json_rpc_reuses_connections_and_reports_node_errors() -> None:
+    import asyncio
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _JsonRpc)
+    threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
+
+    async def calls() -> list[int]:
+        rpc = loadgen._Rpc(f"http://127.0.0.1:{httpd.server_address[1]}")
+        got = [int(n, 16) for n in await asyncio.gather(*(rpc.call("eth_blockNumber") for _ in range(8)))]
+        got += [int(await rpc.call("eth_blockNumber"), 16) for _ in range(20)]  # one at a time: reused
+        with pytest.raises(RuntimeError, match=r"eth_nope: .*no such method"):
+            await rpc.call("eth_nope")
+        rpc.close()
+        return got
+
+    try:
+        got = asyncio.run(calls())
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert sorted(got) == list(range(1, 29))  # every call answered with its own id
+    # 8 at once open 8; the 20 in a row reuse them, reconnecting only after a `Connection: close`
+    assert 8 <= _JsonRpc.connections <= 14
