@@ -236,8 +236,8 @@ def _tree_cpu_seconds(pid: int) -> float:
     return sum(_tree_cpu_by_process(pid).values())
 
 
-def _tree_cpu_by_process(pid: int) -> dict[int, float]:
-    """User + system CPU seconds of ``pid`` and of each of its live descendants, by process id."""
+def _processes() -> dict[int, tuple[int, float]]:
+    """Every live process: pid -> (parent pid, user + system CPU seconds), from ``/proc``."""
     ticks = os.sysconf("SC_CLK_TCK")
     stats: dict[int, tuple[int, float]] = {}
     for entry in Path("/proc").iterdir():
@@ -249,6 +249,10 @@ def _tree_cpu_by_process(pid: int) -> dict[int, float]:
             continue
         # after the command: state, ppid, ..., utime (11), stime (12), counted from state = 0
         stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks)
+    return stats
+
+
+def _descendants(pid: int, stats: dict[int, tuple[int, float]]) -> set[int]:
     tree = {pid}
     grew = True
     while grew:
@@ -257,7 +261,106 @@ def _tree_cpu_by_process(pid: int) -> dict[int, float]:
             if parent in tree and child not in tree:
                 tree.add(child)
                 grew = True
-    return {member: stats.get(member, (0, 0.0))[1] for member in tree}
+    return tree
+
+
+def _tree_cpu_by_process(pid: int) -> dict[int, float]:
+    """User + system CPU seconds of ``pid`` and of each of its live descendants, by process id."""
+    stats = _processes()
+    return {member: stats.get(member, (0, 0.0))[1] for member in _descendants(pid, stats)}
+
+
+def _machine_busy_seconds() -> float:
+    """CPU seconds the machine's cores have spent busy since boot (``/proc/stat``: all but idle and
+    iowait)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    values = [int(v) for v in fields[:8]]
+    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+
+
+# What each process on the machine is, by its command line (first match wins); the bench's own process
+# serves the gateway.
+_COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("anvil", ("anvil",)),
+    ("load generator", ("bench.loadgen",)),
+    ("oracle", ("cardless.cli.main\0oracle",)),
+    ("provider", ("bench.provider",)),
+    ("postgresql", ("postgres",)),
+    ("py-spy", ("py-spy",)),
+)
+
+
+def _component(pid: int, oracle: set[int], cache: dict[int, str]) -> str:
+    if pid == os.getpid():
+        return "bench (gateway)"
+    if pid in oracle:
+        return "oracle"
+    if pid in cache:
+        return cache[pid]
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+    except OSError:
+        return "other"
+    name = next((name for name, marks in _COMPONENTS if any(m in cmdline for m in marks)), "other")
+    if cmdline != _OWN_CMDLINE:  # a child seen between fork and exec still shows this process's
+        cache[pid] = name
+    return name
+
+
+_OWN_CMDLINE = Path("/proc/self/cmdline").read_text(errors="replace")
+
+
+class _MachineSampler:
+    """Where the machine's CPU goes during a phase: every process's CPU seconds by component (anvil,
+    the load generator, the oracle, the provider, PostgreSQL, the gateway in this process, other) and
+    the cores' busy seconds, sampled every 0.2 s in a thread so a window known only afterwards (the
+    first pay to the last settlement) can be read. A process counts from 0 if it started inside the
+    window, and up to its last sample if it exited inside it (the load generator in phase a)."""
+
+    def __init__(self, oracle_pid: int | None) -> None:
+        self.oracle_pid = oracle_pid
+        self._names: dict[int, str] = {}
+        self.samples: list[tuple[float, float, dict[int, tuple[str, float]]]] = [self._sample()]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> tuple[float, float, dict[int, tuple[str, float]]]:
+        at, busy, stats = time.time(), _machine_busy_seconds(), _processes()
+        oracle = _descendants(self.oracle_pid, stats) if self.oracle_pid is not None else set()
+        return at, busy, {pid: (_component(pid, oracle, self._names), cpu) for pid, (_, cpu) in stats.items()}
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            self.samples.append(self._sample())
+
+    def window(self, start: float, end: float | None = None) -> dict[str, Any]:
+        """CPU seconds by component and the mean busy cores from the last sample at or before ``start``
+        to the first at or after ``end`` (now when None). Stops the sampler, with one last sample."""
+        self.stop()
+        first = max((i for i, s in enumerate(self.samples) if s[0] <= start), default=0)
+        last = min((i for i, s in enumerate(self.samples) if end is not None and s[0] >= end), default=None)
+        last = len(self.samples) - 1 if last is None else last
+        seen: dict[int, tuple[str, float]] = {}
+        for _, _, procs in self.samples[first : last + 1]:
+            seen.update(procs)  # each process as last seen, up to the window's end
+        (t0, busy0, procs0), (t1, busy1, _) = self.samples[first], self.samples[last]
+        seconds: dict[str, float] = {}
+        for pid, (name, cpu) in seen.items():
+            used = cpu - procs0.get(pid, (name, 0.0))[1]
+            if used > 0:
+                seconds[name] = round(seconds.get(name, 0.0) + used, 3)
+        return {
+            "seconds": round(t1 - t0, 2),
+            "busy_cores": round((busy1 - busy0) / (t1 - t0), 2) if t1 > t0 else None,
+            "cpu_seconds": dict(sorted(seconds.items(), key=lambda kv: -kv[1])),
+        }
+
+    def stop(self) -> None:
+        if not self._stop.is_set():
+            self._stop.set()
+            self._thread.join()
+            self.samples.append(self._sample())
 
 
 class _CpuSampler:
@@ -331,6 +434,7 @@ def run_phase(
         stack.start()
         spy = _spy(stack, profile, name)
         cpu = _CpuSampler(stack.oracle_pid) if stack.oracle_pid is not None else None
+        machine = _MachineSampler(stack.oracle_pid)
         started = time.time()
         gen = _loadgen(stack, orders, rate, phase_dir / "loadgen.json")
         result: dict[str, Any] = {
@@ -352,6 +456,9 @@ def run_phase(
             _stop_spy(spy)
             if cpu is not None:
                 cpu.stop()
+            result["machine"] = _per_order(
+                machine.window(gen["pay_start"], gen["pay_start"] + gen["pay_mined_seconds"]), gen["paid"]
+            )
             return result
         pays = {p["order_id"]: p["sent_at"] for p in gen["pays"]}
         deadline = time.monotonic() + timeout
@@ -362,6 +469,7 @@ def run_phase(
                 break
             time.sleep(0.25)
         oracle_cpus = cpu.by_process(gen["pay_start"]) if cpu is not None else None
+        machine_cpu = machine.window(gen["pay_start"], max(settled.values()) if settled else None)
         oracle_cpu = sum(oracle_cpus.values()) if oracle_cpus is not None else None
         _stop_spy(spy)
         latencies = [(settled[o] - pays[o]) * 1000 for o in settled]
@@ -399,10 +507,18 @@ def run_phase(
                     if oracle_cpus is not None and settled
                     else None
                 ),
+                "machine": _per_order(machine_cpu, len(settled)),
                 "load_after": load_info(),
             }
         )
         return result
+
+
+def _per_order(window: dict[str, Any], orders: int) -> dict[str, Any]:
+    """A machine window with each component's CPU per order (ms) beside its seconds."""
+    cpu = window["cpu_seconds"]
+    per = {name: round(1000 * seconds / orders, 2) for name, seconds in cpu.items()} if orders else {}
+    return {**window, "cpu_ms_per_order": per, "cpu_ms_per_order_total": round(sum(per.values()), 2)}
 
 
 def summarise(phases: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -468,8 +584,23 @@ def _table(report: dict[str, Any]) -> None:
             + "".join(f"{c!s:>{w}}" for c, w in zip(cells, (11, 9, 9, 9), strict=True))
             + f"{r['load_during']['loadavg_1m']:>7}"
         )
+    _machine_table(report["phases"])
     for key, value in report["summary"].items():
         print(f"  {key} = {value}")
+
+
+def _machine_table(phases: dict[str, dict[str, Any]]) -> None:
+    """CPU ms per order by component (per paid order in phase a, per settled one elsewhere) and the
+    cores busy: what the two cores are spent on."""
+    shown = {name: r["machine"] for name, r in phases.items() if r.get("machine")}
+    if not shown:
+        return
+    components = sorted({c for m in shown.values() for c in m["cpu_ms_per_order"]})
+    head = "".join(f"{c[:14]:>15}" for c in components)
+    print(f"{'CPU ms per order':<29}{head}{'total':>8}{'cores':>7}")
+    for name, m in shown.items():
+        cells = "".join(f"{m['cpu_ms_per_order'].get(c, 0.0):>15}" for c in components)
+        print(f"{name:<29}{cells}{m['cpu_ms_per_order_total']:>8}{m['busy_cores']!s:>7}")
 
 
 def main(argv: list[str] | None = None) -> int:

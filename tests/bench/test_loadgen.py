@@ -224,3 +224,98 @@ def test_the_oracles_cpu_is_split_by_process() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_the_machines_cpu_is_split_by_component() -> None:
+    """The e2e bench's machine table: each process's CPU charged to its component by command line (the
+    oracle by its process tree), over a window, with the cores' busy time beside it."""
+    import subprocess
+    import sys
+    import time
+
+    # each child burns 0.3 s of CPU once told to (a line on stdin), then sleeps
+    burn = (
+        "import sys, time\nsys.stdin.readline()\n"
+        "end = time.process_time() + 0.3\nwhile time.process_time() < end: pass\ntime.sleep(30)"
+    )
+    oracle = subprocess.Popen([sys.executable, "-c", burn], stdin=subprocess.PIPE)
+    generator = subprocess.Popen([sys.executable, "-c", burn + "  # bench.loadgen"], stdin=subprocess.PIPE)
+    try:
+        sampler = e2e._MachineSampler(oracle.pid)
+        start = time.time()
+        for child in (oracle, generator):
+            assert child.stdin is not None
+            child.stdin.write(b"go\n")
+            child.stdin.flush()
+        time.sleep(1.0)  # both burn inside the window
+        window = sampler.window(start)
+        cpu = window["cpu_seconds"]
+        assert 0.2 <= cpu["oracle"] <= 1.0 and 0.2 <= cpu["load generator"] <= 1.0, cpu
+        assert cpu.get("bench (gateway)", 0.0) < 0.2  # this process slept
+        assert window["busy_cores"] is not None and window["busy_cores"] >= 0.4  # 0.6 s busy in ~1 s
+        per = e2e._per_order(window, 100)
+        assert per["cpu_ms_per_order"]["oracle"] == round(10 * cpu["oracle"], 2)
+        assert per["cpu_ms_per_order_total"] == round(sum(per["cpu_ms_per_order"].values()), 2)
+    finally:
+        for child in (oracle, generator):
+            child.kill()
+            child.wait()
+
+
+class _JsonRpc(BaseHTTPRequestHandler):
+    """eth_blockNumber answers; any other method is a JSON-RPC error; every 3rd connection's 2nd request
+    is answered with ``Connection: close``."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # as _Orders
+    connections = 0
+
+    def setup(self) -> None:
+        super().setup()
+        type(self).connections += 1
+        self.served = 0
+
+    def do_POST(self) -> None:
+        call = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.served += 1
+        if call["method"] == "eth_blockNumber":
+            reply = {"jsonrpc": "2.0", "id": call["id"], "result": hex(call["id"])}
+        else:
+            error = {"code": -32601, "message": "no such method"}
+            reply = {"jsonrpc": "2.0", "id": call["id"], "error": error}
+        body = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        if self.connections % 3 == 0 and self.served == 2:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_the_buyers_json_rpc_reuses_connections_and_reports_node_errors() -> None:
+    import asyncio
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _JsonRpc)
+    threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
+
+    async def calls() -> list[int]:
+        rpc = loadgen._Rpc(f"http://127.0.0.1:{httpd.server_address[1]}")
+        got = [int(n, 16) for n in await asyncio.gather(*(rpc.call("eth_blockNumber") for _ in range(8)))]
+        got += [int(await rpc.call("eth_blockNumber"), 16) for _ in range(20)]  # one at a time: reused
+        with pytest.raises(RuntimeError, match=r"eth_nope: .*no such method"):
+            await rpc.call("eth_nope")
+        rpc.close()
+        return got
+
+    try:
+        got = asyncio.run(calls())
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert sorted(got) == list(range(1, 29))  # every call answered with its own id
+    # 8 at once open 8; the 20 in a row reuse them, reconnecting only after a `Connection: close`
+    assert 8 <= _JsonRpc.connections <= 14

@@ -75,3 +75,21 @@ def test_json_is_the_default_outside_development() -> None:
     assert Settings(environment="development").effective_log_format == "text"
     assert Settings(environment="development", log_format="json").effective_log_format == "json"
     assert Settings(environment="production").effective_log_format == "json"
+
+
+def test_development_logs_to_a_pipe_are_plain_unwrapped_lines() -> None:
+    """Off a terminal (a child of `cardless run`, a bench, a service manager) a development log line is
+    one plain line: no Rich columns, colours or wrapping (which also cost the oracle CPU per order)."""
+    import subprocess
+    import sys
+
+    words = " ".join(f"order{i}" for i in range(60))  # ~470 characters: Rich wraps at 200 off a terminal
+    code = (
+        "import logging; from cardless.cli.main import _logging; _logging(json_lines=False); "
+        f"logging.getLogger('cardless').info('claimed %s', {words!r})"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].endswith(f" INFO cardless: claimed {words}")
+    assert "\x1b[" not in done.stderr
