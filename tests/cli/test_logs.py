@@ -88,7 +88,8 @@ def test_development_logs_to_a_pipe_are_plain_unwrapped_lines() -> None:
         "import logging; from cardless.cli.main import _logging; _logging(json_lines=False); "
         f"logging.getLogger('cardless').info('claimed %s', {words!r})"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    command = [sys.executable, "-c", code]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
     lines = done.stderr.splitlines()
     assert len(lines) == 1, done.stderr
     assert lines[0].endswith(f" INFO cardless: claimed {words}")
