@@ -83,6 +83,10 @@ class Share(NamedTuple):
     reason: int | None
 
 
+SHARE_FIELDS = frozenset({"paid_at", "merchant", "sku", "token", "amount", "fulfilled_at", "refund_reason"})
+"""The order's fields :func:`share` reads: a change that sets none of them leaves its share as it was."""
+
+
 def share(order: Order) -> Share | None:
     """``order``'s share of the rollups as it stands (None: not paid, so in no figure)."""
     if order.paid_at is None:

@@ -15,11 +15,12 @@ A lease that is not renewed (:func:`renew`) expires and may then be claimed by a
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 
 from eth_utils import to_hex
-from sqlalchemy import ColumnElement, CursorResult, or_, select, update
+from sqlalchemy import ColumnElement, CursorResult, Select, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from cardless import protocol
@@ -118,14 +119,27 @@ def candidates(
     Every row returned stays locked until the caller's transaction ends, and other workers skip it
     meanwhile: a stage that acts on a few of them says which in ``where`` and ``limit`` rather than
     filtering in Python, or it hides all the others from every other worker for as long as it runs."""
-    query = (
+    query = _candidates_query(tuple(sorted(s.value for s in states)))
+    if where:
+        query = query.where(*where)
+    query = query.limit(limit).with_for_update(skip_locked=True)
+    return list(session.execute(query, {_NOW: now}).scalars())
+
+
+_NOW = "cardless_candidates_now"
+
+
+@functools.lru_cache(maxsize=64)
+def _candidates_query(states: tuple[str, ...]) -> Select[Order]:
+    """The part of :func:`candidates`' query that depends only on the states, built once per set of
+    states with the time as a named parameter: building it per call (``in_``, ``lease_free``,
+    ``order_by``) was 2 % of the oracle's CPU at saturation."""
+    now = bindparam(_NOW, type_=Order.__table__.c.lease_until.type)
+    return (
         select(Order)
-        .where(Order.state.in_([s.value for s in states]), lease_free(now), *where)
+        .where(Order.state.in_(states), or_(Order.lease_until.is_(None), Order.lease_until < now))
         .order_by(Order.created_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
     )
-    return list(session.execute(query).scalars())
 
 
 def due(now: datetime) -> ColumnElement[bool]:

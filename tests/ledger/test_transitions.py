@@ -285,3 +285,29 @@ def row_state(sessions: sessionmaker[Session], order_id: str) -> str:
         found = session.get(Order, order_id)
         assert found is not None
         return found.state
+
+
+def test_share_reads_only_the_fields_named_as_its_own() -> None:
+    """``transition`` skips the rollups when a move sets none of ``SHARE_FIELDS``: that is right only if
+    ``share`` reads nothing else of the order (a field added to the share must be added there too)."""
+    from cardless.ledger.rollups import SHARE_FIELDS, share
+
+    values = {
+        "paid_at": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        "merchant": "0x" + "11" * 20,
+        "sku": "sku-1",
+        "token": "0x" + "22" * 20,
+        "amount": 10**18,
+        "fulfilled_at": 1_767_323_100,
+        "refund_reason": 3,
+    }
+    read: set[str] = set()
+
+    class Recorder:
+        def __getattr__(self, name: str) -> object:
+            read.add(name)
+            return values.get(name)
+
+    got = share(Recorder())  # type: ignore[arg-type]
+    assert got is not None and got.amount == 10**18 and got.reason == 3
+    assert read == SHARE_FIELDS

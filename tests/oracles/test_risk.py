@@ -110,3 +110,28 @@ def test_a_hold_nobody_closes_is_refunded_before_its_deadline(ledger: sessionmak
     assert row.state == S.FAILED_FINAL.value and row.refund_reason == int(RefundReason.DEADLINE_APPROACHING)
     with ledger() as s:
         assert review.held_orders(s) == []
+
+
+def test_the_stage_writes_one_decision_row_per_order_as_decide_would(ledger: sessionmaker[Session]) -> None:
+    """The stage writes its decisions in one statement, outside the unit of work: each order still gets
+    exactly one row with its merchant, verdict, score and reasons, and a rolled-back stage writes none."""
+    ids = paid_orders(ledger, 3)
+    with ledger() as s:  # the stage's verdicts, rolled back: nothing is kept
+        rows = [s.get(Order, order_id) for order_id in ids]
+        ONE_A_WINDOW.engine.decide_many(s, rows)  # type: ignore[arg-type]
+        s.rollback()
+    assert [decisions(ledger, order_id) for order_id in ids] == [[], [], []]
+    with ledger() as s:  # what deciding them one by one would store
+        expected = []
+        for order_id in ids:
+            row = s.get(Order, order_id)
+            assert row is not None
+            _, kept = ONE_A_WINDOW.engine.decide(s, row)
+            expected.append((kept.merchant, kept.decision, kept.score, kept.reasons))
+        s.rollback()
+    assert risk_check_paid(ledger, ONE_A_WINDOW) == 3
+    written = [decisions(ledger, order_id) for order_id in ids]
+    assert [len(rows) for rows in written] == [1, 1, 1]
+    assert [(r.merchant, r.decision, r.score, r.reasons) for (r,) in written] == expected
+    assert all(r.decided_at is not None and r.review_action is None for (r,) in written)
+    assert [r.decision for (r,) in written] == ["allow", "hold", "hold"]

@@ -417,3 +417,57 @@ def test_endpoints_are_read_once_per_transaction_and_a_change_is_seen_at_once(
     assert got[one.id] == {first}
     assert got[two.id] == {first, "we_" + "0" * 24}
     assert got[three.id] == {first, "we_" + "0" * 24, third}
+
+
+def _endpoints_of(session: Session, order_id: str) -> set[str]:
+    return set(
+        session.scalars(
+            select(WebhookDelivery.endpoint_id)
+            .join(WebhookEvent, WebhookDelivery.event_id == WebhookEvent.id)
+            .where(WebhookEvent.order_id == order_id)
+        )
+    )
+
+
+@pytest.mark.parametrize("how", ["get", "relationship"])
+def test_a_session_that_changes_an_endpoint_it_loaded_sees_the_change_at_once(
+    ledger: sessionmaker[Session], how: str
+) -> None:
+    """An endpoint loaded (by a query or through a delivery's relationship) and changed in the session
+    after the endpoints were read and kept: the next event follows the change, not what was kept."""
+    first, _ = register(ledger, "http://127.0.0.1:9/a", ["order.paid"])
+    seed = pay_order(ledger)  # a delivery whose relationship leads to the endpoint
+    with ledger() as session:
+        one = add_order(session, merchant=MERCHANT)
+        two = add_order(session, merchant=MERCHANT)
+        session.commit()
+        transition(session, one, OrderState.PAID, "OrderPaid in block 7")  # reads and keeps [first]
+        if how == "get":
+            endpoint = session.get(WebhookEndpoint, first)
+        else:
+            delivery = session.scalars(
+                select(WebhookDelivery)
+                .join(WebhookEvent, WebhookDelivery.event_id == WebhookEvent.id)
+                .where(WebhookEvent.order_id == seed)
+            ).one()
+            endpoint = delivery.endpoint
+        assert endpoint is not None
+        endpoint.event_types = ["order.settled"]  # no longer wants order.paid; not flushed yet
+        transition(session, two, OrderState.PAID, "OrderPaid in block 7")
+        session.commit()
+        assert _endpoints_of(session, one.id) == {first}
+        assert _endpoints_of(session, two.id) == set()
+
+
+def test_a_stage_never_holds_an_endpoint_object(ledger: sessionmaker[Session]) -> None:
+    """The oracle's stages read the endpoints as columns: no endpoint object enters their session, so
+    none can be changed there, and the events of the stage still reach every subscribed endpoint."""
+    first, _ = register(ledger, "http://127.0.0.1:9/a", ["order.paid"])
+    with ledger() as session:
+        orders = [add_order(session, merchant=MERCHANT) for _ in range(3)]
+        session.commit()
+        for order in orders:
+            transition(session, order, OrderState.PAID, "OrderPaid in block 7")
+        assert not any(isinstance(obj, WebhookEndpoint) for obj in session.identity_map.values())
+        session.commit()
+        assert [_endpoints_of(session, order.id) for order in orders] == [{first}] * 3

@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 from datetime import datetime
 
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from cardless.ledger.cipher import AccountCipher, CipherError
@@ -75,7 +76,16 @@ class RiskEngine:
         decided = []
         for (order, rules, _), found in zip(asked, facts, strict=True):
             verdict = evaluate(rules, found)
-            decided.append((verdict, self._record(session, order, verdict)))
+            decided.append((verdict, _decision_row(order, verdict)))
+        if decided:
+            # One multi-row INSERT for the stage, not one ORM object (and unit-of-work entry, and id read
+            # back) per order: 3 % of the oracle's CPU at saturation. The rows returned are what was
+            # written, outside the session (their ids are not read back).
+            columns = ("order_id", "merchant", "decision", "score", "reasons", "decided_at")
+            session.execute(
+                insert(RiskDecision.__table__),  # type: ignore[arg-type]
+                [{name: getattr(row, name) for name in columns} for _, row in decided],
+            )
         return decided
 
     def _fill_account_hash(self, order: Order) -> bool:
@@ -89,13 +99,17 @@ class RiskEngine:
         return False
 
     def _record(self, session: Session, order: Order, verdict: Verdict) -> RiskDecision:
-        row = RiskDecision(
-            order_id=order.id,
-            merchant=order.merchant,
-            decision=verdict.decision.value,
-            score=verdict.score,
-            reasons=[r.as_dict() for r in verdict.reasons],
-            decided_at=utcnow(),
-        )
+        row = _decision_row(order, verdict)
         session.add(row)
         return row
+
+
+def _decision_row(order: Order, verdict: Verdict) -> RiskDecision:
+    return RiskDecision(
+        order_id=order.id,
+        merchant=order.merchant,
+        decision=verdict.decision.value,
+        score=verdict.score,
+        reasons=[r.as_dict() for r in verdict.reasons],
+        decided_at=utcnow(),
+    )
