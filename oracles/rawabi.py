@@ -381,8 +381,9 @@ class RawFunction:
             raise ValueError(f"the ABI has {len(found)} functions named {name!r}")
         return cls(name, tuple(_canonical(i) for i in found[0].get("inputs", [])))
 
-    @property
+    @functools.cached_property
     def selector(self) -> bytes:
+        """Computed once (a keccak): every settlement encodes a call."""
         return selector(f"{self.name}({','.join(self.types)})")
 
     def encode(self, *args: Any) -> bytes:
