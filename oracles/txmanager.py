@@ -44,7 +44,7 @@ import rlp  # type: ignore[import-untyped]
 from eth_account.signers.local import LocalAccount
 from eth_account.typed_transactions.typed_transaction import TypedTransaction
 from hexbytes import HexBytes
-from sqlalchemy import or_, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
@@ -256,10 +256,15 @@ class TxManager:
             # legacy: the gas price in both (a legacy price is paid whole, like a max fee of it)
             max_fee_per_gas=tx.get("maxFeePerGas", tx.get("gasPrice")),
             priority_fee_per_gas=tx.get("maxPriorityFeePerGas", tx.get("gasPrice")),
-            orders=[ChainTxOrder(order_id=order_id) for order_id in dict.fromkeys(order_ids)],
         )
         session.add(record)
         session.flush()
+        # The transaction's orders in one multi-row INSERT, in this transaction: as ORM children
+        # (``ChainTx.orders``) each cost a unit-of-work pass, most of the time of storing a batch's
+        # transaction (docs/benchmarks.md, round 6).
+        keys = [{"chain_tx_id": record.id, "order_id": order_id} for order_id in dict.fromkeys(order_ids)]
+        if keys:
+            session.execute(insert(ChainTxOrder), keys)
         return record
 
     def _reserve_nonce(self, session: Session) -> int:
