@@ -95,7 +95,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             self._slots = asyncio.Semaphore(self.max_connections)
         if self._slots is not None:
             try:
-                # asyncio.timeout, not wait_for: no task per step (``_exchange``); a free slot waits not at all
+                # asyncio.timeout, not wait_for: no task per step (``_exchange``); a free slot never waits
                 async with asyncio.timeout(None if not self._slots.locked() else timeouts.get("pool")):
                     await self._slots.acquire()
             except TimeoutError:

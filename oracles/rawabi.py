@@ -64,7 +64,8 @@ def _checksummed_word(hex40: str) -> str:
     """EIP-55 of 40 lowercase hex digits (an address read from an ABI word): what ``to_checksum_address``
     gives, without its input checks and conversions, which cost three times the keccak."""
     digest = keccak_256(hex40.encode("ascii")).hex()
-    return "0x" + "".join([c.upper() if d in "89abcdef" else c for c, d in zip(hex40, digest[:40], strict=True)])
+    upper = [c.upper() if d in "89abcdef" else c for c, d in zip(hex40, digest[:40], strict=True)]
+    return "0x" + "".join(upper)
 
 
 def _normalise(kind: str, value: Any) -> Any:

@@ -83,11 +83,10 @@ class Watcher:
         cursor = self._cursor()
         # The head and the cursor block's hash in one raw batch (two round trips before).
         safe, current = self._head_and_hash(cursor[0] if cursor is not None else None)
-        if cursor is not None:
-            if current != cursor[1]:
-                if not self._roll_back(cursor, cursor_block_exists=current is not None):
-                    return 0
-                cursor = self._cursor()
+        if cursor is not None and current != cursor[1]:
+            if not self._roll_back(cursor, cursor_block_exists=current is not None):
+                return 0
+            cursor = self._cursor()
         next_block = (cursor[0] + 1) if cursor else self.start_block
         span = self.max_range
         while next_block <= safe:
