@@ -37,5 +37,5 @@ def test_a_quantity_is_read(answer: Any, expected: int) -> None:
     ],
 )
 def test_anything_else_is_refused_naming_the_method(answer: Any) -> None:
-    with pytest.raises(Web3RPCError, match="eth_getTransactionCount answered .*: not a quantity"):
+    with pytest.raises(Web3RPCError, match=r"eth_getTransactionCount answered .*: not a quantity"):
         _count(answer, "eth_getTransactionCount")
