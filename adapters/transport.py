@@ -95,7 +95,9 @@ class LeanTransport(httpx.AsyncBaseTransport):
             self._slots = asyncio.Semaphore(self.max_connections)
         if self._slots is not None:
             try:
-                await asyncio.wait_for(self._slots.acquire(), timeouts.get("pool"))
+                # asyncio.timeout, not wait_for: no task per step (``_exchange``); a free slot never waits
+                async with asyncio.timeout(None if not self._slots.locked() else timeouts.get("pool")):
+                    await self._slots.acquire()
             except TimeoutError:
                 raise httpx.PoolTimeout("no free connection to the provider", request=request) from None
         try:
@@ -177,17 +179,16 @@ class LeanTransport(httpx.AsyncBaseTransport):
         writer = connection.writer
         writer.write(b"\r\n".join(lines) + b"\r\n\r\n" + body)
         try:
-            await asyncio.wait_for(writer.drain(), timeouts.get("write"))
+            async with asyncio.timeout(timeouts.get("write")):
+                await writer.drain()
         except TimeoutError:
             raise httpx.WriteTimeout("sending the request timed out", request=request) from None
         except OSError as exc:
             raise httpx.WriteError(f"{type(exc).__name__}: {exc}", request=request) from exc
         read = timeouts.get("read")
         try:
-            status, headers, payload, keep = await asyncio.wait_for(
-                self._read_reply(connection.reader, read, request),
-                None if read is None else 4 * read,
-            )
+            async with asyncio.timeout(None if read is None else 4 * read):
+                status, headers, payload, keep = await self._read_reply(connection.reader, read, request)
         except TimeoutError:
             raise httpx.ReadTimeout("the provider's reply timed out", request=request) from None
         except asyncio.IncompleteReadError:
@@ -214,8 +215,10 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self, reader: asyncio.StreamReader, read: float | None, request: httpx.Request
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes, bool]:
         async def bounded(step: Coroutine[Any, Any, bytes]) -> bytes:
+            # each read bounded in place (asyncio.timeout): wait_for ran every read as a task of its own
             try:
-                return await asyncio.wait_for(step, read)
+                async with asyncio.timeout(read):
+                    return await step
             except TimeoutError:
                 raise httpx.ReadTimeout("the provider's reply timed out", request=request) from None
 

@@ -14,12 +14,14 @@ import dataclasses
 import functools
 import http.client
 import json
+import re
 import threading
 import urllib.parse
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from eth_abi import decode, encode
+from eth_hash.auto import keccak as keccak_256
 from eth_utils import function_signature_to_4byte_selector, keccak, to_checksum_address
 from hexbytes import HexBytes
 from web3 import HTTPProvider, Web3
@@ -57,6 +59,15 @@ def _checksummed(address: str) -> str:
     return to_checksum_address(address)
 
 
+@functools.lru_cache(maxsize=4_096)
+def _checksummed_word(hex40: str) -> str:
+    """EIP-55 of 40 lowercase hex digits (an address read from an ABI word): what ``to_checksum_address``
+    gives, without its input checks and conversions, which cost three times the keccak."""
+    digest = keccak_256(hex40.encode("ascii")).hex()
+    upper = [c.upper() if d in "89abcdef" else c for c, d in zip(hex40, digest[:40], strict=True)]
+    return "0x" + "".join(upper)
+
+
 def _normalise(kind: str, value: Any) -> Any:
     """What web3 returns for an ``eth_abi`` value of ``kind``: checksummed addresses, arrays as lists."""
     if kind == "address":
@@ -66,11 +77,72 @@ def _normalise(kind: str, value: Any) -> Any:
     return value
 
 
+_WordReader = Callable[[bytes], Any]
+"""One 32-byte ABI word -> its value as ``_normalise`` gives it; ``_BAD`` for a word ``eth_abi`` would
+refuse (the caller then decodes with ``eth_abi``, which raises its own error)."""
+
+_BAD: Any = object()
+_ZERO12 = bytes(12)
+
+
+def _read_address(word: bytes) -> Any:
+    if word[:12] != _ZERO12:
+        return _BAD
+    return _checksummed_word(word[12:].hex())
+
+
+def _read_bool(word: bytes) -> Any:
+    if word[:31] != _ZERO32[:31] or word[31] > 1:
+        return _BAD
+    return word[31] == 1
+
+
+_ZERO32 = bytes(32)
+
+
+def _uint_reader(bits: int) -> _WordReader:
+    pad = 32 - bits // 8
+
+    def read(word: bytes) -> Any:
+        if pad and word[:pad] != _ZERO32[:pad]:
+            return _BAD
+        return int.from_bytes(word, "big")
+
+    return read
+
+
+def _bytes_reader(size: int) -> _WordReader:
+    def read(word: bytes) -> Any:
+        if word[size:] != _ZERO32[size:]:
+            return _BAD
+        return word[:size]
+
+    return read
+
+
+def _word_reader(kind: str) -> _WordReader | None:
+    """A fixed-offset reader for a one-word static ``kind`` (address, bool, uintN, bytesN), or None."""
+    if kind == "address":
+        return _read_address
+    if kind == "bool":
+        return _read_bool
+    if match := re.fullmatch(r"uint(\d+)", kind):
+        bits = int(match.group(1))
+        return _uint_reader(bits) if bits % 8 == 0 and 8 <= bits <= 256 else None
+    if match := re.fullmatch(r"bytes(\d+)", kind):
+        size = int(match.group(1))
+        return _bytes_reader(size) if 1 <= size <= 32 else None
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class _Event:
     name: str
     indexed: tuple[tuple[str, str], ...]
     data: tuple[tuple[str, str], ...]
+    # (name, reader) of the indexed and the data values, in order, when every one is a one-word static
+    # type: such a log is read at fixed offsets (``EventDecoder._by_offsets``)
+    words: tuple[tuple[str, _WordReader], ...] | None = None
 
 
 class EventDecoder:
@@ -89,11 +161,15 @@ class EventDecoder:
                 continue  # an indexed dynamic value is only its hash in the topic: left to web3
             topic = bytes(keccak(text=f"{item['name']}({','.join(kinds)})"))
             named = [(str(i["name"]), k, bool(i.get("indexed"))) for i, k in zip(inputs, kinds, strict=True)]
-            self._events[topic] = _Event(
-                name=str(item["name"]),
-                indexed=tuple((n, k) for n, k, indexed in named if indexed),
-                data=tuple((n, k) for n, k, indexed in named if not indexed),
+            indexed = tuple((n, k) for n, k, x in named if x)
+            data = tuple((n, k) for n, k, x in named if not x)
+            readers = [(n, _word_reader(k)) for n, k in indexed + data]
+            words = (
+                tuple((n, r) for n, r in readers if r is not None)
+                if all(r is not None for _, r in readers)
+                else None
             )
+            self._events[topic] = _Event(str(item["name"]), indexed, data, words)
 
     def handles(self, topic: bytes) -> bool:
         return bytes(topic) in self._events
@@ -106,6 +182,10 @@ class EventDecoder:
         event = self._events.get(bytes(HexBytes(topics[0])))
         if event is None or len(topics) != 1 + len(event.indexed):
             return None
+        if event.words is not None:
+            fast = self._by_offsets(event, topics, entry.get("data") or b"")
+            if fast is not None:
+                return event.name, fast
         args: dict[str, Any] = {}
         for (name, kind), topic in zip(event.indexed, topics[1:], strict=True):
             args[name] = _normalise(kind, decode([kind], bytes(HexBytes(topic)))[0])
@@ -113,6 +193,26 @@ class EventDecoder:
         for (name, kind), value in zip(event.data, values, strict=True):
             args[name] = _normalise(kind, value)
         return event.name, args
+
+    @staticmethod
+    def _by_offsets(event: _Event, topics: Sequence[Any], data: Any) -> dict[str, Any] | None:
+        """The arguments of a log whose values are all one-word static types, read word by word with the
+        checks ``eth_abi`` makes (padding, a bool's 0 or 1). None when a topic is not 32 bytes, the data is
+        not exactly one word per value, or a word fails a check: ``eth_abi`` then decodes the log and
+        raises, or accepts, exactly as it did before this path existed (``decode``)."""
+        assert event.words is not None
+        words = [topic if type(topic) is bytes else bytes(HexBytes(topic)) for topic in topics[1:]]
+        data = data if type(data) is bytes else bytes(HexBytes(data))
+        if len(data) != 32 * (len(event.words) - len(words)) or any(len(w) != 32 for w in words):
+            return None
+        words.extend(data[i : i + 32] for i in range(0, len(data), 32))
+        args: dict[str, Any] = {}
+        for (name, read), word in zip(event.words, words, strict=True):
+            value = read(word)
+            if value is _BAD:
+                return None
+            args[name] = value
+        return args
 
 
 def _dynamic(kind: str) -> bool:
@@ -282,8 +382,9 @@ class RawFunction:
             raise ValueError(f"the ABI has {len(found)} functions named {name!r}")
         return cls(name, tuple(_canonical(i) for i in found[0].get("inputs", [])))
 
-    @property
+    @functools.cached_property
     def selector(self) -> bytes:
+        """Computed once (a keccak): every settlement encodes a call."""
         return selector(f"{self.name}({','.join(self.types)})")
 
     def encode(self, *args: Any) -> bytes:

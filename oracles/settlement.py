@@ -166,15 +166,17 @@ class Settlement:
         return len(rows)
 
     def _settle(self, batch: Batch) -> int:
-        # Orders already closed on chain (e.g. the watcher has not caught up) are not sent again.
-        rows = self._paid_on_chain(batch.rows)
+        # Orders already closed on chain (e.g. the watcher has not caught up) are not sent again; the
+        # escrow's signature threshold is read in the same batch of calls (one round trip, not two).
+        rows, threshold = self._paid_on_chain_and_threshold(batch.rows)
         if not rows:
             return 0
-        return self._send_settlement(rows)
+        return self._send_settlement(rows, threshold)
 
-    def _send_settlement(self, rows: Sequence[Order]) -> int:
+    def _send_settlement(self, rows: Sequence[Order], threshold: int | None = None) -> int:
         """Send one settle/settleBatch for ``rows``; if it would revert, split it in halves and retry each,
-        so whatever makes it revert holds up only the order that causes it."""
+        so whatever makes it revert holds up only the order that causes it. ``threshold``: the escrow's
+        ``oracleThreshold`` read with the rows' status (None: read it here, as the halves do)."""
         batch = Batch(tuple(rows))
         orders = [order_from_row(r) for r in rows]
         fulfilments = [fulfilment_of(r) for r in rows]
@@ -184,7 +186,9 @@ class Settlement:
         else:
             own = (self.proofs.proof_key.address, self.proofs.batch_signature(batch))
         try:
-            signers, signatures = self._with_cosigners(own, lambda c: c.sign_fulfilments(fulfilments))
+            signers, signatures = self._with_cosigners(
+                own, lambda c: c.sign_fulfilments(fulfilments), threshold
+            )
         except CoSigningError as exc:
             rest = [r for r in rows if r.id not in exc.refused]
             if exc.refused and 0 < len(rest) < len(rows):
@@ -245,14 +249,18 @@ class Settlement:
         return 1
 
     def _with_cosigners(
-        self, own: tuple[str, bytes], ask: Callable[[CoSigner], tuple[str, bytes]]
+        self,
+        own: tuple[str, bytes],
+        ask: Callable[[CoSigner], tuple[str, bytes]],
+        threshold: int | None = None,
     ) -> tuple[list[str], list[bytes]]:
         """``own`` signature plus, while the escrow's ``oracleThreshold`` asks for more, signatures from the
         co-signers (other proof keys in other processes), each checked to be authorised and distinct; the
         signers come out ascending, as the escrow requires. Raises CoSigningError when too few answer: the
         order stays claimable for the next tick."""
-        (result,) = call_batch(self.escrow.w3, self.escrow.address, [_ORACLE_THRESHOLD])
-        threshold = int(decode(["uint8"], result)[0])
+        if threshold is None:
+            (result,) = call_batch(self.escrow.w3, self.escrow.address, [_ORACLE_THRESHOLD])
+            threshold = int(decode(["uint8"], result)[0])
         collected = {own[0]: own[1]}
         refused: set[str] = set()
         for cosigner in self.proofs.cosigners:
@@ -306,6 +314,23 @@ class Settlement:
                 setattr(row, column, Web3.to_hex(signature))
         return key.address, signature
 
+    def _paid_on_chain_and_threshold(self, rows: Sequence[Order]) -> tuple[list[Order], int | None]:
+        """``_paid_on_chain`` of ``rows`` and the escrow's ``oracleThreshold``, in one batch of calls."""
+        if not rows:
+            return [], None
+        calls = [encode_call(_ORDER_STATUS, ("bytes32",), (protocol.order_id_from_hex(r.id),)) for r in rows]
+        results = call_batch(self.escrow.w3, self.escrow.address, [*calls, _ORACLE_THRESHOLD])
+        threshold = int(decode(["uint8"], results[-1])[0])
+        return self._still_paid(rows, results[:-1]), threshold
+
+    @staticmethod
+    def _still_paid(rows: Sequence[Order], results: Sequence[bytes]) -> list[Order]:
+        return [
+            row
+            for row, result in zip(rows, results, strict=True)
+            if protocol.OrderStatus(decode(["uint8"], result)[0]) is protocol.OrderStatus.PAID
+        ]
+
     def _paid_on_chain(self, rows: Sequence[Order]) -> list[Order]:
         """The rows still ``Paid`` on chain, read in one raw JSON-RPC batch of ``orderStatus`` calls (one
         ``eth_call`` round trip per order was a fifth of the oracle's time at saturation, and web3's
@@ -313,12 +338,7 @@ class Settlement:
         if not rows:
             return []
         calls = [encode_call(_ORDER_STATUS, ("bytes32",), (protocol.order_id_from_hex(r.id),)) for r in rows]
-        results = call_batch(self.escrow.w3, self.escrow.address, calls)
-        return [
-            row
-            for row, result in zip(rows, results, strict=True)
-            if protocol.OrderStatus(decode(["uint8"], result)[0]) is protocol.OrderStatus.PAID
-        ]
+        return self._still_paid(rows, call_batch(self.escrow.w3, self.escrow.address, calls))
 
     def _on_chain_paid(self, row: Order) -> bool:
         return bool(self._paid_on_chain([row]))

@@ -34,6 +34,7 @@ On a real node (``confirm``, ``reconcile_nonces``, ``check_balance``):
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -44,12 +45,12 @@ import rlp  # type: ignore[import-untyped]
 from eth_account.signers.local import LocalAccount
 from eth_account.typed_transactions.typed_transaction import TypedTransaction
 from hexbytes import HexBytes
-from sqlalchemy import or_, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 from web3.contract.contract import ContractFunction
-from web3.exceptions import TransactionNotFound
+from web3.exceptions import TransactionNotFound, Web3RPCError
 from web3.types import Nonce, TxParams, Wei
 
 from cardless.ledger.models import ChainTx, ChainTxOrder, ChainTxState, SignerNonce, utcnow
@@ -256,10 +257,15 @@ class TxManager:
             # legacy: the gas price in both (a legacy price is paid whole, like a max fee of it)
             max_fee_per_gas=tx.get("maxFeePerGas", tx.get("gasPrice")),
             priority_fee_per_gas=tx.get("maxPriorityFeePerGas", tx.get("gasPrice")),
-            orders=[ChainTxOrder(order_id=order_id) for order_id in dict.fromkeys(order_ids)],
         )
         session.add(record)
         session.flush()
+        # The transaction's orders in one multi-row INSERT, in this transaction: as ORM children
+        # (``ChainTx.orders``) each cost a unit-of-work pass, most of the time of storing a batch's
+        # transaction (docs/benchmarks.md, round 6).
+        keys = [{"chain_tx_id": record.id, "order_id": order_id} for order_id in dict.fromkeys(order_ids)]
+        if keys:
+            session.execute(insert(ChainTxOrder), keys)
         return record
 
     def _reserve_nonce(self, session: Session) -> int:
@@ -394,10 +400,13 @@ class TxManager:
         pending = self.pending()
         if not pending:
             return done
-        head = int(self.w3.eth.block_number) if self.confirmations else 0
         # Counted before the receipts are read: a transaction mined in between has its receipt found,
-        # so a used nonce without any receipt of ours really is someone else's transaction.
-        used = self._chain_nonce("latest")
+        # so a used nonce without any receipt of ours really is someone else's transaction. The head (at
+        # a confirmation depth) comes in the same raw batch: one round trip, no web3 formatters.
+        reads = [self._nonce_request("latest")] + ([("eth_blockNumber", [])] if self.confirmations else [])
+        answers = rpc_batch(self.w3, reads)
+        used = _count(answers[0], "eth_getTransactionCount")
+        head = _count(answers[1], "eth_blockNumber") if self.confirmations else 0
         receipts = dict(
             zip([r.id for r in pending], self._receipts([r.tx_hash for r in pending]), strict=True)
         )
@@ -496,7 +505,13 @@ class TxManager:
             return None
 
     def _chain_nonce(self, block: Literal["latest", "pending"]) -> int:
-        return int(self.w3.eth.get_transaction_count(self.account.address, block))
+        """The key's transaction count at ``block``, as a raw JSON-RPC read (web3's formatters cost more
+        than the round trip; read on every ``confirm``)."""
+        (answer,) = rpc_batch(self.w3, [self._nonce_request(block)])
+        return _count(answer, "eth_getTransactionCount")
+
+    def _nonce_request(self, block: Literal["latest", "pending"]) -> tuple[str, list[Any]]:
+        return ("eth_getTransactionCount", [self.account.address, block])
 
     def _superseded(self, session: Session, row: ChainTx) -> None:
         """The chain used this nonce for a transaction that is none of our versions: ours can never be
@@ -663,6 +678,20 @@ class TxManager:
         replacement = self._sign_and_store(session, row.purpose, list(row.order_ids), fields)
         log.info("bumping %s -> %s (nonce %d)", row.tx_hash, replacement.tx_hash, row.nonce)
         return replacement
+
+
+def _count(answer: Any, method: str) -> int:
+    """A node's count (a nonce, a block number) as an int: a JSON-RPC quantity of at most 256 bits (a dev
+    node may answer a plain non-negative integer); any other answer raises ``Web3RPCError`` naming the
+    method, as web3's formatter refuses it."""
+    if isinstance(answer, str) and _QUANTITY.fullmatch(answer):
+        return int(answer, 16)
+    if type(answer) is int and 0 <= answer < 2**256:
+        return answer
+    raise Web3RPCError(f"{method} answered {str(answer)[:80]!r}: not a quantity")
+
+
+_QUANTITY = re.compile(r"0x[0-9a-fA-F]{1,64}")
 
 
 def _unsigned_fields(raw: bytes) -> dict[str, Any]:

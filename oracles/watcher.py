@@ -80,14 +80,13 @@ class Watcher:
     def poll(self) -> int:
         """Process everything that is final enough; returns the number of logs applied."""
         applied = 0
-        safe = self.confirmed_head()
         cursor = self._cursor()
-        if cursor is not None:
-            current = self._hash_at(cursor[0])
-            if current != cursor[1]:
-                if not self._roll_back(cursor, cursor_block_exists=current is not None):
-                    return 0
-                cursor = self._cursor()
+        # The head and the cursor block's hash in one raw batch (two round trips before).
+        safe, current = self._head_and_hash(cursor[0] if cursor is not None else None)
+        if cursor is not None and current != cursor[1]:
+            if not self._roll_back(cursor, cursor_block_exists=current is not None):
+                return 0
+            cursor = self._cursor()
         next_block = (cursor[0] + 1) if cursor else self.start_block
         span = self.max_range
         while next_block <= safe:
@@ -114,8 +113,16 @@ class Watcher:
     def confirmed_head(self) -> int:
         """The newest block the watcher may apply: ``confirmations`` below the head, and not past the
         ``finality`` tag's block when there is one (a node without the tag: the depth alone, logged)."""
-        (head_quantity,) = rpc_batch(self.w3, [("eth_blockNumber", [])])
-        head = quantity(head_quantity)
+        return self._head_and_hash(None)[0]
+
+    def _head_and_hash(self, number: int | None) -> tuple[int, str | None]:
+        """``confirmed_head()`` and, when ``number`` is given, ``_hash_at(number)``, read in one batch."""
+        reads: list[tuple[str, list[Any]]] = [("eth_blockNumber", [])]
+        if number is not None:
+            reads.append(("eth_getBlockByNumber", [hex(number), False]))
+        answers = rpc_batch(self.w3, reads)
+        head = quantity(answers[0])
+        block_hash = _block_hash(answers[1]) if number is not None else None
         confirmed = head - self.confirmations
         if self.finality != "latest":
             try:
@@ -126,7 +133,7 @@ class Watcher:
                 )
             else:
                 confirmed = min(confirmed, tagged)
-        return confirmed
+        return confirmed, block_hash
 
     def cursor(self) -> tuple[int, str] | None:
         """The last block applied (number, hash); None before the first range."""
@@ -141,9 +148,7 @@ class Watcher:
         """The hash of canonical block ``number``, or None if the node has no such block (yet). Raw
         JSON-RPC: read three times per poll, and web3's block formatters cost more than the round trip."""
         (block,) = rpc_batch(self.w3, [("eth_getBlockByNumber", [hex(number), False])])
-        if not block:
-            return None
-        return str(block["hash"]).lower()
+        return _block_hash(block)
 
     def _roll_back(self, cursor: tuple[int, str], *, cursor_block_exists: bool) -> bool:
         """Move the cursor back to the newest applied log whose block is still canonical.
@@ -301,6 +306,13 @@ class Watcher:
             chunk = ids[start : start + _IN_CHUNK]
             loaded.extend(session.execute(select(Order).where(Order.id.in_(chunk))).scalars())
         return loaded
+
+
+def _block_hash(block: Any) -> str | None:
+    """The hash of an ``eth_getBlockByNumber`` answer (lower case); None for no block."""
+    if not block:
+        return None
+    return str(block["hash"]).lower()
 
 
 _IN_CHUNK = 500

@@ -10,6 +10,7 @@ when that is set. One set per process: a process is one set of provider calls.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -31,6 +32,8 @@ PROVIDER_ERRORS = Counter(
     registry=PROVIDER_REGISTRY,
 )
 
+_MAX_OUTCOMES = 64
+
 
 class TimedTransport(httpx.AsyncBaseTransport):
     def __init__(
@@ -42,6 +45,17 @@ class TimedTransport(httpx.AsyncBaseTransport):
     ) -> None:
         self.provider = provider
         self.inner = inner or httpx.AsyncHTTPTransport(limits=limits or httpx.Limits())
+        # outcome -> this provider's histogram child: ``labels()`` takes a lock and builds a key on every
+        # call, once per provider call; the outcomes are few (a status class, an exception's name)
+        self._calls: dict[str, Any] = {}
+
+    def _timed(self, outcome: str) -> Any:
+        found = self._calls.get(outcome)
+        if found is None:
+            if len(self._calls) >= _MAX_OUTCOMES:  # exception names are a bounded set; still, bound it
+                self._calls.clear()
+            found = self._calls[outcome] = PROVIDER_CALLS.labels(self.provider, outcome)
+        return found
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         started = time.perf_counter()
@@ -49,11 +63,11 @@ class TimedTransport(httpx.AsyncBaseTransport):
             response = await self.inner.handle_async_request(request)
         except Exception as exc:
             outcome = type(exc).__name__
-            PROVIDER_CALLS.labels(self.provider, outcome).observe(time.perf_counter() - started)
+            self._timed(outcome).observe(time.perf_counter() - started)
             PROVIDER_ERRORS.labels(self.provider, outcome).inc()
             raise
         outcome = f"{response.status_code // 100}xx"
-        PROVIDER_CALLS.labels(self.provider, outcome).observe(time.perf_counter() - started)
+        self._timed(outcome).observe(time.perf_counter() - started)
         if response.status_code >= 500:
             PROVIDER_ERRORS.labels(self.provider, outcome).inc()
         return response

@@ -6,7 +6,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import pytest
 from eth_abi import encode
+from eth_abi.exceptions import NonEmptyPaddingBytes
 from eth_utils import keccak, to_checksum_address
 from hexbytes import HexBytes
 from web3 import Web3
@@ -159,3 +161,66 @@ def test_raw_reads_keep_one_connection_and_survive_the_node_closing_it() -> None
         server.server_close()
     assert len({port for _, port in peers[:3]}) == 1  # three reads, one connection
     assert peers[3][1] != peers[2][1]  # the node closed it: a new one
+
+
+def _outcome(decoder: EventDecoder, entry: dict[str, Any]) -> Any:
+    try:
+        return ("ok", decoder.decode(entry))
+    except Exception as exc:  # the refusal itself is compared: its type and its words
+        return ("refused", type(exc), str(exc))
+
+
+def test_fixed_offset_reads_refuse_and_accept_exactly_as_eth_abi() -> None:
+    """A log of one-word static values is read at fixed offsets; every malformed variant (padding that is
+    not zero, a bool of 2, data a byte short or a word long, a topic of 31 bytes) gets the answer the
+    ``eth_abi`` path gives: the same values, or the same error naming the same bytes."""
+    import dataclasses
+
+    abi = load_artifact("CardlessEscrow").abi
+    fast = EventDecoder(abi)
+    slow = EventDecoder(abi)
+    slow._events = {t: dataclasses.replace(e, words=None) for t, e in slow._events.items()}
+    on_offsets = [e.name for e in fast._events.values() if e.words is not None]
+    assert {"OrderPaid", "OrderSettled"} <= set(on_offsets)
+    rng = random.Random(22)
+    events = {item["name"]: item for item in abi if item.get("type") == "event"}
+    for name in on_offsets:
+        for _ in range(20):
+            entry = _log(events[name], rng)
+            good = _outcome(fast, entry)
+            assert good[0] == "ok" and good == _outcome(slow, entry), name
+            words = len(entry["data"]) // 32
+            data = bytearray(entry["data"])
+            variants: list[dict[str, Any]] = [
+                {**entry, "data": HexBytes(data[:-1])},
+                {**entry, "data": HexBytes(data + bytes(32))},
+                {**entry, "data": HexBytes(data + b"\x01")},
+            ]
+            for word in range(words):
+                for byte in (0, 11, 12, 30, 31):
+                    bad = bytearray(data)
+                    bad[32 * word + byte] ^= rng.randint(1, 255)
+                    variants.append({**entry, "data": HexBytes(bad)})
+            for index in range(1, len(entry["topics"])):
+                topics = list(entry["topics"])
+                topics[index] = HexBytes(bytes([rng.randint(1, 255)]) + bytes(topics[index])[1:])
+                variants.append({**entry, "topics": topics})
+                topics = list(entry["topics"])
+                topics[index] = HexBytes(bytes(topics[index])[1:])
+                variants.append({**entry, "topics": topics})
+            refused = 0
+            for variant in variants:
+                got = _outcome(fast, variant)
+                assert got == _outcome(slow, variant), (name, variant)
+                refused += got[0] == "refused"
+            assert refused > 0 or not fast._events[bytes(entry["topics"][0])].words, name
+
+
+def test_an_order_paid_log_with_dirty_address_padding_is_refused_naming_the_bytes() -> None:
+    abi = load_artifact("CardlessEscrow").abi
+    (paid,) = [i for i in abi if i.get("type") == "event" and i["name"] == "OrderPaid"]
+    entry = _log(paid, random.Random(3))
+    data = bytearray(entry["data"])
+    data[0] = 0x01  # the token word (the first data value, an address) with a non-zero padding byte
+    with pytest.raises(NonEmptyPaddingBytes, match="Padding bytes were not empty"):
+        EventDecoder(abi).decode({**entry, "data": HexBytes(data)})
