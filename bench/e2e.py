@@ -282,9 +282,10 @@ def _machine_busy_seconds() -> float:
 # serves the gateway.
 _COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("anvil", ("anvil",)),
+    ("dev node", ("cardless.cli.child\0cardless.devchain",)),  # the embedded system's children
     ("load generator", ("bench.loadgen",)),
-    ("oracle", ("cardless.cli.main\0oracle",)),
-    ("provider", ("bench.provider",)),
+    ("oracle", ("cardless.cli.main\0oracle", "cardless.cli.embedded_oracle")),
+    ("provider", ("bench.provider", "cardless.cli.child\0adapters.simulator")),
     ("postgresql", ("postgres",)),
     ("py-spy", ("py-spy",)),
 )

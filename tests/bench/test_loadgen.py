@@ -319,3 +319,30 @@ def test_the_buyers_json_rpc_reuses_connections_and_reports_node_errors() -> Non
     assert sorted(got) == list(range(1, 29))  # every call answered with its own id
     # 8 at once open 8; the 20 in a row reuse them, reconnecting only after a `Connection: close`
     assert 8 <= _JsonRpc.connections <= 14
+
+
+def test_the_embedded_systems_children_are_named() -> None:
+    """`make run`'s children (the py-evm node, the simulator, the oracle) are charged to their component
+    by their command line, as anvil and bench.provider are."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    def named(*args: str) -> str:
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", *args])
+        try:
+            deadline = time.monotonic() + 10
+            while b"time.sleep" not in Path(f"/proc/{child.pid}/cmdline").read_bytes():  # exec'd yet?
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            return e2e._component(child.pid, set(), {})
+        finally:
+            child.kill()
+            child.wait()
+
+    assert named("-m", "cardless.cli.child", "cardless.devchain", "--ws") == "dev node"
+    assert named("-m", "cardless.cli.child", "adapters.simulator") == "provider"
+    assert named("-m", "cardless.cli.child", "cardless.cli.embedded_oracle") == "oracle"
+    assert named("-m", "something.else") == "other"
+    assert e2e._component(os.getpid(), set(), {}) == "bench (gateway)"
