@@ -318,8 +318,7 @@ class Settlement:
         """``_paid_on_chain`` of ``rows`` and the escrow's ``oracleThreshold``, in one batch of calls."""
         if not rows:
             return [], None
-        calls = [encode_call(_ORDER_STATUS, ("bytes32",), (protocol.order_id_from_hex(r.id),)) for r in rows]
-        results = call_batch(self.escrow.w3, self.escrow.address, [*calls, _ORACLE_THRESHOLD])
+        results = call_batch(self.escrow.w3, self.escrow.address, [*_status_calls(rows), _ORACLE_THRESHOLD])
         threshold = int(decode(["uint8"], results[-1])[0])
         return self._still_paid(rows, results[:-1]), threshold
 
@@ -337,8 +336,7 @@ class Settlement:
         contract calls another tenth: docs/benchmarks.md)."""
         if not rows:
             return []
-        calls = [encode_call(_ORDER_STATUS, ("bytes32",), (protocol.order_id_from_hex(r.id),)) for r in rows]
-        return self._still_paid(rows, call_batch(self.escrow.w3, self.escrow.address, calls))
+        return self._still_paid(rows, call_batch(self.escrow.w3, self.escrow.address, _status_calls(rows)))
 
     def _on_chain_paid(self, row: Order) -> bool:
         return bool(self._paid_on_chain([row]))
@@ -380,3 +378,8 @@ class MerchantSweep:
                 except Exception as exc:  # one merchant's failing payout must not stop the others
                     log.warning("sweep of merchant %s token %s failed: %s", merchant, token, exc)
         return sent
+
+
+def _status_calls(rows: Sequence[Order]) -> list[bytes]:
+    """The escrow's ``orderStatus`` call data of each of ``rows``."""
+    return [encode_call(_ORDER_STATUS, ("bytes32",), (protocol.order_id_from_hex(r.id),)) for r in rows]
