@@ -223,9 +223,19 @@ def encode_call(fn_selector: bytes, types: Sequence[str], args: Sequence[Any]) -
     return fn_selector + encode(list(types), list(args))
 
 
-def quantity(value: Any) -> int:
-    """A JSON-RPC quantity ("0x1a"; some dev nodes answer a plain integer) as an int."""
-    return int(value, 16) if isinstance(value, str) else int(value)
+def quantity(value: Any, what: str = "the node") -> int:
+    """A JSON-RPC quantity ("0x1a"; a dev node may answer a plain non-negative integer) of at most 256
+    bits as an int. Anything else (a sign, spaces, a float, a bool, 65 hex digits or more) raises
+    ``Web3RPCError`` naming ``what`` (the method or field that answered it), as web3's formatters refuse
+    it: a node's block number or nonce is never taken on ``int()``'s looser terms."""
+    if isinstance(value, str) and _QUANTITY.fullmatch(value):
+        return int(value, 16)
+    if type(value) is int and 0 <= value < 2**256:
+        return value
+    raise Web3RPCError(f"{what} answered {str(value)[:80]!r}: not a quantity")
+
+
+_QUANTITY = re.compile(r"0x[0-9a-fA-F]{1,64}")
 
 
 def rpc_batch(w3: Web3, requests: Sequence[tuple[str, list[Any]]]) -> list[Any]:
@@ -349,11 +359,11 @@ def _log_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
         "address": _checksummed(str(entry["address"]).lower()),
         "topics": [HexBytes(topic) for topic in entry.get("topics") or ()],
         "data": HexBytes(entry.get("data") or "0x"),
-        "blockNumber": quantity(entry["blockNumber"]),
+        "blockNumber": quantity(entry["blockNumber"], "eth_getLogs blockNumber"),
         "blockHash": HexBytes(entry["blockHash"]),
         "transactionHash": HexBytes(entry["transactionHash"]),
-        "transactionIndex": quantity(entry.get("transactionIndex", 0)),
-        "logIndex": quantity(entry["logIndex"]),
+        "transactionIndex": quantity(entry.get("transactionIndex", 0), "eth_getLogs transactionIndex"),
+        "logIndex": quantity(entry["logIndex"], "eth_getLogs logIndex"),
         "removed": bool(entry.get("removed", False)),
     }
 

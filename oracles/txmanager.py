@@ -34,7 +34,6 @@ On a real node (``confirm``, ``reconcile_nonces``, ``check_balance``):
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Sequence
@@ -50,7 +49,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 from web3.contract.contract import ContractFunction
-from web3.exceptions import TransactionNotFound, Web3RPCError
+from web3.exceptions import TransactionNotFound
 from web3.types import Nonce, TxParams, Wei
 
 from cardless.ledger.models import ChainTx, ChainTxOrder, ChainTxState, SignerNonce, utcnow
@@ -405,8 +404,8 @@ class TxManager:
         # a confirmation depth) comes in the same raw batch: one round trip, no web3 formatters.
         reads = [self._nonce_request("latest")] + ([("eth_blockNumber", [])] if self.confirmations else [])
         answers = rpc_batch(self.w3, reads)
-        used = _count(answers[0], "eth_getTransactionCount")
-        head = _count(answers[1], "eth_blockNumber") if self.confirmations else 0
+        used = quantity(answers[0], "eth_getTransactionCount")
+        head = quantity(answers[1], "eth_blockNumber") if self.confirmations else 0
         receipts = dict(
             zip([r.id for r in pending], self._receipts([r.tx_hash for r in pending]), strict=True)
         )
@@ -493,7 +492,11 @@ class TxManager:
             if r is None
             else {
                 **r,
-                **{k: quantity(r[k]) for k in ("status", "blockNumber", "gasUsed") if r.get(k) is not None},
+                **{
+                    k: quantity(r[k], f"eth_getTransactionReceipt {k}")
+                    for k in ("status", "blockNumber", "gasUsed")
+                    if r.get(k) is not None
+                },
             }
             for r in raw
         ]
@@ -508,7 +511,7 @@ class TxManager:
         """The key's transaction count at ``block``, as a raw JSON-RPC read (web3's formatters cost more
         than the round trip; read on every ``confirm``)."""
         (answer,) = rpc_batch(self.w3, [self._nonce_request(block)])
-        return _count(answer, "eth_getTransactionCount")
+        return quantity(answer, "eth_getTransactionCount")
 
     def _nonce_request(self, block: Literal["latest", "pending"]) -> tuple[str, list[Any]]:
         return ("eth_getTransactionCount", [self.account.address, block])
@@ -678,20 +681,6 @@ class TxManager:
         replacement = self._sign_and_store(session, row.purpose, list(row.order_ids), fields)
         log.info("bumping %s -> %s (nonce %d)", row.tx_hash, replacement.tx_hash, row.nonce)
         return replacement
-
-
-def _count(answer: Any, method: str) -> int:
-    """A node's count (a nonce, a block number) as an int: a JSON-RPC quantity of at most 256 bits (a dev
-    node may answer a plain non-negative integer); any other answer raises ``Web3RPCError`` naming the
-    method, as web3's formatter refuses it."""
-    if isinstance(answer, str) and _QUANTITY.fullmatch(answer):
-        return int(answer, 16)
-    if type(answer) is int and 0 <= answer < 2**256:
-        return answer
-    raise Web3RPCError(f"{method} answered {str(answer)[:80]!r}: not a quantity")
-
-
-_QUANTITY = re.compile(r"0x[0-9a-fA-F]{1,64}")
 
 
 def _unsigned_fields(raw: bytes) -> dict[str, Any]:

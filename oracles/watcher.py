@@ -121,7 +121,7 @@ class Watcher:
         if number is not None:
             reads.append(("eth_getBlockByNumber", [hex(number), False]))
         answers = rpc_batch(self.w3, reads)
-        head = quantity(answers[0])
+        head = quantity(answers[0], "eth_blockNumber")
         block_hash = _block_hash(answers[1]) if number is not None else None
         confirmed = head - self.confirmations
         if self.finality != "latest":
