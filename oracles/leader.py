@@ -250,8 +250,8 @@ class WorkSignal:
                     conninfo, autocommit=True, application_name=LISTENER, connect_timeout=10
                 )
                 async with connection:
+                    self._backend = connection.info.backend_pid  # from here the server lists it
                     await connection.execute(f"LISTEN {WORK_CHANNEL}")
-                    self._backend = connection.info.backend_pid
                     self.listening, said, delay = True, False, 1.0
                     on_note("")  # news may have been missed while not listening: a full look
                     async for note in connection.notifies():
