@@ -150,9 +150,10 @@ class _Plan:
 _FULL = _Plan(watch=True, risk=True, fresh_claims=True, sign=True, post=True, confirm=True)
 _SWEPT = (S.PAID, S.SUCCEEDED, S.FAILED_FINAL, S.PROOF_PENDING, S.REFUND_PENDING)
 """The states whose stages a follower runs only when an order has waited in them (``_plan``)."""
-_NET_EVERY = 0.25
+_NET_EVERY = 0.5
 """Seconds between a leader's claims of what its followers left waiting ``steal_after`` (its safety net):
-a claim query every 10 ms tick for orders that are almost never there cost the bound worker's CPU."""
+a claim query every 10 ms tick for orders that are almost never there cost the bound worker's CPU (at
+250 ms the query and its refund check were still 7 % of the leader's samples in bench.e2e d4)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -330,7 +331,10 @@ class OracleWorker:
             return 0
         self._claims_hint = False
         stale = None if fresh else self.config.steal_after
-        return self.start_provider_calls(S.RISK_CHECKED, chain_now=chain_now, stale_after=stale)
+        # The followers' claims check for orders too late to submit (once a second each): not the leader.
+        return self.start_provider_calls(
+            S.RISK_CHECKED, chain_now=chain_now, stale_after=stale, refunds=not self._delegating
+        )
 
     def _plan(self) -> _Plan:
         """Which stages this tick runs. A leader alone (and every worker on SQLite) runs all of them,
@@ -611,7 +615,11 @@ class OracleWorker:
     # ------------------------------------------------------------------ provider calls
 
     def start_provider_calls(
-        self, *states: OrderState, chain_now: int | None = None, stale_after: timedelta | None = None
+        self,
+        *states: OrderState,
+        chain_now: int | None = None,
+        stale_after: timedelta | None = None,
+        refunds: bool = True,
     ) -> int:
         """Claim due orders in ``states``, as many as there are free provider slots, and start a provider
         call for each. Calls run as tasks, so one slow provider (a 10 s timeout) never holds up proofs,
@@ -621,11 +629,12 @@ class OracleWorker:
         With ``chain_now``, no order is submitted whose deadline is within ``deadline_margin`` of it: a
         top-up that may complete after the deadline could never be settled (the escrow refuses the proof),
         so such an order is refunded instead when no provider can have charged for it (and otherwise left
-        to the provider's answer or the buyer's reclaim).
+        to the provider's answer or the buyer's reclaim); that check runs at most once a second, and not
+        without ``refunds`` (a leader whose followers claim: theirs and the periodic job run it).
 
-        With ``stale_after``, only orders unchanged for that long are claimed (a follower's claim: what
-        the leader has left waiting). A claim that fills every free slot says so to the other workers
-        (``claims``, in its transaction): there may be more."""
+        With ``stale_after``, only orders unchanged for that long are claimed (what the others have left
+        waiting: a leader's safety net, or a follower that does not listen). A claim that fills every free
+        slot says so to the other workers (``claims``, in its transaction): there may be more."""
         if self._answered is None:  # no answer lane: the answers wait for this call
             self.record_outcomes()
         refunded = 0
@@ -635,7 +644,7 @@ class OracleWorker:
             # query was 5 % of four workers' time): the claim below leaves late orders out in SQL anyway,
             # so one waits at most a second more for its refund, against a margin of minutes.
             clock = time.monotonic()
-            if clock - self._refunds_checked >= _REFUND_EVERY:
+            if refunds and clock - self._refunds_checked >= _REFUND_EVERY:
                 self._refunds_checked = clock
                 refunded = refund_near_deadline(self.sessions, chain_now, self.config.deadline_margin)
             late = chain_now + self.config.deadline_margin
