@@ -346,7 +346,7 @@ async def test_with_no_follower_listening_the_leader_claims_at_once(
     leader, follower = pair
     ledger = pg_sessions[0]
     fresh = [add_order(ledger, providers=["alpha"]) for _ in range(2)]
-    assert follower._plan() is not None  # a follower that does not listen is not counted
+    assert not follower._plan().fresh_claims  # not listening: not counted, claims only what waited
     assert leader.signal.others_listening() == 0
     plan = leader._plan()
     assert plan.fresh_claims and plan.sign
