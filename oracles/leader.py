@@ -15,19 +15,26 @@ The lock is released when the leader's connection closes, whatever ends it (a cl
 kill), and a follower takes it at its next try (``retry`` seconds). SQLite is one machine's database
 with a single writer: every worker there leads, as before.
 
-The leader also runs the risk check, signs and posts settlement and refund transactions every tick: its
+The leader also runs the risk check, and posts settlement and refund transactions every tick: its
 batches hold every proof signed since the last one, where four posters split them into four times the
-transactions (four times the gas estimates, receipts and events for the same orders). A follower calls
-providers for what it claims, signs what they answered, and runs the leader's stages only for orders that
-have waited there (``oracles.worker``: the same safety net as above). Exactly-once does not rest on this:
-any worker may run any stage (the claims, the outbox check in ``oracles.settlement``, nonces reserved in
-the database), as when every worker ran all of them; this only decides who normally does.
+transactions (four times the gas estimates, receipts and events for the same orders). The provider calls
+(claiming the orders the risk check passed, recording the answers, signing them) go to the followers
+while any is alive: the leader's stages alone were three quarters of the oracles' CPU, and a leader that
+also called providers bounded four workers to about one (docs/benchmarks.md, round 7). The leader counts
+the followers listening (:meth:`WorkSignal.others_listening`) and, while there is one, claims only the
+orders left waiting ``steal_after`` (or all when a follower said its slots are full), and signs only
+its own answers and what has waited; with none, it calls providers itself at once, as a single worker
+does. A follower runs the leader's stages only for orders that have waited there (``oracles.worker``: the
+same safety net as above). Exactly-once does not rest on this: any worker may run any stage (the claims,
+the outbox check in ``oracles.settlement``, nonces reserved in the database), as when every worker ran
+all of them; this only decides who normally does.
 
 :class:`WorkSignal` is how workers wake each other on PostgreSQL instead of polling (``LISTEN`` /
-``NOTIFY`` on :data:`WORK_CHANNEL`): a worker whose claim filled its free provider slots says
-``claims`` (more may be waiting), in the claim's transaction; a follower that signed proofs says
-``proofs`` (the leader posts them now rather than at its next idle poll). A notification is a wake-up
-only: a lost one costs latency (each worker still polls, less often), never an order.
+``NOTIFY`` on :data:`WORK_CHANNEL`): a leader whose risk check passed orders says ``fresh`` (the
+followers claim them now); a worker whose claim filled its free provider slots says ``claims`` (more may
+be waiting), in the claim's transaction; a follower that signed proofs says ``proofs`` (the leader posts
+them now rather than at its next idle poll). A notification is a wake-up only: a lost one costs latency
+(each worker still polls, less often, and the leader claims what waited), never an order.
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["WATCH_LOCK", "WORK_CHANNEL", "WatchLeadership", "WorkSignal"]
+__all__ = ["LISTENER", "WATCH_LOCK", "WORK_CHANNEL", "WatchLeadership", "WorkSignal"]
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +56,9 @@ WATCH_LOCK = 0x63617264_77617463
 """pg_try_advisory_lock key of the watcher's leadership ("cardwatc"); the migrations use another."""
 WORK_CHANNEL = "cardless_work"
 """The ``LISTEN``/``NOTIFY`` channel of :class:`WorkSignal`; the payload says what kind of work."""
-CLAIMS, PROOFS = "claims", "proofs"
+LISTENER = "cardless-listen"
+"""The ``application_name`` of a worker's listening connection: how the leader counts the followers."""
+CLAIMS, PROOFS, FRESH = "claims", "proofs", "fresh"
 
 
 class WatchLeadership:
@@ -66,7 +75,7 @@ class WatchLeadership:
         self.engine: Engine | None = bind if isinstance(bind, Engine) else None
         self.shared = self.engine is not None and self.engine.dialect.name == "postgresql"
         self.retry, self.check, self.follower_poll = retry, check, follower_poll
-        self._clock = clock
+        self._clock = self.clock = clock
         self._connection: Connection | None = None
         self._next_try = 0.0
         self._checked = 0.0
@@ -166,15 +175,50 @@ class WorkSignal:
     is opened again with a doubling delay; :attr:`listening` says whether notifications can arrive now
     (the worker polls at its short interval while they cannot). :meth:`notify_in` adds a notification to
     a transaction (PostgreSQL delivers it at the commit, and never if it rolls back); :meth:`notify` sends
-    one on its own."""
+    one on its own. :meth:`others_listening` counts the other workers listening on the same database."""
 
-    def __init__(self, engine: Engine | None) -> None:
+    def __init__(
+        self, engine: Engine | None, *, census: float = 2.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.engine = engine if engine is not None and engine.dialect.name == "postgresql" else None
         self.listening = False
+        self.census = census
+        self._clock = clock
+        self._backend: int | None = None
+        """The server pid of this worker's listening connection (left out of the count)."""
+        self._counted = float("-inf")
+        self._others = 0
 
     @property
     def enabled(self) -> bool:
         return self.engine is not None
+
+    def others_listening(self) -> int:
+        """How many other workers listen on this database now: their listening connections in
+        ``pg_stat_activity`` (by :data:`LISTENER`), counted at most every ``census`` seconds. A worker
+        killed, its connection closes and the server forgets it at once; a host that vanished is counted
+        until TCP keep-alive gives up (the leader's safety net claims what its followers leave waiting).
+        0 on SQLite, and when the count fails (the leader then calls providers itself)."""
+        if self.engine is None:
+            return 0
+        now = self._clock()
+        if now - self._counted < self.census:
+            return self._others
+        self._counted = now
+        try:
+            with self.engine.connect() as connection:
+                found = connection.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND application_name = :name AND pid <> :mine"
+                    ),
+                    {"name": LISTENER, "mine": self._backend or 0},
+                ).scalar()
+            self._others = int(found or 0)
+        except DBAPIError as exc:
+            log.warning("could not count the other workers (%s): calling providers here meanwhile", exc)
+            self._others = 0
+        return self._others
 
     def notify_in(self, connection: Connection, kind: str) -> None:
         if self.enabled:
@@ -203,9 +247,10 @@ class WorkSignal:
         while True:
             try:
                 connection = await psycopg.AsyncConnection.connect(
-                    conninfo, autocommit=True, application_name="cardless-listen", connect_timeout=10
+                    conninfo, autocommit=True, application_name=LISTENER, connect_timeout=10
                 )
                 async with connection:
+                    self._backend = connection.info.backend_pid  # from here the server lists it
                     await connection.execute(f"LISTEN {WORK_CHANNEL}")
                     self.listening, said, delay = True, False, 1.0
                     on_note("")  # news may have been missed while not listening: a full look
@@ -218,6 +263,6 @@ class WorkSignal:
                     log.warning("not listening for other workers' news (%s); polling", exc)
                     said = True
             finally:
-                self.listening = False
+                self.listening, self._backend = False, None
             await asyncio.sleep(delay)
             delay = min(retry_max, delay * 2)

@@ -17,7 +17,9 @@ a worker that was killed anywhere resumes from what was committed:
 
 Several workers may share one database: external work is claimed with a lease (worker id, expiry)
 committed before the call (``cardless.ledger.store.claim``), renewed while the call runs and released
-when it ends. :mod:`oracles.service` runs a worker with its periodic jobs.
+when it ends. On PostgreSQL one of them leads (:mod:`oracles.leader`): it runs stages 1, 2, 4's posting
+and 5 every tick, and leaves stage 3 and the signing of its answers to the followers while any listens
+(``_plan``); alone, it runs them all. :mod:`oracles.service` runs a worker with its periodic jobs.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ from cardless.ledger.store import due as attempt_due
 from cardless.protocol import EscrowDomain
 from oracles.deadlines import expire_quotes, purge_unpaid_quotes, refund_near_deadline
 from oracles.events import apply_event
-from oracles.leader import CLAIMS, PROOFS, WatchLeadership, WorkSignal
+from oracles.leader import CLAIMS, FRESH, PROOFS, WatchLeadership, WorkSignal
 from oracles.outcomes import CallOutcome, OutcomePolicy, Outcomes, aware
 from oracles.proofs import CoSigner, Proofs
 from oracles.rawabi import quantity, rpc_batch
@@ -133,10 +135,12 @@ def dead_local_workers(owners: Iterable[str], *, me: str, host: str | None = Non
 @dataclasses.dataclass(frozen=True)
 class _Plan:
     """The stages one tick runs (``OracleWorker._plan``); the provider calls' outcomes are always
-    recorded, and orders due a call always claimed (``fresh_claims``: not only those left waiting)."""
+    recorded. ``claims``: orders due a call are claimed, those left waiting ``steal_after`` only, or all
+    of them with ``fresh_claims``."""
 
     watch: bool = False
     risk: bool = False
+    claims: bool = True
     fresh_claims: bool = False
     sign: bool = False
     post: bool = False
@@ -146,6 +150,10 @@ class _Plan:
 _FULL = _Plan(watch=True, risk=True, fresh_claims=True, sign=True, post=True, confirm=True)
 _SWEPT = (S.PAID, S.SUCCEEDED, S.FAILED_FINAL, S.PROOF_PENDING, S.REFUND_PENDING)
 """The states whose stages a follower runs only when an order has waited in them (``_plan``)."""
+_NET_EVERY = 0.5
+"""Seconds between a leader's claims of what its followers left waiting ``steal_after`` (its safety net):
+a claim query every 10 ms tick for orders that are almost never there cost the bound worker's CPU (at
+250 ms the query and its refund check were still 7 % of the leader's samples in bench.e2e d4)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,10 +179,10 @@ class WorkerConfig:
     """A WebSocket JSON-RPC endpoint (``ws://``) whose ``eth_subscribe newHeads`` wakes the idle loop
     at once when a block arrives; empty, or a node without it: the loop polls every ``idle_sleep``."""
     steal_after: timedelta = timedelta(seconds=1)
-    """On PostgreSQL with several workers: a follower claims orders due a provider call only once they
-    have waited this long (the leader, ticking every 10 ms, is behind), or when a worker said its slots
-    are full (``claims``). A follower taking fresh orders splits every batch the leader would have made
-    into several, each costing a tick's queries."""
+    """On PostgreSQL with several workers, who claims orders due a provider call at once, and who only
+    once they have waited this long (or when a worker said its slots are full, ``claims``): the followers
+    that listen claim at once and the leader waits, its safety net for a follower that stalled or died;
+    a follower that cannot listen (the leader does not count it) waits, and the leader claims at once."""
     follower_idle: float = 0.5
     """Seconds an idle follower sleeps between ticks while it listens for the other workers' news."""
     lease_ttl: timedelta = timedelta(seconds=10)
@@ -281,6 +289,10 @@ class OracleWorker:
         """Outcomes this worker recorded since its last signing stage."""
         self._cursor_seen: tuple[int, str] | None = None
         """The chain cursor at this follower's last sweep."""
+        self._delegating = False
+        """This tick's plan: the leader leaves the provider calls to followers that listen."""
+        self._net_at = float("-inf")
+        self._swept_at = float("-inf")
 
     # ------------------------------------------------------------------ loop
 
@@ -302,9 +314,7 @@ class OracleWorker:
         work, chain_now, plan = await asyncio.to_thread(self._ingest)
         if housekeeping:
             work += await self.expire_and_refund()
-        stale = None if plan.fresh_claims or self._claims_hint else self.config.steal_after
-        self._claims_hint = False
-        work += self.start_provider_calls(S.RISK_CHECKED, chain_now=chain_now, stale_after=stale)
+        work += self._claim_due(plan, chain_now)
         if housekeeping:
             work += await self.requery_due()
         sign, self._unsigned = plan.sign or self._unsigned > 0, 0
@@ -312,25 +322,61 @@ class OracleWorker:
         work += await asyncio.to_thread(self._settle, chain_now, settle, wait=self._answered is None)
         return work
 
+    def _claim_due(self, plan: _Plan, chain_now: int) -> int:
+        """The tick's claim of orders due a provider call, as ``plan`` says: all of them, those left
+        waiting ``steal_after``, or none (a leader with followers, between two of its safety-net claims);
+        a claimer's ``claims`` hint makes a follower's next one take all."""
+        fresh = plan.fresh_claims or self._claims_hint
+        if not (plan.claims or fresh):
+            return 0
+        self._claims_hint = False
+        stale = None if fresh else self.config.steal_after
+        # The followers' claims check for orders too late to submit (once a second each): not the leader.
+        return self.start_provider_calls(
+            S.RISK_CHECKED, chain_now=chain_now, stale_after=stale, refunds=not self._delegating
+        )
+
     def _plan(self) -> _Plan:
-        """Which stages this tick runs. The leader (and every worker on SQLite) runs all of them, every
-        tick. A follower records and signs what its own provider calls answered, and claims orders the
-        leader has left waiting ``steal_after`` (or all due ones when a claimer said its slots were
-        full); every ``follower_poll`` it runs the stages whose orders have waited ``steal_after`` (one
-        query says which), and reads the chain and the receipts when the leader has read nothing since
-        its last sweep. Run every tick by every worker, those
-        stages cost the same queries four times over for a share of the same orders, and split the
-        leader's batches: a follower is a safety net and spare capacity, not a competitor."""
+        """Which stages this tick runs. A leader alone (and every worker on SQLite) runs all of them,
+        every tick. A leader with followers listening (``WorkSignal.others_listening``) runs the watcher,
+        the risk check (saying ``fresh`` when it passed orders), posting and confirmation every tick, and
+        leaves the provider calls to them: it signs its own answers, every ``follower_poll`` what has
+        waited ``steal_after`` to be signed, and every ``_NET_EVERY`` it claims what has waited
+        ``steal_after`` (a follower's ``claims`` does not wake it: the other followers take those). The
+        provider calls were most of the leader's CPU, and the leader was the bound of four workers
+        (docs/benchmarks.md, round 7).
+
+        A follower records and signs what its own provider calls answered, and claims orders due a call:
+        all of them while it listens (the leader counts it then, and waits), else only those left waiting
+        ``steal_after`` (or all when a claimer said its slots were full); every ``follower_poll`` it runs
+        the stages whose orders have waited ``steal_after`` (one query says which), and reads the chain
+        and the receipts when the leader has read nothing since its last sweep. Run every tick by every
+        worker, those stages cost the same queries four times over for a share of the same orders, and
+        split the leader's batches: there a follower is a safety net, not a competitor."""
         watch = self.leadership.should_watch()  # the leader: every tick; a follower: every follower_poll
+        self._delegating = False
         if self.leadership.leading:
-            return _FULL
+            if not self.leadership.shared or self.signal.others_listening() == 0:
+                return _FULL
+            self._delegating = True
+            now = self.leadership.clock()
+            net = now - self._net_at >= _NET_EVERY
+            if net:
+                self._net_at = now
+            sign = False
+            if now - self._swept_at >= self.leadership.follower_poll:
+                self._swept_at = now
+                sign = bool({S.SUCCEEDED, S.FAILED_FINAL} & self._waiting_states())
+            return _Plan(watch=True, risk=True, claims=net, sign=sign, post=True, confirm=True)
+        fresh = self.signal.listening
         if not watch:
-            return _Plan()
+            return _Plan(fresh_claims=fresh)
         waiting = self._waiting_states()
         unread = self._chain_unread()
         return _Plan(
             watch=unread,
             risk=S.PAID in waiting,
+            fresh_claims=fresh,
             sign=bool({S.SUCCEEDED, S.FAILED_FINAL} & waiting),
             post=bool({S.PROOF_PENDING, S.REFUND_PENDING} & waiting),
             confirm=unread,
@@ -369,7 +415,10 @@ class OracleWorker:
         plan = self._plan()
         work = self._poll_chain() if plan.watch else 0
         if plan.risk:
-            work += risk_check_paid(self.sessions, self.risk)
+            passed = risk_check_paid(self.sessions, self.risk)
+            if passed and self._delegating:  # committed: the followers claim them now
+                self.signal.notify(FRESH)
+            work += passed
         return work, self._chain_now(), plan
 
     def _poll_chain(self) -> int:
@@ -432,12 +481,14 @@ class OracleWorker:
 
     def _on_note(self, kind: str) -> None:
         """Another worker's news (``oracles.leader.WorkSignal``): the leader wakes for proofs to post,
-        followers for orders the claimer could not take; an empty payload (listening again after a lost
-        connection, news may have been missed) wakes everyone for a full look."""
+        followers for orders the risk check passed (``fresh``) or a claimer could not take (``claims``:
+        the other followers take those, not a leader with followers, whose claims are a safety net); an
+        empty payload (listening again after a lost connection, news may have been missed) wakes everyone
+        for a full look."""
         leading = self.leadership.leading
         if kind in (CLAIMS, "") and not leading:
             self._claims_hint = True
-        wanted = (kind in (PROOFS, "") and leading) or (kind in (CLAIMS, "") and not leading)
+        wanted = (kind in (PROOFS, "") and leading) or (kind in (CLAIMS, FRESH, "") and not leading)
         if wanted and self._wake is not None:
             self._wake.set()
 
@@ -564,7 +615,11 @@ class OracleWorker:
     # ------------------------------------------------------------------ provider calls
 
     def start_provider_calls(
-        self, *states: OrderState, chain_now: int | None = None, stale_after: timedelta | None = None
+        self,
+        *states: OrderState,
+        chain_now: int | None = None,
+        stale_after: timedelta | None = None,
+        refunds: bool = True,
     ) -> int:
         """Claim due orders in ``states``, as many as there are free provider slots, and start a provider
         call for each. Calls run as tasks, so one slow provider (a 10 s timeout) never holds up proofs,
@@ -574,11 +629,12 @@ class OracleWorker:
         With ``chain_now``, no order is submitted whose deadline is within ``deadline_margin`` of it: a
         top-up that may complete after the deadline could never be settled (the escrow refuses the proof),
         so such an order is refunded instead when no provider can have charged for it (and otherwise left
-        to the provider's answer or the buyer's reclaim).
+        to the provider's answer or the buyer's reclaim); that check runs at most once a second, and not
+        without ``refunds`` (a leader whose followers claim: theirs and the periodic job run it).
 
-        With ``stale_after``, only orders unchanged for that long are claimed (a follower's claim: what
-        the leader has left waiting). A claim that fills every free slot says so to the other workers
-        (``claims``, in its transaction): there may be more."""
+        With ``stale_after``, only orders unchanged for that long are claimed (what the others have left
+        waiting: a leader's safety net, or a follower that does not listen). A claim that fills every free
+        slot says so to the other workers (``claims``, in its transaction): there may be more."""
         if self._answered is None:  # no answer lane: the answers wait for this call
             self.record_outcomes()
         refunded = 0
@@ -588,7 +644,7 @@ class OracleWorker:
             # query was 5 % of four workers' time): the claim below leaves late orders out in SQL anyway,
             # so one waits at most a second more for its refund, against a margin of minutes.
             clock = time.monotonic()
-            if clock - self._refunds_checked >= _REFUND_EVERY:
+            if refunds and clock - self._refunds_checked >= _REFUND_EVERY:
                 self._refunds_checked = clock
                 refunded = refund_near_deadline(self.sessions, chain_now, self.config.deadline_margin)
             late = chain_now + self.config.deadline_margin

@@ -5,24 +5,31 @@ still run the watcher now and then; on SQLite every worker leads.
 Workers wake each other with ``LISTEN``/``NOTIFY`` (``WorkSignal``): a notification arrives when its
 transaction commits, never when it rolls back. A follower runs only what the leader left waiting: it
 claims orders due a provider call once they waited ``steal_after`` (all of them once a claimer said its
-slots were full), and its sweep runs a stage only for the states where an order waited."""
+slots were full), and its sweep runs a stage only for the states where an order waited. The provider
+calls are the exception: while a follower listens, the leader counts it and leaves them to it (the
+follower claims the orders the risk check passed at once, woken by ``fresh``); with none listening, the
+leader claims them at once itself; a follower killed after claiming leaves its orders to the leader,
+which queries them by key once their leases lapse (never a second top-up)."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from eth_account import Account
 from sqlalchemy import Engine, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from cardless.ledger import ChainCursor, Order, OrderState, create_engine_for, migrate, session_factory
-from oracles.leader import CLAIMS, PROOFS, WatchLeadership, WorkSignal
+from oracles.leader import CLAIMS, FRESH, PROOFS, WatchLeadership, WorkSignal
+from oracles.proofs import Proofs
 from oracles.worker import OracleWorker
-from tests.oracles._ledger import FakeAdapter, add_order, get, worker
+from tests.oracles._ledger import T0, FakeAdapter, add_order, get, succeeded, worker
 from tests.support.postgres import PostgresServer
 
 S = OrderState
@@ -169,6 +176,7 @@ def _workers(pg_sessions: list[sessionmaker[Session]], clock: Clock, **config: A
     for w, sessions in zip(workers, pg_sessions, strict=False):
         w.leadership.close()
         w.leadership = WatchLeadership(sessions, retry=1.0, follower_poll=2.0, clock=clock)
+        w.signal = WorkSignal(_engine(sessions), census=2.0, clock=clock)
     assert workers[0].leadership.should_watch() and workers[0].leadership.leading
     return workers
 
@@ -260,3 +268,155 @@ def test_a_followers_sweep_runs_only_the_stages_where_orders_waited(
     leader.leadership.close()
     clock.now += 1.0
     assert follower._plan().sign and follower.leadership.leading  # took over: every stage again
+
+
+def _intake(w: OracleWorker) -> None:
+    """A worker whose tick's intake runs without a chain: the watcher reads nothing, the chain's clock is
+    ``T0`` (these tests are about who claims, not about the chain)."""
+    w._head_time = T0
+    w._poll_chain = lambda: 0  # type: ignore[method-assign]
+
+
+async def _listen(w: OracleWorker, heard: list[str]) -> asyncio.Task[None]:
+    """``w`` listens as a running worker does (its notes go to ``_on_note``), and ``heard`` gets them."""
+
+    def on_note(kind: str) -> None:
+        heard.append(kind)
+        w._on_note(kind)
+
+    task = asyncio.create_task(w.signal.follow(on_note))
+    await _until(lambda: w.signal.listening and heard)
+    return task
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_with_a_follower_listening_the_follower_claims_the_orders_the_risk_check_passed(
+    pg_sessions: list[sessionmaker[Session]], pair: list[OracleWorker], anyio_backend: str
+) -> None:
+    clock = Clock()
+    pair += _workers(pg_sessions, clock, steal_after=timedelta(seconds=1))
+    leader, follower = pair
+    ledger = pg_sessions[0]
+    for w in pair:
+        _intake(w)
+    heard: list[str] = []
+    listening = await _listen(follower, heard)
+    try:
+        assert leader.signal.others_listening() == 1
+        paid = [add_order(ledger, state=S.PAID, providers=["alpha"]) for _ in range(3)]
+        work, chain_now, plan = await asyncio.to_thread(leader._ingest)  # the leader's tick: risk check
+        assert work == 3 and {get(ledger, o).state for o in paid} == {S.RISK_CHECKED.value}
+        assert not plan.fresh_claims and not plan.sign  # the provider calls are the follower's
+        assert leader._claim_due(plan, chain_now) == 0  # nothing has waited steal_after
+        await _until(lambda: FRESH in heard)  # the risk check's commit woke the follower
+        assert follower._wake is None or follower._wake.is_set()
+        plan = follower._plan()
+        assert plan.fresh_claims
+        assert follower._claim_due(plan, chain_now) == 3
+        assert {get(ledger, o).lease_owner for o in paid} == {"worker-1"}
+        await follower.drain()
+        assert {get(ledger, o).state for o in paid} == {S.SUCCEEDED.value}
+
+        # The leader's safety net: what the followers left waiting steal_after, it claims.
+        waited = add_order(ledger, providers=["alpha"])
+        _age(ledger, waited, 5)
+        clock.now += 0.5
+        plan = leader._plan()
+        assert plan.claims and not plan.fresh_claims
+        assert leader._claim_due(plan, T0) == 1
+        assert get(ledger, waited).lease_owner == "worker-0"
+        await leader.drain()
+    finally:
+        await _stop(listening)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_with_no_follower_listening_the_leader_claims_at_once(
+    pg_sessions: list[sessionmaker[Session]], pair: list[OracleWorker], anyio_backend: str
+) -> None:
+    clock = Clock()
+    pair += _workers(pg_sessions, clock, steal_after=timedelta(seconds=1))
+    leader, follower = pair
+    ledger = pg_sessions[0]
+    fresh = [add_order(ledger, providers=["alpha"]) for _ in range(2)]
+    assert not follower._plan().fresh_claims  # not listening: not counted, claims only what waited
+    assert leader.signal.others_listening() == 0
+    plan = leader._plan()
+    assert plan.fresh_claims and plan.sign
+    assert leader._claim_due(plan, T0) == 2
+    assert {get(ledger, o).lease_owner for o in fresh} == {"worker-0"}
+    await leader.drain()
+
+    # Once the follower listens, the leader's next count (every census seconds) leaves it the claims;
+    # once it is gone (its connection closed), the next count takes them back.
+    listening = await _listen(follower, [])
+    try:
+        assert leader._plan().fresh_claims  # counted 0 a moment ago
+        clock.now += 2.0
+        assert not leader._plan().fresh_claims
+    finally:
+        await _stop(listening)
+    clock.now += 2.0
+    assert leader._plan().fresh_claims
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_follower_killed_after_claiming_leaves_its_orders_to_the_leader_which_queries_them_once(
+    pg_sessions: list[sessionmaker[Session]], pair: list[OracleWorker], anyio_backend: str
+) -> None:
+    """The follower claimed two orders and its calls reached the provider (which topped them up), then
+    its process died: no answer recorded, its listening connection closed by the server. The leader
+    counts no follower any more and claims at once again; the two orders wait for their leases to lapse,
+    then the leader asks the provider by our key (never a second submit), records the top-ups and signs
+    their proofs: each is settled once."""
+    clock = Clock()
+    requests: dict[str, Any] = {}
+    provider = FakeAdapter("alpha", on_query=lambda key: succeeded(requests[key], "alpha"), delay=60)
+    pair += _workers(pg_sessions, clock, steal_after=timedelta(seconds=1))
+    leader, follower = pair
+    for w in pair:
+        w.adapters["alpha"] = provider
+        w.outcomes.adapters["alpha"] = provider
+    ledger = pg_sessions[0]
+    orders = [add_order(ledger, providers=["alpha"]) for _ in range(2)]
+    listening = await _listen(follower, [])
+    try:
+        assert not leader._plan().fresh_claims
+        plan = follower._plan()
+        assert follower._claim_due(plan, T0) == 2
+        await _until(lambda: sum(provider.submits.values()) == 2)  # both top-ups are done, unanswered
+        requests.update({r.order_key: r for r in provider.requests})
+    finally:
+        for task in list(follower._tasks):  # SIGKILL: nothing after this runs in the follower
+            task.cancel()
+        await _stop(listening)
+    assert {get(ledger, o).state for o in orders} == {S.SUBMITTING.value}
+    assert {get(ledger, o).lease_owner for o in orders} == {"worker-1"}
+
+    clock.now += 2.0
+    plan = leader._plan()
+    assert plan.fresh_claims  # no follower listens: the leader calls providers itself again
+    assert leader._claim_due(plan, T0) == 0 and await leader.requery_due() == 0  # the leases hold
+    with ledger.begin() as session:  # the follower's leases lapse
+        session.execute(
+            update(Order)
+            .where(Order.id.in_(orders))
+            .values(lease_until=datetime.now(UTC) - timedelta(seconds=1))
+        )
+    assert await leader.requery_due() == 2
+    await leader.drain()
+    leader.proofs = Proofs(ledger, Account.create(), leader.proofs.domain)  # the worker's proof key
+    leader._settle(T0, dataclasses.replace(plan, post=False, confirm=False))
+    for order_id in orders:
+        row = get(ledger, order_id)
+        assert row.state == S.PROOF_PENDING.value and row.lease_owner is None
+        assert [e.to_state for e in row.events].count(S.SUCCEEDED.value) == 1
+        assert provider.submits[order_id] == 1 and provider.queries[order_id] == 1
