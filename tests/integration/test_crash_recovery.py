@@ -101,7 +101,10 @@ WARM_IMPORTS = (
     "pydantic_settings",
     "typer",
     "rich",
-    "apscheduler",
+    "apscheduler.schedulers.asyncio",
+    "sqlalchemy.orm",
+    "prometheus_client",
+    "tenacity",
     # the schema check every oracle start runs (cardless.ledger.engine.migrate), on SQLite here: ~0.4 s
     "alembic.command",
     "alembic.config",
@@ -299,6 +302,8 @@ class Harness:
             "CARDLESS_OPERATOR_KEY": OPERATOR_KEY,
             # After a crash before the submit, the provider's NOT_FOUND is final sooner (default 10 s).
             "CARDLESS_NOT_FOUND_GRACE_SECONDS": "2",
+            # After a lost reply the first query comes after 0.5 s, then every 1 s (1 s and 2 s by default).
+            "CARDLESS_QUERY_BACKOFF_SECONDS": "0.5",
             **simulator_secrets(sim_config),
         }
         self._patch = pytest.MonkeyPatch()
