@@ -161,6 +161,7 @@ class OracleRunner:
                 finality=profile.finality,
                 max_log_range=profile.max_log_range,
                 not_found_grace=timedelta(seconds=settings.not_found_grace_seconds),
+                query_backoff=timedelta(seconds=settings.query_backoff_seconds),
                 unpaid_retention=settings.unpaid_retention_seconds,
                 heads_url=self._heads_url(),
             ),

@@ -147,6 +147,10 @@ class Settings(BaseSettings):
     not_found_grace_seconds: float = Field(10.0, gt=0, le=3_600)
     """How long after a submit the oracle still treats a provider's "not found" as "maybe in flight"
     before resubmitting under the same key."""
+    query_backoff_seconds: float = Field(1.0, gt=0, le=30)
+    """How soon the oracle first queries a provider about an order whose outcome is unknown; later
+    queries wait twice this, doubled again for each new unknown outcome of the order, up to 30 s
+    (``oracles.outcomes.unknown_backoff``). Tests of provider faults set it shorter."""
 
     unpaid_retention_seconds: int = Field(3_600, ge=60, le=90 * 86_400)
     """How long after its quote expired (chain time) an order nobody paid is kept before the oracle

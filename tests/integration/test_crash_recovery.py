@@ -22,7 +22,7 @@ starts its own harness), and "every earlier order" means every earlier order on 
 The last test kills the oracle at random moments (no failpoint) while ten orders flow.
 
 The module prints a table of timings at the end (oracle start-up dominated, ~2 s per process and two
-per scenario, until each oracle's interpreter was spawned and warmed one life ahead: see
+per scenario, until each oracle's interpreter was spawned and warmed ahead: see
 ``WARM_IMPORTS``; under xdist a worker's table is not shown); the oracles' logs stay in the pytest
 temporary directory it names.
 """
@@ -85,14 +85,18 @@ MAX_RANDOM_KILLS = 20
 READY_LINE = b"oracle running:"  # printed by `cardless oracle` once it is up and handles SIGTERM
 
 # Every oracle life is a fresh interpreter running `python -m cardless.cli.main oracle`, but it is
-# spawned one life ahead (a "spare") and imports the oracle's third-party libraries while the current
-# oracle works: the ~2 s of imports (several seconds on a loaded machine) then no longer sit between
-# one oracle's death and the next one's start, twice per scenario. These are libraries
-# `cardless.cli.main oracle` imports anyway (through cardless.cli.system); no cardless, oracles or
-# adapters module is imported, and nothing reads CARDLESS_* settings, before the spare receives its
-# failpoints on stdin and runs the CLI module as __main__, exactly as `python -m` does.
+# spawned ahead (a "spare") and imports the oracle's modules while the current oracle works:
+# the ~2 s of imports (several seconds on a loaded machine) then no longer sit between one oracle's
+# death and the next one's start, twice per scenario. These are modules `cardless.cli.main oracle`
+# imports anyway; nothing reads CARDLESS_* settings before the spare receives its environment and
+# failpoints on stdin and runs the CLI module as __main__, as `python -m` does. The project's modules
+# among them (PROJECT_WARM_IMPORTS) read no CARDLESS_* variable at import: settings are read when
+# `Settings()` is built at start-up, failpoints when one is reached (oracles.failpoints._armed).
+# Two spares are kept warming: a crash often comes within a second of the go, and the restart's
+# spare, spawned a life earlier, would still be importing.
 # Only what the oracle imports anyway: no web framework and no eth-tester (tests/cli/test_oracle_imports.py
 # checks the oracle starts without them, so warming them here would hide nothing but cost time).
+SPARES = 2
 WARM_IMPORTS = (
     "web3",
     "eth_account",
@@ -101,11 +105,30 @@ WARM_IMPORTS = (
     "pydantic_settings",
     "typer",
     "rich",
-    "apscheduler",
+    "apscheduler.schedulers.asyncio",
+    "sqlalchemy.orm",
+    "prometheus_client",
+    "tenacity",
+    # the schema check every oracle start runs (cardless.ledger.engine.migrate), on SQLite here: ~0.4 s
+    "alembic.command",
+    "alembic.config",
+    "sqlalchemy.dialects.sqlite",
+)
+# What cardless.cli.main imports, and the oracle's own start-up (cardless.cli.system imports
+# oracle_runner, and with it oracles.*, only when it starts an oracle): ~0.5 s more per life.
+PROJECT_WARM_IMPORTS = (
+    "cardless.cli.audit",
+    "cardless.cli.cosigner",
+    "cardless.cli.merchants",
+    "cardless.cli.report",
+    "cardless.cli.settings",
+    "cardless.cli.system",
+    "cardless.cli.oracle_runner",
 )
 _SPARE_ORACLE = f"""
 import json, os, runpy, sys
 import {", ".join(WARM_IMPORTS)}
+import {", ".join(PROJECT_WARM_IMPORTS)}
 line = sys.stdin.readline()
 if not line:
     raise SystemExit(0)  # a spare the harness no longer needs
@@ -238,11 +261,16 @@ class Harness:
         self._lock = threading.Lock()
         self._rng = random.Random(20240611)
         self._stack: list[Any] = []  # things to stop, in reverse order
-        self._spare: tuple[subprocess.Popen[bytes], Path] | None = None  # the next oracle, warming up
+        # The next SPARES oracles, warming up, oldest first.
+        self._spares: list[tuple[subprocess.Popen[bytes], Path]] = []
+        self._spawned = 0
 
     # ------------------------------------------------------------------ start / stop
 
     def start(self) -> Harness:
+        # The first oracle's interpreter warms up while the chain, simulator and gateway start.
+        self.env: dict[str, str] = {}
+        self._spares = [self._spawn_spare() for _ in range(SPARES)]
         keys = self.var / "keys"
         quote = load_or_create_keystore(keys / "quote-signer.json", PASSWORD, scrypt_n=SCRYPT_N)
         oracle = load_or_create_keystore(keys / "oracle-signer.json", PASSWORD, scrypt_n=SCRYPT_N)
@@ -295,6 +323,8 @@ class Harness:
             "CARDLESS_OPERATOR_KEY": OPERATOR_KEY,
             # After a crash before the submit, the provider's NOT_FOUND is final sooner (default 10 s).
             "CARDLESS_NOT_FOUND_GRACE_SECONDS": "2",
+            # After a lost reply the first query comes after 0.5 s, then every 1 s (1 s and 2 s by default).
+            "CARDLESS_QUERY_BACKOFF_SECONDS": "0.5",
             **simulator_secrets(sim_config),
         }
         self._patch = pytest.MonkeyPatch()
@@ -337,8 +367,7 @@ class Harness:
             if oracle.proc.poll() is None:
                 oracle.proc.kill()
                 oracle.proc.wait(10)
-        if self._spare is not None:
-            spare, _ = self._spare
+        for spare, _ in self._spares:
             spare.kill()
             spare.wait(10)
         while self._stack:
@@ -398,21 +427,23 @@ class Harness:
         spawn the next spare. ``started`` is when the spare is told to go."""
         self._runs += 1
         log_path = self.logs / f"{self._runs:03d}-{label}.log"
-        proc, spare_log = self._spare or self._spawn_spare()
+        proc, spare_log = self._spares.pop(0) if self._spares else self._spawn_spare()
         spare_log.rename(log_path)  # the process keeps writing to it under its new name
         if proc.poll() is not None:
             pytest.fail(f"the spare oracle interpreter exited ({proc.returncode})\n{log_path.read_text()}")
         assert proc.stdin is not None
-        env = {"CARDLESS_FAILPOINTS": failpoints} if failpoints else {}
+        # The whole environment goes with the go: the first spare was spawned before it was known.
+        env = {**self.env, **({"CARDLESS_FAILPOINTS": failpoints} if failpoints else {})}
         proc.stdin.write(json.dumps(env).encode() + b"\n")
         proc.stdin.close()
         oracle = OracleProcess(proc, log_path, label, time.monotonic())
         self.processes.append(oracle)
-        self._spare = self._spawn_spare()
+        self._spares.append(self._spawn_spare())
         return oracle
 
     def _spawn_spare(self) -> tuple[subprocess.Popen[bytes], Path]:
-        log_path = self.logs / f"spare-{self._runs:03d}.log"
+        self._spawned += 1
+        log_path = self.logs / f"spare-{self._spawned:03d}.log"
         env = {**os.environ, **self.env, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
         env.pop("CARDLESS_FAILPOINTS", None)
         with log_path.open("wb") as log:

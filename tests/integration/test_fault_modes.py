@@ -14,7 +14,9 @@ a terminal state and then checks the whole outcome:
 - the armed fault actually fired (a ``count``-limited fault disappears once used).
 
 Test-only tuning, all through configuration: the oracle's ``not_found_grace`` is 3 s (10 s shipped),
-the providers' circuit breakers stay open 8 s (30 s shipped; same failure threshold), and the
+the providers' circuit breakers stay open 8 s (30 s shipped; same failure threshold), their read
+timeout is 5 s (10 s shipped; still above the 3 s the slowest deliberate latency holds a reply), the
+oracle first queries an unknown outcome after 0.5 s and then every 1 s (1 s and 2 s shipped), and the
 simulator completes async top-ups after 2 s (0.5 s by default) so a query can land while an order is
 still ``PROCESSING``. The simulator's callback client is replaced by one that records every callback
 it sends and the gateway's reply, so the tests can see forged callbacks being refused.
@@ -56,7 +58,9 @@ TERMINAL = {"settled", "refunded", "reclaimed"}
 MERCHANT_OF = {"simulator": "cardless-hmac", "simulator-md5": "cardless-md5"}
 CALLBACK_SECRET = {"simulator": "sim-hmac-callback-secret", "simulator-md5": "sim-md5-callback-secret"}
 NOT_FOUND_GRACE_S = 3.0
+QUERY_BACKOFF_S = 0.5  # the breaker opens on the 5th failure: 1 submit + 4 queries of an outage
 BREAKER_OPEN_S = 8.0
+READ_TIMEOUT_S = 5.0  # above every latency fault armed below (3 s at most): only `timeout` times out
 ASYNC_DELAY_MS = 2_000
 
 RESUBMITTED = "resubmitting under it"  # oracles/outcomes.py, NOT_FOUND after the grace period
@@ -213,14 +217,19 @@ def _reasons(status: dict[str, Any], to: str | None = None) -> list[str]:
 
 
 def _provider_files(directory: Path) -> list[Path]:
-    """The shipped provider files with only the breaker's open period shortened."""
+    """The shipped provider files with only the breaker's open period and the read timeout shortened
+    (the `timeout` fault holds a request until the client gives up: 10 s shipped)."""
     files = []
     for name in ("simulator.toml", "simulator-md5.toml"):
         text = (ROOT / "adapters" / "providers" / name).read_text()
-        shipped = "open_seconds = 30.0"
-        assert text.count(shipped) == 1, f"{name}: the [breaker] section changed; update this test"
+        for shipped, tuned in (
+            ("open_seconds = 30.0", f"open_seconds = {BREAKER_OPEN_S}"),
+            ("read = 10.0", f"read = {READ_TIMEOUT_S}"),
+        ):
+            assert text.count(shipped) == 1, f"{name}: {shipped!r} changed; update this test"
+            text = text.replace(shipped, tuned)
         path = directory / name
-        path.write_text(text.replace(shipped, f"open_seconds = {BREAKER_OPEN_S}"))
+        path.write_text(text)
         files.append(path)
     return files
 
@@ -229,7 +238,10 @@ def _provider_files(directory: Path) -> list[Path]:
 def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     var = tmp_path_factory.mktemp("fault-modes")
     settings = gateway_settings(
-        var, not_found_grace_seconds=NOT_FOUND_GRACE_S, provider_files=_provider_files(var)
+        var,
+        not_found_grace_seconds=NOT_FOUND_GRACE_S,
+        query_backoff_seconds=QUERY_BACKOFF_S,
+        provider_files=_provider_files(var),
     )
     system = System(settings)
     # The simulator is started here (System uses one it is given) so its config and callback client can be
@@ -540,7 +552,7 @@ def test_reversal_seen_before_settlement_is_refunded(harness: Harness) -> None:
     h = harness
     quote, before = _buy(h, "genshin-60", ("async", {}))
     h.wait(quote.order_id, states={"unknown"}, timeout=10)
-    h.arm("latency", quote.order_id, latency_ms=3_000)
+    h.arm("latency", quote.order_id, latency_ms=3_000)  # < READ_TIMEOUT_S
     deadline = time.monotonic() + 10
     while not h.ledger(quote.order_id)[0]:
         assert time.monotonic() < deadline, "the async top-up was never credited"
