@@ -51,7 +51,7 @@ from gateway.schemas import (
     TransactionStep,
 )
 from gateway.services._exceptions import InvalidField, NotFound, ServiceUnavailable
-from gateway.services._writes import write_now, write_turn
+from gateway.services._writes import write_soon, write_turn
 from gateway.services.accounts import check_account_format, clean_account
 from gateway.services.skus import QuotableCache, check_daily_limits
 
@@ -299,8 +299,9 @@ class QuoteService:
         # The two round trips of a quote (the chain's time, the insert) never wait on the event loop: there
         # they held every other request for their whole wait (the node's answer, SQLite's write lock
         # while the oracle commits), which serialised concurrent quotes. The chain's time is read on a
-        # worker thread; the insert runs on the loop only when SQLite's write lock is free at once
-        # (gateway.services._writes.write_now), else on a worker thread.
+        # worker thread; the insert runs on the loop only when SQLite's write lock is free at once, or is
+        # within a few milliseconds' sleep on the loop (gateway.services._writes.write_soon), else on a
+        # worker thread.
         now = await self._now()
         order_id = secrets.token_bytes(32)
         order_hex = _hex(order_id)
@@ -350,7 +351,7 @@ class QuoteService:
         # (``_order_values``): the ORM's unit of work (flush bookkeeping, statement compilation) was most of
         # a quote's database time, and building the ORM objects only to read their columns back a tenth
         # of a quote's CPU.
-        if not write_now(self.sessions, functools.partial(self._insert, row, event, signal)):
+        if not await write_soon(self.sessions, functools.partial(self._insert, row, event, signal)):
             await anyio.to_thread.run_sync(self._store, row, event, signal)
         # A mistyped account of a valid shape passes validation; the nickname the provider returns
         # for it is what lets the buyer notice before paying.
