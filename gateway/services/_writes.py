@@ -47,7 +47,9 @@ __all__ = ["Attempt", "retry_on_loop", "try_write", "write_lock", "write_now", "
 _HAND_OVER_EVERY = 64
 _RETRIES = 3
 """Sleeps on the loop (1, 2, 4 ms) before a write the lock declined goes to a worker thread."""
-_INLINE: weakref.WeakKeyDictionary[Engine, tuple[Engine, list[int]]] = weakref.WeakKeyDictionary()
+_INLINE: weakref.WeakKeyDictionary[Engine, tuple[Engine, list[int], sqlite3.Connection]] = (
+    weakref.WeakKeyDictionary()
+)
 
 _LOCKS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
 _GUARD = threading.Lock()
@@ -88,10 +90,16 @@ def write_now(sessions: sessionmaker[Session], write: Callable[[Connection], Non
     return try_write(sessions, write) is Attempt.DONE
 
 
-async def write_soon(sessions: sessionmaker[Session], write: Callable[[Connection], None]) -> bool:
+async def write_soon(
+    sessions: sessionmaker[Session],
+    write: Callable[[Connection], None],
+    *,
+    raw: Callable[[sqlite3.Connection], None] | None = None,
+) -> bool:
     """:func:`write_now` from the event loop, tried again after a short sleep while another writer holds
-    the lock (see the module's docstring). False: nothing was written; write on a worker thread."""
-    return await retry_on_loop(lambda: try_write(sessions, write)) is Attempt.DONE
+    the lock (see the module's docstring). False: nothing was written; write on a worker thread.
+    ``raw``: the same write for the DBAPI connection itself (see :func:`try_write`)."""
+    return await retry_on_loop(lambda: try_write(sessions, write, raw=raw)) is Attempt.DONE
 
 
 async def retry_on_loop(attempt: Callable[[], Attempt]) -> Attempt:
@@ -105,8 +113,15 @@ async def retry_on_loop(attempt: Callable[[], Attempt]) -> Attempt:
     return outcome
 
 
-def try_write(sessions: sessionmaker[Session], write: Callable[[Connection], None]) -> Attempt:
-    """:func:`write_now`, saying why a declined write was declined."""
+def try_write(
+    sessions: sessionmaker[Session],
+    write: Callable[[Connection], None],
+    *,
+    raw: Callable[[sqlite3.Connection], None] | None = None,
+) -> Attempt:
+    """:func:`write_now`, saying why a declined write was declined. With ``raw``, that is run instead of
+    ``write``, on the sqlite3 connection under SQLAlchemy's (one transaction, committed here, rolled back
+    on any error): SQLAlchemy's statement execution was most of a quote's insert (docs/benchmarks.md)."""
     lock = write_lock(sessions)
     bind = sessions.kw.get("bind")
     if lock is None or not isinstance(bind, Engine) or not isinstance(bind.pool, QueuePool):
@@ -114,15 +129,18 @@ def try_write(sessions: sessionmaker[Session], write: Callable[[Connection], Non
     if not lock.acquire(blocking=False):  # a thread of this process is writing
         return Attempt.BUSY
     try:
-        inline, count = _inline_engine(bind)
+        inline, count, dbapi = _inline_engine(bind)
         count[0] += 1
         if count[0] % _HAND_OVER_EVERY == 0:
             return Attempt.ELSEWHERE  # this one through the pool, which checkpoints
         try:
-            with inline.begin() as connection:
-                write(connection)
-        except OperationalError as exc:
-            code = getattr(exc.orig, "sqlite_errorcode", None)
+            if raw is not None:
+                _run_raw(dbapi, raw)
+            else:
+                with inline.begin() as connection:
+                    write(connection)
+        except (OperationalError, sqlite3.OperationalError) as exc:
+            code = getattr(getattr(exc, "orig", exc), "sqlite_errorcode", None)
             if code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
                 return Attempt.BUSY  # another process holds the write lock: rolled back, nothing written
             raise
@@ -131,7 +149,17 @@ def try_write(sessions: sessionmaker[Session], write: Callable[[Connection], Non
         lock.release()
 
 
-def _inline_engine(engine: Engine) -> tuple[Engine, list[int]]:
+def _run_raw(connection: sqlite3.Connection, write: Callable[[sqlite3.Connection], None]) -> None:
+    # The sqlite3 module opens the transaction at the first INSERT (as under SQLAlchemy's engine here).
+    try:
+        write(connection)
+        connection.commit()
+    except BaseException:
+        connection.rollback()
+        raise
+
+
+def _inline_engine(engine: Engine) -> tuple[Engine, list[int], sqlite3.Connection]:
     """An engine over one connection of ``engine``'s (its pragmas and SQL functions), taken out of its
     pool, that never waits for the write lock nor checkpoints. Used under the write lock only."""
     with _GUARD:
@@ -144,5 +172,5 @@ def _inline_engine(engine: Engine) -> tuple[Engine, list[int]]:
             connection.execute("PRAGMA busy_timeout=0")
             connection.execute("PRAGMA wal_autocheckpoint=0")
             inline = create_engine(engine.url, creator=lambda: connection, poolclass=StaticPool)
-            found = _INLINE[engine] = (inline, [0])
+            found = _INLINE[engine] = (inline, [0], connection)
     return found

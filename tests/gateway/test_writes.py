@@ -55,7 +55,7 @@ def test_a_write_runs_here_when_the_lock_is_free_and_is_declined_unwritten_when_
         assert done.count(False) == 2 and all(done[:60])
         assert _keys(url) == ["a", *(f"d{i:03}" for i in range(130) if done[i])]
         # The connection it writes on never waits and never checkpoints.
-        inline, _ = _writes._INLINE[engine]
+        inline, _, _ = _writes._INLINE[engine]
         with inline.connect() as connection:
             assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 0
             assert connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
