@@ -25,6 +25,7 @@ from cardless.ledger.risk.signals import request_signal
 from cardless.ledger.store import new_order_row
 from gateway.services import _writes
 from gateway.services.quotes import (
+    _MAX_HASHES,
     _SQLITE_INSERTS,
     QuoteService,
     _column_values,
@@ -98,11 +99,29 @@ def test_the_signal_row_is_request_signals(client: str, user_agent: str, buyer: 
         "user_agent": user_agent,
         "at": at,
     }
-    assert _signal_values(CIPHER, **terms) == _column_values(request_signal(CIPHER, **terms))
+    expected = _column_values(request_signal(CIPHER, **terms))
+    assert _signal_values(CIPHER, **terms) == expected
+    hashes: dict[tuple[str, str], str] = {}
+    for _ in range(2):  # computed, then kept
+        assert _signal_values(CIPHER, **terms, hashes=hashes) == expected
+    assert len(hashes) == 2
     unstamped = {k: v for k, v in terms.items() if k != "at"}
     before = datetime.now(UTC)
     stamped = _signal_values(CIPHER, **unstamped)["seen_at"]
     assert before <= stamped <= datetime.now(UTC)
+
+
+def test_the_kept_signal_hashes_are_bounded() -> None:
+    hashes: dict[tuple[str, str], str] = {}
+    terms: dict[str, Any] = {"order_id": "0x" + "ab" * 32, "buyer": "0x" + "11" * 20, "account_hash": None}
+    for n in range(_MAX_HASHES + 10):
+        client = f"10.{n // 256 % 256}.{n % 256}.1"
+        _signal_values(CIPHER, **terms, client=client, user_agent="ua", hashes=hashes)
+        assert len(hashes) <= _MAX_HASHES
+    long_agent = "x" * 5000  # kept by its first 512 characters, the ones hashed
+    values = _signal_values(CIPHER, **terms, client="10.0.0.1", user_agent=long_agent, hashes=hashes)
+    assert values["agent_hash"] == CIPHER.keyed_hash("agent", "x" * 512)
+    assert all(len(given) <= 512 for _, given in hashes)
 
 
 def test_the_sqlite_insert_writes_what_the_core_insert_writes(tmp_path: Path) -> None:
