@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
+import json
 import os
 import re
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Self
+from urllib.parse import urlencode
 
 import httpx
 
@@ -54,6 +56,7 @@ from adapters._exceptions import (
 from adapters.health import CircuitBreaker, HealthSnapshot
 from adapters.provider_file import CodeMeaning, Operation, ProviderFile, ReplyFields, load_provider_file
 from adapters.signing import callback_message, hmac_sha256_hex, render_value, sign_params, verify_params
+from adapters.transport import RawExchange, raw_exchange, request_head
 from cardless.protocol.jsonlimits import loads_bounded
 
 __all__ = ["HttpAdapter"]
@@ -88,6 +91,39 @@ class _Reply:
     body: Mapping[str, Any] | None
     http_status: int | None
     problem: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Wire:
+    """One operation's request as the raw path writes it, but for the body and its length: the bytes
+    httpx's client and :class:`adapters.transport.LeanTransport` would send, taken once from httpx's own
+    request (its headers, their order, the ``Host``), split around ``Content-Length``."""
+
+    url: httpx.URL
+    before_length: bytes
+    after_length: bytes
+    timeouts: dict[str, float | None]
+
+
+_DIFFERENT_REPLY: Final = (b"set-cookie", b"content-encoding")
+"""Reply headers httpx's client acts on (keeps the cookie, decodes the body): such a reply is read
+through an ``httpx.Response``, as the client reads it."""
+
+
+def _plain_client(client: httpx.AsyncClient) -> bool:
+    """True when httpx's client adds nothing to a request or reply that :class:`_Wire` leaves out: no
+    auth, hooks, base URL, default query, redirects, or mounted transports (proxies from the
+    environment are mounts). Its headers are in the wire; its cookie jar is checked per call."""
+    hooks = client.event_hooks
+    return (
+        client.auth is None
+        and not hooks["request"]
+        and not hooks["response"]
+        and not client.params
+        and str(client.base_url) == ""
+        and not client.follow_redirects
+        and not getattr(client, "_mounts", True)
+    )
 
 
 def _at(body: Any, path: str) -> Any:
@@ -161,6 +197,13 @@ class HttpAdapter:
         # operation path -> its parsed URL: httpx parses (and validates the host of) a ``str`` URL on every
         # request, a fifth of the client's CPU per call; an ``httpx.URL`` is used as it is
         self._urls: dict[str, httpx.URL] = {}
+        # The raw path (``_send_raw``): when the client's transport takes a request as bytes (LeanTransport,
+        # and the metrics' wrapper around it), a POST is written here once and sent as bytes, without
+        # httpx's client layer and its request and response objects (most of an account check's CPU in the
+        # gateway, docs/benchmarks.md). Same bytes on the wire, same replies, same errors (tests).
+        transport = getattr(client, "_transport", None)
+        self._raw: RawExchange | None = raw_exchange(transport) if _plain_client(client) else None
+        self._wires: dict[str, _Wire] = {}
 
     @classmethod
     def from_file(
@@ -338,37 +381,101 @@ class HttpAdapter:
                 self._breaker.failure()
 
     async def _send(self, operation: Operation, payload: Mapping[str, str | int | bool]) -> _Reply:
+        url = self._urls.get(operation.path)
+        if url is None:  # the config's operations: a bounded set
+            url = self._urls[operation.path] = httpx.URL(self._base_url + operation.path)
+        client = self._client
+        if (
+            self._raw is not None
+            and operation.method == "POST"
+            and not client.cookies  # a kept cookie goes back to the provider: httpx's way
+            and not client.is_closed  # httpx's way raises its error
+        ):
+            try:
+                status, content = await self._send_raw(operation, url, payload)
+            except httpx.RequestError as exc:
+                return _Reply(None, None, f"{type(exc).__name__}: {exc}".rstrip(": "))
+            return self._reply(status, content)
+        timeout = self._timeout(operation)
+        as_text = {key: render_value(key, value) for key, value in payload.items()}
+        try:
+            if operation.method == "GET":
+                response = await client.get(url, params=as_text, timeout=timeout)
+            elif self.config.body_encoding == "form":
+                response = await client.post(url, data=as_text, timeout=timeout)
+            else:
+                response = await client.post(url, json=payload, timeout=timeout)
+        except httpx.RequestError as exc:
+            return _Reply(None, None, f"{type(exc).__name__}: {exc}".rstrip(": "))
+        return self._reply(response.status_code, response.content)
+
+    def _timeout(self, operation: Operation) -> httpx.Timeout:
         timeouts = self.config.timeouts
-        timeout = httpx.Timeout(
+        return httpx.Timeout(
             connect=timeouts.connect,
             read=operation.timeout_seconds or timeouts.read,
             write=timeouts.write,
             pool=timeouts.pool,
         )
-        url = self._urls.get(operation.path)
-        if url is None:  # the config's operations: a bounded set
-            url = self._urls[operation.path] = httpx.URL(self._base_url + operation.path)
-        as_text = {key: render_value(key, value) for key, value in payload.items()}
-        try:
-            if operation.method == "GET":
-                response = await self._client.get(url, params=as_text, timeout=timeout)
-            elif self.config.body_encoding == "form":
-                response = await self._client.post(url, data=as_text, timeout=timeout)
-            else:
-                response = await self._client.post(url, json=payload, timeout=timeout)
-        except httpx.RequestError as exc:
-            return _Reply(None, None, f"{type(exc).__name__}: {exc}".rstrip(": "))
-        if response.status_code >= 500:
-            return _Reply(None, response.status_code, f"HTTP {response.status_code}")
-        try:
-            body = loads_bounded(response.content)
-        except ValueError:
-            return _Reply(None, response.status_code, f"HTTP {response.status_code} reply is not JSON")
-        if not isinstance(body, dict):
-            return _Reply(
-                None, response.status_code, f"HTTP {response.status_code} reply is not a JSON object"
+
+    def _body(self, payload: Mapping[str, str | int | bool]) -> bytes:
+        """The body httpx's ``post(json=)`` or ``post(data=)`` encodes (``httpx._content``)."""
+        if self.config.body_encoding == "form":
+            as_text = [(key, render_value(key, value)) for key, value in payload.items()]
+            return urlencode(as_text, doseq=True).encode("utf-8")
+        return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+    def _wire(self, operation: Operation, url: httpx.URL) -> _Wire:
+        wire = self._wires.get(operation.path)
+        if wire is None:
+            # httpx's own request for a placeholder body: its headers as the client would send them
+            placeholder: dict[str, Any] = (
+                {"data": {"x": "y"}} if self.config.body_encoding == "form" else {"json": {}}
             )
-        return _Reply(body, response.status_code)
+            timeout = self._timeout(operation)
+            request = self._client.build_request(operation.method, url, timeout=timeout, **placeholder)
+            lines, _ = request_head(request)
+            (at,) = [i for i, line in enumerate(lines) if line.lower().startswith(b"content-length:")]
+            wire = self._wires[operation.path] = _Wire(
+                url=url,
+                before_length=b"\r\n".join(lines[:at]) + b"\r\n",
+                after_length=b"".join(b"\r\n" + line for line in lines[at + 1 :]) + b"\r\n\r\n",
+                timeouts=timeout.as_dict(),
+            )
+        return wire
+
+    async def _send_raw(
+        self, operation: Operation, url: httpx.URL, payload: Mapping[str, str | int | bool]
+    ) -> tuple[int, bytes]:
+        """``_send``'s exchange as bytes; raises what httpx's client raises (``httpx.RequestError``)."""
+        assert self._raw is not None
+        wire = self._wire(operation, url)
+        body = self._body(payload)
+        message = wire.before_length + b"Content-Length: %d" % len(body) + wire.after_length + body
+        reply = await self._raw(url.scheme, url.host, url.port, message, wire.timeouts)
+        if any(name.lower() in _DIFFERENT_REPLY for name, _ in reply.headers):
+            # as httpx's client reads it: the body decoded, the cookie kept for the next request
+            response = httpx.Response(
+                reply.status,
+                headers=reply.headers,
+                content=reply.body,
+                request=httpx.Request(operation.method, url),
+            )
+            self._client.cookies.extract_cookies(response)
+            return response.status_code, response.content
+        return reply.status, reply.body
+
+    @staticmethod
+    def _reply(status: int, content: bytes) -> _Reply:
+        if status >= 500:
+            return _Reply(None, status, f"HTTP {status}")
+        try:
+            body = loads_bounded(content)
+        except ValueError:
+            return _Reply(None, status, f"HTTP {status} reply is not JSON")
+        if not isinstance(body, dict):
+            return _Reply(None, status, f"HTTP {status} reply is not a JSON object")
+        return _Reply(body, status)
 
     # -- replies -> outcomes -----------------------------------------------------------------
 

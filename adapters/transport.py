@@ -25,19 +25,75 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ssl
 import time
-from collections.abc import Coroutine
-from typing import Any, Final
+from collections.abc import Coroutine, Mapping
+from typing import Any, Final, Protocol
 
 import httpx
 
-__all__ = ["MAX_REPLY_BYTES", "LeanTransport"]
+__all__ = ["MAX_REPLY_BYTES", "LeanTransport", "RawExchange", "RawReply", "raw_exchange", "request_head"]
 
 MAX_REPLY_BYTES: Final = 1024 * 1024
 """The largest reply body read from a provider (a top-up reply is a few hundred bytes)."""
 _MAX_HEAD: Final = 64 * 1024
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RawReply:
+    """A provider's reply as :meth:`LeanTransport.exchange` read it: the body whole, as sent (no
+    ``Content-Encoding`` decoded), the headers as sent."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
+def request_head(request: httpx.Request) -> tuple[list[bytes], bool]:
+    """The request line and header lines :class:`LeanTransport` sends for ``request`` (no CRLFs), and
+    whether they hold a ``Content-Length``: httpx's headers, but ``Accept-Encoding: identity`` and no
+    ``Connection`` or ``Transfer-Encoding`` (the body is sent whole, the connection kept alive)."""
+    lines = [f"{request.method} {request.url.raw_path.decode('ascii')} HTTP/1.1".encode("ascii")]
+    has_length = False
+    for name, value in request.headers.raw:
+        lowered = name.lower()
+        if lowered in (b"transfer-encoding", b"connection"):
+            continue
+        if lowered == b"accept-encoding":
+            # identity only: the size bound is on the bytes read, and a compressed reply could inflate
+            # past it (httpx would decode it)
+            lines.append(b"Accept-Encoding: identity")
+            continue
+        if lowered == b"content-length":
+            has_length = True
+        lines.append(name + b": " + value)
+    return lines, has_length
+
+
+class RawExchange(Protocol):
+    """:meth:`LeanTransport.exchange`'s signature: what a transport offers through ``raw_exchange()``."""
+
+    async def __call__(
+        self,
+        scheme: str,
+        host: str,
+        port: int | None,
+        message: bytes,
+        timeouts: Mapping[str, float | None],
+        *,
+        head: bool = False,
+        request: httpx.Request | None = None,
+    ) -> RawReply: ...
+
+
+def raw_exchange(transport: object) -> RawExchange | None:
+    """The request-as-bytes path of ``transport`` (its ``raw_exchange()``), or None when it has none: a
+    wrapper (the metrics' timing transport) offers one when what it wraps does."""
+    offer = getattr(transport, "raw_exchange", None)
+    found = offer() if callable(offer) else None
+    return found if callable(found) else None
 
 
 class _Connection:
@@ -80,17 +136,55 @@ class LeanTransport(httpx.AsyncBaseTransport):
 
     # -- the exchange ---------------------------------------------------------------------------
 
+    def raw_exchange(self) -> RawExchange:
+        """:meth:`exchange`, for :func:`raw_exchange`."""
+        return self.exchange
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        lines, has_length = request_head(request)
+        body = await request.aread()
+        if not has_length and (body or request.method in ("POST", "PUT", "PATCH")):
+            lines.append(b"Content-Length: " + str(len(body)).encode("ascii"))
+        reply = await self.exchange(
+            url.scheme,
+            url.host,
+            url.port,
+            b"\r\n".join(lines) + b"\r\n\r\n" + body,
+            request.extensions.get("timeout", {}),
+            head=request.method == "HEAD",
+            request=request,
+        )
+        return httpx.Response(
+            reply.status,
+            headers=reply.headers,
+            content=reply.body,
+            request=request,
+            extensions={"http_version": b"HTTP/1.1"},
+        )
+
+    async def exchange(
+        self,
+        scheme: str,
+        host: str,
+        port: int | None,
+        message: bytes,
+        timeouts: Mapping[str, float | None],
+        *,
+        head: bool = False,
+        request: httpx.Request | None = None,
+    ) -> RawReply:
+        """Send ``message`` (a whole HTTP/1.1 request: head and body, the body with its
+        ``Content-Length``, ``Accept-Encoding: identity``, no ``Connection`` header) and read its
+        reply, within every bound above. The path :meth:`handle_async_request` takes once httpx's
+        request is written out; :class:`adapters.http.HttpAdapter` calls it directly with a request
+        it wrote itself, without httpx's request and response objects (``request``, when given, is
+        named by the exceptions). Raises what :meth:`handle_async_request` raises."""
         if self._closed:
             raise RuntimeError("the transport is closed")
-        timeouts = request.extensions.get("timeout", {})
-        url = request.url
-        scheme = url.scheme
         if scheme not in _DEFAULT_PORTS:
             raise httpx.UnsupportedProtocol(f"{scheme!r} is not http or https", request=request)
-        host = url.host
-        key = (scheme, host, url.port or _DEFAULT_PORTS[scheme])
-        body = await request.aread()
+        key = (scheme, host, port or _DEFAULT_PORTS[scheme])
         if self._slots is None and self.max_connections is not None:
             self._slots = asyncio.Semaphore(self.max_connections)
         if self._slots is not None:
@@ -103,11 +197,10 @@ class LeanTransport(httpx.AsyncBaseTransport):
         try:
             connection = self._checkout(key) or await self._connect(key, timeouts.get("connect"), request)
             try:
-                response = await self._exchange(connection, request, body, timeouts)
+                return await self._exchange(connection, message, timeouts, head, request)
             except BaseException:
                 connection.close()
                 raise
-            return response
         finally:
             if self._slots is not None:
                 self._slots.release()
@@ -132,7 +225,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self._idle_count += 1
 
     async def _connect(
-        self, key: tuple[str, str, int], timeout: float | None, request: httpx.Request
+        self, key: tuple[str, str, int], timeout: float | None, request: httpx.Request | None
     ) -> _Connection:
         scheme, host, port = key
         tls: ssl.SSLContext | None = None
@@ -154,30 +247,13 @@ class LeanTransport(httpx.AsyncBaseTransport):
     async def _exchange(
         self,
         connection: _Connection,
-        request: httpx.Request,
-        body: bytes,
-        timeouts: dict[str, float | None],
-    ) -> httpx.Response:
-        url = request.url
-        target = url.raw_path.decode("ascii")
-        lines = [f"{request.method} {target} HTTP/1.1".encode("ascii")]
-        has_length = False
-        for name, value in request.headers.raw:
-            lowered = name.lower()
-            if lowered in (b"transfer-encoding", b"connection"):
-                continue  # the body is sent whole, with its length; the connection is kept alive
-            if lowered == b"accept-encoding":
-                # identity only: the size bound is on the bytes read, and a compressed reply could
-                # inflate past it (httpx would decode it)
-                lines.append(b"Accept-Encoding: identity")
-                continue
-            if lowered == b"content-length":
-                has_length = True
-            lines.append(name + b": " + value)
-        if not has_length and (body or request.method in ("POST", "PUT", "PATCH")):
-            lines.append(b"Content-Length: " + str(len(body)).encode("ascii"))
+        message: bytes,
+        timeouts: Mapping[str, float | None],
+        head: bool,
+        request: httpx.Request | None,
+    ) -> RawReply:
         writer = connection.writer
-        writer.write(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+        writer.write(message)
         try:
             async with asyncio.timeout(timeouts.get("write")):
                 await writer.drain()
@@ -188,7 +264,9 @@ class LeanTransport(httpx.AsyncBaseTransport):
         read = timeouts.get("read")
         try:
             async with asyncio.timeout(None if read is None else 4 * read):
-                status, headers, payload, keep = await self._read_reply(connection.reader, read, request)
+                status, headers, payload, keep = await self._read_reply(
+                    connection.reader, read, head, request
+                )
         except TimeoutError:
             raise httpx.ReadTimeout("the provider's reply timed out", request=request) from None
         except asyncio.IncompleteReadError:
@@ -203,16 +281,10 @@ class LeanTransport(httpx.AsyncBaseTransport):
             self._checkin(connection)
         else:
             connection.close()
-        return httpx.Response(
-            status,
-            headers=headers,
-            content=payload,
-            request=request,
-            extensions={"http_version": b"HTTP/1.1"},
-        )
+        return RawReply(status, headers, payload)
 
     async def _read_reply(
-        self, reader: asyncio.StreamReader, read: float | None, request: httpx.Request
+        self, reader: asyncio.StreamReader, read: float | None, is_head: bool, request: httpx.Request | None
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes, bool]:
         async def bounded(step: Coroutine[Any, Any, bytes]) -> bytes:
             # each read bounded in place (asyncio.timeout): wait_for ran every read as a task of its own
@@ -267,7 +339,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 elif b"keep-alive" in tokens:
                     keep = True
             headers.append((name, value))
-        if request.method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+        if is_head or status in (204, 304) or 100 <= status < 200:
             return status, headers, b"", keep and status != 101
         limit = self.max_reply_bytes
         if chunked:

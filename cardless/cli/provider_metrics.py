@@ -10,10 +10,13 @@ when that is set. One set per process: a process is one set of provider calls.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from adapters.transport import RawExchange, RawReply, raw_exchange
 
 __all__ = ["PROVIDER_CALLS", "PROVIDER_ERRORS", "PROVIDER_REGISTRY", "TimedTransport"]
 
@@ -57,19 +60,52 @@ class TimedTransport(httpx.AsyncBaseTransport):
             found = self._calls[outcome] = PROVIDER_CALLS.labels(self.provider, outcome)
         return found
 
+    def raw_exchange(self) -> RawExchange | None:
+        """The inner transport's request-as-bytes path (``adapters.transport.raw_exchange``), timed and
+        counted as :meth:`handle_async_request` times and counts a request; None when it has none."""
+        inner = raw_exchange(self.inner)
+        if inner is None:
+            return None
+
+        async def timed(
+            scheme: str,
+            host: str,
+            port: int | None,
+            message: bytes,
+            timeouts: Mapping[str, float | None],
+            *,
+            head: bool = False,
+            request: httpx.Request | None = None,
+        ) -> RawReply:
+            started = time.perf_counter()
+            try:
+                reply = await inner(scheme, host, port, message, timeouts, head=head, request=request)
+            except Exception as exc:
+                self._failed(type(exc).__name__, started)
+                raise
+            self._answered(reply.status, started)
+            return reply
+
+        return timed
+
+    def _failed(self, outcome: str, started: float) -> None:
+        self._timed(outcome).observe(time.perf_counter() - started)
+        PROVIDER_ERRORS.labels(self.provider, outcome).inc()
+
+    def _answered(self, status: int, started: float) -> None:
+        outcome = f"{status // 100}xx"
+        self._timed(outcome).observe(time.perf_counter() - started)
+        if status >= 500:
+            PROVIDER_ERRORS.labels(self.provider, outcome).inc()
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         started = time.perf_counter()
         try:
             response = await self.inner.handle_async_request(request)
         except Exception as exc:
-            outcome = type(exc).__name__
-            self._timed(outcome).observe(time.perf_counter() - started)
-            PROVIDER_ERRORS.labels(self.provider, outcome).inc()
+            self._failed(type(exc).__name__, started)
             raise
-        outcome = f"{response.status_code // 100}xx"
-        self._timed(outcome).observe(time.perf_counter() - started)
-        if response.status_code >= 500:
-            PROVIDER_ERRORS.labels(self.provider, outcome).inc()
+        self._answered(response.status_code, started)
         return response
 
     async def aclose(self) -> None:

@@ -296,7 +296,6 @@ class System:
 
     def _start_gateway(self) -> None:
         from cardless.cli.gateway_server import GatewayServer
-        from cardless.cli.provider_http import AiohttpTransport
 
         assert self.w3 and self.sessions and self.catalogue and self.deployment and self.keys and self.cipher
         clients: list[httpx.AsyncClient] = []
@@ -306,8 +305,9 @@ class System:
             sessions=self.sessions,
             catalogue=self.catalogue,
             deployment=self.deployment,
-            # Account checks through aiohttp: httpcore's pure-Python HTTP was a fifth of a quote's CPU.
-            adapters=self._adapters(clients, AiohttpTransport),
+            # Account checks through LeanTransport's raw path (the adapter writes the request as bytes):
+            # httpx's client layer and aiohttp's were a fifth of a quote's CPU (docs/benchmarks.md).
+            adapters=self._adapters(clients),
             clients=clients,
             quote_key=self.keys.require("quote"),
             cipher=self.cipher,

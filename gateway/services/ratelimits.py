@@ -26,7 +26,9 @@ do so at once: this process's write turn free and the database's write lock free
 on a connection of its own that never waits for the lock and never checkpoints the WAL, so the loop
 never sleeps in SQLite's busy handler or waits for a checkpoint's writes). Otherwise, and on PostgreSQL,
 it counts on a worker thread as :meth:`QuoteLimits.hit` does. The hop to a worker thread and back cost
-more of a quote's CPU than the count (docs/benchmarks.md).
+more of a quote's CPU than the count (docs/benchmarks.md), so a count declined only because another
+writer holds the lock is tried again on the loop after 1, 2 and 4 ms first
+(:func:`gateway.services._writes.retry_on_loop`), as the quote's insert is.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from sqlalchemy.pool import QueuePool
 
 from cardless.ledger.models import RateLimitWindow
 from gateway.services._exceptions import RateLimited
-from gateway.services._writes import write_lock, write_turn
+from gateway.services._writes import Attempt, retry_on_loop, write_lock, write_turn
 
 __all__ = ["Allowance", "QuoteLimits"]
 
@@ -109,6 +111,11 @@ class _MemoryWindows:
     def take_now(self, counters: Sequence[_Counter], now: float) -> tuple[bool, list[int]] | None:
         return self.take(counters, now)  # a dict under a lock held for microseconds
 
+    def try_take(
+        self, counters: Sequence[_Counter], now: float
+    ) -> tuple[Attempt, tuple[bool, list[int]] | None]:
+        return Attempt.DONE, self.take(counters, now)
+
     def _purge(self, now: float) -> None:
         # A key ends in "@<window start>"; windows are at most a day wide here.
         for key in [k for k in self._counts if int(k.rsplit("@", 1)[1]) < now - 86_400]:
@@ -154,15 +161,24 @@ class _DatabaseWindows:
     def take_now(self, counters: Sequence[_Counter], now: float) -> tuple[bool, list[int]] | None:
         """:meth:`take` on the calling thread if it needs no wait (see the module's docstring); None when
         it would (another writer holds the lock, or not SQLite): then nothing was counted."""
+        return self.try_take(counters, now)[1]
+
+    def try_take(
+        self, counters: Sequence[_Counter], now: float
+    ) -> tuple[Attempt, tuple[bool, list[int]] | None]:
+        """:meth:`take_now`, saying why a count it declined was declined (``Attempt.BUSY``: another writer
+        holds the lock; ``ELSEWHERE``: not an SQLite file)."""
         turn = write_lock(self._sessions) if self._inline_ok else None
-        if turn is None or not turn.acquire(blocking=False):  # not an SQLite file, or a thread of ours writes
-            return None
+        if turn is None:
+            return Attempt.ELSEWHERE, None
+        if not turn.acquire(blocking=False):  # a thread of ours writes
+            return Attempt.BUSY, None
         try:
             connection = self._inline_connection()
             try:
                 connection.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError:
-                return None  # another process is writing: not worth a wait on the loop
+                return Attempt.BUSY, None  # another process is writing: not worth a wait on the loop
             try:
                 before = []
                 for counter in counters:
@@ -174,12 +190,12 @@ class _DatabaseWindows:
                 taken = all(n < c.item.amount for n, c in zip(before, counters, strict=True))
                 if not taken:
                     connection.execute("ROLLBACK")
-                    return False, before
+                    return Attempt.DONE, (False, before)
                 self._taken += 1
                 if self._taken % _PURGE_EVERY == 0:
                     connection.execute(_SQLITE_PURGE, (self._stamp(datetime.fromtimestamp(now, UTC)),))
                 connection.execute("COMMIT")
-                return True, before
+                return Attempt.DONE, (True, before)
             except BaseException:
                 if connection.in_transaction:
                     connection.execute("ROLLBACK")
@@ -261,9 +277,18 @@ class QuoteLimits:
         (see the module's docstring). Raises what :meth:`hit` raises."""
         counters = self._quote_counters(client, buyer)
         now = self._clock()
-        outcome = self._windows.take_now(counters, now)
+        windows = self._windows
+        found: tuple[bool, list[int]] | None = None
+
+        def attempt() -> Attempt:
+            nonlocal found
+            verdict, found = windows.try_take(counters, now)
+            return verdict
+
+        await retry_on_loop(attempt)  # on the loop, retried a few ms while another writer holds the lock
+        outcome = found
         if outcome is None:
-            outcome = await anyio.to_thread.run_sync(self._windows.take, counters, now)
+            outcome = await anyio.to_thread.run_sync(windows.take, counters, now)
         return self._outcome(counters, now, outcome, "quotes")
 
     def _quote_counters(self, client: str, buyer: str) -> list[_Counter]:

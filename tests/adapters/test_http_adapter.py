@@ -1060,4 +1060,35 @@ class TestSimulatorConformanceLeanTransport(TestSimulatorConformance):
         config = load_provider_file(bundled_provider_file(self.provider_file))
         config = config.model_copy(update={"timeouts": SHORT_TIMEOUTS})
         async with httpx.AsyncClient(transport=LeanTransport(httpx.Limits(max_connections=8))) as client:
-            yield HttpAdapter(config, client, secrets=SIMULATOR_SECRETS, base_url=simulator.url)
+            adapter = HttpAdapter(config, client, secrets=SIMULATOR_SECRETS, base_url=simulator.url)
+            assert adapter._raw is not None  # the raw path, as in the gateway and the oracle
+            yield adapter
+
+
+class _HttpxWayOnly(httpx.AsyncBaseTransport):
+    """``LeanTransport`` without its ``raw_exchange``: the adapter sends through httpx's client."""
+
+    def __init__(self, inner: LeanTransport) -> None:
+        self.inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class TestSimulatorConformanceLeanTransportHttpxWay(TestSimulatorConformance):
+    """The suite above goes by the adapter's raw path (a plain client over ``LeanTransport``: the request
+    written as bytes, ``LeanTransport.exchange``); this one through httpx's client and
+    ``LeanTransport.handle_async_request``, the way a client that adds to requests takes."""
+
+    @pytest.fixture
+    async def adapter(self, simulator, backend) -> AsyncIterator[HttpAdapter]:
+        config = load_provider_file(bundled_provider_file(self.provider_file))
+        config = config.model_copy(update={"timeouts": SHORT_TIMEOUTS})
+        transport = _HttpxWayOnly(LeanTransport(httpx.Limits(max_connections=8)))
+        async with httpx.AsyncClient(transport=transport) as client:
+            adapter = HttpAdapter(config, client, secrets=SIMULATOR_SECRETS, base_url=simulator.url)
+            assert adapter._raw is None
+            yield adapter

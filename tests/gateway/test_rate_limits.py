@@ -238,3 +238,33 @@ def test_the_loops_count_waits_for_no_writer_and_writes_what_the_threads_count_w
         assert len({at for _, _, at in stored}) == 1
     finally:
         engine.dispose()
+
+
+def test_the_loops_count_retries_on_the_loop_while_another_writer_briefly_holds_the_lock(
+    tmp_path: Path,
+) -> None:
+    """A count declined only because another writer holds the lock is tried again on the loop after 1, 2
+    and 4 ms before it goes to a worker thread: a writer that lets go within them costs no thread hop."""
+    url = sqlite_url(tmp_path)
+    engine = create_engine_for(url)
+    migrate(engine)
+    limits = QuoteLimits(per_client="10/minute", per_buyer="10/minute", sessions=session_factory(engine))
+    windows: Any = limits._windows
+
+    def no_thread(*_: Any) -> Any:
+        raise AssertionError("counted on a worker thread")
+
+    other = sqlite3.connect(str(make_url(url).database), isolation_level=None)
+
+    async def scenario() -> list[Any]:
+        windows.take = no_thread
+        other.execute("BEGIN IMMEDIATE")  # another process is writing, for 2 ms
+        asyncio.get_running_loop().call_later(0.002, other.execute, "COMMIT")
+        return await limits.count(client="10.8.8.8", buyer="0xC")
+
+    try:
+        allowances = asyncio.run(scenario())
+        assert [(a.policy, a.remaining) for a in allowances] == [("client", 9), ("buyer", 9)]
+    finally:
+        other.close()
+        engine.dispose()
