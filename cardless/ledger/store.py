@@ -18,8 +18,8 @@ from __future__ import annotations
 import functools
 from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
-from eth_utils import to_hex
 from sqlalchemy import ColumnElement, CursorResult, Select, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
@@ -34,6 +34,7 @@ __all__ = [
     "lease_free",
     "lease_holders",
     "new_order_row",
+    "new_order_values",
     "order_from_row",
     "release",
     "release_holders",
@@ -57,6 +58,53 @@ def order_from_row(row: Order) -> protocol.Order:
     )
 
 
+def _hex(value: bytes) -> str:
+    return "0x" + value.hex()  # eth_utils.to_hex of bytes, without its argument checks (a quote's hot path)
+
+
+def new_order_values(
+    order: protocol.Order,
+    *,
+    domain: protocol.EscrowDomain,
+    sku: str,
+    providers: Sequence[str],
+    account_ciphertext: bytes,
+    quote_signer: str,
+    quote_signature: bytes,
+    reason: str,
+    account_hash: str | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A freshly quoted order's columns and those of the first entry of its timeline, by column name (the
+    others take their column defaults): what :func:`new_order_row` builds, for a caller that inserts them
+    with Core (the gateway's quote path) rather than through a session."""
+    order_id = _hex(order.order_id)
+    row: dict[str, Any] = {
+        "id": order_id,
+        "state": OrderState.QUOTED.value,
+        "chain_id": domain.chain_id,
+        "escrow": domain.verifying_contract,
+        "sku": sku,
+        "providers": list(providers),
+        "provider_index": 0,
+        "buyer": order.buyer,
+        "merchant": order.merchant,
+        "token": order.token,
+        "amount": order.amount,
+        "fee_bps": order.fee_bps,
+        "quote_expiry": order.quote_expiry,
+        "fulfilment_deadline": order.fulfilment_deadline,
+        "sku_hash": _hex(order.sku_hash),
+        "account_commitment": _hex(order.account_commitment),
+        "account_ciphertext": account_ciphertext,
+        "quote_signer": quote_signer,
+        "quote_signature": _hex(quote_signature),
+    }
+    if account_hash is not None:
+        row["account_hash"] = account_hash
+    event = {"order_id": order_id, "from_state": None, "to_state": OrderState.QUOTED.value, "reason": reason}
+    return row, event
+
+
 def new_order_row(
     order: protocol.Order,
     *,
@@ -67,31 +115,23 @@ def new_order_row(
     quote_signer: str,
     quote_signature: bytes,
     reason: str,
+    account_hash: str | None = None,
 ) -> Order:
     """A freshly quoted order with the first entry of its timeline; the caller adds it to a session."""
-    order_id = to_hex(order.order_id)
-    row = Order(
-        id=order_id,
-        state=OrderState.QUOTED.value,
-        chain_id=domain.chain_id,
-        escrow=domain.verifying_contract,
+    values, event = new_order_values(
+        order,
+        domain=domain,
         sku=sku,
-        providers=list(providers),
-        provider_index=0,
-        buyer=order.buyer,
-        merchant=order.merchant,
-        token=order.token,
-        amount=order.amount,
-        fee_bps=order.fee_bps,
-        quote_expiry=order.quote_expiry,
-        fulfilment_deadline=order.fulfilment_deadline,
-        sku_hash=to_hex(order.sku_hash),
-        account_commitment=to_hex(order.account_commitment),
+        providers=providers,
         account_ciphertext=account_ciphertext,
         quote_signer=quote_signer,
-        quote_signature=to_hex(quote_signature),
+        quote_signature=quote_signature,
+        reason=reason,
+        account_hash=account_hash,
     )
-    row.events.append(OrderEvent(from_state=None, to_state=OrderState.QUOTED.value, reason=reason))
+    row = Order(**values)
+    del event["order_id"]  # set by the relationship when the session flushes
+    row.events.append(OrderEvent(**event))
     return row
 
 

@@ -14,7 +14,6 @@ import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime
 from typing import Any, Final
 
 import anyio.to_thread
@@ -27,7 +26,6 @@ from eth_utils import (
     to_checksum_address,
 )
 from sqlalchemy import Connection, insert
-from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 
@@ -36,9 +34,10 @@ from adapters._exceptions import AdapterError
 from adapters.provider_file import AccountFormat
 from cardless import protocol
 from cardless.ledger.cipher import AccountCipher
-from cardless.ledger.models import Order, OrderEvent, OrderState, utcnow
+from cardless.ledger.models import Order, OrderEvent
 from cardless.ledger.risk.models import RequestSignal
-from cardless.ledger.risk.signals import network_of
+from cardless.ledger.risk.signals import request_signal_values
+from cardless.ledger.store import new_order_values
 from cardless.protocol.artifacts import load_artifact
 from cardless.protocol.deployment import Deployment
 from cardless.protocol.erc20 import ERC20_ABI
@@ -146,56 +145,8 @@ _SIGNALS: Final = insert(RequestSignal)
 _Values = dict[str, Any]
 
 
-def _column_values(obj: object) -> _Values:
-    """The columns set on a new ORM object, by column name; the others take their column defaults."""
-    state = sa_inspect(obj)
-    return {a.columns[0].key: state.dict[a.key] for a in state.mapper.column_attrs if a.key in state.dict}
-
-
 def _hex(value: bytes) -> str:
     return "0x" + value.hex()  # eth_utils.to_hex of bytes, without its argument checks
-
-
-def _order_values(
-    order: protocol.Order,
-    *,
-    domain: protocol.EscrowDomain,
-    sku: str,
-    providers: list[str],
-    account_ciphertext: bytes,
-    quote_signer: str,
-    quote_signature: bytes,
-    reason: str,
-    account_hash: str,
-) -> tuple[_Values, _Values]:
-    """The columns of :func:`cardless.ledger.store.new_order_row`'s order (and ``account_hash``) and of its
-    first event, by column name, as :func:`_column_values` reads them from those ORM objects, without
-    building them (the tests compare the two); the other columns take their defaults at the INSERT."""
-    order_id = _hex(order.order_id)
-    row = {
-        "id": order_id,
-        "state": OrderState.QUOTED.value,
-        "chain_id": domain.chain_id,
-        "escrow": domain.verifying_contract,
-        "sku": sku,
-        "providers": list(providers),
-        "provider_index": 0,
-        "buyer": order.buyer,
-        "merchant": order.merchant,
-        "token": order.token,
-        "amount": order.amount,
-        "fee_bps": order.fee_bps,
-        "quote_expiry": order.quote_expiry,
-        "fulfilment_deadline": order.fulfilment_deadline,
-        "sku_hash": _hex(order.sku_hash),
-        "account_commitment": _hex(order.account_commitment),
-        "account_ciphertext": account_ciphertext,
-        "quote_signer": quote_signer,
-        "quote_signature": _hex(quote_signature),
-        "account_hash": account_hash,
-    }
-    event = {"order_id": order_id, "from_state": None, "to_state": OrderState.QUOTED.value, "reason": reason}
-    return row, event
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,8 +171,6 @@ class _Plan:
 
 
 _GIVEN: Final = object()
-_MAX_HASHES: Final = 4096
-"""Keyed hashes of client networks and user agents a ``QuoteService`` keeps (then it starts again)."""
 
 
 class _SqliteInserts:
@@ -292,43 +241,6 @@ _ORDERS_TABLE: Final = Order.__table__
 _EVENTS_TABLE: Final = OrderEvent.__table__
 _SIGNALS_TABLE: Final = RequestSignal.__table__
 _SQLITE_INSERTS: Final = _SqliteInserts()
-
-
-def _signal_values(
-    cipher: AccountCipher,
-    *,
-    order_id: str,
-    buyer: str,
-    account_hash: str | None,
-    client: str,
-    user_agent: str,
-    at: datetime | None = None,
-    hashes: dict[tuple[str, str], str] | None = None,
-) -> _Values:
-    """The columns of :func:`cardless.ledger.risk.signals.request_signal`'s row, without the ORM object
-    (the tests compare the two). ``hashes`` keeps the keyed hashes of the client's network and of the
-    user agent between quotes (a flash sale's clients come back; parsing the address and two HMACs were
-    a twentieth of a quote), at most :data:`_MAX_HASHES` of them."""
-
-    def keyed(label: str, given: str, value: Callable[[str], str]) -> str:
-        """The keyed hash of ``value(given)`` under ``label``, kept by ``given``."""
-        if hashes is None or len(given) > 512:  # each kept key is short: the cache stays small
-            return cipher.keyed_hash(label, value(given))
-        found = hashes.get((label, given))
-        if found is None:
-            if len(hashes) >= _MAX_HASHES:
-                hashes.clear()
-            found = hashes[(label, given)] = cipher.keyed_hash(label, value(given))
-        return found
-
-    return {
-        "order_id": order_id,
-        "buyer": buyer,
-        "account_hash": account_hash,
-        "network_hash": keyed("network", client, network_of),
-        "agent_hash": keyed("agent", user_agent[:512], lambda agent: agent),
-        "seen_at": at or utcnow(),
-    }
 
 
 def _chain_now(w3: Web3) -> int:
@@ -455,7 +367,7 @@ class QuoteService:
         signature = protocol.sign_digest(self.quote_key.key, protocol.quote_digest(domain, order))
         providers = [provider_name] + [p for p in sku.providers if p != provider_name]
         account_hash = self.cipher.account_hash(account)
-        row, event = _order_values(
+        row, event = new_order_values(
             order,
             domain=domain,
             sku=sku.id,
@@ -469,7 +381,7 @@ class QuoteService:
         signal = (
             None
             if client is None
-            else _signal_values(
+            else request_signal_values(
                 self.cipher,
                 order_id=order_hex,
                 buyer=order.buyer,
@@ -479,10 +391,10 @@ class QuoteService:
                 hashes=self._signal_hashes,
             )
         )
-        # One transaction, three plain INSERTs of the rows as the ledger's own constructors build them
-        # (``_order_values``): the ORM's unit of work (flush bookkeeping, statement compilation) was most of
-        # a quote's database time, and building the ORM objects only to read their columns back a tenth
-        # of a quote's CPU.
+        # One transaction, three plain INSERTs of the rows' column values (the ledger's
+        # ``new_order_values`` and ``request_signal_values``): the ORM's unit of work (flush bookkeeping,
+        # statement compilation) was most of a quote's database time, and building the ORM objects only to
+        # read their columns back a tenth of a quote's CPU.
         raw = _SQLITE_INSERTS.writer(self.sessions, row, event, signal)
         if not await write_soon(self.sessions, functools.partial(self._insert, row, event, signal), raw=raw):
             await anyio.to_thread.run_sync(self._store, row, event, signal)

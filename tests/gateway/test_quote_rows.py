@@ -1,7 +1,8 @@
-"""A quote's rows are written from plain column values (``gateway.services.quotes._order_values`` and
-``_signal_values``), not from ORM objects: they must be exactly what the ledger's own constructors
+"""A quote's rows are written from plain column values (the ledger's ``new_order_values`` and
+``request_signal_values``), not from ORM objects: they must be exactly what the ledger's ORM constructors
 (``cardless.ledger.store.new_order_row``, ``cardless.ledger.risk.signals.request_signal``) would have
-the database store, column for column."""
+the database store, column for column, and the gateway's INSERTs on the sqlite3 connection must store
+what SQLAlchemy's Core INSERTs store."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 from eth_utils import to_checksum_address
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import make_url
 
 from cardless import protocol
@@ -21,22 +23,24 @@ from cardless.ledger import create_engine_for, migrate, session_factory
 from cardless.ledger.cipher import AccountCipher
 from cardless.ledger.models import Order, OrderEvent
 from cardless.ledger.risk.models import RequestSignal
+from cardless.ledger.risk.signals import MAX_KEPT_HASHES as _MAX_HASHES
 from cardless.ledger.risk.signals import request_signal
+from cardless.ledger.risk.signals import request_signal_values as _signal_values
 from cardless.ledger.store import new_order_row
+from cardless.ledger.store import new_order_values as _order_values
 from gateway.services import _writes
-from gateway.services.quotes import (
-    _MAX_HASHES,
-    _SQLITE_INSERTS,
-    QuoteService,
-    _column_values,
-    _order_values,
-    _signal_values,
-)
+from gateway.services.quotes import _SQLITE_INSERTS, QuoteService
 from tests.support.postgres import sqlite_url
 
 CIPHER = AccountCipher(bytes(range(32)))
 ADDRESSES = st.binary(min_size=20, max_size=20).map(lambda b: to_checksum_address("0x" + b.hex()))
 CLIENTS = st.sampled_from(["127.0.0.1", "203.0.113.9", "2001:db8::1", "::ffff:198.51.100.7", "testclient"])
+
+
+def _column_values(obj: object) -> dict[str, Any]:
+    """The columns set on a new ORM object, by column name; the others take their column defaults."""
+    state = sa_inspect(obj)
+    return {a.columns[0].key: state.dict[a.key] for a in state.mapper.column_attrs if a.key in state.dict}
 
 
 @settings(max_examples=50, deadline=None)
@@ -81,8 +85,7 @@ def test_the_order_row_and_its_event_are_new_order_rows(
     account_hash = CIPHER.account_hash(account)
     row, event = _order_values(order, **terms, account_hash=account_hash)
 
-    expected = new_order_row(order, **terms)
-    expected.account_hash = account_hash
+    expected = new_order_row(order, **terms, account_hash=account_hash)
     assert row == _column_values(expected)
     (first,) = expected.events
     assert event == {**_column_values(first), "order_id": expected.id}

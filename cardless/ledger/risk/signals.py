@@ -4,7 +4,9 @@ a keyed hash (they identify a person), purged after the operator's retention per
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any, Final
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -13,7 +15,7 @@ from cardless.ledger.cipher import AccountCipher
 from cardless.ledger.models import utcnow
 from cardless.ledger.risk.models import RequestSignal
 
-__all__ = ["network_of", "purge_signals", "request_signal"]
+__all__ = ["MAX_KEPT_HASHES", "network_of", "purge_signals", "request_signal", "request_signal_values"]
 
 
 def network_of(client: str) -> str:
@@ -29,6 +31,47 @@ def network_of(client: str) -> str:
     return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
 
 
+MAX_KEPT_HASHES: Final = 4096
+"""Keyed hashes of client networks and user agents a caller's ``hashes`` keeps (then it starts again)."""
+
+
+def request_signal_values(
+    cipher: AccountCipher,
+    *,
+    order_id: str,
+    buyer: str,
+    account_hash: str | None,
+    client: str,
+    user_agent: str,
+    at: datetime | None = None,
+    hashes: dict[tuple[str, str], str] | None = None,
+) -> dict[str, Any]:
+    """A quote's request signal as column values (what :func:`request_signal` builds), for a caller that
+    inserts it with Core. ``hashes``, when given, keeps the keyed hashes of the client's network and of the
+    user agent between calls (a flash sale's clients come back; parsing the address and two HMACs were a
+    twentieth of a quote), at most :data:`MAX_KEPT_HASHES` of them, each kept by at most 512 characters."""
+
+    def keyed(label: str, given: str, value: Callable[[str], str]) -> str:
+        """The keyed hash of ``value(given)`` under ``label``, kept by ``given``."""
+        if hashes is None or len(given) > 512:  # each kept key is short: the cache stays small
+            return cipher.keyed_hash(label, value(given))
+        found = hashes.get((label, given))
+        if found is None:
+            if len(hashes) >= MAX_KEPT_HASHES:
+                hashes.clear()
+            found = hashes[(label, given)] = cipher.keyed_hash(label, value(given))
+        return found
+
+    return {
+        "order_id": order_id,
+        "buyer": buyer,
+        "account_hash": account_hash,
+        "network_hash": keyed("network", client, network_of),
+        "agent_hash": keyed("agent", user_agent[:512], lambda agent: agent),
+        "seen_at": at or utcnow(),
+    }
+
+
 def request_signal(
     cipher: AccountCipher,
     *,
@@ -40,12 +83,15 @@ def request_signal(
     at: datetime | None = None,
 ) -> RequestSignal:
     return RequestSignal(
-        order_id=order_id,
-        buyer=buyer,
-        account_hash=account_hash,
-        network_hash=cipher.keyed_hash("network", network_of(client)),
-        agent_hash=cipher.keyed_hash("agent", user_agent[:512]),
-        seen_at=at or utcnow(),
+        **request_signal_values(
+            cipher,
+            order_id=order_id,
+            buyer=buyer,
+            account_hash=account_hash,
+            client=client,
+            user_agent=user_agent,
+            at=at,
+        )
     )
 
 
