@@ -322,12 +322,65 @@ def _table(result: dict[str, Any]) -> None:
     print(json.dumps({k: result[k] for k in keys}))
 
 
+def paced_a(rates: list[float], orders: int, timeout: float, out: Path) -> int:
+    """Phase a (no oracle) with the pays offered at each rate: anvil's CPU per pay against the rate the
+    node saw them at. In bmax the pays arrive slower than in a (the oracle shares the cores)."""
+    loadgen = e2e._loadgen
+    rows = []
+    for rate in rates:
+        blocks: list[int] = []
+
+        def offered(
+            stack: Any, n: int, _rate: float, path: Path, rate: float = rate, blocks: list[int] = blocks
+        ) -> dict[str, Any]:
+            before = _head(stack.system.deployment.rpc_url)
+            gen = loadgen(stack, n, rate, path)
+            blocks.append(_head(stack.system.deployment.rpc_url) - before)
+            return gen
+
+        e2e._loadgen = offered
+        with tempfile.TemporaryDirectory(prefix="cardless-bench-rpccount-") as tmp:
+            a = e2e.run_phase("a", Path(tmp), chain="anvil", orders=orders, timeout=timeout)
+        rows.append(
+            {
+                "offered_rate": rate or "max",
+                "raw_pay_tps": a["raw_pay_tps"],
+                "anvil_cpu_ms_per_pay": a["machine"]["cpu_ms_per_order"].get("anvil"),
+                "pays_per_block": round(a["paid"] / blocks[0], 2) if blocks and blocks[0] else None,
+                "busy_cores": a["machine"]["busy_cores"],
+                "loadavg_1m": a["load_during"]["loadavg_1m"],
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    e2e._loadgen = loadgen
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+def _head(url: str) -> int:
+    parsed = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parsed.hostname or "127.0.0.1", parsed.port or 80)
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []})
+    connection.request("POST", parsed.path or "/", body, {"Content-Type": "application/json"})
+    head = int(json.loads(connection.getresponse().read())["result"], 16)
+    connection.close()
+    return head
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.rpccount")
     parser.add_argument("--orders", type=int, default=1000)
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--a-rates",
+        help="instead: phase a alone with the pays offered at each of these rates (comma-separated, 0: as "
+        "fast as the node takes them), and anvil's CPU per pay at each",
+    )
     args = parser.parse_args(argv)
+    if args.a_rates:
+        return paced_a([float(r) for r in args.a_rates.split(",")], args.orders, args.timeout, args.out)
     _install_hooks()
     with tempfile.TemporaryDirectory(prefix="cardless-bench-rpccount-") as tmp:
         a = e2e.run_phase("a", Path(tmp), chain="anvil", orders=args.orders, timeout=args.timeout)
