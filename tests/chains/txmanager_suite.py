@@ -450,6 +450,35 @@ class TxManagerSuite:
         assert done.gas_used and done.confirmed_block
         assert w3.eth.get_transaction_receipt(HexBytes(record.tx_hash))["status"] == 0
 
+    def test_fees_are_read_in_one_batch_and_one_by_one_from_a_node_that_refuses_it(
+        self, w3: Web3, sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The latest block's base fee and the node's priority fee in one round trip (round 8); a node that
+        refuses the batch (or ``eth_maxPriorityFeePerGas``) gives the same fees read one by one."""
+        tm = manager(w3, sessions)
+        latest = w3.eth.get_block("latest")
+        base = int(latest.get("baseFeePerGas", 0) or 0)
+        try:
+            priority = int(w3.eth.max_priority_fee)
+        except Exception:
+            priority = 10**9
+        batches: list[list[str]] = []
+        rpc_batch = txmanager_module.rpc_batch
+
+        def counted(w3_: Web3, requests: Any) -> Any:
+            batches.append([method for method, _ in requests])
+            return rpc_batch(w3_, requests)
+
+        monkeypatch.setattr(txmanager_module, "rpc_batch", counted)
+        assert tm._fees() == (2 * base + priority, priority)
+        assert batches == [["eth_getBlockByNumber", "eth_maxPriorityFeePerGas"]]
+
+        def refused(w3_: Web3, requests: Any) -> Any:
+            raise Web3RPCError("batch requests are not supported")
+
+        monkeypatch.setattr(txmanager_module, "rpc_batch", refused)
+        assert tm._fees() == (2 * base + priority, priority)
+
     @pytest.mark.usefixtures("no_automine")
     def test_a_stuck_transaction_is_replaced_with_the_same_nonce_and_higher_fees(
         self, w3: Web3, sessions: sessionmaker[Session], token: Contract

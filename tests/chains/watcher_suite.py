@@ -619,6 +619,83 @@ class WatcherSuite:
         assert recorder.calls == escrow_logs(env, *replacement)
         assert cursor(sessions) == head_cursor(w3)
 
+    def test_a_busy_poll_at_depth_zero_reads_the_node_three_times(
+        self,
+        w3: Web3,
+        env: EscrowEnv,
+        sessions: sessionmaker[Session],
+        start: int,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """At depth 0 the head is read as the latest block, whose hash is the range's end hash read before
+        ``eth_getLogs`` (round 8): the head with the cursor's hash, the logs, the end hash after them. At a
+        depth the end hash is read on its own before the logs, as before: four."""
+        reads: list[str] = []
+        rpc_batch, get_logs = watcher_module.rpc_batch, watcher_module.get_logs
+
+        def counted_batch(w3_: Web3, requests: Any) -> Any:
+            reads.append("+".join(method for method, _ in requests))
+            return rpc_batch(w3_, requests)
+
+        def counted_logs(w3_: Web3, address: str, from_block: int, to_block: int) -> Any:
+            reads.append("eth_getLogs")
+            return get_logs(w3_, address, from_block, to_block)
+
+        monkeypatch.setattr(watcher_module, "rpc_batch", counted_batch)
+        monkeypatch.setattr(watcher_module, "get_logs", counted_logs)
+        recorder = Recorder()
+        watcher = make_watcher(w3, env, sessions, recorder, start_block=start)
+        paid = pay_native(env)
+        assert watcher.poll() == 1
+        assert reads == ["eth_getBlockByNumber", "eth_getLogs", "eth_getBlockByNumber"]
+        reads.clear()
+        second = pay_native(env, 1)
+        assert watcher.poll() == 1
+        assert reads == ["eth_getBlockByNumber+eth_getBlockByNumber", "eth_getLogs", "eth_getBlockByNumber"]
+        assert recorder.calls == escrow_logs(env, paid, second)
+        assert cursor(sessions) == head_cursor(w3)
+
+        reads.clear()
+        deep = make_watcher(
+            w3, env, sessions, Recorder(), start_block=start, confirmations=1, cursor_name="deep"
+        )
+        mine(w3)
+        assert deep.poll() == 0  # the same logs: seen (by tx hash and index) whatever the cursor
+        assert reads == ["eth_blockNumber", "eth_getBlockByNumber", "eth_getLogs", "eth_getBlockByNumber"]
+
+    def test_a_reorg_between_the_head_read_and_the_logs_is_not_committed(
+        self,
+        w3: Web3,
+        env: EscrowEnv,
+        sessions: sessionmaker[Session],
+        start: int,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """The range's end hash now comes with the head, before ``eth_getLogs`` as before, but earlier: a
+        reorg between the two gives logs of the new branch under the old branch's hash, which the hash read
+        after the logs refuses; the next poll applies the new branch only."""
+        fork = rpc(w3, "evm_snapshot")
+        orphaned = pay_native(env)
+        get_logs = watcher_module.get_logs
+        replacement: list[TxReceipt] = []
+
+        def reorg_before_the_call(w3_: Web3, address: str, from_block: int, to_block: int) -> Any:
+            if not replacement:
+                assert rpc(w3, "evm_revert", fork) is True
+                replacement.append(pay_native(env, 1))
+            return get_logs(w3_, address, from_block, to_block)
+
+        monkeypatch.setattr(watcher_module, "get_logs", reorg_before_the_call)
+        recorder = Recorder()
+        watcher = make_watcher(w3, env, sessions, recorder, start_block=start)
+        assert watcher.poll() == 0
+        assert recorder.calls == [] and cursor(sessions) is None
+        assert orphaned["blockNumber"] == replacement[0]["blockNumber"]  # same height, another block
+
+        assert watcher.poll() == 1
+        assert recorder.calls == escrow_logs(env, *replacement)
+        assert cursor(sessions) == head_cursor(w3)
+
     def test_a_range_the_node_refuses_as_too_large_is_halved_until_accepted(
         self,
         w3: Web3,
