@@ -20,6 +20,7 @@ import logging
 import os
 import platform
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -115,6 +116,7 @@ class AnvilNode:
         self._log: IO[bytes] | None = None
         self._log_path: Path | None = None
         self._url: str | None = None
+        self._cache: Path | None = None
 
     @property
     def url(self) -> str:
@@ -152,6 +154,12 @@ class AnvilNode:
             "0",
             *self.extra_args,
         ]
+        if "--cache-path" not in self.extra_args:
+            # Past the states it keeps in memory anvil writes one directory of JSON states per block under
+            # ``~/.foundry/anvil/tmp`` and leaves them when it is stopped: tens of GB over a day of
+            # benches. Ours go to a temporary directory removed at stop.
+            self._cache = Path(tempfile.mkdtemp(prefix="anvil-cache-"))
+            args += ["--cache-path", str(self._cache)]
         self._process = subprocess.Popen(
             args,
             stdin=subprocess.DEVNULL,
@@ -186,6 +194,9 @@ class AnvilNode:
         if self._log_path is not None and self.log_file is None:
             self._log_path.unlink(missing_ok=True)
         self._log_path = None
+        if self._cache is not None:
+            shutil.rmtree(self._cache, ignore_errors=True)
+            self._cache = None
 
     def __enter__(self) -> Self:
         return self.start()

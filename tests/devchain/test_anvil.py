@@ -35,6 +35,18 @@ def test_anvil_is_killed_on_exit_and_its_port_freed() -> None:
     assert not Web3(HTTPProvider(url, request_kwargs={"timeout": 2})).is_connected()
 
 
+def test_anvils_persisted_states_go_to_a_directory_removed_at_stop() -> None:
+    """Past the states it keeps in memory anvil writes each block's state to disk; by default under
+    ``~/.foundry/anvil/tmp``, left behind at stop (tens of GB over a day of benches)."""
+    node = AnvilNode()
+    with node:
+        cache = node._cache
+        assert cache is not None and cache.is_dir()
+        with open(f"/proc/{node.pid}/cmdline", "rb") as cmdline:
+            assert cmdline.read().split(b"\0").count(str(cache).encode()) == 1
+    assert not cache.exists()
+
+
 def test_a_port_in_use_is_a_clear_error(anvil: AnvilNode) -> None:
     port = int(anvil.url.rsplit(":", 1)[1])
     with pytest.raises(AnvilError, match="anvil exited"):
