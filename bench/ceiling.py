@@ -9,7 +9,8 @@ process of its own, the gateway in this process):
 - ``z``: the same buyers paying as fast as the node takes them (bench.e2e's ``bmax`` load), but instead of
   ``cardless oracle`` a minimal **driver** process (``python -m bench.ceiling driver``) does only the
   external work every order needs. Everything the oracle would compute is done here, in this process,
-  while the buyers take their quotes and sign their pays, before the timer (the first pay) starts:
+  before the timer (the first pay) starts, while the buyers wait (stopped, ``SIGSTOP``, between their
+  last quote and signing their pays; resumed once the driver has read the plan):
   each order's provider top-up request (the simulator adapter's own signed body, ``HttpAdapter``) and
   the settlement transactions: the orders cut into batches of ``--batch`` (the oracle's ``max_batch``),
   each batch's ``FulfilmentBatch`` proof signed with the oracle's proof key, ``settleBatch`` encoded as
@@ -38,6 +39,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -330,6 +332,22 @@ def _wait_for_quotes(stack: Stack, orders: int, loadgen: threading.Thread, timeo
     raise TimeoutError(f"the buyers did not take {orders} quotes in {timeout} s")
 
 
+def _loadgen_pid() -> int:
+    """The buyers' process (``python -m bench.loadgen buyers``), a child of this one."""
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if parent == me and b"bench.loadgen\0buyers" in cmdline:
+            return int(entry.name)
+    raise RuntimeError("the buyers' process was not found")
+
+
 def _chain_checks(stack: Stack, rows: list[Any], before: dict[str, int]) -> dict[str, Any]:
     """Every order's ``orderStatus``, and the merchant and fee balances' growth against the orders'."""
     from eth_abi import decode
@@ -418,12 +436,22 @@ def run_zero(work: Path, *, orders: int, batch: int, poll: float, timeout: float
         loadgen = threading.Thread(target=buyers)
         loadgen.start()
         rows = _wait_for_quotes(stack, orders, loadgen, timeout)
-        before = _balances(stack, rows)
-        plan = build_plan(stack, rows, batch=batch, from_block=from_block)
-        partial = plan_path.with_suffix(".part")
-        partial.write_text(json.dumps(plan))
-        partial.rename(plan_path)
-        planned_at = time.time()
+        # The last quote is in the ledger before its answer leaves: the buyers have yet to sign their N
+        # pays. They wait, stopped, while the plan is made and the driver reads it, so the timer (their
+        # first pay) starts with all of the oracle's computing done, however loaded the machine is.
+        buyers_pid = _loadgen_pid()
+        os.kill(buyers_pid, signal.SIGSTOP)
+        try:
+            before = _balances(stack, rows)
+            plan = build_plan(stack, rows, batch=batch, from_block=from_block)
+            partial = plan_path.with_suffix(".part")
+            partial.write_text(json.dumps(plan))
+            partial.rename(plan_path)
+            while not ready_path.exists() and driver.poll() is None:
+                time.sleep(0.01)
+            planned_at = time.time()
+        finally:
+            os.kill(buyers_pid, signal.SIGCONT)
         loadgen.join()
         if driver.wait(timeout=timeout) != 0:
             raise RuntimeError(f"the driver failed; see {phase_dir / 'driver.log'}")
