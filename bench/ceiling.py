@@ -524,6 +524,8 @@ def summarise(a: dict[str, Any], z: dict[str, Any]) -> dict[str, Any]:
         "non_oracle_cpu_ms_per_order": non_oracle,
         "foreign_cpu_ms_per_order": foreign,
         "oracle_budget_ms_per_order_at_0_8": budget,
+        # the same when the machine's other processes keep what they took in phase z (a shared machine)
+        "oracle_budget_ms_per_order_at_0_8_less_foreign": round(budget - foreign, 2) if budget else None,
         "oracle_budget_formula": (
             "budget_ms = (cores x T - N x non_oracle_ms / 1000) x 1000 / N with T = N / (0.8 x raw_pay_tps), "
             "= 1000 x cores / (0.8 x raw_pay_tps) - non_oracle_ms; non_oracle_ms = phase z's CPU per settled "
