@@ -514,6 +514,7 @@ def summarise(a: dict[str, Any], z: dict[str, Any]) -> dict[str, Any]:
     non_oracle = round(sum(per_order.get(name, 0.0) for name in OURS), 2)
     foreign = round(sum(ms for name, ms in per_order.items() if name not in (*OURS, "driver")), 2)
     budget = round(1000 * cores / (TARGET_RATIO * raw) - non_oracle, 2) if raw else None
+    one_process = round(1000 / (TARGET_RATIO * raw), 2) if raw else None
     return {
         "raw_pay_tps": raw,
         "ceiling_settled_tps": settled,
@@ -524,6 +525,8 @@ def summarise(a: dict[str, Any], z: dict[str, Any]) -> dict[str, Any]:
         "non_oracle_cpu_ms_per_order": non_oracle,
         "foreign_cpu_ms_per_order": foreign,
         "oracle_budget_ms_per_order_at_0_8": budget,
+        # one oracle process runs on one core at most: at 0.8 x raw it has 1000 / (0.8 x raw) ms per order
+        "oracle_budget_ms_per_order_at_0_8_one_process": one_process,
         # the same when the machine's other processes keep what they took in phase z (a shared machine)
         "oracle_budget_ms_per_order_at_0_8_less_foreign": round(budget - foreign, 2) if budget else None,
         "oracle_budget_formula": (

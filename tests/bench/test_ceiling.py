@@ -56,6 +56,8 @@ def test_a_small_ceiling_run_settles_every_order_on_chain_and_reports_a_consiste
     assert summary["non_oracle_cpu_ms_per_order"] == non_oracle
     budget = 1000 * summary["cores"] / (0.8 * raw) - non_oracle
     assert summary["oracle_budget_ms_per_order_at_0_8"] == pytest.approx(budget, abs=0.01)
+    one_process = summary["oracle_budget_ms_per_order_at_0_8_one_process"]
+    assert one_process == pytest.approx(1000 / (0.8 * raw), abs=0.01)
     foreign = summary["foreign_cpu_ms_per_order"]
     less_foreign = summary["oracle_budget_ms_per_order_at_0_8_less_foreign"]
     assert less_foreign == pytest.approx(budget - foreign, abs=0.02)
