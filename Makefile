@@ -10,7 +10,7 @@ STAMP_NPM := node_modules/.installed
 WEB_BUNDLE := gateway/web/static/build.json
 HYPOTHESIS_PROFILE ?= ci
 
-.PHONY: help setup run test test-fast test-long check lint imports typecheck slither contracts bench-gas bench-audit bench-analytics bench-api bench-e2e bench-e2e-pg bench-e2e-curve bench-e2e-embedded bench-devnode clean web screenshots
+.PHONY: help setup run test test-fast test-long check lint imports typecheck slither contracts bench-gas bench-audit bench-analytics bench-api bench-e2e bench-e2e-pg bench-e2e-curve bench-e2e-embedded bench-ceiling bench-devnode clean web screenshots
 
 help:
 	@echo "make run        set up and start the embedded system"
@@ -26,6 +26,7 @@ help:
 	@echo "make bench-e2e-pg  phases d1 and d4 alone (PostgreSQL, 1 and 4 workers) -> bench/results/e2e-pg.json"
 	@echo "make bench-e2e-curve  phases a and bmax at N = 100, 1,000, 10,000 -> bench/results/e2e-curve.json"
 	@echo "make bench-e2e-embedded  the same on the make-run system -> bench/results/e2e-embedded.json"
+	@echo "make bench-ceiling  anvil: raw pay rate, then a zero-cost oracle's settled rate (driver) -> bench/results/ceiling.json (N=1000)"
 	@echo "make bench-devnode  the py-evm dev node alone: CPU per pay -> bench/results/devnode.json"
 	@echo "make contracts  recompile and re-export contracts/build"
 	@echo "make web        rebuild the pages' bundle (frontend/ -> gateway/web/static, committed)"
@@ -154,6 +155,11 @@ bench-e2e-curve: setup $(STAMP_NPM)
 
 bench-e2e-embedded: setup
 	$(PY) -m bench.e2e --embedded --orders $(or $(EMBEDDED_N),50) $(if $(PROFILE),--profile $(PROFILE))
+
+# Issue 12's ceiling: phase a, then phase z (a minimal driver does the oracle's external work, all its
+# computing done before the clock) on a fresh system; the ratio a free oracle would reach.
+bench-ceiling: setup $(STAMP_NPM)
+	$(PY) -m bench.ceiling --orders $(or $(CEILING_N),1000)
 
 # The py-evm dev node alone (no gateway, no oracle): CPU per pay in process and over HTTP.
 bench-devnode: setup

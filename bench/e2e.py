@@ -288,6 +288,7 @@ _COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("provider", ("bench.provider", "cardless.cli.child\0adapters.simulator")),
     ("postgresql", ("postgres",)),
     ("py-spy", ("py-spy",)),
+    ("driver", ("bench.ceiling\0driver",)),  # bench.ceiling's phase z: the oracle's external work alone
 )
 
 
