@@ -479,7 +479,7 @@ def run_zero(work: Path, *, orders: int, batch: int, poll: float, timeout: float
             "raw_pay_tps": gen["raw_pay_tps"],
             "pay_mined_seconds": gen["pay_mined_seconds"],
             # the plan must be ready before the first pay: its work is not the driver's
-            "plan_ready_before_first_pay_s": round(gen["pay_start"] - max(planned_at, driver_ready), 3),
+            "plan_ready_before_first_pay_s": round(gen["pay_start"] - max(planned_at, driver_ready), 6),
             "topped_up": len(driven["topped_up"]),
             "topup_failures": driven["topup_failure_count"],
             "settlement_reverts": len(driven["reverted"]),

@@ -74,12 +74,12 @@ class CountingProxy:
                 connection.request("POST", proxy.path, body, {"Content-Type": "application/json"})
                 answer = connection.getresponse()
                 data = answer.read()
+                proxy._note(at, body, data)  # before the reply: a caller that counts after it sees this call
                 self.send_response(answer.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
-                proxy._note(at, body, data)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True

@@ -31,8 +31,9 @@ def test_a_small_ceiling_run_settles_every_order_on_chain_and_reports_a_consiste
     assert checks["balances_match"] is True
     assert checks["merchant_credit_on_chain"] == checks["merchant_credit_expected"] > 0
     assert checks["fee_credit_on_chain"] == checks["fee_credit_expected"] > 0
-    # the plan (top-up bodies, proofs, signed transactions) was ready before the first pay
-    assert z["plan_ready_before_first_pay_s"] > 0
+    # the plan (top-up bodies, proofs, signed transactions) was ready before the first pay (the buyers are
+    # resumed after it is: on a loaded machine the first pay can follow within the microsecond)
+    assert z["plan_ready_before_first_pay_s"] >= 0
 
     summary = report["summary"]
     for key in (

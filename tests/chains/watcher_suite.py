@@ -647,7 +647,7 @@ class WatcherSuite:
         watcher = make_watcher(w3, env, sessions, recorder, start_block=start)
         paid = pay_native(env)
         assert watcher.poll() == 1
-        assert reads == ["eth_getBlockByNumber", "eth_getLogs", "eth_getBlockByNumber"]
+        assert reads == ["eth_getBlockByNumber", "eth_getLogs", "eth_getBlockByNumber"], reads
         reads.clear()
         second = pay_native(env, 1)
         assert watcher.poll() == 1
